@@ -1,0 +1,33 @@
+"""Configuration: environment variables (VAULT_*) over embedded defaults.
+
+The embedded default is a data directory `./.vault` (or `$VAULT_HOME`) holding an SQLite
+database and the local keyring; production points `VAULT_DATABASE_URL` at PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vault.crypto import Suite
+
+
+class VaultSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VAULT_", extra="ignore")
+
+    home: Path = Field(default=Path(".vault"), description="data directory")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL")
+    crypto_suite: Suite = Field(default=Suite.AES_256_GCM, description="suite for new keys")
+    keyring: str = Field(default="local", description="local (file) keyring")
+    data_key_cache_size: int = Field(default=10_000, ge=0)
+    data_key_cache_seconds: float = Field(default=60.0, ge=0)
+
+    @property
+    def keyring_path(self) -> Path:
+        return self.home / "keyring.json"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'vault.db').resolve()}"
