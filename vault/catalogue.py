@@ -140,7 +140,9 @@ def _field(name: str, raw: Mapping[str, Any], categories: Mapping[str, Label]) -
         type=raw["type"],
         validator=raw.get("validator"),
         mask=_rule(raw["mask"], f"{where} mask"),
-        generalise=_rule(raw["generalise"], f"{where} generalise") if raw.get("generalise") else None,
+        generalise=_rule(raw["generalise"], f"{where} generalise")
+        if raw.get("generalise")
+        else None,
         searchable=bool(raw["searchable"]),
         values=values,
         max_length=raw.get("max_length"),

@@ -119,7 +119,9 @@ class DataKey:
     key: bytes
 
     def __repr__(self) -> str:  # never print key material
-        return f"DataKey(resident_id={self.resident_id!r}, version={self.version}, suite={self.suite})"
+        return (
+            f"DataKey(resident_id={self.resident_id!r}, version={self.version}, suite={self.suite})"
+        )
 
 
 @dataclass(frozen=True)

@@ -70,3 +70,11 @@ class DecryptionFailed(VaultError):  # noqa: N818
 
 class KeyNotFound(VaultError):  # noqa: N818
     """The keyring has no key with this id (destroyed, or from another vault)."""
+
+
+class StaleRecord(VaultError):  # noqa: N818
+    """The record changed since the caller read it; nothing was written."""
+
+    def __init__(self, resident_id: str) -> None:
+        super().__init__("the record was changed by someone else; read it again")
+        self.resident_id = resident_id

@@ -89,8 +89,12 @@ class LocalKeyring:
         }
         kek_id = _new_kek_id(1)
         data["keks"].append(
-            {"id": kek_id, "suite": suite.value, "key": _b64(new_key(suite)),
-             "created_at": now.isoformat()}
+            {
+                "id": kek_id,
+                "suite": suite.value,
+                "key": _b64(new_key(suite)),
+                "created_at": now.isoformat(),
+            }
         )
         data["active_kek"] = kek_id
         keyring = cls(path, data)
@@ -123,13 +127,19 @@ class LocalKeyring:
             "format": KEYRING_FORMAT,
             "suite": self._suite.value,
             "keks": [
-                {"id": k.kek_id, "suite": k.suite.value, "key": _b64(k.key),
-                 "created_at": k.created_at.isoformat()}
+                {
+                    "id": k.kek_id,
+                    "suite": k.suite.value,
+                    "key": _b64(k.key),
+                    "created_at": k.created_at.isoformat(),
+                }
                 for k in self._keks.values()
             ],
             "active_kek": self._active,
             "blind_index_key": {
-                "id": self._bik_id, "algorithm": self._bik_algorithm, "key": _b64(self._bik)
+                "id": self._bik_id,
+                "algorithm": self._bik_algorithm,
+                "key": _b64(self._bik),
             },
         }
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,9 +203,7 @@ class LocalKeyring:
         return keyed_mac(self._bik_algorithm, self._bik, message)
 
 
-_OWN_KEYS = frozenset(
-    {"format", "suite", "keks", "active_kek", "blind_index_key", "created_at"}
-)
+_OWN_KEYS = frozenset({"format", "suite", "keks", "active_kek", "blind_index_key", "created_at"})
 
 
 def _new_kek_id(sequence: int) -> str:

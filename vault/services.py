@@ -1,0 +1,375 @@
+"""Resident records: validate, seal, store, read, look up and erase.
+
+Every method takes the caller's `Session`, so the caller decides the transaction: the
+access gate writes its audit entry in the same one, and a failed validation or a crash
+leaves the previous version of a record intact. Nothing here knows who may see what;
+that is policy's job, above this layer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from vault.blind_index import digest, find_residents, normalise_for_index
+from vault.catalogue import Catalogue, default_catalogue
+from vault.crypto import DataKey, open_field, seal_field
+from vault.errors import (
+    ResidentErased,
+    ResidentNotFound,
+    StaleRecord,
+    UnknownField,
+    ValidationFailed,
+)
+from vault.interfaces import Keyring
+from vault.keys import DataKeyCache, DataKeys
+from vault.models import (
+    BlindIndexEntry,
+    DataKeyRecord,
+    Erasure,
+    Resident,
+    ResidentField,
+    new_id,
+    utcnow,
+)
+from vault.validators import validate_record
+
+log = structlog.get_logger(__name__)
+
+CHANNELS = ("import", "cli", "api", "desk", "self", "demo", "rotation")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Who wrote a value, through which channel, when, and when it was last verified."""
+
+    actor: str
+    channel: str
+    at: datetime = field(default_factory=utcnow)
+    verified_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FieldProvenance:
+    written_by: str
+    channel: str
+    written_at: datetime
+    verified_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewResident:
+    values: Mapping[str, Any]
+    household_id: str | None = None
+    resident_id: str | None = None
+    is_decoy: bool = False
+
+
+def encode_value(value: Any) -> bytes:
+    """Canonical JSON of a normalised value: the plaintext that gets sealed."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_value(plaintext: bytes) -> Any:
+    return json.loads(plaintext)
+
+
+class ResidentStore:
+    """The vault's resident records, sealed field by field under per-resident data keys."""
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        catalogue: Catalogue | None = None,
+        key_cache: DataKeyCache | None = None,
+    ) -> None:
+        self.keyring = keyring
+        self.catalogue = catalogue or default_catalogue()
+        self.data_keys = DataKeys(keyring, key_cache)
+        self._match_fields = frozenset(
+            name
+            for spec in self.catalogue
+            if spec.matches
+            for name in (spec.name, *spec.matches.values())
+        )
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def create(
+        self,
+        session: Session,
+        values: Mapping[str, Any],
+        provenance: Provenance,
+        *,
+        household_id: str | None = None,
+        resident_id: str | None = None,
+    ) -> str:
+        """Validate and store a new resident; raises ValidationFailed and writes nothing."""
+        return self.create_many(
+            session, [NewResident(values, household_id, resident_id)], provenance
+        )[0]
+
+    def create_many(
+        self, session: Session, residents: Sequence[NewResident], provenance: Provenance
+    ) -> list[str]:
+        """Validate all, then insert all with a few multi-row statements (imports, demo data).
+
+        Validation of every record happens before the first insert, so a bad record
+        leaves nothing behind; the caller's transaction covers the inserts.
+        """
+        prepared = [(r, self.validate(r.values)) for r in residents]
+        resident_rows: list[dict[str, Any]] = []
+        key_rows: list[dict[str, Any]] = []
+        field_rows: list[dict[str, Any]] = []
+        index_rows: list[dict[str, Any]] = []
+        ids: list[str] = []
+        for new, normalised in prepared:
+            resident_id = new.resident_id or new_id("r")
+            ids.append(resident_id)
+            resident_rows.append(
+                {
+                    "id": resident_id,
+                    "household_id": new.household_id,
+                    "status": "active",
+                    "key_version": 1,
+                    "row_version": 1,
+                    "is_decoy": new.is_decoy,
+                    "created_at": provenance.at,
+                    "updated_at": provenance.at,
+                }
+            )
+            key, key_row = self.data_keys.new(resident_id, 1)
+            key_rows.append(key_row)
+            fields, indexes = self._sealed_rows(resident_id, key, normalised, provenance)
+            field_rows += fields
+            index_rows += indexes
+        for table, rows in (
+            (Resident, resident_rows),
+            (DataKeyRecord, key_rows),
+            (ResidentField, field_rows),
+            (BlindIndexEntry, index_rows),
+        ):
+            if rows:
+                session.execute(insert(table), rows)
+        log.info("residents.created", count=len(ids), channel=provenance.channel)
+        return ids
+
+    def update(
+        self,
+        session: Session,
+        resident_id: str,
+        values: Mapping[str, Any],
+        provenance: Provenance,
+        *,
+        expected_version: int | None = None,
+    ) -> int:
+        """Change some fields (None clears one); all or nothing. Returns the new row version."""
+        resident = self._active(session, resident_id)
+        if expected_version is not None and resident.row_version != expected_version:
+            raise StaleRecord(resident_id)
+        involved = self._match_fields & set(values)
+        existing = (
+            self.read(session, resident_id, sorted(self._match_fields - set(values)))
+            if involved
+            else {}
+        )
+        normalised = self.validate({k: v for k, v in values.items() if v is not None}, existing)
+        cleared = [name for name, value in values.items() if value is None]
+        if cleared:
+            session.execute(
+                delete(ResidentField).where(
+                    ResidentField.resident_id == resident_id, ResidentField.field.in_(cleared)
+                )
+            )
+            session.execute(
+                delete(BlindIndexEntry).where(
+                    BlindIndexEntry.resident_id == resident_id,
+                    BlindIndexEntry.field.in_(cleared),
+                )
+            )
+        key = self.data_keys.get(session, resident_id, resident.key_version)
+        self._write_fields(session, resident_id, key, normalised, provenance)
+        resident.updated_at = provenance.at
+        session.flush()  # bumps row_version; a concurrent writer's flush fails instead
+        log.info(
+            "resident.updated",
+            resident_id=resident_id,
+            fields=sorted(set(normalised) | set(cleared)),
+            channel=provenance.channel,
+        )
+        return resident.row_version
+
+    def mark_verified(
+        self, session: Session, resident_id: str, fields: Iterable[str], at: datetime
+    ) -> None:
+        """Record that a worker checked these values with the resident (data quality)."""
+        self._active(session, resident_id)
+        for row in session.scalars(
+            select(ResidentField).where(
+                ResidentField.resident_id == resident_id, ResidentField.field.in_(list(fields))
+            )
+        ):
+            row.verified_at = at
+
+    def validate(
+        self, values: Mapping[str, Any], existing: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Normalised values, or ValidationFailed naming every problem at once."""
+        normalised, problems = validate_record(self.catalogue, values, existing or {})
+        if problems:
+            raise ValidationFailed(problems)
+        return normalised
+
+    def _sealed_rows(
+        self, resident_id: str, key: DataKey, values: Mapping[str, Any], provenance: Provenance
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        fields: list[dict[str, Any]] = []
+        indexes: list[dict[str, Any]] = []
+        for name, value in values.items():
+            fields.append(
+                {
+                    "resident_id": resident_id,
+                    "field": name,
+                    "ciphertext": seal_field(key, name, encode_value(value)),
+                    "key_version": key.version,
+                    "written_by": provenance.actor,
+                    "channel": provenance.channel,
+                    "written_at": provenance.at,
+                    "verified_at": provenance.verified_at,
+                }
+            )
+            spec = self.catalogue[name]
+            if spec.searchable:
+                indexes.append(
+                    {
+                        "resident_id": resident_id,
+                        "field": name,
+                        "scheme": self.keyring.blind_index_scheme,
+                        "digest": digest(self.keyring, spec, normalise_for_index(spec, str(value))),
+                    }
+                )
+        return fields, indexes
+
+    def _write_fields(
+        self,
+        session: Session,
+        resident_id: str,
+        key: DataKey,
+        values: Mapping[str, Any],
+        provenance: Provenance,
+    ) -> None:
+        """Replace these fields' rows (an update); the caller's transaction makes it atomic."""
+        fields, indexes = self._sealed_rows(resident_id, key, values, provenance)
+        names = list(values)
+        for table, rows in ((ResidentField, fields), (BlindIndexEntry, indexes)):
+            session.execute(
+                delete(table).where(table.resident_id == resident_id, table.field.in_(names))
+            )
+            if rows:
+                session.execute(insert(table), rows)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read(
+        self, session: Session, resident_id: str, fields: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """Decrypt the named fields (all by default) of one resident; absent fields are left out."""
+        resident = self._active(session, resident_id)
+        records = self.read_many(session, [resident.id], fields)
+        return records.get(resident.id, {})
+
+    def read_many(
+        self, session: Session, resident_ids: Sequence[str], fields: Sequence[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Decrypt only the named fields of many residents, in a few queries.
+
+        Fields that will not be returned are never fetched, let alone decrypted.
+        """
+        names = self._field_names(fields)
+        result: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(resident_ids), 500):
+            chunk = list(resident_ids[start : start + 500])
+            rows = list(
+                session.scalars(
+                    select(ResidentField).where(
+                        ResidentField.resident_id.in_(chunk), ResidentField.field.in_(names)
+                    )
+                )
+            )
+            keys = self.data_keys.get_many(session, {(r.resident_id, r.key_version) for r in rows})
+            for row in rows:
+                key = keys.get((row.resident_id, row.key_version))
+                if key is None:
+                    raise ResidentErased(row.resident_id)
+                value = decode_value(open_field(key, row.field, row.ciphertext))
+                result.setdefault(row.resident_id, {})[row.field] = value
+        return result
+
+    def provenance(self, session: Session, resident_id: str) -> dict[str, FieldProvenance]:
+        self._active(session, resident_id)
+        rows = session.scalars(
+            select(ResidentField).where(ResidentField.resident_id == resident_id)
+        )
+        return {
+            r.field: FieldProvenance(r.written_by, r.channel, r.written_at, r.verified_at)
+            for r in rows
+        }
+
+    def find(self, session: Session, field_name: str, raw_value: str) -> list[str]:
+        """Resident ids whose identifier matches, through the blind index."""
+        return find_residents(session, self.keyring, self.catalogue, field_name, raw_value)
+
+    def _field_names(self, fields: Sequence[str] | None) -> list[str]:
+        if fields is None:
+            return list(self.catalogue.names)
+        for name in fields:
+            if name not in self.catalogue:
+                raise UnknownField(name)
+        return list(fields)
+
+    def _active(self, session: Session, resident_id: str) -> Resident:
+        resident = session.get(Resident, resident_id)
+        if resident is None:
+            raise ResidentNotFound(resident_id)
+        if resident.status != "active":
+            raise ResidentErased(resident_id)
+        return resident
+
+    # -- erasure ---------------------------------------------------------------------------
+
+    def erase(self, session: Session, resident_id: str, actor: str, reason: str) -> None:
+        """Crypto-shred: destroy the data keys, drop ciphertexts and indexes, keep a tombstone.
+
+        The caller records the erasure in the audit log in the same transaction.
+        """
+        resident = self._active(session, resident_id)
+        now = utcnow()
+        session.add(Erasure(resident_id=resident_id, erased_at=now, erased_by=actor, reason=reason))
+        self._shred(session, resident, now)
+        log.info("resident.erased", resident_id=resident_id)
+
+    def _shred(self, session: Session, resident: Resident, at: datetime) -> None:
+        for table in (DataKeyRecord, ResidentField, BlindIndexEntry):
+            session.execute(delete(table).where(table.resident_id == resident.id))
+        resident.status = "erased"
+        resident.erased_at = at
+        resident.updated_at = at
+        session.flush()
+        self.data_keys.cache.evict(resident.id)
+
+    def replay_erasures(self, session: Session) -> int:
+        """After a restore, erase again every resident a tombstone names. Returns the count."""
+        erased = 0
+        for tombstone in session.scalars(select(Erasure)):
+            resident = session.get(Resident, tombstone.resident_id)
+            if resident is not None and resident.status == "active":
+                self._shred(session, resident, tombstone.erased_at)
+                erased += 1
+        return erased
