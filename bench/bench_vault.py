@@ -92,6 +92,7 @@ def write_csv(path: Path, residents: int, buildings: list[str]) -> None:
     catalogue = default_catalogue()
     columns = ["building_id", "unit", "room", "household", *catalogue.names]
     written = household = 0
+    seen: set[str] = set()  # the generator repeats an ID number about once in 15,000
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -101,6 +102,9 @@ def write_csv(path: Path, residents: int, buildings: list[str]) -> None:
             for member in make_household(rng, address=f"示范区{building}{room}室"):
                 if written >= residents:
                     break
+                if member["id_number"] in seen:
+                    continue
+                seen.add(member["id_number"])
                 row: dict[str, Any] = {
                     "building_id": building,
                     "unit": "1",

@@ -12,13 +12,16 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from vault.catalogue import default_catalogue
 from vault.config import VaultSettings
 from vault.db import make_engine, migrate, session_factory
 from vault.errors import ConfigurationError
 from vault.interfaces import Keyring
 from vault.keyring import LocalKeyring
 from vault.keys import DataKeyCache
+from vault.masking import check_catalogue as check_masks
 from vault.services import ResidentStore
+from vault.validators import check_catalogue as check_validators
 
 
 @dataclass
@@ -41,13 +44,22 @@ def _keyring(settings: VaultSettings) -> Keyring:
 
 
 def open_vault(settings: VaultSettings, *, upgrade_schema: bool = True) -> Vault:
+    catalogue = default_catalogue()
+    # A validator or mask the catalogue names but the code lacks fails here, at start-up,
+    # not on the first request that touches that field.
+    check_validators(catalogue)
+    check_masks(catalogue)
     keyring = _keyring(settings)
     engine = make_engine(settings.resolved_database_url)
     if upgrade_schema:
         migrate(engine)
     cache = DataKeyCache(settings.data_key_cache_size, settings.data_key_cache_seconds)
     return Vault(
-        settings, engine, session_factory(engine), keyring, ResidentStore(keyring, key_cache=cache)
+        settings,
+        engine,
+        session_factory(engine),
+        keyring,
+        ResidentStore(keyring, catalogue, key_cache=cache),
     )
 
 

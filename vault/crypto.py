@@ -17,6 +17,7 @@ import hmac
 import os
 import struct
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from enum import StrEnum
 
 from cryptography.exceptions import InvalidTag
@@ -99,9 +100,15 @@ def _length_prefixed(*parts: bytes) -> bytes:
 
 def field_aad(resident_id: str, field: str, key_version: int, suite: Suite) -> bytes:
     """Associated data that pins a ciphertext to its resident, field and key version."""
-    return b"rv-field-v1" + _length_prefixed(
-        resident_id.encode(), field.encode(), struct.pack(">IB", key_version, suite.suite_id)
-    )
+    rid, name = resident_id.encode(), field.encode()
+    head = _AAD_FIELD.pack(b"rv-field-v1", len(rid))
+    tail = _AAD_TAIL.pack(5, key_version, _SUITE_IDS[suite])  # 5: length of version + suite
+    return head + rid + _AAD_LEN.pack(len(name)) + name + tail
+
+
+_AAD_FIELD = struct.Struct(">11sI")  # domain label, then the resident id's length
+_AAD_LEN = struct.Struct(">I")
+_AAD_TAIL = struct.Struct(">IIB")
 
 
 def data_key_context(resident_id: str, key_version: int) -> bytes:
@@ -117,6 +124,25 @@ class DataKey:
     version: int
     suite: Suite
     key: bytes
+    # The AES key schedule, built once per data key rather than once per field.
+    _aesgcm: AESGCM | None = dataclass_field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.suite is Suite.AES_256_GCM:
+            object.__setattr__(self, "_aesgcm", AESGCM(self.key))
+
+    def encrypt(self, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        if self._aesgcm is not None:
+            return self._aesgcm.encrypt(nonce, plaintext, aad)
+        return aead_encrypt(self.suite, self.key, nonce, plaintext, aad)
+
+    def decrypt(self, nonce: bytes, sealed: bytes, aad: bytes) -> bytes:
+        if self._aesgcm is not None:
+            try:
+                return self._aesgcm.decrypt(nonce, sealed, aad)
+            except InvalidTag as exc:
+                raise DecryptionFailed("ciphertext failed authentication") from exc
+        return aead_decrypt(self.suite, self.key, nonce, sealed, aad)
 
     def __repr__(self) -> str:  # never print key material
         return (
@@ -143,7 +169,7 @@ def seal_field(data_key: DataKey, field: str, plaintext: bytes) -> bytes:
     nonce = os.urandom(NONCE_SIZE)
     aad = field_aad(data_key.resident_id, field, data_key.version, data_key.suite)
     header = _HEADER.pack(FORMAT_VERSION, data_key.suite.suite_id, data_key.version)
-    return header + nonce + aead_encrypt(data_key.suite, data_key.key, nonce, plaintext, aad)
+    return header + nonce + data_key.encrypt(nonce, plaintext, aad)
 
 
 def open_field(data_key: DataKey, field: str, ciphertext: bytes) -> bytes:
@@ -152,7 +178,7 @@ def open_field(data_key: DataKey, field: str, ciphertext: bytes) -> bytes:
         raise DecryptionFailed("ciphertext was sealed under another data key")
     nonce = ciphertext[_HEADER.size : HEADER_SIZE]
     aad = field_aad(data_key.resident_id, field, header.key_version, header.suite)
-    return aead_decrypt(header.suite, data_key.key, nonce, ciphertext[HEADER_SIZE:], aad)
+    return data_key.decrypt(nonce, ciphertext[HEADER_SIZE:], aad)
 
 
 def keyed_mac(algorithm: str, key: bytes, message: bytes) -> bytes:

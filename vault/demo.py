@@ -209,6 +209,8 @@ def populate(
     rooms = _rooms(buildings)
     provenance = Provenance(actor="demo", channel="demo")
     phone = next(s.name for s in store.catalogue.searchable if s.validator == "cn_mobile")
+    id_field = next(s.name for s in store.catalogue.searchable if s.validator == "gb11643")
+    seen_ids: set[object] = set()
     created = households = placeholders = 0
     pending: list[NewResident] = []
     room_index = 0
@@ -222,7 +224,12 @@ def populate(
         session.add(household)
         households += 1
         left = residents - created - len(pending)
-        members = make_household(rng, address=address, size_hint=min(left, 6))[:left]
+        # The generator repeats an ID number about once in 15,000 people: drop repeats.
+        members = []
+        for member in make_household(rng, address=address, size_hint=min(left, 6))[:left]:
+            if member.get(id_field) not in seen_ids:
+                seen_ids.add(member.get(id_field))
+                members.append(member)
         with_phone = [m for m in members if phone in m]
         if placeholders < PLACEHOLDER_PHONE_RESIDENTS and with_phone:
             # One per household: unrelated households sharing a number is the tell.

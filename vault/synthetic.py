@@ -5,9 +5,9 @@ data must never be used to demonstrate or test a vault of personal data, and gen
 data must not be mistaken for real data either, so:
 
 * ID numbers use the real prefecture code of Hangzhou (3301) and of a few other cities,
-  but county codes 91-96, which no county uses, so a generated number cannot be a real
-  person's, while still passing every check the vault makes (province, birth date,
-  gender digit, MOD 11-2 check character).
+  but county codes 91-96, which (as far as we know) no county has ever used, so a
+  generated number should not be a real person's, while still passing every check the
+  vault makes (province, birth date, gender digit, MOD 11-2 check character).
 * Addresses are in a fictional district (示范区) on fictional roads.
 * Names are ordinary combinations of common surnames and given-name characters; phone
   numbers and plates follow the real formats and so *may* coincide with a real number:
