@@ -25,8 +25,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from api.logging import configure_logging
+from api.runtime import Runtime, init_runtime, open_runtime
+from audit import AuditError, EntryDraft, VerificationFailed
+from audit.verify import verify_log
 from vault.config import VaultSettings
-from vault.context import Vault, init_vault, open_vault
 from vault.crypto import Suite
 from vault.errors import (
     ConfigurationError,
@@ -49,6 +51,8 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="密钥管理 / Key management", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(help="审计日志 / Audit log", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -82,12 +86,12 @@ def _settings() -> VaultSettings:
 
 
 @contextmanager
-def _vault() -> Iterator[Vault]:
-    vault = open_vault(_settings())
+def _runtime() -> Iterator[Runtime]:
+    runtime = open_runtime(_settings())
     try:
-        yield vault
+        yield runtime
     finally:
-        vault.close()
+        runtime.close()
 
 
 def _actor(explicit: str | None) -> str:
@@ -119,7 +123,7 @@ def _initialise(demo: bool, residents: int, suite: Suite) -> None:
                 f"{settings.home} is already initialised; keys are never overwritten",
             )
         )
-    vault = init_vault(settings)
+    runtime = init_runtime(settings)
     try:
         out.print(
             t(
@@ -127,36 +131,41 @@ def _initialise(demo: bool, residents: int, suite: Suite) -> None:
                 f"created data directory {settings.home} (keys, database)",
             )
         )
-        if not demo:
-            return
-        with _progress() as bar, vault.sessions() as session:
-            task = bar.add_task(t("生成演示居民", "generating demo residents"), total=residents)
+        details: dict[str, Any] = {"suite": suite.value, "demo": demo}
+        if demo:
+            with _progress() as bar, runtime.vault.sessions() as session:
+                task = bar.add_task(t("生成演示居民", "generating demo residents"), total=residents)
 
-            def commit_batch() -> None:
-                session.commit()
+                def commit_batch() -> None:
+                    session.commit()
+                    session.begin()
+
                 session.begin()
-
-            session.begin()
-            summary = populate(
-                session,
-                vault.store,
-                residents,
-                progress=lambda n: bar.advance(task, n),
-                commit=commit_batch,
+                summary = populate(
+                    session,
+                    runtime.vault.store,
+                    residents,
+                    progress=lambda n: bar.advance(task, n),
+                    commit=commit_batch,
+                )
+                session.commit()
+            details["demo_residents"] = summary.residents
+            out.print(
+                t(
+                    f"演示数据：{summary.communities} 个社区，{summary.grids} 个网格，"
+                    f"{summary.buildings} 栋楼，{summary.organisations} 个机构，"
+                    f"{summary.households} 户，{summary.residents} 位居民（均为虚构）",
+                    f"demo data: {summary.communities} communities, {summary.grids} grids, "
+                    f"{summary.buildings} buildings, {summary.organisations} organisations, "
+                    f"{summary.households} households, {summary.residents} residents "
+                    "(all fictional)",
+                )
             )
-            session.commit()
-        out.print(
-            t(
-                f"演示数据：{summary.communities} 个社区，{summary.grids} 个网格，"
-                f"{summary.buildings} 栋楼，{summary.organisations} 个机构，"
-                f"{summary.households} 户，{summary.residents} 位居民（均为虚构）",
-                f"demo data: {summary.communities} communities, {summary.grids} grids, "
-                f"{summary.buildings} buildings, {summary.organisations} organisations, "
-                f"{summary.households} households, {summary.residents} residents (all fictional)",
-            )
-        )
+        with runtime.transaction() as session:
+            runtime.audit.record(session, [_event("vault.initialised", None, details)])
+        runtime.audit.checkpoint(runtime.vault.sessions)
     finally:
-        vault.close()
+        runtime.close()
 
 
 @app.command()
@@ -186,11 +195,33 @@ def serve(
     application = create_app(_settings())
     out.print(
         t(
-            f"服务地址 http://{host}:{port}/ （字段目录 /v1/fields）",
-            f"serving on http://{host}:{port}/ (field catalogue at /v1/fields)",
+            f"服务地址 http://{host}:{port}/ （字段目录 /v1/fields，"
+            "审计检查点 /v1/audit/checkpoint）",
+            f"serving on http://{host}:{port}/ (field catalogue at /v1/fields, audit checkpoint "
+            "at /v1/audit/checkpoint)",
         )
     )
     uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+# -- audit entries of CLI commands --------------------------------------------------------
+
+
+def _event(action: str, actor: str | None, details: dict[str, Any], **extra: Any) -> EntryDraft:
+    return EntryDraft(
+        action=action, outcome="allowed", channel="cli", kind="event", user=actor,
+        subject_type="operator", details=details, **extra,
+    )  # fmt: skip
+
+
+def _access(
+    action: str, actor: str, resident_id: str, purpose: str, fields: dict[str, str], **extra: Any
+) -> EntryDraft:
+    return EntryDraft(
+        action=action, outcome="allowed", channel="cli", kind="access", user=actor,
+        subject_type="operator", resident_id=resident_id, purpose=purpose, fields=fields,
+        **extra,
+    )  # fmt: skip
 
 
 # -- data commands -----------------------------------------------------------------------
@@ -201,20 +232,33 @@ def import_command(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate only")] = False,
     actor: Annotated[str | None, typer.Option(help="who is importing")] = None,
+    purpose: Annotated[str, typer.Option(help="why the records are collected")] = "registration",
 ) -> None:
     """从 CSV 导入居民（逐行校验，全部成功才写入）/ Import residents from CSV, all or nothing."""
-    provenance = Provenance(actor=_actor(actor), channel="import")
-    with _vault() as vault, _progress() as bar, vault.sessions() as session, session.begin():
+    who = _actor(actor)
+    provenance = Provenance(actor=who, channel="import")
+    with _runtime() as rt, _progress() as bar, rt.transaction() as session:
         task = bar.add_task(t("校验", "validating"), total=None)
         report = import_csv(
-            session,
-            vault.store,
-            file,
-            provenance,
-            dry_run=dry_run,
+            session, rt.vault.store, file, provenance, dry_run=dry_run,
             progress=lambda n: bar.advance(task, n),
-        )
-        if not report.ok:
+        )  # fmt: skip
+        if report.ok and not dry_run:
+            rt.audit.record(
+                session,
+                [
+                    _access(
+                        "create",
+                        who,
+                        rid,
+                        purpose,
+                        dict.fromkeys(names, "written"),
+                        details={"source": file.name},
+                    )
+                    for rid, names in report.created
+                ],
+            )  # the entries commit with the residents, or neither does
+        else:
             session.rollback()
     for error in report.errors:
         err.print(
@@ -251,13 +295,21 @@ def export(
     resident_id: Annotated[str, typer.Argument()],
     fmt: Annotated[str, typer.Option("--format", help="json | csv")] = "json",
     output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+    actor: Annotated[str | None, typer.Option(help="who runs the export for the resident")] = None,
 ) -> None:
     """导出居民本人的完整记录（可携带权）/ Export a resident's own record (portability)."""
     if fmt not in ("json", "csv"):
         raise CliError(t("格式须为 json 或 csv", "format must be json or csv"))
-    with _vault() as vault, vault.sessions() as session:
-        record = vault.store.read(session, resident_id)
-        provenance = vault.store.provenance(session, resident_id)
+    with _runtime() as rt, rt.transaction() as session:
+        record = rt.vault.store.read(session, resident_id)
+        provenance = rt.vault.store.provenance(session, resident_id)
+        # PIPL Art. 45: the resident's own copy. Recorded before anything is written out.
+        rt.audit.record(
+            session,
+            [_access("export", _actor(actor), resident_id, "portability",
+                     dict.fromkeys(record, "clear"), on_behalf_of=resident_id,
+                     legal_basis="self")],
+        )  # fmt: skip
     document: dict[str, Any] = {
         "resident_id": resident_id,
         "exported_at": datetime.now(UTC).isoformat(),
@@ -296,8 +348,10 @@ def export(
 
 @app.command()
 def lookup(
+    purpose: Annotated[str, typer.Option(help="why you are looking (recorded in the audit log)")],
     id_number: Annotated[str | None, typer.Option("--id-number", help="居民身份证号")] = None,
     phone: Annotated[str | None, typer.Option("--phone", help="手机号码")] = None,
+    actor: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """按身份证号或手机号查找居民编号（盲索引）/ Find resident ids by identifier (blind index)."""
     given = [
@@ -310,9 +364,15 @@ def lookup(
             t("请只给出 --id-number 或 --phone 之一", "give exactly one of --id-number or --phone")
         )
     value, validator = given[0]
-    with _vault() as vault, vault.sessions() as session:
-        field = next(s.name for s in vault.store.catalogue.searchable if s.validator == validator)
-        ids = vault.store.find(session, field, value)
+    with _runtime() as rt, rt.transaction() as session:
+        catalogue = rt.vault.store.catalogue
+        field = next(s.name for s in catalogue.searchable if s.validator == validator)
+        ids = rt.vault.store.find(session, field, value)
+        who = _actor(actor)
+        drafts = [_access("search", who, rid, purpose, {field: "matched"}) for rid in ids]
+        if not ids:
+            drafts = [_event("search.no_match", who, {"by": field}, purpose=purpose)]
+        rt.audit.record(session, drafts)
     if not ids:
         raise CliError(t("未找到", "not found"), code=3)
     for resident_id in ids:
@@ -329,8 +389,12 @@ def erase(
     """删除居民数据（销毁其数据密钥，不可恢复）/ Erase a resident by destroying their data key."""
     if not yes:
         raise CliError(t("删除不可恢复；确认请加 --yes", "erasure cannot be undone; add --yes"))
-    with _vault() as vault, vault.sessions() as session, session.begin():
-        vault.store.erase(session, resident_id, _actor(actor), reason)
+    who = _actor(actor)
+    with _runtime() as rt, rt.transaction() as session:
+        rt.vault.store.erase(session, resident_id, who, reason)
+        rt.audit.record(
+            session, [_event("resident.erased", who, {"reason": reason}, resident_id=resident_id)]
+        )
     out.print(
         t(
             f"已删除 {resident_id}：数据密钥已销毁，留有删除记录",
@@ -340,10 +404,20 @@ def erase(
 
 
 @app.command()
-def quality() -> None:
+def quality(actor: Annotated[str | None, typer.Option()] = None) -> None:
     """列出疑似占位或错误的数据 / List values that look like placeholders or errors."""
-    with _vault() as vault, vault.sessions() as session:
-        issues = run_checks(session, vault.store)
+    who = _actor(actor)
+    with _runtime() as rt, rt.transaction() as session:
+        issues = run_checks(session, rt.vault.store)
+        rt.audit.record(
+            session,
+            [
+                _access("quality-check", who, issue.resident_id, "data-quality",
+                        {issue.field: "checked"}, reason=issue.code)
+                for issue in issues
+            ]
+            + [_event("quality.checked", who, {"findings": len(issues)}, purpose="data-quality")],
+        )  # fmt: skip
     if not issues:
         out.print(t("未发现问题", "no problems found"))
         return
@@ -363,23 +437,16 @@ def fields() -> None:
 
     lang = _lang["value"]
     table = Table(
-        t("字段", "field"),
-        t("名称", "label"),
-        t("类别", "category"),
-        t("敏感", "sensitive"),
-        t("级别", "grade"),
-        t("可检索", "searchable"),
-    )
+        t("字段", "field"), t("名称", "label"), t("类别", "category"),
+        t("敏感", "sensitive"), t("级别", "grade"), t("可检索", "searchable"),
+    )  # fmt: skip
     catalogue = default_catalogue()
     for spec in catalogue:
         table.add_row(
-            spec.name,
-            spec.label.text(lang),
-            catalogue.categories[spec.category].text(lang),
-            t("是", "yes") if spec.sensitive else "",
-            spec.grade,
+            spec.name, spec.label.text(lang), catalogue.categories[spec.category].text(lang),
+            t("是", "yes") if spec.sensitive else "", spec.grade,
             t("是", "yes") if spec.searchable else "",
-        )
+        )  # fmt: skip
     out.print(table)
 
 
@@ -389,25 +456,25 @@ def fields() -> None:
 @keys_app.command("rotate")
 def keys_rotate(
     data_keys: Annotated[
-        bool,
-        typer.Option(
-            "--data-keys", help="also re-seal every field under new per-resident data keys"
-        ),
+        bool, typer.Option("--data-keys", help="also re-seal every field under new data keys")
     ] = False,
     destroy_retired: Annotated[
         bool, typer.Option("--destroy-retired", help="destroy KEKs no key uses any more")
     ] = False,
     batch_size: Annotated[int, typer.Option(min=1)] = 500,
+    actor: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """轮换密钥（可中断后续跑）/ Rotate keys online; an interrupted run resumes."""
-    with _vault() as vault, _progress() as bar:
+    who = _actor(actor)
+    with _runtime() as rt, _progress() as bar:
+        vault = rt.vault
         task = bar.add_task(t("重新封装数据密钥", "rewrapping data keys"), total=None)
         report = rotate_kek(
-            vault.sessions,
-            vault.store,
-            batch_size=batch_size,
+            vault.sessions, vault.store, batch_size=batch_size,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
+        )  # fmt: skip
+        events = [_event("keys.kek_rotated", who, {"kek": report.target,
+                         "rewrapped": report.processed, "resumed": report.resumed})]  # fmt: skip
         out.print(
             t(
                 f"主密钥已轮换为 {report.target}，重新封装 {report.processed} 个数据密钥"
@@ -419,11 +486,10 @@ def keys_rotate(
         if data_keys:
             task = bar.add_task(t("更换数据密钥", "re-sealing fields"), total=None)
             dk = rotate_data_keys(
-                vault.sessions,
-                vault.store,
-                batch_size=max(1, batch_size // 2),
+                vault.sessions, vault.store, batch_size=max(1, batch_size // 2),
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
+            )  # fmt: skip
+            events.append(_event("keys.data_keys_rotated", who, {"residents": dk.processed}))
             out.print(
                 t(
                     f"已为 {dk.processed} 位居民更换数据密钥",
@@ -432,18 +498,64 @@ def keys_rotate(
             )
         if destroy_retired:
             destroyed = destroy_retired_keks(vault.sessions, vault.store)
+            events.append(_event("keys.kek_destroyed", who, {"keks": destroyed}))
             out.print(
                 t(f"已销毁 {len(destroyed)} 个旧主密钥", f"destroyed {len(destroyed)} old KEKs")
             )
+        with rt.transaction() as session:
+            rt.audit.record(session, events)
 
 
 @keys_app.command("list")
 def keys_list() -> None:
     """列出主密钥 / List key-encryption keys (ids and dates, never key material)."""
-    with _vault() as vault:
-        for info in vault.keyring.keks():
+    with _runtime() as rt:
+        for info in rt.vault.keyring.keks():
             mark = t("（当前）", " (active)") if info.active else ""
             out.print(f"{info.kek_id}  {info.suite.value}  {info.created_at.isoformat()}{mark}")
+
+
+# -- audit -------------------------------------------------------------------------------
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """整合新条目并签发检查点 / Integrate new entries and sign a checkpoint now."""
+    with _runtime() as rt:
+        head = rt.audit.checkpoint(rt.vault.sessions, force=True)
+    if head is None:
+        raise CliError(t("审计日志为空", "the audit log is empty"))
+    sys.stdout.write(head.checkpoint)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    against: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="a checkpoint kept elsewhere")
+    ] = None,
+    key: Annotated[str | None, typer.Option(help="verifier key (default: this vault's)")] = None,
+) -> None:
+    """重算默克尔树并核对所有检查点 / Recompute the tree and check every checkpoint."""
+    with _runtime() as rt, rt.vault.sessions() as session:
+        report = verify_log(
+            session, key or rt.audit.verifier_key,
+            external_checkpoint=against.read_text(encoding="utf-8") if against else None,
+        )  # fmt: skip
+    out.print(
+        t(
+            f"审计日志完好：{report.entries} 条记录，{report.checkpoints} 个检查点一致"
+            + ("，外部检查点一致" if report.external_checked else ""),
+            f"audit log intact: {report.entries} entries, {report.checkpoints} checkpoints "
+            "consistent" + ("; external checkpoint matches" if report.external_checked else ""),
+        )
+    )
+
+
+@audit_app.command("public-key")
+def audit_public_key() -> None:
+    """审计日志的验证公钥 / The log's verifier key (C2SP note format)."""
+    with _runtime() as rt:
+        out.print(rt.audit.verifier_key)
 
 
 # -- entry point -------------------------------------------------------------------------
@@ -460,7 +572,7 @@ def _one_line(exc: BaseException) -> str:  # noqa: PLR0911 - one branch per erro
         return t("未找到该居民（或已删除）", "no such resident (or erased)")
     if isinstance(exc, UnknownField):
         return t(f"未知字段 {exc.name}", f"unknown field {exc.name}")
-    if isinstance(exc, ConfigurationError):
+    if isinstance(exc, ConfigurationError | VerificationFailed | AuditError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
@@ -468,7 +580,7 @@ def _one_line(exc: BaseException) -> str:  # noqa: PLR0911 - one branch per erro
 def main() -> None:
     try:
         app()
-    except (CliError, VaultError) as exc:
+    except (CliError, VaultError, AuditError) as exc:
         err.print(f"resident-vault: {_one_line(exc)}", markup=False)
         sys.exit(exc.code if isinstance(exc, CliError) else 1)
     except KeyboardInterrupt:

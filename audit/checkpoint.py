@@ -24,7 +24,7 @@ import binascii
 import hashlib
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -286,9 +286,20 @@ def _split_note(text: str) -> tuple[str, list[_Signature]]:
 
 def sign_checkpoint(origin: str, size: int, root: bytes, private_key: Ed25519PrivateKey) -> str:
     """A signed checkpoint: body, blank line, `— <origin> <base64(key id || signature)>`."""
+    return sign_checkpoint_with(origin, size, root, private_key.public_key(), private_key.sign)
+
+
+def sign_checkpoint_with(
+    origin: str,
+    size: int,
+    root: bytes,
+    public_key: Ed25519PublicKey | bytes,
+    signer: Callable[[bytes], bytes],
+) -> str:
+    """As `sign_checkpoint`, with the private key held elsewhere (a keyring or an HSM)."""
     body = format_checkpoint(origin, size, root)
-    signature = private_key.sign(body.encode("utf-8"))
-    kid = key_id(origin, private_key.public_key())
+    signature = signer(body.encode("utf-8"))
+    kid = key_id(origin, public_key)
     sig64 = base64.b64encode(kid + signature).decode()
     return f"{body}\n{SIGNATURE_DASH} {origin} {sig64}\n"
 

@@ -56,14 +56,24 @@ def test_init_creates_private_keys_and_refuses_to_overwrite(
 
 
 def test_commands_refuse_to_run_without_a_keyring(tmp_path: Path, database_url: str) -> None:
-    result = _run(tmp_path / "empty", database_url, "lookup", "--phone", "13812345678")
+    result = _run(
+        tmp_path / "empty", database_url, "lookup", "--purpose", "x", "--phone", "13812345678"
+    )
     assert result.returncode == 1
     assert "resident-vault init" in result.stderr
 
 
 def test_lookup_quality_export_erase(demo_home: Path, database_url: str) -> None:
     placeholder = COMMITTEE_OFFICE_PHONES["cm_xingfu"]
-    found = _run(demo_home, database_url, "lookup", "--phone", f"+86 {placeholder}")
+    found = _run(
+        demo_home,
+        database_url,
+        "lookup",
+        "--purpose",
+        "data-quality",
+        "--phone",
+        f"+86 {placeholder}",
+    )
     assert found.returncode == 0, found.stderr
     ids = found.stdout.split()
     assert len(ids) == 3  # the demo plants the office number on three residents
@@ -85,7 +95,9 @@ def test_lookup_quality_export_erase(demo_home: Path, database_url: str) -> None
     assert refused.returncode == 1 and "--yes" in refused.stderr
     erased = _run(demo_home, database_url, "erase", ids[0], "--reason", "request", "--yes")
     assert erased.returncode == 0, erased.stderr
-    after = _run(demo_home, database_url, "lookup", "--phone", placeholder)
+    after = _run(
+        demo_home, database_url, "lookup", "--purpose", "data-quality", "--phone", placeholder
+    )
     assert after.stdout.split() == ids[1:]
     gone = _run(demo_home, database_url, "export", ids[0])
     assert gone.returncode == 1 and "no such resident" in gone.stderr
@@ -113,10 +125,41 @@ def test_bad_import_names_lines_and_writes_nothing(
     result = _run(demo_home, database_url, "import", str(csv_path))
     assert result.returncode == 1
     assert "line 3 phone" in result.stderr and "nothing imported" in result.stderr
-    missing = _run(demo_home, database_url, "lookup", "--phone", "13812345678")
+    missing = _run(
+        demo_home, database_url, "lookup", "--purpose", "check", "--phone", "13812345678"
+    )
     assert missing.returncode == 3
 
 
 def test_chinese_is_the_default_language(demo_home: Path, database_url: str) -> None:
-    result = _run(demo_home, database_url, "lookup", "--phone", "13000000000", lang="zh")
+    result = _run(
+        demo_home, database_url, "lookup", "--purpose", "check", "--phone", "13000000000", lang="zh"
+    )
     assert result.returncode == 3 and "未找到" in result.stderr
+
+
+def test_cli_commands_leave_a_verifiable_trail(demo_home: Path, database_url: str) -> None:
+    found = _run(
+        demo_home,
+        database_url,
+        "lookup",
+        "--purpose",
+        "counter-service",
+        "--phone",
+        COMMITTEE_OFFICE_PHONES["cm_xingfu"],
+    )
+    resident_id = found.stdout.split()[0]
+    assert _run(demo_home, database_url, "export", resident_id).returncode == 0
+    head = _run(demo_home, database_url, "audit", "checkpoint")
+    assert head.returncode == 0, head.stderr
+    lines = head.stdout.splitlines()
+    # init event + 3 search entries + 1 export entry
+    assert lines[1] == "5" and lines[3] == ""
+    assert lines[4].startswith("\u2014 resident-vault.example/demo/audit ")
+    kept = demo_home.parent / "kept-checkpoint.txt"
+    kept.write_text(head.stdout, encoding="utf-8")
+    verified = _run(demo_home, database_url, "audit", "verify", "--against", str(kept))
+    assert verified.returncode == 0, verified.stderr
+    assert "5 entries" in verified.stdout and "external checkpoint matches" in verified.stdout
+    key = _run(demo_home, database_url, "audit", "public-key").stdout.strip()
+    assert key.startswith("resident-vault.example/demo/audit+")

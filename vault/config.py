@@ -23,6 +23,13 @@ class VaultSettings(BaseSettings):
     keyring: str = Field(default="local", description="local (file) keyring")
     data_key_cache_size: int = Field(default=10_000, ge=0)
     data_key_cache_seconds: float = Field(default=60.0, ge=0)
+    deployment: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9.-]*$")
+    log_origin: str | None = Field(default=None, description="audit log origin (key name)")
+    checkpoint_interval_seconds: float = Field(default=10.0, gt=0)
+
+    @property
+    def resolved_log_origin(self) -> str:
+        return self.log_origin or f"resident-vault.example/{self.deployment}/audit"
 
     @property
     def keyring_path(self) -> Path:

@@ -44,6 +44,8 @@ class ImportReport:
     imported: int = 0
     households: int = 0
     errors: list[RowError] = field(default_factory=list)
+    # (resident id, fields written) for each imported resident, for the caller's audit entries
+    created: list[tuple[str, list[str]]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -142,6 +144,7 @@ def import_csv(
         provenance,
     )
     report.imported = len(ids)
+    report.created = [(rid, sorted(values)) for rid, (_, values) in zip(ids, valid, strict=True)]
     return report
 
 

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from vault.crypto import Suite, aead_decrypt, aead_encrypt, keyed_mac, new_key
 from vault.errors import ConfigurationError, DecryptionFailed, KeyNotFound
 from vault.interfaces import KekInfo
@@ -66,6 +68,10 @@ class LocalKeyring:
         self._bik_id = str(bik["id"])
         self._bik_algorithm = str(bik["algorithm"])
         self._bik = _unb64(bik["key"])
+        self._signing: dict[str, tuple[Ed25519PrivateKey, str]] = {
+            name: (Ed25519PrivateKey.from_private_bytes(_unb64(raw["key"])), raw["created_at"])
+            for name, raw in (data.get("signing_keys") or {}).items()
+        }
         self._extra = {k: v for k, v in data.items() if k not in _OWN_KEYS}
 
     # -- creation and loading -------------------------------------------------------------
@@ -141,6 +147,14 @@ class LocalKeyring:
                 "algorithm": self._bik_algorithm,
                 "key": _b64(self._bik),
             },
+            "signing_keys": {
+                name: {
+                    "algorithm": "ed25519",
+                    "created_at": created,
+                    "key": _b64(key.private_bytes_raw()),
+                }
+                for name, (key, created) in self._signing.items()
+            },
         }
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_name(self._path.name + ".tmp")
@@ -202,8 +216,20 @@ class LocalKeyring:
     def blind_index(self, message: bytes) -> bytes:
         return keyed_mac(self._bik_algorithm, self._bik, message)
 
+    def _signing_key(self, name: str) -> Ed25519PrivateKey:
+        if name not in self._signing:
+            self._signing[name] = (Ed25519PrivateKey.generate(), datetime.now(UTC).isoformat())
+            self._save()
+        return self._signing[name][0]
 
-_OWN_KEYS = frozenset({"format", "suite", "keks", "active_kek", "blind_index_key", "created_at"})
+    def signing_public_key(self, name: str) -> bytes:
+        return self._signing_key(name).public_key().public_bytes_raw()
+
+    def sign(self, name: str, message: bytes) -> bytes:
+        return self._signing_key(name).sign(message)
+
+
+_OWN_KEYS = frozenset({"format", "suite", "keks", "active_kek", "blind_index_key", "signing_keys"})
 
 
 def _new_kek_id(sequence: int) -> str:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
 from vault.models import Base
+
+# Every package's tables live in the one metadata; import them so autogenerate sees them.
+import_module("audit.models")
 
 config = context.config
 target_metadata = Base.metadata

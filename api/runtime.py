@@ -1,0 +1,48 @@
+"""The composition root: a vault and its audit log, opened together from one configuration.
+
+`api` is the only package that sees both, so this is where an access and its audit entry
+meet in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+import audit.models  # noqa: F401 - registers the audit tables before migrations run
+from audit import AuditLog
+from vault.config import VaultSettings
+from vault.context import Vault, init_vault, open_vault
+
+
+@dataclass
+class Runtime:
+    vault: Vault
+    audit: AuditLog
+
+    @property
+    def settings(self) -> VaultSettings:
+        return self.vault.settings
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self.vault.sessions() as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        self.vault.close()
+
+
+def _with_audit(vault: Vault) -> Runtime:
+    return Runtime(vault, AuditLog(vault.keyring, vault.settings.resolved_log_origin))
+
+
+def open_runtime(settings: VaultSettings) -> Runtime:
+    return _with_audit(open_vault(settings))
+
+
+def init_runtime(settings: VaultSettings) -> Runtime:
+    return _with_audit(init_vault(settings))

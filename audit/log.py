@@ -1,0 +1,277 @@
+"""The access log: record entries, integrate them into the Merkle tree, sign checkpoints.
+
+Recording happens in the caller's transaction, so an entry commits with the access it
+records, and a failure to write it fails the access (fail closed). Integration is a
+separate, single-writer step (like a transparency log's sequencer): it gives committed
+entries dense leaf indexes in order and stores the tree's nodes. Checkpoints sign the
+tree head in the C2SP format of `audit.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import func, insert, select, text, tuple_
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from audit.checkpoint import sign_checkpoint_with, verifier_key
+from audit.errors import AuditUnavailable, ProofUnavailable
+from audit.merkle import (
+    CompactRange,
+    Coord,
+    leaf_hash,
+    read_consistency_proof,
+    read_inclusion_proof,
+    read_root,
+)
+from audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditTreeNode
+from vault.interfaces import Keyring
+from vault.models import utcnow
+
+log = structlog.get_logger(__name__)
+
+SIGNING_KEY_NAME = "audit-log"
+ENCODING_VERSION = 1
+# An arbitrary constant naming the integrator's PostgreSQL advisory lock.
+_INTEGRATOR_LOCK = 0x5256_4155_4449_54  # "RVAUDIT"
+
+
+@dataclass(frozen=True)
+class EntryDraft:
+    """What a caller records: who did what to whom, for which purpose, with what result.
+
+    `fields` maps field names to their treatment (clear/masked/generalised/denied, or
+    written): names, never values.
+    """
+
+    action: str
+    outcome: str
+    channel: str
+    kind: str = "access"
+    subject_type: str | None = None
+    organisation: str | None = None
+    client: str | None = None
+    user: str | None = None
+    on_behalf_of: str | None = None
+    purpose: str | None = None
+    legal_basis: str | None = None
+    consent_id: str | None = None
+    resident_id: str | None = None
+    resident_pseudonym: str | None = None
+    fields: Mapping[str, str] = field(default_factory=dict)
+    decision_id: str | None = None
+    evaluation_id: str | None = None
+    policy_revision: str | None = None
+    request_id: str | None = None
+    reason: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+_COLUMNS = (
+    "entry_id", "recorded_at", "kind", "action", "outcome", "channel", "subject_type",
+    "organisation", "client", "user", "on_behalf_of", "purpose", "legal_basis", "consent_id",
+    "resident_id", "resident_pseudonym", "fields", "decision_id", "evaluation_id",
+    "policy_revision", "request_id", "reason", "details",
+)  # fmt: skip
+
+
+def canonical_bytes(row: Mapping[str, Any]) -> bytes:
+    """The entry as hashed into the tree: JSON, sorted keys, no spaces, UTF-8, `v` first."""
+    document: dict[str, Any] = {"v": ENCODING_VERSION}
+    for name in _COLUMNS:
+        value = row[name]
+        document[name] = value.isoformat() if isinstance(value, datetime) else value
+    return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+
+
+def entry_columns(entry: AuditEntry) -> dict[str, Any]:
+    return {name: getattr(entry, name) for name in _COLUMNS}
+
+
+_last_stamp = 0
+_stamp_lock = threading.Lock()
+
+
+def _next_entry_id() -> str:
+    """Ids that sort in the order entries were made in this process (then random bits).
+
+    The integrator orders pending entries by (recorded_at, entry_id), so the entries of one
+    request or one batch keep their order in the tree.
+    """
+    global _last_stamp  # noqa: PLW0603 - one process-wide monotonic counter
+    with _stamp_lock:
+        _last_stamp = max(time.time_ns(), _last_stamp + 1)
+        stamp = _last_stamp
+    return f"ae_{stamp:016x}{secrets.token_hex(6)}"
+
+
+class DbNodeReader:
+    """Reads stored perfect-subtree hashes with one query per proof."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get_nodes(self, coords: Sequence[Coord]) -> dict[Coord, bytes]:
+        if not coords:
+            return {}
+        rows = self._session.execute(
+            select(AuditTreeNode.level, AuditTreeNode.index, AuditTreeNode.hash).where(
+                tuple_(AuditTreeNode.level, AuditTreeNode.index).in_(list(coords))
+            )
+        )
+        return {(level, index): digest for level, index, digest in rows}
+
+
+class AuditLog:
+    def __init__(self, keyring: Keyring, origin: str) -> None:
+        self.keyring = keyring
+        self.origin = origin
+
+    # -- recording ---------------------------------------------------------------------
+
+    def record(self, session: Session, drafts: Sequence[EntryDraft]) -> list[str]:
+        """Insert entries in the caller's transaction, all in one statement.
+
+        Raises AuditUnavailable if the database refuses: the caller must then not
+        return the data the entries would have recorded.
+        """
+        if not drafts:
+            return []
+        now = utcnow()
+        rows: list[dict[str, Any]] = []
+        for draft in drafts:
+            row: dict[str, Any] = {
+                "entry_id": _next_entry_id(),
+                "recorded_at": now,
+                **{name: getattr(draft, name) for name in _COLUMNS[2:]},
+            }
+            row["fields"] = dict(draft.fields)
+            row["details"] = dict(draft.details)
+            row["canonical"] = canonical_bytes(row)
+            rows.append(row)
+        try:
+            session.execute(insert(AuditEntry), rows)
+        except SQLAlchemyError as exc:
+            log.error("audit.write_failed", error=type(exc).__name__, entries=len(rows))
+            raise AuditUnavailable("the audit entry could not be written") from exc
+        return [row["entry_id"] for row in rows]
+
+    # -- integration -------------------------------------------------------------------
+
+    def tree_size(self, session: Session) -> int:
+        return int(session.scalar(select(func.count()).select_from(AuditLeaf)) or 0)
+
+    def integrate(self, sessions: sessionmaker[Session], batch_size: int = 10_000) -> int:
+        """Give committed entries the next leaf indexes and store the new tree nodes.
+
+        Returns how many entries were integrated. Only one integrator runs at a time
+        (a PostgreSQL advisory lock; SQLite serialises writers anyway).
+        """
+        total = 0
+        while True:
+            with sessions() as session, session.begin():
+                if session.get_bind().dialect.name == "postgresql" and not session.scalar(
+                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _INTEGRATOR_LOCK}
+                ):
+                    return total  # another integrator is at work
+                size = self.tree_size(session)
+                pending = session.execute(
+                    select(AuditEntry.entry_id, AuditEntry.canonical)
+                    .outerjoin(AuditLeaf, AuditLeaf.entry_id == AuditEntry.entry_id)
+                    .where(AuditLeaf.leaf_index.is_(None))
+                    .order_by(AuditEntry.recorded_at, AuditEntry.entry_id)
+                    .limit(batch_size)
+                ).all()
+                if not pending:
+                    return total
+                compact = CompactRange.from_reader(DbNodeReader(session), size)
+                now = utcnow()
+                leaves: list[dict[str, Any]] = []
+                nodes: list[dict[str, Any]] = []
+                for offset, (entry_id, canonical) in enumerate(pending):
+                    digest = leaf_hash(canonical)
+                    leaves.append(
+                        {
+                            "leaf_index": size + offset,
+                            "entry_id": entry_id,
+                            "leaf_hash": digest,
+                            "integrated_at": now,
+                        }
+                    )
+                    nodes += [
+                        {"level": level, "index": index, "hash": node}
+                        for (level, index), node in compact.append(digest)
+                    ]
+                session.execute(insert(AuditLeaf), leaves)
+                session.execute(insert(AuditTreeNode), nodes)
+                total += len(leaves)
+            if len(pending) < batch_size:
+                return total
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    @property
+    def public_key(self) -> bytes:
+        return self.keyring.signing_public_key(SIGNING_KEY_NAME)
+
+    @property
+    def verifier_key(self) -> str:
+        return verifier_key(self.origin, self.public_key)
+
+    def latest_checkpoint(self, session: Session) -> AuditCheckpoint | None:
+        return session.scalars(
+            select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size.desc()).limit(1)
+        ).first()
+
+    def checkpoint(
+        self, sessions: sessionmaker[Session], *, force: bool = False
+    ) -> AuditCheckpoint | None:
+        """Integrate, then sign a checkpoint if the tree grew (or if forced and none exists)."""
+        self.integrate(sessions)
+        with sessions() as session, session.begin():
+            size = self.tree_size(session)
+            latest = self.latest_checkpoint(session)
+            if latest is not None and latest.tree_size >= size:
+                return latest if force else None
+            root = read_root(DbNodeReader(session), size)
+            text_ = sign_checkpoint_with(
+                self.origin,
+                size,
+                root,
+                self.public_key,
+                lambda message: self.keyring.sign(SIGNING_KEY_NAME, message),
+            )
+            head = AuditCheckpoint(
+                tree_size=size, root_hash=root, checkpoint=text_, signed_at=utcnow()
+            )
+            session.add(head)
+        log.info("audit.checkpoint_signed", tree_size=size)
+        return head
+
+    # -- proofs ------------------------------------------------------------------------
+
+    def inclusion_proof(self, session: Session, index: int, tree_size: int) -> list[bytes]:
+        if not 0 <= index < tree_size or tree_size > self.tree_size(session):
+            raise ProofUnavailable("no such index or tree size")
+        return read_inclusion_proof(DbNodeReader(session), index, tree_size)
+
+    def consistency_proof(self, session: Session, first: int, second: int) -> list[bytes]:
+        if not 0 < first <= second or second > self.tree_size(session):
+            raise ProofUnavailable("no such tree sizes")
+        return read_consistency_proof(DbNodeReader(session), first, second)
+
+    def entry_at(self, session: Session, index: int) -> AuditEntry | None:
+        return session.scalars(
+            select(AuditEntry)
+            .join(AuditLeaf, AuditLeaf.entry_id == AuditEntry.entry_id)
+            .where(AuditLeaf.leaf_index == index)
+        ).first()

@@ -1,0 +1,75 @@
+"""Tables of the audit log. All four are append-only: the database refuses UPDATE and DELETE.
+
+- `audit_entries`: one row per access or operational event, with its canonical bytes
+  (what the Merkle tree hashes) beside columns for querying.
+- `audit_leaves`: the dense, gap-free leaf index the integrator gives each committed entry.
+- `audit_tree_nodes`: every complete perfect subtree's hash, so proofs cost O(log n) reads.
+- `audit_checkpoints`: signed tree heads, with the (unsigned) time they were signed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from vault.models import Base, TZDateTime
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_entries"
+    # On PostgreSQL the table is partitioned by month, and a partitioned table's keys must
+    # include the partition column: hence (entry_id, recorded_at), and no foreign keys in.
+    __table_args__ = {"postgresql_partition_by": "RANGE (recorded_at)"}  # noqa: RUF012
+    entry_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    recorded_at: Mapped[datetime] = mapped_column(TZDateTime(), primary_key=True, index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # access | event
+    action: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16), index=True)  # allowed | denied | error
+    channel: Mapped[str] = mapped_column(String(16))  # api | web | cli
+    subject_type: Mapped[str | None] = mapped_column(String(32))
+    organisation: Mapped[str | None] = mapped_column(String(64), index=True)
+    client: Mapped[str | None] = mapped_column(String(64))
+    user: Mapped[str | None] = mapped_column(String(128), index=True)
+    on_behalf_of: Mapped[str | None] = mapped_column(String(128))
+    purpose: Mapped[str | None] = mapped_column(String(64), index=True)
+    legal_basis: Mapped[str | None] = mapped_column(String(64))
+    consent_id: Mapped[str | None] = mapped_column(String(64))
+    resident_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    resident_pseudonym: Mapped[str | None] = mapped_column(String(64))
+    fields: Mapped[dict[str, str]] = mapped_column(JSON)  # field -> treatment, never values
+    decision_id: Mapped[str | None] = mapped_column(String(64))
+    evaluation_id: Mapped[str | None] = mapped_column(String(64))
+    policy_revision: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(200))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    canonical: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditLeaf(Base):
+    __tablename__ = "audit_leaves"
+    leaf_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    entry_id: Mapped[str] = mapped_column(String(40), unique=True)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    integrated_at: Mapped[datetime] = mapped_column(TZDateTime())
+
+
+class AuditTreeNode(Base):
+    __tablename__ = "audit_tree_nodes"
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditCheckpoint(Base):
+    __tablename__ = "audit_checkpoints"
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    checkpoint: Mapped[str] = mapped_column(Text)
+    signed_at: Mapped[datetime] = mapped_column(TZDateTime())
+
+
+APPEND_ONLY_TABLES = ("audit_entries", "audit_leaves", "audit_tree_nodes", "audit_checkpoints")
