@@ -1,48 +1,87 @@
-"""The FastAPI application: public metadata and operations endpoints for now.
+"""The FastAPI application: metadata, the public audit endpoints and operations.
 
 Resident data is served only through the access gate (issue 3), never from here directly.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
 
 from api.logging import configure_logging
-from api.problems import install_problem_handlers, problem
-from vault.catalogue import default_catalogue
+from api.problems import TITLES, install_problem_handlers, problem
+from api.routes_audit import router as audit_router
+from api.runtime import Runtime, open_runtime
 from vault.config import VaultSettings
-from vault.context import Vault, open_vault
+
+log = structlog.get_logger(__name__)
 
 
-def create_app(settings: VaultSettings | None = None) -> FastAPI:
+async def _checkpoint_loop(runtime: Runtime) -> None:
+    """Integrate new entries and sign a checkpoint at the configured interval, if grown."""
+    interval = runtime.settings.checkpoint_interval_seconds
+    while True:
+        try:
+            await asyncio.to_thread(runtime.audit.checkpoint, runtime.vault.sessions)
+        except Exception as exc:  # keep serving; readiness reports audit lag
+            log.error("audit.checkpoint_failed", error=type(exc).__name__)
+        await asyncio.sleep(interval)
+
+
+def create_app(settings: VaultSettings | None = None, *, background: bool = True) -> FastAPI:
     settings = settings or VaultSettings()
     configure_logging()
-    vault: Vault = open_vault(settings)  # refuses to start without the keyring
+    runtime = open_runtime(settings)  # refuses to start without the keyring
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        vault.close()
+        task = asyncio.create_task(_checkpoint_loop(runtime)) if background else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            # One last checkpoint so entries written before shutdown are covered.
+            await asyncio.to_thread(runtime.audit.checkpoint, runtime.vault.sessions)
+            runtime.close()
 
     app = FastAPI(title="Resident data vault / 居民数据保险库", version="0.1.0", lifespan=lifespan)
-    app.state.vault = vault
+    app.state.runtime = runtime
     install_problem_handlers(app)
+    app.include_router(audit_router)
 
     @app.get("/v1/fields", tags=["metadata"])
     async def list_fields() -> dict[str, Any]:
         """The field catalogue's metadata: names, labels, categories, grades. Never values."""
-        catalogue = default_catalogue()
+        catalogue = runtime.vault.store.catalogue
         return {
             "version": catalogue.version,
             "categories": {k: {"zh": v.zh, "en": v.en} for k, v in catalogue.categories.items()},
             "items": [spec.public_metadata() for spec in catalogue],
         }
+
+    @app.get("/problems/{slug}", response_class=HTMLResponse, include_in_schema=False)
+    async def problem_page(slug: str) -> HTMLResponse:
+        """The page a problem's `type` points at: what it means, in both languages."""
+        if slug not in TITLES:
+            return HTMLResponse(
+                "<!doctype html><title>404</title><p>未知问题 / Unknown problem", status_code=404
+            )
+        status, zh, en = TITLES[slug]
+        return HTMLResponse(
+            f'<!doctype html><html lang="zh-CN"><meta charset="utf-8"><title>{zh} / {en}</title>'
+            f'<h1>{zh}</h1><p lang="en">{en} (HTTP {status})</p></html>'
+        )
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -51,9 +90,9 @@ def create_app(settings: VaultSettings | None = None) -> FastAPI:
     @app.get("/readyz", tags=["operations"], response_model=None)
     def readyz(request: Request) -> dict[str, str] | JSONResponse:
         try:
-            with vault.engine.connect() as connection:
+            with runtime.vault.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
-            vault.keyring.active_kek_id()
+            runtime.vault.keyring.active_kek_id()
         except Exception:  # readiness reports any failure as not ready
             return problem(request, "not-ready", status=503)
         return {"status": "ready"}

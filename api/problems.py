@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from audit import AuditUnavailable
 from vault.errors import (
     InvalidValue,
     ResidentNotFound,
@@ -21,10 +22,24 @@ from vault.errors import (
 PROBLEM_TYPE = "application/problem+json"
 
 TITLES: dict[str, tuple[int, str, str]] = {
+    "purpose-required": (400, "缺少用途声明", "Purpose required"),
+    "unknown-purpose": (422, "未登记的用途", "Unknown purpose"),
     "validation-error": (422, "输入有误", "Validation error"),
+    "invalid-token": (401, "令牌无效", "Invalid token"),
+    "insufficient-scope": (403, "权限范围不足", "Insufficient scope"),
+    "policy-denied": (403, "策略不允许", "Denied by policy"),
+    "consent-required": (403, "需要居民同意", "Consent required"),
     "not-found": (404, "未找到", "Not found"),
+    "proof-unavailable": (404, "暂无证明", "Proof unavailable"),
     "conflict": (409, "记录已被修改", "The record was changed"),
     "payload-too-large": (413, "请求体过大", "Payload too large"),
+    "rate-limited": (429, "请求过于频繁", "Rate limited"),
+    "audit-unavailable": (
+        503,
+        "审计日志不可用，未返回任何数据",
+        "Audit log unavailable; nothing was returned",
+    ),
+    "not-ready": (503, "服务未就绪", "Not ready"),
     "internal-error": (500, "服务器内部错误", "Internal error"),
 }
 
@@ -75,6 +90,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _stale(request: Request, exc: StaleRecord) -> JSONResponse:
         return problem(request, "conflict")
 
+    @app.exception_handler(AuditUnavailable)
+    async def _audit_unavailable(request: Request, exc: AuditUnavailable) -> JSONResponse:
+        return problem(request, "audit-unavailable")
+
     @app.exception_handler(VaultError)
     async def _vault_error(request: Request, exc: VaultError) -> JSONResponse:
         return problem(request, "internal-error")
@@ -89,5 +108,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        slug = {404: "not-found", 413: "payload-too-large"}.get(exc.status_code, "http-error")
+        slug = {404: "not-found", 413: "payload-too-large", 405: "method-not-allowed"}.get(
+            exc.status_code, "http-error"
+        )
         return problem(request, slug, status=exc.status_code)

@@ -12,10 +12,10 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from vault.blind_index import digest, find_residents, normalise_for_index
@@ -62,6 +62,10 @@ class FieldProvenance:
     channel: str
     written_at: datetime
     verified_at: datetime | None
+
+
+class Validated(dict[str, Any]):
+    """Values that passed `ResidentStore.validate`, so a bulk insert need not check again."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,10 @@ class ResidentStore:
         Validation of every record happens before the first insert, so a bad record
         leaves nothing behind; the caller's transaction covers the inserts.
         """
-        prepared = [(r, self.validate(r.values)) for r in residents]
+        prepared = [
+            (r, r.values if isinstance(r.values, Validated) else self.validate(r.values))
+            for r in residents
+        ]
         resident_rows: list[dict[str, Any]] = []
         key_rows: list[dict[str, Any]] = []
         field_rows: list[dict[str, Any]] = []
@@ -157,7 +164,8 @@ class ResidentStore:
             (BlindIndexEntry, index_rows),
         ):
             if rows:
-                session.execute(insert(table), rows)
+                # Core inserts (executemany): the ORM's per-row bookkeeping is not needed here.
+                session.execute(insert(cast(Table, table.__table__)), rows)
         log.info("residents.created", count=len(ids), channel=provenance.channel)
         return ids
 
@@ -220,12 +228,12 @@ class ResidentStore:
 
     def validate(
         self, values: Mapping[str, Any], existing: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
+    ) -> Validated:
         """Normalised values, or ValidationFailed naming every problem at once."""
         normalised, problems = validate_record(self.catalogue, values, existing or {})
         if problems:
             raise ValidationFailed(problems)
-        return normalised
+        return Validated(normalised)
 
     def _sealed_rows(
         self, resident_id: str, key: DataKey, values: Mapping[str, Any], provenance: Provenance

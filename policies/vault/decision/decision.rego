@@ -1,0 +1,261 @@
+# METADATA
+# title: Access decisions for residents' data
+# description: |
+#   One decision per (subject, purpose, action, policy revision), never per record:
+#   whether the caller may read, each field's treatment, the row constraints as data,
+#   the obligations, and the rules that decided. Deny by default: every part has a
+#   default, and allow needs every condition to hold, so a missing input attribute
+#   denies rather than opening the gate. The data document lives under data.vault
+#   (purposes, mandates, subject_types, actions, resident_access, reasons).
+package vault.decision
+
+import data.vault.row_constraints
+import data.vault.treatment
+
+# METADATA
+# title: The decision
+# description: The one document the gate queries (data.vault.decision.decision).
+# entrypoint: true
+decision := _decision # regal ignore:rule-name-repeats-package
+
+_decision := {
+	"allow": allow,
+	"reason": reason,
+	"fields": fields,
+	"rows": rows,
+	"obligations": obligations,
+	"rules": rules,
+}
+
+# METADATA
+# title: Allow
+# description: A resident's own or child's record, or a purpose within the caller's mandate.
+default allow := false
+
+allow if _resident_allowed
+
+allow if _mandate_allowed
+
+# METADATA
+# title: Reason
+# description: Why, as a code with Chinese and English text from data.vault.reasons.
+default reason := {"code": "denied", "zh": "策略拒绝了此次访问。", "en": "The policy denied this access."}
+
+reason := _reason(data.vault.reasons, _allow_code) if allow
+
+reason := _reason(data.vault.reasons, _deny_code) if not allow
+
+# METADATA
+# title: Field treatments
+# description: Every field named in input.fields with its treatment; all denied when not allowed.
+default fields := {}
+
+fields := {name: "denied" | some field in _input_fields; name := field.name} if not allow
+
+fields := {name: "clear" | some field in _input_fields; name := field.name} if _resident_allowed
+
+fields := {name: treatment.for_field(field, _purpose) |
+	some field in _input_fields
+	name := field.name
+} if _mandate_allowed
+
+# METADATA
+# title: Row constraints
+# description: Which residents' rows the decision covers; scope "none" when not allowed.
+default rows := {
+	"scope": "none",
+	"communities": [],
+	"grids": [],
+	"buildings": [],
+	"consent_required": false,
+	"legal_basis": null,
+}
+
+rows := row_constraints.for_resident(_resident_access.scope) if _resident_allowed
+
+rows := _mandate_rows if _mandate_allowed
+
+# METADATA
+# title: Obligations
+# description: |
+#   An export that includes any sensitive field needs a justification and is rate
+#   limited as bulk; a read that shows a sensitive field in clear is rate limited as
+#   sensitive. A resident's access to their own record never needs a justification.
+default obligations := {"justification_required": false, "rate_class": "standard"}
+
+obligations := {"justification_required": _justification_required, "rate_class": _rate_class} if allow
+
+# METADATA
+# title: Deciding rules
+# description: Names of the rules that decided, sorted, for explanations and audit.
+default rules := []
+
+rules := sort(_rules)
+
+# --- the subject ------------------------------------------------------------------
+
+_subject := input.subject if is_object(input.subject)
+
+_subject_type := _subject.type if data.vault.subject_types[_subject.type]
+
+_kind := data.vault.subject_types[_subject_type].kind
+
+_organisation := _subject.organisation if is_string(_subject.organisation)
+
+_jurisdiction := _subject.jurisdiction if {
+	is_object(_subject.jurisdiction)
+} else := {}
+
+_action := input.action if input.action in data.vault.actions
+
+_purpose_code := input.purpose if {
+	is_string(input.purpose)
+	input.purpose != ""
+}
+
+_purpose := data.vault.purposes[_purpose_code]
+
+_input_fields := [field |
+	some field in input.fields
+	is_object(field)
+	is_string(field.name)
+]
+
+# --- residents: their own record, or a minor child's as guardian --------------------
+
+_target := input.target if {
+	is_string(input.target)
+} else := "other"
+
+_resident_access := data.vault.resident_access.targets[_target] if _kind == "resident"
+
+_resident_allowed if {
+	_resident_access.scope
+	_action in data.vault.resident_access.actions
+}
+
+# --- organisations and their workers: a purpose within the mandate ------------------
+
+# A subject type's default mandate, overridden key by key by the organisation's own
+# mandate when that names the same subject type (a worker of a residents' committee is
+# a grid_worker, and does not inherit the committee's own mandate).
+_type_mandate := data.vault.mandates.subject_types[_subject_type] if {
+	_kind in {"organisation", "worker"}
+} else := {}
+
+_organisation_mandate := mandate if {
+	mandate := data.vault.mandates.organisations[_organisation]
+	mandate.type == _subject_type
+} else := {}
+
+_mandate := object.union(_type_mandate, _organisation_mandate)
+
+_mandate_source := concat(":", ["organisation", _organisation]) if {
+	_organisation_mandate.purposes
+} else := concat(":", ["subject-type", _subject_type])
+
+_mandated if _purpose_code in _mandate.purposes
+
+_recipient if _subject_type in _purpose.recipient_types
+
+_purpose_action if _action in _purpose.actions
+
+_mandate_rows := row_constraints.for_mandate(_mandate.rows, _jurisdiction, _purpose.legal_basis)
+
+_mandate_allowed if {
+	_kind in {"organisation", "worker"}
+	_purpose
+	_mandated
+	_recipient
+	_purpose_action
+	_mandate_rows
+}
+
+# --- reasons -------------------------------------------------------------------------
+
+_allow_code := _resident_access.reason if _resident_allowed
+
+_allow_code := "mandate" if _mandate_allowed
+
+# The first check that fails, in the order API.md gives (purpose present, purpose known,
+# then the policy proper); only read when allow is false.
+_deny_code := "unknown-subject" if {
+	not _kind
+} else := "unknown-action" if {
+	not _action
+} else := "not-own-record" if {
+	_kind == "resident"
+	not _resident_access
+} else := "action-not-permitted" if {
+	_kind == "resident"
+} else := "outside-role" if {
+	_kind == "auditor"
+} else := "purpose-required" if {
+	not _purpose_code
+} else := "unknown-purpose" if {
+	not _purpose
+} else := "no-mandate" if {
+	not _mandated
+} else := "recipient-not-allowed" if {
+	not _recipient
+} else := "action-not-permitted" if {
+	not _purpose_action
+} else := "no-jurisdiction" if {
+	not _mandate_rows
+} else := "denied"
+
+_reason(texts, code) := {
+	"code": code,
+	"zh": object.get(object.get(texts, code, {}), "zh", code),
+	"en": object.get(object.get(texts, code, {}), "en", code),
+}
+
+# --- obligations ---------------------------------------------------------------------
+
+_sensitive_shown contains field.name if {
+	some field in _input_fields
+	field.sensitive == true
+	fields[field.name] != "denied"
+}
+
+_sensitive_clear contains field.name if {
+	some field in _input_fields
+	field.sensitive == true
+	fields[field.name] == "clear"
+}
+
+_justification_required if {
+	_action == "export"
+	_kind != "resident"
+	count(_sensitive_shown) > 0
+} else := false
+
+_rate_class := "bulk" if {
+	_action == "export"
+} else := "sensitive" if {
+	_kind != "resident"
+	count(_sensitive_clear) > 0
+} else := "standard"
+
+# --- deciding rules ------------------------------------------------------------------
+
+_rules contains concat(":", ["deny", _deny_code]) if not allow
+
+_rules contains concat(":", ["resident", _target]) if _resident_allowed
+
+_rules contains concat(":", ["purpose", _purpose_code]) if _mandate_allowed
+
+_rules contains concat(":", ["mandate", _mandate_source]) if _mandate_allowed
+
+_rules contains concat(":", ["legal-basis", _purpose.legal_basis]) if _mandate_allowed
+
+_rules contains concat(":", ["rows", _mandate.rows]) if _mandate_allowed
+
+_rules contains concat(":", ["sensitive-cap", _purpose.sensitive_cap]) if {
+	_mandate_allowed
+	_purpose.sensitive_cap
+}
+
+_rules contains "consent-required" if rows.consent_required
+
+_rules contains "obligation:justification" if obligations.justification_required
