@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import func, insert, select, text, tuple_
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -76,7 +76,7 @@ class EntryDraft:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
-_COLUMNS = (
+ENTRY_COLUMN_NAMES = _COLUMNS = (
     "entry_id", "recorded_at", "kind", "action", "outcome", "channel", "subject_type",
     "organisation", "client", "user", "on_behalf_of", "purpose", "legal_basis", "consent_id",
     "resident_id", "resident_pseudonym", "fields", "decision_id", "evaluation_id",
@@ -91,10 +91,6 @@ def canonical_bytes(row: Mapping[str, Any]) -> bytes:
         value = row[name]
         document[name] = value.isoformat() if isinstance(value, datetime) else value
     return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
-
-
-def entry_columns(entry: AuditEntry) -> dict[str, Any]:
-    return {name: getattr(entry, name) for name in _COLUMNS}
 
 
 _last_stamp = 0
@@ -123,10 +119,16 @@ class DbNodeReader:
     def get_nodes(self, coords: Sequence[Coord]) -> dict[Coord, bytes]:
         if not coords:
             return {}
+        # One OR of primary-key equalities with bound parameters: both databases turn it
+        # into index look-ups. Written as text because compiling a SQLAlchemy expression of
+        # ~30 terms cost ten times the query itself (bench/bench_audit.py).
+        where = " OR ".join(f'(level = :l{k} AND "index" = :i{k})' for k in range(len(coords)))
+        params: dict[str, int] = {}
+        for k, (level, index) in enumerate(coords):
+            params[f"l{k}"], params[f"i{k}"] = level, index
         rows = self._session.execute(
-            select(AuditTreeNode.level, AuditTreeNode.index, AuditTreeNode.hash).where(
-                tuple_(AuditTreeNode.level, AuditTreeNode.index).in_(list(coords))
-            )
+            text(f'SELECT level, "index", hash FROM audit_tree_nodes WHERE {where}'),  # noqa: S608
+            params,
         )
         return {(level, index): digest for level, index, digest in rows}
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit.checkpoint import CheckpointError, verify_checkpoint
 from audit.errors import VerificationFailed
-from audit.log import canonical_bytes, entry_columns
+from audit.log import ENTRY_COLUMN_NAMES, canonical_bytes
 from audit.merkle import MemoryTree, leaf_hash, verify_consistency
 from audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditTreeNode
 
@@ -35,16 +36,26 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)
 
 
-def _leaves(session: Session, batch: int) -> Iterator[tuple[AuditLeaf, AuditEntry | None]]:
-    # A server-side cursor streams the log; it is closed even when verification stops early.
+_ENTRY_COLUMNS = [getattr(AuditEntry, name) for name in ENTRY_COLUMN_NAMES]
+
+
+def _leaves(
+    session: Session, batch: int
+) -> Iterator[tuple[int, bytes, dict[str, Any] | None, bytes | None]]:
+    """(leaf index, leaf hash, entry columns or None if gone, canonical bytes), in order.
+
+    Plain columns rather than ORM objects: verification reads every row of the log. A
+    server-side cursor streams it and is closed even when verification stops early.
+    """
     with session.execute(
-        select(AuditLeaf, AuditEntry)
+        select(AuditLeaf.leaf_index, AuditLeaf.leaf_hash, AuditEntry.canonical, *_ENTRY_COLUMNS)
         .outerjoin(AuditEntry, AuditEntry.entry_id == AuditLeaf.entry_id)
         .order_by(AuditLeaf.leaf_index)
         .execution_options(yield_per=batch)
     ) as rows:
-        for leaf, entry in rows:  # noqa: UP028 - unpacks Row objects into plain tuples
-            yield leaf, entry
+        for index, digest, canonical, *values in rows:
+            columns = dict(zip(ENTRY_COLUMN_NAMES, values, strict=True))
+            yield index, digest, (columns if canonical is not None else None), canonical
 
 
 def verify_log(
@@ -57,20 +68,19 @@ def verify_log(
     """Raise VerificationFailed at the first inconsistency; return a report otherwise."""
     report = VerifyReport()
     tree = MemoryTree()
-    for expected, (leaf, entry) in enumerate(_leaves(session, batch)):
-        index = leaf.leaf_index
+    for expected, (index, stored_hash, columns, canonical) in enumerate(_leaves(session, batch)):
         if index != expected:
             raise VerificationFailed(
                 f"leaf {expected} is missing (next stored is {index})", expected
             )
-        if entry is None:
+        if columns is None or canonical is None:
             raise VerificationFailed(f"the entry of leaf {index} has been removed", index)
-        if canonical_bytes(entry_columns(entry)) != entry.canonical:
+        if canonical_bytes(columns) != canonical:
             raise VerificationFailed(
                 f"entry {index} was altered: its columns no longer match its recorded bytes", index
             )
-        digest = leaf_hash(entry.canonical)
-        if digest != leaf.leaf_hash:
+        digest = leaf_hash(canonical)
+        if digest != stored_hash:
             raise VerificationFailed(
                 f"entry {index} was altered: its bytes no longer match its leaf hash", index
             )
