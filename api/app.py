@@ -16,10 +16,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
 
+from api.gate import Gate
 from api.logging import configure_logging
+from api.middleware import RequestContext
+from api.oauth.routes import install_oauth
 from api.problems import TITLES, install_problem_handlers, problem
 from api.routes_audit import router as audit_router
+from api.routes_me import router as me_router
+from api.routes_residents import router as residents_router
 from api.runtime import Runtime, open_runtime
+from policies import CachedEngine, PolicyEngine, load_bundle
 from vault.config import VaultSettings
 
 log = structlog.get_logger(__name__)
@@ -36,10 +42,27 @@ async def _checkpoint_loop(runtime: Runtime) -> None:
         await asyncio.sleep(interval)
 
 
-def create_app(settings: VaultSettings | None = None, *, background: bool = True) -> FastAPI:
+def policy_engine(settings: VaultSettings) -> PolicyEngine:
+    """The embedded engine by default; an OPA server (sidecar) when VAULT_OPA_URL is set."""
+    if settings.opa_url:
+        from policies import OpaServerEngine  # noqa: PLC0415 - only when configured
+
+        return CachedEngine(OpaServerEngine(settings.opa_url))
+    from policies import EmbeddedEngine  # noqa: PLC0415 - loads wasmtime
+
+    return CachedEngine(EmbeddedEngine())
+
+
+def create_app(
+    settings: VaultSettings | None = None,
+    *,
+    background: bool = True,
+    engine: PolicyEngine | None = None,
+) -> FastAPI:
     settings = settings or VaultSettings()
     configure_logging()
     runtime = open_runtime(settings)  # refuses to start without the keyring
+    gate = Gate(runtime, engine or policy_engine(settings))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -57,8 +80,20 @@ def create_app(settings: VaultSettings | None = None, *, background: bool = True
 
     app = FastAPI(title="Resident data vault / 居民数据保险库", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.gate = gate
+    app.state.exports = {}
     install_problem_handlers(app)
+    install_oauth(app, runtime)
     app.include_router(audit_router)
+    app.include_router(residents_router)
+    app.include_router(me_router)
+    app.add_middleware(RequestContext, max_body=settings.max_body_bytes)
+
+    @app.get("/v1/purposes", tags=["metadata"])
+    async def list_purposes() -> dict[str, Any]:
+        """The purpose registry: names, legal basis and reference, fields, recipients."""
+        purposes = load_bundle().data.get("purposes", {})
+        return {"items": [{"code": code, **spec} for code, spec in sorted(purposes.items())]}
 
     @app.get("/v1/fields", tags=["metadata"])
     async def list_fields() -> dict[str, Any]:

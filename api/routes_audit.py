@@ -7,16 +7,21 @@ served only to auditors and to the resident they concern (with the access gate).
 from __future__ import annotations
 
 import base64
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy import select
 
+from api.oauth.scopes import Scope
+from api.oauth.tokens import Principal, require_scopes
 from api.problems import problem
 from api.runtime import Runtime
-from audit import ProofUnavailable
+from api.subjects import subject_for
+from audit import EntryDraft, ProofUnavailable
 from audit.models import AuditCheckpoint
+from audit.queries import EntryFilter, entry_summary, search, to_csv
 
 router = APIRouter(prefix="/v1/audit", tags=["audit log"])
 
@@ -99,3 +104,101 @@ def consistency(
 def public_key(request: Request) -> PlainTextResponse:
     """The log's verifier key: `<origin>+<key id hex>+<base64(0x01 || public key)>`."""
     return PlainTextResponse(_runtime(request).audit.verifier_key + "\n")
+
+
+# -- entries: auditors, and residents for entries about themselves ---------------------------
+
+
+@router.get("/entries", summary="Search the log (scope audit:read)", response_model=None)
+def entries(
+    request: Request,
+    principal: Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))],
+    organisation: str | None = None,
+    client: str | None = None,
+    user: str | None = None,
+    resident_id: str | None = None,
+    field: str | None = None,
+    purpose: str | None = None,
+    legal_basis: str | None = None,
+    outcome: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> Response:
+    runtime = _runtime(request)
+    wanted = EntryFilter(
+        organisation=organisation,
+        client=client,
+        user=user,
+        resident_id=resident_id,
+        field=field,
+        purpose=purpose,
+        legal_basis=legal_basis,
+        outcome=outcome,
+        since=since,
+        until=until,
+    )
+    try:
+        with runtime.transaction() as session:
+            page = search(session, wanted, limit=limit, cursor=cursor)
+            # Who searched the log, and for what, is itself on the record.
+            runtime.audit.record(
+                session,
+                [
+                    EntryDraft(
+                        action="audit.search",
+                        outcome="allowed",
+                        channel="api",
+                        kind="event",
+                        subject_type="auditor",
+                        user=principal.username,
+                        client=principal.client_id,
+                        request_id=request.state.request_id,
+                        details={k: str(v) for k, v in vars(wanted).items() if v is not None},
+                    )
+                ],
+            )
+    except ValueError:
+        return problem(
+            request, "validation-error", errors=[{"field": "cursor", "message": "invalid cursor"}]
+        )
+    if format == "csv":
+        return Response(
+            to_csv(page.items),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
+        )
+    return JSONResponse(
+        {"items": [entry_summary(i, e) for i, e in page.items], "next_cursor": page.next_cursor}
+    )
+
+
+@router.get(
+    "/entries/{index}",
+    summary="One entry with its canonical bytes (audit:read, or the resident it concerns)",
+    response_model=None,
+)
+def entry(
+    request: Request,
+    index: int,
+    principal: Annotated[Principal, Depends(require_scopes())],
+) -> Response:
+    runtime = _runtime(request)
+    with runtime.vault.sessions() as session:
+        found = runtime.audit.entry_at(session, index)
+        resident_id = None
+        if principal.username is not None:
+            resident_id = subject_for(session, principal).resident_id
+    allowed = Scope.AUDIT_READ in principal.scopes or (
+        Scope.ME in principal.scopes
+        and found is not None
+        and resident_id is not None
+        and found.resident_id == resident_id
+    )
+    if found is None or not allowed:
+        return problem(request, "not-found")
+    body = entry_summary(index, found)
+    body["canonical"] = base64.b64encode(found.canonical).decode()
+    return JSONResponse(body)

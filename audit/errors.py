@@ -7,15 +7,15 @@ class AuditError(Exception):
     """Base of the audit log's errors."""
 
 
-class AuditUnavailable(AuditError):  # noqa: N818 - reads as "raise AuditUnavailable"
+class AuditUnavailable(AuditError):
     """The entry could not be written: the access it records must not happen."""
 
 
-class ProofUnavailable(AuditError):  # noqa: N818
+class ProofUnavailable(AuditError):
     """No checkpoint covers this entry yet, or the sizes asked for do not exist."""
 
 
-class VerificationFailed(AuditError):  # noqa: N818
+class VerificationFailed(AuditError):
     """The log does not match itself or its checkpoints; names the first bad place."""
 
     def __init__(self, message: str, leaf_index: int | None = None) -> None:

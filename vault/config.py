@@ -26,6 +26,8 @@ class VaultSettings(BaseSettings):
     deployment: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9.-]*$")
     log_origin: str | None = Field(default=None, description="audit log origin (key name)")
     checkpoint_interval_seconds: float = Field(default=10.0, gt=0)
+    opa_url: str | None = Field(default=None, description="OPA server; embedded engine if unset")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
     @property
     def resolved_log_origin(self) -> str:

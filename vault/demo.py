@@ -8,15 +8,18 @@ the papers describe, so `resident-vault quality` has something real to find.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from vault.models import (
     Building,
     Community,
     Grid,
+    Guardianship,
     Household,
     Organisation,
     OrganisationBuilding,
@@ -172,11 +175,13 @@ def _organisations(session: Session, buildings: list[tuple[Building, str]]) -> i
 
 
 def _rooms(buildings: list[tuple[Building, str]]) -> list[tuple[Room, str]]:
+    """Every room, ordered so consecutive households land in different buildings: even a
+    small demo then has residents in every building, grid and community."""
     rooms: list[tuple[Room, str]] = []
-    for building, prefix in buildings:
-        for unit in range(1, UNITS + 1):
-            for floor in range(1, FLOORS + 1):
-                for door in range(1, ROOMS_PER_FLOOR + 1):
+    for unit in range(1, UNITS + 1):
+        for floor in range(1, FLOORS + 1):
+            for door in range(1, ROOMS_PER_FLOOR + 1):
+                for building, prefix in buildings:
                     number = f"{floor}{door:02d}"
                     room = Room(
                         id=f"rm_{building.id[3:]}_{unit}_{number}",
@@ -187,6 +192,43 @@ def _rooms(buildings: list[tuple[Building, str]]) -> list[tuple[Room, str]]:
                     address = f"{prefix}{building.name}{unit}单元{number}室"
                     rooms.append((room, address))
     return rooms
+
+
+GUARDIAN_RELATIONS = ("head", "spouse")
+WARD_AGE = 14  # PIPL Art. 31: under 14, a guardian consents and sees on the child's behalf
+
+
+def _insert(
+    session: Session, store: ResidentStore, pending: list[NewResident], provenance: Provenance
+) -> int:
+    """Insert a batch, then record the parents of each household's under-14s as guardians."""
+    ids = store.create_many(session, pending, provenance)
+    relation = next(s.name for s in store.catalogue if s.validator is None and "head" in s.values)
+    birth = next(s.name for s in store.catalogue if s.validator == "past_date")
+    today = datetime.now(UTC).date()
+    by_household: dict[str | None, list[tuple[str, Mapping[str, object]]]] = {}
+    for resident_id, new in zip(ids, pending, strict=True):
+        by_household.setdefault(new.household_id, []).append((resident_id, new.values))
+    rows = []
+    for members in by_household.values():
+        guardians = [rid for rid, v in members if v.get(relation) in GUARDIAN_RELATIONS]
+        for rid, values in members:
+            born = date.fromisoformat(str(values.get(birth)))
+            age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+            if values.get(relation) == "child" and age < WARD_AGE:
+                rows += [
+                    {
+                        "guardian_id": g,
+                        "ward_id": rid,
+                        "basis": "parent",
+                        "since": provenance.at,
+                        "until": None,
+                    }
+                    for g in guardians
+                ]
+    if rows:
+        session.execute(insert(Guardianship), rows)
+    return len(ids)
 
 
 def populate(
@@ -238,7 +280,7 @@ def populate(
         pending.extend(NewResident(person, household.id) for person in members)
         if len(pending) >= batch_size:
             session.flush()
-            created += len(store.create_many(session, pending, provenance))
+            created += _insert(session, store, pending, provenance)
             if progress:
                 progress(len(pending))
             pending = []
@@ -246,7 +288,7 @@ def populate(
                 commit()
     if pending:
         session.flush()
-        created += len(store.create_many(session, pending, provenance))
+        created += _insert(session, store, pending, provenance)
         if progress:
             progress(len(pending))
     return DemoSummary(

@@ -30,7 +30,7 @@ class FieldProblem:
         return self.message_en if lang.startswith("en") else self.message_zh
 
 
-class InvalidValue(VaultError):  # noqa: N818 - reads as "raise InvalidValue(...)" at call sites
+class InvalidValue(VaultError):
     """Raised by a validator for one value; the caller attaches the field name."""
 
     def __init__(self, code: str, message_zh: str, message_en: str) -> None:
@@ -40,7 +40,7 @@ class InvalidValue(VaultError):  # noqa: N818 - reads as "raise InvalidValue(...
         self.message_en = message_en
 
 
-class ValidationFailed(VaultError):  # noqa: N818
+class ValidationFailed(VaultError):
     """A record failed validation; nothing was written."""
 
     def __init__(self, problems: list[FieldProblem]) -> None:
@@ -48,13 +48,13 @@ class ValidationFailed(VaultError):  # noqa: N818
         self.problems = problems
 
 
-class UnknownField(VaultError):  # noqa: N818
+class UnknownField(VaultError):
     def __init__(self, name: str) -> None:
         super().__init__(f"unknown field {name!r}")
         self.name = name
 
 
-class ResidentNotFound(VaultError):  # noqa: N818
+class ResidentNotFound(VaultError):
     def __init__(self, resident_id: str) -> None:
         super().__init__("resident not found")
         self.resident_id = resident_id
@@ -64,15 +64,15 @@ class ResidentErased(ResidentNotFound):
     """The resident's data key was destroyed; their fields can never be read again."""
 
 
-class DecryptionFailed(VaultError):  # noqa: N818
+class DecryptionFailed(VaultError):
     """A ciphertext did not open: tampered, moved to another row or field, or its key is gone."""
 
 
-class KeyNotFound(VaultError):  # noqa: N818
+class KeyNotFound(VaultError):
     """The keyring has no key with this id (destroyed, or from another vault)."""
 
 
-class StaleRecord(VaultError):  # noqa: N818
+class StaleRecord(VaultError):
     """The record changed since the caller read it; nothing was written."""
 
     def __init__(self, resident_id: str) -> None:

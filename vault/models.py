@@ -169,6 +169,21 @@ class Resident(Base):
     __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012 - SQLAlchemy's API
 
 
+class Guardianship(Base):
+    """A guardian (a parent, or one appointed) of a minor or of a resident under guardianship.
+
+    Guardians see and decide for their wards (PIPL Art. 31); the record says since when and
+    on what basis, and ends (`until`) when the ward turns 14 or the guardianship ends.
+    """
+
+    __tablename__ = "guardianships"
+    guardian_id: Mapped[str] = mapped_column(ForeignKey("residents.id"), primary_key=True)
+    ward_id: Mapped[str] = mapped_column(ForeignKey("residents.id"), primary_key=True, index=True)
+    basis: Mapped[str] = mapped_column(String(32))  # parent | appointed
+    since: Mapped[datetime] = mapped_column(TZDateTime())
+    until: Mapped[datetime | None] = mapped_column(TZDateTime())
+
+
 class DataKeyRecord(Base):
     """A resident's data key, wrapped by a key-encryption key. Erasure deletes these rows."""
 

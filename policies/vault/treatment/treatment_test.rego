@@ -4,11 +4,17 @@ import data.vault.treatment
 
 _name := {"name": "name", "category": "identity", "sensitive": false, "mask": "surname", "generalise": null}
 
-_birth := {"name": "birth_date", "category": "identity", "sensitive": false, "mask": "date_year", "generalise": "age_band"}
+_birth := {
+	"name": "birth_date", "category": "identity", "sensitive": false,
+	"mask": "date_year", "generalise": "age_band",
+}
 
 _religion := {"name": "religion", "category": "identity", "sensitive": true, "mask": "redact", "generalise": null}
 
-_health := {"name": "health_conditions", "category": "health", "sensitive": true, "mask": "redact", "generalise": "category"}
+_health := {
+	"name": "health_conditions", "category": "health", "sensitive": true,
+	"mask": "redact", "generalise": "category",
+}
 
 _unmaskable := {"name": "odd", "category": "identity", "sensitive": false}
 

@@ -1,0 +1,572 @@
+"""The access gate: every read and write of resident data passes here (ARCHITECTURE.md).
+
+HTTP-free orchestration of one access: build the subject, decide once per request (never
+per record), turn the decision's row constraints into SQL, fetch and decrypt only the
+fields the decision lets out, derive masked and generalised values, and record one audit
+entry per (request, resident) in the same transaction before anything is returned. Denied
+attempts are recorded too. Errors are domain errors; `api.routes_residents` maps them to
+problem details.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement, Select, and_, false, or_, select
+from sqlalchemy.orm import Session
+
+from api.runtime import Runtime
+from audit import EntryDraft
+from policies import Decision, PolicyEngine
+from vault.catalogue import Catalogue
+from vault.errors import ResidentNotFound, UnknownField
+from vault.masking import generalise_value, mask_value
+from vault.models import Building, Household, Resident, Room
+from vault.services import Provenance
+
+TREATMENTS = ("clear", "masked", "generalised", "denied")
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+class GateError(Exception):
+    """A refusal with the problem slug API.md names for it."""
+
+    slug = "policy-denied"
+
+    def __init__(self, detail_zh: str, detail_en: str, decision: Decision | None = None) -> None:
+        super().__init__(detail_en)
+        self.detail_zh = detail_zh
+        self.detail_en = detail_en
+        self.decision = decision
+        self.decision_id: str | None = None
+
+
+class PurposeRequired(GateError):
+    slug = "purpose-required"
+
+
+class UnknownPurpose(GateError):
+    slug = "unknown-purpose"
+
+
+class PolicyDenied(GateError):
+    slug = "policy-denied"
+
+
+class ConsentRequired(GateError):
+    slug = "consent-required"
+
+
+class NotInScope(GateError):
+    """404: the same whether the resident does not exist or is outside the caller's scope."""
+
+    slug = "not-found"
+
+
+class JustificationRequired(GateError):
+    slug = "justification-required"
+
+
+# -- who is asking --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who is asking, as policy sees them; built from the token and the database."""
+
+    type: str
+    organisation: str | None = None
+    roles: tuple[str, ...] = ()
+    communities: tuple[str, ...] = ()
+    grids: tuple[str, ...] = ()
+    buildings: tuple[str, ...] = ()
+    client: str | None = None
+    user: str | None = None
+    resident_id: str | None = None
+    children: tuple[str, ...] = ()
+
+    def policy_input(self) -> dict[str, Any]:
+        subject: dict[str, Any] = {
+            "type": self.type,
+            "roles": list(self.roles),
+            "jurisdiction": {"communities": list(self.communities), "grids": list(self.grids),
+                             "buildings": list(self.buildings)},
+        }  # fmt: skip
+        if self.organisation:
+            subject["organisation"] = self.organisation
+        return subject
+
+
+@dataclass(frozen=True)
+class Access:
+    """One request: who, for what purpose, with which ids for correlation."""
+
+    subject: Subject
+    purpose: str | None
+    request_id: str
+    channel: str = "api"
+    justification: str | None = None
+    decision_id: str = field(default_factory=lambda: f"dec_{uuid.uuid4().hex}")
+
+
+class ConsentLookup(Protocol):
+    """Which residents have an active consent for this recipient and purpose (issue 5)."""
+
+    def consenting(
+        self, session: Session, recipient: str, purpose: str, resident_ids: Sequence[str]
+    ) -> dict[str, str]:
+        """resident id -> consent id, for those with an active, unexpired consent."""
+        ...
+
+
+class NoConsents:
+    """Until consent records exist, nobody has consented: consent-based purposes see no one."""
+
+    def consenting(
+        self, session: Session, recipient: str, purpose: str, resident_ids: Sequence[str]
+    ) -> dict[str, str]:
+        return {}
+
+
+@dataclass(frozen=True)
+class Place:
+    """Optional narrowing of a list to one community, grid or building (within scope)."""
+
+    community: str | None = None
+    grid: str | None = None
+    building: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordView:
+    resident_id: str
+    fields: dict[str, Any]
+    treatments: dict[str, str]
+
+
+@dataclass
+class Listing:
+    items: list[RecordView]
+    next_cursor: str | None
+    left_out: int
+    decision: Decision
+
+
+# -- the gate -------------------------------------------------------------------------------
+
+
+class Gate:
+    def __init__(
+        self,
+        runtime: Runtime,
+        engine: PolicyEngine,
+        consents: ConsentLookup | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.engine = engine
+        self.consents: ConsentLookup = consents or NoConsents()
+        self.catalogue: Catalogue = runtime.vault.store.catalogue
+        self._field_input = [spec.public_metadata() for spec in self.catalogue]
+
+    # -- deciding ------------------------------------------------------------------------
+
+    def decide(self, access: Access, action: str, target: str = "other") -> Decision:
+        """One policy decision for the request; raises (after auditing) when it denies."""
+        subject = access.subject
+        if subject.type == "resident" and target in ("self", "child"):
+            purpose = access.purpose
+        else:
+            if not access.purpose:
+                raise PurposeRequired(
+                    "请在 Purpose 请求头中声明用途",
+                    "declare a purpose (Purpose header or purpose parameter)",
+                )
+            purpose = access.purpose
+        decision = self.engine.evaluate({
+            "subject": subject.policy_input(), "purpose": purpose, "action": action,
+            "target": target, "fields": self._field_input,
+        })  # fmt: skip
+        if not decision.allow:
+            code = decision.reason.code
+            error_type: type[GateError] = {
+                "unknown-purpose": UnknownPurpose, "purpose-required": PurposeRequired,
+            }.get(code, PolicyDenied)  # fmt: skip
+            raise error_type(decision.reason.zh, decision.reason.en, decision)
+        return decision
+
+    def record_denial(
+        self, access: Access, error: GateError, action: str, resident_id: str | None = None
+    ) -> None:
+        """Denied attempts are recorded too (insider-abuse detection reads them)."""
+        decision = error.decision
+        with self.runtime.transaction() as session:
+            self.runtime.audit.record(session, [self._entry(
+                access, action, "denied", decision, resident_id=resident_id,
+                fields={}, reason=error.slug)])  # fmt: skip
+
+    # -- rows ----------------------------------------------------------------------------
+
+    def row_filter(self, access: Access, decision: Decision) -> ColumnElement[bool]:
+        """The decision's row constraints as SQL with bound parameters."""
+        rows = decision.rows
+        scope = rows.scope
+        if scope == "all":
+            return Resident.status == "active"
+        if scope == "self":
+            return and_(
+                Resident.id == (access.subject.resident_id or ""), Resident.status == "active"
+            )
+        if scope == "children":
+            return and_(Resident.id.in_(list(access.subject.children)), Resident.status == "active")
+        if scope == "jurisdiction":
+            terms: list[ColumnElement[bool]] = []
+            if rows.communities:
+                terms.append(Building.community_id.in_(list(rows.communities)))
+            if rows.grids:
+                terms.append(Building.grid_id.in_(list(rows.grids)))
+            if rows.buildings:
+                terms.append(Building.id.in_(list(rows.buildings)))
+            return and_(Resident.status == "active", or_(*terms) if terms else false())
+        return false()
+
+    def _scoped(self, access: Access, decision: Decision) -> Select[str, str]:
+        return (
+            select(Resident.id, Building.name)
+            .join(Household, Household.id == Resident.household_id)
+            .join(Room, Room.id == Household.room_id)
+            .join(Building, Building.id == Room.building_id)
+            .where(self.row_filter(access, decision), Resident.is_decoy.is_(False))
+        )
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _wanted(self, decision: Decision, requested: Sequence[str] | None) -> dict[str, str]:
+        """Treatments of the fields asked for (`?fields=`), or of every catalogue field, so
+        the caller sees what was withheld as well as what was shown."""
+        names = list(requested) if requested else list(self.catalogue.names)
+        for name in names:
+            if name not in self.catalogue:
+                raise UnknownField(name)
+        return {name: str(decision.treatment(name)) for name in names}
+
+    def _render(
+        self, values: Mapping[str, Any], treatments: Mapping[str, str], building: str | None
+    ) -> dict[str, Any]:
+        shown: dict[str, Any] = {}
+        for name, treatment in treatments.items():
+            if treatment == "denied" or name not in values:
+                continue
+            spec = self.catalogue[name]
+            value = values[name]
+            if treatment == "clear":
+                shown[name] = value
+            elif treatment == "masked":
+                shown[name] = mask_value(spec, value)
+            elif treatment == "generalised":
+                shown[name] = generalise_value(spec, value, context={"building": building})
+        return shown
+
+    def read(
+        self,
+        access: Access,
+        resident_id: str,
+        requested: Sequence[str] | None = None,
+        target: str = "other",
+    ) -> tuple[RecordView, Decision]:
+        action = "read"
+        try:
+            decision = self.decide(access, action, target)
+            with self.runtime.transaction() as session:
+                row = session.execute(
+                    self._scoped(access, decision).where(Resident.id == resident_id)
+                ).first()
+                consent_id = self._consent_for(session, access, decision, [resident_id]).get(
+                    resident_id
+                )
+                if decision.rows.consent_required and consent_id is None:
+                    raise ConsentRequired(
+                        "该居民尚未同意向您的机构提供此用途的信息",
+                        "the resident has not consented to this use",
+                        decision,
+                    )
+                if row is None:
+                    raise NotInScope("未找到", "not found", decision)
+                treatments = self._wanted(decision, requested)
+                fetch = [n for n, t in treatments.items() if t != "denied"]
+                values = self.runtime.vault.store.read(session, resident_id, fetch)
+                view = RecordView(resident_id, self._render(values, treatments, row[1]), treatments)
+                self.runtime.audit.record(session, [self._entry(
+                    access, action, "allowed", decision, resident_id=resident_id,
+                    fields={n: t for n, t in treatments.items() if n in values or t == "denied"},
+                    consent_id=consent_id)])  # fmt: skip
+            return view, decision
+        except ResidentNotFound as exc:
+            error = NotInScope("未找到", "not found", None)
+            self.record_denial(access, error, action, resident_id)
+            raise error from exc
+        except GateError as error:
+            self.record_denial(access, error, action, resident_id)
+            raise
+
+    def _consent_for(
+        self, session: Session, access: Access, decision: Decision, resident_ids: Sequence[str]
+    ) -> dict[str, str]:
+        if not decision.rows.consent_required:
+            return {}
+        recipient = access.subject.organisation or ""
+        return self.consents.consenting(session, recipient, access.purpose or "", resident_ids)
+
+    def list_residents(
+        self,
+        access: Access,
+        *,
+        community: str | None = None,
+        grid: str | None = None,
+        building: str | None = None,
+        requested: Sequence[str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        action: str = "list",
+    ) -> Listing:
+        """A page of residents within scope; those lacking a required consent are left out."""
+        try:
+            decision = self.decide(access, action)
+        except GateError as error:
+            self.record_denial(access, error, action)
+            raise
+        with self.runtime.transaction() as session:
+            page = self._page(
+                session,
+                access,
+                decision,
+                place=Place(community, grid, building),
+                limit=limit,
+                cursor=cursor,
+            )
+            items, left_out = self._views(
+                session, access, decision, page[0], requested=requested, action=action
+            )
+        return Listing(items, page[1], left_out, decision)
+
+    def _page(
+        self,
+        session: Session,
+        access: Access,
+        decision: Decision,
+        *,
+        place: Place,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[tuple[str, str]], str | None]:
+        query = self._scoped(access, decision)
+        if place.community:
+            query = query.where(Building.community_id == place.community)
+        if place.grid:
+            query = query.where(Building.grid_id == place.grid)
+        if place.building:
+            query = query.where(Building.id == place.building)
+        if cursor:
+            query = query.where(Resident.id > cursor)
+        rows = [(r[0], r[1]) for r in session.execute(query.order_by(Resident.id).limit(limit + 1))]
+        next_cursor = rows[limit - 1][0] if len(rows) > limit else None
+        return rows[:limit], next_cursor
+
+    def _views(
+        self,
+        session: Session,
+        access: Access,
+        decision: Decision,
+        rows: list[tuple[str, str]],
+        *,
+        requested: Sequence[str] | None,
+        action: str,
+    ) -> tuple[list[RecordView], int]:
+        """Decrypt a batch, render it and record its entries, in the caller's transaction."""
+        consented = self._consent_for(session, access, decision, [r for r, _ in rows])
+        if decision.rows.consent_required:
+            kept = [(r, b) for r, b in rows if r in consented]
+        else:
+            kept = rows
+        treatments = self._wanted(decision, requested)
+        fetch = [n for n, t in treatments.items() if t != "denied"]
+        values = self.runtime.vault.store.read_many(session, [r for r, _ in kept], fetch)
+        views = [
+            RecordView(rid, self._render(values.get(rid, {}), treatments, bname), treatments)
+            for rid, bname in kept
+        ]
+        self.runtime.audit.record(session, [self._entry(
+            access, action, "allowed", decision, resident_id=view.resident_id,
+            fields=view.treatments, consent_id=consented.get(view.resident_id))
+            for view in views])  # fmt: skip
+        return views, len(rows) - len(kept)
+
+    def export(
+        self,
+        access: Access,
+        *,
+        community: str | None = None,
+        grid: str | None = None,
+        building: str | None = None,
+        requested: Sequence[str] | None = None,
+        batch_size: int = 500,
+    ) -> tuple[Decision, Iterator[list[RecordView]], dict[str, int]]:
+        """A streamed export: each batch's entries commit before the batch is handed out."""
+        action = "export"
+        try:
+            decision = self.decide(access, action)
+            if decision.obligations.justification_required and not access.justification:
+                raise JustificationRequired(
+                    "批量导出敏感字段须填写理由（Justification 请求头）",
+                    "exporting sensitive fields needs a Justification header",
+                    decision,
+                )
+        except GateError as error:
+            self.record_denial(access, error, action)
+            raise
+        summary = {"rows": 0, "left_out": 0}
+
+        def batches() -> Iterator[list[RecordView]]:
+            cursor: str | None = None
+            while True:
+                with self.runtime.transaction() as session:
+                    rows, cursor = self._page(
+                        session,
+                        access,
+                        decision,
+                        place=Place(community, grid, building),
+                        limit=batch_size,
+                        cursor=cursor,
+                    )
+                    views, left_out = self._views(
+                        session, access, decision, rows, requested=requested, action=action
+                    )
+                summary["rows"] += len(views)
+                summary["left_out"] += left_out
+                if views:
+                    yield views
+                if cursor is None:
+                    return
+
+        return decision, batches(), summary
+
+    def search(
+        self,
+        access: Access,
+        field_name: str,
+        raw_value: str,
+        requested: Sequence[str] | None = None,
+    ) -> Listing:
+        """Look up by identifier through the blind index, then read within scope."""
+        action = "search"
+        try:
+            decision = self.decide(access, action)
+        except GateError as error:
+            self.record_denial(access, error, action)
+            raise
+        with self.runtime.transaction() as session:
+            ids = self.runtime.vault.store.find(session, field_name, raw_value)
+            rows = (
+                [
+                    (r[0], r[1])
+                    for r in session.execute(
+                        self._scoped(access, decision).where(Resident.id.in_(ids))
+                    )
+                ]
+                if ids
+                else []
+            )
+            items, left_out = self._views(
+                session, access, decision, rows, requested=requested, action=action
+            )
+            if not items:
+                self.runtime.audit.record(session, [self._entry(
+                    access, action, "allowed", decision, fields={}, reason="no-match",
+                    details={"by": field_name})])  # fmt: skip
+        return Listing(items, None, left_out, decision)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write(
+        self,
+        access: Access,
+        resident_id: str | None,
+        values: Mapping[str, Any],
+        household_id: str | None = None,
+        target: str = "other",
+    ) -> tuple[str, Decision]:
+        """Create or update within policy: every written field must be writable (clear)."""
+        action = "write"
+        try:
+            decision = self.decide(access, action, target)
+            not_writable = sorted(n for n in values if decision.treatment(n) != "clear")
+            if not_writable:
+                raise PolicyDenied(
+                    f"无权写入字段：{', '.join(not_writable)}",
+                    f"not allowed to write: {', '.join(not_writable)}",
+                    decision,
+                )
+            provenance = Provenance(
+                actor=access.subject.user or access.subject.client or "?",
+                channel="self" if target == "self" else access.channel,
+            )
+            with self.runtime.transaction() as session:
+                if resident_id is None:
+                    resident_id = self.runtime.vault.store.create(
+                        session, values, provenance, household_id=household_id
+                    )
+                else:
+                    if (
+                        session.execute(
+                            self._scoped(access, decision).where(Resident.id == resident_id)
+                        ).first()
+                        is None
+                    ):
+                        raise NotInScope("未找到", "not found", decision)
+                    self.runtime.vault.store.update(session, resident_id, values, provenance)
+                self.runtime.audit.record(session, [self._entry(
+                    access, action, "allowed", decision, resident_id=resident_id,
+                    fields=dict.fromkeys(values, "written"))])  # fmt: skip
+            return resident_id, decision
+        except ResidentNotFound as exc:
+            error = NotInScope("未找到", "not found", None)
+            self.record_denial(access, error, action, resident_id)
+            raise error from exc
+        except GateError as error:
+            self.record_denial(access, error, action, resident_id)
+            raise
+
+    # -- audit entries -------------------------------------------------------------------
+
+    def _entry(
+        self,
+        access: Access,
+        action: str,
+        outcome: str,
+        decision: Decision | None,
+        *,
+        resident_id: str | None = None,
+        fields: Mapping[str, str] | None = None,
+        consent_id: str | None = None,
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> EntryDraft:
+        subject = access.subject
+        return EntryDraft(
+            action=action, outcome=outcome, channel=access.channel, kind="access",
+            subject_type=subject.type, organisation=subject.organisation, client=subject.client,
+            user=subject.user, purpose=access.purpose,
+            legal_basis=decision.rows.legal_basis if decision else None,
+            consent_id=consent_id, resident_id=resident_id, fields=dict(fields or {}),
+            decision_id=access.decision_id,
+            evaluation_id=decision.evaluation_id if decision else None,
+            policy_revision=decision.revision if decision else self.engine.revision,
+            request_id=access.request_id, reason=reason,
+            details={**(details or {}),
+                     **({"justification": access.justification[:500]}
+                        if access.justification else {})},
+        )  # fmt: skip

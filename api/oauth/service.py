@@ -1,0 +1,668 @@
+"""Managing clients and accounts: registration, listing, revocation, people, demo accounts.
+
+Every change is recorded in the audit log as an event (never with a secret), in the
+caller's transaction, so the change and its record commit together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import structlog
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from api.oauth.keys import rotate_signing_key
+from api.oauth.models import (
+    AuthorizationCode,
+    OAuthClient,
+    RefreshToken,
+    RevokedAccessToken,
+    TokenFamily,
+    User,
+)
+from api.oauth.passwords import hash_client_secret, hash_password, new_client_secret
+from api.oauth.scopes import (
+    ORGANISATION_SCOPES,
+    PEOPLE_SCOPES,
+    ROLES,
+    Scope,
+    parse_scopes,
+)
+from api.runtime import Runtime
+from audit import AuditLog, EntryDraft
+from vault.interfaces import Keyring
+from vault.models import (
+    Building,
+    Grid,
+    Guardianship,
+    Household,
+    Organisation,
+    OrganisationCommunity,
+    Resident,
+    Room,
+    new_id,
+    utcnow,
+)
+
+log = structlog.get_logger(__name__)
+
+KINDS: Final = ("confidential", "public")
+PURPOSE_CODE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+MIN_PASSWORD_LENGTH = 12
+DEMO_CREDENTIALS_FILE = "demo-credentials.json"
+
+
+class RegistrationError(ValueError):
+    """A client or account that cannot be registered as asked; says why in both languages."""
+
+    def __init__(self, zh: str, en: str) -> None:
+        super().__init__(en)
+        self.zh = zh
+        self.en = en
+
+    def message(self, lang: str = "zh") -> str:
+        return self.en if lang.startswith("en") else self.zh
+
+
+class UnknownClient(LookupError):
+    def __init__(self, client_id: str) -> None:
+        super().__init__(client_id)
+        self.client_id = client_id
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """A client as listed: everything but its secret's hash."""
+
+    client_id: str
+    name: str | None
+    kind: str
+    organisation_id: str | None
+    first_party: bool
+    grant_types: list[str]
+    scopes: list[str]
+    purposes: list[str]
+    redirect_uris: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def _event(action: str, actor: str | None, **fields: Any) -> EntryDraft:
+    return EntryDraft(
+        action=action,
+        outcome="allowed",
+        channel="cli",
+        kind="event",
+        subject_type="operator",
+        user=actor,
+        **fields,
+    )
+
+
+# -- clients --------------------------------------------------------------------------------
+
+
+def _check_redirect_uri(uri: str) -> None:
+    parts = urlsplit(uri)
+    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    secure = parts.scheme == "https" or (parts.scheme == "http" and loopback)
+    if secure and parts.netloc and not parts.fragment:
+        return
+    raise RegistrationError(
+        f"回调地址须为 https（本机可用 http），且不含片段：{uri}",
+        f"redirect URIs must be https (http only on loopback) without a fragment: {uri}",
+    )
+
+
+def _check_purposes(purposes: Iterable[str]) -> list[str]:
+    result = list(dict.fromkeys(purposes))
+    for code in result:
+        if not PURPOSE_CODE.match(code):
+            raise RegistrationError(
+                f"用途代码须为小写字母、数字和连字符：{code}",
+                f"purpose codes are lowercase words joined by hyphens: {code}",
+            )
+    return result
+
+
+def _scopes(values: Iterable[str]) -> list[Scope]:
+    try:
+        scopes = parse_scopes(values)
+    except ValueError as exc:
+        raise RegistrationError(f"未知的权限范围：{exc}", str(exc)) from None
+    if not scopes:
+        raise RegistrationError("至少需要一个权限范围", "give at least one scope")
+    return scopes
+
+
+def register_client(  # noqa: PLR0917 - the positional form the CLI and callers use
+    session: Session,
+    audit: AuditLog,
+    organisation_id: str | None,
+    kind: str,
+    scopes: Sequence[str],
+    purposes: Sequence[str],
+    redirect_uris: Sequence[str] = (),
+    *,
+    first_party: bool = False,
+    name: str | None = None,
+    actor: str | None = None,
+) -> tuple[str, str | None]:
+    """Register a client; returns its id and, for a confidential client, its secret.
+
+    The secret is shown only here: the database keeps its Argon2 hash.
+    * confidential: an organisation's system, client credentials; its scopes within what
+      its organisation type may hold (API.md's table); no redirect URIs.
+    * public: a browser application (the web pages), authorization code with PKCE and
+      refresh tokens; scopes of people; one or more exact redirect URIs.
+    """
+    if kind not in KINDS:
+        raise RegistrationError(f"未知的客户端类型：{kind}", f"unknown client kind: {kind}")
+    wanted = _scopes(scopes)
+    purpose_codes = _check_purposes(purposes)
+    organisation = session.get(Organisation, organisation_id) if organisation_id else None
+    if organisation_id and organisation is None:
+        raise RegistrationError(
+            f"机构不存在：{organisation_id}", f"no such organisation: {organisation_id}"
+        )
+    if kind == "confidential":
+        if organisation is None:
+            raise RegistrationError(
+                "机密客户端须属于一个机构", "a confidential client belongs to an organisation"
+            )
+        if redirect_uris:
+            raise RegistrationError(
+                "机密客户端不使用回调地址", "confidential clients take no redirect URIs"
+            )
+        ceiling = ORGANISATION_SCOPES.get(organisation.type, frozenset())
+        grant_types = ["client_credentials"]
+    else:
+        if not redirect_uris:
+            raise RegistrationError(
+                "公开客户端至少需要一个回调地址", "a public client needs a redirect URI"
+            )
+        for uri in redirect_uris:
+            _check_redirect_uri(uri)
+        ceiling = PEOPLE_SCOPES
+        grant_types = ["authorization_code", "refresh_token"]
+    wanted = [s for s in Scope if s in wanted]  # registry order
+    beyond = [s.value for s in wanted if s not in ceiling]
+    if beyond:
+        raise RegistrationError(
+            f"该类客户端不能持有这些权限范围：{' '.join(beyond)}",
+            f"this kind of client cannot hold: {' '.join(beyond)}",
+        )
+    client_id = new_id("cl")
+    secret = new_client_secret() if kind == "confidential" else None
+    session.add(
+        OAuthClient(
+            client_id=client_id,
+            name=name or (organisation.name_zh if organisation else None),
+            secret_hash=hash_client_secret(secret) if secret else None,
+            organisation_id=organisation_id,
+            kind=kind,
+            first_party=first_party,
+            grant_types=grant_types,
+            scopes=[s.value for s in wanted],
+            purposes=purpose_codes,
+            redirect_uris=list(dict.fromkeys(redirect_uris)),
+            created_at=utcnow(),
+        )
+    )
+    session.flush()
+    audit.record(
+        session,
+        [
+            _event(
+                "oauth.client_registered",
+                actor,
+                organisation=organisation_id,
+                client=client_id,
+                details={
+                    "kind": kind,
+                    "first_party": first_party,
+                    "grant_types": grant_types,
+                    "scopes": [s.value for s in wanted],
+                    "purposes": purpose_codes,
+                    "redirect_uris": list(redirect_uris),
+                },
+            )
+        ],
+    )
+    log.info("oauth.client_registered", client=client_id, organisation=organisation_id)
+    return client_id, secret
+
+
+def list_clients(session: Session, *, include_revoked: bool = True) -> list[ClientInfo]:
+    query = select(OAuthClient).order_by(OAuthClient.created_at, OAuthClient.client_id)
+    if not include_revoked:
+        query = query.where(OAuthClient.revoked_at.is_(None))
+    return [
+        ClientInfo(
+            client_id=c.client_id,
+            name=c.name,
+            kind=c.kind,
+            organisation_id=c.organisation_id,
+            first_party=c.first_party,
+            grant_types=list(c.grant_types),
+            scopes=list(c.scopes),
+            purposes=list(c.purposes),
+            redirect_uris=list(c.redirect_uris),
+            created_at=c.created_at,
+            revoked_at=c.revoked_at,
+        )
+        for c in session.scalars(query)
+    ]
+
+
+def revoke_client(
+    session: Session,
+    audit: AuditLog,
+    client_id: str,
+    *,
+    reason: str | None = None,
+    actor: str | None = None,
+) -> bool:
+    """Revoke a client: its tokens stop working on their next use. False if already revoked."""
+    client = session.get(OAuthClient, client_id)
+    if client is None:
+        raise UnknownClient(client_id)
+    if client.revoked_at is not None:
+        return False
+    client.revoked_at = utcnow()
+    session.flush()
+    audit.record(
+        session,
+        [
+            _event(
+                "oauth.client_revoked",
+                actor,
+                organisation=client.organisation_id,
+                client=client_id,
+                reason=reason,
+            )
+        ],
+    )
+    log.info("oauth.client_revoked", client=client_id)
+    return True
+
+
+def rotate_token_key(
+    session: Session,
+    audit: AuditLog,
+    keyring: Keyring,
+    *,
+    max_token_lifetime_seconds: int,
+    actor: str | None = None,
+) -> str:
+    """Rotate the access-token signing key (see `api.oauth.keys`); returns the new kid."""
+    row = rotate_signing_key(
+        session, keyring, max_token_lifetime=timedelta(seconds=max_token_lifetime_seconds)
+    )
+    audit.record(session, [_event("oauth.signing_key_rotated", actor, details={"kid": row.kid})])
+    return row.kid
+
+
+def prune_expired(session: Session, *, grace: timedelta = timedelta(days=1)) -> dict[str, int]:
+    """Delete what can no longer be used: expired codes, logins and revoked-token entries.
+
+    Codes and logins are kept `grace` beyond their expiry, so a late reuse is still seen
+    as reuse. Safe to run at any time, from any process (e.g. beside the checkpoint loop).
+    """
+    now = utcnow()
+    ended = select(TokenFamily.id).where(TokenFamily.expires_at < now - grace)
+    counts = {
+        "refresh_tokens": session.execute(
+            delete(RefreshToken).where(RefreshToken.family_id.in_(ended))
+        ).rowcount,  # type: ignore[attr-defined]
+        "logins": session.execute(
+            delete(TokenFamily).where(TokenFamily.expires_at < now - grace)
+        ).rowcount,  # type: ignore[attr-defined]
+        "authorization_codes": session.execute(
+            delete(AuthorizationCode).where(AuthorizationCode.expires_at < now - grace)
+        ).rowcount,  # type: ignore[attr-defined]
+        "revoked_access_tokens": session.execute(
+            delete(RevokedAccessToken).where(RevokedAccessToken.expires_at < now)
+        ).rowcount,  # type: ignore[attr-defined]
+    }
+    log.info("oauth.pruned", **counts)
+    return counts
+
+
+# -- people -----------------------------------------------------------------------------------
+
+
+def _jurisdiction(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    community = value.get("community")
+    if not isinstance(community, str) or not community:
+        raise RegistrationError("辖区须写明社区", "a jurisdiction names its community")
+    return {
+        "community": community,
+        "grids": [str(g) for g in value.get("grids") or ()],
+        "buildings": [str(b) for b in value.get("buildings") or ()],
+    }
+
+
+def create_user(
+    session: Session,
+    audit: AuditLog,
+    *,
+    username: str,
+    password: str,
+    role: str,
+    organisation_id: str | None = None,
+    resident_id: str | None = None,
+    badge_number: str | None = None,
+    jurisdiction: Mapping[str, Any] | None = None,
+    purposes: Sequence[str] = (),
+    actor: str | None = None,
+) -> str:
+    """Create a person's account; returns its id. The password is kept as an Argon2 hash."""
+    if not USERNAME.match(username):
+        raise RegistrationError(
+            "用户名须为 2-64 位小写字母、数字、点、下划线或连字符",
+            "usernames are 2-64 lowercase letters, digits, dots, underscores or hyphens",
+        )
+    if role not in ROLES:
+        raise RegistrationError(f"未知的角色：{role}", f"unknown role: {role}")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise RegistrationError(
+            f"密码至少 {MIN_PASSWORD_LENGTH} 位",
+            f"passwords have at least {MIN_PASSWORD_LENGTH} characters",
+        )
+    if session.scalars(select(User.id).where(User.username == username)).first():
+        raise RegistrationError(f"用户名已存在：{username}", f"username taken: {username}")
+    if role == "resident" and not resident_id:
+        raise RegistrationError("居民账号须关联居民编号", "a resident's account names the resident")
+    if resident_id and session.get(Resident, resident_id) is None:
+        raise RegistrationError(f"居民不存在：{resident_id}", f"no such resident: {resident_id}")
+    if organisation_id and session.get(Organisation, organisation_id) is None:
+        raise RegistrationError(
+            f"机构不存在：{organisation_id}", f"no such organisation: {organisation_id}"
+        )
+    area = _jurisdiction(jurisdiction)
+    if role in ("grid_worker", "community_worker") and (organisation_id is None or area is None):
+        raise RegistrationError(
+            "网格员和社区工作者须有所属机构和辖区",
+            "grid and community workers have an organisation and a jurisdiction",
+        )
+    user_id = new_id("u")
+    session.add(
+        User(
+            id=user_id,
+            username=username,
+            password_hash=hash_password(password),
+            role=role,
+            organisation_id=organisation_id,
+            resident_id=resident_id,
+            badge_number=badge_number,
+            jurisdiction=area,
+            purposes=_check_purposes(purposes),
+            created_at=utcnow(),
+        )
+    )
+    session.flush()
+    audit.record(
+        session,
+        [
+            _event(
+                "oauth.user_created",
+                actor,
+                organisation=organisation_id,
+                details={"username": username, "role": role, "jurisdiction": area},
+            )
+        ],
+    )
+    log.info("oauth.user_created", username=username, role=role)
+    return user_id
+
+
+# -- demo accounts ------------------------------------------------------------------------------
+
+DEMO_ACTOR = "demo-setup"
+WEB_REDIRECT_PATHS = ("/portal/callback", "/desk/callback", "/console/callback")
+WEB_ORIGINS = ("http://127.0.0.1:8000", "http://localhost:8000")
+
+_DEPARTMENT = (Scope.RESIDENTS_READ, Scope.STATS_READ, Scope.CONSENTS_REQUEST)
+_COMPANY = (Scope.RESIDENTS_READ, Scope.CONSENTS_REQUEST)
+# The scopes and purposes of each demo organisation's system (API.md, "Scopes by who holds
+# them"); an organisation not listed gets its type's row.
+DEMO_CLIENTS: Final[dict[str, tuple[tuple[Scope, ...], tuple[str, ...]]]] = {
+    "org_civil_affairs": (
+        (*_DEPARTMENT, Scope.RESIDENTS_WRITE),
+        ("subsidy-review", "elderly-care-visit"),
+    ),
+    "org_health": (_DEPARTMENT, ("public-health-followup",)),
+    "org_public_security": (_DEPARTMENT, ("household-registration-check",)),
+    "org_rc_xingfu": (_DEPARTMENT, ("grid-service", "counter-service", "elderly-care-visit")),
+    "org_rc_hexie": (_DEPARTMENT, ("grid-service", "counter-service", "elderly-care-visit")),
+    "org_anju_property": (_COMPANY, ("property-notice",)),
+    "org_yijia_property": (_COMPANY, ("property-notice",)),
+    "org_oc_xingfu": (_COMPANY, ("owners-vote",)),
+}
+DEMO_TYPE_DEFAULTS: Final[dict[str, tuple[tuple[Scope, ...], tuple[str, ...]]]] = {
+    "department": (_DEPARTMENT, ()),
+    "residents_committee": (_DEPARTMENT, ("grid-service", "counter-service")),
+    "property_company": (_COMPANY, ("property-notice",)),
+    "owners_committee": (_COMPANY, ("owners-vote",)),
+}
+DEMO_RESIDENTS = 2
+WORKER_PURPOSES: Final = ("grid-service", "counter-service", "elderly-care-visit")
+
+
+def _password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def _committee_of(session: Session, community_id: str) -> str | None:
+    return session.scalars(
+        select(Organisation.id)
+        .join(OrganisationCommunity, OrganisationCommunity.organisation_id == Organisation.id)
+        .where(
+            OrganisationCommunity.community_id == community_id,
+            Organisation.type == "residents_committee",
+        )
+        .order_by(Organisation.id)
+    ).first()
+
+
+def _grid_area(session: Session, grid_id: str) -> dict[str, Any] | None:
+    grid = session.get(Grid, grid_id)
+    if grid is None:
+        return None
+    buildings = session.scalars(
+        select(Building.id).where(Building.grid_id == grid_id).order_by(Building.id)
+    ).all()
+    return {"community": grid.community_id, "grids": [grid_id], "buildings": list(buildings)}
+
+
+def _community_area(session: Session, community_id: str) -> dict[str, Any]:
+    grids = session.scalars(
+        select(Grid.id).where(Grid.community_id == community_id).order_by(Grid.id)
+    ).all()
+    buildings = session.scalars(
+        select(Building.id).where(Building.community_id == community_id).order_by(Building.id)
+    ).all()
+    return {"community": community_id, "grids": list(grids), "buildings": list(buildings)}
+
+
+def _residents_by_community(session: Session) -> dict[str, list[str]]:
+    """Active, real (not decoy) residents, grouped by community, in a stable order."""
+    rows = session.execute(
+        select(Resident.id, Building.community_id)
+        .join(Household, Household.id == Resident.household_id)
+        .join(Room, Room.id == Household.room_id)
+        .join(Building, Building.id == Room.building_id)
+        .where(Resident.status == "active", Resident.is_decoy.is_(False))
+        .order_by(Building.community_id, Household.id, Resident.id)
+    ).all()
+    grouped: dict[str, list[str]] = {}
+    for resident_id, community_id in rows:
+        grouped.setdefault(community_id, []).append(resident_id)
+    return grouped
+
+
+def _guardian(session: Session) -> tuple[str, list[str]] | None:
+    """A guardian of a minor, from the guardianship records, with their current wards."""
+    now = utcnow()
+    rows = session.execute(
+        select(Guardianship.guardian_id, Guardianship.ward_id)
+        .join(Resident, Resident.id == Guardianship.guardian_id)
+        .where(
+            Resident.status == "active",
+            Resident.is_decoy.is_(False),
+            (Guardianship.until.is_(None)) | (Guardianship.until > now),
+        )
+        .order_by(Guardianship.guardian_id, Guardianship.ward_id)
+    ).all()
+    if not rows:
+        return None
+    guardian = rows[0][0]
+    return guardian, [ward for g, ward in rows if g == guardian]
+
+
+def _demo_people(session: Session) -> list[dict[str, Any]]:
+    """The cast of people: workers of two grids, a community worker, an auditor, residents."""
+    people: list[dict[str, Any]] = []
+    for username, grid_id, badge in (
+        ("grid.xf1", "gd_xf_1", "WG-XF-001"),
+        ("grid.hx1", "gd_hx_1", "WG-HX-001"),
+    ):
+        area = _grid_area(session, grid_id)
+        organisation = _committee_of(session, area["community"]) if area else None
+        if area and organisation:
+            people.append(
+                {"username": username, "role": "grid_worker", "organisation": organisation,
+                 "jurisdiction": area, "purposes": list(WORKER_PURPOSES), "badge": badge}
+            )  # fmt: skip
+    organisation = _committee_of(session, "cm_xingfu")
+    if organisation:
+        people.append(
+            {"username": "community.xf", "role": "community_worker", "organisation": organisation,
+             "jurisdiction": _community_area(session, "cm_xingfu"),
+             "purposes": list(WORKER_PURPOSES), "badge": "SQ-XF-001"}
+        )  # fmt: skip
+    people.append({"username": "auditor", "role": "auditor"})
+    wards: set[str] = set()
+    guardian = _guardian(session)
+    if guardian is not None:
+        guardian_id, children = guardian
+        wards = set(children)
+        people.append(
+            {"username": "resident.guardian", "role": "resident", "resident_id": guardian_id,
+             "children": children}
+        )  # fmt: skip
+    # Two more residents, from different communities where there are residents in both.
+    taken = {p.get("resident_id") for p in people} | wards
+    groups = [[r for r in g if r not in taken] for g in _residents_by_community(session).values()]
+    picks = [r for tier in zip_longest(*groups) for r in tier if r is not None][:DEMO_RESIDENTS]
+    for number, resident_id in enumerate(picks, start=1):
+        people.append(
+            {"username": f"resident{number}", "role": "resident", "resident_id": resident_id}
+        )
+    return people
+
+
+def create_demo_accounts(session: Session, runtime: Runtime) -> dict[str, Any]:
+    """Clients for every organisation, the pages' public client and a cast of people.
+
+    Returns their credentials in the demo-credentials.json format of API.md; the
+    passwords and secrets exist nowhere else. Refuses to run twice.
+    """
+    audit = runtime.audit
+    if session.scalars(select(OAuthClient.client_id).limit(1)).first() is not None:
+        raise RegistrationError(
+            "已有客户端，不再创建演示账号", "clients exist; demo accounts not made"
+        )
+    clients: list[dict[str, Any]] = []
+    for organisation in session.scalars(select(Organisation).order_by(Organisation.id)):
+        plan = DEMO_CLIENTS.get(organisation.id) or DEMO_TYPE_DEFAULTS.get(organisation.type)
+        if plan is None:
+            continue
+        ceiling = ORGANISATION_SCOPES[organisation.type]
+        scopes = [s.value for s in Scope if s in plan[0] and s in ceiling]
+        client_id, secret = register_client(
+            session, audit, organisation.id, "confidential", scopes, plan[1], actor=DEMO_ACTOR
+        )
+        clients.append(
+            {"client_id": client_id, "client_secret": secret, "organisation": organisation.id,
+             "organisation_type": organisation.type, "scopes": scopes,
+             "purposes": list(plan[1])}
+        )  # fmt: skip
+    redirect_uris = [f"{origin}{path}" for path in WEB_REDIRECT_PATHS for origin in WEB_ORIGINS]
+    web_scopes = [s.value for s in Scope if s in PEOPLE_SCOPES]
+    web_id, _ = register_client(
+        session, audit, None, "public", web_scopes, (), redirect_uris, first_party=True,
+        name="居民数据保险库网页 / Resident vault pages", actor=DEMO_ACTOR,
+    )  # fmt: skip
+    users: list[dict[str, Any]] = []
+    for person in _demo_people(session):
+        password = _password()
+        create_user(
+            session, audit, username=person["username"], password=password, role=person["role"],
+            organisation_id=person.get("organisation"), resident_id=person.get("resident_id"),
+            badge_number=person.get("badge"), jurisdiction=person.get("jurisdiction"),
+            purposes=person.get("purposes", ()), actor=DEMO_ACTOR,
+        )  # fmt: skip
+        entry = {"username": person["username"], "password": password, "role": person["role"]}
+        for key in ("organisation", "resident_id", "children", "jurisdiction", "purposes"):
+            if person.get(key):
+                entry[key] = person[key]
+        users.append(entry)
+    return {
+        "clients": clients,
+        "public_clients": [
+            {"client_id": web_id, "redirect_uris": redirect_uris, "scopes": web_scopes}
+        ],
+        "users": users,
+    }
+
+
+def write_demo_credentials(path: Path, data: Mapping[str, Any]) -> None:
+    """Write the demo credentials readable by the owner only (mode 0600), replacing any."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, ensure_ascii=False, indent=2)
+        handle.write("\n")
+    log.info("oauth.demo_credentials_written", path=str(path))
+
+
+def init_demo_credentials(runtime: Runtime) -> Path:
+    """Create the demo accounts and write them to `<home>/demo-credentials.json`."""
+    with runtime.transaction() as session:
+        data = create_demo_accounts(session, runtime)
+    path = runtime.settings.home / DEMO_CREDENTIALS_FILE
+    write_demo_credentials(path, data)
+    return path
+
+
+__all__ = [
+    "DEMO_CREDENTIALS_FILE",
+    "ClientInfo",
+    "RegistrationError",
+    "UnknownClient",
+    "create_demo_accounts",
+    "create_user",
+    "init_demo_credentials",
+    "list_clients",
+    "prune_expired",
+    "register_client",
+    "revoke_client",
+    "rotate_token_key",
+    "write_demo_credentials",
+]

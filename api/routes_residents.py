@@ -1,0 +1,305 @@
+"""Resident data over HTTP: translate requests to gate calls, gate errors to problem details.
+
+Every route here goes through `api.gate.Gate`; none reads the vault directly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Annotated, Any
+from urllib.parse import unquote
+
+from fastapi import APIRouter, Body, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from api.gate import Access, Gate, GateError, Listing, RecordView
+from api.oauth.scopes import Scope
+from api.oauth.tokens import Principal, require_scopes
+from api.problems import problem
+from api.subjects import subject_for
+from policies import Decision
+
+router = APIRouter(prefix="/v1", tags=["residents"])
+
+PURPOSE_DOC = "用途代码 / purpose code (see GET /v1/purposes); the Purpose header also works"
+
+
+def _gate(request: Request) -> Gate:
+    gate: Gate = request.app.state.gate
+    return gate
+
+
+def _access(
+    request: Request, principal: Principal, purpose: str | None, justification: str | None = None
+) -> Access:
+    runtime = _gate(request).runtime
+    with runtime.vault.sessions() as session:
+        subject = subject_for(session, principal)
+    declared = request.headers.get("purpose") or purpose
+    return Access(
+        subject=subject, purpose=declared.strip() if declared else None,
+        request_id=request.state.request_id,
+        justification=unquote(justification) if justification else None,
+    )  # fmt: skip
+
+
+def _decision_headers(access: Access, decision: Decision | None) -> dict[str, str]:
+    headers = {"Decision-Id": access.decision_id}
+    if decision is not None:
+        headers["Policy-Revision"] = decision.revision
+    return headers
+
+
+def refusal(request: Request, access: Access, error: GateError) -> JSONResponse:
+    lang = "en" if request.headers.get("accept-language", "").lower().startswith("en") else "zh"
+    detail = error.detail_en if lang == "en" else error.detail_zh
+    response = problem(
+        request,
+        error.slug,
+        detail=detail or None,
+        status=403 if error.slug == "justification-required" else None,
+    )
+    response.headers.update(_decision_headers(access, error.decision))
+    return response
+
+
+def _view(view: RecordView) -> dict[str, Any]:
+    return {"resident_id": view.resident_id, "fields": view.fields, "treatments": view.treatments}
+
+
+def _fields(fields: str | None) -> list[str] | None:
+    return [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+
+
+def _listing(access: Access, listing: Listing) -> JSONResponse:
+    body = {
+        "items": [_view(v) for v in listing.items],
+        "next_cursor": listing.next_cursor,
+        "left_out": listing.left_out,
+    }
+    return JSONResponse(body, headers=_decision_headers(access, listing.decision))
+
+
+Reader = Annotated[Principal, Depends(require_scopes(Scope.RESIDENTS_READ))]
+Writer = Annotated[Principal, Depends(require_scopes(Scope.RESIDENTS_WRITE))]
+
+
+@router.get("/residents/{resident_id}", summary="Read one resident (scope residents:read)")
+def read_resident(
+    request: Request,
+    resident_id: str,
+    principal: Reader,
+    purpose: Annotated[str | None, Query(description=PURPOSE_DOC)] = None,
+    fields: Annotated[str | None, Query(description="comma-separated field names")] = None,
+) -> Response:
+    access = _access(request, principal, purpose)
+    try:
+        view, decision = _gate(request).read(access, resident_id, _fields(fields))
+    except GateError as error:
+        return refusal(request, access, error)
+    return JSONResponse(_view(view), headers=_decision_headers(access, decision))
+
+
+@router.get("/residents", summary="List residents in scope (scope residents:read)")
+def list_residents(
+    request: Request,
+    principal: Reader,
+    purpose: Annotated[str | None, Query(description=PURPOSE_DOC)] = None,
+    community: str | None = None,
+    grid: str | None = None,
+    building: str | None = None,
+    fields: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> Response:
+    access = _access(request, principal, purpose)
+    try:
+        listing = _gate(request).list_residents(
+            access,
+            community=community,
+            grid=grid,
+            building=building,
+            requested=_fields(fields),
+            limit=limit,
+            cursor=cursor,
+        )
+    except GateError as error:
+        return refusal(request, access, error)
+    return _listing(access, listing)
+
+
+class SearchBody(BaseModel):
+    id_number: str | None = Field(default=None, max_length=40)
+    phone: str | None = Field(default=None, max_length=40)
+
+
+@router.post(
+    "/residents/search",
+    summary="Find by ID number or phone (blind index; a POST so identifiers never appear in URLs)",
+)
+def search_residents(
+    request: Request,
+    body: SearchBody,
+    principal: Reader,
+    purpose: Annotated[str | None, Query(description=PURPOSE_DOC)] = None,
+    fields: str | None = None,
+) -> Response:
+    access = _access(request, principal, purpose)
+    given = {k: v for k, v in body.model_dump().items() if v}
+    if len(given) != 1:
+        return problem(
+            request,
+            "validation-error",
+            errors=[{"field": "id_number|phone", "message": "give exactly one identifier"}],
+        )
+    validator = {"id_number": "gb11643", "phone": "cn_mobile"}[next(iter(given))]
+    catalogue = _gate(request).catalogue
+    field_name = next(s.name for s in catalogue.searchable if s.validator == validator)
+    try:
+        listing = _gate(request).search(
+            access, field_name, next(iter(given.values())), _fields(fields)
+        )
+    except GateError as error:
+        return refusal(request, access, error)
+    return _listing(access, listing)
+
+
+class ResidentWrite(BaseModel):
+    fields: dict[str, Any]
+    household_id: str | None = None
+
+
+@router.post("/residents", status_code=201, summary="Create a resident (scope residents:write)")
+def create_resident(
+    request: Request,
+    body: ResidentWrite,
+    principal: Writer,
+    purpose: Annotated[str | None, Query(description=PURPOSE_DOC)] = None,
+) -> Response:
+    access = _access(request, principal, purpose)
+    try:
+        resident_id, decision = _gate(request).write(
+            access, None, body.fields, household_id=body.household_id
+        )
+    except GateError as error:
+        return refusal(request, access, error)
+    return JSONResponse(
+        {"resident_id": resident_id}, status_code=201, headers=_decision_headers(access, decision)
+    )
+
+
+@router.patch("/residents/{resident_id}", summary="Update a resident (scope residents:write)")
+def update_resident(
+    request: Request,
+    resident_id: str,
+    body: Annotated[dict[str, Any], Body()],
+    principal: Writer,
+    purpose: Annotated[str | None, Query(description=PURPOSE_DOC)] = None,
+) -> Response:
+    access = _access(request, principal, purpose)
+    values = body.get("fields", body)
+    if not isinstance(values, dict):
+        return problem(
+            request,
+            "validation-error",
+            errors=[{"field": "fields", "message": "an object of field values"}],
+        )
+    try:
+        _, decision = _gate(request).write(access, resident_id, values)
+    except GateError as error:
+        return refusal(request, access, error)
+    return JSONResponse({"resident_id": resident_id}, headers=_decision_headers(access, decision))
+
+
+# -- exports --------------------------------------------------------------------------------
+
+
+@router.get("/exports/residents", summary="Streamed bulk export (NDJSON or CSV)")
+def export_residents(
+    request: Request,
+    principal: Reader,
+    purpose: Annotated[str | None, Query(description=PURPOSE_DOC)] = None,
+    format: Annotated[str, Query(pattern="^(ndjson|csv)$")] = "ndjson",
+    community: str | None = None,
+    grid: str | None = None,
+    building: str | None = None,
+    fields: str | None = None,
+    justification: Annotated[str | None, Header()] = None,
+) -> Response:
+    access = _access(request, principal, purpose, justification)
+    gate = _gate(request)
+    try:
+        decision, batches, summary = gate.export(
+            access, community=community, grid=grid, building=building, requested=_fields(fields)
+        )
+    except GateError as error:
+        return refusal(request, access, error)
+    export_id = f"exp_{uuid.uuid4().hex}"
+    exports: dict[str, dict[str, Any]] = request.app.state.exports
+    record: dict[str, Any] = {
+        "export_id": export_id,
+        "state": "running",
+        "format": format,
+        "purpose": access.purpose,
+        "client": access.subject.client,
+        "organisation": access.subject.organisation,
+        **summary,
+    }
+    exports[export_id] = record
+
+    def lines() -> Iterator[str]:
+        header_done = False
+        for batch in batches:
+            for view in batch:
+                if format == "ndjson":
+                    yield json.dumps(_view(view), ensure_ascii=False) + "\n"
+                    continue
+                if not header_done:
+                    yield _csv_row(["resident_id", *view.treatments])
+                    header_done = True
+                yield _csv_row(
+                    [view.resident_id, *(_cell(view.fields.get(n)) for n in view.treatments)]
+                )
+        record.update(summary, state="complete")
+
+    # A sync iterator: Starlette runs it in a worker thread, so the database work of each
+    # batch (whose audit entries commit before its rows are sent) never blocks the loop.
+    body = (line.encode() for line in lines())
+    media = "application/x-ndjson" if format == "ndjson" else "text/csv; charset=utf-8"
+    headers = {**_decision_headers(access, decision), "Export-Id": export_id}
+    return StreamingResponse(body, media_type=media, headers=headers)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _csv_row(cells: list[str]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(cells)
+    return buffer.getvalue()
+
+
+@router.get(
+    "/exports/{export_id}",
+    summary="An export's summary: rows, and how many were left "
+    "out for lack of consent (a count only)",
+)
+def export_summary(request: Request, export_id: str, principal: Reader) -> Response:
+    exports: dict[str, dict[str, Any]] = request.app.state.exports
+    record = exports.get(export_id)
+    if record is None or (record["client"], record["organisation"]) != (
+        principal.client_id,
+        principal.organisation,
+    ):
+        return problem(request, "not-found")
+    return JSONResponse(
+        {k: record[k] for k in ("export_id", "state", "rows", "left_out", "purpose", "format")}
+    )

@@ -1,0 +1,89 @@
+"""Who is asking: build the policy's subject from a verified token and the database.
+
+Organisations, their jurisdictions, users' roles and guardianships are database records,
+the one source of truth; the token only says who the caller is.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from api.gate import Subject
+from api.oauth.models import User
+from api.oauth.tokens import Principal
+from vault.models import (
+    Guardianship,
+    Organisation,
+    OrganisationBuilding,
+    OrganisationCommunity,
+    utcnow,
+)
+
+PERSON_ROLES = {"grid_worker", "community_worker", "auditor", "resident"}
+
+
+def _organisation_scope(
+    session: Session, organisation_id: str
+) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    organisation = session.get(Organisation, organisation_id)
+    kind = organisation.type if organisation is not None else "unknown"
+    communities = tuple(
+        session.scalars(
+            select(OrganisationCommunity.community_id).where(
+                OrganisationCommunity.organisation_id == organisation_id
+            )
+        )
+    )
+    buildings = tuple(
+        session.scalars(
+            select(OrganisationBuilding.building_id).where(
+                OrganisationBuilding.organisation_id == organisation_id
+            )
+        )
+    )
+    return kind, communities, buildings
+
+
+def wards_of(session: Session, resident_id: str) -> tuple[str, ...]:
+    now = utcnow()
+    return tuple(
+        session.scalars(
+            select(Guardianship.ward_id)
+            .where(
+                Guardianship.guardian_id == resident_id,
+                or_(Guardianship.until.is_(None), Guardianship.until > now),
+            )
+            .order_by(Guardianship.ward_id)
+        )
+    )
+
+
+def subject_for(session: Session, principal: Principal) -> Subject:
+    if principal.username is None:
+        # A departmental or company system (client credentials): its organisation decides.
+        kind, communities, buildings = _organisation_scope(session, principal.organisation or "")
+        return Subject(
+            type=kind,
+            organisation=principal.organisation,
+            communities=communities,
+            buildings=buildings,
+            client=principal.client_id,
+        )
+    user = session.scalars(select(User).where(User.username == principal.username)).first()
+    if user is None or user.role not in PERSON_ROLES:
+        return Subject(type="unknown", user=principal.username, client=principal.client_id)
+    jurisdiction = user.jurisdiction or {}
+    community = jurisdiction.get("community")
+    return Subject(
+        type=user.role,
+        organisation=user.organisation_id,
+        roles=(user.role,),
+        communities=(community,) if community else (),
+        grids=tuple(jurisdiction.get("grids") or ()),
+        buildings=tuple(jurisdiction.get("buildings") or ()),
+        client=principal.client_id,
+        user=principal.username,
+        resident_id=user.resident_id,
+        children=wards_of(session, user.resident_id) if user.resident_id else (),
+    )

@@ -1,0 +1,211 @@
+"""The policy as shipped: Rego modules, the data document, and the policy revision.
+
+The Rego files and `vault/data.json` are package data (`importlib.resources`), laid out as
+an OPA bundle expects: `policies/vault/data.json` is the document at `data.vault`, and each
+package sits in the folder its path names. The revision is a hash over both, so any change
+to policy or data makes a new revision, and cached decisions of the old one are dropped.
+
+In production the data document comes from the database (organisations, their mandates
+and jurisdictions); pass it to `load_bundle(data=...)` or `PolicyBundle.with_data`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from policies.errors import PolicyError
+
+__all__ = [
+    "DATA_PATH",
+    "DATA_ROOT",
+    "ENTRYPOINT",
+    "OPA_VERSION",
+    "PolicyBundle",
+    "build_bundle",
+    "canonical_json",
+    "find_opa",
+    "load_bundle",
+    "modules_digest",
+    "policy_revision",
+    "run_opa",
+    "shipped_data",
+    "shipped_modules",
+]
+
+OPA_VERSION = "1.22.3"
+"""The OPA release the policies are written, tested and compiled for."""
+ENTRYPOINT = "vault/decision/decision"
+"""The decision document, as an OPA path (`data.vault.decision.decision`)."""
+DATA_ROOT = "vault"
+"""The data document lives at `data.vault`."""
+DATA_PATH = "vault/data.json"
+"""Where the shipped data document sits, relative to the `policies` package."""
+_TEST_SUFFIX = "_test.rego"
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces, UTF-8 text: the same bytes for the same document."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain
+    )
+
+
+def modules_digest(modules: Mapping[str, str]) -> str:
+    """SHA-256 (hex) over the Rego modules, sorted by path; names `policy.wasm`'s sources."""
+    digest = hashlib.sha256()
+    for path in sorted(modules):
+        digest.update(path.encode("utf-8") + b"\0")
+        digest.update(modules[path].encode("utf-8") + b"\0")
+    return digest.hexdigest()
+
+
+def policy_revision(modules: Mapping[str, str], data: Mapping[str, Any]) -> str:
+    """`rev-` + the first 16 hex digits of SHA-256 over the modules and the canonical data."""
+    return _revision(modules_digest(modules), canonical_json(data))
+
+
+def _revision(sources_digest: str, data_json: str) -> str:
+    digest = hashlib.sha256()
+    digest.update(sources_digest.encode("ascii") + b"\0")
+    digest.update(data_json.encode("utf-8"))
+    return "rev-" + digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class PolicyBundle:
+    """The Rego modules (path -> source, tests excluded) and the data document at data.vault.
+
+    The data is kept as canonical JSON text, so nothing can change it behind the revision.
+    """
+
+    modules: Mapping[str, str]
+    data_json: str
+
+    @cached_property
+    def sources_digest(self) -> str:
+        return modules_digest(self.modules)
+
+    @cached_property
+    def revision(self) -> str:
+        return _revision(self.sources_digest, self.data_json)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """A fresh copy of the data document (the content of data.vault)."""
+        data: dict[str, Any] = json.loads(self.data_json)
+        return data
+
+    def with_data(self, data: Mapping[str, Any]) -> PolicyBundle:
+        """The same policy with another data document (e.g. exported from the database)."""
+        return PolicyBundle(modules=self.modules, data_json=_data_json(data))
+
+    def data_document(self) -> dict[str, Any]:
+        """The whole `data` an engine loads: the document under its root."""
+        return {DATA_ROOT: self.data}
+
+    def write(self, directory: Path) -> Path:
+        """Write the modules and data as an OPA bundle directory; returns `directory`."""
+        for path, source in self.modules.items():
+            target = directory / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(source, encoding="utf-8")
+        data_file = directory / DATA_PATH
+        data_file.parent.mkdir(parents=True, exist_ok=True)
+        data_file.write_text(self.data_json, encoding="utf-8")
+        return directory
+
+
+def _data_json(data: Mapping[str, Any]) -> str:
+    if not isinstance(data, Mapping):
+        raise PolicyError("the policy data document must be an object")
+    try:
+        return canonical_json(data)
+    except (TypeError, ValueError) as exc:
+        raise PolicyError(f"the policy data document is not JSON: {exc}") from exc
+
+
+def _walk(node: Traversable, prefix: str) -> Iterator[tuple[str, Traversable]]:
+    for child in sorted(node.iterdir(), key=lambda c: c.name):
+        path = f"{prefix}/{child.name}" if prefix else child.name
+        if child.is_dir():
+            yield from _walk(child, path)
+        else:
+            yield path, child
+
+
+def shipped_modules() -> dict[str, str]:
+    """The Rego modules shipped with the package (test modules excluded)."""
+    root = resources.files("policies")
+    return {
+        path: node.read_text(encoding="utf-8")
+        for path, node in _walk(root.joinpath(DATA_ROOT), DATA_ROOT)
+        if path.endswith(".rego") and not path.endswith(_TEST_SUFFIX)
+    }
+
+
+def shipped_data() -> dict[str, Any]:
+    text = resources.files("policies").joinpath(DATA_PATH).read_text(encoding="utf-8")
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise PolicyError(f"{DATA_PATH} must hold an object")
+    return data
+
+
+def load_bundle(data: Mapping[str, Any] | None = None) -> PolicyBundle:
+    """The shipped policy, with the shipped data document or the one given."""
+    modules = MappingProxyType(shipped_modules())
+    if not modules:
+        raise PolicyError("no Rego modules found in the policies package")
+    return PolicyBundle(
+        modules=modules, data_json=_data_json(shipped_data() if data is None else data)
+    )
+
+
+def find_opa() -> str | None:
+    """The `opa` binary: $OPA_BIN, else `opa` on PATH, else None."""
+    configured = os.environ.get("OPA_BIN")
+    if configured:
+        return configured
+    return shutil.which("opa")
+
+
+def run_opa(opa: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the opa binary; PolicyError with its output if it fails."""
+    try:
+        done = subprocess.run(  # noqa: S603 - a fixed binary with our own arguments
+            [opa, *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=300
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PolicyError(f"cannot run {opa}: {exc}") from exc
+    if done.returncode != 0:
+        raise PolicyError(f"opa {args[0]} failed ({done.returncode}): {done.stderr or done.stdout}")
+    return done
+
+
+def build_bundle(opa: str, bundle: PolicyBundle, out: Path) -> Path:
+    """`opa build -b` the modules and data, with the bundle's revision in its manifest."""
+    with tempfile.TemporaryDirectory(prefix="rv-bundle-") as staging:
+        root = bundle.write(Path(staging) / "bundle")
+        # Run inside the directory: `-b DIR` keeps DIR in the module paths of the bundle.
+        target = str(out.resolve())
+        run_opa(opa, "build", "-b", ".", "--revision", bundle.revision, "-o", target, cwd=root)
+    return out

@@ -1,0 +1,176 @@
+"""A real service on a free port, with demo data and demo accounts, for HTTP tests.
+
+The server runs uvicorn in a thread of the test process, so tests talk to it over a real
+socket exactly as an integrator would, while assertions can still peek at the database.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import uvicorn
+
+from api.app import create_app
+from api.oauth.service import create_demo_accounts
+from api.runtime import Runtime, init_runtime
+from vault.config import VaultSettings
+from vault.demo import populate
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class DemoServer:
+    url: str
+    credentials: dict[str, Any]
+    settings: VaultSettings
+    app: Any
+
+    @property
+    def runtime(self) -> Runtime:
+        runtime: Runtime = self.app.state.runtime
+        return runtime
+
+    def client(self, organisation: str) -> dict[str, Any]:
+        return next(c for c in self.credentials["clients"] if c["organisation"] == organisation)
+
+    def user(self, role: str, **match: Any) -> dict[str, Any]:
+        for user in self.credentials["users"]:
+            if user["role"] == role and all(user.get(k) == v for k, v in match.items()):
+                return user
+        raise LookupError(role)
+
+    def client_token(self, organisation: str, scope: str | None = None) -> str:
+        client = self.client(organisation)
+        data = {"grant_type": "client_credentials", "scope": scope or " ".join(client["scopes"])}
+        response = httpx.post(
+            f"{self.url}/oauth/token",
+            data=data,
+            auth=(client["client_id"], client["client_secret"]),
+        )
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+    def login(self, username: str, password: str, scope: str) -> dict[str, Any]:
+        """The authorization-code flow with PKCE, through the login form, as a browser does."""
+        public = self.credentials["public_clients"][0]
+        verifier = secrets.token_urlsafe(48)
+        challenge = (
+            base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+            .decode()
+            .rstrip("=")
+        )
+        redirect_uri = public["redirect_uris"][0]
+        params = {
+            "response_type": "code",
+            "client_id": public["client_id"],
+            "redirect_uri": redirect_uri,
+            "scope": scope,
+            "state": "s1",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+        with httpx.Client(base_url=self.url, follow_redirects=False) as browser:
+            form = browser.get("/oauth/authorize", params=params)
+            form.raise_for_status()
+            fields = hidden_inputs(form.text)
+            fields.update({"username": username, "password": password})
+            action = form_action(form.text) or "/oauth/authorize"
+            posted = browser.post(
+                action if action.startswith("/") else "/oauth/authorize",
+                params=params if "?" not in action else None,
+                data=fields,
+            )
+            assert posted.status_code in (302, 303), posted.text[:500]
+            location = posted.headers["location"]
+            query = parse_qs(urlsplit(location).query)
+            assert query.get("state") == ["s1"]
+            token = browser.post(
+                "/oauth/token",
+                data={
+                    "grant_type": "authorization_code",
+                    "code": query["code"][0],
+                    "redirect_uri": redirect_uri,
+                    "client_id": public["client_id"],
+                    "code_verifier": verifier,
+                },
+            )
+            token.raise_for_status()
+            return dict(token.json())
+
+
+class _Inputs(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden: dict[str, str] = {}
+        self.action: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if tag == "form":
+            self.action = attributes.get("action")
+        if tag == "input" and attributes.get("type") == "hidden" and attributes.get("name"):
+            self.hidden[str(attributes["name"])] = attributes.get("value") or ""
+
+
+def hidden_inputs(html: str) -> dict[str, str]:
+    parser = _Inputs()
+    parser.feed(html)
+    return parser.hidden
+
+
+def form_action(html: str) -> str | None:
+    parser = _Inputs()
+    parser.feed(html)
+    return parser.action
+
+
+@contextmanager
+def run_demo_server(home: Path, database_url: str, residents: int = 80) -> Iterator[DemoServer]:
+    settings = VaultSettings(home=home, database_url=database_url, checkpoint_interval_seconds=0.5)
+    runtime = init_runtime(settings)
+    try:
+        with runtime.transaction() as session:
+            populate(session, runtime.vault.store, residents)
+        with runtime.transaction() as session:
+            credentials = create_demo_accounts(session, runtime)
+    finally:
+        runtime.close()
+    port = free_port()
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the demo server did not start")
+        time.sleep(0.05)
+    try:
+        yield DemoServer(f"http://127.0.0.1:{port}", credentials, settings, app)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+ID_PATTERN = re.compile(r"^r_[0-9a-f]{16}$")
