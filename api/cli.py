@@ -25,6 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from api.logging import configure_logging
+from api.oauth.cli import clients_app, token_keys_app
+from api.oauth.service import init_demo_credentials
 from api.runtime import Runtime, init_runtime, open_runtime
 from audit import AuditError, EntryDraft, VerificationFailed
 from audit.verify import verify_log
@@ -53,6 +55,8 @@ keys_app = typer.Typer(help="密钥管理 / Key management", no_args_is_help=Tru
 app.add_typer(keys_app, name="keys")
 audit_app = typer.Typer(help="审计日志 / Audit log", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+app.add_typer(clients_app, name="clients")
+keys_app.add_typer(token_keys_app, name="tokens")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -150,6 +154,15 @@ def _initialise(demo: bool, residents: int, suite: Suite) -> None:
                 )
                 session.commit()
             details["demo_residents"] = summary.residents
+            credentials = init_demo_credentials(runtime)
+            _print_demo_accounts(json.loads(credentials.read_text(encoding="utf-8")))
+            # Printed once; the file (mode 0600) is the only other copy.
+            out.print(
+                t(
+                    f"演示账号与密钥已写入 {credentials}（仅本机可读，请妥善保管）",
+                    f"demo accounts and secrets written to {credentials} (mode 0600)",
+                )
+            )
             out.print(
                 t(
                     f"演示数据：{summary.communities} 个社区，{summary.grids} 个网格，"
@@ -166,6 +179,27 @@ def _initialise(demo: bool, residents: int, suite: Suite) -> None:
         runtime.audit.checkpoint(runtime.vault.sessions)
     finally:
         runtime.close()
+
+
+def _print_demo_accounts(data: dict[str, Any]) -> None:
+    people = Table(
+        t("角色", "role"),
+        t("用户名", "username"),
+        t("密码", "password"),
+        title=t("演示登录账号（只显示这一次）", "demo logins (shown this once)"),
+    )
+    for user in data.get("users", []):
+        people.add_row(user["role"], user["username"], user["password"])
+    out.print(people)
+    systems = Table(
+        t("机构", "organisation"),
+        "client_id",
+        "client_secret",
+        title=t("演示机构系统客户端", "demo organisation clients"),
+    )
+    for client in data.get("clients", []):
+        systems.add_row(client["organisation"], client["client_id"], client["client_secret"])
+    out.print(systems)
 
 
 @app.command()

@@ -47,6 +47,16 @@ def test_init_creates_private_keys_and_refuses_to_overwrite(
 ) -> None:
     keyring = demo_home / "keyring.json"
     assert stat.S_IMODE(keyring.stat().st_mode) == 0o600
+    credentials = demo_home / "demo-credentials.json"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    accounts = json.loads(credentials.read_text(encoding="utf-8"))
+    assert {u["role"] for u in accounts["users"]} >= {
+        "resident",
+        "grid_worker",
+        "community_worker",
+        "auditor",
+    }
+    assert any(c["organisation_type"] == "property_company" for c in accounts["clients"])
     assert stat.S_IMODE(demo_home.stat().st_mode) == 0o700
     before = keyring.read_bytes()
     again = _run(demo_home, database_url, "init")
@@ -139,6 +149,9 @@ def test_chinese_is_the_default_language(demo_home: Path, database_url: str) -> 
 
 
 def test_cli_commands_leave_a_verifiable_trail(demo_home: Path, database_url: str) -> None:
+    before = _run(demo_home, database_url, "audit", "checkpoint")
+    assert before.returncode == 0, before.stderr
+    size_before = int(before.stdout.splitlines()[1])  # init's own events: vault, OAuth
     found = _run(
         demo_home,
         database_url,
@@ -153,13 +166,14 @@ def test_cli_commands_leave_a_verifiable_trail(demo_home: Path, database_url: st
     head = _run(demo_home, database_url, "audit", "checkpoint")
     assert head.returncode == 0, head.stderr
     lines = head.stdout.splitlines()
-    # init event + 3 search entries + 1 export entry
-    assert lines[1] == "5" and lines[3] == ""
+    assert int(lines[1]) == size_before + 3 + 1  # three search entries, one export entry
+    assert lines[3] == ""
     assert lines[4].startswith("\u2014 resident-vault.example/demo/audit ")
     kept = demo_home.parent / "kept-checkpoint.txt"
     kept.write_text(head.stdout, encoding="utf-8")
     verified = _run(demo_home, database_url, "audit", "verify", "--against", str(kept))
     assert verified.returncode == 0, verified.stderr
-    assert "5 entries" in verified.stdout and "external checkpoint matches" in verified.stdout
+    assert f"{size_before + 4} entries" in verified.stdout
+    assert "external checkpoint matches" in verified.stdout
     key = _run(demo_home, database_url, "audit", "public-key").stdout.strip()
     assert key.startswith("resident-vault.example/demo/audit+")

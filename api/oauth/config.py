@@ -66,6 +66,10 @@ class OAuthSettings(BaseSettings):
     login_window_seconds: float = Field(default=300.0, gt=0)
     csrf_max_age_seconds: int = Field(default=1800, ge=60)
     external_issuers: list[ExternalIssuer] = Field(default_factory=list)
+    insecure_transport: bool = Field(
+        default=False,
+        description="accept plain http from any host (tests only; loopback http always works)",
+    )
 
     @property
     def resolved_issuer(self) -> str:

@@ -96,8 +96,15 @@ def _oauth_request(
     request: Request, form: ImmutableMultiDict[str, str] | None, *, payload_from: str = "form"
 ) -> FormOAuth2Request:
     args: ImmutableMultiDict[str, str] = ImmutableMultiDict(request.query_params.multi_items())
+    settings: OAuthSettings = request.app.state.oauth_server.settings
     return FormOAuth2Request(
-        request.method, str(request.url), request.headers, args, form, payload_from=payload_from
+        request.method,
+        str(request.url),
+        request.headers,
+        args,
+        form,
+        payload_from=payload_from,
+        allow_http=settings.insecure_transport,
     )
 
 

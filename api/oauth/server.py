@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from authlib.oauth2 import AuthorizationServer
@@ -136,8 +137,12 @@ class FormOAuth2Request(OAuth2Request):  # type: ignore[misc]
         form: ImmutableMultiDict[str, str] | None = None,
         *,
         payload_from: str = "form",
+        allow_http: bool = False,
     ) -> None:
-        super().__init__(method=method, uri=uri, headers=headers)  # refuses plain http
+        # authlib refuses plain http except on loopback; `allow_http` is for tests only.
+        checked = urlunsplit(("https", *urlsplit(uri)[1:])) if allow_http else uri
+        super().__init__(method=method, uri=checked, headers=headers)
+        self.uri = uri
         self._args = args
         self._form = form if form is not None else ImmutableMultiDict()
         self.payload = FormPayload(self._form if payload_from == "form" else self._args)
@@ -804,7 +809,7 @@ class VaultAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
                 user = self.authenticate_person(username, password)
                 if user is None:
                     return LoginFailed(self._prompt(grant))
-                grantee = Grantee(user, "")
+                grantee = Grantee(user, "")  # the code gets its login's id when saved
                 log.info("oauth.login", user=user.username, client=grant.request.client.client_id)
             response: Response = self.create_authorization_response(
                 request, grant_user=grantee, grant=grant
