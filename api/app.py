@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from api.gate import Gate
 from api.logging import configure_logging
@@ -25,6 +25,8 @@ from api.routes_audit import router as audit_router
 from api.routes_me import router as me_router
 from api.routes_residents import router as residents_router
 from api.runtime import Runtime, open_runtime
+from audit import EntryDraft
+from audit.models import AuditEntry
 from policies import CachedEngine, PolicyEngine, load_bundle
 from vault.config import VaultSettings
 
@@ -53,6 +55,32 @@ def policy_engine(settings: VaultSettings) -> PolicyEngine:
     return CachedEngine(EmbeddedEngine())
 
 
+def record_policy_revision(runtime: Runtime, revision: str) -> None:
+    """A change of policy is a change in who sees what: put each new revision on the record."""
+    with runtime.transaction() as session:
+        last = session.scalars(
+            select(AuditEntry.details)
+            .where(AuditEntry.action == "policy.revision_in_force")
+            .order_by(AuditEntry.recorded_at.desc())
+            .limit(1)
+        ).first()
+        if last is None or last.get("revision") != revision:
+            runtime.audit.record(
+                session,
+                [
+                    EntryDraft(
+                        action="policy.revision_in_force",
+                        outcome="allowed",
+                        channel="api",
+                        kind="event",
+                        policy_revision=revision,
+                        details={"revision": revision, "previous": (last or {}).get("revision")},
+                    )
+                ],
+            )
+            log.info("policy.revision_in_force", revision=revision)
+
+
 def create_app(
     settings: VaultSettings | None = None,
     *,
@@ -63,6 +91,7 @@ def create_app(
     configure_logging()
     runtime = open_runtime(settings)  # refuses to start without the keyring
     gate = Gate(runtime, engine or policy_engine(settings))
+    record_policy_revision(runtime, gate.engine.revision)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from api.logging import configure_logging
 from api.oauth.cli import clients_app, token_keys_app
+from api.oauth.keys import ensure_oauth_keys
 from api.oauth.service import init_demo_credentials
 from api.runtime import Runtime, init_runtime, open_runtime
 from audit import AuditError, EntryDraft, VerificationFailed
@@ -129,6 +130,7 @@ def _initialise(demo: bool, residents: int, suite: Suite) -> None:
         )
     runtime = init_runtime(settings)
     try:
+        ensure_oauth_keys(runtime)
         out.print(
             t(
                 f"已创建数据目录 {settings.home}（密钥、数据库）",

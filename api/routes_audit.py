@@ -21,7 +21,16 @@ from api.runtime import Runtime
 from api.subjects import subject_for
 from audit import EntryDraft, ProofUnavailable
 from audit.models import AuditCheckpoint
-from audit.queries import EntryFilter, entry_summary, search, to_csv
+from audit.queries import (
+    EntryFilter,
+    accesses_per_day,
+    denied_attempts,
+    entry_summary,
+    out_of_hours,
+    search,
+    sensitive_reads,
+    to_csv,
+)
 
 router = APIRouter(prefix="/v1/audit", tags=["audit log"])
 
@@ -202,3 +211,40 @@ def entry(
     body = entry_summary(index, found)
     body["canonical"] = base64.b64encode(found.canonical).decode()
     return JSONResponse(body)
+
+
+REPORTS = ("accesses-per-day", "denied", "sensitive-reads", "out-of-hours")
+
+
+@router.get(
+    "/reports/{report}", summary="Auditors' reports (scope audit:read)", response_model=None
+)
+def report(
+    request: Request,
+    report: str,
+    principal: Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))],
+    organisation: str | None = None,
+    user: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    by: Annotated[str, Query(pattern="^(organisation|user)$")] = "organisation",
+) -> Response:
+    """accesses-per-day (by organisation or user, China time), denied attempts, reads of
+    sensitive fields in clear, and accesses outside 08:00-18:00 or at weekends."""
+    if report not in REPORTS:
+        return problem(request, "not-found", detail=f"reports: {', '.join(REPORTS)}")
+    runtime = _runtime(request)
+    wanted = EntryFilter(organisation=organisation, user=user, since=since, until=until)
+    with runtime.vault.sessions() as session:
+        if report == "accesses-per-day":
+            return JSONResponse({"items": accesses_per_day(session, wanted, by=by)})
+        if report == "denied":
+            found = denied_attempts(session, wanted)
+        elif report == "sensitive-reads":
+            sensitive = [s.name for s in runtime.vault.store.catalogue if s.sensitive]
+            found = sensitive_reads(session, wanted, sensitive)
+        else:
+            found = out_of_hours(session, wanted)
+        return JSONResponse(
+            {"items": [entry_summary(None, e) for e in found[:1000]], "total": len(found)}
+        )

@@ -27,6 +27,7 @@ import uvicorn
 from api.app import create_app
 from api.oauth.service import create_demo_accounts
 from api.runtime import Runtime, init_runtime
+from policies import PolicyEngine
 from vault.config import VaultSettings
 from vault.demo import populate
 
@@ -144,7 +145,9 @@ def form_action(html: str) -> str | None:
 
 
 @contextmanager
-def run_demo_server(home: Path, database_url: str, residents: int = 80) -> Iterator[DemoServer]:
+def run_demo_server(
+    home: Path, database_url: str, residents: int = 80, engine: PolicyEngine | None = None
+) -> Iterator[DemoServer]:
     settings = VaultSettings(home=home, database_url=database_url, checkpoint_interval_seconds=0.5)
     runtime = init_runtime(settings)
     try:
@@ -155,7 +158,7 @@ def run_demo_server(home: Path, database_url: str, residents: int = 80) -> Itera
     finally:
         runtime.close()
     port = free_port()
-    app = create_app(settings)
+    app = create_app(settings, engine=engine)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
     )

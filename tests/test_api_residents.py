@@ -424,3 +424,21 @@ def test_no_data_leaves_without_its_audit_entry(server: DemoServer, tmp_path: Pa
     with server.runtime.vault.sessions() as session:
         total = session.scalar(select(func.count()).select_from(AuditEntry))
     assert total
+
+
+def test_auditor_reports_and_the_policy_revision_on_record(server: DemoServer) -> None:
+    auditor = server.user("auditor")
+    token = server.login(auditor["username"], auditor["password"], "audit:read")["access_token"]
+    health = server.client_token("org_health")
+    resident = residents_where(server)[4]
+    refused = get(server, f"/v1/residents/{resident}", health, "subsidy-review")
+    assert refused.status_code == 403
+    denied = get(server, "/v1/audit/reports/denied", token, organisation="org_health").json()
+    assert denied["total"] >= 1
+    assert all(item["outcome"] == "denied" for item in denied["items"])
+    assert resident in {item["resident_id"] for item in denied["items"]}
+    per_day = get(server, "/v1/audit/reports/accesses-per-day", token).json()["items"]
+    assert any(row["organisation"] == "org_health" and row["count"] >= 1 for row in per_day)
+    assert_problem(get(server, "/v1/audit/reports/horoscope", token), 404, "not-found")
+    (revision,) = entries_for(server, action="policy.revision_in_force")
+    assert revision.details["revision"] == refused.headers["Policy-Revision"]

@@ -38,7 +38,7 @@ from api.runtime import Runtime, init_runtime
 from audit.models import AuditEntry
 from tests.factories import household, person, place
 from vault.config import VaultSettings
-from vault.models import Base, Organisation, utcnow
+from vault.models import Organisation, utcnow
 from vault.services import Provenance
 
 BASE = "https://vault.example"
@@ -829,16 +829,11 @@ def test_secrets_are_stored_only_as_hashes(w: World) -> None:
 
 
 def test_demo_accounts_follow_the_credentials_format(tmp_path: Path, database_url: str) -> None:
-    from sqlalchemy import inspect
-
     from api.oauth.service import create_demo_accounts, write_demo_credentials
     from vault.demo import populate
 
     runtime = init_runtime(VaultSettings(home=tmp_path / "home", database_url=database_url))
     try:
-        # Until its migration lands, the guardianships table is made from the model here.
-        if not inspect(runtime.vault.engine).has_table("guardianships"):
-            Base.metadata.tables["guardianships"].create(runtime.vault.engine)
         with runtime.transaction() as session:
             populate(session, runtime.vault.store, 80)
         with runtime.transaction() as session:
