@@ -20,6 +20,7 @@ from api.gate import Gate
 from api.logging import configure_logging
 from api.middleware import RequestContext
 from api.oauth.routes import install_oauth
+from api.openapi import install_openapi
 from api.problems import TITLES, install_problem_handlers, problem
 from api.routes_audit import router as audit_router
 from api.routes_me import router as me_router
@@ -117,6 +118,9 @@ def create_app(
     app.include_router(residents_router)
     app.include_router(me_router)
     app.add_middleware(RequestContext, max_body=settings.max_body_bytes)
+    install_openapi(
+        app, [audit_router, residents_router, me_router], load_bundle().data.get("purposes", {})
+    )
 
     @app.get("/v1/purposes", tags=["metadata"])
     async def list_purposes() -> dict[str, Any]:

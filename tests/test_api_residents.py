@@ -442,3 +442,13 @@ def test_auditor_reports_and_the_policy_revision_on_record(server: DemoServer) -
     assert_problem(get(server, "/v1/audit/reports/horoscope", token), 404, "not-found")
     (revision,) = entries_for(server, action="policy.revision_in_force")
     assert revision.details["revision"] == refused.headers["Policy-Revision"]
+
+
+def test_openapi_documents_scopes_and_purposes(server: DemoServer) -> None:
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    read = schema["paths"]["/v1/residents/{resident_id}"]["get"]
+    assert read["security"] == [{"oauth2": ["residents:read"]}]
+    assert "subsidy-review" in read["x-purposes"]
+    assert schema["paths"]["/v1/audit/entries"]["get"]["security"] == [{"oauth2": ["audit:read"]}]
+    flows = schema["components"]["securitySchemes"]["oauth2"]["flows"]
+    assert set(flows) == {"clientCredentials", "authorizationCode"}

@@ -588,6 +588,8 @@ def require_scopes(*scopes: str) -> Callable[[Request], Principal]:
         request.state.principal = principal
         return principal
 
+    # Read by api.openapi to document each operation's scopes.
+    dependency.required_scopes = sorted(required)  # type: ignore[attr-defined]
     return dependency
 
 
