@@ -8,7 +8,6 @@ Text is Simplified Chinese by default; `--lang en` or VAULT_LANG=en for English.
 from __future__ import annotations
 
 import csv
-import getpass
 import io
 import json
 import os
@@ -28,7 +27,7 @@ from api.logging import configure_logging
 from api.oauth.cli import clients_app, token_keys_app
 from api.oauth.keys import ensure_oauth_keys
 from api.oauth.service import init_demo_credentials
-from api.runtime import Runtime, init_runtime, open_runtime
+from api.runtime import Runtime, init_runtime, open_runtime, operator_name
 from audit import AuditError, EntryDraft, VerificationFailed
 from audit.verify import verify_log
 from vault.config import VaultSettings
@@ -97,10 +96,6 @@ def _runtime() -> Iterator[Runtime]:
         yield runtime
     finally:
         runtime.close()
-
-
-def _actor(explicit: str | None) -> str:
-    return explicit or f"cli:{getpass.getuser()}"
 
 
 def _progress() -> Progress:
@@ -271,7 +266,7 @@ def import_command(
     purpose: Annotated[str, typer.Option(help="why the records are collected")] = "registration",
 ) -> None:
     """从 CSV 导入居民（逐行校验，全部成功才写入）/ Import residents from CSV, all or nothing."""
-    who = _actor(actor)
+    who = operator_name(actor)
     provenance = Provenance(actor=who, channel="import")
     with _runtime() as rt, _progress() as bar, rt.transaction() as session:
         task = bar.add_task(t("校验", "validating"), total=None)
@@ -342,7 +337,7 @@ def export(
         # PIPL Art. 45: the resident's own copy. Recorded before anything is written out.
         rt.audit.record(
             session,
-            [_access("export", _actor(actor), resident_id, "portability",
+            [_access("export", operator_name(actor), resident_id, "portability",
                      dict.fromkeys(record, "clear"), on_behalf_of=resident_id,
                      legal_basis="self")],
         )  # fmt: skip
@@ -404,7 +399,7 @@ def lookup(
         catalogue = rt.vault.store.catalogue
         field = next(s.name for s in catalogue.searchable if s.validator == validator)
         ids = rt.vault.store.find(session, field, value)
-        who = _actor(actor)
+        who = operator_name(actor)
         drafts = [_access("search", who, rid, purpose, {field: "matched"}) for rid in ids]
         if not ids:
             drafts = [_event("search.no_match", who, {"by": field}, purpose=purpose)]
@@ -425,7 +420,7 @@ def erase(
     """删除居民数据（销毁其数据密钥，不可恢复）/ Erase a resident by destroying their data key."""
     if not yes:
         raise CliError(t("删除不可恢复；确认请加 --yes", "erasure cannot be undone; add --yes"))
-    who = _actor(actor)
+    who = operator_name(actor)
     with _runtime() as rt, rt.transaction() as session:
         rt.vault.store.erase(session, resident_id, who, reason)
         rt.audit.record(
@@ -442,7 +437,7 @@ def erase(
 @app.command()
 def quality(actor: Annotated[str | None, typer.Option()] = None) -> None:
     """列出疑似占位或错误的数据 / List values that look like placeholders or errors."""
-    who = _actor(actor)
+    who = operator_name(actor)
     with _runtime() as rt, rt.transaction() as session:
         issues = run_checks(session, rt.vault.store)
         rt.audit.record(
@@ -501,7 +496,7 @@ def keys_rotate(
     actor: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """轮换密钥（可中断后续跑）/ Rotate keys online; an interrupted run resumes."""
-    who = _actor(actor)
+    who = operator_name(actor)
     with _runtime() as rt, _progress() as bar:
         vault = rt.vault
         task = bar.add_task(t("重新封装数据密钥", "rewrapping data keys"), total=None)

@@ -15,11 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from api.gate import Access, Gate, GateError
+from api.gate import Access, GateError
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
 from api.problems import problem
-from api.routes_residents import refusal
+from api.routes_residents import decision_headers, gate_of, record_view, refusal
 from api.subjects import subject_for
 from audit.checkpoint import format_tlog_proof
 from audit.models import AuditEntry
@@ -30,13 +30,8 @@ router = APIRouter(prefix="/v1/me", tags=["me (residents)"])
 Me = Annotated[Principal, Depends(require_scopes(Scope.ME))]
 
 
-def _gate(request: Request) -> Gate:
-    gate: Gate = request.app.state.gate
-    return gate
-
-
 def _access(request: Request, principal: Principal, purpose: str | None = None) -> Access:
-    with _gate(request).runtime.vault.sessions() as session:
+    with gate_of(request).runtime.vault.sessions() as session:
         subject = subject_for(session, principal)
     return Access(
         subject=subject, purpose=purpose, request_id=request.state.request_id, channel="api"
@@ -55,12 +50,12 @@ def my_record(request: Request, principal: Me) -> Response:
     if access.subject.resident_id is None:
         return _not_a_resident(request)
     try:
-        view, decision = _gate(request).read(access, access.subject.resident_id, target="self")
+        view, decision = gate_of(request).read(access, access.subject.resident_id, target="self")
     except GateError as error:
         return refusal(request, access, error)
     return JSONResponse(
-        {"resident_id": view.resident_id, "fields": view.fields, "treatments": view.treatments},
-        headers={"Decision-Id": access.decision_id, "Policy-Revision": decision.revision},
+        record_view(view),
+        headers=decision_headers(access, decision),
     )
 
 
@@ -72,21 +67,15 @@ def my_children(request: Request, principal: Me) -> Response:
     items = []
     try:
         for ward in access.subject.children:
-            view, _ = _gate(request).read(access, ward, target="child")
-            items.append(
-                {
-                    "resident_id": view.resident_id,
-                    "fields": view.fields,
-                    "treatments": view.treatments,
-                }
-            )
+            view, _ = gate_of(request).read(access, ward, target="child")
+            items.append(record_view(view))
     except GateError as error:
         return refusal(request, access, error)
     return JSONResponse({"items": items}, headers={"Decision-Id": access.decision_id})
 
 
 def _proof(request: Request, index: int) -> tuple[list[str] | None, int | None]:
-    runtime = _gate(request).runtime
+    runtime = gate_of(request).runtime
     with runtime.vault.sessions() as session:
         head = runtime.audit.latest_checkpoint(session)
         if head is None or index >= head.tree_size:
@@ -105,7 +94,7 @@ def my_accesses(
     access = _access(request, principal)
     if access.subject.resident_id is None:
         return _not_a_resident(request)
-    runtime = _gate(request).runtime
+    runtime = gate_of(request).runtime
     try:
         with runtime.vault.sessions() as session:
             page = search(
@@ -136,7 +125,7 @@ def my_accesses(
 )
 def my_access_proof(request: Request, index: int, principal: Me) -> Response:
     access = _access(request, principal)
-    runtime = _gate(request).runtime
+    runtime = gate_of(request).runtime
     with runtime.vault.sessions() as session:
         entry: AuditEntry | None = runtime.audit.entry_at(session, index)
         head = runtime.audit.latest_checkpoint(session)
@@ -170,10 +159,10 @@ def my_export(
     if access.subject.resident_id is None:
         return _not_a_resident(request)
     try:
-        view, decision = _gate(request).read(access, access.subject.resident_id, target="self")
+        view, decision = gate_of(request).read(access, access.subject.resident_id, target="self")
     except GateError as error:
         return refusal(request, access, error)
-    headers = {"Decision-Id": access.decision_id, "Policy-Revision": decision.revision}
+    headers = decision_headers(access, decision)
     if format == "json":
         body: dict[str, Any] = {"resident_id": view.resident_id, "fields": view.fields}
         headers["Content-Disposition"] = 'attachment; filename="my-data.json"'

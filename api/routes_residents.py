@@ -29,7 +29,7 @@ router = APIRouter(prefix="/v1", tags=["residents"])
 PURPOSE_DOC = "用途代码 / purpose code (see GET /v1/purposes); the Purpose header also works"
 
 
-def _gate(request: Request) -> Gate:
+def gate_of(request: Request) -> Gate:
     gate: Gate = request.app.state.gate
     return gate
 
@@ -37,7 +37,7 @@ def _gate(request: Request) -> Gate:
 def _access(
     request: Request, principal: Principal, purpose: str | None, justification: str | None = None
 ) -> Access:
-    runtime = _gate(request).runtime
+    runtime = gate_of(request).runtime
     with runtime.vault.sessions() as session:
         subject = subject_for(session, principal)
     declared = request.headers.get("purpose") or purpose
@@ -48,7 +48,7 @@ def _access(
     )  # fmt: skip
 
 
-def _decision_headers(access: Access, decision: Decision | None) -> dict[str, str]:
+def decision_headers(access: Access, decision: Decision | None) -> dict[str, str]:
     headers = {"Decision-Id": access.decision_id}
     if decision is not None:
         headers["Policy-Revision"] = decision.revision
@@ -64,11 +64,11 @@ def refusal(request: Request, access: Access, error: GateError) -> JSONResponse:
         detail=detail or None,
         status=403 if error.slug == "justification-required" else None,
     )
-    response.headers.update(_decision_headers(access, error.decision))
+    response.headers.update(decision_headers(access, error.decision))
     return response
 
 
-def _view(view: RecordView) -> dict[str, Any]:
+def record_view(view: RecordView) -> dict[str, Any]:
     return {"resident_id": view.resident_id, "fields": view.fields, "treatments": view.treatments}
 
 
@@ -78,11 +78,11 @@ def _fields(fields: str | None) -> list[str] | None:
 
 def _listing(access: Access, listing: Listing) -> JSONResponse:
     body = {
-        "items": [_view(v) for v in listing.items],
+        "items": [record_view(v) for v in listing.items],
         "next_cursor": listing.next_cursor,
         "left_out": listing.left_out,
     }
-    return JSONResponse(body, headers=_decision_headers(access, listing.decision))
+    return JSONResponse(body, headers=decision_headers(access, listing.decision))
 
 
 Reader = Annotated[Principal, Depends(require_scopes(Scope.RESIDENTS_READ))]
@@ -99,10 +99,10 @@ def read_resident(
 ) -> Response:
     access = _access(request, principal, purpose)
     try:
-        view, decision = _gate(request).read(access, resident_id, _fields(fields))
+        view, decision = gate_of(request).read(access, resident_id, _fields(fields))
     except GateError as error:
         return refusal(request, access, error)
-    return JSONResponse(_view(view), headers=_decision_headers(access, decision))
+    return JSONResponse(record_view(view), headers=decision_headers(access, decision))
 
 
 @router.get("/residents", summary="List residents in scope (scope residents:read)")
@@ -119,7 +119,7 @@ def list_residents(
 ) -> Response:
     access = _access(request, principal, purpose)
     try:
-        listing = _gate(request).list_residents(
+        listing = gate_of(request).list_residents(
             access,
             community=community,
             grid=grid,
@@ -158,10 +158,10 @@ def search_residents(
             errors=[{"field": "id_number|phone", "message": "give exactly one identifier"}],
         )
     validator = {"id_number": "gb11643", "phone": "cn_mobile"}[next(iter(given))]
-    catalogue = _gate(request).catalogue
+    catalogue = gate_of(request).catalogue
     field_name = next(s.name for s in catalogue.searchable if s.validator == validator)
     try:
-        listing = _gate(request).search(
+        listing = gate_of(request).search(
             access, field_name, next(iter(given.values())), _fields(fields)
         )
     except GateError as error:
@@ -183,13 +183,13 @@ def create_resident(
 ) -> Response:
     access = _access(request, principal, purpose)
     try:
-        resident_id, decision = _gate(request).write(
+        resident_id, decision = gate_of(request).write(
             access, None, body.fields, household_id=body.household_id
         )
     except GateError as error:
         return refusal(request, access, error)
     return JSONResponse(
-        {"resident_id": resident_id}, status_code=201, headers=_decision_headers(access, decision)
+        {"resident_id": resident_id}, status_code=201, headers=decision_headers(access, decision)
     )
 
 
@@ -210,10 +210,10 @@ def update_resident(
             errors=[{"field": "fields", "message": "an object of field values"}],
         )
     try:
-        _, decision = _gate(request).write(access, resident_id, values)
+        _, decision = gate_of(request).write(access, resident_id, values)
     except GateError as error:
         return refusal(request, access, error)
-    return JSONResponse({"resident_id": resident_id}, headers=_decision_headers(access, decision))
+    return JSONResponse({"resident_id": resident_id}, headers=decision_headers(access, decision))
 
 
 # -- exports --------------------------------------------------------------------------------
@@ -232,7 +232,7 @@ def export_residents(
     justification: Annotated[str | None, Header()] = None,
 ) -> Response:
     access = _access(request, principal, purpose, justification)
-    gate = _gate(request)
+    gate = gate_of(request)
     try:
         decision, batches, summary = gate.export(
             access, community=community, grid=grid, building=building, requested=_fields(fields)
@@ -257,7 +257,7 @@ def export_residents(
         for batch in batches:
             for view in batch:
                 if format == "ndjson":
-                    yield json.dumps(_view(view), ensure_ascii=False) + "\n"
+                    yield json.dumps(record_view(view), ensure_ascii=False) + "\n"
                     continue
                 if not header_done:
                     yield _csv_row(["resident_id", *view.treatments])
@@ -271,7 +271,7 @@ def export_residents(
     # batch (whose audit entries commit before its rows are sent) never blocks the loop.
     body = (line.encode() for line in lines())
     media = "application/x-ndjson" if format == "ndjson" else "text/csv; charset=utf-8"
-    headers = {**_decision_headers(access, decision), "Export-Id": export_id}
+    headers = {**decision_headers(access, decision), "Export-Id": export_id}
     return StreamingResponse(body, media_type=media, headers=headers)
 
 

@@ -6,6 +6,7 @@ meet in one transaction.
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ class Runtime:
 
 def _with_audit(vault: Vault) -> Runtime:
     return Runtime(vault, AuditLog(vault.keyring, vault.settings.resolved_log_origin))
+
+
+def operator_name(explicit: str | None = None) -> str:
+    """Who runs a command line operation, for provenance and the audit log."""
+    return explicit or f"cli:{getpass.getuser()}"
 
 
 def open_runtime(settings: VaultSettings) -> Runtime:

@@ -7,7 +7,6 @@ and never shown again.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from api.oauth.service import (
     revoke_client,
     rotate_token_key,
 )
-from api.runtime import Runtime, open_runtime
+from api.runtime import Runtime, open_runtime, operator_name
 from vault.config import VaultSettings
 from vault.errors import VaultError
 
@@ -76,10 +75,6 @@ def _runtime(ctx: typer.Context) -> Iterator[Runtime]:
         runtime.close()
 
 
-def _actor(explicit: str | None) -> str:
-    return explicit or f"cli:{getpass.getuser()}"
-
-
 @clients_app.command("add")
 def add(
     ctx: typer.Context,
@@ -120,7 +115,7 @@ def add(
                     redirect_uri or [],
                     first_party=first_party,
                     name=name,
-                    actor=_actor(actor),
+                    actor=operator_name(actor),
                 )
         except RegistrationError as exc:
             raise _fail(exc.message(_lang(ctx))) from None
@@ -202,7 +197,7 @@ def revoke(
         try:
             with runtime.transaction() as session:
                 changed = revoke_client(
-                    session, runtime.audit, client_id, reason=reason, actor=_actor(actor)
+                    session, runtime.audit, client_id, reason=reason, actor=operator_name(actor)
                 )
         except UnknownClient:
             raise _fail(
@@ -229,7 +224,7 @@ def rotate(
             runtime.audit,
             runtime.vault.keyring,
             max_token_lifetime_seconds=lifetime,
-            actor=_actor(actor),
+            actor=operator_name(actor),
         )
     out.print(_t(ctx, f"新的签名密钥：{kid}", f"new signing key: {kid}"))
     if runtime.settings.keyring == "local":
