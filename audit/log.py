@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import and_, delete, func, insert, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,7 +33,7 @@ from audit.merkle import (
     read_inclusion_proof,
     read_root,
 )
-from audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditTreeNode
+from audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditQueue, AuditTreeNode
 from vault.interfaces import Keyring
 from vault.models import utcnow
 
@@ -162,6 +162,10 @@ class AuditLog:
             rows.append(row)
         try:
             session.execute(insert(AuditEntry), rows)
+            session.execute(
+                insert(AuditQueue),
+                [{"entry_id": r["entry_id"], "recorded_at": r["recorded_at"]} for r in rows],
+            )
         except SQLAlchemyError as exc:
             log.error("audit.write_failed", error=type(exc).__name__, entries=len(rows))
             raise AuditUnavailable("the audit entry could not be written") from exc
@@ -187,10 +191,15 @@ class AuditLog:
                     return total  # another integrator is at work
                 size = self.tree_size(session)
                 pending = session.execute(
-                    select(AuditEntry.entry_id, AuditEntry.canonical)
-                    .outerjoin(AuditLeaf, AuditLeaf.entry_id == AuditEntry.entry_id)
-                    .where(AuditLeaf.leaf_index.is_(None))
-                    .order_by(AuditEntry.recorded_at, AuditEntry.entry_id)
+                    select(AuditQueue.entry_id, AuditEntry.canonical)
+                    .join(
+                        AuditEntry,
+                        and_(
+                            AuditEntry.entry_id == AuditQueue.entry_id,
+                            AuditEntry.recorded_at == AuditQueue.recorded_at,
+                        ),
+                    )
+                    .order_by(AuditQueue.recorded_at, AuditQueue.entry_id)
                     .limit(batch_size)
                 ).all()
                 if not pending:
@@ -215,6 +224,11 @@ class AuditLog:
                     ]
                 session.execute(insert(AuditLeaf), leaves)
                 session.execute(insert(AuditTreeNode), nodes)
+                session.execute(
+                    delete(AuditQueue).where(
+                        AuditQueue.entry_id.in_([leaf["entry_id"] for leaf in leaves])
+                    )
+                )
                 total += len(leaves)
             if len(pending) < batch_size:
                 return total

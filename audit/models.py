@@ -49,6 +49,19 @@ class AuditEntry(Base):
     canonical: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class AuditQueue(Base):
+    """Entries recorded but not yet integrated: an outbox written with each entry.
+
+    The integrator reads its next batch here instead of anti-joining the whole log, so a
+    batch costs the same at 10^7 entries as at 10^3. It is not part of the verifiable log:
+    the integrator deletes rows once their leaves are stored, in the same transaction.
+    """
+
+    __tablename__ = "audit_queue"
+    entry_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    recorded_at: Mapped[datetime] = mapped_column(TZDateTime(), index=True)
+
+
 class AuditLeaf(Base):
     __tablename__ = "audit_leaves"
     leaf_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Select, Text, cast, or_, select
 from sqlalchemy.orm import Session
 
-from audit.models import AuditEntry, AuditLeaf
+from audit.models import AuditEntry, AuditLeaf, AuditQueue
 
 _Q = TypeVar("_Q", bound="Select[*tuple[Any, ...]]")
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -102,9 +102,7 @@ def search(session: Session, f: EntryFilter, *, limit: int = 50, cursor: str | N
 def pending(session: Session, f: EntryFilter) -> list[AuditEntry]:
     """Entries recorded but not yet integrated (a few seconds' worth, normally)."""
     query = _filtered(
-        select(AuditEntry)
-        .outerjoin(AuditLeaf, AuditLeaf.entry_id == AuditEntry.entry_id)
-        .where(AuditLeaf.leaf_index.is_(None)),
+        select(AuditEntry).join(AuditQueue, AuditQueue.entry_id == AuditEntry.entry_id),
         f,
     )
     return list(session.scalars(query.order_by(AuditEntry.recorded_at.desc())))
