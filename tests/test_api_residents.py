@@ -452,3 +452,35 @@ def test_openapi_documents_scopes_and_purposes(server: DemoServer) -> None:
     assert schema["paths"]["/v1/audit/entries"]["get"]["security"] == [{"oauth2": ["audit:read"]}]
     flows = schema["components"]["securitySchemes"]["oauth2"]["flows"]
     assert set(flows) == {"clientCredentials", "authorizationCode"}
+
+
+def test_every_resident_data_path_writes_exactly_its_entries(server: DemoServer) -> None:
+    """Search: one entry per resident returned, or one no-match entry. Me: one. Children:
+    one per child. Each entry carries the request's Decision-Id."""
+    token = server.client_token("org_civil_affairs")
+    headers = {"Authorization": f"Bearer {token}", PURPOSE: "subsidy-review"}
+    resident = residents_where(server)[5]
+    with server.runtime.vault.sessions() as session:
+        id_number = server.runtime.vault.store.read(session, resident, ["id_number"])["id_number"]
+    found = httpx.post(
+        f"{server.url}/v1/residents/search", json={"id_number": id_number}, headers=headers
+    )
+    assert [i["resident_id"] for i in found.json()["items"]] == [resident]
+    (entry,) = entries_for(server, decision_id=found.headers["Decision-Id"])
+    assert (entry.action, entry.resident_id) == ("search", resident)
+    nothing = httpx.post(
+        f"{server.url}/v1/residents/search", json={"phone": "13000000000"}, headers=headers
+    )
+    assert nothing.json()["items"] == []
+    (miss,) = entries_for(server, decision_id=nothing.headers["Decision-Id"])
+    assert (miss.resident_id, miss.reason) == (None, "no-match")
+
+    guardian = next(
+        u for u in server.credentials["users"] if u["role"] == "resident" and u.get("children")
+    )
+    me_token = server.login(guardian["username"], guardian["password"], "me")["access_token"]
+    mine = get(server, "/v1/me", me_token)
+    assert len(entries_for(server, decision_id=mine.headers["Decision-Id"])) == 1
+    children = get(server, "/v1/me/children", me_token)
+    child_entries = entries_for(server, decision_id=children.headers["Decision-Id"])
+    assert sorted(e.resident_id for e in child_entries) == sorted(guardian["children"])
