@@ -158,19 +158,22 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=1000)
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--skip-appends", action="store_true", help="only grow and prove")
+    parser.add_argument("--skip-verify", action="store_true", help="verification reads all")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     label = "postgresql" if args.postgres else "sqlite"
 
-    print("== appends ==")
-    appends = _open(
-        args.workdir / f"appends-{label}",
-        _database(args.workdir, args.postgres, f"rv_audit_appends_{time.time_ns()}"),
-    )
-    try:
-        bench_appends(appends, label, args.single, args.batches)
-    finally:
-        appends.close()
+    if not args.skip_appends:
+        print("== appends ==")
+        appends = _open(
+            args.workdir / f"appends-{label}",
+            _database(args.workdir, args.postgres, f"rv_audit_appends_{time.time_ns()}"),
+        )
+        try:
+            bench_appends(appends, label, args.single, args.batches)
+        finally:
+            appends.close()
 
     print("\n== proofs from stored nodes (median) ==")
     rt = _open(
@@ -180,10 +183,11 @@ def main() -> None:
         for size in sorted(int(s) for s in args.sizes.split(",")):
             grow(rt, size)
             bench_proofs(rt, size, args.repeats)
-        with rt.vault.sessions() as session:
-            leaves = session.query(AuditLeaf).count()
-        print(f"\n== full verification ({leaves:,} entries) ==")
-        bench_verify(rt)
+        if not args.skip_verify:
+            with rt.vault.sessions() as session:
+                leaves = session.query(AuditLeaf).count()
+            print(f"\n== full verification ({leaves:,} entries) ==")
+            bench_verify(rt)
     finally:
         rt.close()
 
