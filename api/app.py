@@ -23,11 +23,13 @@ from api.oauth.routes import install_oauth
 from api.openapi import install_openapi
 from api.problems import TITLES, install_problem_handlers, problem
 from api.routes_audit import router as audit_router
+from api.routes_consent import router as consent_router
 from api.routes_me import router as me_router
 from api.routes_residents import router as residents_router
 from api.runtime import Runtime, open_runtime
 from audit import EntryDraft
 from audit.models import AuditEntry
+from consent.notices import notice
 from policies import CachedEngine, PolicyEngine, load_bundle
 from vault.config import VaultSettings
 
@@ -117,16 +119,26 @@ def create_app(
     app.include_router(audit_router)
     app.include_router(residents_router)
     app.include_router(me_router)
+    app.include_router(consent_router)
     app.add_middleware(RequestContext, max_body=settings.max_body_bytes)
     install_openapi(
-        app, [audit_router, residents_router, me_router], load_bundle().data.get("purposes", {})
+        app,
+        [audit_router, residents_router, me_router, consent_router],
+        load_bundle().data.get("purposes", {}),
     )
 
     @app.get("/v1/purposes", tags=["metadata"])
     async def list_purposes() -> dict[str, Any]:
-        """The purpose registry: names, legal basis and reference, fields, recipients."""
+        """The purpose registry: names, legal basis and reference, fields, recipients, and
+        the plain-language notice (zh/en) a consent records the version of."""
         purposes = load_bundle().data.get("purposes", {})
-        return {"items": [{"code": code, **spec} for code, spec in sorted(purposes.items())]}
+        catalogue = runtime.vault.store.catalogue
+        return {
+            "items": [
+                {"code": code, **spec, "notice": notice(code, spec, catalogue)}
+                for code, spec in sorted(purposes.items())
+            ]
+        }
 
     @app.get("/v1/fields", tags=["metadata"])
     async def list_fields() -> dict[str, Any]:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from api.runtime import Runtime
 from audit import EntryDraft
+from consent import ConsentCover, ConsentService
 from policies import Decision, PolicyEngine
 from vault.catalogue import Catalogue
 from vault.errors import ResidentNotFound, UnknownField
@@ -115,22 +116,23 @@ class Access:
 
 
 class ConsentLookup(Protocol):
-    """Which residents have an active consent for this recipient and purpose (issue 5)."""
+    """What residents' active consents cover for this recipient and purpose (issue 5).
+
+    One call per batch of residents (never per resident), inside the request's
+    transaction, with no caching: a revocation that committed before the call is seen.
+    """
 
     def consenting(
-        self, session: Session, recipient: str, purpose: str, resident_ids: Sequence[str]
-    ) -> dict[str, str]:
-        """resident id -> consent id, for those with an active, unexpired consent."""
+        self,
+        session: Session,
+        recipient: str,
+        purpose: str,
+        resident_ids: Sequence[str],
+        fields: Sequence[str],
+    ) -> dict[str, ConsentCover]:
+        """resident id -> the consents and the subset of `fields` they cover, for residents
+        whose active, unexpired consents cover at least one of `fields`."""
         ...
-
-
-class NoConsents:
-    """Until consent records exist, nobody has consented: consent-based purposes see no one."""
-
-    def consenting(
-        self, session: Session, recipient: str, purpose: str, resident_ids: Sequence[str]
-    ) -> dict[str, str]:
-        return {}
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,9 @@ class Gate:
     ) -> None:
         self.runtime = runtime
         self.engine = engine
-        self.consents: ConsentLookup = consents or NoConsents()
+        self.consents: ConsentLookup = consents or ConsentService(
+            runtime.vault.store, runtime.audit
+        )
         self.catalogue: Catalogue = runtime.vault.store.catalogue
         self._field_input = [spec.public_metadata() for spec in self.catalogue]
 
@@ -285,25 +289,25 @@ class Gate:
                 row = session.execute(
                     self._scoped(access, decision).where(Resident.id == resident_id)
                 ).first()
-                consent_id = self._consent_for(session, access, decision, [resident_id]).get(
-                    resident_id
-                )
-                if decision.rows.consent_required and consent_id is None:
-                    raise ConsentRequired(
-                        "该居民尚未同意向您的机构提供此用途的信息",
-                        "the resident has not consented to this use",
-                        decision,
-                    )
+                treatments = self._wanted(decision, requested)
+                cover = self._consent_for(session, access, decision, [resident_id], treatments)
+                if decision.rows.consent_required:
+                    if resident_id not in cover:
+                        raise ConsentRequired(
+                            "该居民尚未同意向您的机构提供此用途的信息",
+                            "the resident has not consented to this use",
+                            decision,
+                        )
+                    treatments = _narrowed(treatments, cover[resident_id])
                 if row is None:
                     raise NotInScope("未找到", "not found", decision)
-                treatments = self._wanted(decision, requested)
                 fetch = [n for n, t in treatments.items() if t != "denied"]
                 values = self.runtime.vault.store.read(session, resident_id, fetch)
                 view = RecordView(resident_id, self._render(values, treatments, row[1]), treatments)
                 self.runtime.audit.record(session, [self._entry(
                     access, action, "allowed", decision, resident_id=resident_id,
                     fields={n: t for n, t in treatments.items() if n in values or t == "denied"},
-                    consent_id=consent_id)])  # fmt: skip
+                    **_consent_ids(cover.get(resident_id)))])  # fmt: skip
             return view, decision
         except ResidentNotFound as exc:
             error = NotInScope("未找到", "not found", None)
@@ -314,12 +318,21 @@ class Gate:
             raise
 
     def _consent_for(
-        self, session: Session, access: Access, decision: Decision, resident_ids: Sequence[str]
-    ) -> dict[str, str]:
-        if not decision.rows.consent_required:
+        self,
+        session: Session,
+        access: Access,
+        decision: Decision,
+        resident_ids: Sequence[str],
+        treatments: Mapping[str, str],
+    ) -> dict[str, ConsentCover]:
+        """One look-up for the batch; empty when the purpose does not rest on consent."""
+        if not decision.rows.consent_required or not resident_ids:
             return {}
         recipient = access.subject.organisation or ""
-        return self.consents.consenting(session, recipient, access.purpose or "", resident_ids)
+        fields = [n for n, t in treatments.items() if t != "denied"]
+        return self.consents.consenting(
+            session, recipient, access.purpose or "", resident_ids, fields
+        )
 
     def list_residents(
         self,
@@ -386,22 +399,31 @@ class Gate:
         requested: Sequence[str] | None,
         action: str,
     ) -> tuple[list[RecordView], int]:
-        """Decrypt a batch, render it and record its entries, in the caller's transaction."""
-        consented = self._consent_for(session, access, decision, [r for r, _ in rows])
+        """Decrypt a batch, render it and record its entries, in the caller's transaction.
+
+        With a consent-based purpose, residents whose consents cover none of the fields are
+        left out (and counted), and each kept resident's fields that their consents do not
+        cover are denied: treatments are per resident."""
+        treatments = self._wanted(decision, requested)
+        covers = self._consent_for(session, access, decision, [r for r, _ in rows], treatments)
+        per_resident: dict[str, dict[str, str]] = {}
         if decision.rows.consent_required:
-            kept = [(r, b) for r, b in rows if r in consented]
+            kept = [(r, b) for r, b in rows if r in covers]
+            for rid, _ in kept:
+                per_resident[rid] = _narrowed(treatments, covers[rid])
+            fetch = sorted({n for t in per_resident.values() for n, v in t.items()
+                            if v != "denied"})  # fmt: skip
         else:
             kept = rows
-        treatments = self._wanted(decision, requested)
-        fetch = [n for n, t in treatments.items() if t != "denied"]
+            fetch = [n for n, t in treatments.items() if t != "denied"]
         values = self.runtime.vault.store.read_many(session, [r for r, _ in kept], fetch)
-        views = [
-            RecordView(rid, self._render(values.get(rid, {}), treatments, bname), treatments)
-            for rid, bname in kept
-        ]
+        views = []
+        for rid, bname in kept:
+            mine = per_resident.get(rid, treatments)
+            views.append(RecordView(rid, self._render(values.get(rid, {}), mine, bname), mine))
         self.runtime.audit.record(session, [self._entry(
             access, action, "allowed", decision, resident_id=view.resident_id,
-            fields=view.treatments, consent_id=consented.get(view.resident_id))
+            fields=view.treatments, **_consent_ids(covers.get(view.resident_id)))
             for view in views])  # fmt: skip
         return views, len(rows) - len(kept)
 
@@ -552,6 +574,7 @@ class Gate:
         resident_id: str | None = None,
         fields: Mapping[str, str] | None = None,
         consent_id: str | None = None,
+        consent_ids: Sequence[str] = (),
         reason: str | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> EntryDraft:
@@ -567,6 +590,18 @@ class Gate:
             policy_revision=decision.revision if decision else self.engine.revision,
             request_id=access.request_id, reason=reason,
             details={**(details or {}),
+                     **({"consents": list(consent_ids)} if len(consent_ids) > 1 else {}),
                      **({"justification": access.justification[:500]}
                         if access.justification else {})},
         )  # fmt: skip
+
+
+def _narrowed(treatments: Mapping[str, str], cover: ConsentCover) -> dict[str, str]:
+    """A resident's treatments: fields their consents do not cover are denied."""
+    return {n: (t if n in cover.fields else "denied") for n, t in treatments.items()}
+
+
+def _consent_ids(cover: ConsentCover | None) -> dict[str, Any]:
+    if cover is None:
+        return {}
+    return {"consent_id": cover.consent_id, "consent_ids": cover.consent_ids}

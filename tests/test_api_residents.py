@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from audit.models import AuditEntry
+from consent.models import Consent
 from tests.conftest import PG_ENV, _require_postgres
 from tests.demo_server import DemoServer, run_demo_server
 from vault.models import Building, Household, Resident, Room
@@ -251,15 +252,27 @@ def test_property_company_needs_consent_and_sees_only_masked_contact_fields(
     token = server.client_token("org_anju_property")
     own = residents_where(server, community_id="cm_xingfu")
     other = residents_where(server, community_id="cm_hexie")
-    inside = get(server, f"/v1/residents/{own[0]}", token, "property-notice")
+    # The demo holds a consent to a property company (API.md); find who consented.
+    with server.runtime.vault.sessions() as session:
+        consenting = set(
+            session.scalars(
+                select(Consent.resident_id).where(Consent.recipient == "org_anju_property")
+            )
+        ) & set(own)
+    unconsented = [r for r in own if r not in consenting]
+    inside = get(server, f"/v1/residents/{unconsented[0]}", token, "property-notice")
     outside = get(server, f"/v1/residents/{other[0]}", token, "property-notice")
-    # Without consent records no resident is shown, and the two answers do not differ.
+    # Without a consent the resident is not shown, and the two answers do not differ.
     assert_problem(inside, 403, "consent-required")
     assert_problem(outside, 403, "consent-required")
     listing = get(server, "/v1/residents", token, "property-notice", limit=500)
     assert listing.status_code == 200
-    assert listing.json()["items"] == []
-    assert listing.json()["left_out"] == len(own)
+    items = listing.json()["items"]
+    assert {i["resident_id"] for i in items} == consenting
+    for item in items:
+        assert {n for n, t in item["treatments"].items() if t != "denied"} <= {"phone", "address"}
+        assert set(item["treatments"].values()) <= {"masked", "denied"}
+    assert listing.json()["left_out"] == len(own) - len(consenting)
 
 
 # -- people -----------------------------------------------------------------------------------
@@ -484,3 +497,13 @@ def test_every_resident_data_path_writes_exactly_its_entries(server: DemoServer)
     children = get(server, "/v1/me/children", me_token)
     child_entries = entries_for(server, decision_id=children.headers["Decision-Id"])
     assert sorted(e.resident_id for e in child_entries) == sorted(guardian["children"])
+
+
+def test_each_purpose_has_a_plain_language_notice(server: DemoServer) -> None:
+    purposes = {p["code"]: p for p in httpx.get(f"{server.url}/v1/purposes").json()["items"]}
+    property_notice = purposes["property-notice"]["notice"]
+    assert property_notice["version"] == purposes["property-notice"]["notice_version"]
+    assert "同意" in property_notice["zh"] and "consent" in property_notice["en"]
+    assert "手机号码" in property_notice["zh"]
+    subsidy = purposes["subsidy-review"]["notice"]
+    assert "不需要您的同意" in subsidy["zh"] and "宗教信仰" not in subsidy["zh"]

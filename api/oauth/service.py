@@ -41,6 +41,8 @@ from api.oauth.scopes import (
 )
 from api.runtime import Runtime
 from audit import AuditLog, EntryDraft
+from consent import ConsentService
+from consent.demo import create_demo_consents
 from vault.interfaces import Keyring
 from vault.models import (
     Building,
@@ -623,6 +625,13 @@ def create_demo_accounts(session: Session, runtime: Runtime) -> dict[str, Any]:
             if person.get(key):
                 entry[key] = person[key]
         users.append(entry)
+    # API.md: the demo includes a consent to a property company (by a demo resident where
+    # one lives in a building a company serves); it has its receipt and audit event.
+    create_demo_consents(
+        session,
+        ConsentService(runtime.vault.store, audit),
+        [str(u["resident_id"]) for u in users if u.get("resident_id")],
+    )
     return {
         "clients": clients,
         "public_clients": [

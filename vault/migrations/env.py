@@ -12,6 +12,7 @@ from vault.models import Base
 # Every package's tables live in the one metadata; import them so autogenerate sees them.
 import_module("audit.models")
 import_module("api.oauth.models")
+import_module("consent.models")
 
 config = context.config
 target_metadata = Base.metadata

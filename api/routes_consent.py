@@ -1,0 +1,391 @@
+"""Consent over HTTP: residents' own consents and requests, workers' assisted consent,
+organisations' requests, signed receipts and the receipt keys.
+
+The domain lives in `consent`; this module checks who may act on which resident (the
+caller's own record, a ward, or a resident within a worker's or organisation's area),
+translates requests and maps `consent` errors to problem details.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import or_, select
+
+from api.gate import Subject
+from api.oauth.scopes import Scope
+from api.oauth.tokens import Principal, require_scopes
+from api.problems import problem
+from api.routes_residents import gate_of
+from api.subjects import subject_for
+from consent import (
+    Actor,
+    ConsentError,
+    ConsentService,
+    Grant,
+)
+from consent.models import ConsentRequest
+from consent.receipts import MEDIA_TYPE, jwks
+from vault.models import Building, Household, Resident, Room
+
+router = APIRouter(prefix="/v1", tags=["consent"])
+
+Me = Annotated[Principal, Depends(require_scopes(Scope.ME))]
+ConsentReader = Annotated[Principal, Depends(require_scopes(Scope.CONSENTS_READ))]
+ConsentWriter = Annotated[Principal, Depends(require_scopes(Scope.CONSENTS_WRITE))]
+ConsentAsker = Annotated[Principal, Depends(require_scopes(Scope.CONSENTS_REQUEST))]
+AnyCaller = Annotated[Principal, Depends(require_scopes())]
+
+MAX_EVIDENCE_BYTES = 5 * 1024 * 1024
+
+
+def service_of(request: Request) -> ConsentService:
+    consents = gate_of(request).consents
+    if not isinstance(consents, ConsentService):  # pragma: no cover - wiring error
+        raise TypeError("the gate's consent look-up is not a ConsentService")
+    return consents
+
+
+def _subject(request: Request, principal: Principal) -> Subject:
+    with gate_of(request).runtime.vault.sessions() as session:
+        return subject_for(session, principal)
+
+
+def _lang(request: Request) -> str:
+    return "en" if request.headers.get("accept-language", "").lower().startswith("en") else "zh"
+
+
+def _error(request: Request, error: ConsentError) -> Response:
+    message = error.message(_lang(request))
+    if error.slug == "validation-error":
+        return problem(
+            request, "validation-error", errors=[{"field": error.field or "", "message": message}]
+        )
+    return problem(request, error.slug, detail=message)
+
+
+def _invalid(request: Request, field: str, message: str) -> Response:
+    return problem(request, "validation-error", errors=[{"field": field, "message": message}])
+
+
+def _not_a_resident(request: Request) -> Response:
+    return problem(
+        request, "insufficient-scope", detail="only residents have consents here", status=403
+    )
+
+
+def _actor(request: Request, subject: Subject, channel: str) -> Actor:
+    return Actor(
+        name=subject.user or subject.client or "?", subject_type=subject.type, channel=channel,
+        client=subject.client, organisation=subject.organisation,
+        request_id=request.state.request_id,
+    )  # fmt: skip
+
+
+def _within(request: Request, subject: Subject, resident_id: str) -> bool:
+    """Whether the resident lives within the caller's area (communities, grids, buildings)."""
+    terms = []
+    if subject.communities:
+        terms.append(Building.community_id.in_(list(subject.communities)))
+    if subject.grids:
+        terms.append(Building.grid_id.in_(list(subject.grids)))
+    if subject.buildings:
+        terms.append(Building.id.in_(list(subject.buildings)))
+    if not terms:
+        return False
+    with gate_of(request).runtime.vault.sessions() as session:
+        found = session.scalars(
+            select(Resident.id)
+            .join(Household, Household.id == Resident.household_id)
+            .join(Room, Room.id == Household.room_id)
+            .join(Building, Building.id == Room.building_id)
+            .where(
+                Resident.id == resident_id,
+                Resident.status == "active",
+                Resident.is_decoy.is_(False),
+                or_(*terms),
+            )
+        ).first()
+    return found is not None
+
+
+# -- residents ------------------------------------------------------------------------------
+
+
+class MyGrant(BaseModel):
+    recipient: str = Field(max_length=32)
+    purpose: str = Field(max_length=64)
+    fields: list[str] | None = Field(default=None, max_length=64)
+    categories: list[str] | None = Field(default=None, max_length=16)
+    separate: bool = False
+    expires_at: datetime | None = None
+    notice_version: str | None = Field(default=None, max_length=32)
+    on_behalf_of: str | None = Field(default=None, max_length=32)
+    supersedes: str | None = Field(default=None, max_length=32)
+
+
+@router.get("/me/consents", summary="My consents (and my wards'), and the purposes that do "
+            "not need my consent, with their legal basis")  # fmt: skip
+def my_consents(request: Request, principal: Me) -> Response:
+    subject = _subject(request, principal)
+    if subject.resident_id is None:
+        return _not_a_resident(request)
+    service = service_of(request)
+    with gate_of(request).runtime.vault.sessions() as session:
+        items = service.consents_of(session, [subject.resident_id, *subject.children])
+    return JSONResponse({"items": items, "legal_bases": service.legal_bases()})
+
+
+@router.post("/me/consents", status_code=201, summary="Give consent (for myself, or for a ward "
+             "as their guardian with on_behalf_of)")  # fmt: skip
+def grant_my_consent(request: Request, body: MyGrant, principal: Me) -> Response:
+    subject = _subject(request, principal)
+    if subject.resident_id is None:
+        return _not_a_resident(request)
+    ward = body.on_behalf_of
+    if ward is not None and ward != subject.resident_id and ward not in subject.children:
+        return problem(request, "not-found", detail="not a ward of yours")
+    guardian = ward is not None and ward != subject.resident_id
+    grant = Grant(
+        resident_id=ward if guardian and ward else subject.resident_id,
+        recipient=body.recipient, purpose=body.purpose,
+        channel="guardian" if guardian else "self", recorded_by=subject.user or "?",
+        fields=body.fields, categories=body.categories, separate=body.separate,
+        expires_at=body.expires_at, notice_version=body.notice_version,
+        guardian_id=subject.resident_id if guardian else None, supersedes=body.supersedes,
+        subject_type=subject.type, client=subject.client,
+        audit_request_id=request.state.request_id,
+    )  # fmt: skip
+    return _granted(request, grant)
+
+
+def _granted(request: Request, grant: Grant) -> Response:
+    service = service_of(request)
+    try:
+        with gate_of(request).runtime.transaction() as session:
+            consent = service.grant(session, grant)
+            view = service.describe(consent, None)
+            receipt = service.receipt(session, consent.id)
+            view["receipt_url"] = f"/v1/consents/{consent.id}/receipt"
+            view["receipt"] = receipt.jws
+    except ConsentError as error:
+        return _error(request, error)
+    return JSONResponse(view, status_code=201)
+
+
+@router.post("/me/consents/{consent_id}/revoke", summary="Revoke my consent (or a ward's)")
+def revoke_my_consent(request: Request, consent_id: str, principal: Me) -> Response:
+    subject = _subject(request, principal)
+    if subject.resident_id is None:
+        return _not_a_resident(request)
+    service = service_of(request)
+    owned = [subject.resident_id, *subject.children]
+    try:
+        with gate_of(request).runtime.transaction() as session:
+            consent = service.revoke(session, consent_id, owned, _actor(request, subject, "self"))
+            consent_view = service.describe(consent, service.get(session, consent_id)[1])
+            consent_view["receipt"] = service.receipt(session, consent_id).jws
+    except ConsentError as error:
+        return _error(request, error)
+    return JSONResponse(consent_view)
+
+
+@router.get("/me/consent-requests", summary="Requests for my consent from organisations")
+def my_consent_requests(request: Request, principal: Me) -> Response:
+    subject = _subject(request, principal)
+    if subject.resident_id is None:
+        return _not_a_resident(request)
+    service = service_of(request)
+    with gate_of(request).runtime.vault.sessions() as session:
+        rows = service.requests_for(session, [subject.resident_id, *subject.children])
+        items = [_request_view(service, row) for row in rows]
+    return JSONResponse({"items": items})
+
+
+def _request_view(service: ConsentService, row: ConsentRequest) -> dict[str, Any]:
+    spec = service.purposes.get(row.purpose, {})
+    return {
+        "request_id": row.id, "resident_id": row.resident_id, "recipient": row.recipient,
+        "purpose": row.purpose, "purpose_name": spec.get("name"),
+        "legal_reference": spec.get("legal_reference"),
+        "notice_version": spec.get("notice_version"), "fields": list(row.fields),
+        "separate": row.separate, "message": row.message, "status": row.status,
+        "requested_at": row.requested_at.isoformat(),
+        "answered_at": row.answered_at.isoformat() if row.answered_at else None,
+        "consent_id": row.consent_id,
+    }  # fmt: skip
+
+
+class Answer(BaseModel):
+    accept: bool
+    expires_at: datetime | None = None
+    notice_version: str | None = Field(default=None, max_length=32)
+
+
+@router.post("/me/consent-requests/{request_id}/answer", summary="Answer a request: accept "
+             "(a consent is recorded) or refuse")  # fmt: skip
+def answer_request(request: Request, request_id: str, body: Answer, principal: Me) -> Response:
+    subject = _subject(request, principal)
+    if subject.resident_id is None:
+        return _not_a_resident(request)
+    service = service_of(request)
+    owned = [subject.resident_id, *subject.children]
+    try:
+        with gate_of(request).runtime.transaction() as session:
+            row = session.get(ConsentRequest, request_id)
+            guardian = (
+                subject.resident_id
+                if row is not None and row.resident_id != subject.resident_id
+                else None
+            )
+            row, consent = service.answer(
+                session, request_id, owned, accept=body.accept,
+                actor=_actor(request, subject, "guardian" if guardian else "self"),
+                guardian_id=guardian, expires_at=body.expires_at,
+                notice_version=body.notice_version,
+            )  # fmt: skip
+            view = _request_view(service, row)
+            if consent is not None:
+                view["consent"] = service.describe(consent, None)
+    except ConsentError as error:
+        return _error(request, error)
+    return JSONResponse(view)
+
+
+# -- workers and organisations ------------------------------------------------------------
+
+
+@router.get("/consents", summary="A resident's consents (scope consents:read), within area")
+def resident_consents(
+    request: Request,
+    principal: ConsentReader,
+    resident_id: Annotated[str, Query(max_length=32)],
+) -> Response:
+    subject = _subject(request, principal)
+    if not _within(request, subject, resident_id):
+        return problem(request, "not-found")
+    service = service_of(request)
+    with gate_of(request).runtime.vault.sessions() as session:
+        items = service.consents_of(session, [resident_id])
+    return JSONResponse({"items": items})
+
+
+class Evidence(BaseModel):
+    content_base64: str = Field(max_length=8 * 1024 * 1024)
+    media_type: str = Field(default="application/pdf", max_length=100)
+
+
+class AssistedGrant(BaseModel):
+    resident_id: str = Field(max_length=32)
+    recipient: str = Field(max_length=32)
+    purpose: str = Field(max_length=64)
+    fields: list[str] | None = Field(default=None, max_length=64)
+    categories: list[str] | None = Field(default=None, max_length=16)
+    separate: bool = False
+    expires_at: datetime | None = None
+    notice_version: str | None = Field(default=None, max_length=32)
+    supersedes: str | None = Field(default=None, max_length=32)
+    evidence: Evidence
+    witness: str = Field(min_length=1, max_length=128)
+
+
+@router.post("/consents", status_code=201, summary="Record assisted consent with the signed "
+             "form and a witness (scope consents:write)")  # fmt: skip
+def record_assisted(request: Request, body: AssistedGrant, principal: ConsentWriter) -> Response:
+    subject = _subject(request, principal)
+    if not _within(request, subject, body.resident_id):
+        return problem(request, "not-found")
+    try:
+        evidence = base64.b64decode(body.evidence.content_base64, validate=True)
+    except (binascii.Error, ValueError):
+        return _invalid(request, "evidence.content_base64", "not valid base64")
+    if not evidence:
+        return _invalid(request, "evidence.content_base64", "empty")
+    if len(evidence) > MAX_EVIDENCE_BYTES:
+        return problem(request, "payload-too-large")
+    grant = Grant(
+        resident_id=body.resident_id, recipient=body.recipient, purpose=body.purpose,
+        channel="assisted", recorded_by=subject.user or subject.client or "?",
+        fields=body.fields, categories=body.categories, separate=body.separate,
+        expires_at=body.expires_at, notice_version=body.notice_version,
+        supersedes=body.supersedes, evidence=evidence,
+        evidence_media_type=body.evidence.media_type, witness=body.witness,
+        subject_type=subject.type, client=subject.client,
+        audit_request_id=request.state.request_id,
+    )  # fmt: skip
+    return _granted(request, grant)
+
+
+class RequestBody(BaseModel):
+    resident_id: str = Field(max_length=32)
+    purpose: str = Field(max_length=64)
+    fields: list[str] | None = Field(default=None, max_length=64)
+    separate: bool = True
+    message: str | None = Field(default=None, max_length=500)
+
+
+@router.post("/consent-requests", status_code=201, summary="Ask a resident for consent "
+             "(scope consents:request)")  # fmt: skip
+def request_consent(request: Request, body: RequestBody, principal: ConsentAsker) -> Response:
+    subject = _subject(request, principal)
+    if subject.organisation is None or not _within(request, subject, body.resident_id):
+        return problem(request, "not-found")
+    service = service_of(request)
+    try:
+        with gate_of(request).runtime.transaction() as session:
+            row = service.request(
+                session, resident_id=body.resident_id, recipient=subject.organisation,
+                purpose=body.purpose, fields=body.fields, separate=body.separate,
+                message=body.message, actor=_actor(request, subject, "self"),
+            )  # fmt: skip
+            view = _request_view(service, row)
+    except ConsentError as error:
+        return _error(request, error)
+    return JSONResponse(view, status_code=201)
+
+
+# -- receipts -------------------------------------------------------------------------------
+
+
+@router.get(
+    "/consents/{consent_id}/receipt",
+    summary="A consent's signed receipt: compact EdDSA JWS over Kantara receipt fields",
+    responses={200: {"content": {MEDIA_TYPE: {}}}},
+)
+def consent_receipt(request: Request, consent_id: str, principal: AnyCaller) -> Response:
+    subject = _subject(request, principal)
+    service = service_of(request)
+    with gate_of(request).runtime.vault.sessions() as session:
+        try:
+            consent, _ = service.get(session, consent_id)
+        except ConsentError:
+            return problem(request, "not-found")
+        owner = (
+            subject.resident_id is not None
+            and Scope.ME in principal.scopes
+            and (consent.resident_id in (subject.resident_id, *subject.children))
+        )
+        reader = Scope.CONSENTS_READ in principal.scopes and _within(
+            request, subject, consent.resident_id
+        )
+        if not (owner or reader):
+            return problem(request, "not-found")
+        token = service.receipt(session, consent_id).jws
+    return Response(
+        token,
+        media_type=MEDIA_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="consent-{consent_id}.jws"'},
+    )
+
+
+@router.get("/receipt-keys", summary="JWKS of every key that ever signed a consent receipt")
+def receipt_keys(request: Request) -> Response:
+    with gate_of(request).runtime.vault.sessions() as session:
+        keys = jwks(session)
+    return JSONResponse(keys, headers={"Cache-Control": "public, max-age=300"})
