@@ -24,6 +24,7 @@ from audit.models import AuditCheckpoint
 from audit.queries import (
     EntryFilter,
     accesses_per_day,
+    consent_actions,
     denied_attempts,
     entry_summary,
     out_of_hours,
@@ -130,6 +131,7 @@ def entries(
     purpose: str | None = None,
     legal_basis: str | None = None,
     outcome: str | None = None,
+    action: Annotated[str | None, Query(max_length=64, description="exact, or prefix*")] = None,
     since: datetime | None = None,
     until: datetime | None = None,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
@@ -146,6 +148,7 @@ def entries(
         purpose=purpose,
         legal_basis=legal_basis,
         outcome=outcome,
+        action=action,
         since=since,
         until=until,
     )
@@ -213,7 +216,7 @@ def entry(
     return JSONResponse(body)
 
 
-REPORTS = ("accesses-per-day", "denied", "sensitive-reads", "out-of-hours")
+REPORTS = ("accesses-per-day", "denied", "sensitive-reads", "out-of-hours", "consent-actions")
 
 
 @router.get(
@@ -238,6 +241,8 @@ def report(
     with runtime.vault.sessions() as session:
         if report == "accesses-per-day":
             return JSONResponse({"items": accesses_per_day(session, wanted, by=by)})
+        if report == "consent-actions":
+            return JSONResponse({"items": consent_actions(session, wanted)})
         if report == "denied":
             found = denied_attempts(session, wanted)
         elif report == "sensitive-reads":

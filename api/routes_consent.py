@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -27,6 +28,7 @@ from api.subjects import subject_for
 from consent import (
     Actor,
     ConsentError,
+    ConsentNotFound,
     ConsentService,
     Grant,
 )
@@ -320,6 +322,32 @@ def record_assisted(request: Request, body: AssistedGrant, principal: ConsentWri
         audit_request_id=request.state.request_id,
     )  # fmt: skip
     return _granted(request, grant)
+
+
+class AssistedRevocation(BaseModel):
+    witness: str = Field(min_length=1, max_length=128)
+
+
+@router.post("/consents/{consent_id}/revoke", summary="Revoke a consent at the counter, for "
+             "the resident, with a witness (scope consents:write)")  # fmt: skip
+def revoke_assisted(
+    request: Request, consent_id: str, body: AssistedRevocation, principal: ConsentWriter
+) -> Response:
+    """Withdrawing is as easy as giving (PIPL Art. 15): the counter can do both."""
+    subject = _subject(request, principal)
+    service = service_of(request)
+    try:
+        with gate_of(request).runtime.transaction() as session:
+            consent, _ = service.get(session, consent_id)
+            if not _within(request, subject, consent.resident_id):
+                raise ConsentNotFound("未找到该同意", "no such consent")
+            actor = replace(_actor(request, subject, "assisted"), details={"witness": body.witness})
+            revoked = service.revoke(session, consent_id, [consent.resident_id], actor)
+            view = service.describe(revoked, service.get(session, consent_id)[1])
+            view["receipt"] = service.receipt(session, consent_id).jws
+    except ConsentError as error:
+        return _error(request, error)
+    return JSONResponse(view)
 
 
 class RequestBody(BaseModel):

@@ -35,6 +35,7 @@ class EntryFilter:
     legal_basis: str | None = None
     outcome: str | None = None
     kind: str | None = None
+    action: str | None = None  # exact, or a prefix ending in "*" (e.g. "consent.*")
     since: datetime | None = None
     until: datetime | None = None
 
@@ -58,6 +59,12 @@ def _filtered(query: _Q, f: EntryFilter) -> _Q:
     ):
         if value is not None:
             query = query.where(column == value)
+    if f.action is not None:
+        if f.action.endswith("*"):
+            prefix = f.action[:-1].replace("%", "").replace("_", "\\_")
+            query = query.where(AuditEntry.action.like(prefix + "%", escape="\\"))
+        else:
+            query = query.where(AuditEntry.action == f.action)
     if f.since is not None:
         query = query.where(AuditEntry.recorded_at >= f.since)
     if f.until is not None:
@@ -210,3 +217,24 @@ def out_of_hours(session: Session, f: EntryFilter) -> list[AuditEntry]:
         if local.weekday() >= 5 or not start <= local.time() < end:
             found.append(entry)
     return found
+
+
+WORKER_TYPES = ("community_worker", "grid_worker")
+
+
+def consent_actions(session: Session, f: EntryFilter) -> list[dict[str, Any]]:
+    """What workers did with residents' consents, per worker, day (China time) and action:
+    assisted grants and revocations at the counter are reported, not only recorded."""
+    query = _filtered(
+        select(AuditEntry.user, AuditEntry.action, AuditEntry.recorded_at).where(
+            AuditEntry.action.like("consent.%"), AuditEntry.subject_type.in_(WORKER_TYPES)
+        ),
+        f,
+    )
+    counts: dict[tuple[str, str, str], int] = {}
+    for user, action, at in session.execute(query):
+        key = (user or "-", at.astimezone(CHINA).date().isoformat(), action)
+        counts[key] = counts.get(key, 0) + 1
+    return [
+        {"user": u, "day": d, "action": a, "count": n} for (u, d, a), n in sorted(counts.items())
+    ]

@@ -744,8 +744,9 @@ class ConsentService:
             purpose=consent.purpose, legal_basis=consent.legal_basis, consent_id=consent.id,
             resident_id=consent.resident_id, fields=dict.fromkeys(consent.fields, "consented"),
             request_id=actor.request_id,
-            details={"consent_channel": consent.channel,
-                     **{k: v for k, v in (details or {}).items() if v is not None}},
+            details={"consent_channel": consent.channel, "actor_channel": actor.channel,
+                     **{k: v for k, v in {**actor.details, **(details or {})}.items()
+                        if v is not None}},
         )  # fmt: skip
 
 

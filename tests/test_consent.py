@@ -618,3 +618,57 @@ def test_demo_has_a_consent_to_a_property_company(server: DemoServer) -> None:
         ).first()
     assert receipt is not None
     assert verify_receipt(receipt, keys(server))["consentId"] == demo[0].id
+
+
+def test_a_worker_revokes_at_the_counter_and_the_next_read_is_refused(
+    server: DemoServer,
+) -> None:
+    worker = server.user("community_worker")
+    token = str(server.login(worker["username"], worker["password"],
+                             "consents:read consents:write")["access_token"])  # fmt: skip
+    resident = fresh_resident(server)
+    form = b"%PDF-1.4 signed form " + secrets.token_bytes(16)
+    granted = call(server, "POST", "/v1/consents", token, json={
+        "resident_id": resident, "recipient": COMPANY, "purpose": PURPOSE, "separate": True,
+        "evidence": {"content_base64": base64.b64encode(form).decode()},
+        "witness": "李明 (SQ-XF-003)"})  # fmt: skip
+    assert granted.status_code == 201, granted.text
+    consent_id = granted.json()["consent_id"]
+    company = server.client_token(COMPANY)
+    assert company_read(server, company, resident).status_code == 200
+    revoked = call(server, "POST", f"/v1/consents/{consent_id}/revoke", token,
+                   json={"witness": "李明 (SQ-XF-003)"})  # fmt: skip
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["receipt"]
+    assert_problem(company_read(server, company, resident), 403, "consent-required")
+    (event,) = _entries(server, action="consent.revoked", consent_id=consent_id)
+    assert event.user == worker["username"] and event.on_behalf_of == resident
+    assert event.details["witness"] == "李明 (SQ-XF-003)"
+    again = call(server, "POST", f"/v1/consents/{consent_id}/revoke", token,
+                 json={"witness": "x"})  # fmt: skip
+    assert again.status_code == 409
+
+
+def test_workers_consent_actions_are_reported_to_auditors(server: DemoServer) -> None:
+    worker = server.user("community_worker")
+    token = str(server.login(worker["username"], worker["password"],
+                             "consents:read consents:write")["access_token"])  # fmt: skip
+    resident = fresh_resident(server)
+    granted = call(server, "POST", "/v1/consents", token, json={
+        "resident_id": resident, "recipient": COMPANY, "purpose": PURPOSE, "separate": True,
+        "evidence": {"content_base64": base64.b64encode(b"%PDF form").decode()},
+        "witness": "W"})  # fmt: skip
+    assert granted.status_code == 201
+    auditor = server.user("auditor")
+    audit_token = str(server.login(auditor["username"], auditor["password"],
+                                   "audit:read")["access_token"])  # fmt: skip
+    report = call(server, "GET", "/v1/audit/reports/consent-actions", audit_token)
+    assert report.status_code == 200, report.text
+    rows = [r for r in report.json()["items"] if r["user"] == worker["username"]]
+    assert any(r["action"] == "consent.granted" and r["count"] >= 1 for r in rows)
+    server.runtime.audit.integrate(server.runtime.vault.sessions)
+    searched = call(server, "GET", "/v1/audit/entries", audit_token,
+                    params={"action": "consent.*", "user": worker["username"]})  # fmt: skip
+    assert searched.status_code == 200
+    assert searched.json()["items"]
+    assert all(i["action"].startswith("consent.") for i in searched.json()["items"])
