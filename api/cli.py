@@ -188,15 +188,15 @@ def _print_demo_accounts(data: dict[str, Any]) -> None:
     for user in data.get("users", []):
         people.add_row(user["role"], user["username"], user["password"])
     out.print(people)
-    systems = Table(
-        t("机构", "organisation"),
-        "client_id",
-        "client_secret",
-        title=t("演示机构系统客户端", "demo organisation clients"),
+    # Secrets are long: one line each, never cut to the terminal's width.
+    out.print(
+        t(
+            "演示机构系统客户端（client_id client_secret 机构）：",
+            "demo organisation clients (client_id client_secret organisation):",
+        )
     )
     for client in data.get("clients", []):
-        systems.add_row(client["organisation"], client["client_id"], client["client_secret"])
-    out.print(systems)
+        out.print(f"  {client['client_id']} {client['client_secret']} {client['organisation']}")
 
 
 @app.command()
@@ -221,6 +221,8 @@ def serve(
 
     from api.app import create_app  # noqa: PLC0415
 
+    # Tokens name the server that issued them; default the issuer to where this one listens.
+    os.environ.setdefault("VAULT_OAUTH_ISSUER", f"http://{host}:{port}")
     if demo and not _settings().keyring_path.exists():
         _initialise(True, residents, _settings().crypto_suite)
     application = create_app(_settings())
