@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -203,6 +204,21 @@ class Gate:
             raise error_type(decision.reason.zh, decision.reason.en, decision)
         return decision
 
+    @contextmanager
+    def denials_recorded(
+        self, access: Access, action: str, resident_id: str | None = None
+    ) -> Iterator[None]:
+        """Record a refusal (and say 404 for a resident who is not there) before raising it."""
+        try:
+            yield
+        except ResidentNotFound as exc:
+            error = NotInScope("未找到", "not found", None)
+            self.record_denial(access, error, action, resident_id)
+            raise error from exc
+        except GateError as error:
+            self.record_denial(access, error, action, resident_id)
+            raise
+
     def record_denial(
         self, access: Access, error: GateError, action: str, resident_id: str | None = None
     ) -> None:
@@ -283,7 +299,7 @@ class Gate:
         target: str = "other",
     ) -> tuple[RecordView, Decision]:
         action = "read"
-        try:
+        with self.denials_recorded(access, action, resident_id):
             decision = self.decide(access, action, target)
             with self.runtime.transaction() as session:
                 row = session.execute(
@@ -309,13 +325,6 @@ class Gate:
                     fields={n: t for n, t in treatments.items() if n in values or t == "denied"},
                     **_consent_ids(cover.get(resident_id)))])  # fmt: skip
             return view, decision
-        except ResidentNotFound as exc:
-            error = NotInScope("未找到", "not found", None)
-            self.record_denial(access, error, action, resident_id)
-            raise error from exc
-        except GateError as error:
-            self.record_denial(access, error, action, resident_id)
-            raise
 
     def _consent_for(
         self,
@@ -347,11 +356,8 @@ class Gate:
         action: str = "list",
     ) -> Listing:
         """A page of residents within scope; those lacking a required consent are left out."""
-        try:
+        with self.denials_recorded(access, action):
             decision = self.decide(access, action)
-        except GateError as error:
-            self.record_denial(access, error, action)
-            raise
         with self.runtime.transaction() as session:
             page = self._page(
                 session,
@@ -439,7 +445,7 @@ class Gate:
     ) -> tuple[Decision, Iterator[list[RecordView]], dict[str, int]]:
         """A streamed export: each batch's entries commit before the batch is handed out."""
         action = "export"
-        try:
+        with self.denials_recorded(access, action):
             decision = self.decide(access, action)
             if decision.obligations.justification_required and not access.justification:
                 raise JustificationRequired(
@@ -447,9 +453,6 @@ class Gate:
                     "exporting sensitive fields needs a Justification header",
                     decision,
                 )
-        except GateError as error:
-            self.record_denial(access, error, action)
-            raise
         summary = {"rows": 0, "left_out": 0}
 
         def batches() -> Iterator[list[RecordView]]:
@@ -485,11 +488,8 @@ class Gate:
     ) -> Listing:
         """Look up by identifier through the blind index, then read within scope."""
         action = "search"
-        try:
+        with self.denials_recorded(access, action):
             decision = self.decide(access, action)
-        except GateError as error:
-            self.record_denial(access, error, action)
-            raise
         with self.runtime.transaction() as session:
             ids = self.runtime.vault.store.find(session, field_name, raw_value)
             rows = (
@@ -523,7 +523,7 @@ class Gate:
     ) -> tuple[str, Decision]:
         """Create or update within policy: every written field must be writable (clear)."""
         action = "write"
-        try:
+        with self.denials_recorded(access, action, resident_id):
             decision = self.decide(access, action, target)
             not_writable = sorted(n for n in values if decision.treatment(n) != "clear")
             if not_writable:
@@ -554,13 +554,6 @@ class Gate:
                     access, action, "allowed", decision, resident_id=resident_id,
                     fields=dict.fromkeys(values, "written"))])  # fmt: skip
             return resident_id, decision
-        except ResidentNotFound as exc:
-            error = NotInScope("未找到", "not found", None)
-            self.record_denial(access, error, action, resident_id)
-            raise error from exc
-        except GateError as error:
-            self.record_denial(access, error, action, resident_id)
-            raise
 
     # -- audit entries -------------------------------------------------------------------
 

@@ -120,7 +120,9 @@ def _within(request: Request, subject: Subject, resident_id: str) -> bool:
 # -- residents ------------------------------------------------------------------------------
 
 
-class MyGrant(BaseModel):
+class GrantFields(BaseModel):
+    """What every grant names, whoever records it."""
+
     recipient: str = Field(max_length=32)
     purpose: str = Field(max_length=64)
     fields: list[str] | None = Field(default=None, max_length=64)
@@ -128,8 +130,11 @@ class MyGrant(BaseModel):
     separate: bool = False
     expires_at: datetime | None = None
     notice_version: str | None = Field(default=None, max_length=32)
-    on_behalf_of: str | None = Field(default=None, max_length=32)
     supersedes: str | None = Field(default=None, max_length=32)
+
+
+class MyGrant(GrantFields):
+    on_behalf_of: str | None = Field(default=None, max_length=32)
 
 
 @router.get("/me/consents", summary="My consents (and my wards'), and the purposes that do "
@@ -283,16 +288,8 @@ class Evidence(BaseModel):
     media_type: str = Field(default="application/pdf", max_length=100)
 
 
-class AssistedGrant(BaseModel):
+class AssistedGrant(GrantFields):
     resident_id: str = Field(max_length=32)
-    recipient: str = Field(max_length=32)
-    purpose: str = Field(max_length=64)
-    fields: list[str] | None = Field(default=None, max_length=64)
-    categories: list[str] | None = Field(default=None, max_length=16)
-    separate: bool = False
-    expires_at: datetime | None = None
-    notice_version: str | None = Field(default=None, max_length=32)
-    supersedes: str | None = Field(default=None, max_length=32)
     evidence: Evidence
     witness: str = Field(min_length=1, max_length=128)
 
