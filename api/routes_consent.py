@@ -23,8 +23,7 @@ from api.gate import Subject
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
 from api.problems import problem
-from api.routes_residents import gate_of
-from api.subjects import subject_for
+from api.routes_residents import gate_of, subject_of
 from consent import (
     Actor,
     ConsentError,
@@ -52,11 +51,6 @@ def service_of(request: Request) -> ConsentService:
     if not isinstance(consents, ConsentService):  # pragma: no cover - wiring error
         raise TypeError("the gate's consent look-up is not a ConsentService")
     return consents
-
-
-def _subject(request: Request, principal: Principal) -> Subject:
-    with gate_of(request).runtime.vault.sessions() as session:
-        return subject_for(session, principal)
 
 
 def _lang(request: Request) -> str:
@@ -140,7 +134,7 @@ class MyGrant(GrantFields):
 @router.get("/me/consents", summary="My consents (and my wards'), and the purposes that do "
             "not need my consent, with their legal basis")  # fmt: skip
 def my_consents(request: Request, principal: Me) -> Response:
-    subject = _subject(request, principal)
+    subject = subject_of(request, principal)
     if subject.resident_id is None:
         return _not_a_resident(request)
     service = service_of(request)
@@ -152,7 +146,7 @@ def my_consents(request: Request, principal: Me) -> Response:
 @router.post("/me/consents", status_code=201, summary="Give consent (for myself, or for a ward "
              "as their guardian with on_behalf_of)")  # fmt: skip
 def grant_my_consent(request: Request, body: MyGrant, principal: Me) -> Response:
-    subject = _subject(request, principal)
+    subject = subject_of(request, principal)
     if subject.resident_id is None:
         return _not_a_resident(request)
     ward = body.on_behalf_of
@@ -188,7 +182,7 @@ def _granted(request: Request, grant: Grant) -> Response:
 
 @router.post("/me/consents/{consent_id}/revoke", summary="Revoke my consent (or a ward's)")
 def revoke_my_consent(request: Request, consent_id: str, principal: Me) -> Response:
-    subject = _subject(request, principal)
+    subject = subject_of(request, principal)
     if subject.resident_id is None:
         return _not_a_resident(request)
     service = service_of(request)
@@ -205,7 +199,7 @@ def revoke_my_consent(request: Request, consent_id: str, principal: Me) -> Respo
 
 @router.get("/me/consent-requests", summary="Requests for my consent from organisations")
 def my_consent_requests(request: Request, principal: Me) -> Response:
-    subject = _subject(request, principal)
+    subject = subject_of(request, principal)
     if subject.resident_id is None:
         return _not_a_resident(request)
     service = service_of(request)
@@ -238,7 +232,7 @@ class Answer(BaseModel):
 @router.post("/me/consent-requests/{request_id}/answer", summary="Answer a request: accept "
              "(a consent is recorded) or refuse")  # fmt: skip
 def answer_request(request: Request, request_id: str, body: Answer, principal: Me) -> Response:
-    subject = _subject(request, principal)
+    subject = subject_of(request, principal)
     if subject.resident_id is None:
         return _not_a_resident(request)
     service = service_of(request)
@@ -274,7 +268,7 @@ def resident_consents(
     principal: ConsentReader,
     resident_id: Annotated[str, Query(max_length=32)],
 ) -> Response:
-    subject = _subject(request, principal)
+    subject = subject_of(request, principal)
     if not _within(request, subject, resident_id):
         return problem(request, "not-found")
     service = service_of(request)
@@ -297,7 +291,7 @@ class AssistedGrant(GrantFields):
 @router.post("/consents", status_code=201, summary="Record assisted consent with the signed "
              "form and a witness (scope consents:write)")  # fmt: skip
 def record_assisted(request: Request, body: AssistedGrant, principal: ConsentWriter) -> Response:
-    subject = _subject(request, principal)
+    subject = subject_of(request, principal)
     if not _within(request, subject, body.resident_id):
         return problem(request, "not-found")
     try:
@@ -331,7 +325,7 @@ def revoke_assisted(
     request: Request, consent_id: str, body: AssistedRevocation, principal: ConsentWriter
 ) -> Response:
     """Withdrawing is as easy as giving (PIPL Art. 15): the counter can do both."""
-    subject = _subject(request, principal)
+    subject = subject_of(request, principal)
     service = service_of(request)
     try:
         with gate_of(request).runtime.transaction() as session:
@@ -358,7 +352,7 @@ class RequestBody(BaseModel):
 @router.post("/consent-requests", status_code=201, summary="Ask a resident for consent "
              "(scope consents:request)")  # fmt: skip
 def request_consent(request: Request, body: RequestBody, principal: ConsentAsker) -> Response:
-    subject = _subject(request, principal)
+    subject = subject_of(request, principal)
     if subject.organisation is None or not _within(request, subject, body.resident_id):
         return problem(request, "not-found")
     service = service_of(request)
@@ -384,7 +378,7 @@ def request_consent(request: Request, body: RequestBody, principal: ConsentAsker
     responses={200: {"content": {MEDIA_TYPE: {}}}},
 )
 def consent_receipt(request: Request, consent_id: str, principal: AnyCaller) -> Response:
-    subject = _subject(request, principal)
+    subject = subject_of(request, principal)
     service = service_of(request)
     with gate_of(request).runtime.vault.sessions() as session:
         try:

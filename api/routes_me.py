@@ -19,8 +19,7 @@ from api.gate import Access, GateError
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
 from api.problems import problem
-from api.routes_residents import decision_headers, gate_of, record_view, refusal
-from api.subjects import subject_for
+from api.routes_residents import decision_headers, gate_of, record_view, refusal, subject_of
 from audit.checkpoint import format_tlog_proof
 from audit.models import AuditEntry
 from audit.queries import EntryFilter, entry_summary, search
@@ -31,8 +30,7 @@ Me = Annotated[Principal, Depends(require_scopes(Scope.ME))]
 
 
 def _access(request: Request, principal: Principal, purpose: str | None = None) -> Access:
-    with gate_of(request).runtime.vault.sessions() as session:
-        subject = subject_for(session, principal)
+    subject = subject_of(request, principal)
     return Access(
         subject=subject, purpose=purpose, request_id=request.state.request_id, channel="api"
     )
@@ -74,16 +72,6 @@ def my_children(request: Request, principal: Me) -> Response:
     return JSONResponse({"items": items}, headers={"Decision-Id": access.decision_id})
 
 
-def _proof(request: Request, index: int) -> tuple[list[str] | None, int | None]:
-    runtime = gate_of(request).runtime
-    with runtime.vault.sessions() as session:
-        head = runtime.audit.latest_checkpoint(session)
-        if head is None or index >= head.tree_size:
-            return None, None
-        hashes = runtime.audit.inclusion_proof(session, index, head.tree_size)
-    return [base64.b64encode(h).decode() for h in hashes], head.tree_size
-
-
 @router.get("/accesses", summary="Who accessed my data: every entry about me, with proofs")
 def my_accesses(
     request: Request,
@@ -95,26 +83,33 @@ def my_accesses(
     if access.subject.resident_id is None:
         return _not_a_resident(request)
     runtime = gate_of(request).runtime
-    try:
-        with runtime.vault.sessions() as session:
+    items = []
+    # One session and one checkpoint for the whole page: every proof is against the same head.
+    with runtime.vault.sessions() as session:
+        try:
             page = search(
                 session,
                 EntryFilter(resident_id=access.subject.resident_id),
                 limit=limit,
                 cursor=cursor,
             )
-    except ValueError:
-        return problem(
-            request, "validation-error", errors=[{"field": "cursor", "message": "invalid cursor"}]
-        )
-    items = []
-    for index, entry in page.items:
-        hashes, tree_size = _proof(request, index) if index is not None else (None, None)
-        summary = entry_summary(index, entry)
-        summary["proof"] = (
-            {"tree_size": tree_size, "hashes": hashes} if hashes is not None else None
-        )
-        items.append(summary)
+        except ValueError:
+            return problem(
+                request,
+                "validation-error",
+                errors=[{"field": "cursor", "message": "invalid cursor"}],
+            )
+        head = runtime.audit.latest_checkpoint(session)
+        for index, entry in page.items:
+            summary = entry_summary(index, entry)
+            summary["proof"] = None
+            if head is not None and index is not None and index < head.tree_size:
+                hashes = runtime.audit.inclusion_proof(session, index, head.tree_size)
+                summary["proof"] = {
+                    "tree_size": head.tree_size,
+                    "hashes": [base64.b64encode(h).decode() for h in hashes],
+                }
+            items.append(summary)
     return JSONResponse({"items": items, "next_cursor": page.next_cursor})
 
 

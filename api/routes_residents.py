@@ -17,7 +17,7 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from api.gate import Access, Gate, GateError, Listing, RecordView
+from api.gate import Access, Gate, GateError, Listing, RecordView, Subject
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
 from api.problems import problem
@@ -34,12 +34,16 @@ def gate_of(request: Request) -> Gate:
     return gate
 
 
+def subject_of(request: Request, principal: Principal) -> Subject:
+    """Who is asking, as policy sees them (token + database)."""
+    with gate_of(request).runtime.vault.sessions() as session:
+        return subject_for(session, principal)
+
+
 def _access(
     request: Request, principal: Principal, purpose: str | None, justification: str | None = None
 ) -> Access:
-    runtime = gate_of(request).runtime
-    with runtime.vault.sessions() as session:
-        subject = subject_for(session, principal)
+    subject = subject_of(request, principal)
     declared = request.headers.get("purpose") or purpose
     return Access(
         subject=subject, purpose=declared.strip() if declared else None,

@@ -23,11 +23,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import uvicorn
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from api.app import create_app
 from api.oauth.service import create_demo_accounts
 from api.runtime import Runtime, init_runtime
 from policies import PolicyEngine
+from tests.conftest import _require_postgres
 from vault.config import VaultSettings
 from vault.demo import populate
 
@@ -174,6 +177,37 @@ def run_demo_server(
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+@contextmanager
+def demo_server_on(
+    backend: str,
+    home: Path,
+    postgres_template: str | None,
+    residents: int = 80,
+) -> Iterator[DemoServer]:
+    """A demo server on SQLite, or on a fresh PostgreSQL database copied from the
+    migrated template (dropped afterwards): the body of every HTTP module's fixture."""
+    if backend == "sqlite":
+        with run_demo_server(home / "home", f"sqlite:///{home / 'vault.db'}", residents) as demo:
+            yield demo
+        return
+    url = _require_postgres()
+    assert postgres_template is not None
+    name = f"rv_http_{secrets.token_hex(4)}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(
+            text(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(postgres_template).database}"')
+        )
+    try:
+        database = make_url(url).set(database=name).render_as_string(hide_password=False)
+        with run_demo_server(home / "home", database, residents) as demo:
+            yield demo
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 ID_PATTERN = re.compile(r"^r_[0-9a-f]{16}$")

@@ -7,8 +7,6 @@ to it (reads, and writes to their own residents), so they do not disturb one ano
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +14,11 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select, text
 
 from audit.models import AuditEntry
 from consent.models import Consent
-from tests.conftest import PG_ENV, _require_postgres
-from tests.demo_server import DemoServer, run_demo_server
+from tests.demo_server import DemoServer, demo_server_on
 from vault.models import Building, Household, Resident, Room
 
 PURPOSE = "Purpose"
@@ -35,26 +31,8 @@ def server(
     postgres_template: str | None,
 ) -> Iterator[DemoServer]:
     home = tmp_path_factory.mktemp("http-demo")
-    if request.param == "sqlite":
-        with run_demo_server(home / "home", f"sqlite:///{home / 'vault.db'}") as demo:
-            yield demo
-        return
-    url = _require_postgres()
-    assert postgres_template is not None
-    name = f"rv_http_{secrets.token_hex(4)}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(
-            text(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(postgres_template).database}"')
-        )
-    try:
-        database = make_url(os.environ[PG_ENV]).set(database=name)
-        with run_demo_server(home / "home", database.render_as_string(hide_password=False)) as demo:
-            yield demo
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with demo_server_on(request.param, home, postgres_template) as demo:
+        yield demo
 
 
 # -- helpers ----------------------------------------------------------------------------------

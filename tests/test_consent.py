@@ -11,7 +11,6 @@ import base64
 import copy
 import hashlib
 import json
-import os
 import secrets
 import threading
 import time
@@ -21,8 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, delete, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError
 
 from api.gate import Access, Gate, Subject
@@ -33,8 +31,7 @@ from consent.models import Consent, ConsentReceipt, ConsentRevocation
 from consent.receipts import b64url, b64url_decode
 from consent.services import _fourteenth
 from policies import EmbeddedEngine, load_bundle
-from tests.conftest import PG_ENV, _require_postgres
-from tests.demo_server import DemoServer, run_demo_server
+from tests.demo_server import DemoServer, demo_server_on
 from vault.crypto import open_field
 from vault.models import (
     Building,
@@ -57,28 +54,8 @@ def server(
     postgres_template: str | None,
 ) -> Iterator[DemoServer]:
     home = tmp_path_factory.mktemp("consent-demo")
-    if request.param == "sqlite":
-        with run_demo_server(home / "home", f"sqlite:///{home / 'vault.db'}", 60) as demo:
-            yield demo
-        return
-    url = _require_postgres()
-    assert postgres_template is not None
-    name = f"rv_consent_{secrets.token_hex(4)}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(
-            text(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(postgres_template).database}"')
-        )
-    try:
-        database = make_url(os.environ[PG_ENV]).set(database=name)
-        with run_demo_server(
-            home / "home", database.render_as_string(hide_password=False), 60
-        ) as demo:
-            yield demo
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with demo_server_on(request.param, home, postgres_template, 60) as demo:
+        yield demo
 
 
 # -- helpers ----------------------------------------------------------------------------------
