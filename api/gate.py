@@ -26,7 +26,8 @@ from policies import Decision, PolicyEngine
 from vault.catalogue import Catalogue
 from vault.errors import ResidentNotFound, UnknownField
 from vault.masking import generalise_value, mask_value
-from vault.models import Building, Household, Resident, Room
+from vault.models import Building, Community, Household, Resident, Room
+from vault.pseudonyms import Pseudonyms, is_pseudonym
 from vault.services import Provenance
 
 TREATMENTS = ("clear", "masked", "generalised", "denied")
@@ -72,6 +73,10 @@ class NotInScope(GateError):
 
 class JustificationRequired(GateError):
     slug = "justification-required"
+
+
+class InvalidCursor(GateError):
+    slug = "validation-error"
 
 
 # -- who is asking --------------------------------------------------------------------------
@@ -177,6 +182,42 @@ class Gate:
         )
         self.catalogue: Catalogue = runtime.vault.store.catalogue
         self._field_input = [spec.public_metadata() for spec in self.catalogue]
+        self.pseudonyms = Pseudonyms(runtime.vault.keyring)
+
+    # -- naming residents ------------------------------------------------------------------
+
+    @staticmethod
+    def recipient(subject: Subject) -> str:
+        """Whose pseudonyms a subject sees: its organisation's (a client without one: its own)."""
+        return subject.organisation or f"client:{subject.client or '?'}"
+
+    def present(self, access: Access, decision: Decision, resident_id: str) -> str:
+        """The id the caller sees: the vault id, or its organisation's pseudonym."""
+        if decision.pseudonymous:
+            return self.pseudonyms.of(self.recipient(access.subject), resident_id)
+        return resident_id
+
+    def resolve(self, access: Access, given: str) -> str | None:
+        """The vault id behind an id the caller gave (its pseudonym, or a vault id); None
+        for a pseudonym that is not the caller's. Whether the caller may use this kind of
+        id at all is the decision's word (`matches`)."""
+        if is_pseudonym(given):
+            return self.pseudonyms.resolve(self.recipient(access.subject), given)
+        return given
+
+    @staticmethod
+    def matches(decision: Decision, given: str) -> bool:
+        """A pseudonymous caller must name residents by its pseudonyms, everyone else by
+        vault ids: a vault id that leaked to an organisation opens nothing."""
+        return decision.pseudonymous == is_pseudonym(given)
+
+    def identifier_decision(self, access: Access, purpose: str | None = None) -> Decision:
+        """A decision that says how residents are named to this caller (for routes outside
+        the gate, e.g. consent requests); it is defined even when the access is denied."""
+        return self.engine.evaluate({
+            "subject": access.subject.policy_input(), "purpose": purpose or access.purpose,
+            "action": "read", "target": "other", "fields": self._field_input,
+        })  # fmt: skip
 
     # -- deciding ------------------------------------------------------------------------
 
@@ -208,7 +249,10 @@ class Gate:
     def denials_recorded(
         self, access: Access, action: str, resident_id: str | None = None
     ) -> Iterator[None]:
-        """Record a refusal (and say 404 for a resident who is not there) before raising it."""
+        """Record a refusal (and say 404 for a resident who is not there) before raising it.
+
+        `resident_id` is the id as the caller gave it: a pseudonym is recorded beside the
+        vault id it stands for, so the resident sees the refused attempt too."""
         try:
             yield
         except ResidentNotFound as exc:
@@ -224,10 +268,15 @@ class Gate:
     ) -> None:
         """Denied attempts are recorded too (insider-abuse detection reads them)."""
         decision = error.decision
+        pseudonym = resident_id if resident_id and is_pseudonym(resident_id) else None
+        vault_id = self.resolve(access, resident_id) if resident_id else None
+        details: dict[str, Any] = {"pseudonym": pseudonym} if pseudonym else {}
+        if pseudonym and vault_id is None:
+            details["unresolved"] = True  # not the caller's pseudonym, or not one at all
         with self.runtime.transaction() as session:
             self.runtime.audit.record(session, [self._entry(
-                access, action, "denied", decision, resident_id=resident_id,
-                fields={}, reason=error.slug)])  # fmt: skip
+                access, action, "denied", decision, resident_id=vault_id,
+                fields={}, reason=error.slug, details=details)])  # fmt: skip
 
     # -- rows ----------------------------------------------------------------------------
 
@@ -254,12 +303,15 @@ class Gate:
             return and_(Resident.status == "active", or_(*terms) if terms else false())
         return false()
 
-    def _scoped(self, access: Access, decision: Decision) -> Select[str, str]:
+    def _scoped(self, access: Access, decision: Decision) -> Select[str, str, str]:
+        """Residents within the decision's rows, with their building's and community's
+        names (what the building and community generalisations show)."""
         return (
-            select(Resident.id, Building.name)
+            select(Resident.id, Building.name, Community.name)
             .join(Household, Household.id == Resident.household_id)
             .join(Room, Room.id == Household.room_id)
             .join(Building, Building.id == Room.building_id)
+            .join(Community, Community.id == Building.community_id)
             .where(self.row_filter(access, decision), Resident.is_decoy.is_(False))
         )
 
@@ -275,8 +327,14 @@ class Gate:
         return {name: str(decision.treatment(name)) for name in names}
 
     def _render(
-        self, values: Mapping[str, Any], treatments: Mapping[str, str], building: str | None
+        self,
+        values: Mapping[str, Any],
+        treatments: Mapping[str, str],
+        context: Mapping[str, str | None],
+        levels: Mapping[str, str],
     ) -> dict[str, Any]:
+        """Values under their treatments; generalised ones at the decision's level, with the
+        building's and community's names in `context`."""
         shown: dict[str, Any] = {}
         for name, treatment in treatments.items():
             if treatment == "denied" or name not in values:
@@ -288,7 +346,7 @@ class Gate:
             elif treatment == "masked":
                 shown[name] = mask_value(spec, value)
             elif treatment == "generalised":
-                shown[name] = generalise_value(spec, value, context={"building": building})
+                shown[name] = generalise_value(spec, value, level=levels.get(name), context=context)
         return shown
 
     def read(
@@ -299,8 +357,13 @@ class Gate:
         target: str = "other",
     ) -> tuple[RecordView, Decision]:
         action = "read"
-        with self.denials_recorded(access, action, resident_id):
+        given = resident_id
+        with self.denials_recorded(access, action, given):
             decision = self.decide(access, action, target)
+            vault_id = self.resolve(access, given) if self.matches(decision, given) else None
+            if vault_id is None:
+                raise NotInScope("未找到", "not found", decision)
+            resident_id = vault_id
             with self.runtime.transaction() as session:
                 row = session.execute(
                     self._scoped(access, decision).where(Resident.id == resident_id)
@@ -319,10 +382,13 @@ class Gate:
                     raise NotInScope("未找到", "not found", decision)
                 fetch = [n for n, t in treatments.items() if t != "denied"]
                 values = self.runtime.vault.store.read(session, resident_id, fetch)
-                view = RecordView(resident_id, self._render(values, treatments, row[1]), treatments)
+                shown = self._render(values, treatments, _names(row[1], row[2]), decision.levels)
+                presented = self.present(access, decision, resident_id)
+                view = RecordView(presented, shown, treatments)
                 self.runtime.audit.record(session, [self._entry(
                     access, action, "allowed", decision, resident_id=resident_id,
                     fields={n: t for n, t in treatments.items() if n in values or t == "denied"},
+                    pseudonym=presented if decision.pseudonymous else None,
                     **_consent_ids(cover.get(resident_id)))])  # fmt: skip
             return view, decision
 
@@ -358,6 +424,12 @@ class Gate:
         """A page of residents within scope; those lacking a required consent are left out."""
         with self.denials_recorded(access, action):
             decision = self.decide(access, action)
+            after = None
+            if cursor:
+                # Cursors are resident ids as the caller sees them, so they leak no vault id.
+                after = self.resolve(access, cursor) if self.matches(decision, cursor) else None
+                if after is None:
+                    raise InvalidCursor("无效的分页游标", "invalid cursor", decision)
         with self.runtime.transaction() as session:
             page = self._page(
                 session,
@@ -365,12 +437,13 @@ class Gate:
                 decision,
                 place=Place(community, grid, building),
                 limit=limit,
-                cursor=cursor,
+                cursor=after,
             )
             items, left_out = self._views(
                 session, access, decision, page[0], requested=requested, action=action
             )
-        return Listing(items, page[1], left_out, decision)
+        next_cursor = self.present(access, decision, page[1]) if page[1] else None
+        return Listing(items, next_cursor, left_out, decision)
 
     def _page(
         self,
@@ -381,7 +454,7 @@ class Gate:
         place: Place,
         limit: int,
         cursor: str | None,
-    ) -> tuple[list[tuple[str, str]], str | None]:
+    ) -> tuple[list[tuple[str, str, str]], str | None]:
         query = self._scoped(access, decision)
         if place.community:
             query = query.where(Building.community_id == place.community)
@@ -391,7 +464,10 @@ class Gate:
             query = query.where(Building.id == place.building)
         if cursor:
             query = query.where(Resident.id > cursor)
-        rows = [(r[0], r[1]) for r in session.execute(query.order_by(Resident.id).limit(limit + 1))]
+        rows = [
+            (r[0], r[1], r[2])
+            for r in session.execute(query.order_by(Resident.id).limit(limit + 1))
+        ]
         next_cursor = rows[limit - 1][0] if len(rows) > limit else None
         return rows[:limit], next_cursor
 
@@ -400,7 +476,7 @@ class Gate:
         session: Session,
         access: Access,
         decision: Decision,
-        rows: list[tuple[str, str]],
+        rows: list[tuple[str, str, str]],
         *,
         requested: Sequence[str] | None,
         action: str,
@@ -411,26 +487,32 @@ class Gate:
         left out (and counted), and each kept resident's fields that their consents do not
         cover are denied: treatments are per resident."""
         treatments = self._wanted(decision, requested)
-        covers = self._consent_for(session, access, decision, [r for r, _ in rows], treatments)
+        covers = self._consent_for(session, access, decision, [r[0] for r in rows], treatments)
         per_resident: dict[str, dict[str, str]] = {}
         if decision.rows.consent_required:
-            kept = [(r, b) for r, b in rows if r in covers]
-            for rid, _ in kept:
+            kept = [row for row in rows if row[0] in covers]
+            for rid, _, _ in kept:
                 per_resident[rid] = _narrowed(treatments, covers[rid])
             fetch = sorted({n for t in per_resident.values() for n, v in t.items()
                             if v != "denied"})  # fmt: skip
         else:
             kept = rows
             fetch = [n for n, t in treatments.items() if t != "denied"]
-        values = self.runtime.vault.store.read_many(session, [r for r, _ in kept], fetch)
+        values = self.runtime.vault.store.read_many(session, [r[0] for r in kept], fetch)
         views = []
-        for rid, bname in kept:
+        entries = []
+        for rid, building, community in kept:
             mine = per_resident.get(rid, treatments)
-            views.append(RecordView(rid, self._render(values.get(rid, {}), mine, bname), mine))
-        self.runtime.audit.record(session, [self._entry(
-            access, action, "allowed", decision, resident_id=view.resident_id,
-            fields=view.treatments, **_consent_ids(covers.get(view.resident_id)))
-            for view in views])  # fmt: skip
+            shown = self._render(
+                values.get(rid, {}), mine, _names(building, community), decision.levels
+            )
+            presented = self.present(access, decision, rid)
+            views.append(RecordView(presented, shown, mine))
+            entries.append(self._entry(
+                access, action, "allowed", decision, resident_id=rid, fields=mine,
+                pseudonym=presented if decision.pseudonymous else None,
+                **_consent_ids(covers.get(rid))))  # fmt: skip
+        self.runtime.audit.record(session, entries)
         return views, len(rows) - len(kept)
 
     def export(
@@ -494,7 +576,7 @@ class Gate:
             ids = self.runtime.vault.store.find(session, field_name, raw_value)
             rows = (
                 [
-                    (r[0], r[1])
+                    (r[0], r[1], r[2])
                     for r in session.execute(
                         self._scoped(access, decision).where(Resident.id.in_(ids))
                     )
@@ -525,6 +607,12 @@ class Gate:
         action = "write"
         with self.denials_recorded(access, action, resident_id):
             decision = self.decide(access, action, target)
+            if resident_id is not None:
+                given = resident_id
+                vault_id = self.resolve(access, given) if self.matches(decision, given) else None
+                if vault_id is None:
+                    raise NotInScope("未找到", "not found", decision)
+                resident_id = vault_id
             not_writable = sorted(n for n in values if decision.treatment(n) != "clear")
             if not_writable:
                 raise PolicyDenied(
@@ -550,10 +638,12 @@ class Gate:
                     ):
                         raise NotInScope("未找到", "not found", decision)
                     self.runtime.vault.store.update(session, resident_id, values, provenance)
+                presented = self.present(access, decision, resident_id)
                 self.runtime.audit.record(session, [self._entry(
                     access, action, "allowed", decision, resident_id=resident_id,
-                    fields=dict.fromkeys(values, "written"))])  # fmt: skip
-            return resident_id, decision
+                    fields=dict.fromkeys(values, "written"),
+                    pseudonym=presented if decision.pseudonymous else None)])  # fmt: skip
+            return presented, decision
 
     # -- audit entries -------------------------------------------------------------------
 
@@ -570,6 +660,7 @@ class Gate:
         consent_ids: Sequence[str] = (),
         reason: str | None = None,
         details: Mapping[str, Any] | None = None,
+        pseudonym: str | None = None,
     ) -> EntryDraft:
         subject = access.subject
         return EntryDraft(
@@ -583,10 +674,15 @@ class Gate:
             policy_revision=decision.revision if decision else self.engine.revision,
             request_id=access.request_id, reason=reason,
             details={**(details or {}),
+                     **({"pseudonym": pseudonym} if pseudonym else {}),
                      **({"consents": list(consent_ids)} if len(consent_ids) > 1 else {}),
                      **({"justification": access.justification[:500]}
                         if access.justification else {})},
         )  # fmt: skip
+
+
+def _names(building: str | None, community: str | None) -> dict[str, str | None]:
+    return {"building": building, "community": community}
 
 
 def _narrowed(treatments: Mapping[str, str], cover: ConsentCover) -> dict[str, str]:

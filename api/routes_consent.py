@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import or_, select
 
-from api.gate import Subject
+from api.gate import Access, Subject
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
 from api.problems import problem
@@ -342,7 +342,7 @@ def revoke_assisted(
 
 
 class RequestBody(BaseModel):
-    resident_id: str = Field(max_length=32)
+    resident_id: str = Field(max_length=64, description="the resident as the caller names them")
     purpose: str = Field(max_length=64)
     fields: list[str] | None = Field(default=None, max_length=64)
     separate: bool = True
@@ -353,17 +353,25 @@ class RequestBody(BaseModel):
              "(scope consents:request)")  # fmt: skip
 def request_consent(request: Request, body: RequestBody, principal: ConsentAsker) -> Response:
     subject = subject_of(request, principal)
-    if subject.organisation is None or not _within(request, subject, body.resident_id):
+    gate = gate_of(request)
+    # Organisations name residents by their own pseudonyms, here as everywhere.
+    access = Access(subject=subject, purpose=body.purpose, request_id=request.state.request_id)
+    naming = gate.identifier_decision(access)
+    given = body.resident_id
+    resident_id = gate.resolve(access, given) if gate.matches(naming, given) else None
+    if subject.organisation is None or resident_id is None:
+        return problem(request, "not-found")
+    if not _within(request, subject, resident_id):
         return problem(request, "not-found")
     service = service_of(request)
     try:
-        with gate_of(request).runtime.transaction() as session:
+        with gate.runtime.transaction() as session:
             row = service.request(
-                session, resident_id=body.resident_id, recipient=subject.organisation,
+                session, resident_id=resident_id, recipient=subject.organisation,
                 purpose=body.purpose, fields=body.fields, separate=body.separate,
                 message=body.message, actor=_actor(request, subject, "self"),
             )  # fmt: skip
-            view = _request_view(service, row)
+            view = {**_request_view(service, row), "resident_id": given}
     except ConsentError as error:
         return _error(request, error)
     return JSONResponse(view, status_code=201)

@@ -21,7 +21,8 @@ from policies.interfaces import Decision, PolicyEngine
 
 __all__ = ["FIELD_METADATA_READ", "CacheKey", "CacheStats", "CachedEngine", "cache_key"]
 
-FIELD_METADATA_READ = ("name", "category", "sensitive", "mask", "generalise")  # see cache_key
+# see cache_key
+FIELD_METADATA_READ = ("name", "category", "sensitive", "linkable", "mask", "generalise")
 """The field metadata the policy reads; only these belong to the key. Labels and enum
 values are long and change no decision (a property test holds the policy to this)."""
 
@@ -43,8 +44,9 @@ def cache_key(input: Mapping[str, Any]) -> CacheKey | None:
                 field.get("name"),
                 _text(field.get("category")),
                 field.get("sensitive") is True,
+                field.get("linkable") is True,
                 _text(field.get("mask")),
-                _text(field.get("generalise")),
+                _levels(field.get("generalise")),
             )
             for field in input.get("fields") or ()
         )
@@ -59,6 +61,11 @@ def cache_key(input: Mapping[str, Any]) -> CacheKey | None:
     except (TypeError, ValueError, AttributeError):
         return None
     return key
+
+
+def _levels(value: object) -> tuple[str, ...]:
+    """Generalisation level names as the policy reads them: the strings of a list."""
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
 
 
 def _text(value: object) -> str | None:

@@ -11,13 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from policies.errors import PolicyEngineFault
 
 __all__ = [
     "TREATMENT_RANK",
     "Decision",
+    "Identifier",
     "Obligations",
     "PolicyEngine",
     "RateClass",
@@ -42,6 +43,9 @@ TREATMENT_RANK: Mapping[Treatment, int] = MappingProxyType(
 )
 """From least to most revealing, as the policy ranks them (`vault.treatment.ranks`):
 a field that cannot be generalised falls back to masked, so masked ranks lower."""
+
+
+Identifier = Literal["vault-id", "pseudonym"]
 
 
 class RowScope(StrEnum):
@@ -110,7 +114,15 @@ class Decision:
     rules: tuple[str, ...]
     revision: str
     evaluation_id: str
+    identifier: Identifier = field(default="pseudonym")
+    levels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    explanation: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     from_cache: bool = field(default=False, compare=False)
+
+    @property
+    def pseudonymous(self) -> bool:
+        """Whether the caller sees residents under its own pseudonym, not the vault id."""
+        return self.identifier != "vault-id"
 
     def treatment(self, name: str) -> Treatment:
         """A field's treatment; denied for any field the decision does not name."""
@@ -140,6 +152,9 @@ class Decision:
                 "rate_class": str(self.obligations.rate_class),
             },
             "rules": list(self.rules),
+            "identifier": self.identifier,
+            "levels": dict(self.levels),
+            "explanation": _plain(self.explanation),
         }
 
     @classmethod
@@ -241,4 +256,38 @@ def _parse(result: object, revision: str, evaluation_id: str) -> Decision:
         rules=_ids(doc["rules"], "rules"),
         revision=revision,
         evaluation_id=evaluation_id,
+        identifier=_identifier(doc["identifier"]),
+        levels=MappingProxyType(
+            {
+                _text(k, "level field"): _text(v, k)
+                for k, v in _mapping(doc["levels"], "levels").items()
+            }
+        ),
+        explanation=_frozen(_mapping(doc["explanation"], "explanation")),
     )
+
+
+def _identifier(value: object) -> Identifier:
+    if value == "vault-id":
+        return "vault-id"
+    if value == "pseudonym":
+        return "pseudonym"
+    raise ValueError(f"identifier {value!r} is neither vault-id nor pseudonym")
+
+
+def _frozen(value: Any) -> Any:
+    """A read-only copy of a JSON document, so a cached decision cannot be altered."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """Back to plain JSON types (dicts and lists)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

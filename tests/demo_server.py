@@ -53,6 +53,11 @@ class DemoServer:
         runtime: Runtime = self.app.state.runtime
         return runtime
 
+    def pseudonym(self, organisation: str, resident_id: str) -> str:
+        """The organisation's pseudonym for a resident, as its own lists would show it."""
+        pseudonym: str = self.app.state.gate.pseudonyms.of(organisation, resident_id)
+        return pseudonym
+
     def client(self, organisation: str) -> dict[str, Any]:
         return next(c for c in self.credentials["clients"] if c["organisation"] == organisation)
 

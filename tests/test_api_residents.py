@@ -85,9 +85,11 @@ def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str
 def test_civil_affairs_sees_welfare_fields_but_not_religion(server: DemoServer) -> None:
     token = server.client_token("org_civil_affairs")
     resident = residents_where(server, community_id="cm_hexie")[0]
-    response = get(server, f"/v1/residents/{resident}", token, "subsidy-review")
+    pseudonym = server.pseudonym("org_civil_affairs", resident)
+    response = get(server, f"/v1/residents/{pseudonym}", token, "subsidy-review")
     assert response.status_code == 200, response.text
     body = response.json()
+    assert body["resident_id"] == pseudonym
     assert body["treatments"]["low_income_status"] == "clear"
     assert body["treatments"]["religion"] == "denied"
     assert "religion" not in body["fields"]
@@ -106,11 +108,12 @@ def test_civil_affairs_sees_welfare_fields_but_not_religion(server: DemoServer) 
     )
     assert entry.fields["religion"] == "denied" and entry.fields["low_income_status"] == "clear"
     assert entry.legal_basis == "statutory-duty" and entry.organisation == "org_civil_affairs"
+    assert entry.details["pseudonym"] == pseudonym  # the log records both ids
 
 
 def test_purpose_is_checked_in_the_documented_order(server: DemoServer) -> None:
     token = server.client_token("org_civil_affairs")
-    resident = residents_where(server)[0]
+    resident = server.pseudonym("org_civil_affairs", residents_where(server)[0])
     assert_problem(get(server, f"/v1/residents/{resident}", token), 400, "purpose-required")
     assert_problem(
         get(server, f"/v1/residents/{resident}", token, "fortune-telling"), 422, "unknown-purpose"
@@ -157,7 +160,7 @@ def test_wrong_scope_missing_and_bad_tokens(server: DemoServer) -> None:
 def test_token_revocation_takes_effect_on_the_next_request(server: DemoServer) -> None:
     client = server.client("org_civil_affairs")
     token = server.client_token("org_civil_affairs")
-    resident = residents_where(server)[0]
+    resident = server.pseudonym("org_civil_affairs", residents_where(server)[0])
     assert get(server, f"/v1/residents/{resident}", token, "subsidy-review").status_code == 200
     revoked = httpx.post(
         f"{server.url}/oauth/revoke",
@@ -188,7 +191,7 @@ def test_list_search_and_export_stay_in_scope_and_are_counted(server: DemoServer
         cursor = body["next_cursor"]
         if cursor is None:
             break
-    assert listed == everyone
+    assert listed == [server.pseudonym("org_civil_affairs", r) for r in everyone]
 
     with server.runtime.vault.sessions() as session:
         phone = server.runtime.vault.store.read(session, everyone[3], ["phone"])["phone"]
@@ -198,7 +201,8 @@ def test_list_search_and_export_stay_in_scope_and_are_counted(server: DemoServer
         headers={"Authorization": f"Bearer {token}", PURPOSE: "subsidy-review"},
     )
     assert found.status_code == 200, found.text
-    assert everyone[3] in [i["resident_id"] for i in found.json()["items"]]
+    found_ids = [i["resident_id"] for i in found.json()["items"]]
+    assert server.pseudonym("org_civil_affairs", everyone[3]) in found_ids
     assert phone not in str(found.request.url)
 
     export = httpx.get(
@@ -214,7 +218,10 @@ def test_list_search_and_export_stay_in_scope_and_are_counted(server: DemoServer
     )
     assert export.status_code == 200, export.text
     rows = [json.loads(line) for line in export.text.splitlines()]
-    assert [r["resident_id"] for r in rows] == residents_where(server, community_id="cm_xingfu")
+    assert [r["resident_id"] for r in rows] == [
+        server.pseudonym("org_civil_affairs", r)
+        for r in residents_where(server, community_id="cm_xingfu")
+    ]
     assert all(set(r["fields"]) <= {"name", "low_income_status"} for r in rows)
     assert len(entries_for(server, decision_id=export.headers["Decision-Id"])) == len(rows)
     summary = get(server, f"/v1/exports/{export.headers['Export-Id']}", token).json()
@@ -238,18 +245,23 @@ def test_property_company_needs_consent_and_sees_only_masked_contact_fields(
             )
         ) & set(own)
     unconsented = [r for r in own if r not in consenting]
-    inside = get(server, f"/v1/residents/{unconsented[0]}", token, "property-notice")
-    outside = get(server, f"/v1/residents/{other[0]}", token, "property-notice")
+
+    def named(resident: str) -> str:
+        return server.pseudonym("org_anju_property", resident)
+
+    inside = get(server, f"/v1/residents/{named(unconsented[0])}", token, "property-notice")
+    outside = get(server, f"/v1/residents/{named(other[0])}", token, "property-notice")
     # Without a consent the resident is not shown, and the two answers do not differ.
     assert_problem(inside, 403, "consent-required")
     assert_problem(outside, 403, "consent-required")
     listing = get(server, "/v1/residents", token, "property-notice", limit=500)
     assert listing.status_code == 200
     items = listing.json()["items"]
-    assert {i["resident_id"] for i in items} == consenting
+    assert {i["resident_id"] for i in items} == {named(r) for r in consenting}
     for item in items:
         assert {n for n, t in item["treatments"].items() if t != "denied"} <= {"phone", "address"}
-        assert set(item["treatments"].values()) <= {"masked", "denied"}
+        assert set(item["treatments"].values()) <= {"masked", "generalised", "denied"}
+        assert item["treatments"].get("address") in (None, "generalised", "denied")
     assert listing.json()["left_out"] == len(own) - len(consenting)
 
 
@@ -456,7 +468,9 @@ def test_every_resident_data_path_writes_exactly_its_entries(server: DemoServer)
     found = httpx.post(
         f"{server.url}/v1/residents/search", json={"id_number": id_number}, headers=headers
     )
-    assert [i["resident_id"] for i in found.json()["items"]] == [resident]
+    assert [i["resident_id"] for i in found.json()["items"]] == [
+        server.pseudonym("org_civil_affairs", resident)
+    ]
     (entry,) = entries_for(server, decision_id=found.headers["Decision-Id"])
     assert (entry.action, entry.resident_id) == ("search", resident)
     nothing = httpx.post(

@@ -8,7 +8,7 @@ from datetime import date
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vault.catalogue import Rule, default_catalogue
@@ -116,6 +116,9 @@ def test_phone_mask_keeps_first_three_and_last_four(second: str, rest: str) -> N
     assert mask_value(SPEC["phone"], phone) == phone[:3] + "****" + phone[-4:]
 
 
+PLACE = {"building": "3幢", "community": "幸福社区"}
+
+
 def test_synthetic_values_never_show_in_full() -> None:
     """Every field of many generated people masks without error and without the value."""
     rng = random.Random(7)
@@ -127,8 +130,10 @@ def test_synthetic_values_never_show_in_full() -> None:
             assert masked != str(value)
             if isinstance(value, str):
                 assert value not in masked
-            if SPEC[field].generalise is not None:
-                label = generalise_value(SPEC[field], value, today=TODAY)
+            for level in SPEC[field].generalisations:
+                label = generalise_value(
+                    SPEC[field], value, level=level, today=TODAY, context=PLACE
+                )
                 assert label != str(value)
                 assert label not in {"未知", ""}
 
@@ -149,13 +154,43 @@ def test_synthetic_values_never_show_in_full() -> None:
     ],
 )
 def test_age_band(born: str, band: str) -> None:
-    assert generalise_value(SPEC["birth_date"], born, today=TODAY) == band
+    assert generalise_value(SPEC["birth_date"], born, level="age_band", today=TODAY) == band
+
+
+@pytest.mark.parametrize(
+    ("born", "zh", "en"),
+    [
+        ("1946-11-25", "80岁以上", "80 or older"),
+        ("1946-11-26", "70岁以上", "70 or older"),
+        ("1966-11-25", "60岁以上", "60 or older"),
+        ("1966-11-26", "未满60岁", "under 60"),
+        ("2020-01-01", "未满60岁", "under 60"),
+    ],
+)
+def test_age_over_says_only_the_threshold_reached(born: str, zh: str, en: str) -> None:
+    """An elderly-care visit learns "over 80", never the birth date or even the decade."""
+    spec = SPEC["birth_date"]
+    assert generalise_value(spec, born, today=TODAY) == zh  # the least revealing level
+    assert generalise_value(spec, born, level="age_over", today=TODAY, lang="en") == en
+
+
+def test_levels_run_from_most_to_least_revealing() -> None:
+    spec = SPEC["birth_date"]
+    assert list(spec.generalisations) == ["year", "age_band", "age_over"]
+    assert generalise_value(spec, "1946-03-07", level="year", today=TODAY) == "1946"
+    assert generalise_value(spec, "1946-03-07", level="no-such", today=TODAY) == "80岁以上"
+    address = SPEC["address"]
+    assert generalise_value(address, "桂语路18号3幢501室", level="building", context=PLACE) == "3幢"
+    assert generalise_value(address, "桂语路18号3幢501室", context=PLACE) == "幸福社区"
+    assert generalise_value(address, "桂语路18号3幢501室") == "未知"  # never from the address
 
 
 def test_age_band_of_an_unreadable_value() -> None:
-    assert generalise_value(SPEC["birth_date"], "1950", today=TODAY) == "未知"
-    assert generalise_value(SPEC["birth_date"], None, today=TODAY, lang="en") == "unknown"
-    assert generalise_value(SPEC["birth_date"], "2030-01-01", today=TODAY) == "未知"
+    for level in SPEC["birth_date"].generalisations:
+        spec = SPEC["birth_date"]
+        assert generalise_value(spec, "1950", level=level, today=TODAY) == "未知"
+        assert generalise_value(spec, None, level=level, today=TODAY, lang="en") == "unknown"
+        assert generalise_value(spec, "2030-01-01", level=level, today=TODAY) == "未知"
 
 
 def age_on(born: date, today: date) -> int:
@@ -169,7 +204,8 @@ def age_on(born: date, today: date) -> int:
     st.sampled_from([1, 5, 10, 20]),
 )
 def test_age_bands_contain_the_true_age(born: date, today: date, width: int) -> None:
-    spec = dataclasses.replace(SPEC["birth_date"], generalise=Rule("age_band", {"width": width}))
+    band_rule = {"age_band": Rule("age_band", {"width": width})}
+    spec = dataclasses.replace(SPEC["birth_date"], generalisations=band_rule)
     band = generalise_value(spec, born.isoformat(), today=today)
     age = age_on(born, today)
     if band.endswith("+"):
@@ -178,6 +214,20 @@ def test_age_bands_contain_the_true_age(born: date, today: date, width: int) -> 
         low, high = (int(part) for part in band.split("-"))
         assert low <= age <= high < 90
         assert high - low < width
+
+
+@settings(max_examples=200, deadline=None)
+@given(born=st.dates(min_value=date(1900, 1, 1), max_value=date(2026, 11, 25)))
+def test_age_over_never_says_more_than_the_band_it_reveals(born: date) -> None:
+    """ "N岁以上" holds for the true age, and no one under the lowest threshold is told more."""
+    label = generalise_value(SPEC["birth_date"], born.isoformat(), level="age_over", today=TODAY)
+    age = age_on(born, TODAY)
+    if label.startswith("未满"):
+        assert age < 60
+    else:
+        threshold = int(label.removesuffix("岁以上"))
+        assert threshold <= age
+        assert threshold in (60, 70, 80) and (threshold == 80 or age < threshold + 10)
 
 
 @pytest.mark.parametrize(
@@ -225,19 +275,20 @@ def test_categories() -> None:
 def test_building() -> None:
     address = SPEC["address"]
     full = "浙江省杭州市示范区桂语路18号3幢2单元501室"
-    assert generalise_value(address, full) == "浙江省杭州市示范区桂语路"
-    assert generalise_value(address, full, context={"building": "3幢"}) == "3幢"
-    assert generalise_value(address, "示范区桂语路八号") == "示范区桂"  # no digit: half of it
-    assert generalise_value(address, "18号") == "未知"
-    assert generalise_value(address, "18号", lang="en") == "unknown"
+    building = {"level": "building"}
+    assert generalise_value(address, full, **building) == "浙江省杭州市示范区桂语路"
+    assert generalise_value(address, full, context={"building": "3幢"}, **building) == "3幢"
+    assert generalise_value(address, "示范区桂语路八号", **building) == "示范区桂"  # no digit: half
+    assert generalise_value(address, "18号", **building) == "未知"
+    assert generalise_value(address, "18号", lang="en", **building) == "unknown"
 
 
 def test_year_rule_and_missing_rule() -> None:
-    spec = dataclasses.replace(SPEC["birth_date"], generalise=Rule("year"))
+    spec = dataclasses.replace(SPEC["birth_date"], generalisations={"year": Rule("year")})
     assert generalise_value(spec, "1950-03-07") == "1950"
     with pytest.raises(CatalogueError, match="no generalise rule"):
         generalise_value(SPEC["phone"], "13812345678")
-    unknown = dataclasses.replace(SPEC["birth_date"], generalise=Rule("decade"))
+    unknown = dataclasses.replace(SPEC["birth_date"], generalisations={"d": Rule("decade")})
     with pytest.raises(CatalogueError, match="decade"):
         generalise_value(unknown, "1950-03-07")
 

@@ -127,14 +127,20 @@ def test_civil_affairs_subsidy_review_sees_welfare_not_religion(engine: Embedded
     assert decision.rows.communities == ("cm_hexie", "cm_xingfu")
 
 
-def test_property_company_sees_masked_contact_with_consent(engine: EmbeddedEngine) -> None:
+def test_property_company_sees_masked_phone_and_building_with_consent(
+    engine: EmbeddedEngine,
+) -> None:
     decision = _decide(engine, "anju_property", "property-notice", action="list")
     catalogue = default_catalogue()
     assert decision.allow
     assert decision.visible_fields
     for name in decision.visible_fields:
         assert catalogue[name].category == "contact", name
-        assert decision.treatment(name) is Treatment.MASKED, name
+    # A notice needs the building, not the room: the address at its building level.
+    assert decision.treatment("phone") is Treatment.MASKED
+    assert decision.treatment("address") is Treatment.GENERALISED
+    assert decision.levels == {"address": "building"}
+    assert decision.identifier == "pseudonym"
     assert decision.rows.consent_required and decision.rows.legal_basis == "consent"
     assert decision.rows.scope is RowScope.JURISDICTION
     assert decision.rows.buildings == tuple(SUBJECTS["anju_property"]["jurisdiction"]["buildings"])

@@ -52,12 +52,27 @@ class FieldSpec:
     type: FieldType
     validator: str | None
     mask: Rule
-    generalise: Rule | None
+    # Generalisation levels by name, from most to least revealing (may be empty).
+    generalisations: Mapping[str, Rule]
     searchable: bool
     values: Mapping[str, Label] = field(default_factory=dict)
     max_length: int | None = None
     # For cross-field checks: role name -> field name (e.g. the ID number's birth date).
     matches: Mapping[str, str] = field(default_factory=dict)
+    # A cross-system identifier: shown in clear under a pseudonym only if policy declares it.
+    linkable: bool = False
+
+    @property
+    def generalise(self) -> Rule | None:
+        """The least revealing generalisation, used when no level is asked for."""
+        rules = list(self.generalisations.values())
+        return rules[-1] if rules else None
+
+    def generalisation(self, level: str | None = None) -> Rule | None:
+        """The rule of a named level; the least revealing one for None or an unknown name."""
+        if level is not None and level in self.generalisations:
+            return self.generalisations[level]
+        return self.generalise
 
     def public_metadata(self) -> dict[str, Any]:
         """What `GET /v1/fields` and the policy input see: metadata, never values."""
@@ -69,8 +84,9 @@ class FieldSpec:
             "grade": self.grade,
             "type": self.type,
             "searchable": self.searchable,
+            "linkable": self.linkable,
             "mask": self.mask.rule,
-            "generalise": self.generalise.rule if self.generalise else None,
+            "generalise": list(self.generalisations) or None,
         }
         if self.values:
             meta["values"] = {k: {"zh": v.zh, "en": v.en} for k, v in self.values.items()}
@@ -117,6 +133,22 @@ def _rule(raw: Any, where: str) -> Rule:
     return Rule(rule=str(raw["rule"]), params=params)
 
 
+def _generalisations(raw: Any, where: str) -> dict[str, Rule]:
+    """One rule (its level named after it) or a list of `{level, rule, ...}` entries."""
+    if not raw:
+        return {}
+    entries = raw if isinstance(raw, list) else [{"level": raw.get("rule"), **raw}]
+    levels: dict[str, Rule] = {}
+    for entry in entries:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("level"), str):
+            raise CatalogueError(f"{where}: each level needs a 'level' name and a 'rule'")
+        if entry["level"] in levels:
+            raise CatalogueError(f"{where}: level {entry['level']!r} appears twice")
+        rule = _rule({k: v for k, v in entry.items() if k != "level"}, where)
+        levels[entry["level"]] = rule
+    return levels
+
+
 def _field(name: str, raw: Mapping[str, Any], categories: Mapping[str, Label]) -> FieldSpec:
     where = f"field {name!r}"
     missing = {"label", "category", "sensitive", "grade", "type", "mask", "searchable"} - set(raw)
@@ -140,10 +172,9 @@ def _field(name: str, raw: Mapping[str, Any], categories: Mapping[str, Label]) -
         type=raw["type"],
         validator=raw.get("validator"),
         mask=_rule(raw["mask"], f"{where} mask"),
-        generalise=_rule(raw["generalise"], f"{where} generalise")
-        if raw.get("generalise")
-        else None,
+        generalisations=_generalisations(raw.get("generalise"), f"{where} generalise"),
         searchable=bool(raw["searchable"]),
+        linkable=bool(raw.get("linkable", False)),
         values=values,
         max_length=raw.get("max_length"),
         matches=dict(raw.get("matches") or {}),

@@ -52,6 +52,11 @@ class Keyring(Protocol):
 
     def blind_index(self, message: bytes) -> bytes: ...
 
+    def pseudonym_key(self, recipient: str) -> bytes:
+        """A 64-byte AES-SIV key for one recipient's pseudonyms, derived from a master key
+        that never leaves the keyring; the same recipient always gets the same key."""
+        ...
+
     def signing_public_key(self, name: str) -> bytes:
         """Raw Ed25519 public key of the named signing key (e.g. 'audit-log'), made if absent."""
         ...

@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from vault.crypto import Suite, aead_decrypt, aead_encrypt, keyed_mac, new_key
 from vault.errors import ConfigurationError, DecryptionFailed, KeyNotFound
@@ -72,6 +74,8 @@ class LocalKeyring:
             name: (Ed25519PrivateKey.from_private_bytes(_unb64(raw["key"])), raw["created_at"])
             for name, raw in (data.get("signing_keys") or {}).items()
         }
+        psk = data.get("pseudonym_key")
+        self._psk: bytes | None = _unb64(psk["key"]) if psk else None
         self._extra = {k: v for k, v in data.items() if k not in _OWN_KEYS}
 
     # -- creation and loading -------------------------------------------------------------
@@ -92,6 +96,7 @@ class LocalKeyring:
                 "algorithm": suite.hmac_algorithm,
                 "key": _b64(os.urandom(32)),
             },
+            "pseudonym_key": {"created_at": now.isoformat(), "key": _b64(os.urandom(32))},
         }
         kek_id = _new_kek_id(1)
         data["keks"].append(
@@ -147,6 +152,7 @@ class LocalKeyring:
                 "algorithm": self._bik_algorithm,
                 "key": _b64(self._bik),
             },
+            **({"pseudonym_key": {"key": _b64(self._psk)}} if self._psk else {}),
             "signing_keys": {
                 name: {
                     "algorithm": "ed25519",
@@ -216,6 +222,15 @@ class LocalKeyring:
     def blind_index(self, message: bytes) -> bytes:
         return keyed_mac(self._bik_algorithm, self._bik, message)
 
+    def pseudonym_key(self, recipient: str) -> bytes:
+        if self._psk is None:  # a keyring made before pseudonyms existed gets its key once
+            self._psk = os.urandom(32)
+            self._save()
+        return HKDF(
+            algorithm=hashes.SHA256(), length=64, salt=None,
+            info=b"resident-vault/pseudonym/v1\x00" + recipient.encode(),
+        ).derive(self._psk)  # fmt: skip
+
     def _signing_key(self, name: str) -> Ed25519PrivateKey:
         if name not in self._signing:
             self._signing[name] = (Ed25519PrivateKey.generate(), datetime.now(UTC).isoformat())
@@ -229,7 +244,9 @@ class LocalKeyring:
         return self._signing_key(name).sign(message)
 
 
-_OWN_KEYS = frozenset({"format", "suite", "keks", "active_kek", "blind_index_key", "signing_keys"})
+_OWN_KEYS = frozenset(
+    {"format", "suite", "keks", "active_kek", "blind_index_key", "pseudonym_key", "signing_keys"}
+)
 
 
 def _new_kek_id(sequence: int) -> str:

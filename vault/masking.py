@@ -163,21 +163,26 @@ def _age(born: date, today: date) -> int:
     return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 
-def _band_width(spec: FieldSpec) -> int:
-    width = _int_param(spec.generalise or Rule("age_band"), "width", 10)
+def _band_width(spec: FieldSpec, rule: Rule) -> int:
+    width = _int_param(rule, "width", 10)
     if width < 1:
         raise CatalogueError(f"field {spec.name!r}: an age band is at least 1 year wide")
     return width
 
 
-def _age_band(spec: FieldSpec, value: Any, today: date, lang: str) -> str:
-    """ "80-89" style bands of the catalogue's width; everyone 90 or older is "90+"."""
-    width = _band_width(spec)
+def _born(value: Any, today: date) -> date | None:
     try:
         born = date.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:
-        born = None
-    if born is None or born > today:
+        return None
+    return None if born is None or born > today else born
+
+
+def _age_band(spec: FieldSpec, rule: Rule, value: Any, today: date, lang: str) -> str:
+    """ "80-89" style bands of the catalogue's width; everyone 90 or older is "90+"."""
+    width = _band_width(spec, rule)
+    born = _born(value, today)
+    if born is None:
         return _pick(_UNKNOWN, lang)
     age = _age(born, today)
     if age >= _AGE_TOP:
@@ -186,13 +191,40 @@ def _age_band(spec: FieldSpec, value: Any, today: date, lang: str) -> str:
     return f"{low}-{min(low + width, _AGE_TOP) - 1}"
 
 
-def _year(spec: FieldSpec, value: Any, today: date, lang: str) -> str:
-    match = _ISO_DATE.fullmatch(value.strip()) if isinstance(value, str) else None
-    return match.group(1) if match else _pick(_UNKNOWN, lang)
+def _age_thresholds(spec: FieldSpec, rule: Rule) -> list[int]:
+    thresholds = rule.params.get("thresholds")
+    if (
+        not isinstance(thresholds, list)
+        or not thresholds
+        or not all(isinstance(t, int) and not isinstance(t, bool) and t > 0 for t in thresholds)
+        or thresholds != sorted(set(thresholds))
+    ):
+        raise CatalogueError(f"field {spec.name!r}: age_over needs ascending whole-number ages")
+    return thresholds
 
 
-def _band_edges(spec: FieldSpec) -> list[int]:
-    edges = (spec.generalise.params if spec.generalise else {}).get("edges")
+def _age_over(spec: FieldSpec, rule: Rule, value: Any, today: date, lang: str) -> str:
+    """Only the highest threshold reached: "80岁以上" for anyone 80 or older, else "未满60岁".
+
+    What an elderly-care visit needs to know, and far less than a birth date or a band."""
+    thresholds = _age_thresholds(spec, rule)
+    born = _born(value, today)
+    if born is None:
+        return _pick(_UNKNOWN, lang)
+    age = _age(born, today)
+    reached = [t for t in thresholds if age >= t]
+    if not reached:
+        return _pick((f"未满{thresholds[0]}岁", f"under {thresholds[0]}"), lang)
+    return _pick((f"{reached[-1]}岁以上", f"{reached[-1]} or older"), lang)
+
+
+def _year(spec: FieldSpec, rule: Rule, value: Any, today: date, lang: str) -> str:
+    born = _born(value, today)
+    return str(born.year) if born else _pick(_UNKNOWN, lang)
+
+
+def _band_edges(spec: FieldSpec, rule: Rule) -> list[int]:
+    edges = rule.params.get("edges")
     if (
         not isinstance(edges, list)
         or not edges
@@ -203,9 +235,9 @@ def _band_edges(spec: FieldSpec) -> list[int]:
     return edges
 
 
-def _band(spec: FieldSpec, value: Any, today: date, lang: str) -> str:
+def _band(spec: FieldSpec, rule: Rule, value: Any, today: date, lang: str) -> str:
     """Half-open bands [edge, next edge), labelled in whole units: "0-499", "≥5000"."""
-    edges = _band_edges(spec)
+    edges = _band_edges(spec, rule)
     try:
         if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
             raise InvalidOperation
@@ -240,7 +272,7 @@ def _integrity_label(entries: list[Any], lang: str) -> str:
     return _pick((f"正面记录{good}条，负面记录{bad}条", f"{good} positive, {bad} negative"), lang)
 
 
-def _category(spec: FieldSpec, value: Any, today: date, lang: str) -> str:
+def _category(spec: FieldSpec, rule: Rule, value: Any, today: date, lang: str) -> str:
     """Only that there is something, or which kind: never the details themselves.
 
     Disability gives its category without the grade; integrity records their counts by
@@ -281,8 +313,17 @@ def _building(value: Any, context: Mapping[str, Any] | None, lang: str) -> str:
     return prefix or _pick(_UNKNOWN, lang)
 
 
-_GENERALISERS: Final[Mapping[str, Callable[[FieldSpec, Any, date, str], str]]] = {
+def _community(context: Mapping[str, Any] | None, lang: str) -> str:
+    """The community's name from context; never derived from the address itself."""
+    community = (context or {}).get("community")
+    if isinstance(community, str) and community.strip():
+        return community.strip()
+    return _pick(_UNKNOWN, lang)
+
+
+_GENERALISERS: Final[Mapping[str, Callable[[FieldSpec, Rule, Any, date, str], str]]] = {
     "age_band": _age_band,
+    "age_over": _age_over,
     "year": _year,
     "band": _band,
     "category": _category,
@@ -293,29 +334,33 @@ def generalise_value(
     spec: FieldSpec,
     value: Any,
     *,
+    level: str | None = None,
     today: date | None = None,
     context: Mapping[str, Any] | None = None,
     lang: str = "zh",
 ) -> str:
-    """The field's value under its catalogue generalisation, as a label in `lang`.
+    """The field's value generalised at `level` (default: its least revealing level).
 
-    age_band and year read a birth date (ages as of `today`, default today in China),
-    band an amount, category a list or object, building an address (with the building's
-    name in `context["building"]` when the caller knows it). A value that cannot be read
-    gives "未知" / "unknown" rather than an error.
+    age_band, age_over and year read a birth date (ages as of `today`, default today in
+    China), band an amount, category a list or object, building an address (with the
+    building's name in `context["building"]` when the caller knows it), community the
+    community's name in `context["community"]`. A value that cannot be read gives
+    "未知" / "unknown" rather than an error.
     """
-    rule = spec.generalise
+    rule = spec.generalisation(level)
     if rule is None:
         raise CatalogueError(f"field {spec.name!r} has no generalise rule")
     if rule.rule == "building":
         return _building(value, context, lang)
+    if rule.rule == "community":
+        return _community(context, lang)
     try:
         generalise = _GENERALISERS[rule.rule]
     except KeyError:
         raise CatalogueError(
             f"field {spec.name!r}: unknown generalise rule {rule.rule!r}"
         ) from None
-    return generalise(spec, value, today or china_today(), lang)
+    return generalise(spec, rule, value, today or china_today(), lang)
 
 
 def check_catalogue(catalogue: Catalogue) -> None:
@@ -325,12 +370,12 @@ def check_catalogue(catalogue: Catalogue) -> None:
             raise CatalogueError(f"field {spec.name!r}: unknown mask rule {spec.mask.rule!r}")
         for param in ("first", "last"):
             _int_param(spec.mask, param, 0)
-        rule = spec.generalise
-        if rule is None:
-            continue
-        if rule.rule not in {*_GENERALISERS, "building"}:
-            raise CatalogueError(f"field {spec.name!r}: unknown generalise rule {rule.rule!r}")
-        if rule.rule == "band":
-            _band_edges(spec)
-        if rule.rule == "age_band":
-            _band_width(spec)
+        for rule in spec.generalisations.values():
+            if rule.rule not in {*_GENERALISERS, "building", "community"}:
+                raise CatalogueError(f"field {spec.name!r}: unknown generalise rule {rule.rule!r}")
+            if rule.rule == "band":
+                _band_edges(spec, rule)
+            if rule.rule == "age_band":
+                _band_width(spec, rule)
+            if rule.rule == "age_over":
+                _age_thresholds(spec, rule)

@@ -25,6 +25,9 @@ _decision := {
 	"rows": rows,
 	"obligations": obligations,
 	"rules": rules,
+	"identifier": identifier,
+	"levels": levels,
+	"explanation": explanation,
 }
 
 # METADATA
@@ -54,10 +57,46 @@ fields := {name: "denied" | some field in _input_fields; name := field.name} if 
 
 fields := {name: "clear" | some field in _input_fields; name := field.name} if _resident_allowed
 
-fields := {name: treatment.for_field(field, _purpose) |
+fields := {name: treatment.for_field(field, _purpose, _pseudonymous) |
 	some field in _input_fields
 	name := field.name
 } if _mandate_allowed
+
+# METADATA
+# title: Resident identifier
+# description: |
+#   How residents are named to the caller: "vault-id" for the resident, their community
+#   workers and auditors; "pseudonym" (per recipient organisation, keyed, so two
+#   recipients cannot join their copies) for every organisation's system. Pseudonymous
+#   unless the subject type says otherwise.
+default identifier := "pseudonym"
+
+identifier := "vault-id" if _resident_allowed
+
+identifier := _type_identifier if not _resident_allowed
+
+# METADATA
+# title: Generalisation levels
+# description: The level of each field shown generalised (e.g. birth_date at age_over).
+default levels := {}
+
+levels := {name: level |
+	some field in _input_fields
+	name := field.name
+	fields[name] == "generalised"
+	level := treatment.level(field, _purpose)
+} if _mandate_allowed
+
+# METADATA
+# title: Explanation
+# description: |
+#   Why each field has its treatment (from the treatment rules themselves), and what
+#   would change the outcome: other purposes of the caller's mandate that show a field
+#   more, who holds the purpose in their mandate, which callers, actions and
+#   jurisdiction it admits, and whether a resident's consent is needed.
+default explanation := {"fields": {}, "changes": []}
+
+explanation := {"fields": _field_explanations, "changes": sort(_changes)}
 
 # METADATA
 # title: Row constraints
@@ -162,6 +201,12 @@ _purpose_action if _action in _purpose.actions
 
 _mandate_rows := row_constraints.for_mandate(_mandate.rows, _jurisdiction, _purpose.legal_basis)
 
+_type_identifier := data.vault.subject_types[_subject_type].identifier if {
+	data.vault.subject_types[_subject_type].identifier in {"vault-id", "pseudonym"}
+} else := "pseudonym"
+
+_pseudonymous := identifier == "pseudonym"
+
 _mandate_allowed if {
 	_kind in {"organisation", "worker"}
 	_purpose
@@ -203,6 +248,8 @@ _deny_code := "unknown-subject" if {
 } else := "no-jurisdiction" if {
 	not _mandate_rows
 } else := "denied"
+
+_denied_because := _deny_code if not allow
 
 _reason(texts, code) := {
 	"code": code,
@@ -259,3 +306,98 @@ _rules contains concat(":", ["sensitive-cap", _purpose.sensitive_cap]) if {
 _rules contains "consent-required" if rows.consent_required
 
 _rules contains "obligation:justification" if obligations.justification_required
+
+_rules contains concat(":", ["identifier", identifier]) if allow
+
+_rules contains concat(":", ["linking-key", name]) if {
+	_mandate_allowed
+	some name, explained in _field_explanations
+	explained.linking_key == true
+}
+
+# --- explanations --------------------------------------------------------------------
+
+_field_explanations := {name: explained |
+	some field in _input_fields
+	name := field.name
+	explained := treatment.explain_field(field, _purpose, _pseudonymous)
+} if {
+	_mandate_allowed
+} else := {name: {"treatment": "clear", "source": _allow_code, "adjustments": []} |
+	some field in _input_fields
+	name := field.name
+} if {
+	_resident_allowed
+} else := {name: {"treatment": "denied", "source": "decision-denied", "adjustments": []} |
+	some field in _input_fields
+	name := field.name
+}
+
+# Other purposes of the caller's own mandate under which a field is shown more.
+_more_elsewhere[name] := better if {
+	_mandate_allowed
+	some field in _input_fields
+	name := field.name
+	fields[name] != "clear"
+	better := {code: shown |
+		some code in _mandate.purposes
+		code != _purpose_code
+		other := data.vault.purposes[code]
+		_subject_type in other.recipient_types
+		_action in other.actions
+		shown := treatment.for_field(field, other, _pseudonymous)
+		treatment.ranks[shown] > treatment.ranks[fields[name]]
+	}
+	count(better) > 0
+}
+
+_holders := sort([org |
+	some org, mandate in data.vault.mandates.organisations
+	_purpose_code in mandate.purposes
+])
+
+_holder_types := sort([kind |
+	some kind, mandate in data.vault.mandates.subject_types
+	_purpose_code in mandate.purposes
+])
+
+_own_purposes := sort([code | some code in _mandate.purposes])
+
+_changes contains {"code": "other-purposes", "purposes": _own_purposes} if {
+	not allow
+	_kind in {"organisation", "worker"}
+	count(_own_purposes) > 0
+}
+
+_changes contains {"code": "mandate-holders", "organisations": _holders, "subject_types": _holder_types} if {
+	_denied_because == "no-mandate"
+}
+
+_changes contains {"code": "recipient-types", "subject_types": _purpose.recipient_types} if {
+	_denied_because == "recipient-not-allowed"
+}
+
+_changes contains {"code": "purpose-actions", "actions": _purpose.actions} if {
+	_denied_because == "action-not-permitted"
+	_kind in {"organisation", "worker"}
+}
+
+_changes contains {"code": "jurisdiction-needed", "level": _mandate.rows} if {
+	_denied_because == "no-jurisdiction"
+}
+
+_changes contains {"code": "resident-only", "targets": ["self", "child"]} if {
+	_denied_because == "not-own-record"
+}
+
+_changes contains {"code": "audit-log-only"} if {
+	_denied_because == "outside-role"
+}
+
+_changes contains {"code": "consent-needed", "purpose": _purpose_code} if {
+	rows.consent_required
+}
+
+_changes contains {"code": "field-elsewhere", "field": name, "purposes": better} if {
+	some name, better in _more_elsewhere
+}

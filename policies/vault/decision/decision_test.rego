@@ -5,14 +5,14 @@ import data.vault.decision
 # A few catalogue fields, as the gate passes them (FieldSpec.public_metadata).
 _fields := [
 	{"name": "name", "category": "identity", "sensitive": false, "mask": "surname", "generalise": null},
-	{"name": "birth_date", "category": "identity", "sensitive": false, "mask": "date_year", "generalise": "age_band"},
-	{"name": "id_number", "category": "identity", "sensitive": true, "mask": "keep", "generalise": null},
+	{"name": "birth_date", "category": "identity", "sensitive": false, "mask": "date_year", "generalise": ["year", "age_band", "age_over"]},
+	{"name": "id_number", "category": "identity", "sensitive": true, "linkable": true, "mask": "keep", "generalise": null},
 	{"name": "religion", "category": "identity", "sensitive": true, "mask": "redact", "generalise": null},
 	{"name": "ethnicity", "category": "identity", "sensitive": true, "mask": "redact", "generalise": null},
-	{"name": "phone", "category": "contact", "sensitive": false, "mask": "keep", "generalise": null},
-	{"name": "address", "category": "contact", "sensitive": false, "mask": "truncate", "generalise": "building"},
+	{"name": "phone", "category": "contact", "sensitive": false, "linkable": true, "mask": "keep", "generalise": null},
+	{"name": "address", "category": "contact", "sensitive": false, "mask": "truncate", "generalise": ["building", "community"]},
 	{"name": "residence_type", "category": "housing", "sensitive": false, "mask": "redact", "generalise": null},
-	{"name": "health_conditions", "category": "health", "sensitive": true, "mask": "redact", "generalise": "category"},
+	{"name": "health_conditions", "category": "health", "sensitive": true, "mask": "redact", "generalise": ["category"]},
 	{"name": "low_income_status", "category": "welfare", "sensitive": true, "mask": "redact", "generalise": null},
 	{"name": "political_status", "category": "political", "sensitive": true, "mask": "redact", "generalise": null},
 ]
@@ -88,7 +88,7 @@ test_property_company_sees_masked_contact_with_consent if {
 	d.allow == true
 	{name | some name, t in d.fields; t != "denied"} == {"phone", "address"}
 	d.fields.phone == "masked"
-	d.fields.address == "masked"
+	d.fields.address == "generalised"
 	d.rows.scope == "jurisdiction"
 	d.rows.buildings == ["bd_xf_01", "bd_xf_02"]
 	d.rows.communities == []
@@ -179,7 +179,7 @@ test_resident_self_sees_everything_clear if {
 	d.rows.scope == "self"
 	d.rows.legal_basis == "self"
 	d.obligations == {"justification_required": false, "rate_class": "standard"}
-	d.rules == ["resident:self"]
+	d.rules == ["identifier:vault-id", "resident:self"]
 }
 
 test_resident_export_is_bulk_without_justification if {
@@ -322,4 +322,71 @@ test_every_mandated_purpose_exists if {
 			data.vault.purposes[purpose]
 		}
 	}
+}
+
+test_organisations_see_pseudonyms_and_workers_vault_ids if {
+	dept := decision.decision with input as _input(_civil_affairs, "subsidy-review", "read")
+	dept.identifier == "pseudonym"
+	"identifier:pseudonym" in dept.rules
+	worker := decision.decision with input as _input(_grid_worker, "grid-service", "read")
+	worker.identifier == "vault-id"
+	me := decision.decision with input as {"subject": _resident, "action": "read", "target": "self", "fields": _fields}
+	me.identifier == "vault-id"
+}
+
+test_declared_linking_keys_are_clear_and_named if {
+	d := decision.decision with input as _input(_civil_affairs, "subsidy-review", "read")
+	d.fields.id_number == "clear"
+	"linking-key:id_number" in d.rules
+	d.explanation.fields.id_number.linking_key == true
+}
+
+_undeclared_review := {
+	"recipient_types": ["department"],
+	"actions": ["read"],
+	"legal_basis": "statutory-duty",
+	"fields": {"id_number": "clear"},
+}
+
+test_undeclared_linking_key_is_masked_for_pseudonymous_recipient if {
+	d := decision.decision with input as _input(_civil_affairs, "subsidy-review", "read")
+		with data.vault.purposes as {"subsidy-review": _undeclared_review}
+	d.fields.id_number == "masked"
+	d.explanation.fields.id_number.adjustments == ["linking-cap"]
+	not "linking-key:id_number" in d.rules
+}
+
+test_generalisation_levels_are_the_least_revealing_that_serve if {
+	committee := {"type": "residents_committee", "organisation": "org_rc_hexie", "jurisdiction": {"communities": ["cm_hexie"]}}
+	visit := decision.decision with input as _input(committee, "elderly-care-visit", "read")
+	visit.levels.birth_date == "age_over"
+	notice := decision.decision with input as _input(_anju, "property-notice", "read")
+	notice.fields.address == "generalised"
+	notice.levels.address == "building"
+	worker := decision.decision with input as _input(_grid_worker, "grid-service", "read")
+	worker.levels.birth_date == "age_band"
+}
+
+test_denial_explains_who_holds_the_purpose if {
+	d := decision.decision with input as _input(_anju, "subsidy-review", "read")
+	_code(d) == "no-mandate"
+	{"code": "mandate-holders", "organisations": ["org_civil_affairs"], "subject_types": []} in d.explanation.changes
+	{"code": "other-purposes", "purposes": ["property-notice"]} in d.explanation.changes
+	d.explanation.fields.phone.source == "decision-denied"
+}
+
+test_consent_purpose_explains_the_consent_needed if {
+	d := decision.decision with input as _input(_anju, "property-notice", "read")
+	{"code": "consent-needed", "purpose": "property-notice"} in d.explanation.changes
+	d.explanation.fields.phone.source == "purpose-field"
+	d.explanation.fields.religion.source == "not-covered"
+}
+
+test_field_shown_more_under_another_purpose_of_the_mandate if {
+	d := decision.decision with input as _input(_civil_affairs, "elderly-care-visit", "read")
+	d.fields.id_number == "denied"
+	some change in d.explanation.changes
+	change.code == "field-elsewhere"
+	change.field == "id_number"
+	change.purposes == {"subsidy-review": "clear"}
 }
