@@ -24,6 +24,7 @@ from api.openapi import install_openapi
 from api.problems import TITLES, install_problem_handlers, problem
 from api.routes_audit import router as audit_router
 from api.routes_consent import router as consent_router
+from api.routes_decisions import router as decisions_router
 from api.routes_me import router as me_router
 from api.routes_residents import router as residents_router
 from api.runtime import Runtime, open_runtime
@@ -31,6 +32,7 @@ from audit import EntryDraft
 from audit.models import AuditEntry
 from consent.notices import notice
 from policies import CachedEngine, PolicyEngine, load_bundle
+from policies.explain import Explainer
 from vault.config import VaultSettings
 
 log = structlog.get_logger(__name__)
@@ -114,16 +116,22 @@ def create_app(
     app.state.runtime = runtime
     app.state.gate = gate
     app.state.exports = {}
+    app.state.explainer = Explainer(
+        load_bundle().data,
+        gate.field_input,
+        {k: {"zh": v.zh, "en": v.en} for k, v in gate.catalogue.categories.items()},
+    )
     install_problem_handlers(app)
     install_oauth(app, runtime)
     app.include_router(audit_router)
     app.include_router(residents_router)
     app.include_router(me_router)
     app.include_router(consent_router)
+    app.include_router(decisions_router)
     app.add_middleware(RequestContext, max_body=settings.max_body_bytes)
     install_openapi(
         app,
-        [audit_router, residents_router, me_router, consent_router],
+        [audit_router, residents_router, me_router, consent_router, decisions_router],
         load_bundle().data.get("purposes", {}),
     )
 

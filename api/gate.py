@@ -31,6 +31,7 @@ from vault.pseudonyms import Pseudonyms, is_pseudonym
 from vault.services import Provenance
 
 TREATMENTS = ("clear", "masked", "generalised", "denied")
+EVALUATION_ACTION = "policy.evaluated"
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -157,6 +158,18 @@ class RecordView:
     treatments: dict[str, str]
 
 
+@dataclass(frozen=True)
+class Visibility:
+    """What one subject would see of a resident for one purpose (a dry run): `status` is
+    allowed (a basis other than consent), consented, or needs-consent (nothing shown)."""
+
+    subject: Subject
+    purpose: str
+    decision: Decision
+    treatments: dict[str, str]
+    status: str
+
+
 @dataclass
 class Listing:
     items: list[RecordView]
@@ -181,7 +194,7 @@ class Gate:
             runtime.vault.store, runtime.audit
         )
         self.catalogue: Catalogue = runtime.vault.store.catalogue
-        self._field_input = [spec.public_metadata() for spec in self.catalogue]
+        self.field_input = [spec.public_metadata() for spec in self.catalogue]
         self.pseudonyms = Pseudonyms(runtime.vault.keyring)
 
     # -- naming residents ------------------------------------------------------------------
@@ -216,7 +229,7 @@ class Gate:
         the gate, e.g. consent requests); it is defined even when the access is denied."""
         return self.engine.evaluate({
             "subject": access.subject.policy_input(), "purpose": purpose or access.purpose,
-            "action": "read", "target": "other", "fields": self._field_input,
+            "action": "read", "target": "other", "fields": self.field_input,
         })  # fmt: skip
 
     # -- deciding ------------------------------------------------------------------------
@@ -235,8 +248,10 @@ class Gate:
             purpose = access.purpose
         decision = self.engine.evaluate({
             "subject": subject.policy_input(), "purpose": purpose, "action": action,
-            "target": target, "fields": self._field_input,
+            "target": target, "fields": self.field_input,
         })  # fmt: skip
+        if not decision.from_cache:
+            self._record_evaluation(access, action, target, decision)
         if not decision.allow:
             code = decision.reason.code
             error_type: type[GateError] = {
@@ -244,6 +259,30 @@ class Gate:
             }.get(code, PolicyDenied)  # fmt: skip
             raise error_type(decision.reason.zh, decision.reason.en, decision)
         return decision
+
+    def _record_evaluation(
+        self, access: Access, action: str, target: str, decision: Decision
+    ) -> None:
+        """Each fresh evaluation goes into the log with the policy's whole answer, so any
+        past decision can be explained from the signed record, whatever the policy says
+        today. Cached decisions name this evaluation; there is one per cache miss."""
+        subject = access.subject
+        with self.runtime.transaction() as session:
+            self.runtime.audit.record(session, [EntryDraft(
+                action=EVALUATION_ACTION, outcome="allowed" if decision.allow else "denied",
+                channel=access.channel, kind="event", subject_type=subject.type,
+                organisation=subject.organisation, client=subject.client, user=subject.user,
+                purpose=access.purpose, evaluation_id=decision.evaluation_id,
+                policy_revision=decision.revision, request_id=access.request_id,
+                details={
+                    "input": {
+                        "subject": subject.policy_input(), "purpose": access.purpose,
+                        "action": action, "target": target,
+                        "catalogue_version": self.catalogue.version,
+                    },
+                    "result": decision.to_result(),
+                },
+            )])  # fmt: skip
 
     @contextmanager
     def denials_recorded(
@@ -270,13 +309,13 @@ class Gate:
         decision = error.decision
         pseudonym = resident_id if resident_id and is_pseudonym(resident_id) else None
         vault_id = self.resolve(access, resident_id) if resident_id else None
-        details: dict[str, Any] = {"pseudonym": pseudonym} if pseudonym else {}
-        if pseudonym and vault_id is None:
-            details["unresolved"] = True  # not the caller's pseudonym, or not one at all
+        # A pseudonym that is not the caller's (or a forgery) is kept as given, unresolved.
+        details = {"unresolved": True} if pseudonym and vault_id is None else {}
         with self.runtime.transaction() as session:
             self.runtime.audit.record(session, [self._entry(
                 access, action, "denied", decision, resident_id=vault_id,
-                fields={}, reason=error.slug, details=details)])  # fmt: skip
+                fields={}, reason=error.slug, details=details,
+                pseudonym=pseudonym[:64] if pseudonym else None)])  # fmt: skip
 
     # -- rows ----------------------------------------------------------------------------
 
@@ -365,21 +404,9 @@ class Gate:
                 raise NotInScope("未找到", "not found", decision)
             resident_id = vault_id
             with self.runtime.transaction() as session:
-                row = session.execute(
-                    self._scoped(access, decision).where(Resident.id == resident_id)
-                ).first()
-                treatments = self._wanted(decision, requested)
-                cover = self._consent_for(session, access, decision, [resident_id], treatments)
-                if decision.rows.consent_required:
-                    if resident_id not in cover:
-                        raise ConsentRequired(
-                            "该居民尚未同意向您的机构提供此用途的信息",
-                            "the resident has not consented to this use",
-                            decision,
-                        )
-                    treatments = _narrowed(treatments, cover[resident_id])
-                if row is None:
-                    raise NotInScope("未找到", "not found", decision)
+                row, treatments, cover = self._plan_read(
+                    session, access, decision, resident_id, requested
+                )
                 fetch = [n for n, t in treatments.items() if t != "denied"]
                 values = self.runtime.vault.store.read(session, resident_id, fetch)
                 shown = self._render(values, treatments, _names(row[1], row[2]), decision.levels)
@@ -391,6 +418,71 @@ class Gate:
                     pseudonym=presented if decision.pseudonymous else None,
                     **_consent_ids(cover.get(resident_id)))])  # fmt: skip
             return view, decision
+
+    def _plan_read(
+        self,
+        session: Session,
+        access: Access,
+        decision: Decision,
+        resident_id: str,
+        requested: Sequence[str] | None,
+    ) -> tuple[Any, dict[str, str], dict[str, ConsentCover]]:
+        """What a read of one resident would return, before anything is decrypted: the
+        row, each field's treatment for this resident, and the consents it rests on.
+        Raises ConsentRequired, then NotInScope, in the order API.md gives. The resident's
+        dry run (`visibility`) uses this very method, so it cannot differ from a read."""
+        row = session.execute(
+            self._scoped(access, decision).where(Resident.id == resident_id)
+        ).first()
+        treatments = self._wanted(decision, requested)
+        cover = self._consent_for(session, access, decision, [resident_id], treatments)
+        if decision.rows.consent_required:
+            if resident_id not in cover:
+                raise ConsentRequired(
+                    "该居民尚未同意向您的机构提供此用途的信息",
+                    "the resident has not consented to this use",
+                    decision,
+                )
+            treatments = _narrowed(treatments, cover[resident_id])
+        if row is None:
+            raise NotInScope("未找到", "not found", decision)
+        return row, treatments, cover
+
+    def visibility(
+        self,
+        resident: Access,
+        resident_id: str,
+        subjects: Sequence[Subject],
+        purposes: Sequence[str],
+    ) -> list[Visibility]:
+        """A dry run of every subject x purpose against one resident's record and consents:
+        what a read by each would return (treatments only; nothing is decrypted). One
+        entry records that the resident looked."""
+        found: list[Visibility] = []
+        for subject in subjects:
+            for purpose in purposes:
+                access = Access(subject=subject, purpose=purpose, request_id=resident.request_id)
+                try:
+                    decision = self.decide(access, "read")
+                except GateError:
+                    continue  # outside the mandate: nothing to show
+                with self.runtime.vault.sessions() as session:
+                    try:
+                        _, treatments, cover = self._plan_read(
+                            session, access, decision, resident_id, None
+                        )
+                    except ConsentRequired:
+                        found.append(Visibility(subject, purpose, decision, {}, "needs-consent"))
+                        continue
+                    except NotInScope:
+                        continue  # the resident is outside their rows
+                status = "consented" if cover else "allowed"
+                found.append(Visibility(subject, purpose, decision, treatments, status))
+        with self.runtime.transaction() as session:
+            self.runtime.audit.record(session, [self._entry(
+                resident, "visibility", "allowed", None, resident_id=resident_id, fields={},
+                details={"combinations": len(found)})])  # fmt: skip
+        return found
 
     def _consent_for(
         self,
@@ -668,13 +760,13 @@ class Gate:
             subject_type=subject.type, organisation=subject.organisation, client=subject.client,
             user=subject.user, purpose=access.purpose,
             legal_basis=decision.rows.legal_basis if decision else None,
-            consent_id=consent_id, resident_id=resident_id, fields=dict(fields or {}),
+            consent_id=consent_id, resident_id=resident_id, resident_pseudonym=pseudonym,
+            fields=dict(fields or {}),
             decision_id=access.decision_id,
             evaluation_id=decision.evaluation_id if decision else None,
             policy_revision=decision.revision if decision else self.engine.revision,
             request_id=access.request_id, reason=reason,
             details={**(details or {}),
-                     **({"pseudonym": pseudonym} if pseudonym else {}),
                      **({"consents": list(consent_ids)} if len(consent_ids) > 1 else {}),
                      **({"justification": access.justification[:500]}
                         if access.justification else {})},

@@ -73,6 +73,36 @@ def subject_for(session: Session, principal: Principal) -> Subject:
     user = session.scalars(select(User).where(User.username == principal.username)).first()
     if user is None or user.role not in PERSON_ROLES:
         return Subject(type="unknown", user=principal.username, client=principal.client_id)
+    return _person(session, user, principal.client_id)
+
+
+def organisation_subject(session: Session, organisation_id: str) -> Subject:
+    """An organisation's system as policy sees it (what its client-credentials token gets)."""
+    kind, communities, buildings = _organisation_scope(session, organisation_id)
+    return Subject(
+        type=kind, organisation=organisation_id, communities=communities, buildings=buildings
+    )
+
+
+def visibility_subjects(session: Session, community_id: str | None) -> list[Subject]:
+    """Everyone who might read a resident of `community_id`: every organisation, and the
+    grid and community workers of that community (the dry run asks policy about each)."""
+    subjects = [
+        organisation_subject(session, org_id)
+        for org_id in session.scalars(select(Organisation.id).order_by(Organisation.id))
+    ]
+    workers = session.scalars(
+        select(User)
+        .where(User.role.in_(["grid_worker", "community_worker"]), User.disabled_at.is_(None))
+        .order_by(User.username)
+    )
+    for user in workers:
+        if (user.jurisdiction or {}).get("community") == community_id:
+            subjects.append(_person(session, user, None))
+    return subjects
+
+
+def _person(session: Session, user: User, client_id: str | None) -> Subject:
     jurisdiction = user.jurisdiction or {}
     community = jurisdiction.get("community")
     return Subject(
@@ -82,8 +112,8 @@ def subject_for(session: Session, principal: Principal) -> Subject:
         communities=(community,) if community else (),
         grids=tuple(jurisdiction.get("grids") or ()),
         buildings=tuple(jurisdiction.get("buildings") or ()),
-        client=principal.client_id,
-        user=principal.username,
+        client=client_id,
+        user=user.username,
         resident_id=user.resident_id,
         children=wards_of(session, user.resident_id) if user.resident_id else (),
     )

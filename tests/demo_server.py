@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from api.app import create_app
-from api.oauth.service import create_demo_accounts
+from api.oauth.service import create_demo_accounts, create_user
 from api.runtime import Runtime, init_runtime
 from policies import PolicyEngine
 from tests.conftest import _require_postgres
@@ -57,6 +57,17 @@ class DemoServer:
         """The organisation's pseudonym for a resident, as its own lists would show it."""
         pseudonym: str = self.app.state.gate.pseudonyms.of(organisation, resident_id)
         return pseudonym
+
+    def resident_token(self, resident_id: str) -> str:
+        """An account for the resident, made in the database, then an HTTP login."""
+        username = f"r-{secrets.token_hex(5)}"
+        password = secrets.token_urlsafe(16)
+        with self.runtime.transaction() as session:
+            create_user(
+                session, self.runtime.audit, username=username, password=password,
+                role="resident", resident_id=resident_id, actor="test",
+            )  # fmt: skip
+        return str(self.login(username, password, "me")["access_token"])
 
     def client(self, organisation: str) -> dict[str, Any]:
         return next(c for c in self.credentials["clients"] if c["organisation"] == organisation)

@@ -108,7 +108,7 @@ def test_civil_affairs_sees_welfare_fields_but_not_religion(server: DemoServer) 
     )
     assert entry.fields["religion"] == "denied" and entry.fields["low_income_status"] == "clear"
     assert entry.legal_basis == "statutory-duty" and entry.organisation == "org_civil_affairs"
-    assert entry.details["pseudonym"] == pseudonym  # the log records both ids
+    assert entry.resident_pseudonym == pseudonym  # the log records both ids
 
 
 def test_purpose_is_checked_in_the_documented_order(server: DemoServer) -> None:

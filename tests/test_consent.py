@@ -24,7 +24,6 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError
 
 from api.gate import Access, Gate, Subject
-from api.oauth.service import create_user
 from audit.models import AuditEntry
 from consent import ConsentService, Grant, ReceiptInvalid, verify_receipt
 from consent.models import Consent, ConsentReceipt, ConsentRevocation
@@ -96,15 +95,7 @@ def fresh_resident(server: DemoServer, community: str = "cm_xingfu") -> str:
 
 
 def resident_token(server: DemoServer, resident_id: str) -> str:
-    """An account for the resident, made in the database, then an HTTP login."""
-    username = f"r-{secrets.token_hex(5)}"
-    password = secrets.token_urlsafe(16)
-    with server.runtime.transaction() as session:
-        create_user(
-            session, server.runtime.audit, username=username, password=password,
-            role="resident", resident_id=resident_id, actor="test",
-        )  # fmt: skip
-    return str(server.login(username, password, "me")["access_token"])
+    return server.resident_token(resident_id)
 
 
 def call(
