@@ -27,6 +27,7 @@ from api.logging import configure_logging
 from api.oauth.cli import clients_app, token_keys_app
 from api.oauth.keys import ensure_oauth_keys
 from api.oauth.service import init_demo_credentials
+from api.policy_cli import policy_app
 from api.runtime import Runtime, init_runtime, open_runtime, operator_name
 from audit import AuditError, EntryDraft, VerificationFailed
 from audit.verify import verify_log
@@ -56,6 +57,7 @@ app.add_typer(keys_app, name="keys")
 audit_app = typer.Typer(help="审计日志 / Audit log", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(clients_app, name="clients")
+app.add_typer(policy_app, name="policy")
 keys_app.add_typer(token_keys_app, name="tokens")
 
 out = Console(highlight=False, soft_wrap=True)

@@ -35,6 +35,7 @@ from policies.build_wasm import WASM_PATH, compile_wasm, source_modules
 from policies.bundle import PolicyBundle, build_bundle, policy_revision
 from policies.demo import demo_subjects
 from policies.embedded import EmbeddedEngine, shipped_wasm
+from policies.explain import Explainer
 from policies.inputs import ACTIONS, TARGETS, catalogue_fields
 from policies.opa_server import OpaServerEngine, free_port, local_opa_server
 from vault.catalogue import default_catalogue
@@ -438,3 +439,44 @@ def test_embedded_data_swap_keeps_revision_and_decision_together() -> None:
             results = [f.result() for f in futures]
     for decision in results:
         assert decision.revision == (allowed_under if decision.allow else denied_under)
+
+
+@pytest.mark.parametrize(
+    ("label", "purpose", "action", "outcome", "rule"),
+    [
+        ("civil_affairs", "subsidy-review", "read", "allowed", "purpose:subsidy-review"),
+        ("anju_property", "property-notice", "list", "allowed", "consent-required"),
+        ("anju_property", "subsidy-review", "read", "denied", "deny:no-mandate"),
+        ("grid_worker_xf_1", "subsidy-review", "read", "denied", "deny:no-mandate"),
+        ("auditor", "subsidy-review", "read", "denied", "deny:outside-role"),
+    ],
+)
+def test_explanations_name_the_deciding_rule_on_both_engines(  # noqa: PLR0917 - parametrised
+    engine: EmbeddedEngine,
+    server_engine: OpaServerEngine,
+    label: str,
+    purpose: str,
+    action: str,
+    outcome: str,
+    rule: str,
+) -> None:
+    catalogue = default_catalogue()
+    explainer = Explainer(load_bundle().data, catalogue_fields(catalogue))
+    case = decision_input(SUBJECTS[label], purpose=purpose, action=action)
+    explained = [
+        explainer.explain(e.evaluate(case), purpose=purpose, action=action, lang=lang)
+        for e in (engine, server_engine)
+        for lang in ("zh", "en")
+    ]
+    for one in explained:
+        one.pop("evaluation_id")
+    embedded_zh, embedded_en, server_zh, server_en = explained
+    assert embedded_zh == server_zh and embedded_en == server_en
+    assert embedded_zh["outcome"] == outcome and rule in embedded_zh["deciding_rules"]
+    assert embedded_zh["summary"] != embedded_en["summary"]  # both languages, both texts
+    if outcome == "denied":
+        assert embedded_zh["changes"], "a refusal says what would change it"
+        assert all(f["treatment"] == "denied" for f in embedded_zh["fields"])
+    else:
+        shown = [f for f in embedded_zh["fields"] if f["treatment"] != "denied"]
+        assert shown and all(f["because"] for f in shown)
