@@ -142,6 +142,44 @@ def test_decisions_keep_their_promises(engine: EmbeddedEngine, case: dict[str, A
 
 @PROPERTIES
 @given(case=inputs)
+def test_decisions_minimise(engine: EmbeddedEngine, case: dict[str, Any]) -> None:
+    decision = engine.evaluate(case)
+    subject = case["subject"]
+    if not decision.allow or subject["type"] == "resident":
+        assert decision.levels == {}
+        return
+    purpose = DATA["purposes"][case["purpose"]]
+    by_name = {f["name"]: f for f in case["fields"]}
+    # Minimisation: organisations see pseudonyms, workers vault ids; a cross-system key
+    # reaches a pseudonymous recipient in clear only where the purpose declares it; a
+    # generalised field is shown at a level its catalogue entry offers.
+    kind = DATA["subject_types"][subject["type"]]["kind"]
+    assert decision.identifier == ("pseudonym" if kind == "organisation" else "vault-id")
+    declared = purpose.get("linking_fields", {})
+    for name, treatment in decision.fields.items():
+        field = by_name[name]
+        if decision.pseudonymous and field.get("linkable") and name not in declared:
+            assert TREATMENT_RANK[treatment] <= TREATMENT_RANK[Treatment.MASKED], name
+        if treatment is Treatment.GENERALISED:
+            assert decision.levels[name] in field["generalise"], name
+            wanted = purpose.get("generalise", {}).get(name)
+            if wanted in field["generalise"]:
+                assert decision.levels[name] == wanted
+            else:  # no level named: the least revealing one
+                assert decision.levels[name] == field["generalise"][-1]
+        explained = decision.explanation["fields"][name]
+        assert explained["treatment"] == str(treatment)
+        if "linking-cap" in explained["adjustments"]:
+            assert decision.pseudonymous and field.get("linkable") and name not in declared
+        if explained.get("linking_key"):
+            assert decision.pseudonymous and name in declared
+    assert set(decision.levels) == {
+        n for n, t in decision.fields.items() if t is Treatment.GENERALISED
+    }
+
+
+@PROPERTIES
+@given(case=inputs)
 def test_cache_returns_the_same_decision(engine: EmbeddedEngine, case: dict[str, Any]) -> None:
     cached = CachedEngine(engine, max_entries=8)
     first = cached.evaluate(case)
