@@ -21,6 +21,7 @@ from api.logging import configure_logging
 from api.middleware import RequestContext
 from api.oauth.routes import install_oauth
 from api.openapi import install_openapi
+from api.pages.install import install_pages
 from api.problems import TITLES, install_problem_handlers, problem
 from api.routes_audit import router as audit_router
 from api.routes_consent import router as consent_router
@@ -128,6 +129,7 @@ def create_app(
     app.include_router(me_router)
     app.include_router(consent_router)
     app.include_router(decisions_router)
+    install_pages(app)  # /portal/, /desk/, /console/ and their static files
     app.add_middleware(RequestContext, max_body=settings.max_body_bytes)
     install_openapi(
         app,

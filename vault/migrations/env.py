@@ -13,6 +13,7 @@ from vault.models import Base
 import_module("audit.models")
 import_module("api.oauth.models")
 import_module("consent.models")
+import_module("api.pages.models")
 
 config = context.config
 target_metadata = Base.metadata

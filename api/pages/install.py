@@ -1,0 +1,64 @@
+"""Mount the pages on the app: the three areas' routers, their sign-in routes and the
+static files (CSS and the small verification script)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+from starlette.staticfiles import StaticFiles
+
+from api.pages.console import router as console_router
+from api.pages.core import (
+    AREAS,
+    HERE,
+    STATIC_PATH,
+    SessionStore,
+    begin_login,
+    csrf_ok,
+    current_session,
+    error_page,
+    finish_login,
+    logout,
+    redirect,
+)
+from api.pages.desk import router as desk_router
+from api.pages.portal import router as portal_router
+
+
+def _sign_in_router(area: str) -> APIRouter:
+    router = APIRouter(prefix=f"/{area}", include_in_schema=False)
+
+    @router.get("/login")
+    async def login(request: Request) -> Response:
+        return await begin_login(request, area)
+
+    @router.get("/callback")
+    async def callback(request: Request) -> Response:
+        return await finish_login(request, area)
+
+    @router.post("/logout")
+    async def sign_out(request: Request) -> Response:
+        form = await request.form(max_files=0, max_fields=8)
+        token = form.get("csrf_token")
+        if not csrf_ok(
+            request, current_session(request), token if isinstance(token, str) else None
+        ):
+            return error_page(request, "csrf", status=403, area=area)
+        return await logout(request, area)
+
+    return router
+
+
+def install_pages(app: FastAPI) -> None:
+    app.state.page_sessions = SessionStore()
+    for area in AREAS:
+        app.include_router(_sign_in_router(area))
+    app.include_router(portal_router)
+    app.include_router(desk_router)
+    app.include_router(console_router)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return redirect("/portal/")
+
+    app.mount(STATIC_PATH, StaticFiles(directory=HERE / "static"), name="pages-static")
