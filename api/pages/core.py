@@ -40,7 +40,7 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 
 from api.oauth.models import OAuthClient
-from api.pages.messages import HTML_LANG, message
+from api.pages.messages import HTML_LANG, label, message
 from api.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -83,7 +83,7 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # "no-referrer" would make browsers send Origin: null
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
@@ -266,6 +266,7 @@ def render(
         text_url=with_query(request, text="normal" if large else "large"),
         path=request.url.path,
         nav_items=lambda name: NAV.get(name, []),
+        label=lambda prefix, value: label(prefix, value, lang),
         **context,
     )
     response = HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
@@ -630,16 +631,19 @@ async def posted(request: Request, area: str, body: FormBody) -> Response:
         form = await request.form(max_files=1, max_fields=64, max_part_size=1024 * 1024)
     except (ValueError, KeyError, HTTPException):
         return error_page(request, "csrf", status=400, session=session, area=area)
-    token = form.get(CSRF_FIELD)
-    if not csrf_ok(request, session, token if isinstance(token, str) else None):
-        log.info("pages.csrf_refused", area=area, path=request.url.path)
-        return error_page(request, "csrf", status=403, session=session, area=area)
-    if session is None:  # pragma: no cover - csrf_ok refuses without a session
-        return error_page(request, "csrf", status=403, area=area)
-    guarded = _guard(request, area)
-    if isinstance(guarded, Response):
-        return guarded
-    return await _handled(request, area, session, body(session, Api(request, session), form))
+    try:
+        token = form.get(CSRF_FIELD)
+        if not csrf_ok(request, session, token if isinstance(token, str) else None):
+            log.info("pages.csrf_refused", area=area, path=request.url.path)
+            return error_page(request, "csrf", status=403, session=session, area=area)
+        if session is None:  # pragma: no cover - csrf_ok refuses without a session
+            return error_page(request, "csrf", status=403, area=area)
+        guarded = _guard(request, area)
+        if isinstance(guarded, Response):
+            return guarded
+        return await _handled(request, area, session, body(session, Api(request, session), form))
+    finally:
+        await form.close()  # uploaded files are spooled to temporary files
 
 
 def form_text(form: FormData, name: str, limit: int = 500) -> str:

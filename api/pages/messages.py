@@ -64,6 +64,22 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "treatment.denied": ("不提供", "withheld"),
     "treatment.written": ("写入", "written"),
     "treatment.hidden": ("本人选择隐藏", "hidden by you"),
+    "treatment.consented": ("同意范围", "consented"),
+    "treatment.proposed": ("提出更正", "correction proposed"),
+    "treatment.handled": ("已处理", "handled"),
+    "action.read": ("查阅", "read"),
+    "action.list": ("列表查阅", "list"),
+    "action.search": ("按号码查找", "look-up by number"),
+    "action.export": ("批量导出", "bulk export"),
+    "action.write": ("登记或更新", "create or update"),
+    "action.consent.granted": ("给予同意", "consent given"),
+    "action.consent.revoked": ("撤回同意", "consent revoked"),
+    "action.consent.requested": ("请求同意", "consent requested"),
+    "action.consent.refused": ("拒绝同意请求", "consent request refused"),
+    "action.correction.requested": ("申请更正", "correction requested"),
+    "action.correction.opened": ("查看更正申请", "correction request opened"),
+    "action.correction.resolved": ("处理更正申请", "correction handled"),
+    "action.audit.search": ("检索审计日志", "audit log searched"),
     # portal
     "portal.record": ("我的信息", "My record"),
     "portal.record.intro": (
@@ -186,6 +202,7 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "desk.result": ("查找结果", "Result"),
     "desk.nomatch": ("没有找到（或不在您的服务范围内）。", "No match (or outside your area)."),
     "desk.allows": ("策略允许您看到的内容", "What policy lets you see"),
+    "desk.treatment": ("显示方式", "Shown as"),
     "desk.consents": ("该居民的授权同意", "This resident's consents"),
     "desk.assisted": ("代为登记同意（须有签字的同意书）", "Record assisted consent (signed form)"),
     "desk.assisted.recipient": ("接收方", "Recipient"),
@@ -251,6 +268,14 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
         "that it extends the previous head.",
     ),
 }
+
+
+def label(prefix: str, value: str | None, lang: str) -> str:
+    """The catalogue's text for a code (an action, a treatment), or the code itself."""
+    if not value:
+        return ""
+    key = f"{prefix}.{value}"
+    return message(key, lang) if key in MESSAGES else value
 
 
 def message(key: str, lang: str) -> str:

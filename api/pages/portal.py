@@ -78,9 +78,13 @@ def _text(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
+    if isinstance(value, bool):
+        return "✓" if value else "✗"
     if isinstance(value, list):
         return "、".join(_text(v) for v in value)
-    return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "；".join(f"{k}: {_text(v)}" for k, v in value.items())
+    return str(value) if isinstance(value, int | float) else json.dumps(value, ensure_ascii=False)
 
 
 # -- my record -----------------------------------------------------------------------------------

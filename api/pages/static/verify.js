@@ -38,7 +38,12 @@
   }
 
   async function verifyNote(note, vkey) {
-    const [name, keyIdHex, keyB64] = vkey.trim().split("+");
+    const text = vkey.trim();  // <name>+<key id hex>+<base64 key>; base64 may hold "+"
+    const first = text.indexOf("+");
+    const second = text.indexOf("+", first + 1);
+    const name = text.slice(0, first);
+    const keyIdHex = text.slice(first + 1, second);
+    const keyB64 = text.slice(second + 1);
     const material = b64(keyB64);
     if (material.length !== 33 || material[0] !== 1) throw new Error("not an Ed25519 key");
     const keyId = Uint8Array.from(keyIdHex.match(/../g).map((h) => parseInt(h, 16)));
