@@ -47,9 +47,11 @@ def opa_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]
 
 
 def _read(server: DemoServer, resident: str) -> httpx.Response:
+    """Civil affairs reads a resident, by its own pseudonym for them."""
     token = server.client_token("org_civil_affairs")
+    pseudonym = server.pseudonym("org_civil_affairs", resident)
     return httpx.get(
-        f"{server.url}/v1/residents/{resident}",
+        f"{server.url}/v1/residents/{pseudonym}",
         headers={"Authorization": f"Bearer {token}", "Purpose": "subsidy-review"},
     )
 
