@@ -40,8 +40,8 @@ class AuditEntry(Base):
     resident_id: Mapped[str | None] = mapped_column(String(32), index=True)
     resident_pseudonym: Mapped[str | None] = mapped_column(String(64))
     fields: Mapped[dict[str, str]] = mapped_column(JSON)  # field -> treatment, never values
-    decision_id: Mapped[str | None] = mapped_column(String(64))
-    evaluation_id: Mapped[str | None] = mapped_column(String(64))
+    decision_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    evaluation_id: Mapped[str | None] = mapped_column(String(64), index=True)
     policy_revision: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(String(200))
