@@ -22,7 +22,7 @@ __all__ = [
     "field_names",
 ]
 
-ACTIONS = ("read", "list", "search", "export", "write")
+ACTIONS = ("read", "list", "search", "export", "write", "stats")
 SUBJECT_TYPES = (
     "department",
     "property_company",
