@@ -10,6 +10,7 @@ import base64
 from collections import Counter
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -80,7 +81,9 @@ async def search(request: Request) -> Response:
         return _page(
             request, session, "console/search.html", items=page["items"], form=form,
             next_cursor=page.get("next_cursor"), fields=list(catalogue.names),
-            export_query=request.url.query,
+            export_query=urlencode(
+                [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+            ),
         )  # fmt: skip
 
     return await view(request, AREA, body)

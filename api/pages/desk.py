@@ -9,6 +9,7 @@ import base64
 import hashlib
 import json
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -83,11 +84,11 @@ async def _resident_page(
             "treatments": record["treatments"],
             "consents": consents["items"],
         })  # fmt: skip
-    offers = [{"purpose": p, "recipients": names.recipients_for(p)}
-              for p in names.consent_purposes()]  # fmt: skip
+    offers = [{"purpose": p} for p in names.consent_purposes()]
+    recipients = sorted({o for p in names.consent_purposes() for o in names.recipients_for(p)})
     return _page(
         request, session, "desk/resident.html", names=names, people=people, purpose=purpose,
-        purposes=_purposes(names, session.role), offers=offers,
+        purposes=_purposes(names, session.role), offers=offers, recipients=recipients,
         notice=names.notice(purpose) if purpose in names.purposes else None,
         legal_basis=(names.purposes.get(purpose) or {}).get("legal_basis"),
     )  # fmt: skip
@@ -147,7 +148,22 @@ async def record_assisted(request: Request) -> Response:
                              "media_type": media},
             },
         )  # fmt: skip
-        return redirect(f"/desk/receipts/{granted['consent_id']}?resident_id={resident_id}")
+        query = urlencode({"resident_id": resident_id})
+        return redirect(f"/desk/receipts/{quote(granted['consent_id'])}?{query}")
+
+    return await posted(request, AREA, body)
+
+
+@router.post("/consents/{consent_id}/revoke")
+async def revoke_assisted(request: Request, consent_id: str) -> Response:
+    """Withdrawing is as easy as giving (PIPL Art. 15): at the counter, with a witness."""
+
+    async def body(session: PageSession, api: Api, form: FormData) -> Response:
+        await api.post(
+            f"/v1/consents/{consent_id}/revoke", json_body={"witness": form_text(form, "witness")}
+        )
+        query = urlencode({"resident_id": form_text(form, "resident_id", 32)})
+        return redirect(f"/desk/receipts/{quote(consent_id)}?{query}")
 
     return await posted(request, AREA, body)
 

@@ -221,6 +221,8 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "desk.receipt.jws": ("签名回执（JWS）", "Signed receipt (JWS)"),
     "desk.receipt.fingerprint": ("回执指纹（SHA-256）", "Receipt fingerprint (SHA-256)"),
     "desk.receipt.evidence": ("同意书指纹（SHA-256）", "Form fingerprint (SHA-256)"),
+    "desk.revoke": ("代为撤回同意", "Revoke for the resident"),
+    "desk.revoke.witness": ("撤回见证人", "Witness to the revocation"),
     "desk.corrections": ("更正申请队列", "Correction queue"),
     "desk.corrections.none": ("队列为空。", "The queue is empty."),
     "desk.corrections.open": ("查看内容", "Show request"),

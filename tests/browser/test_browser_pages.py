@@ -184,6 +184,15 @@ def test_worker_records_an_assisted_consent_and_prints_the_receipt(
         assert recorded.witness == "王见证"
         assert recorded.evidence_sha256 == hashlib.sha256(form).hexdigest()
 
+    # Withdrawing is as easy at the counter: back to the resident, revoke with a witness.
+    page.get_by_role("link", name="查找居民").click()
+    page.get_by_label("号码").fill(id_number)
+    page.get_by_label("办理用途").select_option("counter-service")
+    page.get_by_role("button", name="查询").click()
+    page.get_by_label("撤回见证人").fill("李见证")
+    page.get_by_role("button", name=re.compile("^代为撤回同意")).click()
+    expect(page.locator("article.receipt")).to_contain_text("已撤回")
+
     page.get_by_role("link", name="更正申请队列").click()
     capture(page, "desk-corrections")
 
@@ -221,3 +230,20 @@ def test_auditor_filters_the_log_and_exports_csv(pages: PagesServer, page: Any) 
     expect(page.locator("table.log tbody tr").first).to_contain_text("有效")
     expect(page.locator("table.log")).not_to_contain_text("无效")
     capture(page, "console-heads")
+
+
+def test_sign_in_pages_are_accessible(pages: PagesServer, page: Any) -> None:
+    page.goto(f"{pages.url}/portal/")
+    expect(page.get_by_role("heading", level=1)).to_have_text("请先登录")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="跳到正文")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
+    capture(page, "portal-sign-in")
+    page.get_by_role("link", name="登录", exact=True).click()
+    page.wait_for_url("**/oauth/authorize**")
+    capture(page, "oauth-login-form")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    focused = page.evaluate("document.activeElement && document.activeElement.id")
+    assert focused in ("username", "password")
