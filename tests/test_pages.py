@@ -4,6 +4,7 @@ flow's state check, and the audit entries page views write (the same as the API'
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -272,3 +273,34 @@ def test_sign_out_ends_the_session_and_revokes_its_tokens(
     assert "请先登录" in out.text
     assert "请先登录" in client.get("/console/").text
     assert client.get("/v1/audit/entries", headers=api).status_code == 401
+
+
+def test_the_timeline_names_the_worker_by_role_and_badge(
+    client: TestClient, cast: dict[str, Any]
+) -> None:
+    worker = _user(cast, "community_worker")
+    community = worker["jurisdiction"]["community"]
+    resident = next(
+        u for u in cast["users"]
+        if u["role"] == "resident" and _community_of(client, u["resident_id"]) == community
+    )  # fmt: skip
+    with _runtime(client).vault.sessions() as session:
+        id_number = _runtime(client).vault.store.read(
+            session, resident["resident_id"], ["id_number"]
+        )["id_number"]
+    sign_in(client, "desk", worker["username"], worker["password"])
+    found = client.post(
+        "/desk/search",
+        data={"csrf_token": _csrf(client, "/desk/"), "by": "id_number", "value": id_number,
+              "purpose": "counter-service"},
+    )  # fmt: skip
+    assert resident["resident_id"] in found.text
+    assert id_number not in str(found.url)
+
+    client.cookies.clear()
+    sign_in(client, "portal", resident["username"], resident["password"])
+    deadline = time.monotonic() + 10
+    while "社区窗口服务（含代办）" not in (timeline := client.get("/portal/accesses").text):
+        assert time.monotonic() < deadline, "the worker's search never reached the timeline"
+        time.sleep(0.2)  # entries join the timeline once integrated into the log
+    assert "社区工作者，工号 SQ-XF-001" in timeline

@@ -134,6 +134,10 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
         "尚未纳入签名日志，请稍后再验证。",
         "Not yet in a signed head; verify later.",
     ),
+    "access.lag": (
+        "刚发生的查阅会在几秒钟内出现在这里。",
+        "An access from the last few seconds appears here shortly.",
+    ),
     "access.none": ("还没有记录。", "Nothing recorded yet."),
     "access.older": ("更早的记录", "Older entries"),
     "outcome.allowed": ("已提供", "allowed"),
