@@ -17,7 +17,7 @@ from api.pages.models import CorrectionRequest
 from audit.models import AuditEntry
 from consent.models import Consent, ConsentRevocation
 from tests.browser.server import hidden_fields, prepare, sign_in
-from vault.models import Building, Household, Resident, Room
+from vault.models import Building, Household, OrganisationBuilding, Resident, Room
 
 ORIGIN = "https://testserver"
 
@@ -304,3 +304,89 @@ def test_the_timeline_names_the_worker_by_role_and_badge(
         assert time.monotonic() < deadline, "the worker's search never reached the timeline"
         time.sleep(0.2)  # entries join the timeline once integrated into the log
     assert "社区工作者，工号 SQ-XF-001" in timeline
+
+
+def _client_token(client: TestClient, cast: dict[str, Any], organisation: str) -> str:
+    app_client = next(c for c in cast["clients"] if c["organisation"] == organisation)
+    response = client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "scope": " ".join(app_client["scopes"])},
+        auth=(app_client["client_id"], app_client["client_secret"]),
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def test_a_resident_answers_a_request_and_gives_consent_on_the_page(
+    client: TestClient, cast: dict[str, Any]
+) -> None:
+    resident = _user(cast, "resident", username="resident.guardian")
+    with _runtime(client).vault.sessions() as session:
+        served = session.scalars(
+            select(Building.id)
+            .join(Room, Room.building_id == Building.id)
+            .join(Household, Household.room_id == Room.id)
+            .where(
+                Household.id
+                == select(Resident.household_id)
+                .where(Resident.id == resident["resident_id"])
+                .scalar_subquery()
+            )
+        ).first()
+        company = session.scalars(
+            select(OrganisationBuilding.organisation_id).where(
+                OrganisationBuilding.building_id == served
+            )
+        ).first()
+    if company is None:
+        pytest.skip("the guardian's building has no property company in this demo")
+    token = _client_token(client, cast, company)
+    # The company names the resident by its own pseudonym, as it does everywhere.
+    gate = client.app.state.gate  # type: ignore[attr-defined]
+    asked = client.post(
+        "/v1/consent-requests",
+        json={"resident_id": gate.pseudonyms.of(company, resident["resident_id"]),
+              "purpose": "property-notice",
+              "message": "物业通知需要您的手机号"},
+        headers={"Authorization": f"Bearer {token}"},
+    )  # fmt: skip
+    assert asked.status_code == 201, asked.text
+    request_id = asked.json()["request_id"]
+
+    sign_in(client, "portal", resident["username"], resident["password"])
+    page = client.get("/portal/consents")
+    assert "物业通知需要您的手机号" in page.text
+    answered = client.post(
+        f"/portal/consent-requests/{request_id}/answer",
+        data={"csrf_token": hidden_fields(page.text)["csrf_token"], "accept": "yes"},
+    )
+    assert "已答复" in answered.text
+    with _runtime(client).vault.sessions() as session:
+        given = session.scalars(
+            select(Consent).where(
+                Consent.resident_id == resident["resident_id"], Consent.recipient == company
+            )
+        ).all()
+    assert given
+
+
+def test_my_data_downloads_as_json_and_csv(client: TestClient, cast: dict[str, Any]) -> None:
+    resident = _user(cast, "resident", username="resident1")
+    sign_in(client, "portal", resident["username"], resident["password"])
+    as_json = client.get("/portal/export.json")
+    assert as_json.status_code == 200
+    assert as_json.headers["content-disposition"] == 'attachment; filename="my-data.json"'
+    assert as_json.json()["resident_id"] == resident["resident_id"]
+    as_csv = client.get("/portal/export.csv")
+    assert as_csv.text.splitlines()[0] == "field,value"
+    portability = _entries(client, resident_id=resident["resident_id"], purpose="portability")
+    assert len(portability) >= 2
+
+
+def test_console_times_are_china_time_with_an_offset() -> None:
+    from api.pages.console import _local_time
+    from api.pages.core import iso_time
+
+    assert _local_time("2026-12-02T09:30") == "2026-12-02T09:30:00+08:00"
+    assert _local_time("not a time") is None
+    assert iso_time("2026-12-02T01:30:00+00:00") == "2026-12-02T09:30:00+08:00"
