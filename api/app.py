@@ -24,6 +24,7 @@ from api.openapi import install_openapi
 from api.pages.install import install_pages
 from api.problems import TITLES, install_problem_handlers, problem
 from api.routes_audit import router as audit_router
+from api.routes_breakglass import router as breakglass_router
 from api.routes_consent import router as consent_router
 from api.routes_decisions import router as decisions_router
 from api.routes_me import router as me_router
@@ -124,16 +125,18 @@ def create_app(
     )
     install_problem_handlers(app)
     install_oauth(app, runtime)
-    app.include_router(audit_router)
-    app.include_router(residents_router)
-    app.include_router(me_router)
-    app.include_router(consent_router)
-    app.include_router(decisions_router)
+    # The API's routers, in one list: each is included and its scopes documented.
+    routers = [
+        audit_router, residents_router, me_router, consent_router, decisions_router,
+        breakglass_router,
+    ]  # fmt: skip
+    for router in routers:
+        app.include_router(router)
     install_pages(app)  # /portal/, /desk/, /console/ and their static files
     app.add_middleware(RequestContext, max_body=settings.max_body_bytes)
     install_openapi(
         app,
-        [audit_router, residents_router, me_router, consent_router, decisions_router],
+        routers,
         load_bundle().data.get("purposes", {}),
     )
 

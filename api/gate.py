@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from api.runtime import Runtime
 from audit import EntryDraft
 from consent import ConsentCover, ConsentService
+from consent.breakglass import BreakGlass
 from policies import Decision, PolicyEngine
 from vault.catalogue import Catalogue
 from vault.errors import ResidentNotFound, UnknownField
@@ -78,6 +79,12 @@ class JustificationRequired(GateError):
 
 class InvalidCursor(GateError):
     slug = "validation-error"
+
+
+class BreakGlassRequired(GateError):
+    """A break-glass purpose without an active grant for this worker and resident."""
+
+    slug = "break-glass-required"
 
 
 # -- who is asking --------------------------------------------------------------------------
@@ -196,6 +203,7 @@ class Gate:
         self.catalogue: Catalogue = runtime.vault.store.catalogue
         self.field_input = [spec.public_metadata() for spec in self.catalogue]
         self.pseudonyms = Pseudonyms(runtime.vault.keyring)
+        self.break_glass = BreakGlass(runtime.audit)
 
     # -- naming residents ------------------------------------------------------------------
 
@@ -258,6 +266,12 @@ class Gate:
                 "unknown-purpose": UnknownPurpose, "purpose-required": PurposeRequired,
             }.get(code, PolicyDenied)  # fmt: skip
             raise error_type(decision.reason.zh, decision.reason.en, decision)
+        if decision.obligations.break_glass and action != "read":
+            # Defence in depth: a break-glass purpose opens one record at a time, whatever
+            # a purpose's data might say.
+            raise PolicyDenied(
+                "紧急访问只能逐一查看居民", "break-glass opens one record at a time", decision
+            )
         return decision
 
     def _record_evaluation(
@@ -404,6 +418,7 @@ class Gate:
                 raise NotInScope("未找到", "not found", decision)
             resident_id = vault_id
             with self.runtime.transaction() as session:
+                grant = self._grant_for(session, access, decision, resident_id)
                 row, treatments, cover = self._plan_read(
                     session, access, decision, resident_id, requested
                 )
@@ -416,8 +431,26 @@ class Gate:
                     access, action, "allowed", decision, resident_id=resident_id,
                     fields={n: t for n, t in treatments.items() if n in values or t == "denied"},
                     pseudonym=presented if decision.pseudonymous else None,
+                    details={"break_glass": grant} if grant else None,
                     **_consent_ids(cover.get(resident_id)))])  # fmt: skip
             return view, decision
+
+    def _grant_for(
+        self, session: Session, access: Access, decision: Decision, resident_id: str
+    ) -> str | None:
+        """The break-glass grant a read rests on (its id), when the purpose is break-glass;
+        BreakGlassRequired without an active one for this worker and this resident."""
+        if not decision.obligations.break_glass:
+            return None
+        grant = self.break_glass.active(session, access.subject.user, resident_id)
+        if grant is None:
+            raise BreakGlassRequired(
+                "紧急访问须先登记理由（POST /v1/break-glass），且仅限该居民、在有效期内",
+                "an emergency access needs an open break-glass grant for this resident "
+                "(POST /v1/break-glass)",
+                decision,
+            )
+        return grant.id
 
     def _plan_read(
         self,
@@ -477,6 +510,8 @@ class Gate:
                     except NotInScope:
                         continue  # the resident is outside their rows
                 status = "consented" if cover else "allowed"
+                if decision.obligations.break_glass:
+                    status = "break-glass"  # only in an emergency, flagged and reviewed
                 found.append(Visibility(subject, purpose, decision, treatments, status))
         with self.runtime.transaction() as session:
             self.runtime.audit.record(session, [self._entry(

@@ -29,6 +29,8 @@ TITLES: dict[str, tuple[int, str, str]] = {
     "insufficient-scope": (403, "权限范围不足", "Insufficient scope"),
     "policy-denied": (403, "策略不允许", "Denied by policy"),
     "consent-required": (403, "需要居民同意", "Consent required"),
+    "break-glass-required": (403, "须先登记紧急访问", "Break-glass grant required"),
+    "suspended": (403, "账号已暂停，待审计复核", "Suspended pending review"),
     "not-found": (404, "未找到", "Not found"),
     "proof-unavailable": (404, "暂无证明", "Proof unavailable"),
     "conflict": (409, "记录已被修改", "The record was changed"),

@@ -229,6 +229,10 @@ def _status_text(status: str, lang: str) -> str:
         "allowed": ("依据法定职责等，无需您的同意", "On a basis other than your consent"),
         "consented": ("依据您的同意", "Because you consented"),
         "needs-consent": ("须经您同意才能查看，目前看不到", "Sees nothing unless you consent"),
+        "break-glass": (
+            "仅在紧急情况下、登记理由后可查看，事后通知您并由审计员复核",
+            "Only in an emergency, with a written reason; you are told and an auditor reviews it",
+        ),
     }
     zh, en = texts.get(status, (status, status))
     return en if lang == "en" else zh

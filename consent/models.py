@@ -99,3 +99,44 @@ class ReceiptKey(Base):
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
     public_key: Mapped[bytes] = mapped_column(LargeBinary)
     first_used_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+
+
+class BreakGlassGrant(Base):
+    """An emergency opening for one worker and one resident, beyond normal policy.
+
+    Time-limited (`expires_at`), with the worker's written justification; every access
+    under it is flagged in the audit log, the resident is told, and an auditor reviews it
+    (`review_status`: pending, then justified or unjustified). The grant itself is never
+    edited except by that one review, which the audit log records too.
+    """
+
+    __tablename__ = "break_glass_grants"
+    __table_args__ = (Index("ix_break_glass_lookup", "user", "resident_id", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user: Mapped[str] = mapped_column(String(128))
+    subject_type: Mapped[str] = mapped_column(String(32))
+    organisation: Mapped[str | None] = mapped_column(String(64))
+    resident_id: Mapped[str] = mapped_column(ForeignKey("residents.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(64))
+    justification: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(TZDateTime())
+    review_status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    reviewed_by: Mapped[str | None] = mapped_column(String(128))
+    reviewed_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    review_note: Mapped[str | None] = mapped_column(Text)
+
+
+class ResidentNotification(Base):
+    """Something a resident is told (PIPL Art. 18(2): after an emergency access)."""
+
+    __tablename__ = "resident_notifications"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    resident_id: Mapped[str] = mapped_column(ForeignKey("residents.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    text_zh: Mapped[str] = mapped_column(Text)
+    text_en: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)

@@ -94,6 +94,9 @@ class RowConstraints:
 class Obligations:
     justification_required: bool
     rate_class: RateClass
+    # An emergency beyond normal policy: the gate requires an active break-glass grant
+    # for the one resident, flags the access, notifies the resident and queues a review.
+    break_glass: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ class Decision:
             "obligations": {
                 "justification_required": self.obligations.justification_required,
                 "rate_class": str(self.obligations.rate_class),
+                "break_glass": self.obligations.break_glass,
             },
             "rules": list(self.rules),
             "identifier": self.identifier,
@@ -252,6 +256,7 @@ def _parse(result: object, revision: str, evaluation_id: str) -> Decision:
                 obligations["justification_required"], "obligations.justification_required"
             ),
             rate_class=RateClass(_text(obligations["rate_class"], "obligations.rate_class")),
+            break_glass=_boolean(obligations["break_glass"], "obligations.break_glass"),
         ),
         rules=_ids(doc["rules"], "rules"),
         revision=revision,

@@ -120,9 +120,16 @@ rows := _mandate_rows if _mandate_allowed
 #   An export that includes any sensitive field needs a justification and is rate
 #   limited as bulk; a read that shows a sensitive field in clear is rate limited as
 #   sensitive. A resident's access to their own record never needs a justification.
-default obligations := {"justification_required": false, "rate_class": "standard"}
+#   A break-glass purpose (an emergency beyond normal policy) always needs a written
+#   justification and an active break-glass grant for the one resident, which the gate
+#   checks; its accesses are flagged, notified and reviewed.
+default obligations := {"justification_required": false, "rate_class": "standard", "break_glass": false}
 
-obligations := {"justification_required": _justification_required, "rate_class": _rate_class} if allow
+obligations := {
+	"justification_required": _justification_required,
+	"rate_class": _rate_class,
+	"break_glass": _break_glass,
+} if allow
 
 # METADATA
 # title: Deciding rules
@@ -199,7 +206,13 @@ _recipient if _subject_type in _purpose.recipient_types
 
 _purpose_action if _action in _purpose.actions
 
-_mandate_rows := row_constraints.for_mandate(_mandate.rows, _jurisdiction, _purpose.legal_basis)
+# A break-glass purpose reaches beyond the caller's jurisdiction; the gate confines it to
+# the one resident of the grant.
+_rows_level := "all" if {
+	_purpose.break_glass == true
+} else := _mandate.rows
+
+_mandate_rows := row_constraints.for_mandate(_rows_level, _jurisdiction, _purpose.legal_basis)
 
 _type_identifier := data.vault.subject_types[_subject_type].identifier if {
 	data.vault.subject_types[_subject_type].identifier in {"vault-id", "pseudonym"}
@@ -271,7 +284,14 @@ _sensitive_clear contains field.name if {
 	fields[field.name] == "clear"
 }
 
+_break_glass if {
+	_mandate_allowed
+	_purpose.break_glass == true
+} else := false
+
 _justification_required if {
+	_break_glass == true
+} else if {
 	_action == "export"
 	_kind != "resident"
 	count(_sensitive_shown) > 0
@@ -306,6 +326,8 @@ _rules contains concat(":", ["sensitive-cap", _purpose.sensitive_cap]) if {
 _rules contains "consent-required" if rows.consent_required
 
 _rules contains "obligation:justification" if obligations.justification_required
+
+_rules contains "obligation:break-glass" if obligations.break_glass
 
 _rules contains concat(":", ["identifier", identifier]) if allow
 

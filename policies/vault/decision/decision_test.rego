@@ -50,7 +50,7 @@ _denied_everything(d) if {
 	count(d.fields) == count(_fields)
 	d.rows.scope == "none"
 	d.rows.legal_basis == null
-	d.obligations == {"justification_required": false, "rate_class": "standard"}
+	d.obligations == {"justification_required": false, "rate_class": "standard", "break_glass": false}
 }
 
 _code(d) := d.reason.code
@@ -73,13 +73,13 @@ test_civil_affairs_subsidy_review_sees_welfare_not_religion if {
 		"consent_required": false,
 		"legal_basis": "statutory-duty",
 	}
-	d.obligations == {"justification_required": false, "rate_class": "sensitive"}
+	d.obligations == {"justification_required": false, "rate_class": "sensitive", "break_glass": false}
 	"mandate:organisation:org_civil_affairs" in d.rules
 }
 
 test_export_of_sensitive_fields_needs_justification if {
 	d := decision.decision with input as _input(_civil_affairs, "subsidy-review", "export")
-	d.obligations == {"justification_required": true, "rate_class": "bulk"}
+	d.obligations == {"justification_required": true, "rate_class": "bulk", "break_glass": false}
 	"obligation:justification" in d.rules
 }
 
@@ -178,14 +178,14 @@ test_resident_self_sees_everything_clear if {
 	}
 	d.rows.scope == "self"
 	d.rows.legal_basis == "self"
-	d.obligations == {"justification_required": false, "rate_class": "standard"}
+	d.obligations == {"justification_required": false, "rate_class": "standard", "break_glass": false}
 	d.rules == ["identifier:vault-id", "resident:self"]
 }
 
 test_resident_export_is_bulk_without_justification if {
 	export := {"subject": _resident, "purpose": null, "action": "export", "target": "self", "fields": _fields}
 	d := decision.decision with input as export
-	d.obligations == {"justification_required": false, "rate_class": "bulk"}
+	d.obligations == {"justification_required": false, "rate_class": "bulk", "break_glass": false}
 }
 
 test_guardian_sees_child_record if {
@@ -389,4 +389,31 @@ test_field_shown_more_under_another_purpose_of_the_mandate if {
 	change.code == "field-elsewhere"
 	change.field == "id_number"
 	change.purposes == {"subsidy-review": "clear"}
+}
+
+_grid_worker_far := object.union(_grid_worker, {"jurisdiction": {"communities": ["cm_xingfu"], "grids": ["gd_xf_1"], "buildings": []}})
+
+test_break_glass_reaches_beyond_jurisdiction_with_obligations if {
+	d := decision.decision with input as _input(_grid_worker_far, "emergency-rescue", "read")
+	d.allow == true
+	d.rows.scope == "all"
+	d.obligations.break_glass == true
+	d.obligations.justification_required == true
+	d.fields.health_conditions == "clear"
+	d.fields.religion == "denied"
+	"obligation:break-glass" in d.rules
+}
+
+test_break_glass_is_for_reading_one_record_only if {
+	d := decision.decision with input as _input(_grid_worker_far, "emergency-rescue", "list")
+	d.allow == false
+	_code(d) == "action-not-permitted"
+	e := decision.decision with input as _input(_civil_affairs, "emergency-rescue", "read")
+	e.allow == false
+}
+
+test_normal_purposes_carry_no_break_glass if {
+	d := decision.decision with input as _input(_grid_worker, "grid-service", "read")
+	d.obligations.break_glass == false
+	d.rows.scope == "jurisdiction"
 }

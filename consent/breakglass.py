@@ -1,0 +1,167 @@
+"""Break-glass: an emergency access beyond normal policy, for one resident, on the record.
+
+A worker who must act at once (a rescue, a resident found unwell) opens a grant with a
+written justification. The policy's break-glass purpose (`emergency-rescue`, PIPL Art.
+13(1)(4)) then lets that worker read that one resident, whoever's grid they live in,
+until the grant expires. Each access is flagged in the audit log, the resident is told
+(Art. 18(2): notice after the emergency), and the grant waits in the auditors' queue
+until one of them marks it justified or not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from audit import AuditLog, EntryDraft
+from consent.errors import ConsentError
+from consent.models import BreakGlassGrant, ResidentNotification
+from vault.models import Resident, new_id, utcnow
+
+__all__ = ["MIN_JUSTIFICATION", "BreakGlass", "BreakGlassError", "Opener", "notifications_of"]
+
+MIN_JUSTIFICATION = 10  # characters: a reason, not a tick box
+MAX_MINUTES = 240
+REVIEW_OUTCOMES = ("justified", "unjustified")
+
+
+class BreakGlassError(ConsentError):
+    slug = "validation-error"
+
+
+@dataclass(frozen=True)
+class Opener:
+    """The worker opening a grant, as the gate knows them."""
+
+    user: str
+    subject_type: str
+    organisation: str | None
+    channel: str = "api"
+    request_id: str | None = None
+
+
+class BreakGlass:
+    def __init__(self, audit: AuditLog, minutes: int = 60) -> None:
+        self.audit = audit
+        self.minutes = minutes
+
+    def open(
+        self,
+        session: Session,
+        opener: Opener,
+        resident_id: str,
+        *,
+        purpose: str,
+        justification: str,
+        minutes: int | None = None,
+    ) -> BreakGlassGrant:
+        """Open a grant; the caller has checked that policy has a break-glass purpose for
+        this worker. Records the opening and tells the resident, in this transaction."""
+        reason = justification.strip()
+        if len(reason) < MIN_JUSTIFICATION:
+            raise BreakGlassError(
+                f"请写明紧急情况（至少{MIN_JUSTIFICATION}个字）",
+                f"describe the emergency (at least {MIN_JUSTIFICATION} characters)",
+            )
+        span = minutes or self.minutes
+        if not 1 <= span <= MAX_MINUTES:
+            raise BreakGlassError(
+                f"有效期须在1到{MAX_MINUTES}分钟之间", f"minutes must be 1 to {MAX_MINUTES}"
+            )
+        if session.get(Resident, resident_id) is None:
+            raise BreakGlassError("未找到该居民", "no such resident")
+        now = utcnow()
+        grant = BreakGlassGrant(
+            id=new_id("bg"), user=opener.user, subject_type=opener.subject_type,
+            organisation=opener.organisation, resident_id=resident_id, purpose=purpose,
+            justification=reason[:2000], created_at=now,
+            expires_at=now + timedelta(minutes=span), review_status="pending",
+        )  # fmt: skip
+        session.add(grant)
+        session.add(ResidentNotification(
+            id=new_id("nt"), resident_id=resident_id, kind="break-glass", reference=grant.id,
+            text_zh=f"{_role_zh(opener.subject_type)}（{opener.user}）因紧急情况查看了您的信息："
+                    f"{reason[:200]}。审计员将复核此次访问。",
+            text_en=f"A {_role_en(opener.subject_type)} ({opener.user}) opened your record in "
+                    f"an emergency: {reason[:200]}. An auditor will review this access.",
+            created_at=now,
+        ))  # fmt: skip
+        self.audit.record(session, [EntryDraft(
+            action="break_glass.opened", outcome="allowed", channel=opener.channel,
+            kind="access", subject_type=opener.subject_type, organisation=opener.organisation,
+            user=opener.user, purpose=purpose, legal_basis="vital-interests",
+            resident_id=resident_id, request_id=opener.request_id, reason="break-glass",
+            details={"grant": grant.id, "expires_at": grant.expires_at.isoformat(),
+                     "justification": reason[:500]},
+        )])  # fmt: skip
+        return grant
+
+    def active(
+        self, session: Session, user: str | None, resident_id: str, now: datetime | None = None
+    ) -> BreakGlassGrant | None:
+        """The worker's unexpired grant for this resident, if any."""
+        if not user:
+            return None
+        return session.scalars(
+            select(BreakGlassGrant)
+            .where(
+                BreakGlassGrant.user == user,
+                BreakGlassGrant.resident_id == resident_id,
+                BreakGlassGrant.expires_at > (now or utcnow()),
+            )
+            .order_by(BreakGlassGrant.expires_at.desc())
+        ).first()
+
+    def queue(self, session: Session, status: str | None = "pending") -> list[BreakGlassGrant]:
+        query = select(BreakGlassGrant).order_by(BreakGlassGrant.created_at)
+        if status:
+            query = query.where(BreakGlassGrant.review_status == status)
+        return list(session.scalars(query.limit(500)))
+
+    def review(
+        self, session: Session, grant_id: str, reviewer: str, outcome: str, note: str | None
+    ) -> BreakGlassGrant:
+        if outcome not in REVIEW_OUTCOMES:
+            raise BreakGlassError(
+                "结论须为 justified 或 unjustified", "outcome: justified or unjustified"
+            )
+        grant = session.get(BreakGlassGrant, grant_id)
+        if grant is None:
+            raise BreakGlassError("未找到该紧急访问", "no such break-glass grant")
+        if grant.review_status != "pending":
+            raise BreakGlassError("已复核", "already reviewed")
+        grant.review_status = outcome
+        grant.reviewed_by = reviewer
+        grant.reviewed_at = utcnow()
+        grant.review_note = (note or "")[:2000] or None
+        self.audit.record(session, [EntryDraft(
+            action="break_glass.reviewed", outcome="allowed", channel="api", kind="event",
+            subject_type="auditor", user=reviewer, resident_id=grant.resident_id,
+            reason=outcome, details={"grant": grant.id, "worker": grant.user},
+        )])  # fmt: skip
+        return grant
+
+
+def notifications_of(session: Session, resident_ids: Sequence[str]) -> list[ResidentNotification]:
+    return list(
+        session.scalars(
+            select(ResidentNotification)
+            .where(ResidentNotification.resident_id.in_(list(resident_ids)))
+            .order_by(ResidentNotification.created_at.desc())
+            .limit(200)
+        )
+    )
+
+
+def _role_zh(kind: str) -> str:
+    return {"grid_worker": "网格员", "community_worker": "社区工作者"}.get(kind, "工作人员")
+
+
+def _role_en(kind: str) -> str:
+    return {"grid_worker": "grid worker", "community_worker": "community worker"}.get(
+        kind, "worker"
+    )
