@@ -32,6 +32,7 @@ from api.pages.core import (
 )
 from api.pages.names import Names, names_for
 from api.pages.portal import _record_rows
+from api.pages.receipts import receipt_signature_ok
 from api.runtime import Runtime
 
 AREA = "desk"
@@ -200,6 +201,7 @@ async def receipt(request: Request, consent_id: str) -> Response:
         return _page(
             request, session, "desk/receipt.html", consent=consent, jws=jws,
             claims=_receipt_claims(jws), fingerprint=hashlib.sha256(jws.encode()).hexdigest(),
+            signature_ok=await receipt_signature_ok(api, jws), back="/desk/",
         )  # fmt: skip
 
     return await view(request, AREA, body)

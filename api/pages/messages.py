@@ -227,6 +227,13 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "desk.receipt.evidence": ("同意书指纹（SHA-256）", "Form fingerprint (SHA-256)"),
     "desk.revoke": ("代为撤回同意", "Revoke for the resident"),
     "desk.revoke.witness": ("撤回见证人", "Witness to the revocation"),
+    "desk.receipt.signature": ("回执签名", "Receipt signature"),
+    "desk.receipt.signature_ok": (
+        "有效（已用公开的回执公钥核验）",
+        "valid (checked with the public receipt keys)",
+    ),
+    "desk.receipt.signature_bad": ("无效", "INVALID"),
+    "consent.view_receipt": ("查看回执", "View receipt"),
     "desk.corrections": ("更正申请队列", "Correction queue"),
     "desk.corrections.none": ("队列为空。", "The queue is empty."),
     "desk.corrections.open": ("查看内容", "Show request"),

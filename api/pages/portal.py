@@ -5,6 +5,7 @@ children, and correction requests. Everything goes through `/v1/me...` with my o
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from typing import Any
 
@@ -29,6 +30,7 @@ from api.pages.core import (
     view,
 )
 from api.pages.names import names_for
+from api.pages.receipts import receipt_signature_ok
 from api.runtime import Runtime
 from audit.checkpoint import CheckpointError, verify_tlog_proof
 from vault.masking import mask_value
@@ -256,6 +258,28 @@ async def receipt(request: Request, consent_id: str) -> Response:
         headers = {**SECURITY_HEADERS, "Content-Disposition":
                    f'attachment; filename="consent-{consent_id}.jws"'}  # fmt: skip
         return Response(response.content, media_type="application/jose", headers=headers)
+
+    return await view(request, AREA, body)
+
+
+@router.get("/consents/{consent_id}/receipt/view")
+async def receipt_view(request: Request, consent_id: str) -> Response:
+    """The receipt as a page: what was agreed, and its signature checked."""
+
+    async def body(session: PageSession, api: Api) -> Response:
+        mine = await api.get("/v1/me/consents")
+        consent = next((c for c in mine["items"] if c.get("consent_id") == consent_id), None)
+        if consent is None:
+            raise ApiRefused(404, {"title": "not found"})
+        response = await api.raw("GET", f"/v1/consents/{consent_id}/receipt")
+        if response.status_code != 200:
+            raise ApiRefused(response.status_code, response.json())
+        jws = response.text
+        return _page(
+            request, session, "desk/receipt.html", consent=consent, jws=jws,
+            fingerprint=hashlib.sha256(jws.encode()).hexdigest(),
+            signature_ok=await receipt_signature_ok(api, jws), back="/portal/consents",
+        )  # fmt: skip
 
     return await view(request, AREA, body)
 

@@ -101,6 +101,10 @@ def test_resident_verifies_an_access_then_revokes_and_the_next_read_is_refused(
     expect(page.get_by_role("status")).to_contain_text("已撤回")
     expect(page.locator("section[aria-labelledby=group-revoked]")).to_contain_text(org_name)
     capture(page, "portal-consents")
+    page.locator(f"#consent-{consent_id}").get_by_role("link", name=re.compile("^查看回执")).click()
+    expect(page.locator("#receipt-signature")).to_contain_text("有效")
+    expect(page.locator("article.receipt")).to_contain_text("已撤回")
+    capture(page, "portal-receipt")
 
     refused = httpx.get(f"{pages.url}/v1/residents/{seen_as}", headers=headers)
     assert refused.status_code == 403
@@ -176,6 +180,7 @@ def test_worker_records_an_assisted_consent_and_prints_the_receipt(
     expect(page.get_by_role("heading", level=1)).to_have_text("授权同意回执")
     expect(page.locator("article.receipt")).to_contain_text(hashlib.sha256(form).hexdigest())
     expect(page.locator("article.receipt")).to_contain_text("窗口代办")
+    expect(page.locator("#receipt-signature")).to_contain_text("有效")
     capture(page, "desk-receipt")
     with pages.runtime.vault.sessions() as session:
         recorded = session.scalars(
