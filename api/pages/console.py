@@ -120,7 +120,7 @@ async def charts(request: Request) -> Response:
             datetime.fromisoformat(e["recorded_at"]).astimezone(CHINA).date().isoformat()
             for e in denied
         )
-        org_label = {"-": message("none", lang)}
+        org_label = {"-": message("console.no_org", lang)}
         made = [
             bar_chart("per-org", message("console.per_org", lang), [
                 (org_label.get(o) or names.organisation(o), n) for o, n in by_org.most_common()

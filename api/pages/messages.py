@@ -146,6 +146,8 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "basis.statutory-duty": ("法定职责", "statutory duty"),
     "basis.public-health-emergency": ("公共卫生事件", "public-health emergency"),
     "basis.contract": ("合同所需", "contract"),
+    "basis.vital-interests": ("紧急情况下保护生命健康", "vital interests in an emergency"),
+    "console.no_org": ("无机构（居民本人、审计员）", "no organisation (residents, auditors)"),
     "basis.self": ("本人查看", "you, yourself"),
     "verify.title": ("验证结果", "Verification"),
     "verify.ok": (
