@@ -92,6 +92,9 @@ def capture(page: Any, name: str) -> None:
     bad: list[str] = []
     for label, size in VIEWPORTS.items():
         page.set_viewport_size(size)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        if width > size["width"]:
+            bad.append(f"{label}: the page is {width} px wide, wider than the screen")
         page.screenshot(path=str(shots / f"{name}-{label}.png"), full_page=True)
         results = axe.run(page)
         violations = results.response["violations"]
