@@ -29,6 +29,7 @@ from api.routes_consent import router as consent_router
 from api.routes_decisions import router as decisions_router
 from api.routes_me import router as me_router
 from api.routes_residents import router as residents_router
+from api.routes_stats import router as stats_router
 from api.runtime import Runtime, open_runtime
 from audit import EntryDraft
 from audit.models import AuditEntry
@@ -129,6 +130,7 @@ def create_app(
     routers = [
         audit_router, residents_router, me_router, consent_router, decisions_router,
         breakglass_router,
+        stats_router,
     ]  # fmt: skip
     for router in routers:
         app.include_router(router)

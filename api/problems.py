@@ -36,6 +36,7 @@ TITLES: dict[str, tuple[int, str, str]] = {
     "conflict": (409, "记录已被修改", "The record was changed"),
     "payload-too-large": (413, "请求体过大", "Payload too large"),
     "rate-limited": (429, "请求过于频繁", "Rate limited"),
+    "budget-exhausted": (429, "隐私预算已用尽", "Privacy budget exhausted"),
     "audit-unavailable": (
         503,
         "审计日志不可用，未返回任何数据",
