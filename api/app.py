@@ -32,6 +32,7 @@ from api.routes_residents import router as residents_router
 from api.routes_stats import router as stats_router
 from api.runtime import Runtime, open_runtime
 from audit import EntryDraft
+from audit.detection import DetectionRules, Detector
 from audit.models import AuditEntry
 from consent.notices import notice
 from policies import CachedEngine, PolicyEngine, load_bundle
@@ -50,6 +51,31 @@ async def _checkpoint_loop(runtime: Runtime) -> None:
         except Exception as exc:  # keep serving; readiness reports audit lag
             log.error("audit.checkpoint_failed", error=type(exc).__name__)
         await asyncio.sleep(interval)
+
+
+async def _detection_loop(runtime: Runtime, detector: Detector) -> None:
+    """Scan the log for insider-abuse patterns at the configured interval."""
+    while True:
+        try:
+            await asyncio.to_thread(scan_once, runtime, detector)
+        except Exception as exc:  # keep serving; the next scan tries again
+            log.error("alert.scan_failed", error=type(exc).__name__)
+        await asyncio.sleep(runtime.settings.alert_scan_seconds)
+
+
+def scan_once(runtime: Runtime, detector: Detector) -> int:
+    with runtime.transaction() as session:
+        return len(detector.scan(session))
+
+
+def detector_for(runtime: Runtime) -> Detector:
+    settings = runtime.settings
+    rules = DetectionRules(
+        volume_floor=settings.alert_volume_floor,
+        suspend_on=frozenset(k.strip() for k in settings.alert_suspend_on.split(",") if k.strip()),
+    )
+    sensitive = [spec.name for spec in runtime.vault.store.catalogue if spec.sensitive]
+    return Detector(runtime.audit, rules, sensitive)
 
 
 def policy_engine(settings: VaultSettings) -> PolicyEngine:
@@ -100,14 +126,22 @@ def create_app(
     runtime = open_runtime(settings)  # refuses to start without the keyring
     gate = Gate(runtime, engine or policy_engine(settings))
     record_policy_revision(runtime, gate.engine.revision)
+    detector = detector_for(runtime)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_checkpoint_loop(runtime)) if background else None
+        tasks = (
+            [
+                asyncio.create_task(_checkpoint_loop(runtime)),
+                asyncio.create_task(_detection_loop(runtime, detector)),
+            ]
+            if background
+            else []
+        )
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -118,6 +152,7 @@ def create_app(
     app = FastAPI(title="Resident data vault / 居民数据保险库", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
     app.state.gate = gate
+    app.state.detector = detector
     app.state.exports = {}
     app.state.explainer = Explainer(
         load_bundle().data,

@@ -19,8 +19,12 @@ from typing import Any, Protocol
 from sqlalchemy import ColumnElement, Select, and_, false, or_, select
 from sqlalchemy.orm import Session
 
+from api.fingerprint import Fingerprint
+from api.limits import RateLimiter
 from api.runtime import Runtime
+from api.traceable import fingerprinted_batches
 from audit import EntryDraft
+from audit.detection import is_suspended
 from consent import ConsentCover, ConsentService
 from consent.breakglass import BreakGlass
 from policies import Decision, PolicyEngine
@@ -79,6 +83,17 @@ class JustificationRequired(GateError):
 
 class InvalidCursor(GateError):
     slug = "validation-error"
+
+
+class Suspended(GateError):
+    """The caller is suspended pending review after an insider-abuse alert."""
+
+    slug = "suspended"
+
+
+class RateLimited(GateError):
+    slug = "rate-limited"
+    retry_after: float = 1.0
 
 
 class BreakGlassRequired(GateError):
@@ -204,6 +219,16 @@ class Gate:
         self.field_input = [spec.public_metadata() for spec in self.catalogue]
         self.pseudonyms = Pseudonyms(runtime.vault.keyring)
         self.break_glass = BreakGlass(runtime.audit)
+        settings = runtime.settings
+        self.limiter = RateLimiter({
+            "standard": (settings.rate_limit_standard, 60.0),
+            "sensitive": (settings.rate_limit_sensitive, 60.0),
+            "bulk": (settings.rate_limit_bulk, 3600.0),
+        })  # fmt: skip
+
+    def _suspended(self, subject: Subject) -> bool:
+        with self.runtime.vault.sessions() as session:
+            return is_suspended(session, subject.user, subject.client)
 
     # -- naming residents ------------------------------------------------------------------
 
@@ -245,6 +270,10 @@ class Gate:
     def decide(self, access: Access, action: str, target: str = "other") -> Decision:
         """One policy decision for the request; raises (after auditing) when it denies."""
         subject = access.subject
+        if subject.type != "resident" and self._suspended(subject):
+            raise Suspended(
+                "因异常访问已暂停，待审计员复核", "suspended pending an auditor's review"
+            )
         if subject.type == "resident" and target in ("self", "child"):
             purpose = access.purpose
         else:
@@ -266,6 +295,12 @@ class Gate:
                 "unknown-purpose": UnknownPurpose, "purpose-required": PurposeRequired,
             }.get(code, PolicyDenied)  # fmt: skip
             raise error_type(decision.reason.zh, decision.reason.en, decision)
+        caller = subject.user or subject.client
+        wait = self.limiter.check(caller, str(decision.obligations.rate_class)) if caller else None
+        if wait is not None:
+            error = RateLimited("请求过于频繁，请稍后再试", "too many requests", decision)
+            error.retry_after = wait
+            raise error
         if decision.obligations.break_glass and action != "read":
             # Defence in depth: a break-glass purpose opens one record at a time, whatever
             # a purpose's data might say.
@@ -356,16 +391,20 @@ class Gate:
             return and_(Resident.status == "active", or_(*terms) if terms else false())
         return false()
 
-    def _scoped(self, access: Access, decision: Decision) -> Select[str, str, str]:
+    def _scoped(
+        self, access: Access, decision: Decision, *, decoys: bool = False
+    ) -> Select[str, str, str]:
         """Residents within the decision's rows, with their building's and community's
-        names (what the building and community generalisations show)."""
+        names (what the building and community generalisations show). Decoys (fictional
+        people for export tracing) are never among them; `decoys=True` gives only the
+        decoys in the same rows, which fingerprinted exports alone ask for."""
         return (
             select(Resident.id, Building.name, Community.name)
             .join(Household, Household.id == Resident.household_id)
             .join(Room, Room.id == Household.room_id)
             .join(Building, Building.id == Room.building_id)
             .join(Community, Community.id == Building.community_id)
-            .where(self.row_filter(access, decision), Resident.is_decoy.is_(False))
+            .where(self.row_filter(access, decision), Resident.is_decoy.is_(decoys))
         )
 
     # -- reading -------------------------------------------------------------------------
@@ -651,8 +690,12 @@ class Gate:
         building: str | None = None,
         requested: Sequence[str] | None = None,
         batch_size: int = 500,
+        fingerprint: Fingerprint | None = None,
     ) -> tuple[Decision, Iterator[list[RecordView]], dict[str, int]]:
-        """A streamed export: each batch's entries commit before the batch is handed out."""
+        """A streamed export: each batch's entries commit before the batch is handed out.
+
+        With a `fingerprint`, rows go out in the export's keyed order with its decoys
+        (`api.traceable`); the decoys are chosen here, before the first row."""
         action = "export"
         with self.denials_recorded(access, action):
             decision = self.decide(access, action)
@@ -663,6 +706,12 @@ class Gate:
                     decision,
                 )
         summary = {"rows": 0, "left_out": 0}
+        if fingerprint is not None:
+            return decision, fingerprinted_batches(
+                self, access=access, decision=decision, place=Place(community, grid, building),
+                requested=requested, batch_size=batch_size, fingerprint=fingerprint,
+                summary=summary,
+            ), summary  # fmt: skip
 
         def batches() -> Iterator[list[RecordView]]:
             cursor: str | None = None

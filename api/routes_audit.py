@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from api.oauth.scopes import Scope
@@ -20,7 +21,8 @@ from api.problems import problem
 from api.runtime import Runtime
 from api.subjects import subject_for
 from audit import EntryDraft, ProofUnavailable
-from audit.models import AuditCheckpoint
+from audit.detection import Detector, is_suspended
+from audit.models import AuditAlert, AuditCheckpoint
 from audit.queries import (
     EntryFilter,
     accesses_per_day,
@@ -253,3 +255,59 @@ def report(
         return JSONResponse(
             {"items": [entry_summary(None, e) for e in found[:1000]], "total": len(found)}
         )
+
+
+# -- insider-abuse alerts -------------------------------------------------------------------
+
+
+def _alert_view(alert: AuditAlert, suspended: bool) -> dict[str, Any]:
+    return {
+        "alert_id": alert.id, "kind": alert.kind, "actor": alert.actor,
+        "actor_kind": alert.actor_kind, "organisation": alert.organisation,
+        "window_start": alert.window_start.isoformat(), "window_end": alert.window_end.isoformat(),
+        "observed": alert.observed, "threshold": alert.threshold, "details": alert.details,
+        "status": alert.status, "created_at": alert.created_at.isoformat(),
+        "reviewed_by": alert.reviewed_by, "suspended": suspended,
+    }  # fmt: skip
+
+
+@router.get("/alerts", summary="Insider-abuse alerts (scope audit:read)")
+def list_alerts(
+    request: Request,
+    principal: Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))],
+    status: Annotated[str, Query(pattern="^(open|confirmed|dismissed|all)$")] = "open",
+) -> Response:
+    runtime = _runtime(request)
+    with runtime.vault.sessions() as session:
+        query = select(AuditAlert).order_by(AuditAlert.created_at.desc()).limit(500)
+        if status != "all":
+            query = query.where(AuditAlert.status == status)
+        items = [
+            _alert_view(alert, is_suspended(session, alert.actor, alert.actor))
+            for alert in session.scalars(query)
+        ]
+    return JSONResponse({"items": items})
+
+
+class AlertReview(BaseModel):
+    outcome: Literal["confirmed", "dismissed"]
+    lift_suspension: bool = False
+
+
+@router.post("/alerts/{alert_id}/review", summary="Confirm or dismiss an alert, and lift the "
+             "actor's suspension (scope audit:read)")  # fmt: skip
+def review_alert(
+    request: Request,
+    alert_id: str,
+    body: AlertReview,
+    principal: Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))],
+) -> Response:
+    runtime = _runtime(request)
+    detector: Detector = request.app.state.detector
+    reviewer = principal.username or principal.client_id
+    with runtime.transaction() as session:
+        alert = detector.review(session, alert_id, reviewer, body.outcome, body.lift_suspension)
+        if alert is None:
+            return problem(request, "not-found")
+        view = _alert_view(alert, is_suspended(session, alert.actor, alert.actor))
+    return JSONResponse(view)

@@ -5,10 +5,7 @@ Every route here goes through `api.gate.Gate`; none reads the vault directly.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import uuid
+import math
 from collections.abc import Iterator
 from typing import Annotated, Any
 from urllib.parse import unquote
@@ -17,7 +14,19 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from api.gate import Access, Gate, GateError, Listing, RecordView, Subject
+from api.exports import ExportStart, complete_export, find_export, new_export_id, start_export
+from api.fingerprint import (
+    ExportKey,
+    Fingerprint,
+    cell_text,
+    csv_header,
+    csv_line,
+    fingerprint_master,
+    mark_key,
+    ndjson_line,
+    row_marks,
+)
+from api.gate import Access, Gate, GateError, Listing, RateLimited, RecordView, Subject
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
 from api.problems import problem
@@ -66,9 +75,11 @@ def refusal(request: Request, access: Access, error: GateError) -> JSONResponse:
         request,
         error.slug,
         detail=detail or None,
-        status=403 if error.slug == "justification-required" else None,
+        status=403 if error.slug in ("justification-required", "suspended") else None,
     )
     response.headers.update(decision_headers(access, error.decision))
+    if isinstance(error, RateLimited):
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return response
 
 
@@ -235,41 +246,55 @@ def export_residents(
     fields: str | None = None,
     justification: Annotated[str | None, Header()] = None,
 ) -> Response:
+    """Every export is fingerprinted for its recipient and request (docs/traceable-exports.md)
+    and recorded in the `exports` table before its first row is sent."""
     access = _access(request, principal, purpose, justification)
     gate = gate_of(request)
+    export_id = new_export_id()
+    master = fingerprint_master(gate.runtime.vault.keyring)
+    fingerprint = Fingerprint(export_id, ExportKey.derive(master, export_id))
+    requested = _fields(fields)
     try:
         decision, batches, summary = gate.export(
-            access, community=community, grid=grid, building=building, requested=_fields(fields)
-        )
+            access, community=community, grid=grid, building=building, requested=requested,
+            fingerprint=fingerprint,
+        )  # fmt: skip
     except GateError as error:
         return refusal(request, access, error)
-    export_id = f"exp_{uuid.uuid4().hex}"
-    exports: dict[str, dict[str, Any]] = request.app.state.exports
-    record: dict[str, Any] = {
-        "export_id": export_id,
-        "state": "running",
-        "format": format,
-        "purpose": access.purpose,
-        "client": access.subject.client,
-        "organisation": access.subject.organisation,
-        **summary,
-    }
-    exports[export_id] = record
+    marks = mark_key(master)
+    subject = access.subject
+    start = ExportStart(
+        export_id=export_id, subject_type=subject.type, organisation=subject.organisation,
+        client=subject.client, user=subject.user, recipient=Gate.recipient(subject),
+        pseudonymous=decision.pseudonymous, request_id=access.request_id,
+        decision_id=access.decision_id, purpose=access.purpose, format=format,
+        filters={"community": community, "grid": grid, "building": building,
+                 "fields": requested},
+        decoys=list(fingerprint.decoys),
+        decoy_marks={vault_id: sorted(row_marks(marks, view.resident_id, view.fields))
+                     for vault_id, view in zip(fingerprint.decoys, fingerprint.decoy_views,
+                                               strict=True)},
+    )  # fmt: skip
+    with gate.runtime.transaction() as session:
+        start_export(session, start)
+    key = fingerprint.key
 
     def lines() -> Iterator[str]:
         header_done = False
         for batch in batches:
             for view in batch:
                 if format == "ndjson":
-                    yield json.dumps(record_view(view), ensure_ascii=False) + "\n"
+                    yield ndjson_line(record_view(view), key)
                     continue
                 if not header_done:
-                    yield _csv_row(["resident_id", *view.treatments])
+                    yield csv_header(["resident_id", *view.treatments])
                     header_done = True
-                yield _csv_row(
-                    [view.resident_id, *(_cell(view.fields.get(n)) for n in view.treatments)]
+                yield csv_line(
+                    [view.resident_id, *(cell_text(view.fields.get(n)) for n in view.treatments)],
+                    key,
                 )
-        record.update(summary, state="complete")
+        with gate.runtime.transaction() as session:
+            complete_export(session, export_id, summary["rows"], summary["left_out"])
 
     # A sync iterator: Starlette runs it in a worker thread, so the database work of each
     # batch (whose audit entries commit before its rows are sent) never blocks the loop.
@@ -279,31 +304,21 @@ def export_residents(
     return StreamingResponse(body, media_type=media, headers=headers)
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-
-def _csv_row(cells: list[str]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerow(cells)
-    return buffer.getvalue()
-
-
 @router.get(
     "/exports/{export_id}",
     summary="An export's summary: rows, and how many were left "
     "out for lack of consent (a count only)",
 )
 def export_summary(request: Request, export_id: str, principal: Reader) -> Response:
-    exports: dict[str, dict[str, Any]] = request.app.state.exports
-    record = exports.get(export_id)
-    if record is None or (record["client"], record["organisation"]) != (
-        principal.client_id,
-        principal.organisation,
-    ):
-        return problem(request, "not-found")
-    return JSONResponse(
-        {k: record[k] for k in ("export_id", "state", "rows", "left_out", "purpose", "format")}
-    )
+    with gate_of(request).runtime.vault.sessions() as session:
+        record = find_export(session, export_id)
+        if record is None or (record.client, record.organisation) != (
+            principal.client_id,
+            principal.organisation,
+        ):
+            return problem(request, "not-found")
+        body = {
+            "export_id": record.id, "state": record.state, "rows": record.rows,
+            "left_out": record.left_out, "purpose": record.purpose, "format": record.format,
+        }  # fmt: skip
+    return JSONResponse(body)

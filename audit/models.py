@@ -86,3 +86,43 @@ class AuditCheckpoint(Base):
 
 
 APPEND_ONLY_TABLES = ("audit_entries", "audit_leaves", "audit_tree_nodes", "audit_checkpoints")
+
+
+class AuditAlert(Base):
+    """A pattern in the log that looks like insider abuse, for an auditor to review.
+
+    Not part of the verifiable log (its review status changes); each alert is also
+    recorded there as an `alert.raised` event, and each review as `alert.reviewed`.
+    """
+
+    __tablename__ = "audit_alerts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    actor: Mapped[str] = mapped_column(String(128), index=True)  # user, else client
+    actor_kind: Mapped[str] = mapped_column(String(8))  # user | client
+    organisation: Mapped[str | None] = mapped_column(String(64))
+    window_start: Mapped[datetime] = mapped_column(TZDateTime())
+    window_end: Mapped[datetime] = mapped_column(TZDateTime())
+    observed: Mapped[int] = mapped_column(Integer)
+    threshold: Mapped[int] = mapped_column(Integer)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime())
+    status: Mapped[str] = mapped_column(String(16), index=True)  # open | confirmed | dismissed
+    reviewed_by: Mapped[str | None] = mapped_column(String(128))
+    reviewed_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+
+
+class Suspension(Base):
+    """An actor suspended pending review: the gate refuses them until it is lifted."""
+
+    __tablename__ = "suspensions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    actor: Mapped[str] = mapped_column(String(128), index=True)
+    actor_kind: Mapped[str] = mapped_column(String(8))
+    alert_id: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(TZDateTime())
+    lifted_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    lifted_by: Mapped[str | None] = mapped_column(String(128))

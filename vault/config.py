@@ -28,6 +28,16 @@ class VaultSettings(BaseSettings):
     checkpoint_interval_seconds: float = Field(default=10.0, gt=0)
     opa_url: str | None = Field(default=None, description="OPA server; embedded engine if unset")
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Per-caller rate limits by the decision's rate class (requests per minute; bulk per hour).
+    rate_limit_standard: int = Field(default=1200, ge=1)
+    rate_limit_sensitive: int = Field(default=300, ge=1)
+    rate_limit_bulk: int = Field(default=60, ge=1)
+    # Insider-abuse detection (audit.detection): how often to scan, and what suspends.
+    alert_scan_seconds: float = Field(default=60.0, gt=0)
+    alert_volume_floor: int = Field(default=150, ge=1)
+    alert_suspend_on: str = Field(
+        default="volume", description="comma-separated alert kinds that suspend the actor"
+    )
 
     @property
     def resolved_log_origin(self) -> str:

@@ -74,6 +74,43 @@ def upgrade() -> None:
     )
 
 
+    op.create_table(
+        "audit_alerts",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("actor", sa.String(length=128), nullable=False),
+        sa.Column("actor_kind", sa.String(length=8), nullable=False),
+        sa.Column("organisation", sa.String(length=64), nullable=True),
+        sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("observed", sa.Integer(), nullable=False),
+        sa.Column("threshold", sa.Integer(), nullable=False),
+        sa.Column("details", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("reviewed_by", sa.String(length=128), nullable=True),
+        sa.Column("reviewed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_alerts")),
+    )
+    for column in ("kind", "actor", "status"):
+        op.create_index(op.f(f"ix_audit_alerts_{column}"), "audit_alerts", [column])
+    op.create_table(
+        "suspensions",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("actor", sa.String(length=128), nullable=False),
+        sa.Column("actor_kind", sa.String(length=8), nullable=False),
+        sa.Column("alert_id", sa.String(length=32), nullable=True),
+        sa.Column("reason", sa.String(length=200), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("lifted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("lifted_by", sa.String(length=128), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_suspensions")),
+    )
+    op.create_index(op.f("ix_suspensions_actor"), "suspensions", ["actor"])
+
+
 def downgrade() -> None:
+    op.drop_table("suspensions")
+    op.drop_table("audit_alerts")
     op.drop_table("resident_notifications")
     op.drop_table("break_glass_grants")

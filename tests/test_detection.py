@@ -1,0 +1,207 @@
+"""Insider-abuse detection and rate limits: the attacks tried for real.
+
+A grid worker scraping their own grid (every read allowed, one by one) is caught by the
+volume rule and suspended; a department probing outside its reach is caught by repeated
+refusals; an actor's usual busy hour does not alarm, ten times it does; rate limits
+answer 429 with Retry-After.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import insert, select
+
+from api.limits import RateLimiter
+from api.runtime import init_runtime
+from audit.detection import DetectionRules, Detector
+from audit.log import ENTRY_COLUMN_NAMES, canonical_bytes
+from audit.models import AuditEntry
+from tests.demo_server import DemoServer, demo_server_on, run_demo_server
+from tests.test_explanations import residents_in
+from vault.config import VaultSettings
+from vault.models import utcnow
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_template: str | None,
+) -> Iterator[DemoServer]:
+    home = tmp_path_factory.mktemp("detection-demo")
+    with demo_server_on(request.param, home, postgres_template) as demo:
+        yield demo
+
+
+def detector(server: DemoServer, **rules: Any) -> Detector:
+    sensitive = [s.name for s in server.runtime.vault.store.catalogue if s.sensitive]
+    return Detector(server.runtime.audit, DetectionRules(**rules), sensitive)
+
+
+def scan(server: DemoServer, found: Detector) -> list[Any]:
+    with server.runtime.transaction() as session:
+        return found.scan(session)
+
+
+def get(server: DemoServer, path: str, token: str, purpose: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}", "Purpose": purpose}
+    return httpx.get(f"{server.url}{path}", headers=headers, timeout=30)
+
+
+def test_a_worker_scraping_their_grid_is_alerted_and_suspended(server: DemoServer) -> None:
+    worker = server.user("grid_worker")
+    token = server.login(worker["username"], worker["password"], "residents:read")
+    access = token["access_token"]
+    grid = worker["jurisdiction"]["grids"][0]
+    with server.runtime.vault.sessions() as session:
+        from vault.models import Building, Household, Resident, Room
+
+        mine = list(
+            session.scalars(
+                select(Resident.id)
+                .join(Household, Household.id == Resident.household_id)
+                .join(Room, Room.id == Household.room_id)
+                .join(Building, Building.id == Room.building_id)
+                .where(Building.grid_id == grid, Resident.status == "active")
+            )
+        )
+    assert len(mine) >= 10
+    for resident in mine:  # every read is within policy: only the pattern gives it away
+        assert get(server, f"/v1/residents/{resident}", access, "grid-service").status_code == 200
+    watch = detector(server, volume_floor=len(mine), suspend_on=frozenset({"volume"}))
+    raised = [a for a in scan(server, watch) if a.actor == worker["username"]]
+    assert [(a.kind, a.suspended) for a in raised] == [("volume", True)]
+    assert raised[0].observed == len(mine)
+    assert not [a for a in scan(server, watch) if a.actor == worker["username"]]  # once
+    # Suspended: the next read is refused, and the refusal is on record.
+    refused = get(server, f"/v1/residents/{mine[0]}", access, "grid-service")
+    assert refused.status_code == 403 and refused.json()["type"] == "/problems/suspended"
+    with server.runtime.vault.sessions() as session:
+        events = list(
+            session.scalars(
+                select(AuditEntry.action).where(AuditEntry.action.in_(
+                    ["alert.raised", "actor.suspended"]))
+            )
+        )  # fmt: skip
+    assert {"alert.raised", "actor.suspended"} <= set(events)
+    # The auditor sees it, confirms it and lifts the suspension; reads work again.
+    auditor = server.user("auditor")
+    audit = server.login(auditor["username"], auditor["password"], "audit:read")["access_token"]
+    headers = {"Authorization": f"Bearer {audit}"}
+    alerts = httpx.get(f"{server.url}/v1/audit/alerts", headers=headers).json()["items"]
+    mine_alert = next(a for a in alerts if a["actor"] == worker["username"])
+    assert mine_alert["kind"] == "volume" and mine_alert["suspended"] is True
+    lifted = httpx.post(
+        f"{server.url}/v1/audit/alerts/{mine_alert['alert_id']}/review",
+        headers=headers, json={"outcome": "confirmed", "lift_suspension": True},
+    )  # fmt: skip
+    assert lifted.status_code == 200 and lifted.json()["suspended"] is False
+    assert get(server, f"/v1/residents/{mine[0]}", access, "grid-service").status_code == 200
+
+
+def test_probing_outside_the_mandate_raises_repeated_denials(server: DemoServer) -> None:
+    company = server.client_token("org_anju_property")
+    outside = residents_in(server, "cm_hexie")[:16]
+    for resident in outside:
+        pseudonym = server.pseudonym("org_anju_property", resident)
+        probe = get(server, f"/v1/residents/{pseudonym}", company, "property-notice")
+        assert probe.status_code in (403, 404)
+    watch = detector(server, denials=15, suspend_on=frozenset({"volume"}))
+    client = server.client("org_anju_property")["client_id"]
+    raised = [a for a in scan(server, watch) if a.actor == client]
+    assert [(a.kind, a.suspended) for a in raised] == [("repeated-denials", False)]
+
+
+def backdated_reads(
+    runtime: Any, actor: str, *, per_hour: int, hours: int, end: datetime, offset: int = 0
+) -> None:
+    """`per_hour` distinct residents read by `actor` in each of `hours` hours up to `end`:
+    a synthetic history, inserted straight into the entries table (the log itself only
+    ever writes the present)."""
+    rows = []
+    for hour in range(hours):
+        at = end - timedelta(hours=hours - hour) + timedelta(minutes=30)
+        for i in range(per_hour):
+            row: dict[str, Any] = {
+                "entry_id": f"e_{actor}_{offset + hour:05d}_{i:05d}", "recorded_at": at,
+                "kind": "access", "action": "read", "outcome": "allowed", "channel": "api",
+                "subject_type": "grid_worker", "user": actor, "purpose": "grid-service",
+                "resident_id": f"r_{offset + hour:06d}{i:010d}", "fields": {"name": "clear"},
+                "details": {},
+            }  # fmt: skip
+            for column in ENTRY_COLUMN_NAMES:
+                row.setdefault(column, None)
+            row["canonical"] = canonical_bytes(row)
+            rows.append(row)
+    with runtime.transaction() as session:
+        session.execute(insert(AuditEntry), rows)
+
+
+def test_an_actors_usual_pattern_does_not_alarm_but_ten_times_it_does(tmp_path: Path) -> None:
+    settings_ = VaultSettings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'v.db'}")
+    runtime = init_runtime(settings_)
+    try:
+        now = utcnow()
+        watch = Detector(runtime.audit, DetectionRules(volume_floor=30, volume_factor=4.0), [])
+        backdated_reads(runtime, "busy", per_hour=40, hours=72, end=now - timedelta(hours=1))
+        backdated_reads(runtime, "busy", per_hour=45, hours=1, end=now, offset=500)
+        with runtime.transaction() as session:
+            assert watch.scan(session, now) == []  # 45 against a usual 40: normal
+        backdated_reads(runtime, "busy", per_hour=200, hours=1, end=now, offset=900)
+        with runtime.transaction() as session:
+            raised = watch.scan(session, now)
+        assert [(a.kind, a.actor) for a in raised] == [("volume", "busy")]
+        assert raised[0].threshold == 160 and raised[0].observed == 245
+    finally:
+        runtime.close()
+
+
+def test_rate_limits_answer_429_with_retry_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VAULT_RATE_LIMIT_STANDARD", "5")
+    with run_demo_server(tmp_path / "home", f"sqlite:///{tmp_path / 'v.db'}", 30) as demo:
+        token = demo.client_token("org_civil_affairs")
+        resident = demo.pseudonym("org_civil_affairs", residents_in(demo, "cm_xingfu")[0])
+        codes = [
+            get(demo, f"/v1/residents/{resident}?fields=name", token, "elderly-care-visit")
+            for _ in range(7)
+        ]
+        assert [c.status_code for c in codes[:5]] == [200] * 5
+        limited = codes[5]
+        assert limited.status_code == 429
+        assert limited.json()["type"] == "/problems/rate-limited"
+        assert 1 <= int(limited.headers["Retry-After"]) <= 60
+        with demo.runtime.vault.sessions() as session:
+            refused = session.scalars(
+                select(AuditEntry).where(AuditEntry.decision_id == limited.headers["Decision-Id"])
+            ).one()
+        assert refused.outcome == "denied" and refused.reason == "rate-limited"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    count=st.integers(min_value=1, max_value=20),
+    gaps=st.lists(st.floats(min_value=0, max_value=5), min_size=1, max_size=60),
+)
+def test_the_limiter_never_lets_more_than_its_count_through_any_window(
+    count: int, gaps: list[float]
+) -> None:
+    window = 10.0
+    limiter = RateLimiter({"standard": (count, window)})
+    moment, allowed = 0.0, []
+    for gap in gaps:
+        moment += gap
+        if limiter.check("who", "standard", now=moment) is None:
+            allowed.append(moment)
+    for start in allowed:
+        assert sum(1 for t in allowed if start <= t < start + window) <= count
+    assert limiter.check("other", "standard", now=moment) is None  # per caller
