@@ -14,6 +14,7 @@ import_module("audit.models")
 import_module("api.oauth.models")
 import_module("consent.models")
 import_module("api.pages.models")
+import_module("api.exports")
 
 config = context.config
 target_metadata = Base.metadata

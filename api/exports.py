@@ -1,0 +1,111 @@
+"""The record of every bulk export, kept so a leaked file can be traced back to it.
+
+One row per `GET /v1/exports/residents`: who asked (organisation, client, user), the
+request and decision ids, purpose, format and filters, how many rows went out and how many
+residents were left out for lack of consent, and the decoys it included with their marks
+(keyed digests of their cells). No secret is stored: an export's fingerprint secret is
+re-derived from the keyring and the export id (`api.fingerprint`). No personal value is
+stored either: decoys are fictional, and their marks are keyed digests.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Integer, String, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from api.fingerprint import FINGERPRINT_VERSION
+from vault.models import Base, TZDateTime, utcnow
+
+__all__ = ["ExportRecord", "ExportStart", "complete_export", "new_export_id", "start_export"]
+
+
+class ExportRecord(Base):
+    __tablename__ = "exports"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow, index=True)
+    completed_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    state: Mapped[str] = mapped_column(String(16))  # running | complete
+    subject_type: Mapped[str] = mapped_column(String(32))
+    organisation: Mapped[str | None] = mapped_column(String(64), index=True)
+    client: Mapped[str | None] = mapped_column(String(64))
+    user: Mapped[str | None] = mapped_column(String(128))
+    # Whose pseudonyms the rows carry (an organisation, or `client:<id>`), and whether they do.
+    recipient: Mapped[str] = mapped_column(String(128))
+    pseudonymous: Mapped[bool] = mapped_column(Boolean)
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    decision_id: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str | None] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16))
+    filters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    left_out: Mapped[int] = mapped_column(Integer, default=0)
+    decoys: Mapped[list[str]] = mapped_column(JSON)  # vault ids of the fictional people
+    decoy_marks: Mapped[dict[str, list[str]]] = mapped_column(JSON)
+    fingerprint_version: Mapped[int] = mapped_column(Integer)
+
+
+def new_export_id() -> str:
+    return f"exp_{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class ExportStart:
+    """Who asked for an export, and what; written before its first row is sent."""
+
+    export_id: str
+    subject_type: str
+    organisation: str | None
+    client: str | None
+    user: str | None
+    recipient: str
+    pseudonymous: bool
+    request_id: str
+    decision_id: str
+    purpose: str | None
+    format: str
+    filters: dict[str, Any]
+    decoys: list[str]
+    decoy_marks: dict[str, list[str]]
+
+
+def start_export(session: Session, start: ExportStart) -> None:
+    session.add(
+        ExportRecord(
+            id=start.export_id, state="running", subject_type=start.subject_type,
+            organisation=start.organisation, client=start.client, user=start.user,
+            recipient=start.recipient, pseudonymous=start.pseudonymous,
+            request_id=start.request_id[:64], decision_id=start.decision_id,
+            purpose=start.purpose, format=start.format, filters=start.filters, rows=0,
+            left_out=0, decoys=start.decoys, decoy_marks=start.decoy_marks,
+            fingerprint_version=FINGERPRINT_VERSION,
+        )
+    )  # fmt: skip
+
+
+def complete_export(session: Session, export_id: str, rows: int, left_out: int) -> None:
+    session.execute(
+        update(ExportRecord)
+        .where(ExportRecord.id == export_id)
+        .values(state="complete", rows=rows, left_out=left_out, completed_at=utcnow())
+    )
+
+
+def progress_export(session: Session, export_id: str, rows: int, left_out: int) -> None:
+    session.execute(
+        update(ExportRecord)
+        .where(ExportRecord.id == export_id)
+        .values(rows=rows, left_out=left_out)
+    )
+
+
+def find_export(session: Session, export_id: str) -> ExportRecord | None:
+    return session.get(ExportRecord, export_id[:40])
+
+
+def all_exports(session: Session) -> list[ExportRecord]:
+    return list(session.scalars(select(ExportRecord).order_by(ExportRecord.created_at)))
