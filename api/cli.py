@@ -29,6 +29,7 @@ from api.oauth.keys import ensure_oauth_keys
 from api.oauth.service import init_demo_credentials
 from api.policy_cli import policy_app
 from api.runtime import Runtime, init_runtime, open_runtime, operator_name
+from api.trace_cli import trace
 from audit import AuditError, EntryDraft, VerificationFailed
 from audit.verify import verify_log
 from vault.config import VaultSettings
@@ -58,6 +59,7 @@ audit_app = typer.Typer(help="审计日志 / Audit log", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(clients_app, name="clients")
 app.add_typer(policy_app, name="policy")
+app.command("trace")(trace)
 keys_app.add_typer(token_keys_app, name="tokens")
 
 out = Console(highlight=False, soft_wrap=True)

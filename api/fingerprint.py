@@ -138,6 +138,8 @@ def _needs_quotes(text: str) -> bool:
 def csv_line(cells: Sequence[str], key: ExportKey | None) -> str:
     """One CSV record (RFC 4180, CRLF). Cells that need no quotes are quoted when the
     export's keyed bit for their text says so; empty cells stay empty."""
+    if list(cells) == [""]:
+        return '""\r\n'  # a lone empty cell, quoted so the record is not a blank line
     out = []
     for text in cells:
         if _needs_quotes(text) or (text and key is not None and key.bit("csv", text)):

@@ -1,0 +1,395 @@
+"""Traceable exports: a leaked part of an export names the request it came from.
+
+One demo service serves the module. It makes 100 exports over HTTP, of overlapping
+populations, by two organisations, 40 of them by the same organisation with the same
+filters (the hard case: the same rows under the same pseudonyms). Then `resident-vault
+trace` is run on leaked pieces, and the decoys planted in the exports are looked for
+everywhere else.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+import structlog
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from api.cli import app as cli_app
+from api.exports import ExportRecord
+from api.fingerprint import (
+    ExportKey,
+    csv_cells,
+    csv_line,
+    csv_observations,
+    expected,
+    ndjson_line,
+    ndjson_observations,
+)
+from audit.models import AuditEntry
+from audit.queries import EntryFilter, accesses_per_day, out_of_hours, sensitive_reads
+from tests.demo_server import DemoServer, demo_server_on
+from vault.models import Resident
+
+CIVIL, HEALTH = "org_civil_affairs", "org_health"
+PURPOSES = {CIVIL: "subsidy-review", HEALTH: "public-health-followup"}
+# (organisation, format, filters, how many): 100 exports in all, populations overlapping.
+PLAN: list[tuple[str, str, dict[str, str], int]] = [
+    (CIVIL, "ndjson", {}, 30),
+    (CIVIL, "csv", {}, 10),
+    (CIVIL, "ndjson", {"community": "cm_xingfu"}, 10),
+    (HEALTH, "ndjson", {}, 25),
+    (HEALTH, "csv", {}, 10),
+    (HEALTH, "ndjson", {"community": "cm_hexie"}, 10),
+    (CIVIL, "csv", {"fields": "name,phone,birth_date,address,low_income_status"}, 5),
+]
+# Generous limits: this module exports on purpose, far beyond a normal hour's bulk reads.
+ENV = {"VAULT_RATE_LIMIT_BULK": "100000", "VAULT_ALERT_SUSPEND_ON": "none",
+       "VAULT_ALERT_SCAN_SECONDS": "3600"}  # fmt: skip
+
+
+@dataclass
+class Made:
+    export_id: str
+    request_id: str
+    organisation: str
+    format: str
+    filters: dict[str, str]
+    text: str
+
+
+@dataclass
+class Vault:
+    server: DemoServer
+    exports: list[Made]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def vault(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_template: str | None,
+) -> Iterator[Vault]:
+    home = tmp_path_factory.mktemp("trace-demo")
+    saved = {k: os.environ.get(k) for k in ENV}
+    os.environ.update(ENV)
+    try:
+        with demo_server_on(request.param, home, postgres_template) as server:
+            tokens = {org: server.client_token(org) for org in PURPOSES}
+            made = []
+            for organisation, fmt, filters, count in PLAN:
+                for _ in range(count):
+                    made.append(export(server, tokens[organisation], organisation, fmt, filters))
+            yield Vault(server, made)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def export(
+    server: DemoServer, token: str, organisation: str, fmt: str, filters: dict[str, str]
+) -> Made:
+    request_id = f"req-test-{random.getrandbits(40):010x}"
+    response = httpx.get(
+        f"{server.url}/v1/exports/residents",
+        params={"format": fmt, **filters},
+        headers={"Authorization": f"Bearer {token}", "Purpose": PURPOSES[organisation],
+                 "Justification": quote("年度复核"), "X-Request-ID": request_id},
+        timeout=60,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    return Made(response.headers["Export-Id"], request_id, organisation, fmt, filters,
+                response.text)  # fmt: skip
+
+
+def run_cli(vault: Vault, args: list[str]) -> Any:
+    """The CLI in process; the server's logging is put back afterwards (the CLI points
+    structlog at the runner's captured stderr, which closes when it returns)."""
+    settings_ = vault.server.settings
+    env = {"VAULT_HOME": str(settings_.home), "VAULT_DATABASE_URL": settings_.database_url or ""}
+    saved = structlog.get_config()
+    try:
+        return CliRunner().invoke(cli_app, args, env=env)
+    finally:
+        structlog.configure(**saved)
+
+
+def trace(vault: Vault, tmp_path: Path, body: str | bytes, *args: str) -> Any:
+    path = tmp_path / "leaked.txt"
+    path.write_bytes(body.encode() if isinstance(body, str) else body)
+    return run_cli(vault, [*args, "trace", str(path), "--json"])
+
+
+def rows_of(made: Made) -> tuple[str, list[str]]:
+    lines = made.text.splitlines(keepends=True)
+    if made.format == "csv":
+        return lines[0], lines[1:]
+    return "", lines
+
+
+def traced(result: Any) -> dict[str, Any]:
+    assert result.exit_code == 0, result.output
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer
+
+
+# -- tracing ---------------------------------------------------------------------------------
+
+
+def test_a_leaked_50_row_subset_names_the_request_among_100_exports(
+    vault: Vault, tmp_path: Path
+) -> None:
+    assert len(vault.exports) == 100
+    rng = random.Random(20261202)
+    # The hard case: 30 exports by one organisation with the same filters, same rows.
+    same = [
+        m for m in vault.exports if (m.organisation, m.format, m.filters) == (CIVIL, "ndjson", {})
+    ]
+    for target in rng.sample(same, 3):
+        _, rows = rows_of(target)
+        leaked = sorted(rng.sample(range(len(rows)), 50))
+        answer = traced(trace(vault, tmp_path, "".join(rows[i] for i in leaked)))
+        best = answer["best"]
+        assert (best["export_id"], best["request_id"]) == (target.export_id, target.request_id)
+        assert best["organisation"] == CIVIL and best["client"]
+        assert best["posterior"] > 0.99
+        assert answer["runner_up"]["export_id"] != target.export_id
+        assert answer["log10_likelihood_ratio_to_runner_up"] > 2
+
+
+def test_a_reshuffled_subset_with_columns_cut_is_still_traced(vault: Vault, tmp_path: Path) -> None:
+    rng = random.Random(7)
+    target = next(m for m in vault.exports[45:] if m.format == "csv" and m.organisation == HEALTH)
+    _, rows = rows_of(target)
+    picked = rng.sample(rows, 50)  # shuffled, no header
+    # Columns cut with a line tool (the resident id among them), the rest kept as written.
+    keep = [2, 3, 5, 8, 9, 13, 14]
+    cut = []
+    for line in picked:
+        cells = csv_cells(line)
+        cut.append(",".join(f'"{t}"' if q else t for i, (t, q) in enumerate(cells) if i in keep))
+    answer = traced(trace(vault, tmp_path, "\n".join(cut) + "\n"))
+    assert answer["best"]["export_id"] == target.export_id
+    assert answer["best"]["posterior"] > 0.99
+
+
+def test_english_output_names_export_request_and_organisation(vault: Vault, tmp_path: Path) -> None:
+    target = vault.exports[60]
+    _, rows = rows_of(target)
+    path = tmp_path / "leak.ndjson"
+    path.write_text("".join(rows[:20]))
+    result = run_cli(vault, ["--lang", "en", "trace", str(path)])
+    assert result.exit_code == 0, result.output
+    assert f"export: {target.export_id}" in result.stdout
+    assert f"request: {target.request_id}" in result.stdout
+    assert f"organisation: {target.organisation}" in result.stdout
+    assert "confidence (posterior)" in result.stdout and "runner-up:" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "not UTF-8"),
+        ('{"resident_id": "r_0123456789abcdef"}\nnot json at all\n', "line 2 is not JSON"),
+        ("\n\n", "no rows"),
+    ],
+)
+def test_a_bad_file_is_one_line_and_exit_2(
+    vault: Vault, tmp_path: Path, body: bytes | str, message: str
+) -> None:
+    result = trace(vault, tmp_path, body, "--lang", "en")
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    missing = run_cli(vault, ["trace", str(tmp_path / "absent.csv")])
+    assert missing.exit_code == 2 and len(missing.stderr.strip().splitlines()) == 1
+    assert "无法读取" in missing.stderr  # Chinese by default
+
+
+# -- the export record -------------------------------------------------------------------------
+
+
+def test_each_export_is_recorded_and_its_summary_is_the_owners_only(vault: Vault) -> None:
+    server = vault.server
+    with server.runtime.vault.sessions() as session:
+        records = {r.id: r for r in session.scalars(select(ExportRecord))}
+    made = vault.exports[0]
+    record = records[made.export_id]
+    _, rows = rows_of(made)
+    assert (record.request_id, record.organisation, record.state) == (
+        made.request_id, CIVIL, "complete")  # fmt: skip
+    assert record.rows == len(rows) and record.decoys and record.purpose == "subsidy-review"
+    # No secret and no personal value in the record: only ids, counts and keyed digests.
+    assert "secret" not in json.dumps(record.filters) and all(
+        len(m) == 16 for marks in record.decoy_marks.values() for m in marks
+    )
+    url = f"{server.url}/v1/exports/{made.export_id}"
+    own = httpx.get(url, headers={"Authorization": f"Bearer {server.client_token(CIVIL)}"})
+    assert own.json() == {
+        "export_id": made.export_id, "state": "complete", "rows": len(rows), "left_out": 0,
+        "purpose": "subsidy-review", "format": "ndjson",
+    }  # fmt: skip
+    other = httpx.get(url, headers={"Authorization": f"Bearer {server.client_token(HEALTH)}"})
+    assert other.status_code == 404
+    assert other.headers["content-type"].startswith("application/problem+json")
+
+
+def test_every_decoy_row_was_audited_before_it_was_sent_and_marked_decoy(vault: Vault) -> None:
+    server = vault.server
+    made = vault.exports[3]
+    with server.runtime.vault.sessions() as session:
+        record = session.get(ExportRecord, made.export_id)
+        assert record is not None
+        entries = list(session.scalars(
+            select(AuditEntry).where(AuditEntry.decision_id == record.decision_id)))  # fmt: skip
+    _, rows = rows_of(made)
+    assert len(entries) == len(rows)
+    decoy_entries = [e for e in entries if e.kind == "decoy"]
+    assert sorted(e.resident_id or "" for e in decoy_entries) == sorted(record.decoys)
+    assert all(e.details.get("decoy") is True for e in decoy_entries)
+    assert {e.kind for e in entries} == {"access", "decoy"}
+
+
+# -- decoys appear nowhere else ---------------------------------------------------------------
+
+
+def decoys(server: DemoServer) -> list[str]:
+    with server.runtime.vault.sessions() as session:
+        return list(session.scalars(select(Resident.id).where(Resident.is_decoy.is_(True))))
+
+
+def real(server: DemoServer) -> list[str]:
+    with server.runtime.vault.sessions() as session:
+        return list(session.scalars(select(Resident.id).where(
+            Resident.is_decoy.is_(False), Resident.status == "active")))  # fmt: skip
+
+
+def test_decoys_never_appear_in_lists_reads_searches_or_statistics(vault: Vault) -> None:
+    server = vault.server
+    planted = decoys(server)
+    assert len(planted) >= 12
+    token = server.client_token(CIVIL)
+    headers = {"Authorization": f"Bearer {token}", "Purpose": "subsidy-review"}
+    listed = httpx.get(f"{server.url}/v1/residents", params={"limit": 500}, headers=headers)
+    names = {i["resident_id"] for i in listed.json()["items"]}
+    assert len(names) == len(real(server))
+    assert not names & {server.pseudonym(CIVIL, d) for d in planted}
+    # Each decoy was in some export, under the organisation's pseudonym; reading it is 404.
+    for decoy in planted[:5]:
+        read = httpx.get(f"{server.url}/v1/residents/{server.pseudonym(CIVIL, decoy)}",
+                         headers=headers)  # fmt: skip
+        assert read.status_code == 404
+        with server.runtime.vault.sessions() as session:
+            phone = server.runtime.vault.store.read(session, decoy, ["phone"]).get("phone")
+        if phone:
+            found = httpx.post(f"{server.url}/v1/residents/search", json={"phone": phone},
+                               headers=headers)  # fmt: skip
+            assert server.pseudonym(CIVIL, decoy) not in found.text
+
+
+def test_decoys_are_not_counted_in_statistics(vault: Vault) -> None:
+    server = vault.server
+    assert decoys(server)
+    headers = {"Authorization": f"Bearer {server.client_token(CIVIL)}",
+               "Purpose": "community-statistics"}  # fmt: skip
+    stats = httpx.get(f"{server.url}/v1/stats/residents", params={"by": "community"},
+                      headers=headers)  # fmt: skip
+    assert stats.status_code == 200, stats.text
+    assert str(len(real(server))) in json.dumps(stats.json()["totals"])
+
+
+def test_decoys_never_appear_in_reports_of_real_accesses_or_residents_views(
+    vault: Vault,
+) -> None:
+    server = vault.server
+    planted = set(decoys(server))
+    with server.runtime.vault.sessions() as session:
+        per_day = accesses_per_day(session, EntryFilter())
+        real_accesses = session.scalars(
+            select(AuditEntry).where(AuditEntry.kind == "access")).all()  # fmt: skip
+        sensitive = ["low_income_status", "health_conditions"]
+        reported = [*sensitive_reads(session, EntryFilter(), sensitive),
+                    *out_of_hours(session, EntryFilter())]  # fmt: skip
+        decoy_entries = session.scalars(
+            select(AuditEntry).where(AuditEntry.kind == "decoy")).all()  # fmt: skip
+    assert decoy_entries and {e.resident_id for e in decoy_entries} <= planted
+    assert sum(row["count"] for row in per_day) == len(real_accesses)
+    assert not {e.resident_id for e in reported} & planted
+    auditor = server.user("auditor")
+    audit_token = server.login(auditor["username"], auditor["password"], "audit:read")
+    bearer = {"Authorization": f"Bearer {audit_token['access_token']}"}
+    report = httpx.get(f"{server.url}/v1/audit/reports/accesses-per-day", headers=bearer)
+    assert report.status_code == 200
+    assert sum(row["count"] for row in report.json()["items"]) <= len(real_accesses) + 5
+    resident = real(server)[0]
+    me = {"Authorization": f"Bearer {server.resident_token(resident)}"}
+    mine = httpx.get(f"{server.url}/v1/me/accesses", params={"limit": 200}, headers=me)
+    assert mine.status_code == 200
+    items = mine.json()["items"]
+    assert items and all(i.get("kind") != "decoy" for i in items)
+    assert not {i.get("resident_id") for i in items} & planted
+
+
+# -- the channels, as properties --------------------------------------------------------------
+
+keys = st.binary(min_size=32, max_size=32).map(ExportKey)
+cell = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=keys, cells=st.lists(cell, min_size=1, max_size=10))
+def test_csv_quoting_reads_back_the_same_and_shows_the_keyed_bits(
+    key: ExportKey, cells: list[str]
+) -> None:
+    line = csv_line(cells, key)
+    assert next(csv.reader(io.StringIO(line))) == cells
+    assert [t for t, _ in csv_cells(line)] == cells or any("\n" in c or "\r" in c for c in cells)
+    for text, quoted in csv_observations(csv_cells(line)).items():
+        assert quoted == key.bit("csv", text)
+
+
+values = st.one_of(st.text(max_size=8), st.integers(), st.booleans(), st.lists(st.text(max_size=4),
+                   max_size=3))  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=keys, fields=st.dictionaries(st.from_regex(r"[a-z_]{1,10}", fullmatch=True), values,
+                                        max_size=6))  # fmt: skip
+def test_ndjson_reads_back_the_same_and_shows_the_keyed_choices(
+    key: ExportKey, fields: dict[str, Any]
+) -> None:
+    record = {"resident_id": "ps_abc", "fields": fields,
+              "treatments": dict.fromkeys(fields, "clear")}  # fmt: skip
+    line = ndjson_line(record, key)
+    assert json.loads(line) == record and line.endswith("\n") and "\n" not in line[:-1]
+    for (channel, text), value in ndjson_observations(line, json.loads(line)).items():
+        assert value == expected(key, channel, text)
+
+
+@settings(max_examples=100, deadline=None)
+@given(key=keys, ids=st.lists(st.text(min_size=1, max_size=10), min_size=2, max_size=40,
+                              unique=True), data=st.data())  # fmt: skip
+def test_any_subset_of_an_export_keeps_its_keyed_order(
+    key: ExportKey, ids: list[str], data: st.DataObject
+) -> None:
+    exported = sorted(ids, key=key.order_key)
+    subset = data.draw(st.lists(st.sampled_from(exported), unique=True, min_size=2))
+    in_file = [i for i in exported if i in subset]
+    keys_ = [key.order_key(i) for i in in_file]
+    assert keys_ == sorted(keys_)
