@@ -11,17 +11,41 @@ stored either: decoys are fictional, and their marks are keyed digests.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, Boolean, Integer, String, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from api.fingerprint import FINGERPRINT_VERSION
+from api.fingerprint import (
+    FINGERPRINT_VERSION,
+    ExportKey,
+    Fingerprint,
+    cell_text,
+    csv_header,
+    csv_line,
+    fingerprint_master,
+    mark_key,
+    ndjson_line,
+    row_marks,
+)
 from vault.models import Base, TZDateTime, utcnow
 
-__all__ = ["ExportRecord", "ExportStart", "complete_export", "new_export_id", "start_export"]
+if TYPE_CHECKING:
+    from api.gate import Access, Gate, RecordView
+    from policies import Decision
+
+__all__ = [
+    "ExportRecord",
+    "ExportStart",
+    "OpenExport",
+    "complete_export",
+    "new_export_id",
+    "open_export",
+    "start_export",
+]
 
 
 class ExportRecord(Base):
@@ -109,3 +133,79 @@ def find_export(session: Session, export_id: str) -> ExportRecord | None:
 
 def all_exports(session: Session) -> list[ExportRecord]:
     return list(session.scalars(select(ExportRecord).order_by(ExportRecord.created_at)))
+
+
+# -- one export, end to end ---------------------------------------------------------------
+
+
+@dataclass
+class OpenExport:
+    export_id: str
+    decision: Decision
+    lines: Iterator[str]  # the file, line by line; each batch audited before it is read
+
+
+def _record_view(view: RecordView) -> dict[str, Any]:
+    return {"resident_id": view.resident_id, "fields": view.fields, "treatments": view.treatments}
+
+
+def open_export(
+    gate: Gate,
+    access: Access,
+    *,
+    format: str,
+    community: str | None = None,
+    grid: str | None = None,
+    building: str | None = None,
+    requested: Sequence[str] | None = None,
+    fingerprinted: bool = True,
+) -> OpenExport:
+    """Decide, plan the rows and decoys, record the export, and return its lines (lazy).
+
+    Raises the gate's errors (after auditing them). `fingerprinted=False` is the plain
+    export of before (id order, no decoys, no record): benchmarks compare the two."""
+    export_id = new_export_id()
+    master = fingerprint_master(gate.runtime.vault.keyring)
+    fingerprint = Fingerprint(export_id, ExportKey.derive(master, export_id))
+    decision, batches, summary = gate.export(
+        access, community=community, grid=grid, building=building, requested=requested,
+        fingerprint=fingerprint if fingerprinted else None,
+    )  # fmt: skip
+    key = fingerprint.key if fingerprinted else None
+    if fingerprinted:
+        marks = mark_key(master)
+        subject = access.subject
+        start = ExportStart(
+            export_id=export_id, subject_type=subject.type, organisation=subject.organisation,
+            client=subject.client, user=subject.user, recipient=gate.recipient(subject),
+            pseudonymous=decision.pseudonymous, request_id=access.request_id,
+            decision_id=access.decision_id, purpose=access.purpose, format=format,
+            filters={"community": community, "grid": grid, "building": building,
+                     "fields": list(requested) if requested else None},
+            decoys=list(fingerprint.decoys),
+            decoy_marks={vault_id: sorted(row_marks(marks, view.resident_id, view.fields))
+                         for vault_id, view in zip(fingerprint.decoys, fingerprint.decoy_views,
+                                                   strict=True)},
+        )  # fmt: skip
+        with gate.runtime.transaction() as session:
+            start_export(session, start)
+
+    def lines() -> Iterator[str]:
+        header_done = False
+        for batch in batches:
+            for view in batch:
+                if format == "ndjson":
+                    yield ndjson_line(_record_view(view), key)
+                    continue
+                if not header_done:
+                    yield csv_header(["resident_id", *view.treatments])
+                    header_done = True
+                yield csv_line(
+                    [view.resident_id, *(cell_text(view.fields.get(n)) for n in view.treatments)],
+                    key,
+                )
+        if fingerprinted:
+            with gate.runtime.transaction() as session:
+                complete_export(session, export_id, summary["rows"], summary["left_out"])
+
+    return OpenExport(export_id, decision, lines())

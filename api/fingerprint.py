@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import io
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import permutations
@@ -51,6 +52,7 @@ _KEY_DOMAIN = "\x00resident-vault/export-fingerprint/v1"
 TOP_KEYS = ("resident_id", "fields", "treatments")
 _ORDERS = tuple(permutations(TOP_KEYS))
 _MUST_QUOTE = frozenset(',"\r\n')
+_PLAIN = re.compile(r"[A-Za-z0-9_]+")  # names JSON writes as they are
 
 
 def fingerprint_master(keyring: Keyring) -> bytes:
@@ -70,9 +72,11 @@ def _prf(key: bytes, channel: bytes, text: str) -> bytes:
 
 @dataclass(frozen=True)
 class ExportKey:
-    """One export's secret and the choices it makes; the secret is never stored."""
+    """One export's secret and the choices it makes; the secret is never stored. Choices
+    are memoised per export: cells and pairs repeat a lot (treatments, enumerations)."""
 
     secret: bytes
+    _memo: dict[tuple[str, str], int] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def derive(cls, master: bytes, export_id: str) -> ExportKey:
@@ -83,7 +87,17 @@ class ExportKey:
         return _prf(self.secret, b"order", vault_id)
 
     def bit(self, channel: str, text: str) -> int:
-        return _prf(self.secret, channel.encode(), text)[0] & 1
+        found = self._memo.get((channel, text))
+        if found is None:
+            found = self._memo[(channel, text)] = _prf(self.secret, channel.encode(), text)[0]
+        return found & 1
+
+    def pair_bits(self, text: str) -> tuple[int, int]:
+        """Two choices from one PRF: spacing after the `:` and after the `,`."""
+        found = self._memo.get(("json-pair", text))
+        if found is None:
+            found = self._memo[("json-pair", text)] = _prf(self.secret, b"json-pair", text)[0]
+        return found & 1, (found >> 1) & 1
 
     def choice(self, channel: str, text: str, n: int) -> int:
         return int.from_bytes(_prf(self.secret, channel.encode(), text), "big") % n
@@ -201,10 +215,8 @@ def csv_observations(cells: Iterable[tuple[str, bool]]) -> dict[str, int]:
 def _pair_seps(key: ExportKey | None, name: str, rendered: str) -> tuple[str, str]:
     if key is None:
         return ": ", ", "
-    text = f"{name}\x00{rendered}"
-    colon = ": " if key.bit("json-colon", text) else ":"
-    comma = ", " if key.bit("json-comma", text) else ","
-    return colon, comma
+    colon, comma = key.pair_bits(f"{name}\x00{rendered}")
+    return (": " if colon else ":"), (", " if comma else ",")
 
 
 def _object(mapping: dict[str, Any], key: ExportKey | None) -> str:
@@ -213,7 +225,10 @@ def _object(mapping: dict[str, Any], key: ExportKey | None) -> str:
     for index, (name, value) in enumerate(items):
         rendered = json.dumps(value, ensure_ascii=False)
         colon, comma = _pair_seps(key, name, rendered)
-        parts.append(json.dumps(name, ensure_ascii=False) + colon + rendered)
+        parts.append(
+            '"' + name + '"' if _PLAIN.match(name) else json.dumps(name, ensure_ascii=False)
+        )
+        parts.append(colon + rendered)
         if index < len(items) - 1:
             parts.append(comma)
     return "{" + "".join(parts) + "}"
@@ -270,6 +285,8 @@ def expected(key: ExportKey, channel: str, text: str) -> int:
     """What this export chose for an observation (the tracer compares)."""
     if channel == "json-order":
         return key.choice(channel, text, len(_ORDERS))
+    if channel in ("json-colon", "json-comma"):
+        return key.pair_bits(text)[channel == "json-comma"]
     return key.bit(channel, text)
 
 

@@ -6,7 +6,6 @@ Every route here goes through `api.gate.Gate`; none reads the vault directly.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Annotated, Any
 from urllib.parse import unquote
 
@@ -14,18 +13,7 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from api.exports import ExportStart, complete_export, find_export, new_export_id, start_export
-from api.fingerprint import (
-    ExportKey,
-    Fingerprint,
-    cell_text,
-    csv_header,
-    csv_line,
-    fingerprint_master,
-    mark_key,
-    ndjson_line,
-    row_marks,
-)
+from api.exports import find_export, open_export
 from api.gate import Access, Gate, GateError, Listing, RateLimited, RecordView, Subject
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
@@ -249,56 +237,18 @@ def export_residents(
     """Every export is fingerprinted for its recipient and request (docs/traceable-exports.md)
     and recorded in the `exports` table before its first row is sent."""
     access = _access(request, principal, purpose, justification)
-    gate = gate_of(request)
-    export_id = new_export_id()
-    master = fingerprint_master(gate.runtime.vault.keyring)
-    fingerprint = Fingerprint(export_id, ExportKey.derive(master, export_id))
-    requested = _fields(fields)
     try:
-        decision, batches, summary = gate.export(
-            access, community=community, grid=grid, building=building, requested=requested,
-            fingerprint=fingerprint,
+        opened = open_export(
+            gate_of(request), access, format=format, community=community, grid=grid,
+            building=building, requested=_fields(fields),
         )  # fmt: skip
     except GateError as error:
         return refusal(request, access, error)
-    marks = mark_key(master)
-    subject = access.subject
-    start = ExportStart(
-        export_id=export_id, subject_type=subject.type, organisation=subject.organisation,
-        client=subject.client, user=subject.user, recipient=Gate.recipient(subject),
-        pseudonymous=decision.pseudonymous, request_id=access.request_id,
-        decision_id=access.decision_id, purpose=access.purpose, format=format,
-        filters={"community": community, "grid": grid, "building": building,
-                 "fields": requested},
-        decoys=list(fingerprint.decoys),
-        decoy_marks={vault_id: sorted(row_marks(marks, view.resident_id, view.fields))
-                     for vault_id, view in zip(fingerprint.decoys, fingerprint.decoy_views,
-                                               strict=True)},
-    )  # fmt: skip
-    with gate.runtime.transaction() as session:
-        start_export(session, start)
-    key = fingerprint.key
-
-    def lines() -> Iterator[str]:
-        header_done = False
-        for batch in batches:
-            for view in batch:
-                if format == "ndjson":
-                    yield ndjson_line(record_view(view), key)
-                    continue
-                if not header_done:
-                    yield csv_header(["resident_id", *view.treatments])
-                    header_done = True
-                yield csv_line(
-                    [view.resident_id, *(cell_text(view.fields.get(n)) for n in view.treatments)],
-                    key,
-                )
-        with gate.runtime.transaction() as session:
-            complete_export(session, export_id, summary["rows"], summary["left_out"])
+    decision, export_id = opened.decision, opened.export_id
 
     # A sync iterator: Starlette runs it in a worker thread, so the database work of each
     # batch (whose audit entries commit before its rows are sent) never blocks the loop.
-    body = (line.encode() for line in lines())
+    body = (line.encode() for line in opened.lines)
     media = "application/x-ndjson" if format == "ndjson" else "text/csv; charset=utf-8"
     headers = {**decision_headers(access, decision), "Export-Id": export_id}
     return StreamingResponse(body, media_type=media, headers=headers)

@@ -177,15 +177,21 @@ def _recipient(
     return found
 
 
-def _format(key: ExportKey, observations: dict[tuple[str, str], set[int]]) -> float:
+def _format(
+    key: ExportKey, observations: dict[tuple[str, str], set[int]], *, keys_order: bool
+) -> float:
+    """Spacing and quoting (lost to any re-serialisation) and, apart, the order of a
+    record's keys (which survives one by most JSON libraries): each a mixture."""
     kept = lost = 0.0
     for (channel, text), values in observations.items():
+        if (channel == "json-order") != keys_order:
+            continue
         want = expected(key, channel, text)
         n = choices(channel)
         for value in values:
             kept += math.log(1 - _EPS_FORMAT) if value == want else math.log(_EPS_FORMAT / n)
             lost += math.log(1 / n)
-    return _mixture(kept, lost) if observations else 0.0
+    return _mixture(kept, lost) if lost else 0.0
 
 
 def _order(key: ExportKey, ids: Sequence[str]) -> float:
@@ -217,7 +223,8 @@ def score_exports(
         included = set(record.decoys or [])
         evidence = {
             "recipient": _recipient(record, ids, pseudonyms, resolved),
-            "format": _format(key, observations),
+            "format": _format(key, observations, keys_order=False),
+            "key_order": _format(key, observations, keys_order=True),
             "order": _order(key, ids),
             "decoys": sum(math.log(1 - _EPS_DECOY) if d in included else math.log(_EPS_DECOY)
                           for d in decoys),
