@@ -10,9 +10,9 @@ ratio against "not this export" from four kinds of evidence:
   after a `:` or `,`, the key order) matches the export's own with probability ~1, another
   export's with 1/2 (1/6 for key order). A file re-serialised by some tool shows no choice
   of ours, so the model is a mixture: "formatting kept" or "formatting lost";
-* **row order** — rows of the export are sorted by its keyed hash of the id, so a subset
-  in file order has no descents under the right export; a re-sorted file is again a
-  mixture ("order kept" or "order lost");
+* **row order** — rows of the export are sorted by its keyed hash of the id, so in a
+  subset in file order every neighbouring pair ascends under the right export, half of
+  them under another; a re-sorted file is again a mixture ("order kept" or "lost");
 * **decoys** — a row recognised by its content as one of the fictional decoys can only
   come from an export that included that decoy.
 
@@ -199,7 +199,10 @@ def _order(key: ExportKey, ids: Sequence[str]) -> float:
         return 0.0
     ranks = [key.order_key(rid) for rid in ids]
     descents = sum(a > b for a, b in itertools.pairwise(ranks))
-    return _mixture(descents * math.log(_EPS_ORDER), -math.lgamma(len(ids) + 1))
+    ascents = len(ids) - 1 - descents
+    # Kept: each neighbouring pair ascends but for a row moved by hand; lost: a coin.
+    kept = ascents * math.log(1 - _EPS_ORDER) + descents * math.log(_EPS_ORDER)
+    return _mixture(kept, (len(ids) - 1) * math.log(0.5))
 
 
 def score_exports(
