@@ -113,7 +113,7 @@ class Fingerprint:
     export_id: str
     key: ExportKey
     decoy_rate: float = 0.02
-    min_decoys: int = 3
+    min_decoys: int = 1
     max_decoys: int = 200
     decoys: list[str] = field(default_factory=list)  # vault ids of the decoys included
     decoy_views: list[Any] = field(default_factory=list)  # their rows, as the caller sees them

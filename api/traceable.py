@@ -62,15 +62,21 @@ def _plan(
     requested: Sequence[str] | None,
     fingerprint: Fingerprint,
 ) -> tuple[list[_Planned], dict[str, RecordView]]:
-    from api.gate import RecordView, _names  # noqa: PLC0415 - the gate imports this module
+    from api.gate import RecordView, _names, _narrowed  # noqa: PLC0415 - gate imports us
 
     key = fingerprint.key
+    treatments = gate._wanted(decision, requested)
     with gate.runtime.transaction() as session:
         real = [(r[0], r[1], r[2]) for r in session.execute(
             _placed(gate._scoped(access, decision), place))]  # fmt: skip
+        # With a consent-based purpose, decoys are as many as the consenting residents
+        # warrant, and each shows the fields one of their consents covers.
+        covers = gate._consent_for(session, access, decision, [r[0] for r in real], treatments)
+        consenting = sorted(covers)
+        exported = len(consenting) if decision.rows.consent_required else len(real)
         decoys: list[tuple[str, str, str]] = []
-        if real and decision.rows.scope in _DECOY_SCOPES:
-            wanted = fingerprint.decoys_for(len(real))
+        if exported and decision.rows.scope in _DECOY_SCOPES:
+            wanted = fingerprint.decoys_for(exported)
             decoys = _pool(session, gate, access, decision, place)
             if len(decoys) < pool_target(wanted):
                 _grow(session, gate, access=access, decision=decision, place=place,
@@ -79,13 +85,16 @@ def _plan(
             decoys = sorted(decoys, key=lambda d: key.decoy_rank(d[0]))[:wanted]
         views: dict[str, RecordView] = {}
         if decoys:
-            treatments = gate._wanted(decision, requested)
             fetch = [n for n, t in treatments.items() if t != "denied"]
             values = gate.runtime.vault.store.read_many(session, [d[0] for d in decoys], fetch)
             for rid, building, community in decoys:
-                shown = gate._render(values.get(rid, {}), treatments, _names(building, community),
+                mine = treatments
+                if consenting:
+                    like = consenting[key.choice("decoy-cover", rid, len(consenting))]
+                    mine = _narrowed(treatments, covers[like])
+                shown = gate._render(values.get(rid, {}), mine, _names(building, community),
                                      decision.levels)  # fmt: skip
-                views[rid] = RecordView(gate.present(access, decision, rid), shown, treatments)
+                views[rid] = RecordView(gate.present(access, decision, rid), shown, mine)
     fingerprint.decoys = [d[0] for d in decoys]
     fingerprint.decoy_views = list(views.values())
     planned = [

@@ -56,7 +56,11 @@ def residents_in(server: DemoServer, community: str) -> list[str]:
                 .join(Household, Household.id == Resident.household_id)
                 .join(Room, Room.id == Household.room_id)
                 .join(Building, Building.id == Room.building_id)
-                .where(Building.community_id == community, Resident.status == "active")
+                .where(
+                    Building.community_id == community,
+                    Resident.status == "active",
+                    Resident.is_decoy.is_(False),
+                )
                 .order_by(Resident.id)
             )
         )
