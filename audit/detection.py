@@ -33,7 +33,7 @@ from audit.log import AuditLog, EntryDraft
 from audit.models import AuditAlert, AuditEntry, Suspension
 from vault.models import new_id, utcnow
 
-__all__ = ["ALERT_KINDS", "DetectionRules", "Detector", "RaisedAlert", "is_suspended"]
+__all__ = ["ALERT_KINDS", "DetectionRules", "Detector", "RaisedAlert", "Usual", "is_suspended"]
 
 log = structlog.get_logger(__name__)
 
@@ -48,10 +48,10 @@ class DetectionRules:
 
     window: timedelta = timedelta(hours=1)
     baseline_days: int = 14
-    volume_floor: int = 150  # never alert below this many residents in a window
+    volume_floor: int = 50  # never alert below this many residents in a window
     volume_factor: float = 4.0  # ... nor below this multiple of the actor's usual p95
     denials: int = 15
-    sensitive_residents: int = 100
+    sensitive_residents: int = 50
     off_hours_residents: int = 25
     night_start: int = 22  # China time
     night_end: int = 6
@@ -68,6 +68,20 @@ class RaisedAlert:
     observed: int
     threshold: int
     suspended: bool
+
+
+@dataclass(frozen=True)
+class Usual:
+    """An actor's usual busy window: distinct residents, and those read with sensitive
+    fields in clear (95th percentiles over their active windows)."""
+
+    residents: int = 0
+    sensitive: int = 0
+
+
+def _p95(windows: dict[int, set[str]]) -> int:
+    counts = sorted(len(s) for s in windows.values())
+    return counts[min(len(counts) - 1, int(0.95 * len(counts)))] if counts else 0
 
 
 @dataclass(frozen=True)
@@ -120,6 +134,7 @@ class Detector:
         self.audit = audit
         self.rules = rules
         self.sensitive = frozenset(sensitive_fields)
+        self._baselines: dict[tuple[str, datetime], Usual] = {}
 
     # -- reading the log ---------------------------------------------------------------------
 
@@ -152,17 +167,29 @@ class Detector:
                 seen.night.add(entry.resident_id)
         return activity
 
-    def _usual(self, session: Session, actors: Sequence[str], before: datetime) -> dict[str, int]:
-        """Each actor's 95th-percentile count of distinct residents per window, over the
-        previous `baseline_days` (windows with no reads count as zero)."""
-        if not actors:
-            return {}
+    def _usual(self, session: Session, actors: Sequence[str], before: datetime) -> dict[str, Usual]:
+        """Each actor's usual busy window: the 95th percentile, over the windows in which
+        they read anything during the `baseline_days` before the day of `before`, of the
+        distinct residents (and of those with sensitive fields in clear) they read. Only
+        active windows count, so a morning batch job is judged against its mornings.
+        Computed once per actor and day: a scan every minute re-reads only its window."""
+        day = _aware(before).astimezone(CHINA).replace(hour=0, minute=0, second=0, microsecond=0)
+        missing = [a for a in actors if (a, day) not in self._baselines]
+        if missing:
+            for actor, value in self._compute_usual(session, missing, day).items():
+                self._baselines[actor, day] = value
+        return {a: self._baselines[a, day] for a in actors}
+
+    def _compute_usual(
+        self, session: Session, actors: Sequence[str], before: datetime
+    ) -> dict[str, Usual]:
         rules = self.rules
         start = before - timedelta(days=rules.baseline_days)
-        per_window: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
+        residents: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
+        sensitive: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
         rows = session.execute(
             select(AuditEntry.user, AuditEntry.client, AuditEntry.resident_id,
-                   AuditEntry.recorded_at)
+                   AuditEntry.recorded_at, AuditEntry.fields)
             .where(
                 AuditEntry.recorded_at >= start, AuditEntry.recorded_at < before,
                 AuditEntry.kind == "access", AuditEntry.outcome == "allowed",
@@ -171,18 +198,16 @@ class Detector:
         )  # fmt: skip
         wanted = set(actors)
         seconds = rules.window.total_seconds()
-        for user, client, resident, recorded in rows:
+        for user, client, resident, recorded, fields in rows:
             who = user or client
             if who in wanted and resident:
                 slot = int((_aware(recorded) - start).total_seconds() // seconds)
-                per_window[who][slot].add(resident)
-        windows = max(1, int(timedelta(days=rules.baseline_days).total_seconds() // seconds))
-        usual = {}
-        for who in actors:
-            counts = sorted(len(s) for s in per_window.get(who, {}).values())
-            counts = [0] * (windows - len(counts)) + counts
-            usual[who] = counts[min(len(counts) - 1, int(0.95 * len(counts)))]
-        return usual
+                residents[who][slot].add(resident)
+                if any((fields or {}).get(n) == "clear" for n in self.sensitive):
+                    sensitive[who][slot].add(resident)
+        return {
+            who: Usual(_p95(residents.get(who, {})), _p95(sensitive.get(who, {}))) for who in actors
+        }
 
     # -- scanning ------------------------------------------------------------------------------
 
@@ -195,13 +220,18 @@ class Detector:
         usual = self._usual(session, [a for a, s in activity.items() if s.residents], start)
         raised: list[RaisedAlert] = []
         for actor, seen in sorted(activity.items()):
-            volume_line = max(rules.volume_floor, int(rules.volume_factor * usual.get(actor, 0)))
-            checks: tuple[tuple[str, int, int, dict[str, Any]], ...] = (
-                ("volume", len(seen.residents), volume_line, {"usual_p95": usual.get(actor, 0)}),
-                ("repeated-denials", seen.denials, rules.denials, {}),
-                ("sensitive-bulk", len(seen.sensitive), rules.sensitive_residents, {}),
-                ("off-hours", len(seen.night), rules.off_hours_residents, {}),
+            usual_of = usual.get(actor, Usual())
+            volume_line = max(rules.volume_floor, int(rules.volume_factor * usual_of.residents))
+            sensitive_line = max(
+                rules.sensitive_residents, int(rules.volume_factor * usual_of.sensitive)
             )
+            checks: tuple[tuple[str, int, int, dict[str, Any]], ...] = (
+                ("volume", len(seen.residents), volume_line, {"usual_p95": usual_of.residents}),
+                ("repeated-denials", seen.denials, rules.denials, {}),
+                ("sensitive-bulk", len(seen.sensitive), sensitive_line,
+                 {"usual_p95": usual_of.sensitive}),
+                ("off-hours", len(seen.night), rules.off_hours_residents, {}),
+            )  # fmt: skip
             for kind, observed, threshold, extra in checks:
                 if observed < threshold or self._already(session, kind, actor, start):
                     continue

@@ -34,7 +34,7 @@ class VaultSettings(BaseSettings):
     rate_limit_bulk: int = Field(default=60, ge=1)
     # Insider-abuse detection (audit.detection): how often to scan, and what suspends.
     alert_scan_seconds: float = Field(default=60.0, gt=0)
-    alert_volume_floor: int = Field(default=150, ge=1)
+    alert_volume_floor: int = Field(default=50, ge=1)
     alert_suspend_on: str = Field(
         default="volume", description="comma-separated alert kinds that suspend the actor"
     )
