@@ -24,6 +24,7 @@ from api.fingerprint import (
     ExportKey,
     Fingerprint,
     cell_text,
+    column_order,
     csv_header,
     csv_line,
     fingerprint_master,
@@ -34,7 +35,7 @@ from api.fingerprint import (
 from vault.models import Base, TZDateTime, utcnow
 
 if TYPE_CHECKING:
-    from api.gate import Access, Gate, RecordView
+    from api.gate import Access, Gate
     from policies import Decision
 
 __all__ = [
@@ -145,10 +146,6 @@ class OpenExport:
     lines: Iterator[str]  # the file, line by line; each batch audited before it is read
 
 
-def _record_view(view: RecordView) -> dict[str, Any]:
-    return {"resident_id": view.resident_id, "fields": view.fields, "treatments": view.treatments}
-
-
 def open_export(
     gate: Gate,
     access: Access,
@@ -191,18 +188,25 @@ def open_export(
             start_export(session, start)
 
     def lines() -> Iterator[str]:
-        header_done = False
+        columns: list[str] | None = None
         for batch in batches:
             for view in batch:
+                if columns is None:  # the export's keyed column order
+                    columns = column_order(key, list(view.treatments)) if key else [
+                        *view.treatments]  # fmt: skip
+                    if format == "csv":
+                        yield csv_header(["resident_id", *columns])
                 if format == "ndjson":
-                    yield ndjson_line(_record_view(view), key)
+                    record = {
+                        "resident_id": view.resident_id,
+                        "fields": {n: view.fields[n] for n in columns if n in view.fields},
+                        "treatments": {n: view.treatments[n] for n in columns
+                                       if n in view.treatments},
+                    }  # fmt: skip
+                    yield ndjson_line(record, key)
                     continue
-                if not header_done:
-                    yield csv_header(["resident_id", *view.treatments])
-                    header_done = True
                 yield csv_line(
-                    [view.resident_id, *(cell_text(view.fields.get(n)) for n in view.treatments)],
-                    key,
+                    [view.resident_id, *(cell_text(view.fields.get(n)) for n in columns)], key
                 )
         if fingerprinted:
             with gate.runtime.transaction() as session:

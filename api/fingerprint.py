@@ -37,6 +37,7 @@ __all__ = [
     "ExportKey",
     "Fingerprint",
     "cell_text",
+    "column_order",
     "csv_cells",
     "csv_line",
     "fingerprint_master",
@@ -120,6 +121,15 @@ class Fingerprint:
 
     def decoys_for(self, rows: int) -> int:
         return max(self.min_decoys, min(self.max_decoys, round(rows * self.decoy_rate)))
+
+
+def column_order(key: ExportKey | None, names: Sequence[str]) -> list[str]:
+    """The export's order of its columns (CSV) and of the keys in `fields` and `treatments`
+    (NDJSON): sorted by a keyed hash of each name, so any subset keeps it. It survives
+    re-serialisation by spreadsheets and JSON libraries alike."""
+    if key is None:
+        return list(names)
+    return sorted(names, key=lambda n: _prf(key.secret, b"column", n))
 
 
 # -- cells ---------------------------------------------------------------------------------

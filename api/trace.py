@@ -2,7 +2,7 @@
 
 The tracer reads the leaked rows (NDJSON or CSV, whole or any subset, re-sorted, columns
 cut), then scores every recorded export by how well it explains them, as a log-likelihood
-ratio against "not this export" from four kinds of evidence:
+ratio against "not this export" from five kinds of evidence:
 
 * **recipient** — ids in the rows must be the export's kind of id: its recipient's
   pseudonyms (which only resolve under that recipient's key), or vault ids;
@@ -13,6 +13,8 @@ ratio against "not this export" from four kinds of evidence:
 * **row order** — rows of the export are sorted by its keyed hash of the id, so in a
   subset in file order every neighbouring pair ascends under the right export, half of
   them under another; a re-sorted file is again a mixture ("order kept" or "lost");
+* **column order** — columns (CSV) and the keys of `fields` and `treatments` (NDJSON) are
+  in the export's keyed order, which survives spreadsheets and JSON libraries;
 * **decoys** — a row recognised by its content as one of the fictional decoys can only
   come from an export that included that decoy.
 
@@ -36,6 +38,7 @@ from api.fingerprint import (
     ExportKey,
     cell_text,
     choices,
+    column_order,
     csv_cells,
     csv_observations,
     expected,
@@ -74,6 +77,8 @@ class LeakedRow:
 class Leak:
     format: str
     rows: list[LeakedRow]
+    # Orders of column names seen (a CSV header; NDJSON `fields`/`treatments` keys).
+    columns: set[tuple[str, ...]] = field(default_factory=set)
 
 
 @dataclass
@@ -93,11 +98,16 @@ def read_leak(data: bytes) -> Leak:
     if not lines:
         raise LeakUnreadable("文件中没有数据行", "the file has no rows")
     if lines[0].lstrip().startswith("{"):
-        return Leak("ndjson", [_ndjson_row(n, line) for n, line in enumerate(lines, 1)])
+        leak = Leak("ndjson", [])
+        for n, line in enumerate(lines, 1):
+            leak.rows.append(_ndjson_row(n, line, leak.columns))
+        return leak
     rows = []
+    columns: set[tuple[str, ...]] = set()
     for line in lines:
         cells = csv_cells(line)
-        if cells and cells[0][0] == "resident_id" and not cells[0][1]:
+        if cells and cells[0][0] == "resident_id":
+            columns.add(tuple(t for t, _ in cells[1:]))
             continue  # the header
         ids = [t for t, _ in cells if _ID.match(t)]
         rows.append(LeakedRow(ids[0] if ids else None,
@@ -107,10 +117,10 @@ def read_leak(data: bytes) -> Leak:
         raise LeakUnreadable(
             "文件不是 NDJSON 或 CSV 导出", "the file is not an NDJSON or CSV export"
         )
-    return Leak("csv", rows)
+    return Leak("csv", rows, columns)
 
 
-def _ndjson_row(number: int, line: str) -> LeakedRow:
+def _ndjson_row(number: int, line: str, columns: set[tuple[str, ...]]) -> LeakedRow:
     try:
         record = json.loads(line)
     except ValueError as exc:
@@ -121,6 +131,9 @@ def _ndjson_row(number: int, line: str) -> LeakedRow:
     resident_id = rid if isinstance(rid, str) and _ID.match(rid) else None
     fields = record.get("fields")
     values = list(fields.values()) if isinstance(fields, dict) else []
+    for top in ("fields", "treatments"):
+        if isinstance(record.get(top), dict) and len(record[top]) > 1:
+            columns.add(tuple(record[top]))
     texts = [t for t in [resident_id or "", *(cell_text(v) for v in values)] if t]
     return LeakedRow(resident_id, ndjson_observations(line, record), texts)
 
@@ -194,6 +207,17 @@ def _format(
     return _mixture(kept, lost) if lost else 0.0
 
 
+def _columns(key: ExportKey, orders: set[tuple[str, ...]]) -> float:
+    """Each distinct order of column names seen is the export's order, or (columns moved
+    by hand) any order at all."""
+    found = 0.0
+    for order in orders:
+        kept = math.log(1 - _EPS_FORMAT) if list(order) == column_order(key, order) else (
+            math.log(_EPS_FORMAT))  # fmt: skip
+        found += _mixture(kept, -math.lgamma(len(order) + 1))
+    return found
+
+
 def _order(key: ExportKey, ids: Sequence[str]) -> float:
     if len(ids) < 2:
         return 0.0
@@ -229,6 +253,7 @@ def score_exports(
             "format": _format(key, observations, keys_order=False),
             "key_order": _format(key, observations, keys_order=True),
             "order": _order(key, ids),
+            "columns": _columns(key, leak.columns),
             "decoys": sum(math.log(1 - _EPS_DECOY) if d in included else math.log(_EPS_DECOY)
                           for d in decoys),
         }  # fmt: skip
