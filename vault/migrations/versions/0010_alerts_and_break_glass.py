@@ -9,16 +9,11 @@ Create Date: 2026-12-02 08:40:00.000000
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-# DEVELOPMENT ONLY: follows 0009 once it exists (it is being written alongside).
-down_revision: str | Sequence[str] | None = (
-    "0009" if any(Path(__file__).parent.glob("0009_*.py")) else "0008"
-)
+down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
