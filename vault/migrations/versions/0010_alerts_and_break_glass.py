@@ -9,6 +9,7 @@ Create Date: 2026-12-02 08:40:00.000000
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -35,9 +36,10 @@ def upgrade() -> None:
         sa.Column("reviewed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("review_note", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["resident_id"], ["residents.id"],
+            ["resident_id"],
+            ["residents.id"],
             name=op.f("fk_break_glass_grants_resident_id_residents"),
-        ),  # fmt: skip
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_break_glass_grants")),
     )
     op.create_index(
@@ -59,15 +61,15 @@ def upgrade() -> None:
         sa.Column("reference", sa.String(length=64), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["resident_id"], ["residents.id"],
+            ["resident_id"],
+            ["residents.id"],
             name=op.f("fk_resident_notifications_resident_id_residents"),
-        ),  # fmt: skip
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_resident_notifications")),
     )
     op.create_index(
         op.f("ix_resident_notifications_resident_id"), "resident_notifications", ["resident_id"]
     )
-
 
     op.create_table(
         "audit_alerts",
