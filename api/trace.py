@@ -146,7 +146,9 @@ def _mixture(kept: float, lost: float) -> float:
 
 
 def _decoys_seen(leak: Leak, records: Sequence[ExportRecord], mark_key: bytes) -> list[str]:
-    """Decoys recognised by content: most of a row's cells are one decoy's marks."""
+    """Decoys recognised by content. Only cells that are one decoy's alone count (a name,
+    a phone, an id; not "none" or "汉族", which many share), and a row is a decoy's when at
+    least three of its cells are that decoy's alone and most of its such cells are."""
     owners: dict[str, set[str]] = {}
     for record in records:
         for decoy, marks in (record.decoy_marks or {}).items():
@@ -156,11 +158,12 @@ def _decoys_seen(leak: Leak, records: Sequence[ExportRecord], mark_key: bytes) -
     for row in leak.rows:
         counts: Counter[str] = Counter()
         for text in set(row.texts):
-            for decoy in owners.get(mark(mark_key, text), ()):
-                counts[decoy] += 1
+            found = owners.get(mark(mark_key, text), set())
+            if len(found) == 1:
+                counts[next(iter(found))] += 1
         if counts:
             decoy, hits = counts.most_common(1)[0]
-            if hits >= max(3, math.ceil(0.6 * len(set(row.texts)))):
+            if hits >= 3 and hits >= 0.8 * sum(counts.values()):
                 seen.append(decoy)
     return seen
 

@@ -10,7 +10,8 @@ the hard case), leaks random subsets of 10, 50 and 200 rows, and traces each wit
 * *shuffled*: the same rows in random order (`shuf`; the order channel is lost);
 * *rewritten JSON / CSV*: shuffled, then parsed and written again by Python's `json` or
   `csv` module: spacing, quoting and order are lost; left are the recipient, the decoys
-  and (JSON) the key order, which `json` keeps.
+  and the column order (from the CSV header, or the JSON keys, which `json` keeps);
+  *rewritten CSV-h* drops the header too, so only the recipient and the decoys are left.
 
 Baselines: chance (1 / exports), and the organisation's pseudonyms alone (which tell the
 organisation, so a guess among that organisation's exports: the mean of 1 / their number).
@@ -63,7 +64,7 @@ MIX: list[tuple[float, str, str, dict[str, str]]] = [
     (0.05, HEALTH, "ndjson", {"community": "cm_hexie"}),
 ]
 SIZES = (10, 50, 200)
-MODES = ("subset", "shuffled", "rewritten JSON", "rewritten CSV")
+MODES = ("subset", "shuffled", "rewritten JSON", "rewritten CSV", "rewritten CSV-h")
 
 
 @dataclasses.dataclass
@@ -85,12 +86,12 @@ def _export(gate: Gate, access: Access, fmt: str, filters: dict[str, str], fp: b
     return list(opened.lines)
 
 
-def _reserialise(made: Made, lines: list[str]) -> str:
+def _reserialise(made: Made, lines: list[str], header: bool = True) -> str:
     if made.format == "ndjson":
         return "".join(json.dumps(json.loads(line), ensure_ascii=False) + "\n" for line in lines)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    for row in csv.reader(io.StringIO(made.header + "".join(lines))):
+    for row in csv.reader(io.StringIO((made.header if header else "") + "".join(lines))):
         writer.writerow(row)
     return buffer.getvalue()
 
@@ -139,14 +140,14 @@ def main() -> int:  # noqa: PLR0915 - one linear script: setup, exports, trials,
         print(f"\ntracing accuracy over {args.trials} leaks each (chance = "
               f"{1 / len(made):.3f}; pseudonyms alone = a guess among the organisation's "
               f"exports)")  # fmt: skip
-        print(f"{'rows':>5} {'leak':<14} {'accuracy':>9} {'pseudonyms':>11} {'chance':>7} "
+        print(f"{'rows':>5} {'leak':<16} {'accuracy':>9} {'pseudonyms':>11} {'chance':>7} "
               f"{'median posterior':>17} {'s/trace':>8}")  # fmt: skip
         results: dict[tuple[int, str], float] = {}
         for size in SIZES:
             for mode in MODES:
                 pool = [m for m in made if len(m.lines) >= size]
                 if mode.startswith("rewritten"):
-                    wanted = "csv" if mode.endswith("CSV") else "ndjson"
+                    wanted = "ndjson" if mode.endswith("JSON") else "csv"
                     pool = [m for m in pool if m.format == wanted]
                 hits, baseline, posteriors, spent = 0, 0.0, [], 0.0
                 for _ in range(args.trials):
@@ -155,8 +156,10 @@ def main() -> int:  # noqa: PLR0915 - one linear script: setup, exports, trials,
                     lines = [target.lines[i] for i in chosen]
                     if mode != "subset":
                         rng.shuffle(lines)
-                    body = _reserialise(target, lines) if mode.startswith("rewritten") else "".join(
-                        lines)  # fmt: skip
+                    if mode.startswith("rewritten"):
+                        body = _reserialise(target, lines, header=not mode.endswith("-h"))
+                    else:
+                        body = "".join(lines)
                     t0 = time.perf_counter()
                     scored = score_exports(read_leak(body.encode()), records, master, marks,
                                            pseudonyms)  # fmt: skip
@@ -167,7 +170,7 @@ def main() -> int:  # noqa: PLR0915 - one linear script: setup, exports, trials,
                     baseline += 1 / by_org[target.organisation]
                 accuracy = hits / args.trials
                 results[(size, mode)] = accuracy
-                print(f"{size:>5} {mode:<14} {accuracy:>9.2f} {baseline / args.trials:>11.3f} "
+                print(f"{size:>5} {mode:<16} {accuracy:>9.2f} {baseline / args.trials:>11.3f} "
                       f"{1 / len(made):>7.3f} {statistics.median(posteriors):>17.4f} "
                       f"{spent / args.trials:>8.2f}")  # fmt: skip
 

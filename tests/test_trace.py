@@ -38,16 +38,20 @@ from api.fingerprint import (
     csv_line,
     csv_observations,
     expected,
+    fingerprint_master,
+    mark_key,
     ndjson_line,
     ndjson_observations,
 )
 from api.gate import Access, Gate
 from api.subjects import organisation_subject
+from api.trace import read_leak, score_exports
 from audit.models import AuditEntry
 from audit.queries import EntryFilter, accesses_per_day, out_of_hours, sensitive_reads
 from policies import EmbeddedEngine, load_bundle
 from tests.demo_server import DemoServer, demo_server_on
 from vault.models import Building, Household, Resident, Room
+from vault.pseudonyms import Pseudonyms
 
 CIVIL, HEALTH = "org_civil_affairs", "org_health"
 PURPOSES = {CIVIL: "subsidy-review", HEALTH: "public-health-followup"}
@@ -445,3 +449,27 @@ def test_a_consent_based_export_gets_decoys_in_proportion_shown_like_consenting_
     for row in rows:
         if row["resident_id"] in planted:
             assert frozenset(n for n, t in row["treatments"].items() if t != "denied") in shown
+
+
+def test_a_decoy_row_is_recognised_by_its_content_with_the_id_cut_and_the_file_rewritten(
+    vault: Vault,
+) -> None:
+    server = vault.server
+    made = next(m for m in vault.exports if m.format == "csv" and m.organisation == CIVIL)
+    with server.runtime.vault.sessions() as session:
+        records = list(session.scalars(select(ExportRecord)))
+    record = next(r for r in records if r.id == made.export_id)
+    decoy = record.decoys[0]
+    _, rows = rows_of(made)
+    parsed = list(csv.reader(io.StringIO("".join(rows))))
+    planted = server.pseudonym(CIVIL, decoy)
+    leaked = [r for r in parsed if r[0] != planted][:8] + [r for r in parsed if r[0] == planted]
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(row[1:] for row in leaked)  # no id column, no header
+    master = fingerprint_master(server.runtime.vault.keyring)
+    scored = score_exports(read_leak(buffer.getvalue().encode()), records, master,
+                           mark_key(master), Pseudonyms(server.runtime.vault.keyring))  # fmt: skip
+    with_decoy = {r.id for r in records if decoy in r.decoys}
+    assert made.export_id in with_decoy and len(with_decoy) < len(records)
+    for s in scored:
+        assert (s.evidence["decoys"] > -1) == (s.record.id in with_decoy)
