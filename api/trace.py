@@ -215,9 +215,11 @@ def _columns(key: ExportKey, orders: set[tuple[str, ...]]) -> float:
     by hand) any order at all."""
     found = 0.0
     for order in orders:
+        any_order = -math.lgamma(len(order) + 1)
+        # Kept: this order, but for a slip spread over all the others.
         kept = math.log(1 - _EPS_FORMAT) if list(order) == column_order(key, order) else (
-            math.log(_EPS_FORMAT))  # fmt: skip
-        found += _mixture(kept, -math.lgamma(len(order) + 1))
+            math.log(_EPS_FORMAT) + any_order)  # fmt: skip
+        found += _mixture(kept, any_order)
     return found
 
 

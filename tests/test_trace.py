@@ -19,7 +19,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
@@ -34,6 +34,7 @@ from api.cli import app as cli_app
 from api.exports import ExportRecord, open_export
 from api.fingerprint import (
     ExportKey,
+    column_order,
     csv_cells,
     csv_line,
     csv_observations,
@@ -50,6 +51,7 @@ from audit.models import AuditEntry
 from audit.queries import EntryFilter, accesses_per_day, out_of_hours, sensitive_reads
 from policies import EmbeddedEngine, load_bundle
 from tests.demo_server import DemoServer, demo_server_on
+from vault.interfaces import Keyring
 from vault.models import Building, Household, Resident, Room
 from vault.pseudonyms import Pseudonyms
 
@@ -473,3 +475,24 @@ def test_a_decoy_row_is_recognised_by_its_content_with_the_id_cut_and_the_file_r
     assert made.export_id in with_decoy and len(with_decoy) < len(records)
     for s in scored:
         assert (s.evidence["decoys"] > -1) == (s.record.id in with_decoy)
+
+
+@settings(max_examples=50, deadline=None)
+@given(master=st.binary(min_size=32, max_size=32),
+       names=st.lists(st.from_regex(r"[a-z]{3,8}", fullmatch=True), min_size=4, max_size=22,
+                      unique=True))  # fmt: skip
+def test_only_the_right_export_gains_from_a_rewritten_files_column_order(
+    master: bytes, names: list[str]
+) -> None:
+    """What survives a spreadsheet: the header. Its order is evidence for the export that
+    chose it, and none for any other (their orders are as good as random)."""
+    records = [ExportRecord(id=f"exp_{i:032x}", recipient="x", pseudonymous=False, rows=10,
+                            decoys=[], decoy_marks={}) for i in range(2)]  # fmt: skip
+    header = column_order(ExportKey.derive(master, records[0].id), names)
+    body = ",".join(["resident_id", *header]) + "\r\n" + ",".join(["", *names]) + "\r\n"
+    scored = score_exports(read_leak(body.encode()), records, master, mark_key(master),
+                           Pseudonyms(cast(Keyring, None)))  # fmt: skip
+    evidence = {s.record.id: s.evidence["columns"] for s in scored}
+    assert evidence[records[0].id] > 2
+    if header != column_order(ExportKey.derive(master, records[1].id), names):
+        assert evidence[records[1].id] < 0
