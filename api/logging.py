@@ -8,6 +8,7 @@ future call slips.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -57,12 +58,20 @@ def configure_logging(*, json: bool = True, level: int = logging.INFO) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=_stderr()),
+        logger_factory=_StderrLogger,
         cache_logger_on_first_use=False,
     )
 
 
-def _stderr() -> Any:
-    import sys  # noqa: PLC0415 - resolved at configure time so tests can capture stderr
+class _StderrLogger:
+    """Writes each event line to whatever `sys.stderr` is at that moment, so a stream that
+    was current at configure time (a test's capture, a CLI runner's) and has since been
+    closed is never written to."""
 
-    return sys.stderr
+    def __init__(self, *_args: Any) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
