@@ -304,6 +304,9 @@ def test_the_timeline_names_the_worker_by_role_and_badge(
         assert time.monotonic() < deadline, "the worker's search never reached the timeline"
         time.sleep(0.2)  # entries join the timeline once integrated into the log
     assert "社区工作者，工号 SQ-XF-001" in timeline
+    others = client.get("/portal/accesses", params={"others": "1"}).text
+    assert "社区工作者，工号 SQ-XF-001" in others
+    assert "<dd>您本人</dd>" not in others
 
 
 def _client_token(client: TestClient, cast: dict[str, Any], organisation: str) -> str:

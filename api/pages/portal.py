@@ -120,18 +120,22 @@ async def save_hidden(request: Request) -> Response:
 # -- who accessed my data --------------------------------------------------------------------
 
 
-def _access_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [item for item in items if item.get("kind") == "access" or item.get("action", "")]
+def _access_rows(items: list[dict[str, Any]], others_only: bool) -> list[dict[str, Any]]:
+    """Every entry about me; with `others_only`, not my own views of my record."""
+    if not others_only:
+        return items
+    return [item for item in items if item.get("subject_type") != "resident"]
 
 
 @router.get("/accesses")
 async def accesses(request: Request) -> Response:
     async def body(session: PageSession, api: Api) -> Response:
         cursor = request.query_params.get("cursor")
+        others_only = request.query_params.get("others") == "1"
         page = await api.get("/v1/me/accesses", params={"limit": 50, "cursor": cursor})
         return _page(
-            request, session, "portal/accesses.html",
-            items=_access_rows(page["items"]), next_cursor=page.get("next_cursor"),
+            request, session, "portal/accesses.html", others_only=others_only,
+            items=_access_rows(page["items"], others_only), next_cursor=page.get("next_cursor"),
         )  # fmt: skip
 
     return await view(request, AREA, body)

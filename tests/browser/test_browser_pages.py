@@ -172,7 +172,7 @@ def test_worker_records_an_assisted_consent_and_prints_the_receipt(
     capture(page, "desk-resident")
 
     form = b"%PDF-1.4\n% signed consent form, scanned at the counter\n"
-    page.get_by_label("见证人").fill("王见证")
+    page.get_by_label("见证人", exact=True).fill("王见证")
     page.get_by_label(re.compile("^扫描的同意书")).set_input_files(
         files=[{"name": "form.pdf", "mimeType": "application/pdf", "buffer": form}]
     )
@@ -194,8 +194,9 @@ def test_worker_records_an_assisted_consent_and_prints_the_receipt(
     page.get_by_label("号码").fill(id_number)
     page.get_by_label("办理用途").select_option("counter-service")
     page.get_by_role("button", name="查询").click()
-    page.get_by_label("撤回见证人").fill("李见证")
-    page.get_by_role("button", name=re.compile("^代为撤回同意")).click()
+    assisted = page.get_by_role("listitem").filter(has_text="窗口代办")
+    assisted.get_by_label("撤回见证人").fill("李见证")
+    assisted.get_by_role("button", name=re.compile("^代为撤回同意")).click()
     expect(page.locator("article.receipt")).to_contain_text("已撤回")
 
     page.get_by_role("link", name="更正申请队列").click()
