@@ -123,7 +123,7 @@ def count(
     """
     tally = _Tally(measure, tree, today, bound)
     spec = store.catalogue[measure.field] if measure.field else None
-    result = session.execute(scoped.order_by(Resident.id)).tuples()
+    result = session.execute(scoped.order_by(Resident.id))
     while batch := result.fetchmany(BATCH):
         for _, _, building in batch:
             tally.population[building] = tally.population.get(building, 0) + 1
