@@ -393,3 +393,31 @@ def test_console_times_are_china_time_with_an_offset() -> None:
     assert _local_time("2026-12-02T09:30") == "2026-12-02T09:30:00+08:00"
     assert _local_time("not a time") is None
     assert iso_time("2026-12-02T01:30:00+00:00") == "2026-12-02T09:30:00+08:00"
+
+
+def test_the_console_lists_insider_abuse_alerts_and_break_glass_to_review(
+    client: TestClient, cast: dict[str, Any]
+) -> None:
+    from audit.detection import DetectionRules, Detector
+
+    runtime = _runtime(client)
+    worker = _user(cast, "grid_worker")
+    sign_in(client, "desk", worker["username"], worker["password"])
+    store = client.app.state.page_sessions  # type: ignore[attr-defined]
+    bearer = store.get(client.cookies.get("__Host-rv_pages")).access_token
+    api = {"Authorization": f"Bearer {bearer}", "Purpose": "grid-service"}
+    listed = client.get("/v1/residents", headers=api, params={"limit": 30}).json()["items"]
+    assert listed
+    watch = Detector(
+        runtime.audit, DetectionRules(volume_floor=len(listed), suspend_on=frozenset()), []
+    )
+    with runtime.transaction() as session:
+        raised = [a for a in watch.scan(session) if a.actor == worker["username"]]
+    assert [a.kind for a in raised] == ["volume"]
+    auditor = _user(cast, "auditor")
+    sign_in(client, "console", auditor["username"], auditor["password"])
+    page = client.get("/console/anomalies")
+    assert page.status_code == 200
+    assert "内部滥用预警" in page.text and "访问量远超平常" in page.text
+    assert worker["username"] in page.text
+    assert "紧急访问待复核" in page.text

@@ -146,7 +146,12 @@ async def anomalies(request: Request) -> Response:
         ):
             found = await api.get(f"/v1/audit/reports/{report}")
             reports.append({"key": key, "entries": found["items"][:50], "total": found["total"]})
-        return _page(request, session, "console/anomalies.html", reports=reports)
+        alerts = (await api.get("/v1/audit/alerts", params={"status": "all"}))["items"][:100]
+        grants = (await api.get("/v1/audit/break-glass"))["items"][:100]
+        return _page(
+            request, session, "console/anomalies.html", reports=reports, alerts=alerts,
+            grants=grants,
+        )  # fmt: skip
 
     return await view(request, AREA, body)
 
