@@ -177,7 +177,10 @@ def test_no_suppressed_cell_is_pinned_by_linear_programming(table: Table, k: int
     hidden = suppress(table, k)
     for cell, (low, high) in intervals(table.places, table.categories,
                                        published_of(table, hidden)).items():  # fmt: skip
-        assert high - low > 1e-6, (cell, table.values[cell], low, high)
+        # A zero chosen as a complement can be pinned at 0 by non-negativity; that says
+        # "nobody" of a cell that could have been published. No cell counting people is.
+        if table.values[cell] > 0:
+            assert high - low > 1e-6, (cell, table.values[cell], low, high)
 
 
 def test_a_bridge_between_two_protected_blocks_is_caught() -> None:
@@ -306,7 +309,7 @@ def test_differencing_attack_across_levels_recovers_no_suppressed_cell(
             unknown = [c for c in (whole, *parts) if published[c] is None]
             assert len(unknown) != 1, (name, whole, "recovered by subtraction")
         for cell, (low, high) in intervals(ordered, categories, published).items():
-            assert high - low > 1e-6, (name, cell, low, high)
+            assert high - low > 1e-6 or high < 0.5, (name, cell, low, high)
     assert attacked > 0, "the demo street should have small cells to attack"
 
 
