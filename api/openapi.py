@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 
 from api.oauth.scopes import Scope
 
-PURPOSE_SCOPES = {Scope.RESIDENTS_READ.value, Scope.RESIDENTS_WRITE.value}
+PURPOSE_SCOPES = {Scope.RESIDENTS_READ.value, Scope.RESIDENTS_WRITE.value, Scope.STATS_READ.value}
 
 
 def _scopes_of(route: APIRoute) -> list[str] | None:
