@@ -267,10 +267,15 @@ class Gate:
 
     # -- deciding ------------------------------------------------------------------------
 
-    def decide(self, access: Access, action: str, target: str = "other") -> Decision:
-        """One policy decision for the request; raises (after auditing) when it denies."""
+    def decide(
+        self, access: Access, action: str, target: str = "other", *, dry_run: bool = False
+    ) -> Decision:
+        """One policy decision for the request; raises (after auditing) when it denies.
+
+        A dry run (a resident asking who could see their data) asks policy only: it neither
+        counts against the subject's rate limit nor consults their suspension."""
         subject = access.subject
-        if subject.type != "resident" and self._suspended(subject):
+        if not dry_run and subject.type != "resident" and self._suspended(subject):
             raise Suspended(
                 "因异常访问已暂停，待审计员复核", "suspended pending an auditor's review"
             )
@@ -296,7 +301,8 @@ class Gate:
             }.get(code, PolicyDenied)  # fmt: skip
             raise error_type(decision.reason.zh, decision.reason.en, decision)
         caller = subject.user or subject.client
-        wait = self.limiter.check(caller, str(decision.obligations.rate_class)) if caller else None
+        rate_class = str(decision.obligations.rate_class)
+        wait = self.limiter.check(caller, rate_class) if caller and not dry_run else None
         if wait is not None:
             error = RateLimited("请求过于频繁，请稍后再试", "too many requests", decision)
             error.retry_after = wait
@@ -535,7 +541,7 @@ class Gate:
             for purpose in purposes:
                 access = Access(subject=subject, purpose=purpose, request_id=resident.request_id)
                 try:
-                    decision = self.decide(access, "read")
+                    decision = self.decide(access, "read", dry_run=True)
                 except GateError:
                     continue  # outside the mandate: nothing to show
                 with self.runtime.vault.sessions() as session:
