@@ -153,7 +153,6 @@ def create_app(
     app.state.runtime = runtime
     app.state.gate = gate
     app.state.detector = detector
-    app.state.exports = {}
     app.state.explainer = Explainer(
         load_bundle().data,
         gate.field_input,

@@ -536,29 +536,31 @@ class Gate:
         """A dry run of every subject x purpose against one resident's record and consents:
         what a read by each would return (treatments only; nothing is decrypted). One
         entry records that the resident looked."""
-        found: list[Visibility] = []
-        for subject in subjects:
+        decided: list[tuple[Access, Decision]] = []
+        for subject in subjects:  # decisions first: a fresh one records its evaluation
             for purpose in purposes:
                 access = Access(subject=subject, purpose=purpose, request_id=resident.request_id)
                 try:
-                    decision = self.decide(access, "read", dry_run=True)
+                    decided.append((access, self.decide(access, "read", dry_run=True)))
                 except GateError:
                     continue  # outside the mandate: nothing to show
-                with self.runtime.vault.sessions() as session:
-                    try:
-                        _, treatments, cover = self._plan_read(
-                            session, access, decision, resident_id, None
-                        )
-                    except ConsentRequired:
-                        found.append(Visibility(subject, purpose, decision, {}, "needs-consent"))
-                        continue
-                    except NotInScope:
-                        continue  # the resident is outside their rows
+        found: list[Visibility] = []
+        with self.runtime.transaction() as session:
+            for access, decision in decided:
+                subject, purpose = access.subject, access.purpose or ""
+                try:
+                    _, treatments, cover = self._plan_read(
+                        session, access, decision, resident_id, None
+                    )
+                except ConsentRequired:
+                    found.append(Visibility(subject, purpose, decision, {}, "needs-consent"))
+                    continue
+                except NotInScope:
+                    continue  # the resident is outside their rows
                 status = "consented" if cover else "allowed"
                 if decision.obligations.break_glass:
                     status = "break-glass"  # only in an emergency, flagged and reviewed
                 found.append(Visibility(subject, purpose, decision, treatments, status))
-        with self.runtime.transaction() as session:
             self.runtime.audit.record(session, [self._entry(
                 resident, "visibility", "allowed", None, resident_id=resident_id, fields={},
                 details={"combinations": len(found)})])  # fmt: skip

@@ -22,8 +22,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import pytest
 import uvicorn
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from api.app import create_app
@@ -33,6 +34,7 @@ from policies import PolicyEngine
 from tests.conftest import _require_postgres
 from vault.config import VaultSettings
 from vault.demo import populate
+from vault.models import Building, Household, Resident, Room
 
 
 def free_port() -> int:
@@ -227,3 +229,57 @@ def demo_server_on(
 
 
 ID_PATTERN = re.compile(r"^r_[0-9a-f]{16}$")
+
+
+def demo_server_fixture(prefix: str, residents: int = 80) -> Any:
+    """A module-scoped `server` fixture on SQLite and on PostgreSQL, for an HTTP module:
+
+    server = demo_server_fixture("consent-demo", residents=60)
+    """
+
+    @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+    def server(
+        request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory,
+        postgres_template: str | None,
+    ) -> Iterator[DemoServer]:
+        home = tmp_path_factory.mktemp(prefix)
+        with demo_server_on(request.param, home, postgres_template, residents) as demo:
+            yield demo
+
+    return server
+
+
+def residents_in(server: DemoServer, community: str) -> list[str]:
+    """Active, real (not decoy) residents of a community, by vault id: the ground truth."""
+    with server.runtime.vault.sessions() as session:
+        return list(
+            session.scalars(
+                select(Resident.id)
+                .join(Household, Household.id == Resident.household_id)
+                .join(Room, Room.id == Household.room_id)
+                .join(Building, Building.id == Room.building_id)
+                .where(
+                    Building.community_id == community,
+                    Resident.status == "active",
+                    Resident.is_decoy.is_(False),
+                )
+                .order_by(Resident.id)
+            )
+        )
+
+
+def call(
+    server: DemoServer,
+    method: str,
+    path: str,
+    token: str | None,
+    purpose: str | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    """One HTTP request as an integrator makes it: bearer token, Purpose header."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers.update(kwargs.pop("headers", {}))
+    if purpose:
+        headers["Purpose"] = purpose
+    return httpx.request(method, f"{server.url}{path}", headers=headers, timeout=60, **kwargs)

@@ -7,32 +7,22 @@ to it (reads, and writes to their own residents), so they do not disturb one ano
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import pytest
 from sqlalchemy import func, select, text
 
 from audit.models import AuditEntry
 from consent.models import Consent
-from tests.demo_server import DemoServer, demo_server_on
+from tests.demo_server import DemoServer, demo_server_fixture
 from vault.models import Building, Household, Resident, Room
 
 PURPOSE = "Purpose"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    postgres_template: str | None,
-) -> Iterator[DemoServer]:
-    home = tmp_path_factory.mktemp("http-demo")
-    with demo_server_on(request.param, home, postgres_template) as demo:
-        yield demo
+server = demo_server_fixture("http-demo")
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -3,42 +3,20 @@ the resident and queued for an auditor's review."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import httpx
-import pytest
 from sqlalchemy import select, update
 
 from audit.models import AuditEntry
 from consent.models import BreakGlassGrant
-from tests.demo_server import DemoServer, demo_server_on
-from tests.test_explanations import residents_in
+from tests.demo_server import DemoServer, call, demo_server_fixture, residents_in
 from vault.models import utcnow
 
 RESCUE = "emergency-rescue"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    postgres_template: str | None,
-) -> Iterator[DemoServer]:
-    home = tmp_path_factory.mktemp("break-glass-demo")
-    with demo_server_on(request.param, home, postgres_template) as demo:
-        yield demo
-
-
-def call(
-    server: DemoServer, method: str, path: str, token: str, purpose: str | None = None,
-    **kwargs: Any,
-) -> httpx.Response:  # fmt: skip
-    headers = {"Authorization": f"Bearer {token}"}
-    if purpose:
-        headers["Purpose"] = purpose
-    return httpx.request(method, f"{server.url}{path}", headers=headers, timeout=30, **kwargs)
+server = demo_server_fixture("break-glass-demo")
 
 
 def person(server: DemoServer, role: str, scope: str, **match: Any) -> tuple[dict[str, Any], str]:

@@ -12,8 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.demo_server import run_demo_server
-from tests.test_explanations import residents_in
+from tests.demo_server import residents_in, run_demo_server
 from vault.models import Organisation
 
 

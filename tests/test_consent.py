@@ -14,7 +14,6 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -30,15 +29,11 @@ from consent.models import Consent, ConsentReceipt, ConsentRevocation
 from consent.receipts import b64url, b64url_decode
 from consent.services import _fourteenth
 from policies import EmbeddedEngine, load_bundle
-from tests.demo_server import DemoServer, demo_server_on
+from tests.demo_server import DemoServer, call, demo_server_fixture, residents_in
 from vault.crypto import open_field
 from vault.models import (
-    Building,
     Guardianship,
-    Household,
     OrganisationBuilding,
-    Resident,
-    Room,
 )
 
 COMPANY = "org_anju_property"  # serves every building of cm_xingfu
@@ -46,38 +41,12 @@ OTHER_COMPANY = "org_yijia_property"  # serves cm_hexie
 PURPOSE = "property-notice"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    postgres_template: str | None,
-) -> Iterator[DemoServer]:
-    home = tmp_path_factory.mktemp("consent-demo")
-    with demo_server_on(request.param, home, postgres_template, 60) as demo:
-        yield demo
+server = demo_server_fixture("consent-demo", residents=60)
 
 
 # -- helpers ----------------------------------------------------------------------------------
 
 _taken: dict[int, set[str]] = {}
-
-
-def residents_in(server: DemoServer, community: str) -> list[str]:
-    with server.runtime.vault.sessions() as session:
-        return list(
-            session.scalars(
-                select(Resident.id)
-                .join(Household, Household.id == Resident.household_id)
-                .join(Room, Room.id == Household.room_id)
-                .join(Building, Building.id == Room.building_id)
-                .where(
-                    Building.community_id == community,
-                    Resident.status == "active",
-                    Resident.is_decoy.is_(False),
-                )
-                .order_by(Resident.id)
-            )
-        )
 
 
 def fresh_resident(server: DemoServer, community: str = "cm_xingfu") -> str:
@@ -96,20 +65,6 @@ def fresh_resident(server: DemoServer, community: str = "cm_xingfu") -> str:
 
 def resident_token(server: DemoServer, resident_id: str) -> str:
     return server.resident_token(resident_id)
-
-
-def call(
-    server: DemoServer,
-    method: str,
-    path: str,
-    token: str | None,
-    purpose: str | None = None,
-    **kwargs: Any,
-) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    if purpose:
-        headers["Purpose"] = purpose
-    return httpx.request(method, f"{server.url}{path}", headers=headers, timeout=30, **kwargs)
 
 
 def company_read(server: DemoServer, token: str, resident_id: str) -> httpx.Response:

@@ -8,7 +8,6 @@ answer 429 with Retry-After.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,21 +23,11 @@ from api.runtime import init_runtime
 from audit.detection import DetectionRules, Detector
 from audit.log import ENTRY_COLUMN_NAMES, canonical_bytes
 from audit.models import AuditEntry
-from tests.demo_server import DemoServer, demo_server_on, run_demo_server
-from tests.test_explanations import residents_in
+from tests.demo_server import DemoServer, demo_server_fixture, residents_in, run_demo_server
 from vault.config import VaultSettings
 from vault.models import utcnow
 
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    postgres_template: str | None,
-) -> Iterator[DemoServer]:
-    home = tmp_path_factory.mktemp("detection-demo")
-    with demo_server_on(request.param, home, postgres_template) as demo:
-        yield demo
+server = demo_server_fixture("detection-demo")
 
 
 def detector(server: DemoServer, **rules: Any) -> Detector:

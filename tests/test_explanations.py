@@ -4,17 +4,13 @@ of allowed and refused requests, and the resident's dry run checked against real
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
 from urllib.parse import quote
 
-import httpx
-import pytest
 from sqlalchemy import select
 
 from audit.models import AuditEntry
 from consent.models import Consent
-from tests.demo_server import DemoServer, demo_server_on
+from tests.demo_server import DemoServer, call, demo_server_fixture, residents_in
 from vault.models import Building, Household, Resident, Room
 from vault.pseudonyms import is_pseudonym
 
@@ -23,47 +19,7 @@ HEALTH = "org_health"
 COMPANY = "org_anju_property"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    postgres_template: str | None,
-) -> Iterator[DemoServer]:
-    home = tmp_path_factory.mktemp("explain-demo")
-    with demo_server_on(request.param, home, postgres_template) as demo:
-        yield demo
-
-
-def call(
-    server: DemoServer,
-    method: str,
-    path: str,
-    token: str,
-    purpose: str | None = None,
-    **kwargs: Any,
-) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
-    if purpose:
-        headers["Purpose"] = purpose
-    return httpx.request(method, f"{server.url}{path}", headers=headers, timeout=60, **kwargs)
-
-
-def residents_in(server: DemoServer, community: str) -> list[str]:
-    with server.runtime.vault.sessions() as session:
-        return list(
-            session.scalars(
-                select(Resident.id)
-                .join(Household, Household.id == Resident.household_id)
-                .join(Room, Room.id == Household.room_id)
-                .join(Building, Building.id == Room.building_id)
-                .where(
-                    Building.community_id == community,
-                    Resident.status == "active",
-                    Resident.is_decoy.is_(False),
-                )
-                .order_by(Resident.id)
-            )
-        )
+server = demo_server_fixture("explain-demo")
 
 
 def consenting_resident(server: DemoServer) -> tuple[str, str]:

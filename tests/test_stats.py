@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ from sqlalchemy import func, select, update
 
 from api.stats import BY_LEVELS, StatsService, StatsSettings, period_of
 from audit.models import AuditEntry
-from tests.demo_server import DemoServer, demo_server_on
+from tests.demo_server import DemoServer, demo_server_fixture
 from vault import measures
 from vault.disclosure import Cell, Place, Table, determined, suppress
 from vault.measures import MEASURES, TOTAL, Measure, Unit
@@ -37,15 +37,7 @@ PURPOSE = "community-statistics"
 SUPPRESSED_MEASURES = ("disability", "low-income-households", "subsidy-amount", "age-bands")
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def server(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    postgres_template: str | None,
-) -> Iterator[DemoServer]:
-    home = tmp_path_factory.mktemp("stats-demo")
-    with demo_server_on(request.param, home, postgres_template, residents=160) as demo:
-        yield demo
+server = demo_server_fixture("stats-demo", residents=160)
 
 
 def stats(

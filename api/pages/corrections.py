@@ -12,10 +12,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi import Request
 from sqlalchemy import select
 
 from api.gate import Subject
-from api.oauth.tokens import Principal
+from api.oauth.tokens import InvalidToken, Principal
+from api.pages.core import PageSession, SignedOut
 from api.pages.models import CorrectionRequest
 from api.runtime import Runtime
 from api.subjects import subject_for
@@ -42,6 +44,17 @@ class Actor:
 def actor_for(runtime: Runtime, principal: Principal, request_id: str) -> Actor:
     with runtime.vault.sessions() as session:
         return Actor(subject_for(session, principal), request_id)
+
+
+def session_actor(request: Request, page: PageSession) -> Actor:
+    """The signed-in person of a page session, as the gate would see them; SignedOut when
+    the session's token no longer verifies. Sync: run it in the threadpool."""
+    try:
+        principal = request.app.state.token_verifier.verify(page.access_token or "")
+    except InvalidToken:
+        raise SignedOut from None
+    runtime: Runtime = request.app.state.runtime
+    return actor_for(runtime, principal, request.state.request_id)
 
 
 def _aad(request_id: str) -> str:

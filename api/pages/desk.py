@@ -16,13 +16,11 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
-from api.oauth.tokens import InvalidToken
 from api.pages import corrections
 from api.pages.core import (
     Api,
     ApiRefused,
     PageSession,
-    SignedOut,
     form_text,
     lang_of,
     posted,
@@ -210,19 +208,11 @@ async def receipt(request: Request, consent_id: str) -> Response:
 # -- the correction queue -----------------------------------------------------------------
 
 
-def _actor(request: Request, session: PageSession) -> corrections.Actor:
-    try:
-        principal = request.app.state.token_verifier.verify(session.access_token or "")
-    except InvalidToken:
-        raise SignedOut from None
-    return corrections.actor_for(_runtime(request), principal, request.state.request_id)
-
-
 @router.get("/corrections")
 async def queue(request: Request) -> Response:
     async def body(session: PageSession, api: Api) -> Response:
         await api.fresh()
-        actor = await run_in_threadpool(_actor, request, session)
+        actor = await run_in_threadpool(corrections.session_actor, request, session)
         items = await run_in_threadpool(corrections.queue, _runtime(request), actor)
         return _page(request, session, "desk/corrections.html", items=items, opened=None)
 
@@ -233,7 +223,7 @@ async def queue(request: Request) -> Response:
 async def open_correction(request: Request, request_id: str) -> Response:
     async def body(session: PageSession, api: Api, form: FormData) -> Response:
         await api.fresh()
-        actor = await run_in_threadpool(_actor, request, session)
+        actor = await run_in_threadpool(corrections.session_actor, request, session)
         runtime = _runtime(request)
         try:
             opened = await run_in_threadpool(corrections.open_request, runtime, actor, request_id)
@@ -249,7 +239,7 @@ async def open_correction(request: Request, request_id: str) -> Response:
 async def resolve_correction(request: Request, request_id: str) -> Response:
     async def body(session: PageSession, api: Api, form: FormData) -> Response:
         await api.fresh()
-        actor = await run_in_threadpool(_actor, request, session)
+        actor = await run_in_threadpool(corrections.session_actor, request, session)
         try:
             await run_in_threadpool(corrections.resolve, _runtime(request), actor, request_id)
         except corrections.CorrectionError:

@@ -14,14 +14,12 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from api.oauth.tokens import InvalidToken
 from api.pages import corrections
 from api.pages.core import (
     SECURITY_HEADERS,
     Api,
     ApiRefused,
     PageSession,
-    SignedOut,
     form_text,
     lang_of,
     posted,
@@ -203,11 +201,11 @@ async def consents(request: Request) -> Response:
             {"purpose": p, "recipients": names.recipients_for(p), "notice": names.notice(p)}
             for p in names.consent_purposes()
         ]
+        actor = await run_in_threadpool(corrections.session_actor, request, session)
         return _page(
             request, session, "portal/consents.html", names=names, groups=groups,
             pending=[r for r in asked["items"] if r["status"] == "pending"],
-            legal=mine["legal_bases"], offers=offers,
-            me=(await run_in_threadpool(_actor, request, session)).subject.resident_id,
+            legal=mine["legal_bases"], offers=offers, me=actor.subject.resident_id,
         )  # fmt: skip
 
     return await view(request, AREA, body)
@@ -336,20 +334,11 @@ async def children(request: Request) -> Response:
 # -- corrections ------------------------------------------------------------------------------
 
 
-def _actor(request: Request, session: PageSession) -> corrections.Actor:
-    verifier = request.app.state.token_verifier
-    try:
-        principal = verifier.verify(session.access_token or "")
-    except InvalidToken:
-        raise SignedOut from None
-    return corrections.actor_for(_runtime(request), principal, request.state.request_id)
-
-
 @router.get("/correction")
 async def correction_form(request: Request) -> Response:
     async def body(session: PageSession, api: Api) -> Response:
         await api.fresh()
-        actor = await run_in_threadpool(_actor, request, session)
+        actor = await run_in_threadpool(corrections.session_actor, request, session)
         mine = await run_in_threadpool(corrections.mine, _runtime(request), actor)
         catalogue = _runtime(request).vault.store.catalogue
         return _page(
@@ -364,7 +353,7 @@ async def correction_form(request: Request) -> Response:
 async def correction_submit(request: Request) -> Response:
     async def body(session: PageSession, api: Api, form: FormData) -> Response:
         await api.fresh()
-        actor = await run_in_threadpool(_actor, request, session)
+        actor = await run_in_threadpool(corrections.session_actor, request, session)
         resident = form_text(form, "resident_id", 32) or actor.subject.resident_id or ""
         try:
             await run_in_threadpool(lambda: corrections.request_correction(
