@@ -5,8 +5,9 @@ auditor reviews it. The reads themselves go through the gate like any other
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
@@ -31,7 +32,8 @@ WORKERS = ("grid_worker", "community_worker")
 
 class OpenBody(BaseModel):
     resident_id: str = Field(max_length=64)
-    justification: str = Field(min_length=1, max_length=2000)
+    # Or the `Justification` header (API.md: percent-encoded UTF-8); one of them is needed.
+    justification: str | None = Field(default=None, max_length=2000)
     purpose: str = Field(default="emergency-rescue", max_length=64)
     minutes: int | None = Field(default=None, ge=1, le=240)
 
@@ -57,8 +59,14 @@ def _grant_view(grant: BreakGlassGrant, accesses: int | None = None) -> dict[str
 
 @router.post("/break-glass", status_code=201, summary="Open an emergency (break-glass) grant "
              "for one resident, with a written justification (workers)")  # fmt: skip
-def open_grant(request: Request, body: OpenBody, principal: Reader) -> Response:
+def open_grant(
+    request: Request,
+    body: OpenBody,
+    principal: Reader,
+    justification: Annotated[str | None, Header(max_length=6000)] = None,
+) -> Response:
     gate = gate_of(request)
+    reason = body.justification or (unquote(justification) if justification else "")
     subject = subject_of(request, principal)
     access = Access(subject=subject, purpose=body.purpose, request_id=request.state.request_id)
     if subject.type not in WORKERS or subject.user is None:
@@ -80,7 +88,7 @@ def open_grant(request: Request, body: OpenBody, principal: Reader) -> Response:
         with gate.runtime.transaction() as session:
             grant = gate.break_glass.open(
                 session, opener, body.resident_id, purpose=body.purpose,
-                justification=body.justification, minutes=body.minutes,
+                justification=reason, minutes=body.minutes,
             )  # fmt: skip
             view = _grant_view(grant)
     except BreakGlassError as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import select, update
 
@@ -44,8 +45,9 @@ def test_break_glass_opens_one_record_flags_notifies_and_queues(server: DemoServ
                      json={"resident_id": resident, "justification": "急"})  # fmt: skip
     assert too_short.status_code == 422
     why = "邻居报告老人跌倒无法应答，需联系紧急联系人并告知急救人员病史"
-    opened = call(server, "POST", "/v1/break-glass", token,
-                  json={"resident_id": resident, "justification": why})  # fmt: skip
+    # The reason as API.md's Justification header (percent-encoded UTF-8), or in the body.
+    opened = call(server, "POST", "/v1/break-glass", token, json={"resident_id": resident},
+                  headers={"Justification": quote(why)})  # fmt: skip
     assert opened.status_code == 201, opened.text
     grant = opened.json()
     assert grant["review_status"] == "pending" and grant["expires_at"] > grant["created_at"]
