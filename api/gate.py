@@ -257,13 +257,18 @@ class Gate:
         vault ids: a vault id that leaked to an organisation opens nothing."""
         return decision.pseudonymous == is_pseudonym(given)
 
-    def identifier_decision(self, access: Access, purpose: str | None = None) -> Decision:
-        """A decision that says how residents are named to this caller (for routes outside
-        the gate, e.g. consent requests); it is defined even when the access is denied."""
+    def hypothetical(self, subject: Subject, purpose: str | None, action: str) -> Decision:
+        """The decision a request would get, for explanations and routes outside the gate;
+        never raises for a denial and records nothing (no resident data is touched)."""
         return self.engine.evaluate({
-            "subject": access.subject.policy_input(), "purpose": purpose or access.purpose,
-            "action": "read", "target": "other", "fields": self.field_input,
+            "subject": subject.policy_input(), "purpose": purpose, "action": action,
+            "target": "other", "fields": self.field_input,
         })  # fmt: skip
+
+    def identifier_decision(self, access: Access, purpose: str | None = None) -> Decision:
+        """A decision that says how residents are named to this caller (e.g. for consent
+        requests); the identifier is defined even when the access is denied."""
+        return self.hypothetical(access.subject, purpose or access.purpose, "read")
 
     # -- deciding ------------------------------------------------------------------------
 

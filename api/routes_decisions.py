@@ -49,14 +49,6 @@ def lang_of(request: Request) -> str:
     return "en" if request.headers.get("accept-language", "").lower().startswith("en") else "zh"
 
 
-def _evaluate(gate: Gate, subject: Subject, purpose: str | None, action: str) -> Decision:
-    """The decision a request would get (never raises for a denial; records nothing)."""
-    return gate.engine.evaluate({
-        "subject": subject.policy_input(), "purpose": purpose, "action": action,
-        "target": "other", "fields": gate.field_input,
-    })  # fmt: skip
-
-
 class ExplainBody(BaseModel):
     purpose: str | None = Field(default=None, max_length=64)
     action: Literal["read", "list", "search", "export", "write"] = "read"
@@ -88,7 +80,7 @@ def explain_request(request: Request, body: ExplainBody, principal: Anyone) -> R
             request, "validation-error",
             errors=[{"field": "fields", "message": f"unknown field {name}"} for name in unknown],
         )  # fmt: skip
-    decision = _evaluate(gate, subject, body.purpose, body.action)
+    decision = gate.hypothetical(subject, body.purpose, body.action)
     explained = explainer_of(request).explain(
         decision, purpose=body.purpose, action=body.action, lang=lang_of(request),
         fields=body.fields,
@@ -283,7 +275,7 @@ def organisation_visibility(request: Request, organisation: str, principal: Audi
     rows = []
     for purpose in sorted(explainer.purposes):
         for action in ACTIONS:
-            decision = _evaluate(gate, subject, purpose, action)
+            decision = gate.hypothetical(subject, purpose, action)
             rows.append({
                 "purpose": purpose, "purpose_name": explainer.purpose_name(purpose, lang),
                 "action": action, "allowed": decision.allow,
