@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Select, and_, false, or_, select
@@ -372,10 +372,16 @@ class Gate:
         # A pseudonym that is not the caller's (or a forgery) is kept as given, unresolved.
         details = {"unresolved": True} if pseudonym and vault_id is None else {}
         with self.runtime.transaction() as session:
-            self.runtime.audit.record(session, [self._entry(
+            entry = self._entry(
                 access, action, "denied", decision, resident_id=vault_id,
                 fields={}, reason=error.slug, details=details,
-                pseudonym=pseudonym[:64] if pseudonym else None)])  # fmt: skip
+                pseudonym=pseudonym[:64] if pseudonym else None)  # fmt: skip
+            if vault_id and session.scalar(
+                select(Resident.is_decoy).where(Resident.id == vault_id)
+            ):
+                # Someone probed a decoy: kept apart from real accesses, as decoy rows are.
+                entry = replace(entry, kind="decoy", details={**entry.details, "decoy": True})
+            self.runtime.audit.record(session, [entry])
 
     # -- rows ----------------------------------------------------------------------------
 
