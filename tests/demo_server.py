@@ -6,11 +6,15 @@ socket exactly as an integrator would, while assertions can still peek at the da
 
 from __future__ import annotations
 
+import atexit
 import base64
+import contextlib
 import hashlib
+import os
 import re
 import secrets
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -30,8 +34,9 @@ from sqlalchemy.engine import make_url
 from api.app import create_app
 from api.oauth.service import create_demo_accounts, create_user
 from api.runtime import Runtime, init_runtime
-from policies import PolicyEngine
-from tests.conftest import _require_postgres
+from policies import CachedEngine, OpaServerEngine, PolicyEngine, build_bundle, load_bundle
+from policies.opa_server import local_opa_server
+from tests.conftest import IN_CI, _require_postgres
 from vault.config import VaultSettings
 from vault.demo import populate
 from vault.models import Building, Household, Resident, Room
@@ -197,6 +202,36 @@ def run_demo_server(
         thread.join(timeout=20)
 
 
+def require_opa() -> str:
+    """The real OPA binary (OPA_BIN), or skip; under CI=true its absence fails the run."""
+    path = os.environ.get("OPA_BIN", "")
+    if path and os.access(path, os.X_OK):
+        return path
+    if IN_CI:
+        pytest.fail("CI=true but OPA_BIN is not set: run .ci/install-opa and export OPA_BIN")
+    pytest.skip("OPA_BIN is not set")
+
+
+_sidecar: dict[str, str] = {}
+_sidecar_stack = contextlib.ExitStack()
+atexit.register(_sidecar_stack.close)
+
+
+def sidecar_engine() -> PolicyEngine:
+    """A fresh engine on this test process's OPA sidecar, started once on the shipped
+    bundle built by `opa build` with our revision: the production profile's engine."""
+    if "url" not in _sidecar:
+        opa = require_opa()
+        work = Path(_sidecar_stack.enter_context(tempfile.TemporaryDirectory(prefix="rv-opa-")))
+        bundle = load_bundle()
+        archive = build_bundle(opa, bundle, work / "bundle.tar.gz")
+        _sidecar["url"] = _sidecar_stack.enter_context(
+            local_opa_server(opa, bundle=archive, log=work / "decisions.log")
+        )
+        _sidecar["revision"] = bundle.revision
+    return CachedEngine(OpaServerEngine(_sidecar["url"], expected_revision=_sidecar["revision"]))
+
+
 @contextmanager
 def demo_server_on(
     backend: str,
@@ -204,8 +239,10 @@ def demo_server_on(
     postgres_template: str | None,
     residents: int = 80,
 ) -> Iterator[DemoServer]:
-    """A demo server on SQLite, or on a fresh PostgreSQL database copied from the
-    migrated template (dropped afterwards): the body of every HTTP module's fixture."""
+    """A demo server on the embedded defaults (SQLite, local keyring, embedded policy
+    engine), or on the production profile: a fresh PostgreSQL database copied from the
+    migrated template (dropped afterwards) and the real OPA server as its policy engine.
+    The body of every HTTP module's fixture."""
     if backend == "sqlite":
         with run_demo_server(home / "home", f"sqlite:///{home / 'vault.db'}", residents) as demo:
             yield demo
@@ -220,7 +257,7 @@ def demo_server_on(
         )
     try:
         database = make_url(url).set(database=name).render_as_string(hide_password=False)
-        with run_demo_server(home / "home", database, residents) as demo:
+        with run_demo_server(home / "home", database, residents, sidecar_engine()) as demo:
             yield demo
     finally:
         with admin.connect() as conn:
