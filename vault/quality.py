@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from vault.blind_index import digest, normalise_for_index
@@ -42,6 +42,12 @@ def _identifier_field(store: ResidentStore, validator: str) -> str | None:
     return None
 
 
+def _real() -> ColumnElement[bool]:
+    """Decoy rows of traceable exports are no one's data: never a quality finding, which
+    would also tell an operator's report reader which rows are decoys."""
+    return Resident.is_decoy.is_(False)
+
+
 def shared_phones(
     session: Session, store: ResidentStore, min_households: int = 3
 ) -> Iterator[QualityIssue]:
@@ -51,7 +57,7 @@ def shared_phones(
     crowded = (
         select(BlindIndexEntry.digest)
         .join(Resident, Resident.id == BlindIndexEntry.resident_id)
-        .where(BlindIndexEntry.field == phone, Resident.status == "active")
+        .where(BlindIndexEntry.field == phone, Resident.status == "active", _real())
         .group_by(BlindIndexEntry.digest)
         .having(
             func.count(func.distinct(func.coalesce(Resident.household_id, Resident.id)))
@@ -60,7 +66,8 @@ def shared_phones(
     )
     rows = session.execute(
         select(BlindIndexEntry.resident_id, BlindIndexEntry.digest)
-        .where(BlindIndexEntry.field == phone, BlindIndexEntry.digest.in_(crowded))
+        .join(Resident, Resident.id == BlindIndexEntry.resident_id)
+        .where(BlindIndexEntry.field == phone, BlindIndexEntry.digest.in_(crowded), _real())
         .order_by(BlindIndexEntry.digest, BlindIndexEntry.resident_id)
     )
     for resident_id, _ in rows:
@@ -97,7 +104,8 @@ def office_phones(session: Session, store: ResidentStore) -> Iterator[QualityIss
         return
     for resident_id in session.scalars(
         select(BlindIndexEntry.resident_id)
-        .where(BlindIndexEntry.field == phone, BlindIndexEntry.digest.in_(digests))
+        .join(Resident, Resident.id == BlindIndexEntry.resident_id)
+        .where(BlindIndexEntry.field == phone, BlindIndexEntry.digest.in_(digests), _real())
         .order_by(BlindIndexEntry.resident_id)
     ):
         yield QualityIssue(
@@ -115,13 +123,15 @@ def duplicate_id_numbers(session: Session, store: ResidentStore) -> Iterator[Qua
         return
     shared = (
         select(BlindIndexEntry.digest)
-        .where(BlindIndexEntry.field == id_field)
+        .join(Resident, Resident.id == BlindIndexEntry.resident_id)
+        .where(BlindIndexEntry.field == id_field, _real())
         .group_by(BlindIndexEntry.digest)
         .having(func.count() > 1)
     )
     for resident_id in session.scalars(
         select(BlindIndexEntry.resident_id)
-        .where(BlindIndexEntry.field == id_field, BlindIndexEntry.digest.in_(shared))
+        .join(Resident, Resident.id == BlindIndexEntry.resident_id)
+        .where(BlindIndexEntry.field == id_field, BlindIndexEntry.digest.in_(shared), _real())
         .order_by(BlindIndexEntry.resident_id)
     ):
         yield QualityIssue(
@@ -144,7 +154,7 @@ def inconsistent_id_numbers(
     names = [id_field, *spec.matches.values()]
     ids = list(
         session.scalars(
-            select(Resident.id).where(Resident.status == "active").order_by(Resident.id)
+            select(Resident.id).where(Resident.status == "active", _real()).order_by(Resident.id)
         )
     )
     for start in range(0, len(ids), batch_size):
