@@ -1,21 +1,216 @@
-"""Configuration: environment variables (VAULT_*) over embedded defaults.
+"""Configuration: settings from several places, validated together at start-up.
 
-The embedded default is a data directory `./.vault` (or `$VAULT_HOME`) holding an SQLite
-database and the local keyring; production points `VAULT_DATABASE_URL` at PostgreSQL.
+Precedence, highest first: keyword arguments, environment variables `VAULT_<NAME>`, secrets
+given as files (`VAULT_<NAME>_FILE=/run/secrets/x`, content without its trailing newline),
+a TOML file named by `VAULT_CONFIG_FILE` (keys are the names in lower case), defaults.
+
+Every problem is collected before anything is raised, so one start-up names them all:
+`SettingsInvalid` carries one line per problem, each naming the environment variable and
+the file key, never a secret's value. The embedded default is a data directory `./.vault`
+(or `$VAULT_HOME`) holding an SQLite database and the local keyring; production points
+`VAULT_DATABASE_URL` at PostgreSQL.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
+import stat
+import tomllib
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import structlog
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from vault.crypto import Suite
+from vault.errors import ConfigurationError
+
+log = structlog.get_logger(__name__)
+
+ENV_PREFIX = "VAULT_"
+CONFIG_FILE_ENV = "VAULT_CONFIG_FILE"
+FILE_SUFFIX = "_FILE"
+# Where a value came from, as `config check` prints it.
+SOURCE_DEFAULT, SOURCE_INIT, SOURCE_ENV, SOURCE_SECRET_FILE, SOURCE_FILE = (
+    "default", "argument", "env", "secret-file", "file",
+)  # fmt: skip
+# Database URLs carry passwords: treated like secrets (never echoed, redacted on display).
+URL_FIELDS = ("database_url", "database_replica_url")
+_REVISION = re.compile(r"^(any|rev-[0-9a-f]{16})$")
+
+
+def env_name(name: str) -> str:
+    return f"{ENV_PREFIX}{name.upper()}"
+
+
+def secret_file_env_name(name: str) -> str:
+    return f"{env_name(name)}{FILE_SUFFIX}"
+
+
+class SettingsInvalid(ConfigurationError):
+    """The configuration has problems; `problems` holds one line for each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+        self.problems = problems
+
+
+@dataclass
+class _Collector:
+    """What one construction of the settings found: problems, warnings, and sources."""
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)  # field -> the file it came from
+
+
+_collecting: ContextVar[_Collector | None] = ContextVar("vault_settings_collector", default=None)
+
+
+def _collector() -> _Collector:
+    current = _collecting.get()
+    return current if current is not None else _Collector()
+
+
+def _label(name: str) -> str:
+    """How a problem names a setting: both the environment variable and the file key."""
+    return f"{env_name(name)} (file key {name})"
+
+
+class _Recorded(PydanticBaseSettingsSource):
+    """Passes a source through, noting which fields it supplied (the first source wins)."""
+
+    def __init__(self, inner: PydanticBaseSettingsSource, source: str) -> None:
+        super().__init__(inner.settings_cls)
+        self._inner = inner
+        self._source = source
+
+    def _set_current_state(self, state: dict[str, Any]) -> None:
+        self._inner._set_current_state(state)
+
+    def _set_settings_sources_data(self, states: dict[str, dict[str, Any]]) -> None:
+        self._inner._set_settings_sources_data(states)
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._inner.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        values = self._inner()
+        collector = _collector()
+        for name in values:
+            collector.sources.setdefault(name, self._source)
+        return values
+
+
+class SecretFileSource(PydanticBaseSettingsSource):
+    """`VAULT_<NAME>_FILE` names a file holding the value (Docker and Kubernetes secrets)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ reads every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        collector = _collector()
+        fields = self.settings_cls.model_fields
+        values: dict[str, Any] = {}
+        for name in fields:
+            if f"{name}_file" in fields:
+                continue  # VAULT_X_FILE is then the setting x_file itself
+            variable = secret_file_env_name(name)
+            path_text = os.environ.get(variable)
+            if not path_text:
+                continue
+            path = Path(path_text)
+            try:
+                content = path.read_text(encoding="utf-8")
+                mode = stat.S_IMODE(path.stat().st_mode)
+            except (OSError, UnicodeDecodeError) as exc:
+                collector.problems.append(
+                    f"{variable}: cannot read the secret file {path} ({type(exc).__name__})"
+                )
+                continue
+            if mode & stat.S_IROTH:
+                warning = (
+                    f"{variable}: the secret file {path} is readable by everyone "
+                    f"(mode {mode:o}); make it readable by the service only (chmod 600)"
+                )
+                collector.warnings.append(warning)
+                log.warning("config.secret_file_readable", variable=variable, path=str(path))
+            values[name] = content.removesuffix("\n").removesuffix("\r")
+            collector.origins[name] = str(path)
+        return values
+
+
+class ConfigFileSource(TomlConfigSettingsSource):
+    """The TOML file `VAULT_CONFIG_FILE` names; a key that is no setting is an error."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls, toml_file=path)
+        self.path = path
+
+    def __call__(self) -> dict[str, Any]:
+        collector = _collector()
+        known = self.settings_cls.model_fields
+        values: dict[str, Any] = {}
+        for key, value in self.toml_data.items():
+            if key in known:
+                values[key] = value
+                collector.origins.setdefault(key, str(self.path))
+                continue
+            guess = difflib.get_close_matches(key.lower(), list(known), n=1)
+            hint = f"; did you mean {guess[0]!r}?" if guess else ""
+            collector.problems.append(f"{self.path}: unknown setting {key!r}{hint}")
+        return values
+
+
+class _Nothing(PydanticBaseSettingsSource):
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {}
+
+
+def _config_file_source(settings_cls: type[BaseSettings]) -> PydanticBaseSettingsSource:
+    path_text = os.environ.get(CONFIG_FILE_ENV)
+    if not path_text:
+        return _Nothing(settings_cls)
+    path = Path(path_text)
+    problem: str | None = None
+    if not path.is_file():
+        problem = f"{CONFIG_FILE_ENV}: no configuration file at {path}"
+    else:
+        try:
+            return ConfigFileSource(settings_cls, path)
+        except tomllib.TOMLDecodeError as exc:
+            problem = f"{CONFIG_FILE_ENV}: {path} is not valid TOML ({exc})"
+        except (OSError, UnicodeDecodeError) as exc:
+            problem = f"{CONFIG_FILE_ENV}: cannot read {path} ({type(exc).__name__})"
+    _collector().problems.append(problem)
+    return _Nothing(settings_cls)
 
 
 class VaultSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VAULT_", extra="ignore")
+    """Every setting of the service. Constructing one validates it all, or raises
+    `SettingsInvalid` naming every problem."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+    _warnings: list[str] = PrivateAttr(default_factory=list)
 
     home: Path = Field(default=Path(".vault"), description="data directory")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL")
@@ -23,11 +218,22 @@ class VaultSettings(BaseSettings):
     database_replica_url: str | None = Field(
         default=None, description="read replica for lists, exports and statistics"
     )
-    database_pool_size: int = Field(default=10, ge=1, le=500)
-    database_max_overflow: int = Field(default=10, ge=0, le=500)
-    database_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    database_pool_size: int = Field(
+        default=10, ge=1, le=500, description="connections kept open per process"
+    )
+    database_max_overflow: int = Field(
+        default=10, ge=0, le=500, description="extra connections beyond the pool under load"
+    )
+    database_pool_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="wait for a free connection before failing"
+    )
     database_statement_timeout_ms: int = Field(
         default=15_000, ge=0, description="per statement; 0 disables"
+    )
+    migrate_on_start: bool = Field(
+        default=True,
+        description="migrate the schema at start-up; off in production (`resident-vault db "
+        "upgrade` instead), where start-up refuses a schema behind the code",
     )
     crypto_suite: Suite = Field(default=Suite.AES_256_GCM, description="suite for new keys")
     keyring: str = Field(
@@ -43,11 +249,20 @@ class VaultSettings(BaseSettings):
         default="rv", pattern=r"^[A-Za-z0-9_.-]{1,32}$",
         description="label prefix of this vault's objects, so vaults can share a token",
     )  # fmt: skip
-    data_key_cache_size: int = Field(default=10_000, ge=0)
-    data_key_cache_seconds: float = Field(default=60.0, ge=0)
-    deployment: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9.-]*$")
+    data_key_cache_size: int = Field(
+        default=10_000, ge=0, description="unwrapped data keys kept in memory (LRU); 0 disables"
+    )
+    data_key_cache_seconds: float = Field(
+        default=60.0, ge=0, description="how long an unwrapped data key stays cached"
+    )
+    deployment: str = Field(
+        default="demo", pattern=r"^[a-z0-9][a-z0-9.-]*$",
+        description="name of this deployment, part of the default audit log origin",
+    )  # fmt: skip
     log_origin: str | None = Field(default=None, description="audit log origin (key name)")
-    checkpoint_interval_seconds: float = Field(default=10.0, gt=0)
+    checkpoint_interval_seconds: float = Field(
+        default=10.0, gt=0, description="how often a grown audit log gets a signed checkpoint"
+    )
     opa_url: str | None = Field(default=None, description="OPA server; embedded engine if unset")
     opa_expected_revision: str | None = Field(
         default=None,
@@ -62,7 +277,10 @@ class VaultSettings(BaseSettings):
     tls_client_ca_file: Path | None = Field(
         default=None, description="CA of departmental client certificates (mutual TLS)"
     )
-    tls_client_auth: str = Field(default="none", pattern=r"^(none|optional|required)$")
+    tls_client_auth: str = Field(
+        default="none", pattern=r"^(none|optional|required)$",
+        description="client certificates: none, optional or required (needs the client CA)",
+    )  # fmt: skip
     forwarded_allow_ips: str | None = Field(
         default=None, description="reverse proxies trusted for X-Forwarded-* (comma-separated)"
     )
@@ -70,7 +288,9 @@ class VaultSettings(BaseSettings):
         default=None,
         description="header a trusted proxy puts the client certificate in (URL-encoded PEM)",
     )
-    hsts_seconds: int = Field(default=31_536_000, ge=0)
+    hsts_seconds: int = Field(
+        default=31_536_000, ge=0, description="Strict-Transport-Security max-age; 0 disables"
+    )
     # -- operations (issue 8) --------------------------------------------------------------
     metrics_enabled: bool = Field(default=True, description="Prometheus /metrics")
     metrics_token: SecretStr | None = Field(
@@ -79,18 +299,32 @@ class VaultSettings(BaseSettings):
     tracing_enabled: bool = Field(
         default=False, description="OpenTelemetry traces (configured by OTEL_* variables)"
     )
-    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    shutdown_grace_seconds: float = Field(
+        default=20.0, ge=0, description="time in-flight requests and audit writes get to finish"
+    )
     backup_key_file: Path | None = Field(
         default=None, description="key that encrypts backups (made at first backup if unset)"
     )
-    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="largest request body accepted"
+    )
     # Per-caller rate limits by the decision's rate class (requests per minute; bulk per hour).
-    rate_limit_standard: int = Field(default=1200, ge=1)
-    rate_limit_sensitive: int = Field(default=300, ge=1)
-    rate_limit_bulk: int = Field(default=60, ge=1)
+    rate_limit_standard: int = Field(
+        default=1200, ge=1, description="standard requests per caller per minute"
+    )
+    rate_limit_sensitive: int = Field(
+        default=300, ge=1, description="requests touching sensitive fields per caller per minute"
+    )
+    rate_limit_bulk: int = Field(
+        default=60, ge=1, description="bulk (list/export) requests per caller per hour"
+    )
     # Insider-abuse detection (audit.detection): how often to scan, and what suspends.
-    alert_scan_seconds: float = Field(default=60.0, gt=0)
-    alert_volume_floor: int = Field(default=50, ge=1)
+    alert_scan_seconds: float = Field(
+        default=60.0, gt=0, description="how often the log is scanned for insider abuse"
+    )
+    alert_volume_floor: int = Field(
+        default=50, ge=1, description="fewest reads in a window that can raise a volume alert"
+    )
     alert_suspend_on: str = Field(
         default="volume", description="comma-separated alert kinds that suspend the actor"
     )
@@ -106,3 +340,144 @@ class VaultSettings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'vault.db').resolve()}"
+
+    # -- loading and validation (init > env > secret files > config file > defaults) -------
+
+    def __init__(self, **values: Any) -> None:
+        collector = _Collector()
+        token = _collecting.set(collector)
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            collector.problems.extend(_describe(exc, collector))
+        finally:
+            _collecting.reset(token)
+        if collector.problems:
+            log.error("config.invalid", problems=len(collector.problems))
+            raise SettingsInvalid(collector.problems)
+        self._sources = collector.sources
+        self._origins = collector.origins
+        self._warnings = collector.warnings
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            _Recorded(init_settings, SOURCE_INIT),
+            _Recorded(env_settings, SOURCE_ENV),
+            _Recorded(SecretFileSource(settings_cls), SOURCE_SECRET_FILE),
+            _Recorded(_config_file_source(settings_cls), SOURCE_FILE),
+        )
+
+    @model_validator(mode="after")
+    def _check_together(self) -> VaultSettings:
+        problems = cross_field_problems(self)
+        collector = _collecting.get()
+        if collector is None:  # validated outside __init__ (model_validate): raise here
+            if problems:
+                raise ValueError("; ".join(problems))
+        else:
+            collector.problems.extend(problems)
+        return self
+
+    def source_of(self, name: str) -> str:
+        """default, argument, env, secret-file or file: where this setting's value came from."""
+        return self._sources.get(name, SOURCE_DEFAULT)
+
+    def origin_of(self, name: str) -> str | None:
+        """The file a value was read from (a secret file or the configuration file)."""
+        source = self.source_of(name)
+        return self._origins.get(name) if source in (SOURCE_SECRET_FILE, SOURCE_FILE) else None
+
+    @property
+    def config_warnings(self) -> list[str]:
+        """Problems that do not stop the service (a secret file readable by everyone)."""
+        return list(self._warnings)
+
+    @classmethod
+    def secret_fields(cls) -> frozenset[str]:
+        return frozenset(
+            name
+            for name, info in cls.model_fields.items()
+            if name in URL_FIELDS or "SecretStr" in str(info.annotation)
+        )
+
+
+def cross_field_problems(settings: VaultSettings) -> list[str]:
+    """Settings that are each valid but make no sense together, one line each."""
+    problems: list[str] = []
+    s = settings
+    if s.tls_cert_file is not None and s.tls_key_file is None:
+        problems.append(f"{_label('tls_key_file')}: a TLS certificate needs its private key")
+    if s.tls_key_file is not None and s.tls_cert_file is None:
+        problems.append(f"{_label('tls_cert_file')}: a TLS private key needs its certificate")
+    if s.tls_client_ca_file is not None and s.tls_cert_file is None:
+        problems.append(
+            f"{_label('tls_client_ca_file')}: client certificates need TLS "
+            f"({env_name('tls_cert_file')} and {env_name('tls_key_file')})"
+        )
+    if s.tls_client_auth != "none" and s.tls_client_ca_file is None:
+        problems.append(
+            f"{_label('tls_client_auth')}: {s.tls_client_auth!r} needs the CA of client "
+            f"certificates ({env_name('tls_client_ca_file')})"
+        )
+    if s.keyring == "pkcs11":
+        if not s.pkcs11_token_label:
+            problems.append(f"{_label('pkcs11_token_label')}: the pkcs11 keyring needs a token")
+        if s.pkcs11_pin is None or not s.pkcs11_pin.get_secret_value():
+            problems.append(
+                f"{_label('pkcs11_pin')}: the pkcs11 keyring needs the user PIN "
+                f"(or {secret_file_env_name('pkcs11_pin')})"
+            )
+    if s.opa_expected_revision is not None and not _REVISION.fullmatch(s.opa_expected_revision):
+        problems.append(
+            f"{_label('opa_expected_revision')}: expected 'any' or a revision like "
+            "rev-0123456789abcdef"
+        )
+    for name in URL_FIELDS:
+        url = getattr(s, name)
+        if url is not None:
+            problem = _url_problem(url)
+            if problem:
+                problems.append(f"{_label(name)}: {problem}")
+    if s.database_replica_url is not None and (
+        s.resolved_database_url.startswith("sqlite") or s.database_replica_url.startswith("sqlite")
+    ):
+        problems.append(
+            f"{_label('database_replica_url')}: read replicas need PostgreSQL, not SQLite"
+        )
+    return problems
+
+
+def _url_problem(url: str) -> str | None:
+    """Why SQLAlchemy cannot use this URL (never quoting it: it may hold a password)."""
+    try:
+        make_url(url).get_dialect()
+    except ArgumentError:
+        return "not a database URL SQLAlchemy can parse (dialect+driver://user@host/db)"
+    except NoSuchModuleError:
+        return "names a database dialect or driver that is not installed"
+    return None
+
+
+def _describe(exc: ValidationError, collector: _Collector) -> list[str]:
+    """One line per field error, naming where the value came from; secrets never quoted."""
+    secret = VaultSettings.secret_fields()
+    lines: list[str] = []
+    for error in exc.errors(include_url=False, include_input=True):
+        name = str(error["loc"][0]) if error["loc"] else ""
+        if name not in VaultSettings.model_fields:
+            lines.append(error["msg"])
+            continue
+        source = collector.sources.get(name, SOURCE_DEFAULT)
+        where = collector.origins.get(name)
+        came = f"from {source}" + (f" {where}" if where else "")
+        shown = "" if name in secret else f" (got {str(error.get('input'))[:60]!r})"
+        lines.append(f"{_label(name)}: {error['msg']}{shown} [{came}]")
+    return lines
