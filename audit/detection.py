@@ -9,7 +9,11 @@ username, else a system by client id) and raises an alert when the actor
   mandate, or probing pseudonyms),
 * reads sensitive fields in clear for many residents (`sensitive-bulk`),
 * works at unusual hours (`off-hours`: distinct residents read between 22:00 and 06:00
-  China time).
+  China time),
+* asks for a decoy (`decoy-probe`): decoys exist only as rows of fingerprinted exports,
+  so a read or search naming one means someone is working from an exported file. That
+  can be the recipient following up on its own export, so it alerts but, by default,
+  does not suspend.
 
 Alerts go to a table the auditor console reads, to the verifiable log as `alert.raised`
 events, and to the structured log. Kinds named in `suspend_on` also suspend the actor
@@ -38,7 +42,7 @@ __all__ = ["ALERT_KINDS", "DetectionRules", "Detector", "RaisedAlert", "Usual", 
 log = structlog.get_logger(__name__)
 
 CHINA = timezone(timedelta(hours=8))
-ALERT_KINDS = ("volume", "repeated-denials", "sensitive-bulk", "off-hours")
+ALERT_KINDS = ("volume", "repeated-denials", "sensitive-bulk", "off-hours", "decoy-probe")
 _READS = ("read", "list", "search", "export")
 
 
@@ -55,6 +59,7 @@ class DetectionRules:
     off_hours_residents: int = 25
     night_start: int = 22  # China time
     night_end: int = 6
+    decoy_probes: int = 1  # decoys are fictional: one request naming one is a signal
     suspend_on: frozenset[str] = field(default_factory=lambda: frozenset({"volume"}))
 
 
@@ -102,6 +107,7 @@ class _Activity:
     sensitive: set[str] = field(default_factory=set)
     night: set[str] = field(default_factory=set)
     denials: int = 0
+    decoys_probed: set[str] = field(default_factory=set)
 
 
 def _actor(entry: AuditEntry) -> tuple[str, str] | None:
@@ -144,13 +150,20 @@ class Detector:
             select(AuditEntry).where(
                 AuditEntry.recorded_at >= start,
                 AuditEntry.recorded_at < end,
-                AuditEntry.kind == "access",
+                AuditEntry.kind.in_(["access", "decoy"]),
                 AuditEntry.subject_type.not_in(["resident", "operator", "auditor"]),
             )
         )
         for entry in rows:
             who = _actor(entry)
-            if who is None or (entry.details or {}).get("decoy"):
+            if who is None:
+                continue
+            if entry.kind == "decoy" or (entry.details or {}).get("decoy"):
+                # Decoy rows of an export are expected; a refused request naming one is not.
+                if entry.outcome == "denied" and entry.resident_id:
+                    probed = activity[who[0]]
+                    probed.actor_kind, probed.organisation = who[1], entry.organisation
+                    probed.decoys_probed.add(entry.resident_id)
                 continue
             seen = activity[who[0]]
             seen.actor_kind, seen.organisation = who[1], entry.organisation
@@ -231,6 +244,8 @@ class Detector:
                 ("sensitive-bulk", len(seen.sensitive), sensitive_line,
                  {"usual_p95": usual_of.sensitive}),
                 ("off-hours", len(seen.night), rules.off_hours_residents, {}),
+                ("decoy-probe", len(seen.decoys_probed), rules.decoy_probes,
+                 {"decoys": sorted(seen.decoys_probed)[:20]}),
             )  # fmt: skip
             for kind, observed, threshold, extra in checks:
                 if observed < threshold or self._already(session, kind, actor, start):

@@ -18,14 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert, select
 
+from api.decoys import create_decoys
 from api.limits import RateLimiter
 from api.runtime import init_runtime
 from audit.detection import DetectionRules, Detector
 from audit.log import ENTRY_COLUMN_NAMES, canonical_bytes
-from audit.models import AuditEntry
+from audit.models import AuditAlert, AuditEntry
 from tests.demo_server import DemoServer, demo_server_fixture, residents_in, run_demo_server
 from vault.config import VaultSettings
-from vault.models import utcnow
+from vault.models import Building, utcnow
 
 server = demo_server_fixture("detection-demo")
 
@@ -194,3 +195,22 @@ def test_the_limiter_never_lets_more_than_its_count_through_any_window(
     for start in allowed:
         assert sum(1 for t in allowed if start <= t < start + window) <= count
     assert limiter.check("other", "standard", now=moment) is None  # per caller
+
+
+def test_asking_for_a_decoy_raises_a_decoy_probe(server: DemoServer) -> None:
+    """Decoys live only in exported files: a request naming one is someone using a file."""
+    runtime = server.runtime
+    with runtime.transaction() as session:
+        buildings = list(session.scalars(select(Building.id).limit(2)))
+        (decoy,) = create_decoys(session, runtime.vault.store, buildings, 1)
+    civil = server.client_token("org_civil_affairs")
+    pseudonym = server.pseudonym("org_civil_affairs", decoy)
+    probe = get(server, f"/v1/residents/{pseudonym}", civil, "subsidy-review")
+    assert probe.status_code == 404  # indistinguishable from no one, for the caller
+    watch = detector(server, suspend_on=frozenset({"volume"}))
+    client = server.client("org_civil_affairs")["client_id"]
+    raised = [a for a in scan(server, watch) if a.actor == client and a.kind == "decoy-probe"]
+    assert [(a.observed, a.suspended) for a in raised] == [(1, False)]
+    with runtime.vault.sessions() as session:
+        alert = session.get(AuditAlert, raised[0].alert_id)
+        assert alert is not None and alert.details["decoys"] == [decoy]

@@ -257,6 +257,10 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     "console.alert_kind.repeated-denials": ("反复被拒绝", "Repeatedly refused"),
     "console.alert_kind.sensitive-bulk": ("批量查看敏感信息", "Sensitive fields in bulk"),
     "console.alert_kind.off-hours": ("非工作时间访问", "Unusual hours"),
+    "console.alert_kind.decoy-probe": (
+        "查询了诱饵记录（导出文件可能外流）",
+        "Asked for a decoy (an export file may be in use)",
+    ),
     "console.suspended": ("已暂停，待复核", "suspended pending review"),
     "console.break_glass": ("紧急访问待复核", "Break-glass accesses to review"),
     "console.heads": ("签名树头", "Signed tree heads"),
