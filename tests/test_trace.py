@@ -320,9 +320,6 @@ def test_decoys_never_appear_in_lists_reads_searches_or_statistics(vault: Vault)
             assert server.pseudonym(CIVIL, decoy) not in found.text
 
 
-# vault/statistics.py still calls Result.tuples(), deprecated in SQLAlchemy 2.1; the
-# warning (an error under this suite's settings) is not what this test is about.
-@pytest.mark.filterwarnings("ignore:The Result.tuples:DeprecationWarning")
 def test_decoys_are_not_counted_in_statistics(vault: Vault) -> None:
     server = vault.server
     assert decoys(server)
