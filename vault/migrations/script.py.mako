@@ -17,6 +17,9 @@ revision: str = ${repr(up_revision)}
 down_revision: str | Sequence[str] | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+# "expand" (the code before this migration still runs on the new schema) or "contract"
+# (only after every node runs code that no longer needs what it removes): docs/postgresql.md
+phase: str = "expand"
 
 
 def upgrade() -> None:

@@ -16,6 +16,8 @@ revision: str = "0004"
 down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# Expand/contract (docs/postgresql.md): 0001-0010 predate the rule and are grandfathered.
+phase: str = "expand"
 
 
 def upgrade() -> None:

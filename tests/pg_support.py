@@ -1,0 +1,146 @@
+"""PostgreSQL helpers shared by the production-profile tests: a demo service on given
+settings, a database of its own, and the streaming standby `.ci/run` starts.
+
+The standby is a real one (`pg_basebackup -R`), named by VAULT_TEST_REPLICA_URL; under
+CI=true its absence fails the run. A database created on the primary appears on it once
+replay reaches the primary's WAL position (`wait_for_replay`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import uvicorn
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from api.app import create_app
+from api.oauth.service import create_demo_accounts
+from api.runtime import init_runtime
+from tests.conftest import IN_CI, _require_postgres
+from tests.demo_server import DemoServer, free_port
+from vault.config import VaultSettings
+from vault.demo import populate
+
+REPLICA_ENV = "VAULT_TEST_REPLICA_URL"
+# Pausing replay stops it for every test using the standby: one pauser at a time, and
+# nobody waits for replay meanwhile (xdist workers are processes, hence a file lock).
+_PAUSE_LOCK = Path(tempfile.gettempdir()) / "rv-test-replica.lock"
+
+
+def require_replica() -> str:
+    url = os.environ.get(REPLICA_ENV)
+    if not url:
+        if IN_CI:
+            pytest.fail(f"CI=true but {REPLICA_ENV} is not set: the replica tests cannot skip")
+        pytest.skip(f"no streaming standby configured ({REPLICA_ENV})")
+    return url
+
+
+@contextmanager
+def fresh_database(template: str | None, prefix: str) -> Iterator[str]:
+    """A database of our own on the primary, copied from the migrated template."""
+    url = _require_postgres()
+    assert template is not None
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(template).database}"'))
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def on_replica(database_url: str) -> str:
+    """The same database on the standby."""
+    replica = make_url(require_replica())
+    return replica.set(database=make_url(database_url).database).render_as_string(
+        hide_password=False
+    )
+
+
+@contextmanager
+def _exclusive() -> Iterator[None]:
+    with _PAUSE_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def wait_for_replay(primary: Engine, timeout: float = 30.0) -> None:
+    """Until the standby has replayed everything the primary has written so far."""
+    standby = create_engine(require_replica(), isolation_level="AUTOCOMMIT")
+    try:
+        with _exclusive(), primary.connect() as conn:
+            target = conn.scalar(text("SELECT pg_current_wal_lsn()"))
+            deadline = time.monotonic() + timeout
+            with standby.connect() as replica:
+                while not replica.scalar(
+                    text("SELECT pg_last_wal_replay_lsn() >= CAST(:lsn AS pg_lsn)"),
+                    {"lsn": target},
+                ):
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"the standby did not replay up to {target}")
+                    time.sleep(0.05)
+    finally:
+        standby.dispose()
+
+
+@contextmanager
+def replay_paused() -> Iterator[None]:
+    """The standby keeps receiving WAL but applies none of it: a lagging replica."""
+    standby = create_engine(require_replica(), isolation_level="AUTOCOMMIT")
+    try:
+        with _exclusive(), standby.connect() as conn:
+            conn.execute(text("SELECT pg_wal_replay_pause()"))
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_wal_replay_resume()"))
+    finally:
+        standby.dispose()
+
+
+@contextmanager
+def serve(settings: VaultSettings, residents: int = 40) -> Iterator[DemoServer]:
+    """A demo service on exactly these settings (populated through the primary first)."""
+    setup = VaultSettings(home=settings.home, database_url=settings.database_url)
+    runtime = init_runtime(setup)
+    try:
+        with runtime.transaction() as session:
+            populate(session, runtime.vault.store, residents)
+        with runtime.transaction() as session:
+            credentials = create_demo_accounts(session, runtime)
+    finally:
+        runtime.close()
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the service did not start")
+        time.sleep(0.05)
+    try:
+        yield DemoServer(f"http://127.0.0.1:{port}", credentials, settings, app)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
