@@ -2,6 +2,7 @@
 
     resident-vault policy explain --as org_anju_property --purpose subsidy-review
     resident-vault policy diff OLD NEW        # directories like policies/, or opa bundles
+    resident-vault policy bundle -o resident-vault.tar.gz   # the OPA sidecar's bundle
 
 Both read only policy and its data, never a resident's values, so they need no vault:
 `--as` names an organisation with a mandate of its own or a subject type, as the policy
@@ -21,7 +22,8 @@ from rich.console import Console
 
 from api.runtime import open_runtime
 from api.subjects import organisation_subject
-from policies import PolicyError, load_bundle
+from policies import PolicyError, build_bundle, load_bundle
+from policies.bundle import find_opa
 from policies.explain import Explainer
 from policies.inputs import catalogue_fields, decision_input
 from policies.review import (
@@ -195,3 +197,36 @@ def diff_command(
             out.print("  " + _change_text(change, lang), markup=False)
     if fail_on_change and changes:
         raise typer.Exit(1)
+
+
+@policy_app.command("bundle")
+def bundle_command(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option("-o", "--output", help="the bundle file (.tar.gz)")],
+) -> None:
+    """构建 OPA 策略包（含版本号）/ Build the OPA bundle of the shipped policy, with its revision.
+
+    Prints the revision: the service accepts decisions from an OPA server only under it
+    (VAULT_OPA_EXPECTED_REVISION unset), so publish this file and deploy this release together.
+    """
+    lang = _lang(ctx)
+    opa = find_opa()
+    if opa is None:
+        raise _fail(
+            "the opa binary was not found: set OPA_BIN or put opa on PATH"
+            if lang == "en"
+            else "找不到 opa 程序：请设置 OPA_BIN 或把 opa 放入 PATH"
+        )
+    bundle = load_bundle()
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        build_bundle(opa, bundle, output)
+    except (PolicyError, OSError) as exc:
+        raise _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    out.print(bundle.revision, markup=False)
+    err.print(
+        f"wrote {output} (revision {bundle.revision})"
+        if lang == "en"
+        else f"已写入 {output}（版本 {bundle.revision}）",
+        markup=False,
+    )

@@ -29,6 +29,7 @@ from typing import Any
 from policies.errors import PolicyError
 
 __all__ = [
+    "BUNDLE_ROOTS",
     "DATA_PATH",
     "DATA_ROOT",
     "ENTRYPOINT",
@@ -201,10 +202,18 @@ def run_opa(opa: str, *args: str, cwd: Path | None = None) -> subprocess.Complet
     return done
 
 
+BUNDLE_ROOTS = (DATA_ROOT,)
+"""The paths the bundle owns. Not the whole tree (OPA's default), so an OPA sidecar can load
+other policies beside it, such as the decision-log mask at `system.log`
+(deploy/opa/mask.rego); the revision does not depend on this."""
+
+
 def build_bundle(opa: str, bundle: PolicyBundle, out: Path) -> Path:
-    """`opa build -b` the modules and data, with the bundle's revision in its manifest."""
+    """`opa build -b` the modules and data, with the bundle's revision and roots in its
+    manifest."""
     with tempfile.TemporaryDirectory(prefix="rv-bundle-") as staging:
         root = bundle.write(Path(staging) / "bundle")
+        (root / ".manifest").write_text(json.dumps({"roots": list(BUNDLE_ROOTS)}), "utf-8")
         # Run inside the directory: `-b DIR` keeps DIR in the module paths of the bundle.
         target = str(out.resolve())
         run_opa(opa, "build", "-b", ".", "--revision", bundle.revision, "-o", target, cwd=root)

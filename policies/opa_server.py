@@ -16,6 +16,7 @@ CA bundle path, or False only for a test server).
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import threading
@@ -43,13 +44,23 @@ from policies.errors import PolicyEngineFault, PolicyError, PolicyUnavailable
 from policies.inputs import field_names
 from policies.interfaces import Decision
 
-__all__ = ["OpaServerEngine", "free_port", "local_opa_server"]
+__all__ = ["OpaServerEngine", "UnexpectedRevision", "free_port", "local_opa_server"]
 
 _PACKAGE, _RULE = "vault/decision", "decision"
 _BATCH_QUERY = (
     "decisions := [d | some c in input.cases; d := data.vault.decision.decision with input as c]"
 )
 _UNAVAILABLE_STATUS = frozenset({502, 503, 504})
+
+
+class UnexpectedRevision(PolicyEngineFault):
+    """The OPA server evaluates under a bundle revision other than the pinned one (or
+    none): its decisions are refused, never silently replaced by another engine's."""
+
+    def __init__(self, reported: str | None, expected: str) -> None:
+        super().__init__(f"the OPA server runs revision {reported or 'none'}, expected {expected}")
+        self.reported = reported
+        self.expected = expected
 
 
 class OpaServerEngine:
@@ -122,20 +133,26 @@ class OpaServerEngine:
             raise PolicyEngineFault(f"cannot read the OPA server's bundles: {exc.message}") from exc
         except (requests.RequestException, ConnectionsError, ValueError) as exc:
             raise PolicyUnavailable(f"OPA server unreachable at {self.url}: {exc}") from exc
+        # Only bundles that own data.vault count: the sidecar may run others beside ours.
         revisions = {
             str(entry.get("manifest", {}).get("revision", ""))
             for entry in bundles.values()
-            if isinstance(entry, Mapping)
+            if isinstance(entry, Mapping) and _owns_vault(entry.get("manifest", {}))
         }
         if len(revisions) != 1 or "" in revisions:
+            if self._expected is not None:
+                raise UnexpectedRevision(None, self._expected)
             raise PolicyEngineFault(f"expected one bundle with a revision, found {bundles!r}")
         return revisions.pop()
 
+    @property
+    def expected_revision(self) -> str | None:
+        """The pinned revision, or None when any revision the server reports is accepted."""
+        return self._expected
+
     def _remember(self, revision: str) -> None:
         if self._expected is not None and revision != self._expected:
-            raise PolicyEngineFault(
-                f"the OPA server runs revision {revision}, expected {self._expected}"
-            )
+            raise UnexpectedRevision(revision, self._expected)
         with self._lock:
             self._revision = revision
             self._revision_read_at = time.monotonic()
@@ -234,9 +251,13 @@ class OpaServerEngine:
             if isinstance(entry, Mapping)
         }
         if len(revisions) != 1:
+            if self._expected is not None:
+                raise UnexpectedRevision(None, self._expected)
             raise PolicyEngineFault(f"cannot tell the revision of this decision: {bundles!r}")
         revision = revisions.pop()
         if not isinstance(revision, str) or not revision:
+            if self._expected is not None:
+                raise UnexpectedRevision(None, self._expected)
             raise PolicyEngineFault("the OPA server's bundle has no revision")
         self._remember(revision)
         return revision
@@ -291,6 +312,23 @@ class OpaServerEngine:
         self.close()
 
 
+def _owns_vault(manifest: object) -> bool:
+    if not isinstance(manifest, Mapping):
+        return False
+    roots = manifest.get("roots", [""])
+    if not isinstance(roots, list):
+        return False
+    ours = DATA_ROOT.split("/")
+    for root in roots:
+        if not isinstance(root, str):
+            continue
+        parts = [part for part in root.split("/") if part]
+        common = min(len(parts), len(ours))
+        if parts[:common] == ours[:common]:  # an ancestor of data.vault, or inside it
+            return True
+    return False
+
+
 def _opa_message(response: requests.Response | None) -> str:
     if response is None:
         return "no response"
@@ -317,24 +355,36 @@ def local_opa_server(
     bundle: Path | None = None,
     log: Path | None = None,
     startup_timeout: float = 20.0,
+    config: Path | None = None,
+    overrides: Sequence[str] = (),
+    files: Sequence[Path] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """Run `opa run --server` on a free loopback port for tests and benchmarks; yields
     its URL once healthy (with its bundle activated) and stops it afterwards.
 
     With `log`, decision logs are written there (console logger), so responses carry a
-    `decision_id`.
+    `decision_id`. `config` is an OPA configuration file (e.g. deploy/opa/config.yaml),
+    `overrides` its `--set` values, `files` policies loaded beside the bundle (e.g. the
+    decision-log mask) and `env` extra environment for the config's `${VAR}`s.
     """
     port = free_port()
     args = [opa, "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error"]
+    if config is not None:
+        args += ["--config-file", str(config)]
+    for override in overrides:
+        args += ["--set", override]
     if log is not None:
         args += ["--set", "decision_logs.console=true"]
     if bundle is not None:
         args += ["--bundle", str(bundle)]
+    args += [str(path) for path in files]
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(log.open("ab")) if log is not None else subprocess.DEVNULL
         process = subprocess.Popen(  # noqa: S603 - our own opa binary and arguments
-            args, stdout=sink, stderr=sink, stdin=subprocess.DEVNULL
-        )
+            args, stdout=sink, stderr=sink, stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
+        )  # fmt: skip
         try:
             _wait_healthy(process, f"http://127.0.0.1:{port}", startup_timeout)
             yield f"http://127.0.0.1:{port}"
