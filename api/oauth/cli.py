@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,6 +21,7 @@ from rich.table import Table
 from api.oauth.config import OAuthSettings
 from api.oauth.keys import published_keys
 from api.oauth.service import (
+    MutualTls,
     RegistrationError,
     UnknownClient,
     list_clients,
@@ -28,6 +30,7 @@ from api.oauth.service import (
     rotate_token_key,
 )
 from api.runtime import Runtime, open_runtime, operator_name
+from api.tls import pem_thumbprint
 from vault.config import VaultSettings
 from vault.errors import VaultError
 
@@ -99,9 +102,47 @@ def add(
     ] = False,
     name: Annotated[str | None, typer.Option(help="display name")] = None,
     actor: Annotated[str | None, typer.Option(help="who registers it (audit log)")] = None,
+    tls_client_auth: Annotated[
+        str | None,
+        typer.Option(
+            "--tls-client-auth",
+            metavar="SUBJECT_DN",
+            help="authenticate by certificate (RFC 8705 tls_client_auth) with this subject DN",
+        ),
+    ] = None,
+    tls_client_auth_san: Annotated[
+        str | None,
+        typer.Option(
+            "--tls-client-auth-san",
+            metavar="KIND:VALUE",
+            help="…or with this SAN instead: dns:, uri:, ip: or email: and the value",
+        ),
+    ] = None,
+    self_signed_cert: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--self-signed-cert",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="authenticate by this self-signed certificate, PEM (repeatable)",
+        ),
+    ] = None,
+    cert_bound: Annotated[
+        bool,
+        typer.Option(
+            "--cert-bound",
+            help="bind its access tokens to its certificate (RFC 8705 section 3)",
+        ),
+    ] = False,
 ) -> None:
     """登记客户端（机密客户端的密钥只显示这一次）/ Register a client (a secret is shown once)."""
     codes = [p for value in purposes or [] for p in value.replace(",", " ").split()]
+    try:
+        thumbprints = tuple(pem_thumbprint(path) for path in self_signed_cert or [])
+    except ValueError:
+        raise _fail(_t(ctx, "证书文件不是 PEM 格式", "a certificate file is not PEM")) from None
+    mutual_tls = MutualTls(tls_client_auth, tls_client_auth_san, thumbprints, cert_bound)
     with _runtime(ctx) as runtime:
         try:
             with runtime.transaction() as session:
@@ -116,10 +157,15 @@ def add(
                     first_party=first_party,
                     name=name,
                     actor=operator_name(actor),
+                    mutual_tls=mutual_tls,
                 )
         except RegistrationError as exc:
             raise _fail(exc.message(_lang(ctx))) from None
     out.print(f"client_id: {client_id}")
+    if mutual_tls.auth_method is not None:
+        out.print(f"token_endpoint_auth_method: {mutual_tls.auth_method}")
+    if cert_bound:
+        out.print("tls_client_certificate_bound_access_tokens: true")
     if secret is not None:
         out.print(f"client_secret: {secret}")
         err.print(
@@ -154,6 +200,9 @@ def list_command(
                         "redirect_uris": c.redirect_uris,
                         "created_at": c.created_at.isoformat(),
                         "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
+                        # RFC 8705 metadata, for certificate clients only: a secret
+                        # client's listing stays as it was.
+                        **c.mutual_tls,
                     },
                     ensure_ascii=False,
                 )

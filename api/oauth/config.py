@@ -66,6 +66,11 @@ class OAuthSettings(BaseSettings):
     login_window_seconds: float = Field(default=300.0, gt=0)
     csrf_max_age_seconds: int = Field(default=1800, ge=60)
     external_issuers: list[ExternalIssuer] = Field(default_factory=list)
+    mtls_base_url: str | None = Field(
+        default=None,
+        description="where clients reach the token, revocation and introspection endpoints "
+        "with mutual TLS (RFC 8705 mtls_endpoint_aliases); the issuer by default",
+    )
     insecure_transport: bool = Field(
         default=False,
         description="accept plain http from any host (tests only; loopback http always works)",
@@ -81,3 +86,6 @@ class OAuthSettings(BaseSettings):
 
     def endpoint(self, path: str) -> str:
         return f"{self.resolved_issuer}{path}"
+
+    def mtls_endpoint(self, path: str) -> str:
+        return f"{(self.mtls_base_url or self.resolved_issuer).rstrip('/')}{path}"

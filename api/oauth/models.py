@@ -19,6 +19,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -45,6 +46,19 @@ class OAuthClient(Base):
     redirect_uris: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    # -- mutual TLS (RFC 8705) -----------------------------------------------------------
+    # None: a client secret (client_secret_basic or _post); else tls_client_auth (PKI: the
+    # subject DN or one SAN below) or self_signed_tls_client_auth (the thumbprints below).
+    token_endpoint_auth_method: Mapped[str | None] = mapped_column(String(40))
+    tls_client_auth_subject_dn: Mapped[str | None] = mapped_column(Text)
+    # One subject alternative name as "<dns|uri|ip|email>:<value>".
+    tls_client_auth_san: Mapped[str | None] = mapped_column(Text)
+    # x5t#S256 thumbprints of the registered self-signed certificates.
+    tls_client_certificates: Mapped[list[str] | None] = mapped_column(JSON)
+    # Tokens carry cnf.x5t#S256 and work only over a connection with that certificate.
+    tls_client_certificate_bound_access_tokens: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
 
 
 class User(Base):

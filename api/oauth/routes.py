@@ -33,6 +33,7 @@ from jinja2 import Environment
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import ImmutableMultiDict
 
+from api.middleware import TransportSecurity, client_certificate
 from api.oauth.config import OAuthSettings
 from api.oauth.keys import CSRF_KEY_NAME, ensure_oauth_keys, jwks, published_keys
 from api.oauth.ratelimit import LoginLimiter
@@ -105,6 +106,7 @@ def _oauth_request(
         form,
         payload_from=payload_from,
         allow_http=settings.insecure_transport,
+        client_certificate=client_certificate(request.state),
     )
 
 
@@ -532,11 +534,17 @@ class OAuthRoutes:
 def install_oauth(
     app: FastAPI, runtime: Runtime, settings: OAuthSettings | None = None
 ) -> VaultAuthorizationServer:
-    """Mount the OAuth endpoints, the token verifier and the auth problem handlers on `app`.
+    """Mount the OAuth endpoints, the token verifier and the auth problem handlers on `app`,
+    with the transport layer they rely on (`TransportSecurity`: trusted proxies, the
+    client certificate of certificate-bound tokens, secure headers).
 
     Routes protected with `require_scopes` find the verifier in `app.state.token_verifier`.
     """
     settings = settings or OAuthSettings()
+    if "issuer" not in settings.model_fields_set and runtime.settings.tls_cert_file is not None:
+        # The default issuer follows the scheme this service is reached by.
+        https = settings.issuer.replace("http://", "https://", 1)
+        settings = settings.model_copy(update={"issuer": https})
     verifier = TokenVerifier(runtime.vault.sessions, settings)
     server = VaultAuthorizationServer(runtime, settings, verifier)
     ensure_oauth_keys(runtime)
@@ -546,4 +554,5 @@ def install_oauth(
     app.state.login_limiter = limiter
     app.include_router(OAuthRoutes(server, limiter).router())
     install_auth_handlers(app)
+    app.add_middleware(TransportSecurity, settings=runtime.settings)
     return server

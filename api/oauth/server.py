@@ -16,6 +16,13 @@ Grants:
   family; presenting a spent one revokes the family (RFC 9700 section 4.14.2).
 
 Access tokens are RFC 9068 JWTs signed with Ed25519 by the keyring (`api.oauth.keys`).
+
+Mutual TLS (RFC 8705), which authlib does not have: a client may authenticate with its
+certificate instead of a secret (`tls_client_auth` against a registered subject DN or SAN,
+`self_signed_tls_client_auth` against registered thumbprints), and a client registered with
+`tls_client_certificate_bound_access_tokens` gets tokens bound to the certificate it
+presented (`cnf.x5t#S256`), which the resource server accepts only with that certificate.
+The certificate comes from the request (`api.middleware.TransportSecurity`).
 """
 
 from __future__ import annotations
@@ -68,17 +75,29 @@ from api.oauth.models import (
 from api.oauth.passwords import digest, hash_password, password_needs_rehash, verify_password
 from api.oauth.passwords import verify_client_secret as _verify_client_secret
 from api.oauth.scopes import ROLE_SCOPES, Scope, scope_string
-from api.oauth.tokens import USER_SUBJECT_PREFIX, InvalidToken, TokenVerifier, looks_like_jwt
+from api.oauth.tokens import (
+    CNF_THUMBPRINT,
+    USER_SUBJECT_PREFIX,
+    InvalidToken,
+    TokenVerifier,
+    looks_like_jwt,
+)
 from api.runtime import Runtime
+from api.tls import PresentedCertificate
 from audit import EntryDraft
 from vault.models import new_id, utcnow
 
 log = structlog.get_logger(__name__)
 
-CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+SECRET_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+TLS_AUTH_METHODS = ["tls_client_auth", "self_signed_tls_client_auth"]
+CONFIDENTIAL_AUTH_METHODS = [*SECRET_AUTH_METHODS, *TLS_AUTH_METHODS]
 ALL_AUTH_METHODS = [*CONFIDENTIAL_AUTH_METHODS, "none"]
 
 _SESSION: ContextVar[Session | None] = ContextVar("oauth_session", default=None)
+# The certificate of the request being answered, for the token generator (authlib does not
+# pass the request to it).
+_PRESENTED: ContextVar[PresentedCertificate | None] = ContextVar("oauth_cert", default=None)
 
 
 def current_session() -> Session:
@@ -138,11 +157,14 @@ class FormOAuth2Request(OAuth2Request):  # type: ignore[misc]
         *,
         payload_from: str = "form",
         allow_http: bool = False,
+        client_certificate: PresentedCertificate | None = None,
     ) -> None:
         # authlib refuses plain http except on loopback; `allow_http` is for tests only.
         checked = urlunsplit(("https", *urlsplit(uri)[1:])) if allow_http else uri
         super().__init__(method=method, uri=checked, headers=headers)
         self.uri = uri
+        # The certificate of the TLS connection (or the trusted proxy's), for RFC 8705.
+        self.client_certificate = client_certificate
         self._args = args
         self._form = form if form is not None else ImmutableMultiDict()
         self.payload = FormPayload(self._form if payload_from == "form" else self._args)
@@ -214,9 +236,27 @@ class Client:
         return _verify_client_secret(self.row.secret_hash, client_secret)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        """Only the way it was registered with: a secret (either way of sending it), or
+        one of the mutual-TLS methods; never a secret for a certificate client."""
         if self.row.kind == "public":
             return method == "none"
-        return method in CONFIDENTIAL_AUTH_METHODS
+        registered = self.row.token_endpoint_auth_method
+        if registered is None:
+            return method in SECRET_AUTH_METHODS
+        return method == registered
+
+    def certificate_authenticates(self, method: str, certificate: PresentedCertificate) -> bool:
+        """RFC 8705 2.1.2 and 2.2.2: is this the certificate the client registered?"""
+        row = self.row
+        if method == "tls_client_auth":
+            return certificate.matches(row.tls_client_auth_subject_dn, row.tls_client_auth_san)
+        if method == "self_signed_tls_client_auth":
+            return certificate.thumbprint in (row.tls_client_certificates or [])
+        return False
+
+    @property
+    def certificate_bound(self) -> bool:
+        return bool(self.row.tls_client_certificate_bound_access_tokens)
 
     def check_response_type(self, response_type: str) -> bool:
         return response_type == "code" and "authorization_code" in self.row.grant_types
@@ -288,8 +328,52 @@ def _server(grant: Any) -> VaultAuthorizationServer:
     return server
 
 
+def _mutual_tls_authentication(method: str) -> Any:
+    """authlib's client-authentication function for one RFC 8705 method.
+
+    The request names the client (`client_id`, section 2) and sends no secret; the
+    connection's certificate must be the one registered. A failure is logged with the
+    certificate's thumbprint (not personal data: it names a department's system).
+    """
+
+    def authenticate(query_client: Any, request: FormOAuth2Request) -> Client | None:
+        client_id = request.payload.client_id
+        if not client_id or request.form.get("client_secret"):
+            return None
+        if request.headers.get("authorization"):
+            return None
+        client: Client | None = query_client(client_id)
+        if client is None or client.row.token_endpoint_auth_method != method:
+            return None
+        certificate = request.client_certificate
+        if certificate is None:
+            log.warning("oauth.mtls_refused", client=client_id, method=method, reason="no_cert")
+            return None
+        if not client.certificate_authenticates(method, certificate):
+            log.warning(
+                "oauth.mtls_refused",
+                client=client_id,
+                method=method,
+                reason="wrong_cert",
+                x5t_s256=certificate.thumbprint,
+            )
+            return None
+        return client
+
+    return authenticate
+
+
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+
+    def validate_token_request(self) -> None:
+        super().validate_token_request()
+        client: Client = self.request.client
+        if client.certificate_bound and self.request.client_certificate is None:
+            # RFC 8705 3: the token is bound to the certificate of this very request.
+            raise InvalidRequestError(
+                "This client's tokens are bound to its certificate: call over mutual TLS"
+            )
 
 
 class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
@@ -471,7 +555,8 @@ class TokenRevocation(_TokenLookup, RevocationEndpoint):  # type: ignore[misc]
 
 
 class TokenIntrospection(_TokenLookup, IntrospectionEndpoint):  # type: ignore[misc]
-    """RFC 7662, for confidential clients only (resource servers)."""
+    """RFC 7662, for confidential clients only (resource servers); `cnf` shows a token's
+    certificate binding (RFC 8705 3.2)."""
 
     CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
 
@@ -510,6 +595,7 @@ class TokenIntrospection(_TokenLookup, IntrospectionEndpoint):  # type: ignore[m
                 "jti",
                 "org",
                 "role",
+                "cnf",
             )
             if name in claims
         }
@@ -551,6 +637,11 @@ class AccessTokenGenerator(BearerTokenGenerator):  # type: ignore[misc]
             "exp": now + settings.access_token_seconds,
             "jti": secrets.token_urlsafe(16),
         }
+        if client.certificate_bound:
+            presented = _PRESENTED.get()
+            if presented is None:  # refused by the grant already; never issue it unbound
+                raise InvalidRequestError("No client certificate to bind the token to")
+            claims["cnf"] = {CNF_THUMBPRINT: presented.thumbprint}
         if user is None:
             if client.row.organisation_id:
                 claims["org"] = client.row.organisation_id
@@ -606,6 +697,8 @@ class VaultAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.register_grant(RefreshTokenGrant)
         self.register_endpoint(TokenRevocation)
         self.register_endpoint(TokenIntrospection)
+        for method in TLS_AUTH_METHODS:
+            self.register_client_auth_method(method, _mutual_tls_authentication(method))
 
     # -- the six methods authlib leaves to an integration ------------------------------------
 
@@ -753,9 +846,13 @@ class VaultAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     # -- endpoint calls, each in one transaction (run them in a worker thread) ------------------
 
     def token_response(self, request: FormOAuth2Request) -> Response:
-        with bound_session(self.runtime):
-            response: Response = self.create_token_response(request)
-            return response
+        presented = _PRESENTED.set(request.client_certificate)
+        try:
+            with bound_session(self.runtime):
+                response: Response = self.create_token_response(request)
+                return response
+        finally:
+            _PRESENTED.reset(presented)
 
     def revocation_response(self, request: FormOAuth2Request) -> Response:
         with bound_session(self.runtime):
@@ -816,10 +913,17 @@ class VaultAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             )
             return response
 
+    @property
+    def mutual_tls(self) -> bool:
+        """Can a client certificate reach us: asked for by our TLS, or forwarded by a proxy?"""
+        transport = self.runtime.settings
+        return transport.tls_client_auth != "none" or bool(transport.client_cert_header)
+
     def metadata(self) -> dict[str, Any]:
-        """RFC 8414 authorization server metadata."""
+        """RFC 8414 authorization server metadata, with RFC 8705's when mutual TLS is on."""
         s = self.settings
-        return {
+        methods = ALL_AUTH_METHODS if self.mutual_tls else [*SECRET_AUTH_METHODS, "none"]
+        document: dict[str, Any] = {
             "issuer": s.resolved_issuer,
             "authorization_endpoint": s.endpoint("/oauth/authorize"),
             "token_endpoint": s.endpoint("/oauth/token"),
@@ -830,9 +934,19 @@ class VaultAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
             "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
-            "token_endpoint_auth_methods_supported": ALL_AUTH_METHODS,
-            "revocation_endpoint_auth_methods_supported": ALL_AUTH_METHODS,
-            "introspection_endpoint_auth_methods_supported": CONFIDENTIAL_AUTH_METHODS,
+            "token_endpoint_auth_methods_supported": methods,
+            "revocation_endpoint_auth_methods_supported": methods,
+            "introspection_endpoint_auth_methods_supported": [m for m in methods if m != "none"],
             "code_challenge_methods_supported": ["S256"],
             "ui_locales_supported": ["zh-CN", "en"],
         }
+        if self.mutual_tls:
+            # RFC 8705 3.3 and 5: where clients use their certificates (here, or on the host
+            # a proxy asks for them on), and that tokens can be bound to them.
+            document["tls_client_certificate_bound_access_tokens"] = True
+            document["mtls_endpoint_aliases"] = {
+                "token_endpoint": s.mtls_endpoint("/oauth/token"),
+                "revocation_endpoint": s.mtls_endpoint("/oauth/revoke"),
+                "introspection_endpoint": s.mtls_endpoint("/oauth/introspect"),
+            }
+        return document

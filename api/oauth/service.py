@@ -11,7 +11,7 @@ import os
 import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import zip_longest
 from pathlib import Path
@@ -40,6 +40,7 @@ from api.oauth.scopes import (
     parse_scopes,
 )
 from api.runtime import Runtime
+from api.tls import canonical_dn
 from audit import AuditLog, EntryDraft
 from consent import ConsentService
 from consent.demo import create_demo_consents
@@ -99,6 +100,9 @@ class ClientInfo:
     redirect_uris: list[str]
     created_at: datetime
     revoked_at: datetime | None
+    # RFC 7591/8705 client metadata: how it authenticates and what its tokens are bound to.
+    token_endpoint_auth_method: str = "client_secret_basic"  # noqa: S105 - a method name
+    mutual_tls: dict[str, Any] = field(default_factory=dict)
 
 
 def _event(action: str, actor: str | None, **fields: Any) -> EntryDraft:
@@ -139,6 +143,92 @@ def _check_purposes(purposes: Iterable[str]) -> list[str]:
     return result
 
 
+@dataclass(frozen=True)
+class MutualTls:
+    """How a confidential client uses its certificate (RFC 8705); all empty for a secret.
+
+    * `subject_dn` or `san` ("dns:", "uri:", "ip:" or "email:" and the value): PKI
+      authentication (`tls_client_auth`) with a certificate the client CA issued;
+    * `self_signed` thumbprints (x5t#S256): `self_signed_tls_client_auth`;
+    * `certificate_bound`: its access tokens carry `cnf` and need that certificate.
+    """
+
+    subject_dn: str | None = None
+    san: str | None = None
+    self_signed: tuple[str, ...] = ()
+    certificate_bound: bool = False
+
+    @property
+    def auth_method(self) -> str | None:
+        if self.subject_dn is not None or self.san is not None:
+            return "tls_client_auth"
+        if self.self_signed:
+            return "self_signed_tls_client_auth"
+        return None
+
+
+_SAN_KINDS = ("dns", "uri", "ip", "email")
+_THUMBPRINT = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+
+def _checked_mutual_tls(mtls: MutualTls, kind: str) -> MutualTls:
+    """RFC 8705 2.1.2: exactly one of subject DN and SAN; one method per client."""
+    if mtls == MutualTls():
+        return mtls
+    if kind != "confidential":
+        raise RegistrationError(
+            "只有机密客户端（机构系统）可使用证书", "only confidential clients use certificates"
+        )
+    chosen = [x for x in (mtls.subject_dn, mtls.san, mtls.self_signed or None) if x]
+    if len(chosen) > 1:
+        raise RegistrationError(
+            "主题 DN、SAN 与自签名证书只能选一种",
+            "give one of subject DN, SAN and self-signed certificate",
+        )
+    subject_dn = mtls.subject_dn
+    if subject_dn is not None:
+        try:
+            subject_dn = canonical_dn(subject_dn)
+        except ValueError:
+            raise RegistrationError(
+                f"主题 DN 格式无效（RFC 4514，如 CN=民政局,O=示例区）：{subject_dn}",
+                f"not an RFC 4514 subject DN (e.g. CN=Civil Affairs,O=Example): {subject_dn}",
+            ) from None
+    if mtls.san is not None:
+        san_kind, _, value = mtls.san.partition(":")
+        if san_kind not in _SAN_KINDS or not value:
+            raise RegistrationError(
+                f"SAN 须写作 dns:、uri:、ip: 或 email: 加值：{mtls.san}",
+                f"a SAN is dns:, uri:, ip: or email: and its value: {mtls.san}",
+            )
+    for thumbprint in mtls.self_signed:
+        if not _THUMBPRINT.match(thumbprint):
+            raise RegistrationError(
+                f"证书指纹须为 x5t#S256（43 个 base64url 字符）：{thumbprint}",
+                f"a thumbprint is an x5t#S256 (43 base64url characters): {thumbprint}",
+            )
+    return MutualTls(
+        subject_dn, mtls.san, tuple(dict.fromkeys(mtls.self_signed)), mtls.certificate_bound
+    )
+
+
+def mutual_tls_metadata(row: OAuthClient) -> dict[str, Any]:
+    """The RFC 8705 client metadata of a registered client (empty for a secret client)."""
+    metadata: dict[str, Any] = {}
+    if row.token_endpoint_auth_method:
+        metadata["token_endpoint_auth_method"] = row.token_endpoint_auth_method
+    if row.tls_client_auth_subject_dn:
+        metadata["tls_client_auth_subject_dn"] = row.tls_client_auth_subject_dn
+    if row.tls_client_auth_san:
+        kind, _, value = row.tls_client_auth_san.partition(":")
+        metadata[f"tls_client_auth_san_{kind}"] = value
+    if row.tls_client_certificates:
+        metadata["tls_client_certificates_x5t_s256"] = list(row.tls_client_certificates)
+    if row.tls_client_certificate_bound_access_tokens:
+        metadata["tls_client_certificate_bound_access_tokens"] = True
+    return metadata
+
+
 def _scopes(values: Iterable[str]) -> list[Scope]:
     try:
         scopes = parse_scopes(values)
@@ -161,10 +251,12 @@ def register_client(  # noqa: PLR0917 - the positional form the CLI and callers 
     first_party: bool = False,
     name: str | None = None,
     actor: str | None = None,
+    mutual_tls: MutualTls | None = None,
 ) -> tuple[str, str | None]:
     """Register a client; returns its id and, for a confidential client, its secret.
 
-    The secret is shown only here: the database keeps its Argon2 hash.
+    The secret is shown only here: the database keeps its Argon2 hash. A client that
+    authenticates with its certificate (`mutual_tls`, RFC 8705) has no secret at all.
     * confidential: an organisation's system, client credentials; its scopes within what
       its organisation type may hold (API.md's table); no redirect URIs.
     * public: a browser application (the web pages), authorization code with PKCE and
@@ -172,6 +264,7 @@ def register_client(  # noqa: PLR0917 - the positional form the CLI and callers 
     """
     if kind not in KINDS:
         raise RegistrationError(f"未知的客户端类型：{kind}", f"unknown client kind: {kind}")
+    mtls = _checked_mutual_tls(mutual_tls or MutualTls(), kind)
     wanted = _scopes(scopes)
     purpose_codes = _check_purposes(purposes)
     organisation = session.get(Organisation, organisation_id) if organisation_id else None
@@ -207,7 +300,8 @@ def register_client(  # noqa: PLR0917 - the positional form the CLI and callers 
             f"this kind of client cannot hold: {' '.join(beyond)}",
         )
     client_id = new_id("cl")
-    secret = new_client_secret() if kind == "confidential" else None
+    auth_method = mtls.auth_method
+    secret = new_client_secret() if kind == "confidential" and auth_method is None else None
     session.add(
         OAuthClient(
             client_id=client_id,
@@ -221,9 +315,16 @@ def register_client(  # noqa: PLR0917 - the positional form the CLI and callers 
             purposes=purpose_codes,
             redirect_uris=list(dict.fromkeys(redirect_uris)),
             created_at=utcnow(),
+            token_endpoint_auth_method=auth_method,
+            tls_client_auth_subject_dn=mtls.subject_dn,
+            tls_client_auth_san=mtls.san,
+            tls_client_certificates=list(mtls.self_signed) or None,
+            tls_client_certificate_bound_access_tokens=mtls.certificate_bound,
         )
     )
     session.flush()
+    row = session.get(OAuthClient, client_id)
+    assert row is not None  # noqa: S101 - just added
     audit.record(
         session,
         [
@@ -239,6 +340,8 @@ def register_client(  # noqa: PLR0917 - the positional form the CLI and callers 
                     "scopes": [s.value for s in wanted],
                     "purposes": purpose_codes,
                     "redirect_uris": list(redirect_uris),
+                    "token_endpoint_auth_method": auth_method or "client_secret_basic",
+                    **mutual_tls_metadata(row),
                 },
             )
         ],
@@ -264,6 +367,9 @@ def list_clients(session: Session, *, include_revoked: bool = True) -> list[Clie
             redirect_uris=list(c.redirect_uris),
             created_at=c.created_at,
             revoked_at=c.revoked_at,
+            token_endpoint_auth_method=c.token_endpoint_auth_method
+            or ("none" if c.kind == "public" else "client_secret_basic"),
+            mutual_tls=mutual_tls_metadata(c),
         )
         for c in session.scalars(query)
     ]

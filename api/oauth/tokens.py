@@ -6,6 +6,10 @@ also asks the database, in one round trip, whether the token was revoked (RFC 70
 client revoked, the login ended or the user disabled, so a revocation takes effect on the
 next request.
 
+A token bound to a client certificate (RFC 8705 `cnf.x5t#S256`, ours or an external
+issuer's) is accepted only from a request presenting that same certificate: a stolen token
+is useless without the certificate's private key.
+
 `require_scopes(...)` is the FastAPI dependency routes use. It fails with `AuthError`,
 which `install_auth_handlers` turns into RFC 9457 problems with `WWW-Authenticate`.
 """
@@ -17,6 +21,7 @@ import binascii
 import hashlib
 import json
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -36,15 +41,18 @@ from joserfc.jwk import KeySet
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.middleware import client_certificate
 from api.oauth.config import ExternalIssuer, OAuthSettings
 from api.oauth.keys import ACCESS_TOKEN_TYPE, ALGORITHM
 from api.oauth.models import OAuthClient, RevokedAccessToken, TokenFamily, TokenSigningKey, User
 from api.oauth.scopes import ROLES, Scope
 from api.problems import problem
+from api.tls import PresentedCertificate
 
 log = structlog.get_logger(__name__)
 
 MAX_TOKEN_LENGTH = 8192
+CNF_THUMBPRINT = "x5t#S256"  # RFC 8705 3.1: the confirmation member naming a certificate
 USER_SUBJECT_PREFIX = "user:"
 REALM = "resident-vault"
 _B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
@@ -77,6 +85,8 @@ class Principal:
     issuer: str = ""
     session_id: str | None = None
     external: bool = False
+    # RFC 8705: the x5t#S256 of the certificate the token is bound to, if it is.
+    certificate_thumbprint: str | None = None
 
     @property
     def is_person(self) -> bool:
@@ -164,6 +174,18 @@ def check_times(claims: Mapping[str, Any], now: float, leeway: int) -> int:
     if iat is not None and now + leeway < iat:
         raise InvalidToken("issued in the future")
     return exp
+
+
+def bound_thumbprint(claims: Mapping[str, Any]) -> str | None:
+    """The certificate a token is bound to (`cnf.x5t#S256`); InvalidToken if `cnf` is there
+    but unreadable, since ignoring a confirmation we cannot read would unbind the token."""
+    cnf = claims.get("cnf")
+    if cnf is None:
+        return None
+    value = cnf.get(CNF_THUMBPRINT) if isinstance(cnf, dict) else None
+    if not isinstance(value, str) or not value:
+        raise InvalidToken("unsupported confirmation")
+    return value
 
 
 def _string(claims: Mapping[str, Any], name: str) -> str:
@@ -324,6 +346,7 @@ class ExternalVerifier:
             token_id=f"{cfg.name}:{jti or digest}",
             issuer=cfg.issuer,
             external=True,
+            certificate_thumbprint=bound_thumbprint(claims),
         )
 
 
@@ -396,18 +419,30 @@ class TokenVerifier:
         """The verifier's clock (replaceable, for tests of expiry)."""
         return self.clock()
 
-    def verify(self, bearer: str) -> Principal:
-        """The caller named by a bearer token; raises InvalidToken with the reason."""
+    def verify(self, bearer: str, certificate: PresentedCertificate | None = None) -> Principal:
+        """The caller named by a bearer token; raises InvalidToken with the reason.
+
+        `certificate` is the one the request came with; a certificate-bound token is
+        refused without it, or with any other.
+        """
         token = bearer.strip()
         header, claims, _, _ = split_token(token)
         issuer = claims.get("iss")
         if issuer == self.issuer:
             own = self.own_claims(token)
-            return self._principal(own, self._state(own))
-        external = self._external.get(issuer) if isinstance(issuer, str) else None
-        if external is None:
-            raise InvalidToken("unknown issuer")
-        return external.verify(token, header)
+            principal = self._principal(own, self._state(own))
+        else:
+            external = self._external.get(issuer) if isinstance(issuer, str) else None
+            if external is None:
+                raise InvalidToken("unknown issuer")
+            principal = external.verify(token, header)
+        bound = principal.certificate_thumbprint
+        if bound is not None:
+            if certificate is None:
+                raise InvalidToken("certificate-bound token without its certificate")
+            if not secrets.compare_digest(bound, certificate.thumbprint):
+                raise InvalidToken("certificate-bound token with another certificate")
+        return principal
 
     def own_claims(self, token: str, *, check_expiry: bool = True) -> dict[str, Any]:
         """Claims of one of our access tokens, after its signature, issuer and audience."""
@@ -510,6 +545,7 @@ class TokenVerifier:
             token_id=jti,
             issuer=self.issuer,
             session_id=claims.get("sid") if isinstance(claims.get("sid"), str) else None,
+            certificate_thumbprint=bound_thumbprint(claims),
         )
 
     def forget_keys(self) -> None:
@@ -574,7 +610,7 @@ def require_scopes(*scopes: str) -> Callable[[Request], Principal]:
     def dependency(request: Request) -> Principal:
         token = bearer_token(request)
         try:
-            principal = verifier_of(request).verify(token)
+            principal = verifier_of(request).verify(token, client_certificate(request.state))
         except InvalidToken as exc:
             raise _invalid(exc.reason) from None
         if not required <= principal.scopes:

@@ -1,0 +1,289 @@
+"""Real TLS for tests: a throwaway PKI made with `cryptography`, and the demo service served
+by uvicorn with exactly the options `resident-vault serve` gives it (`api.tls`).
+
+Certificates (all P-256, fictional names under `.example`):
+* a CA for departments' client certificates, which also issues the server's certificate
+  (SAN 127.0.0.1 and localhost);
+* `civil` and `health`: two valid client certificates from that CA;
+* `self_signed`: a department's self-signed certificate, accepted by the TLS layer because
+  the client-CA bundle lists it, as docs/transport-security.md tells operators to do;
+* `stranger`: a client certificate from another CA, which no handshake accepts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import secrets
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from api.app import create_app
+from api.oauth.service import create_demo_accounts
+from api.runtime import init_runtime
+from api.tls import uvicorn_options
+from policies import PolicyEngine
+from tests.conftest import _require_postgres
+from tests.demo_server import DemoServer, free_port, sidecar_engine
+from vault.config import VaultSettings
+from vault.demo import populate
+
+ORG = "O=Example District,C=CN"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A certificate and its key, as files (what `curl --cert --key` and httpx take)."""
+
+    name: str
+    cert: Path
+    key: Path
+    der: bytes
+    subject_dn: str
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return (str(self.cert), str(self.key))
+
+
+def _name(dn: str) -> x509.Name:
+    return x509.Name.from_rfc4514_string(dn)
+
+
+def _write(
+    directory: Path, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> Identity:
+    cert_path = directory / f"{name}.crt"
+    key_path = directory / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return Identity(
+        name,
+        cert_path,
+        key_path,
+        cert.public_bytes(serialization.Encoding.DER),
+        cert.subject.rfc4514_string(),
+    )
+
+
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+    *,
+    ca: bool = False,
+    server: bool = False,
+    sans: list[x509.GeneralName] | None = None,
+    days: int = 30,
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    issuer_name, issuer_key = issuer or (_name(subject), key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )  # fmt: skip
+    else:
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+@dataclass(frozen=True)
+class Pki:
+    directory: Path
+    ca: Path
+    client_ca_bundle: Path  # the CA and the registered self-signed certificate
+    server: Identity
+    civil: Identity
+    health: Identity
+    self_signed: Identity
+    other_self_signed: Identity
+    stranger: Identity
+
+    def client_context(self, identity: Identity | None = None) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        if identity is not None:
+            context.load_cert_chain(*identity.pair)
+        return context
+
+
+def make_pki(directory: Path) -> Pki:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_dn = f"CN=Resident Vault Test CA,{ORG}"
+    ca_cert = _certificate(ca_dn, ca_key, None, ca=True)
+    ca = _write(directory, "ca", ca_cert, ca_key)
+    issuer = (ca_cert.subject, ca_key)
+
+    def issued(name: str, dn: str, **kwargs: Any) -> Identity:
+        key = ec.generate_private_key(ec.SECP256R1())
+        return _write(directory, name, _certificate(dn, key, issuer, **kwargs), key)
+
+    server = issued(
+        "server",
+        f"CN=vault.example,{ORG}",
+        server=True,
+        sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
+    )
+    civil = issued(
+        "civil",
+        f"CN=Civil Affairs Bureau,OU=Systems,{ORG}",
+        sans=[x509.DNSName("civil.dept.example")],
+    )
+    health = issued("health", f"CN=Health Commission,OU=Systems,{ORG}")
+
+    def self_signed(name: str, dn: str) -> Identity:
+        key = ec.generate_private_key(ec.SECP256R1())
+        return _write(directory, name, _certificate(dn, key, None), key)
+
+    own = self_signed("self-signed", f"CN=Emergency Management Office,{ORG}")
+    other_own = self_signed("other-self-signed", f"CN=Emergency Management Office,{ORG}")
+    stranger_key = ec.generate_private_key(ec.SECP256R1())
+    stranger_ca_key = ec.generate_private_key(ec.SECP256R1())
+    stranger_ca = _certificate("CN=Somebody Else CA", stranger_ca_key, None, ca=True)
+    stranger = _write(
+        directory,
+        "stranger",
+        _certificate(
+            f"CN=Civil Affairs Bureau,OU=Systems,{ORG}",
+            stranger_key,
+            (stranger_ca.subject, stranger_ca_key),
+        ),
+        stranger_key,
+    )
+    bundle = directory / "client-ca.pem"
+    # Both self-signed certificates pass the handshake; only one is registered.
+    bundle.write_bytes(ca.cert.read_bytes() + own.cert.read_bytes() + other_own.cert.read_bytes())
+    return Pki(directory, ca.cert, bundle, server, civil, health, own, other_own, stranger)
+
+
+# -- serving --------------------------------------------------------------------------------
+
+
+@dataclass
+class TlsServer(DemoServer):
+    pki: Pki | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def http(self, identity: Identity | None = None, **kwargs: Any) -> httpx.Client:
+        """A client of this server, presenting `identity`'s certificate if given."""
+        if self.url.startswith("https"):
+            assert self.pki is not None
+            kwargs.setdefault("verify", self.pki.client_context(identity))
+        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
+
+
+@contextmanager
+def run_tls_server(
+    home: Path,
+    database_url: str,
+    *,
+    pki: Pki | None,
+    residents: int = 20,
+    engine: PolicyEngine | None = None,
+    **transport: Any,
+) -> Iterator[TlsServer]:
+    """The demo service, served like `resident-vault serve` with the given VAULT_TLS_* etc."""
+    settings = VaultSettings(
+        home=home, database_url=database_url, checkpoint_interval_seconds=0.5, **transport
+    )
+    runtime = init_runtime(settings)
+    try:
+        with runtime.transaction() as session:
+            populate(session, runtime.vault.store, residents)
+        with runtime.transaction() as session:
+            credentials = create_demo_accounts(session, runtime)
+    finally:
+        runtime.close()
+    options = uvicorn_options(settings)
+    port = free_port()
+    app = create_app(settings, engine=engine)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="error",
+            lifespan="on",
+            **options.uvicorn_kwargs,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the TLS test server did not start")
+        time.sleep(0.05)
+    try:
+        yield TlsServer(f"{options.scheme}://127.0.0.1:{port}", credentials, settings, app, pki)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+@contextmanager
+def tls_server_on(
+    backend: str, home: Path, postgres_template: str | None, **kwargs: Any
+) -> Iterator[TlsServer]:
+    """On SQLite with the embedded engine, or on a fresh PostgreSQL copy of the migrated
+    template with the real OPA server (the production profile), as demo_server_on does."""
+    if backend == "sqlite":
+        with run_tls_server(home / "home", f"sqlite:///{home / 'vault.db'}", **kwargs) as demo:
+            yield demo
+        return
+    url = _require_postgres()
+    assert postgres_template is not None
+    name = f"rv_tls_{secrets.token_hex(4)}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(
+            text(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(postgres_template).database}"')
+        )
+    try:
+        database = make_url(url).set(database=name).render_as_string(hide_password=False)
+        with run_tls_server(home / "home", database, engine=sidecar_engine(), **kwargs) as demo:
+            yield demo
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
