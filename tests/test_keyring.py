@@ -70,3 +70,19 @@ def test_damaged_keyring_gives_a_clear_error(tmp_path: Path) -> None:
     os.chmod(path, 0o600)
     with pytest.raises(ConfigurationError, match="damaged"):
         LocalKeyring.load(path)
+
+
+def test_two_processes_holding_the_keyring_never_drop_each_others_keys(tmp_path: Path) -> None:
+    """The service and a CLI command load the same file; each change starts from the file."""
+    path = tmp_path / "keyring.json"
+    LocalKeyring.create(path)
+    service, command = LocalKeyring.load(path), LocalKeyring.load(path)
+    audit_key = service.signing_public_key("audit-log")  # the service makes its signing key
+    rotated = command.rotate_kek()  # the older copy rotates: it must keep the signing key
+    receipts_key = service.signing_public_key("receipts")  # and the service keeps the KEK
+    on_disk = LocalKeyring.load(path)
+    assert on_disk.active_kek_id() == rotated
+    assert on_disk.signing_public_key("audit-log") == audit_key
+    assert on_disk.signing_public_key("receipts") == receipts_key
+    assert command.signing_public_key("audit-log") == audit_key  # not a second, different key
+    assert service.pseudonym_key("org_a") == command.pseudonym_key("org_a")

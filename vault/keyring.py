@@ -2,16 +2,22 @@
 
 The embedded default. Production uses a PKCS#11 HSM behind the same `Keyring` interface.
 The file is written atomically (temporary file, fsync, rename), so a crash during a
-rotation leaves either the old or the new keyring, never half of one.
+rotation leaves either the old or the new keyring, never half of one. Every change is a
+read-modify-write under an exclusive lock on a sibling `.lock` file: the service and a
+CLI command may hold the keyring at once, and a process with an older copy must never
+drop a key the other added (a lost pseudonym or signing key cannot be made again).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
 import secrets
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +59,10 @@ class LocalKeyring:
 
     def __init__(self, path: Path, data: dict[str, Any]) -> None:
         self._path = path
+        self._adopt(data)
+
+    def _adopt(self, data: dict[str, Any]) -> None:
+        path = self._path
         self._suite = Suite(data["suite"])
         self._keks: dict[str, _Kek] = {}
         for raw in data["keks"]:
@@ -132,6 +142,22 @@ class LocalKeyring:
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigurationError(f"keyring {path} is damaged: {type(exc).__name__}") from exc
 
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Lock, take the file's current keys, let the caller change them, then save."""
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(
+            self._path.with_name(self._path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600
+        )
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self._path.exists():
+                self._adopt(json.loads(self._path.read_text(encoding="utf-8")))
+            yield
+            self._save()
+        finally:
+            os.close(lock)  # closing releases the lock
+
     def _save(self) -> None:
         data = {
             **self._extra,
@@ -205,27 +231,29 @@ class LocalKeyring:
         return aead_decrypt(kek.suite, kek.key, nonce, sealed, context)
 
     def rotate_kek(self) -> str:
-        kek_id = _new_kek_id(len(self._keks) + 1)
-        self._keks[kek_id] = _Kek(kek_id, self._suite, new_key(self._suite), datetime.now(UTC))
-        self._active = kek_id
-        self._save()
+        with self._changing():
+            kek_id = _new_kek_id(len(self._keks) + 1)
+            now = datetime.now(UTC)
+            self._keks[kek_id] = _Kek(kek_id, self._suite, new_key(self._suite), now)
+            self._active = kek_id
         return kek_id
 
     def destroy_kek(self, kek_id: str) -> None:
-        if kek_id == self._active:
-            raise ConfigurationError("the active key-encryption key cannot be destroyed")
-        if kek_id not in self._keks:
-            raise KeyNotFound(f"key-encryption key {kek_id} is not in this keyring")
-        del self._keks[kek_id]
-        self._save()
+        with self._changing():
+            if kek_id == self._active:
+                raise ConfigurationError("the active key-encryption key cannot be destroyed")
+            if kek_id not in self._keks:
+                raise KeyNotFound(f"key-encryption key {kek_id} is not in this keyring")
+            del self._keks[kek_id]
 
     def blind_index(self, message: bytes) -> bytes:
         return keyed_mac(self._bik_algorithm, self._bik, message)
 
     def pseudonym_key(self, recipient: str) -> bytes:
         if self._psk is None:  # a keyring made before pseudonyms existed gets its key once
-            self._psk = os.urandom(32)
-            self._save()
+            with self._changing():
+                if self._psk is None:  # another process may have made it meanwhile
+                    self._psk = os.urandom(32)
         return HKDF(
             algorithm=hashes.SHA256(), length=64, salt=None,
             info=b"resident-vault/pseudonym/v1\x00" + recipient.encode(),
@@ -233,8 +261,10 @@ class LocalKeyring:
 
     def _signing_key(self, name: str) -> Ed25519PrivateKey:
         if name not in self._signing:
-            self._signing[name] = (Ed25519PrivateKey.generate(), datetime.now(UTC).isoformat())
-            self._save()
+            with self._changing():
+                if name not in self._signing:  # another process may have made it meanwhile
+                    made = datetime.now(UTC).isoformat()
+                    self._signing[name] = (Ed25519PrivateKey.generate(), made)
         return self._signing[name][0]
 
     def signing_public_key(self, name: str) -> bytes:
