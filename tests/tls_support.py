@@ -29,7 +29,7 @@ import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -39,7 +39,7 @@ from api.runtime import init_runtime
 from api.tls import uvicorn_options
 from policies import PolicyEngine
 from tests.conftest import _require_postgres
-from tests.demo_server import DemoServer, free_port, sidecar_engine
+from tests.demo_server import DemoServer, free_port, residents_in, sidecar_engine
 from vault.config import VaultSettings
 from vault.demo import populate
 
@@ -203,6 +203,11 @@ def make_pki(directory: Path) -> Pki:
 class TlsServer(DemoServer):
     pki: Pki | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def resident_for(self, organisation: str) -> str:
+        """Some real resident, by the organisation's pseudonym for them."""
+        resident = (residents_in(self, "cm_hexie") or residents_in(self, "cm_xingfu"))[0]
+        return self.pseudonym(organisation, resident)
 
     def http(self, identity: Identity | None = None, **kwargs: Any) -> httpx.Client:
         """A client of this server, presenting `identity`'s certificate if given."""

@@ -543,7 +543,10 @@ def create_user(
 
 DEMO_ACTOR = "demo-setup"
 WEB_REDIRECT_PATHS = ("/portal/callback", "/desk/callback", "/console/callback")
-WEB_ORIGINS = ("http://127.0.0.1:8000", "http://localhost:8000")
+# `serve --demo` on its default port, over plain HTTP or with VAULT_TLS_* set.
+WEB_ORIGINS = tuple(
+    f"{scheme}://{host}:8000" for scheme in ("http", "https") for host in ("127.0.0.1", "localhost")
+)
 
 _DEPARTMENT = (Scope.RESIDENTS_READ, Scope.STATS_READ, Scope.CONSENTS_REQUEST)
 _COMPANY = (Scope.RESIDENTS_READ, Scope.CONSENTS_REQUEST)
