@@ -303,7 +303,8 @@ class VaultSettings(BaseSettings):
         default=20.0, ge=0, description="time in-flight requests and audit writes get to finish"
     )
     backup_key_file: Path | None = Field(
-        default=None, description="key that encrypts backups (made at first backup if unset)"
+        default=None,
+        description="public key (PEM) backups are encrypted to, made by `backup keygen`",
     )
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="largest request body accepted"
