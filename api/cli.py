@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +25,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from api.backup_cli import RestoreFailed, backup_app, restore, tombstones_app
+from api.config_cli import config_app
 from api.logging import configure_logging
 from api.oauth.cli import clients_app, token_keys_app
 from api.oauth.keys import ensure_oauth_keys
@@ -32,7 +36,8 @@ from api.runtime import Runtime, init_runtime, open_runtime, operator_name
 from api.trace_cli import trace
 from audit import AuditError, EntryDraft, VerificationFailed
 from audit.verify import verify_log
-from vault.config import VaultSettings
+from vault.backup import BackupError
+from vault.config import SettingsInvalid, VaultSettings
 from vault.crypto import Suite
 from vault.errors import (
     ConfigurationError,
@@ -59,6 +64,10 @@ audit_app = typer.Typer(help="审计日志 / Audit log", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(clients_app, name="clients")
 app.add_typer(policy_app, name="policy")
+app.add_typer(config_app, name="config")
+app.add_typer(backup_app, name="backup")
+app.command("restore")(restore)
+audit_app.add_typer(tombstones_app, name="tombstones")
 app.command("trace")(trace)
 keys_app.add_typer(token_keys_app, name="tokens")
 
@@ -224,21 +233,40 @@ def serve(
     import uvicorn  # noqa: PLC0415
 
     from api.app import create_app  # noqa: PLC0415
+    from api.tls import TransportConfigError, uvicorn_options  # noqa: PLC0415
 
+    # TLS files are checked before anything starts (VAULT_TLS_*, docs/transport-security.md).
+    try:
+        transport = uvicorn_options(_settings())
+    except TransportConfigError as exc:
+        raise CliError(exc.message(_lang["value"])) from None
+    scheme = transport.scheme
     # Tokens name the server that issued them; default the issuer to where this one listens.
-    os.environ.setdefault("VAULT_OAUTH_ISSUER", f"http://{host}:{port}")
+    os.environ.setdefault("VAULT_OAUTH_ISSUER", f"{scheme}://{host}:{port}")
     if demo and not _settings().keyring_path.exists():
         _initialise(True, residents, _settings().crypto_suite)
     application = create_app(_settings())
     out.print(
         t(
-            f"服务地址 http://{host}:{port}/ （字段目录 /v1/fields，"
+            f"服务地址 {scheme}://{host}:{port}/ （字段目录 /v1/fields，"
             "审计检查点 /v1/audit/checkpoint）",
-            f"serving on http://{host}:{port}/ (field catalogue at /v1/fields, audit checkpoint "
-            "at /v1/audit/checkpoint)",
+            f"serving on {scheme}://{host}:{port}/ (field catalogue at /v1/fields, audit "
+            "checkpoint at /v1/audit/checkpoint)",
         )
     )
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    # Uvicorn re-raises SIGTERM once it has stopped gracefully; a clean stop exits 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.run(
+        application, host=host, port=port, log_level="warning",
+        # SIGTERM: stop accepting, let in-flight requests and their audit entries finish
+        # (up to the grace), then the lifespan signs a checkpoint that covers them.
+        timeout_graceful_shutdown=math.ceil(_settings().shutdown_grace_seconds),
+        **transport.uvicorn_kwargs,
+    )  # fmt: skip
+
+
+def _exit_cleanly(_signal: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 # -- audit entries of CLI commands --------------------------------------------------------
@@ -552,6 +580,56 @@ def keys_list() -> None:
             out.print(f"{info.kek_id}  {info.suite.value}  {info.created_at.isoformat()}{mark}")
 
 
+@keys_app.command("migrate")
+def keys_migrate(
+    to: Annotated[str, typer.Option("--to", help="pkcs11 (the HSM in VAULT_PKCS11_*)")],
+    destroy_local: Annotated[
+        bool, typer.Option("--destroy-local", help="overwrite and delete the local key file")
+    ] = False,
+    actor: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """把本地密钥迁入 HSM，核对后切换 / Move the local keys into the HSM, check, switch."""
+    from vault import keyring_migration as migration  # noqa: PLC0415 - loads PKCS#11
+    from vault.keyring import LocalKeyring  # noqa: PLC0415
+
+    if to != "pkcs11":
+        raise CliError(t(f"不能迁移到 {to}（仅 pkcs11）", f"cannot migrate to {to} (pkcs11 only)"))
+    settings = _settings().model_copy(update={"keyring": "local"})
+    if settings.keyring_path.exists():
+        with _runtime_of(settings) as rt:
+            keyring = rt.vault.keyring
+            assert isinstance(keyring, LocalKeyring)  # noqa: S101 - keyring=local
+            report = migration.migrate_to_pkcs11(settings, keyring, rt.vault.sessions)
+            details = {**report.details(), "local": "destroyed" if destroy_local else "renamed"}
+            with rt.transaction() as session:
+                rt.audit.record(session, [_event("keys.migrated", operator_name(actor), details)])
+    elif not migration.token_holds_migrated_keyring(settings):
+        path = settings.keyring_path
+        raise CliError(t(f"找不到本地密钥 {path}", f"no keyring at {path}"))
+    kept = migration.retire_local_keyring(settings, destroy=destroy_local)
+    out.print(t("密钥已迁入 HSM 并核对一致。", "keys are in the HSM and checked."))
+    gone = t("已覆盖并删除", "overwritten and deleted")
+    out.print(t(f"本地密钥文件：{kept or gone}", f"local key file: {kept or gone}"))
+    out.print(t("请设置以下配置后重启服务：", "set these, then restart the service:"))
+    for line in (
+        "VAULT_KEYRING=pkcs11",
+        f"VAULT_PKCS11_TOKEN_LABEL={settings.pkcs11_token_label}",
+        f"VAULT_PKCS11_KEY_PREFIX={settings.pkcs11_key_prefix}",
+        f"VAULT_PKCS11_MODULE={settings.pkcs11_module}",
+        "VAULT_PKCS11_PIN (or VAULT_PKCS11_PIN_FILE)",
+    ):
+        out.print(f"  {line}", markup=False)
+
+
+@contextmanager
+def _runtime_of(settings: VaultSettings) -> Iterator[Runtime]:
+    runtime = open_runtime(settings)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
 # -- audit -------------------------------------------------------------------------------
 
 
@@ -609,6 +687,14 @@ def _one_line(exc: BaseException) -> str:  # noqa: PLR0911 - one branch per erro
         return t("未找到该居民（或已删除）", "no such resident (or erased)")
     if isinstance(exc, UnknownField):
         return t(f"未知字段 {exc.name}", f"unknown field {exc.name}")
+    if isinstance(exc, SettingsInvalid):  # one line per problem, under a heading
+        heading = t(
+            f"配置有 {len(exc.problems)} 处问题：",
+            f"configuration has {len(exc.problems)} problem(s):",
+        )
+        return heading + "".join(f"\n  {problem}" for problem in exc.problems)
+    if isinstance(exc, BackupError | RestoreFailed):
+        return str(exc)
     if isinstance(exc, ConfigurationError | VerificationFailed | AuditError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"

@@ -144,6 +144,14 @@ class Access:
     decision_id: str = field(default_factory=lambda: f"dec_{uuid.uuid4().hex}")
 
 
+class GateObserver(Protocol):
+    """Counts what the gate decides (api.observability.Metrics); sees codes, no data."""
+
+    def decided(self, decision: Decision, purpose: str | None) -> None: ...
+
+    def refused(self, slug: str) -> None: ...
+
+
 class ConsentLookup(Protocol):
     """What residents' active consents cover for this recipient and purpose (issue 5).
 
@@ -225,6 +233,7 @@ class Gate:
             "sensitive": (settings.rate_limit_sensitive, 60.0),
             "bulk": (settings.rate_limit_bulk, 3600.0),
         })  # fmt: skip
+        self.observer: GateObserver | None = None
 
     def _suspended(self, subject: Subject) -> bool:
         with self.runtime.vault.sessions() as session:
@@ -297,6 +306,8 @@ class Gate:
             "subject": subject.policy_input(), "purpose": purpose, "action": action,
             "target": target, "fields": self.field_input,
         })  # fmt: skip
+        if self.observer is not None:
+            self.observer.decided(decision, purpose)
         if not decision.from_cache:
             self._record_evaluation(access, action, target, decision)
         if not decision.allow:
@@ -366,6 +377,8 @@ class Gate:
         self, access: Access, error: GateError, action: str, resident_id: str | None = None
     ) -> None:
         """Denied attempts are recorded too (insider-abuse detection reads them)."""
+        if self.observer is not None:
+            self.observer.refused(error.slug)
         decision = error.decision
         pseudonym = resident_id if resident_id and is_pseudonym(resident_id) else None
         vault_id = self.resolve(access, resident_id) if resident_id else None
@@ -615,9 +628,9 @@ class Gate:
                 after = self.resolve(access, cursor) if self.matches(decision, cursor) else None
                 if after is None:
                     raise InvalidCursor("无效的分页游标", "invalid cursor", decision)
-        with self.runtime.transaction() as session:
+        with self.runtime.transaction() as session, self._reading(session) as read:
             page = self._page(
-                session,
+                read,
                 access,
                 decision,
                 place=Place(community, grid, building),
@@ -625,10 +638,21 @@ class Gate:
                 cursor=after,
             )
             items, left_out = self._views(
-                session, access, decision, page[0], requested=requested, action=action
+                session, access, decision, page[0], requested=requested, action=action, read=read
             )
         next_cursor = self.present(access, decision, page[1]) if page[1] else None
         return Listing(items, next_cursor, left_out, decision)
+
+    @contextmanager
+    def _reading(self, session: Session) -> Iterator[Session]:
+        """Where a list or an export reads residents' rows: the read replica's session
+        (data keys from the primary, see vault.db), or `session` when there is none."""
+        vault = self.runtime.vault
+        if vault.read_engine is vault.engine:
+            yield session
+            return
+        with vault.read_sessions() as read:
+            yield read
 
     def _page(
         self,
@@ -665,12 +689,17 @@ class Gate:
         *,
         requested: Sequence[str] | None,
         action: str,
+        read: Session | None = None,
     ) -> tuple[list[RecordView], int]:
         """Decrypt a batch, render it and record its entries, in the caller's transaction.
 
         With a consent-based purpose, residents whose consents cover none of the fields are
         left out (and counted), and each kept resident's fields that their consents do not
-        cover are denied: treatments are per resident."""
+        cover are denied: treatments are per resident. Rows and ciphertexts may come from
+        a replica (`read`); consents, erasures, data keys and the entries are the primary's
+        (`session`), so a replica's lag never shows an erased resident or a revoked consent."""
+        if read is not None and read is not session:
+            rows = _still_active(session, rows)
         treatments = self._wanted(decision, requested)
         covers = self._consent_for(session, access, decision, [r[0] for r in rows], treatments)
         per_resident: dict[str, dict[str, str]] = {}
@@ -683,7 +712,7 @@ class Gate:
         else:
             kept = rows
             fetch = [n for n, t in treatments.items() if t != "denied"]
-        values = self.runtime.vault.store.read_many(session, [r[0] for r in kept], fetch)
+        values = self.runtime.vault.store.read_many(read or session, [r[0] for r in kept], fetch)
         views = []
         entries = []
         for rid, building, community in kept:
@@ -735,9 +764,9 @@ class Gate:
         def batches() -> Iterator[list[RecordView]]:
             cursor: str | None = None
             while True:
-                with self.runtime.transaction() as session:
+                with self.runtime.transaction() as session, self._reading(session) as read:
                     rows, cursor = self._page(
-                        session,
+                        read,
                         access,
                         decision,
                         place=Place(community, grid, building),
@@ -745,8 +774,9 @@ class Gate:
                         cursor=cursor,
                     )
                     views, left_out = self._views(
-                        session, access, decision, rows, requested=requested, action=action
-                    )
+                        session, access, decision, rows, requested=requested, action=action,
+                        read=read,
+                    )  # fmt: skip
                 summary["rows"] += len(views)
                 summary["left_out"] += left_out
                 if views:
@@ -874,6 +904,16 @@ class Gate:
                      **({"justification": access.justification[:500]}
                         if access.justification else {})},
         )  # fmt: skip
+
+
+def _still_active(session: Session, rows: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """Rows a replica served whose residents the primary still holds active."""
+    if not rows:
+        return rows
+    active = set(session.scalars(
+        select(Resident.id).where(Resident.id.in_([r[0] for r in rows]),
+                                  Resident.status == "active")))  # fmt: skip
+    return [row for row in rows if row[0] in active]
 
 
 def _names(building: str | None, community: str | None) -> dict[str, str | None]:

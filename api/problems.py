@@ -7,9 +7,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from audit import AuditUnavailable
+from vault.db import is_timeout
 from vault.errors import (
     InvalidValue,
     ResidentNotFound,
@@ -20,6 +22,7 @@ from vault.errors import (
 )
 
 PROBLEM_TYPE = "application/problem+json"
+DATABASE_RETRY_AFTER_SECONDS = 2
 
 TITLES: dict[str, tuple[int, str, str]] = {
     "purpose-required": (400, "缺少用途声明", "Purpose required"),
@@ -43,6 +46,16 @@ TITLES: dict[str, tuple[int, str, str]] = {
         "Audit log unavailable; nothing was returned",
     ),
     "not-ready": (503, "服务未就绪", "Not ready"),
+    "policy-unavailable": (
+        503,
+        "访问策略暂不可用，未返回任何数据",
+        "Access policy unavailable; nothing was returned",
+    ),
+    "database-timeout": (
+        503,
+        "数据库繁忙，本次请求未执行，请稍后重试",
+        "Database busy; nothing was done, retry later",
+    ),
     "internal-error": (500, "服务器内部错误", "Internal error"),
 }
 
@@ -96,6 +109,16 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(AuditUnavailable)
     async def _audit_unavailable(request: Request, exc: AuditUnavailable) -> JSONResponse:
         return problem(request, "audit-unavailable")
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        # A statement over VAULT_DATABASE_STATEMENT_TIMEOUT_MS, a lock wait or no free pool
+        # slot: its transaction rolled back whole, so a retry is safe.
+        if not is_timeout(exc):
+            return problem(request, "internal-error")
+        response = problem(request, "database-timeout")
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return response
 
     @app.exception_handler(VaultError)
     async def _vault_error(request: Request, exc: VaultError) -> JSONResponse:

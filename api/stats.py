@@ -266,7 +266,9 @@ class StatsService:
         where = true() if str(rows.scope) == "all" else or_(*terms) if terms else None
         if where is None:
             raise PolicyDenied("没有辖区", "no jurisdiction", decision)
-        with self.gate.runtime.vault.sessions() as session:
+        # Counting reads residents' rows from the read replica when there is one (data keys
+        # from the primary); the budget and its ledger entry stay on the primary.
+        with self.gate.runtime.vault.read_sessions() as session:
             buildings = list(session.scalars(select(Building.id).where(where)))
         scoped = residents_query().where(self.gate.row_filter(access, decision))
         return buildings, scoped
@@ -283,7 +285,7 @@ class StatsService:
         (its cells are the totals, published as that measure publishes them)."""
         buildings, scoped = self._scope(access, decision)
         store = self.gate.runtime.vault.store
-        with self.gate.runtime.vault.sessions() as session:
+        with self.gate.runtime.vault.read_sessions() as session:
             tree = places(session, buildings)
             counted = count(session, store, measure, tree, scoped, today=today, bound=bound)
             residents = None

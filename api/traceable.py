@@ -149,14 +149,16 @@ def fingerprinted_batches(
     def batches() -> Iterator[list[RecordView]]:
         for start in range(0, len(planned), batch_size):
             chunk = planned[start : start + batch_size]
-            with gate.runtime.transaction() as session:
+            # Rows and ciphertexts from the read replica, if any; entries on the primary.
+            with gate.runtime.transaction() as session, gate._reading(session) as read:
                 ids = [p.resident_id for p in chunk if not p.decoy]
                 query = gate._scoped(access, decision).where(Resident.id.in_(ids))
-                current = {r[0]: (r[0], r[1], r[2]) for r in session.execute(query)} if ids else {}
+                current = {r[0]: (r[0], r[1], r[2]) for r in read.execute(query)} if ids else {}
                 rows = [current[i] for i in ids if i in current]
                 views, left_out = gate._views(
-                    session, access, decision, rows, requested=requested, action="export"
-                )
+                    session, access, decision, rows, requested=requested, action="export",
+                    read=read,
+                )  # fmt: skip
                 decoys = [p for p in chunk if p.decoy]
                 gate.runtime.audit.record(session, [
                     _decoy_entry(gate, access=access, decision=decision,

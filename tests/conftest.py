@@ -16,6 +16,15 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests.hsm import (  # softhsm, hsm_prefix: fixtures for every module
+    destroy_prefix,
+    hsm_prefix,  # noqa: F401
+    hsm_settings,
+    new_prefix,
+    require_softhsm,
+    softhsm,  # noqa: F401
+    softhsm_available,
+)
 from vault.config import VaultSettings
 from vault.context import Vault, init_vault
 from vault.crypto import Suite
@@ -75,16 +84,39 @@ def database_url(
     admin.dispose()
 
 
-def make_vault(home: Path, database_url: str, suite: Suite = Suite.AES_256_GCM) -> Vault:
-    settings = VaultSettings(home=home, database_url=database_url, crypto_suite=suite)
+def make_vault(
+    home: Path,
+    database_url: str,
+    suite: Suite = Suite.AES_256_GCM,
+    *,
+    keyring: str = "local",
+    pkcs11_prefix: str | None = None,
+) -> Vault:
+    """A new vault; keyring="pkcs11" puts its keys in this worker's SoftHSM2 token."""
+    overrides = hsm_settings(pkcs11_prefix) if keyring == "pkcs11" else {}
+    settings = VaultSettings(home=home, database_url=database_url, crypto_suite=suite, **overrides)
     return init_vault(settings)
+
+
+def suite_keyring(database_url: str) -> str:
+    """The PostgreSQL half of the suite runs on SoftHSM2 (the production pairing); SQLite on
+    the local keyring. Outside CI a machine without SoftHSM2 keeps PostgreSQL on the local one."""
+    if not database_url.startswith("postgresql"):
+        return "local"
+    if not softhsm_available():
+        require_softhsm()  # fails under CI=true
+    return "pkcs11" if softhsm_available() else "local"
 
 
 @pytest.fixture
 def vault(tmp_path: Path, database_url: str) -> Iterator[Vault]:
-    opened = make_vault(tmp_path / "home", database_url)
+    kind = suite_keyring(database_url)
+    prefix = new_prefix() if kind == "pkcs11" else None
+    opened = make_vault(tmp_path / "home", database_url, keyring=kind, pkcs11_prefix=prefix)
     yield opened
     opened.close()
+    if prefix is not None:
+        destroy_prefix(prefix)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vault.catalogue import default_catalogue
 from vault.config import VaultSettings
-from vault.db import make_engine, migrate, session_factory
+from vault.db import (
+    engines_for,
+    migrate,
+    read_session_factory,
+    require_runnable_schema,
+    session_factory,
+)
 from vault.errors import ConfigurationError
 from vault.interfaces import Keyring
 from vault.keyring import LocalKeyring
@@ -31,16 +37,33 @@ class Vault:
     sessions: sessionmaker[Session]
     keyring: Keyring
     store: ResidentStore
+    # Lists, exports and statistics read residents' rows here: the replica when one is
+    # configured (data keys still from the primary), else the primary itself.
+    read_engine: Engine = None  # type: ignore[assignment] # filled in by __post_init__
+    read_sessions: sessionmaker[Session] = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.read_engine is None:
+            self.read_engine = self.engine
+        if self.read_sessions is None:
+            self.read_sessions = read_session_factory(self.read_engine, self.engine)
 
     def close(self) -> None:
         self.store.data_keys.cache.clear()
         self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
 
 
 def _keyring(settings: VaultSettings) -> Keyring:
-    if settings.keyring != "local":
-        raise ConfigurationError(f"unknown keyring {settings.keyring!r} (supported: local)")
-    return LocalKeyring.load(settings.keyring_path)
+    if settings.keyring == "local":
+        return LocalKeyring.load(settings.keyring_path)
+    if settings.keyring == "pkcs11":
+        # Imported here so a vault on the local keyring never loads a PKCS#11 module.
+        from vault.pkcs11_keyring import Pkcs11Keyring  # noqa: PLC0415
+
+        return Pkcs11Keyring.open(settings)
+    raise ConfigurationError(f"unknown keyring {settings.keyring!r} (supported: local, pkcs11)")
 
 
 def open_vault(settings: VaultSettings, *, upgrade_schema: bool = True) -> Vault:
@@ -50,9 +73,11 @@ def open_vault(settings: VaultSettings, *, upgrade_schema: bool = True) -> Vault
     check_validators(catalogue)
     check_masks(catalogue)
     keyring = _keyring(settings)
-    engine = make_engine(settings.resolved_database_url)
-    if upgrade_schema:
+    engine, read_engine = engines_for(settings)
+    if upgrade_schema and settings.migrate_on_start:
         migrate(engine)
+    elif upgrade_schema:
+        require_runnable_schema(engine)
     cache = DataKeyCache(settings.data_key_cache_size, settings.data_key_cache_seconds)
     return Vault(
         settings,
@@ -60,13 +85,23 @@ def open_vault(settings: VaultSettings, *, upgrade_schema: bool = True) -> Vault
         session_factory(engine),
         keyring,
         ResidentStore(keyring, catalogue, key_cache=cache),
+        read_engine,
+        read_session_factory(read_engine, engine),
     )
 
 
 def init_vault(settings: VaultSettings) -> Vault:
-    """Create the data directory (mode 0700) and keyring, then migrate the database."""
+    """Create the data directory (mode 0700) and keyring, then migrate the database.
+
+    With VAULT_KEYRING=pkcs11 the keys are generated in the token (never overwriting a
+    keyring already under the prefix) and the data directory holds no key file.
+    """
     settings.home.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.home, 0o700)
     if settings.keyring == "local":
         LocalKeyring.create(settings.keyring_path, settings.crypto_suite)
+    elif settings.keyring == "pkcs11":
+        from vault.pkcs11_keyring import Pkcs11Keyring  # noqa: PLC0415
+
+        Pkcs11Keyring.create(settings, settings.crypto_suite)
     return open_vault(settings)

@@ -22,8 +22,9 @@ target_metadata = Base.metadata
 
 def _run(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql("SET lock_timeout = '5s'")
-        connection.exec_driver_sql("SET statement_timeout = '10min'")
+        # LOCAL: the migration's transaction only, never the pooled connection after it.
+        connection.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
+        connection.exec_driver_sql("SET LOCAL statement_timeout = '10min'")
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
