@@ -370,7 +370,7 @@ def phase_import(
         f"{'batch':>7} {'residents':>9} {'gen s':>6} {'vault s':>8} {'vault/s':>8}"
         f" {'plain/s':>8} {'ratio':>6} {'stored':>10} {'ETA':>8}"
     )
-    path = runtime.settings.home / "import-batch.csv"
+    path = runtime.settings.home / f"import-batch-{shards[0]}-of-{shards[1]}.csv"
     totals = {"n": 0, "vault": 0.0, "plain": 0.0}
     started = time.monotonic()
     for k in range(communities):
