@@ -170,36 +170,70 @@ def form_action(html: str) -> str | None:
     return parser.action
 
 
-@contextmanager
-def run_demo_server(
-    home: Path, database_url: str, residents: int = 80, engine: PolicyEngine | None = None
-) -> Iterator[DemoServer]:
-    settings = VaultSettings(home=home, database_url=database_url, checkpoint_interval_seconds=0.5)
+def prepare_demo(settings: VaultSettings, residents: int) -> dict[str, Any]:
+    """Initialise a vault on `settings`, add the demo street and accounts; the credentials."""
     runtime = init_runtime(settings)
     try:
         with runtime.transaction() as session:
             populate(session, runtime.vault.store, residents)
         with runtime.transaction() as session:
-            credentials = create_demo_accounts(session, runtime)
+            return dict(create_demo_accounts(session, runtime))
     finally:
         runtime.close()
-    port = free_port()
-    app = create_app(settings, engine=engine)
+
+
+@contextmanager
+def serving(app: Any, port: int | None = None, **uvicorn_kwargs: Any) -> Iterator[int]:
+    """Serve `app` with uvicorn in a thread of this process on a free (or the given) port;
+    yields the port once the server is up, and stops it afterwards."""
+    port = port or free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="error", lifespan="on", **uvicorn_kwargs
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 30
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the demo server did not start")
+            raise RuntimeError("the test server did not start")
         time.sleep(0.05)
     try:
-        yield DemoServer(f"http://127.0.0.1:{port}", credentials, settings, app)
+        yield port
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+@contextmanager
+def postgres_copy(prefix: str, postgres_template: str | None) -> Iterator[str]:
+    """A fresh PostgreSQL database copied from the migrated template; dropped afterwards."""
+    url = _require_postgres()
+    assert postgres_template is not None
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(
+            text(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(postgres_template).database}"')
+        )
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def run_demo_server(
+    home: Path, database_url: str, residents: int = 80, engine: PolicyEngine | None = None
+) -> Iterator[DemoServer]:
+    settings = VaultSettings(home=home, database_url=database_url, checkpoint_interval_seconds=0.5)
+    credentials = prepare_demo(settings, residents)
+    app = create_app(settings, engine=engine)
+    with serving(app) as port:
+        yield DemoServer(f"http://127.0.0.1:{port}", credentials, settings, app)
 
 
 def require_opa() -> str:
@@ -247,22 +281,11 @@ def demo_server_on(
         with run_demo_server(home / "home", f"sqlite:///{home / 'vault.db'}", residents) as demo:
             yield demo
         return
-    url = _require_postgres()
-    assert postgres_template is not None
-    name = f"rv_http_{secrets.token_hex(4)}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(
-            text(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(postgres_template).database}"')
-        )
-    try:
-        database = make_url(url).set(database=name).render_as_string(hide_password=False)
-        with run_demo_server(home / "home", database, residents, sidecar_engine()) as demo:
-            yield demo
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with (
+        postgres_copy("rv_http", postgres_template) as database,
+        run_demo_server(home / "home", database, residents, sidecar_engine()) as demo,
+    ):
+        yield demo
 
 
 ID_PATTERN = re.compile(r"^r_[0-9a-f]{16}$")

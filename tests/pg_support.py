@@ -12,24 +12,19 @@ import fcntl
 import os
 import secrets
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from api.app import create_app
-from api.oauth.service import create_demo_accounts
-from api.runtime import init_runtime
 from tests.conftest import IN_CI, _require_postgres
-from tests.demo_server import DemoServer, free_port
+from tests.demo_server import DemoServer, prepare_demo, serving
 from vault.config import VaultSettings
-from vault.demo import populate
 
 REPLICA_ENV = "VAULT_TEST_REPLICA_URL"
 # Pausing replay stops it for every test using the standby: one pauser at a time, and
@@ -119,28 +114,7 @@ def replay_paused() -> Iterator[None]:
 def serve(settings: VaultSettings, residents: int = 40) -> Iterator[DemoServer]:
     """A demo service on exactly these settings (populated through the primary first)."""
     setup = VaultSettings(home=settings.home, database_url=settings.database_url)
-    runtime = init_runtime(setup)
-    try:
-        with runtime.transaction() as session:
-            populate(session, runtime.vault.store, residents)
-        with runtime.transaction() as session:
-            credentials = create_demo_accounts(session, runtime)
-    finally:
-        runtime.close()
+    credentials = prepare_demo(setup, residents)
     app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the service did not start")
-        time.sleep(0.05)
-    try:
+    with serving(app) as port:
         yield DemoServer(f"http://127.0.0.1:{port}", credentials, settings, app)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)

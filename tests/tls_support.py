@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import secrets
 import ssl
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,23 +22,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from api.app import create_app
-from api.oauth.service import create_demo_accounts
-from api.runtime import init_runtime
 from api.tls import uvicorn_options
 from policies import PolicyEngine
-from tests.conftest import _require_postgres
-from tests.demo_server import DemoServer, free_port, residents_in, sidecar_engine
+from tests.demo_server import (
+    DemoServer,
+    postgres_copy,
+    prepare_demo,
+    residents_in,
+    serving,
+    sidecar_engine,
+)
 from vault.config import VaultSettings
-from vault.demo import populate
 
 ORG = "O=Example District,C=CN"
 
@@ -231,39 +228,11 @@ def run_tls_server(
     settings = VaultSettings(
         home=home, database_url=database_url, checkpoint_interval_seconds=0.5, **transport
     )
-    runtime = init_runtime(settings)
-    try:
-        with runtime.transaction() as session:
-            populate(session, runtime.vault.store, residents)
-        with runtime.transaction() as session:
-            credentials = create_demo_accounts(session, runtime)
-    finally:
-        runtime.close()
+    credentials = prepare_demo(settings, residents)
     options = uvicorn_options(settings)
-    port = free_port()
     app = create_app(settings, engine=engine)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            log_level="error",
-            lifespan="on",
-            **options.uvicorn_kwargs,
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the TLS test server did not start")
-        time.sleep(0.05)
-    try:
+    with serving(app, **options.uvicorn_kwargs) as port:
         yield TlsServer(f"{options.scheme}://127.0.0.1:{port}", credentials, settings, app, pki)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
 
 
 @contextmanager
@@ -276,19 +245,8 @@ def tls_server_on(
         with run_tls_server(home / "home", f"sqlite:///{home / 'vault.db'}", **kwargs) as demo:
             yield demo
         return
-    url = _require_postgres()
-    assert postgres_template is not None
-    name = f"rv_tls_{secrets.token_hex(4)}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(
-            text(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(postgres_template).database}"')
-        )
-    try:
-        database = make_url(url).set(database=name).render_as_string(hide_password=False)
-        with run_tls_server(home / "home", database, engine=sidecar_engine(), **kwargs) as demo:
-            yield demo
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with (
+        postgres_copy("rv_tls", postgres_template) as database,
+        run_tls_server(home / "home", database, engine=sidecar_engine(), **kwargs) as demo,
+    ):
+        yield demo

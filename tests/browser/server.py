@@ -4,8 +4,6 @@ https://testserver for in-process tests)."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,13 +13,12 @@ from typing import Any
 from urllib.parse import urljoin
 
 import httpx
-import uvicorn
 
 from api.app import create_app
 from api.oauth.scopes import PEOPLE_SCOPES, Scope
 from api.oauth.service import create_demo_accounts, register_client
 from api.runtime import Runtime, init_runtime
-from tests.demo_server import free_port
+from tests.demo_server import free_port, serving
 from vault.config import VaultSettings
 from vault.demo import populate
 
@@ -86,21 +83,8 @@ def run_pages_server(home: Path, database_url: str) -> Iterator[PagesServer]:
     origin = f"http://127.0.0.1:{port}"
     settings, credentials = prepare(home, database_url, origin)
     app = create_app(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the pages server did not start")
-        time.sleep(0.05)
-    try:
+    with serving(app, port):
         yield PagesServer(origin, credentials, app)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
 
 
 class _Forms(HTMLParser):
