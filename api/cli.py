@@ -24,6 +24,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import select
 
 from api.backup_cli import RestoreFailed, backup_app, restore, tombstones_app
 from api.config_cli import config_app
@@ -35,6 +36,15 @@ from api.policy_cli import policy_app
 from api.runtime import Runtime, init_runtime, open_runtime, operator_name
 from api.trace_cli import trace
 from audit import AuditError, EntryDraft, VerificationFailed
+from audit.models import AuditArchive
+from audit.partitions import (
+    ArchiveReport,
+    detach_before,
+    ensure_partitions,
+    list_partitions,
+    verify_archive_file,
+    verify_archives_against_log,
+)
 from audit.verify import verify_log
 from vault.backup import BackupError
 from vault.config import SettingsInvalid, VaultSettings
@@ -68,6 +78,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(backup_app, name="backup")
 app.command("restore")(restore)
 audit_app.add_typer(tombstones_app, name="tombstones")
+partitions_app = typer.Typer(help="审计日志月分区 / Monthly audit partitions", no_args_is_help=True)
+audit_app.add_typer(partitions_app, name="partitions")
 app.command("trace")(trace)
 keys_app.add_typer(token_keys_app, name="tokens")
 
@@ -649,21 +661,124 @@ def audit_verify(
         Path | None, typer.Option(exists=True, dir_okay=False, help="a checkpoint kept elsewhere")
     ] = None,
     key: Annotated[str | None, typer.Option(help="verifier key (default: this vault's)")] = None,
+    archive: Annotated[
+        list[Path] | None,
+        typer.Option(exists=True, dir_okay=False, help="an archive of a detached partition"),
+    ] = None,
+    archive_only: Annotated[
+        bool, typer.Option("--archive-only", help="check the archive files alone (needs --key)")
+    ] = False,
 ) -> None:
     """重算默克尔树并核对所有检查点 / Recompute the tree and check every checkpoint."""
+    archives = archive or []
+    if archive_only:
+        if not key or not archives:
+            raise CliError(
+                t("--archive-only 需要 --key 和至少一个 --archive",
+                  "--archive-only needs --key and at least one --archive"),
+                code=2,
+            )  # fmt: skip
+        for report in [verify_archive_file(path, key) for path in archives]:
+            out.print(_archive_line(report))
+        return
     with _runtime() as rt, rt.vault.sessions() as session:
-        report = verify_log(
-            session, key or rt.audit.verifier_key,
+        verifier = key or rt.audit.verifier_key
+        reports = [verify_archive_file(path, verifier) for path in archives]
+        result = verify_log(
+            session, verifier,
             external_checkpoint=against.read_text(encoding="utf-8") if against else None,
         )  # fmt: skip
+        verify_archives_against_log(session, reports)
     out.print(
         t(
-            f"审计日志完好：{report.entries} 条记录，{report.checkpoints} 个检查点一致"
-            + ("，外部检查点一致" if report.external_checked else ""),
-            f"audit log intact: {report.entries} entries, {report.checkpoints} checkpoints "
-            "consistent" + ("; external checkpoint matches" if report.external_checked else ""),
+            f"审计日志完好：{result.entries} 条记录，{result.checkpoints} 个检查点一致"
+            + ("，外部检查点一致" if result.external_checked else "")
+            + (f"；其中 {result.archived} 条已归档" if result.archived else ""),
+            f"audit log intact: {result.entries} entries, {result.checkpoints} checkpoints "
+            "consistent"
+            + ("; external checkpoint matches" if result.external_checked else "")
+            + (f"; {result.archived} of them archived" if result.archived else ""),
         )
     )
+    for report in reports:
+        out.print(_archive_line(report))
+
+
+def _archive_line(report: ArchiveReport) -> str:
+    return t(
+        f"归档 {report.path.name} 完好：{report.partition}，{report.entries} 条记录，"
+        f"{report.from_at.isoformat()} 至 {report.to_at.isoformat()}",
+        f"archive {report.path.name} intact: {report.partition}, {report.entries} entries, "
+        f"{report.from_at.isoformat()} to {report.to_at.isoformat()}",
+    )
+
+
+@partitions_app.command("list")
+def partitions_list() -> None:
+    """列出月分区及已归档分区 / Attached monthly partitions, and archived ones."""
+    with _runtime() as rt, rt.vault.engine.connect() as connection:
+        partitions = list_partitions(connection)
+        archived = connection.execute(
+            select(AuditArchive.partition, AuditArchive.entries, AuditArchive.archived_at)
+            .order_by(AuditArchive.from_at)
+        ).all()  # fmt: skip
+    # Plain columns, one partition a line: read by people and by scripts (no truncation).
+    out.print(
+        "\t".join(
+            (t("分区", "partition"), t("起", "from"), t("止", "to"),
+             t("约行数", "rows (est.)"), t("大小", "size"))
+        )
+    )  # fmt: skip
+    for p in partitions:
+        out.print(
+            "\t".join(
+                (p.name, p.lower.isoformat() if p.lower else t("（默认）", "(default)"),
+                 p.upper.isoformat() if p.upper else "-", str(p.rows_estimate),
+                 f"{p.total_bytes / 2**20:.1f} MiB")
+            )
+        )  # fmt: skip
+    for name, entries, archived_at in archived:
+        out.print(
+            t(f"已归档 {name}：{entries} 条，{archived_at.isoformat()}",
+              f"archived {name}: {entries} entries, {archived_at.isoformat()}")
+        )  # fmt: skip
+
+
+@partitions_app.command("ensure")
+def partitions_ensure(
+    months: Annotated[int, typer.Option(min=1, max=120, help="create this many months ahead")] = 12,
+) -> None:
+    """预建未来月份的分区（每月运行）/ Create partitions ahead (run monthly)."""
+    with _runtime() as rt, rt.vault.engine.begin() as connection:
+        created = ensure_partitions(connection, months)
+    out.print(t(f"新建 {created} 个分区", f"{created} partition(s) created"))
+
+
+@partitions_app.command("detach")
+def partitions_detach(
+    before: Annotated[str, typer.Option(help="archive months ending by YYYY-MM (exclusive)")],
+    archive_dir: Annotated[
+        Path, typer.Option("--archive", file_okay=False, help="directory for the archive files")
+    ],
+    drop: Annotated[
+        bool, typer.Option("--drop", help="drop the detached tables once archived")
+    ] = False,
+) -> None:
+    """归档并分离旧月分区（仍可验证）/ Archive and detach old months (still verifiable)."""
+    with _runtime() as rt:
+        done = detach_before(
+            rt.vault.sessions, rt.audit, before, archive_dir, actor=operator_name(None),
+            drop=drop, progress=lambda name: err.print(t(f"归档 {name}…", f"archiving {name}…")),
+        )  # fmt: skip
+    if not done:
+        out.print(t(f"{before} 之前没有可归档的分区", f"no partitions end by {before}"))
+    for item in done:
+        out.print(
+            t(f"已归档并分离 {item.partition}：{item.entries} 条 → {item.archive}"
+              f"（SHA-256 {item.file_sha256}）",
+              f"archived and detached {item.partition}: {item.entries} entries -> "
+              f"{item.archive} (SHA-256 {item.file_sha256})")
+        )  # fmt: skip
 
 
 @audit_app.command("public-key")

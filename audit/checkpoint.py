@@ -49,6 +49,8 @@ __all__ = [
     "parse_tlog_proof",
     "parse_verifier_key",
     "sign_checkpoint",
+    "sign_checkpoint_with",
+    "sign_note_with",
     "verifier_key",
     "verify_checkpoint",
     "verify_note",
@@ -297,11 +299,27 @@ def sign_checkpoint_with(
     signer: Callable[[bytes], bytes],
 ) -> str:
     """As `sign_checkpoint`, with the private key held elsewhere (a keyring or an HSM)."""
-    body = format_checkpoint(origin, size, root)
+    return sign_note_with(format_checkpoint(origin, size, root), origin, public_key, signer)
+
+
+def sign_note_with(
+    body: str,
+    name: str,
+    public_key: Ed25519PublicKey | bytes,
+    signer: Callable[[bytes], bytes],
+) -> str:
+    """A signed note (c2sp.org/signed-note) of `body` under key `name`.
+
+    Checkpoints are one kind; archive manifests (`audit.partitions`) another. They cannot
+    be taken for each other: a checkpoint body is exactly three lines, a manifest's first
+    line names its format.
+    """
+    _check_name(name)
+    if not body.endswith("\n") or "\n\n" in body:
+        raise CheckpointError("a note body ends with a newline and has no blank line")
     signature = signer(body.encode("utf-8"))
-    kid = key_id(origin, public_key)
-    sig64 = base64.b64encode(kid + signature).decode()
-    return f"{body}\n{SIGNATURE_DASH} {origin} {sig64}\n"
+    sig64 = base64.b64encode(key_id(name, public_key) + signature).decode()
+    return f"{body}\n{SIGNATURE_DASH} {name} {sig64}\n"
 
 
 def parse_checkpoint(text: str) -> Checkpoint:

@@ -85,7 +85,27 @@ class AuditCheckpoint(Base):
     signed_at: Mapped[datetime] = mapped_column(TZDateTime())
 
 
-APPEND_ONLY_TABLES = ("audit_entries", "audit_leaves", "audit_tree_nodes", "audit_checkpoints")
+class AuditArchive(Base):
+    """A monthly partition of `audit_entries` detached to an archive file.
+
+    Its entries are gone from the database; their leaves, tree nodes and checkpoints stay,
+    and `manifest` (signed by the log's key) names the leaves the file holds and their
+    digest, so verification can tell archived entries from removed ones without the file.
+    """
+
+    __tablename__ = "audit_archives"
+    partition: Mapped[str] = mapped_column(String(63), primary_key=True)
+    from_at: Mapped[datetime] = mapped_column(TZDateTime())
+    to_at: Mapped[datetime] = mapped_column(TZDateTime())
+    entries: Mapped[int] = mapped_column(BigInteger)
+    manifest: Mapped[str] = mapped_column(Text)
+    file_sha256: Mapped[str] = mapped_column(String(64))
+    archived_at: Mapped[datetime] = mapped_column(TZDateTime())
+
+
+APPEND_ONLY_TABLES = (
+    "audit_entries", "audit_leaves", "audit_tree_nodes", "audit_checkpoints", "audit_archives",
+)  # fmt: skip
 
 
 class AuditAlert(Base):

@@ -25,6 +25,7 @@ from audit.errors import VerificationFailed
 from audit.log import ENTRY_COLUMN_NAMES, canonical_bytes
 from audit.merkle import MemoryTree, leaf_hash, verify_consistency
 from audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditTreeNode
+from audit.partitions import archived_leaves
 
 
 @dataclass
@@ -33,6 +34,7 @@ class VerifyReport:
     checkpoints: int = 0
     external_checked: bool = False
     latest_size: int = 0
+    archived: int = 0  # entries whose bytes are in archive files, checked by their leaves
     notes: list[str] = field(default_factory=list)
 
 
@@ -68,11 +70,17 @@ def verify_log(
     """Raise VerificationFailed at the first inconsistency; return a report otherwise."""
     report = VerifyReport()
     tree = MemoryTree()
+    # Entries of detached partitions are in archive files; their leaves stay here, and a
+    # signed manifest per archive says which they are (audit.partitions).
+    archived = archived_leaves(session, verifier_key)
     for expected, (index, stored_hash, columns, canonical) in enumerate(_leaves(session, batch)):
         if index != expected:
             raise VerificationFailed(
                 f"leaf {expected} is missing (next stored is {index})", expected
             )
+        if archived.claim(index, stored_hash) and canonical is None:
+            tree.append(stored_hash)
+            continue
         if columns is None or canonical is None:
             raise VerificationFailed(f"the entry of leaf {index} has been removed", index)
         if canonical_bytes(columns) != canonical:
@@ -85,7 +93,13 @@ def verify_log(
                 f"entry {index} was altered: its bytes no longer match its leaf hash", index
             )
         tree.append(digest)
+    archived.check_complete()
     report.entries = tree.size
+    report.archived = archived.entries
+    if len(archived):
+        report.notes.append(
+            f"{archived.entries} entries are archived in {len(archived)} detached partitions"
+        )
     _check_stored_leaves(session, tree, batch)
     previous: tuple[int, bytes] | None = None
     for head in session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size)):

@@ -42,14 +42,18 @@ def require_replica() -> str:
 
 
 @contextmanager
-def fresh_database(template: str | None, prefix: str) -> Iterator[str]:
-    """A database of our own on the primary, copied from the migrated template."""
+def fresh_database(template: str | None, prefix: str, *, empty: bool = False) -> Iterator[str]:
+    """A database of our own on the primary, copied from the migrated template (or, with
+    `empty`, with no schema at all, for tests that migrate it themselves)."""
     url = _require_postgres()
-    assert template is not None
     name = f"{prefix}_{secrets.token_hex(4)}"
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(template).database}"'))
+        if empty:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        else:
+            assert template is not None
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(template).database}"'))
     try:
         yield make_url(url).set(database=name).render_as_string(hide_password=False)
     finally:
