@@ -48,6 +48,7 @@ from audit.partitions import (
 from audit.verify import verify_log
 from vault.backup import BackupError
 from vault.config import SettingsInvalid, VaultSettings
+from vault.context import keyring_exists
 from vault.crypto import Suite
 from vault.errors import (
     ConfigurationError,
@@ -141,7 +142,7 @@ def _initialise(demo: bool, residents: int, suite: Suite) -> None:
     from vault.demo import populate  # noqa: PLC0415 - demo data only when asked for
 
     settings = _settings().model_copy(update={"crypto_suite": suite})
-    if settings.keyring_path.exists():
+    if keyring_exists(settings):
         raise CliError(
             t(
                 f"{settings.home} 已初始化；不会覆盖已有密钥",
@@ -255,7 +256,7 @@ def serve(
     scheme = transport.scheme
     # Tokens name the server that issued them; default the issuer to where this one listens.
     os.environ.setdefault("VAULT_OAUTH_ISSUER", f"{scheme}://{host}:{port}")
-    if demo and not _settings().keyring_path.exists():
+    if demo and not keyring_exists(_settings()):  # a key file, or a keyring in the HSM
         _initialise(True, residents, _settings().crypto_suite)
     application = create_app(_settings())
     out.print(

@@ -505,22 +505,29 @@ def _detach_one(
     with sessions() as session, session.begin():
         connection = session.connection()
         quoted = _quote(connection, partition.name)
+        # Count under a lock on the old month alone (only a skewed clock could still write
+        # there), so the count stays true through the detach; the exclusive lock DETACH
+        # takes on audit_entries, which every access waits on, is held only from there on.
+        session.execute(text("SET LOCAL statement_timeout = 0"))
         session.execute(text(f"SET LOCAL lock_timeout = '{DETACH_LOCK_TIMEOUT}'"))
         try:
+            session.execute(text(f"LOCK TABLE {quoted} IN SHARE MODE"))
+            remaining = session.execute(text(f"SELECT count(*) FROM {quoted}")).scalar_one()  # noqa: S608
+            if remaining != manifest.entries:
+                path.unlink()
+                raise PartitionError(
+                    f"{partition.name} gained entries after it was archived (clock skew on a "
+                    "service node?): nothing was detached; check the clocks and try again"
+                )
             session.execute(text(f"ALTER TABLE {PARENT} DETACH PARTITION {quoted}"))
         except DBAPIError as exc:
+            path.unlink()  # nothing was detached: the next run writes the archive afresh
             if "lock timeout" in str(exc.orig):
                 raise PartitionError(
-                    f"{PARENT} stayed busy for {DETACH_LOCK_TIMEOUT}: try again at a quieter "
-                    f"time (the archive {path.name} is written and can be kept)"
+                    f"{PARENT} stayed busy for {DETACH_LOCK_TIMEOUT}: nothing was detached; "
+                    "try again at a quieter time"
                 ) from exc
             raise
-        remaining = session.execute(text(f"SELECT count(*) FROM {quoted}")).scalar_one()  # noqa: S608
-        if remaining != manifest.entries:
-            raise PartitionError(
-                f"{partition.name} gained entries after it was archived (clock skew on a "
-                "service node?): nothing was detached; check the clocks and try again"
-            )
         session.execute(
             insert(AuditArchive).values(
                 partition=partition.name, from_at=manifest.from_at, to_at=manifest.to_at,

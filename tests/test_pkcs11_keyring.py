@@ -27,7 +27,7 @@ from audit.models import AuditEntry
 from audit.verify import verify_log
 from tests.hsm import SoftHsmToken, destroy_prefix, hsm_env, hsm_settings, new_prefix
 from vault.config import VaultSettings
-from vault.context import Vault
+from vault.context import Vault, keyring_exists
 from vault.crypto import Suite
 from vault.errors import ConfigurationError, DecryptionFailed, KeyNotFound
 from vault.interfaces import Keyring
@@ -408,3 +408,20 @@ def test_migration_refuses_a_prefix_that_holds_other_keys(tmp_path: Path, hsm_pr
         assert [label for _c, label in objects.labels()] == [f"{stray}/notes"]
     finally:
         destroy_prefix(stray)
+
+
+def test_an_hsm_vault_counts_as_initialised_without_a_key_file(
+    tmp_path: Path, hsm_prefix: str
+) -> None:
+    """`init` twice, and `serve --demo` on an initialised vault, must not try to re-create
+    the keys: on the HSM there is no keyring.json to tell them by."""
+    url = f"sqlite:///{tmp_path / 'vault.db'}"
+    home = tmp_path / "home"
+    env = hsm_env(hsm_prefix)
+    first = _run(home, url, env, "init")
+    assert first.returncode == 0, first.stderr
+    assert not (home / "keyring.json").exists()
+    again = _run(home, url, env, "init")
+    assert again.returncode == 1 and "already initialised" in _error(again)
+    assert keyring_exists(VaultSettings(home=home, **hsm_settings(hsm_prefix)))
+    assert not keyring_exists(VaultSettings(home=home, **hsm_settings(new_prefix())))

@@ -66,6 +66,15 @@ def _keyring(settings: VaultSettings) -> Keyring:
     raise ConfigurationError(f"unknown keyring {settings.keyring!r} (supported: local, pkcs11)")
 
 
+def keyring_exists(settings: VaultSettings) -> bool:
+    """Whether this vault has been initialised: its key file, or its keyring in the token."""
+    if settings.keyring == "pkcs11":
+        from vault.pkcs11_keyring import Pkcs11Keyring  # noqa: PLC0415
+
+        return Pkcs11Keyring.exists(settings)
+    return settings.keyring_path.exists()
+
+
 def open_vault(settings: VaultSettings, *, upgrade_schema: bool = True) -> Vault:
     catalogue = default_catalogue()
     # A validator or mask the catalogue names but the code lacks fails here, at start-up,

@@ -479,6 +479,12 @@ class Pkcs11Keyring:
         return cls(objects, record)
 
     @classmethod
+    def exists(cls, settings: VaultSettings) -> bool:
+        """Whether the token holds a finished keyring under the configured prefix."""
+        objects = TokenObjects(Pkcs11Config.from_settings(settings))
+        return objects.data(objects.label("keyring")) is not None
+
+    @classmethod
     def create(cls, settings: VaultSettings, suite: Suite = Suite.AES_256_GCM) -> Pkcs11Keyring:
         """Generate every key in the token; refuses if the prefix holds anything already."""
         objects = TokenObjects(Pkcs11Config.from_settings(settings))
