@@ -12,7 +12,9 @@ Certificates (all P-256, fictional names under `.example`):
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import ipaddress
 import ssl
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from cryptography import x509
@@ -56,6 +59,17 @@ class Identity:
     @property
     def pair(self) -> tuple[str, str]:
         return (str(self.cert), str(self.key))
+
+    @property
+    def x5t_s256(self) -> str:
+        """RFC 8705 thumbprint, computed here rather than by api.tls, so tests check it."""
+        digest = hashlib.sha256(self.der).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+    @property
+    def forwarded(self) -> str:
+        """The certificate as nginx's `$ssl_client_escaped_cert` forwards it: URL-encoded PEM."""
+        return quote(self.cert.read_text(encoding="ascii"), safe="")
 
 
 def _name(dn: str) -> x509.Name:
@@ -106,6 +120,13 @@ def _certificate(
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        # Key identifiers, as `openssl req -x509` and CAs write them. Without them OpenSSL
+        # finds a self-signed certificate in the trust bundle by subject DN alone, so two
+        # with the same DN (a department's old and new one) could not both be trusted.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
+        )
     )
     if ca:
         builder = builder.add_extension(

@@ -419,11 +419,19 @@ class TokenVerifier:
         """The verifier's clock (replaceable, for tests of expiry)."""
         return self.clock()
 
-    def verify(self, bearer: str, certificate: PresentedCertificate | None = None) -> Principal:
+    def verify(
+        self,
+        bearer: str,
+        certificate: PresentedCertificate | None = None,
+        *,
+        check_binding: bool = True,
+    ) -> Principal:
         """The caller named by a bearer token; raises InvalidToken with the reason.
 
         `certificate` is the one the request came with; a certificate-bound token is
-        refused without it, or with any other.
+        refused without it, or with any other. Introspection alone passes
+        `check_binding=False`: it answers a resource server about a token that server
+        received, and reports the binding in `cnf` for it to check (RFC 8705 3.2).
         """
         token = bearer.strip()
         header, claims, _, _ = split_token(token)
@@ -437,7 +445,7 @@ class TokenVerifier:
                 raise InvalidToken("unknown issuer")
             principal = external.verify(token, header)
         bound = principal.certificate_thumbprint
-        if bound is not None:
+        if bound is not None and check_binding:
             if certificate is None:
                 raise InvalidToken("certificate-bound token without its certificate")
             if not secrets.compare_digest(bound, certificate.thumbprint):
