@@ -475,6 +475,21 @@ class Readiness:
             connection.rollback()
         return {}
 
+    def replica(self) -> dict[str, str]:
+        """The standby answers, is a standby, and how far its replay is behind (seconds
+        since the last transaction it replayed; large on an idle primary too)."""
+        with self.runtime.vault.read_engine.connect() as connection:
+            in_recovery, lag = connection.execute(
+                text(
+                    "SELECT pg_is_in_recovery(), "
+                    "EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())"
+                )
+            ).one()
+            connection.rollback()
+        if not in_recovery:
+            raise RuntimeError("the replica is not in recovery: it was promoted")
+        return {"replay_lag_seconds": "unknown" if lag is None else f"{float(lag):.1f}"}
+
     def keyring(self) -> dict[str, str]:
         keyring = self.runtime.vault.keyring
         probe = secrets.token_bytes(32)  # a throwaway key, never stored
@@ -496,6 +511,8 @@ class Readiness:
 
     async def check(self) -> list[CheckResult]:
         checks = {"database": self.database, "keyring": self.keyring, "policy": self.policy}
+        if self.runtime.vault.read_engine is not self.runtime.vault.engine:
+            checks["replica"] = self.replica
         results = await asyncio.gather(*(self._run(n, c) for n, c in checks.items()))
         failed = [r.name for r in results if not r.ok]
         if failed:

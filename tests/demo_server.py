@@ -203,7 +203,10 @@ def serving(app: Any, port: int | None = None, **uvicorn_kwargs: Any) -> Iterato
         yield port
     finally:
         server.should_exit = True
-        thread.join(timeout=20)
+        # The lifespan's shutdown signs a last checkpoint and closes the runtime's pools; on
+        # a loaded machine that can take a while, and a database dropped before it finishes
+        # leaves open connections behind (ResourceWarning in a later test).
+        thread.join(timeout=90)
 
 
 @contextmanager

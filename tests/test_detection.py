@@ -66,7 +66,10 @@ def test_a_worker_scraping_their_grid_is_alerted_and_suspended(server: DemoServe
     assert len(mine) >= 10
     for resident in mine:  # every read is within policy: only the pattern gives it away
         assert get(server, f"/v1/residents/{resident}", access, "grid-service").status_code == 200
-    watch = detector(server, volume_floor=len(mine), suspend_on=frozenset({"volume"}))
+    # The reads happen now, whatever the hour: only volume is under test, not the night rule.
+    watch = detector(
+        server, volume_floor=len(mine), off_hours_residents=10**6, suspend_on=frozenset({"volume"})
+    )
     raised = [a for a in scan(server, watch) if a.actor == worker["username"]]
     assert [(a.kind, a.suspended) for a in raised] == [("volume", True)]
     assert raised[0].observed == len(mine)
@@ -140,7 +143,9 @@ def test_an_actors_usual_pattern_does_not_alarm_but_ten_times_it_does(tmp_path: 
     runtime = init_runtime(settings_)
     try:
         now = utcnow()
-        watch = Detector(runtime.audit, DetectionRules(volume_floor=30, volume_factor=4.0), [])
+        # Reads end now, whatever the hour: the night rule is not what this test is about.
+        rules = DetectionRules(volume_floor=30, volume_factor=4.0, off_hours_residents=10**6)
+        watch = Detector(runtime.audit, rules, [])
         backdated_reads(runtime, "busy", per_hour=40, hours=72, end=now - timedelta(hours=1))
         backdated_reads(runtime, "busy", per_hour=45, hours=1, end=now, offset=500)
         with runtime.transaction() as session:

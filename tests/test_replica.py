@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -58,6 +59,8 @@ def server(
             checkpoint_interval_seconds=0.5,
         )
         with serve(settings, residents=40) as demo:
+            # The new database and its demo data exist on the standby only once replayed.
+            wait_for_replay(demo.runtime.vault.engine)
             yield demo
 
 
@@ -123,6 +126,15 @@ def test_the_service_reads_lists_from_a_real_standby(server: DemoServer) -> None
         assert connection.exec_driver_sql("SELECT pg_is_in_recovery()").scalar() is True
     with vault.engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT pg_is_in_recovery()").scalar() is False
+
+
+def test_readiness_checks_the_replica_and_reports_its_lag(server: DemoServer) -> None:
+    ready = httpx.get(f"{server.url}/readyz", timeout=30)
+    assert ready.status_code == 200, ready.text
+    replica = ready.json()["checks"]["replica"]
+    assert replica["status"] == "ok"
+    lag = replica["replay_lag_seconds"]
+    assert lag == "unknown" or float(lag) >= 0
 
 
 def test_lists_exports_and_statistics_come_from_the_replica(server: DemoServer) -> None:
