@@ -224,6 +224,12 @@ class Metrics:
             "unexpected bundle revision, engine fault)",
             ["cause"], registry=registry,
         )  # fmt: skip
+        self.database_timeouts = Counter(
+            "vault_database_timeouts",
+            "Requests refused (503 database-timeout) for a statement or lock timeout or no "
+            "free pool connection; nothing was done",
+            registry=registry,
+        )
         self.alerts = Counter(
             "vault_alerts_raised", "Insider-abuse alerts raised, by kind",
             ["kind"], registry=registry,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -21,6 +22,8 @@ from vault.errors import (
     VaultError,
 )
 
+log = structlog.get_logger(__name__)
+
 PROBLEM_TYPE = "application/problem+json"
 DATABASE_RETRY_AFTER_SECONDS = 2
 
@@ -34,7 +37,9 @@ TITLES: dict[str, tuple[int, str, str]] = {
     "consent-required": (403, "需要居民同意", "Consent required"),
     "break-glass-required": (403, "须先登记紧急访问", "Break-glass grant required"),
     "suspended": (403, "账号已暂停，待审计复核", "Suspended pending review"),
+    "justification-required": (403, "须说明理由", "Justification required"),
     "not-found": (404, "未找到", "Not found"),
+    "method-not-allowed": (405, "不支持该请求方法", "Method not allowed"),
     "proof-unavailable": (404, "暂无证明", "Proof unavailable"),
     "conflict": (409, "记录已被修改", "The record was changed"),
     "payload-too-large": (413, "请求体过大", "Payload too large"),
@@ -58,6 +63,12 @@ TITLES: dict[str, tuple[int, str, str]] = {
     ),
     "internal-error": (500, "服务器内部错误", "Internal error"),
 }
+
+
+def _route(request: Request) -> str | None:
+    """The route's template (/v1/residents/{resident_id}), never the path with its ids."""
+    route = request.scope.get("route")
+    return getattr(route, "path", None)
 
 
 def _lang(request: Request) -> str:
@@ -116,6 +127,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         # slot: its transaction rolled back whole, so a retry is safe.
         if not is_timeout(exc):
             return problem(request, "internal-error")
+        log.warning("database.timeout", error=type(exc).__name__, route=_route(request))
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.database_timeouts.inc()
         response = problem(request, "database-timeout")
         response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
         return response

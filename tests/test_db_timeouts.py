@@ -121,10 +121,15 @@ def test_a_write_over_the_timeout_is_503_retryable_and_writes_nothing(
             "CREATE TRIGGER rv_slow BEFORE INSERT ON resident_fields "
             "FOR EACH STATEMENT EXECUTE FUNCTION rv_slow()"))  # fmt: skip
     entries_before = _entries(server)
+    metrics = server.app.state.metrics
+    timeouts_before = metrics.registry.get_sample_value("vault_database_timeouts_total") or 0
     try:
         response = call(server, "PATCH", f"/v1/residents/{resident}", token, "counter-service",
                         json={"fields": {"phone": "13600002222"}})  # fmt: skip
         assert response.status_code == 503, response.text
+        # counted, so an operator's alert sees it (docs/operations.md)
+        timeouts = metrics.registry.get_sample_value("vault_database_timeouts_total")
+        assert timeouts == timeouts_before + 1
         assert response.headers["content-type"].startswith("application/problem+json")
         assert response.json()["type"] == "/problems/database-timeout"
         assert int(response.headers["Retry-After"]) >= 1
