@@ -277,7 +277,8 @@ def test_a_wrong_pin_is_one_line_without_the_pin(tmp_path: Path, hsm_prefix: str
     listed = _run(tmp_path / "home", url, env, "keys", "list")
     assert listed.returncode == 0 and "(active)" in listed.stdout
     again = _run(tmp_path / "home", url, env, "init")
-    assert again.returncode == 1 and "refusing to overwrite keys" in _error(again)
+    # initialised, though no keyring.json says so: nothing is regenerated in the token
+    assert again.returncode == 1 and "already initialised" in _error(again)
     wrong = _run(tmp_path / "home", url, {**env, "VAULT_PKCS11_PIN": "31415926"}, "keys", "list")
     assert wrong.returncode == 1 and "PIN is incorrect" in _error(wrong)
     assert "31415926" not in wrong.stderr + wrong.stdout
@@ -413,15 +414,34 @@ def test_migration_refuses_a_prefix_that_holds_other_keys(tmp_path: Path, hsm_pr
 def test_an_hsm_vault_counts_as_initialised_without_a_key_file(
     tmp_path: Path, hsm_prefix: str
 ) -> None:
-    """`init` twice, and `serve --demo` on an initialised vault, must not try to re-create
-    the keys: on the HSM there is no keyring.json to tell them by."""
-    url = f"sqlite:///{tmp_path / 'vault.db'}"
-    home = tmp_path / "home"
-    env = hsm_env(hsm_prefix)
-    first = _run(home, url, env, "init")
-    assert first.returncode == 0, first.stderr
-    assert not (home / "keyring.json").exists()
-    again = _run(home, url, env, "init")
-    assert again.returncode == 1 and "already initialised" in _error(again)
-    assert keyring_exists(VaultSettings(home=home, **hsm_settings(hsm_prefix)))
-    assert not keyring_exists(VaultSettings(home=home, **hsm_settings(new_prefix())))
+    """What `init` and `serve --demo` ask before creating keys: on the HSM there is no
+    keyring.json to tell an initialised vault by."""
+    settings = VaultSettings(home=tmp_path / "home", **hsm_settings(hsm_prefix))
+    assert not keyring_exists(settings)
+    Pkcs11Keyring.create(settings)
+    assert keyring_exists(settings)
+    assert not keyring_exists(VaultSettings(home=tmp_path / "home", **hsm_settings(new_prefix())))
+
+
+# python-pkcs11 reports the lost session's unfinished search from a finaliser (noise).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_the_keyring_survives_the_hsm_dropping_its_session(hsm_prefix: str) -> None:
+    """An HSM restart or failover closes every session; the keyring logs in again and the
+    keys it finds are the same keys (what it wrapped opens, indexes and signatures agree)."""
+    keyring = Pkcs11Keyring.create(VaultSettings(**hsm_settings(hsm_prefix)))
+    kek_id, wrapped = keyring.wrap(b"k" * 32, b"ctx")
+    index = keyring.blind_index(b"13812345678")
+    public = keyring.signing_public_key("audit-log")
+
+    def drop_session() -> None:
+        keyring._objects.call(lambda session: session.close())  # as a restarted HSM does
+
+    drop_session()
+    assert keyring.unwrap(kek_id, wrapped, b"ctx") == b"k" * 32
+    drop_session()
+    assert keyring.blind_index(b"13812345678") == index
+    drop_session()
+    Ed25519PublicKey.from_public_bytes(public).verify(keyring.sign("audit-log", b"m"), b"m")
+    drop_session()
+    again_id, again = keyring.wrap(b"j" * 32, b"ctx")
+    assert keyring.unwrap(again_id, again, b"ctx") == b"j" * 32

@@ -30,6 +30,8 @@ by all sessions of a process, so the session stays open for the process's lifeti
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -42,7 +44,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import pkcs11
 import structlog
@@ -77,7 +79,16 @@ _OPEN_FAILURES = (
     p11.DataLenRange, p11.ArgumentsBad, p11.MechanismParamInvalid,
 )  # fmt: skip
 
+# The module lost our session: the HSM restarted, failed over or was unplugged. Reconnect
+# (log in again, look the keys up again) and retry once; if the token is still gone the
+# error propagates and readiness reports the keyring until it is back.
+_SESSION_LOST = (
+    p11.SessionHandleInvalid, p11.SessionClosed, p11.DeviceRemoved, p11.TokenNotPresent,
+    p11.UserNotLoggedIn, p11.DeviceError,
+)  # fmt: skip
+
 T = TypeVar("T")
+P = ParamSpec("P")
 # python-pkcs11 builds key classes from mixins (EncryptMixin, SignMixin...) at run time,
 # which its stubs cannot name; key handles are typed loosely for that reason.
 KeyHandle = Any
@@ -179,6 +190,18 @@ def _connect(config: Pkcs11Config) -> _Connection:
         return connection
 
 
+def _reconnect(config: Pkcs11Config, stale: _Connection) -> _Connection:
+    """A fresh logged-in session in place of `stale` (unless another user of the same
+    connection has already replaced it)."""
+    key = (str(config.module.resolve()), config.token_label)
+    with _connections_lock:
+        if _connections.get(key) is stale:
+            del _connections[key]
+            with contextlib.suppress(p11.PKCS11Error):  # gone with the token's restart
+                stale.session.close()
+    return _connect(config)
+
+
 def _wrong_pin(config: Pkcs11Config) -> ConfigurationError:
     return ConfigurationError(
         f"PKCS#11 token {config.token_label!r}: the PIN is incorrect (VAULT_PKCS11_PIN)"
@@ -215,6 +238,10 @@ class TokenObjects:
     @property
     def token_label(self) -> str:
         return self.config.token_label
+
+    def reconnect(self) -> None:
+        self._connection = _reconnect(self.config, self._connection)
+        log.info("keyring.pkcs11_reconnected", token_label=self.token_label)
 
     @contextmanager
     def session(self) -> Iterator[pkcs11.Session]:
@@ -433,6 +460,27 @@ class _Kek:
         return f"_Kek({self.kek_id!r})"
 
 
+def _reconnecting(
+    method: Callable[Concatenate[Pkcs11Keyring, P], T],
+) -> Callable[Concatenate[Pkcs11Keyring, P], T]:
+    """Retry a keyring operation once on a fresh session if the module lost ours.
+
+    python-pkcs11 finalises an operation begun on the lost session (a search) when it is
+    garbage, which fails again and prints "Exception ignored in ... OperationContext.__del__"
+    to stderr once per such operation: noise, not a fault."""
+
+    @functools.wraps(method)
+    def wrapper(keyring: Pkcs11Keyring, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(keyring, *args, **kwargs)
+        except _SESSION_LOST as exc:
+            log.warning("keyring.pkcs11_session_lost", error=type(exc).__name__)
+            keyring._reconnect()
+            return method(keyring, *args, **kwargs)
+
+    return wrapper
+
+
 class Pkcs11Keyring:
     """A `Keyring` whose keys never leave a PKCS#11 token."""
 
@@ -458,6 +506,15 @@ class Pkcs11Keyring:
             raise ConfigurationError(
                 f"token {objects.token_label!r}: no key-encryption key under {objects.prefix!r}"
             )
+
+    def _reconnect(self) -> None:
+        """Log in again and forget every key handle: they belonged to the lost session."""
+        with self._lock:
+            self._objects.reconnect()
+            for kek in self._keks.values():
+                kek.key = None
+            self._hmac_keys.clear()
+            self._signing.clear()
 
     # -- opening and creating -------------------------------------------------------------
 
@@ -570,6 +627,7 @@ class Pkcs11Keyring:
     def active_kek_id(self) -> str:
         return self._active().kek_id
 
+    @_reconnecting
     def keks(self) -> list[KekInfo]:
         self._load_keks()
         active = self._active().kek_id
@@ -578,6 +636,7 @@ class Pkcs11Keyring:
             for k in sorted(self._keks.values(), key=lambda k: (k.sequence, k.created_at))
         ]
 
+    @_reconnecting
     def wrap(self, data_key: bytes, context: bytes) -> tuple[str, bytes]:
         kek = self._active()
         nonce = os.urandom(_WRAP_NONCE)
@@ -593,6 +652,7 @@ class Pkcs11Keyring:
             return self.wrap(data_key, context)
         return kek.kek_id, nonce + bytes(sealed)
 
+    @_reconnecting
     def unwrap(self, kek_id: str, wrapped: bytes, context: bytes) -> bytes:
         kek = self._kek(kek_id)
         if len(wrapped) <= _WRAP_NONCE:
@@ -661,9 +721,11 @@ class Pkcs11Keyring:
             )
         )
 
+    @_reconnecting
     def blind_index(self, message: bytes) -> bytes:
         return self._hmac(self._objects.label("bik", self._bik_id), message)
 
+    @_reconnecting
     def pseudonym_key(self, recipient: str) -> bytes:
         # HKDF-Expand (RFC 5869) of the PRK kept in the token: the same 64 bytes the local
         # keyring derives with full HKDF from its master key, so migrated vaults agree.
@@ -697,15 +759,18 @@ class Pkcs11Keyring:
             self._signing[name] = (private, raw)
             return private, raw
 
+    @_reconnecting
     def signing_public_key(self, name: str) -> bytes:
         return self._signing_key(name)[1]
 
+    @_reconnecting
     def sign(self, name: str, message: bytes) -> bytes:
         private, _public = self._signing_key(name)
         return bytes(
             self._objects.call(lambda _s: private.sign(message, mechanism=Mechanism.EDDSA))
         )
 
+    @_reconnecting
     def signing_key_names(self) -> list[str]:
         start = self._objects.label("sign") + "/"
         return sorted(
