@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from api.backup_cli import RestoreFailed, backup_app, restore, tombstones_app
 from api.config_cli import config_app
+from api.db_cli import db_app
 from api.logging import configure_logging
 from api.oauth.cli import clients_app, token_keys_app
 from api.oauth.keys import ensure_oauth_keys
@@ -50,6 +51,7 @@ from vault.backup import BackupError
 from vault.config import SettingsInvalid, VaultSettings
 from vault.context import keyring_exists
 from vault.crypto import Suite
+from vault.db import SchemaMismatch
 from vault.errors import (
     ConfigurationError,
     InvalidValue,
@@ -77,6 +79,7 @@ app.add_typer(clients_app, name="clients")
 app.add_typer(policy_app, name="policy")
 app.add_typer(config_app, name="config")
 app.add_typer(backup_app, name="backup")
+app.add_typer(db_app, name="db")
 app.command("restore")(restore)
 audit_app.add_typer(tombstones_app, name="tombstones")
 partitions_app = typer.Typer(help="审计日志月分区 / Monthly audit partitions", no_args_is_help=True)
@@ -811,6 +814,8 @@ def _one_line(exc: BaseException) -> str:  # noqa: PLR0911 - one branch per erro
         return heading + "".join(f"\n  {problem}" for problem in exc.problems)
     if isinstance(exc, BackupError | RestoreFailed):
         return str(exc)
+    if isinstance(exc, SchemaMismatch):  # start-up refusals name `db upgrade`, both languages
+        return t(exc.message_zh, exc.message_en)
     if isinstance(exc, ConfigurationError | VerificationFailed | AuditError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"

@@ -8,7 +8,8 @@ settings (docs/postgresql.md explains the sizing).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import (
@@ -26,10 +28,12 @@ from sqlalchemy import (
     String,
     create_engine,
     event,
+    func,
     insert,
     inspect,
     select,
 )
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
@@ -45,6 +49,15 @@ MAX_LOCK_TIMEOUT_MS = 5_000
 MIN_IDLE_IN_TRANSACTION_MS = 60_000
 # SQLSTATEs of a statement the server cancelled for taking too long or waiting on a lock.
 TIMEOUT_SQLSTATES = frozenset({"57014", "55P03"})
+# A migration's own limits on PostgreSQL (vault/migrations/env.py sets them per migration,
+# the offline SQL of `db upgrade --sql` starts with them): a DDL statement waiting longer
+# than the lock timeout for its table would queue every query on that table behind it.
+MIGRATION_LOCK_TIMEOUT = "5s"
+MIGRATION_STATEMENT_TIMEOUT = "10min"
+# An arbitrary constant naming the advisory lock migrations hold on PostgreSQL.
+MIGRATION_LOCK = 0x5256_4D49_4752_4154  # "RVMIGRAT"
+# Phases a migration may declare (docs/postgresql.md, "Schema migrations").
+PHASES = ("expand", "contract")
 
 
 @dataclass(frozen=True)
@@ -167,20 +180,45 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+def migrations_location() -> str:
+    """The directory of the migration scripts this code ships."""
+    return str(resources.files("vault") / "migrations")
+
+
 def alembic_config(url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(resources.files("vault") / "migrations"))
+    config.set_main_option("script_location", migrations_location())
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to the newest migration (the same path tests and production take)."""
+def migrate(
+    engine: Engine, revision: str = "head", *, also: Callable[[Connection], None] | None = None
+) -> None:
+    """Bring the schema to `revision` (the newest by default), recording each migration's
+    phase: the same path tests, start-up and `resident-vault db upgrade` take.
+
+    `also` runs in the migration's transaction once the migrations are applied (the audit
+    entry of `db upgrade`), so the change and its record commit together or not at all.
+    On PostgreSQL the migrations hold an advisory lock: two nodes starting at once with
+    VAULT_MIGRATE_ON_START, or two upgrade jobs, migrate one after the other, and the
+    second finds nothing left to do.
+    """
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Wait for the other migrator as long as a migration may take (env.py sets the
+            # short lock timeout for the migrations' own statements afterwards).
+            connection.exec_driver_sql(
+                f"SET LOCAL statement_timeout = '{MIGRATION_STATEMENT_TIMEOUT}'"
+            )
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{MIGRATION_STATEMENT_TIMEOUT}'")
+            connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
         _record_phases(connection)
+        if also is not None:
+            also(connection)
 
 
 class SchemaPhase(Base):
@@ -202,22 +240,32 @@ class SchemaState:
     head: str
     behind: tuple[str, ...]  # migrations this code has and the database lacks
     ahead: dict[str, str] = field(default_factory=dict)  # newer revisions -> their phase
+    # The phase of each revision in `behind` (unknown ones count as expands: needed).
+    behind_phases: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Pending migrations this code needs: all but contracts. A contract only removes
+        what this code no longer uses, so the code runs before it too; that is what lets
+        new nodes start during a rolling deploy, before the contract step."""
+        return tuple(rev for rev in self.behind if self.behind_phases.get(rev) != "contract")
 
     @property
     def runnable(self) -> bool:
-        """The code runs on this schema: nothing missing, and anything newer only expanded."""
-        return not self.behind and all(phase == "expand" for phase in self.ahead.values())
+        """The code runs on this schema: nothing it needs is missing (contracts may still be
+        pending), and anything newer only expanded."""
+        return not self.missing and all(phase == "expand" for phase in self.ahead.values())
 
 
 def _scripts() -> ScriptDirectory:
     return ScriptDirectory.from_config(alembic_config("sqlite://"))
 
 
-def migration_phases() -> dict[str, str]:
+def migration_phases(scripts: ScriptDirectory | None = None) -> dict[str, str]:
     """Each shipped migration's `phase` ("expand" or "contract"), by revision."""
     return {
         rev.revision: str(getattr(rev.module, "phase", "unknown"))
-        for rev in _scripts().walk_revisions()
+        for rev in (scripts or _scripts()).walk_revisions()
     }
 
 
@@ -250,35 +298,46 @@ def schema_state(engine: Engine) -> SchemaState:
         noted: dict[str, str] = {}
         if inspect(connection).has_table(SchemaPhase.__tablename__):
             noted = {r.revision: r.phase for r in connection.execute(select(SchemaPhase))}
+    phases = migration_phases(scripts)
     if current is None:
-        return SchemaState(None, head, tuple(r.revision for r in scripts.walk_revisions())[::-1])
+        every = tuple(r.revision for r in scripts.walk_revisions())[::-1]
+        return SchemaState(None, head, every, behind_phases=phases)
     if current not in known:
         ahead = {rev: phase for rev, phase in noted.items() if rev not in known}
         ahead.setdefault(current, "unknown")
         return SchemaState(current, head, (), ahead)
     behind = tuple(r.revision for r in scripts.iterate_revisions(head, current))[::-1]
-    return SchemaState(current, head, behind)
+    return SchemaState(current, head, behind, behind_phases={r: phases[r] for r in behind})
 
 
 def require_runnable_schema(engine: Engine) -> SchemaState:
-    """At start-up without migrate-on-start: refuse a schema behind the code, or ahead of
-    it by a contract migration, with one line saying what to do."""
+    """At start-up without migrate-on-start: refuse a schema that lacks a migration this
+    code needs (any but a contract), or is ahead of it by one that is not an expand, with
+    one line saying what to do."""
     state = schema_state(engine)
-    if state.behind:
-        raise SchemaMismatch(
-            f"数据库结构落后于程序（{state.current or '空'} → {state.head}）：请先运行 "
+    problem = schema_problem(state)
+    if problem is not None:
+        raise problem
+    return state
+
+
+def schema_problem(state: SchemaState) -> SchemaMismatch | None:
+    """Why this code cannot run on a schema in `state` (what start-up refuses), or None."""
+    if state.missing:
+        return SchemaMismatch(
+            f"数据库结构落后于程序（{state.current or '空'} → {state.missing[-1]}）：请先运行 "
             "resident-vault db upgrade",
             f"the database schema is behind this code ({state.current or 'empty'} -> "
-            f"{state.head}): run `resident-vault db upgrade`",
+            f"{state.missing[-1]}): run `resident-vault db upgrade`",
         )
     contracted = sorted(rev for rev, phase in state.ahead.items() if phase != "expand")
     if contracted:
-        raise SchemaMismatch(
+        return SchemaMismatch(
             f"数据库结构比程序新，且含收缩迁移（{', '.join(contracted)}）：请升级程序",
             f"the database schema is ahead of this code by non-expand migrations "
             f"({', '.join(contracted)}): deploy the newer code",
         )
-    return state
+    return None
 
 
 class SchemaMismatch(ConfigurationError):
@@ -288,3 +347,133 @@ class SchemaMismatch(ConfigurationError):
         super().__init__(message_en)
         self.message_zh = message_zh
         self.message_en = message_en
+
+
+class UpgradeRefused(SchemaMismatch):
+    """`db upgrade` will not run: the schema is ahead of this code, or the target is wrong."""
+
+
+@dataclass(frozen=True)
+class UpgradePlan:
+    """What one `db upgrade` applies, in order, and the pending migrations it leaves."""
+
+    current: str | None
+    head: str
+    steps: tuple[tuple[str, str], ...]  # (revision, phase) in the order they apply
+    held_back: tuple[tuple[str, str], ...] = ()  # pending after `--to` or the first contract
+
+    @property
+    def target(self) -> str | None:
+        """The revision the database is at afterwards; None when there is nothing to do."""
+        return self.steps[-1][0] if self.steps else None
+
+
+def plan_upgrade(
+    state: SchemaState,
+    phases: Mapping[str, str] | None = None,
+    *,
+    to: str | None = None,
+    expand_only: bool = False,
+) -> UpgradePlan:
+    """The migrations `db upgrade` applies to a database in `state`.
+
+    `to` stops at that revision (included); `expand_only` stops before the first migration
+    that is not an expand (a migration without a known phase counts as a contract), so a
+    rolling deploy can expand while the old code still serves. Never downgrades, and never
+    touches a schema ahead of this code: that is the newer code's to migrate.
+    """
+    phases = migration_phases() if phases is None else phases
+    if state.ahead:
+        newer = ", ".join(sorted(state.ahead))
+        raise UpgradeRefused(
+            f"数据库结构（{state.current}）比程序（{state.head}）新，含本程序没有的迁移 {newer}："
+            "本程序不会改动它；请用新版本的程序运行 resident-vault db upgrade",
+            f"the database schema ({state.current}) is ahead of this code ({state.head}) by "
+            f"{newer}: this code will not touch it; run `resident-vault db upgrade` from the "
+            "newer release",
+        )
+    pending = [(revision, phases.get(revision, "unknown")) for revision in state.behind]
+    end = len(pending)
+    if to is not None and to != "head":
+        revisions = [revision for revision, _ in pending]
+        if to in revisions:
+            end = revisions.index(to) + 1
+        elif to == state.current:  # already there: running the same step twice is fine
+            end = 0
+        elif to in phases:
+            raise UpgradeRefused(
+                f"迁移 {to} 已应用（数据库在 {state.current}）；db upgrade 不会降级",
+                f"migration {to} is already applied (the database is at {state.current}); "
+                "db upgrade never downgrades",
+            )
+        else:
+            raise UpgradeRefused(
+                f"本程序没有迁移 {to}（最新为 {state.head}）",
+                f"this code has no migration {to} (its head is {state.head})",
+            )
+    if expand_only:
+        end = next((i for i, (_, phase) in enumerate(pending[:end]) if phase != "expand"), end)
+    return UpgradePlan(state.current, state.head, tuple(pending[:end]), tuple(pending[end:]))
+
+
+# The migration that creates schema_phases: the offline SQL records phases from it on.
+SCHEMA_PHASES_REVISION = "0011"
+
+
+def upgrade_sql(engine: Engine, plan: UpgradePlan) -> str:
+    """The SQL `db upgrade` would run for `plan`, for a DBA to review or apply: see
+    `offline_upgrade_sql`. Reads which phases the database has noted; changes nothing."""
+    if plan.target is None:
+        return ""
+    with engine.connect() as connection:
+        noted: set[str] = set()
+        if inspect(connection).has_table(SchemaPhase.__tablename__):
+            noted = set(connection.scalars(select(SchemaPhase.revision)))
+    return offline_upgrade_sql(engine.url, plan.current, plan.target, noted=noted)
+
+
+def offline_upgrade_sql(
+    url: str | URL, start: str | None, target: str, *, noted: Collection[str] = ()
+) -> str:
+    """The SQL that takes a schema from `start` (None: empty) to `target`, rendered for the
+    dialect of `url` without connecting (Alembic's offline mode): the migrations, the
+    version stamp and the phase rows older code reads (but those in `noted`), in one
+    transaction on PostgreSQL, under the same lock and statement timeouts as online."""
+    config = alembic_config(make_url(url).render_as_string(hide_password=False))
+    scripts = ScriptDirectory.from_config(config)
+    applied = [rev.revision for rev in scripts.iterate_revisions(target, "base")][::-1]
+    phases = migration_phases()
+    rows = []
+    if SCHEMA_PHASES_REVISION in applied:
+        rows = [
+            {"revision": rev, "phase": phases.get(rev, "unknown"), "applied_at": func.now()}
+            for rev in applied
+            if rev not in noted
+        ]
+    buffer = io.StringIO()
+    dialect = make_url(url).get_backend_name()
+
+    def steps(heads: Any, _context: MigrationContext) -> Any:
+        return scripts._upgrade_revs(target, heads)  # what `alembic upgrade --sql` runs
+
+    with EnvironmentContext(
+        config, scripts, fn=steps, as_sql=True, starting_rev=start, destination_rev=target
+    ) as environment:
+        environment.configure(
+            url=url,
+            # Named parameters: literal SQL such as a PL/pgSQL RAISE keeps its single `%`.
+            dialect_opts={"paramstyle": "named"},
+            output_buffer=buffer,
+            literal_binds=True,
+            render_as_batch=dialect == "sqlite",
+        )
+        with environment.begin_transaction():
+            if dialect == "postgresql":
+                environment.execute(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'")
+                environment.execute(
+                    f"SET LOCAL statement_timeout = '{MIGRATION_STATEMENT_TIMEOUT}'"
+                )
+            environment.run_migrations()
+            if rows:
+                environment.execute(insert(SchemaPhase).values(rows))
+    return buffer.getvalue()
