@@ -83,10 +83,16 @@ def open_vault(settings: VaultSettings, *, upgrade_schema: bool = True) -> Vault
     check_masks(catalogue)
     keyring = _keyring(settings)
     engine, read_engine = engines_for(settings)
-    if upgrade_schema and settings.migrate_on_start:
-        migrate(engine)
-    elif upgrade_schema:
-        require_runnable_schema(engine)
+    try:
+        if upgrade_schema and settings.migrate_on_start:
+            migrate(engine)
+        elif upgrade_schema:
+            require_runnable_schema(engine)
+    except BaseException:
+        # A refused start leaves no pooled connections behind.
+        engine.dispose()
+        read_engine.dispose()
+        raise
     cache = DataKeyCache(settings.data_key_cache_size, settings.data_key_cache_seconds)
     return Vault(
         settings,
