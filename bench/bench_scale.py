@@ -24,6 +24,12 @@ It resumes: what is in the database is counted, and the rest is generated from t
 
     nice -n 10 python bench/bench_scale.py --residents 1000000 --phase import
     python bench/bench_scale.py --phase read      # and export, audit, sizes; or all
+
+Two shards (`--shard 0/2`, then `--shard 1/2` once the first has printed its table header,
+so that only one creates the keyring and the hierarchy) keep two cores busy. Run it from a
+copy of the source (e.g. `git archive HEAD | tar -x -C /var/tmp/rv-scale/src`, then
+`PYTHONPATH=.` there), so that edits in the checkout do not change a benchmark running for
+an hour. docs/sizing.md has the figures of the last run.
 """
 
 from __future__ import annotations
@@ -330,13 +336,21 @@ def import_drafts(created: Sequence[tuple[str, list[str]]], source: str) -> list
     ]
 
 
+class StoredMeanwhile(RuntimeError):
+    """The importer refused only ID numbers already stored: with shards in parallel, another
+    shard committed a person with one of them after `drop_duplicates` looked."""
+
+
 def import_batch(runtime: Runtime, path: Path) -> int:
     provenance = Provenance(actor=IMPORT_ACTOR, channel="import")
     with runtime.transaction() as session:
         report = import_csv(session, runtime.vault.store, path, provenance)
         if not report.ok:
             first = report.errors[0]
-            raise RuntimeError(f"import refused: line {first.line}: {first.message_en}")
+            message = f"import refused: line {first.line}: {first.message_en}"
+            if all(e.column == "id_number" and "already" in e.message_en for e in report.errors):
+                raise StoredMeanwhile(message)
+            raise RuntimeError(message)
         runtime.audit.record(session, import_drafts(report.created, path.name))
     return report.imported
 
@@ -352,6 +366,36 @@ def plain_batch(runtime: Runtime, people: Sequence[tuple[str, str, str, dict[str
     ]
     with runtime.vault.engine.begin() as connection:
         connection.execute(insert(plain_residents), rows)
+
+
+def import_community(
+    runtime: Runtime,
+    k: int,
+    path: Path,
+    generated: list[tuple[str, str, str, dict[str, Any]]],
+    limit: int,
+    *,
+    profiler: cProfile.Profile | None,
+) -> tuple[int, list[tuple[str, str, str, dict[str, Any]]], float]:
+    """Import community k's first `limit` people not yet stored: (imported, those people,
+    when the import proper started)."""
+    for attempt in range(1, 4):
+        people = drop_duplicates(runtime, generated)[:limit]
+        started = time.perf_counter()
+        write_csv(runtime, path, people)
+        if profiler is not None:
+            profiler.enable()
+        try:
+            return import_batch(runtime, path), people, started
+        except StoredMeanwhile as refused:
+            if attempt == 3:
+                raise
+            # Nothing of the batch was stored; drop the now-stored people and try again.
+            print(f"{community_id(k):>7} {refused}: again without them", flush=True)
+        finally:
+            if profiler is not None:
+                profiler.disable()
+    raise AssertionError("unreachable")
 
 
 def phase_import(
@@ -381,16 +425,11 @@ def phase_import(
         limit = min(COMMUNITY_RESIDENTS, residents - k * COMMUNITY_RESIDENTS)
         t0 = time.perf_counter()
         generated = community_people(k, limit + limit // 50 + 10, seed)
-        people = drop_duplicates(runtime, generated)[:limit]
-        t1 = time.perf_counter()
-        write_csv(runtime, path, people)
-        if profile:
-            profiler = cProfile.Profile()
-            profiler.enable()
-        imported = import_batch(runtime, path)
+        profiler = cProfile.Profile() if profile else None
+        imported, people, t1 = import_community(
+            runtime, k, path, generated, limit, profiler=profiler
+        )
         t2 = time.perf_counter()
-        if profile:
-            profiler.disable()
         plain_batch(runtime, people)
         t3 = time.perf_counter()
         count += imported
@@ -405,7 +444,7 @@ def phase_import(
             f" {(t3 - t2) / (t2 - t1):6.3f} {count:10,} {eta / 60:7.1f}m",
             flush=True,
         )
-        if profile:
+        if profiler is not None:
             print("\n-- cProfile of that batch (cumulative, top 30) --")
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
             print("-- (tottime, top 25) --")
@@ -452,6 +491,7 @@ def service(url: str, home: Path) -> Iterator[str]:
         "VAULT_OAUTH_ISSUER": f"http://127.0.0.1:{port}",
         # The benchmark is one client reading fast: no rate limit, no suspension for volume.
         "VAULT_RATE_LIMIT_STANDARD": "100000000",
+        "VAULT_RATE_LIMIT_SENSITIVE": "100000000",  # a read of all fields touches sensitive ones
         "VAULT_RATE_LIMIT_BULK": "100000",
         "VAULT_ALERT_SUSPEND_ON": "",
         "PYTHONPATH": os.pathsep.join(
@@ -866,6 +906,13 @@ def phase_sizes(runtime: Runtime) -> None:
         )
 
 
+def machine_load() -> str:
+    """The machine's load average: the figures are only comparable with it beside them
+    (other processes share the cores, and the baselines run on the same ones)."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.1f} {five:.1f} {fifteen:.1f} on {os.cpu_count()} cores"
+
+
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -906,6 +953,7 @@ def main() -> None:
         every = ("import", "read", "export", "audit", "sizes")
         phases = every if args.phase == "all" else (args.phase,)
         for phase in phases:
+            print(f"\n[{phase} starts at {datetime.now(UTC):%H:%M:%S} UTC; {machine_load()}]")
             start = time.monotonic()
             if phase == "import":
                 phase_import(runtime, args.residents, args.seed, args.profile, args.shard)
@@ -917,7 +965,7 @@ def main() -> None:
                 phase_audit(runtime, args.audit_entries, args.audit_batch, args.seed)
             else:
                 phase_sizes(runtime)
-            print(f"({phase}: {time.monotonic() - start:,.0f} s)", flush=True)
+            print(f"({phase}: {time.monotonic() - start:,.0f} s; {machine_load()})", flush=True)
     finally:
         runtime.close()
 

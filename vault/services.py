@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
+import psycopg
 import structlog
 from sqlalchemy import Table, delete, insert, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from vault.blind_index import digest, find_residents, normalise_for_index
@@ -83,6 +85,41 @@ def encode_value(value: Any) -> bytes:
 
 def decode_value(plaintext: bytes) -> Any:
     return json.loads(plaintext)
+
+
+def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows that all name the same columns, in the caller's transaction.
+
+    On PostgreSQL (psycopg) one COPY: an executemany sends a statement per row, and an import
+    of 10^4 residents is about 2.8 x 10^5 rows. Each value goes through its column's bind
+    processor (e.g. TZDateTime's UTC check) as an INSERT would, and a refused COPY raises
+    the same SQLAlchemy error an INSERT would. Elsewhere a Core executemany.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.name != "postgresql" or dialect.driver != "psycopg":
+        session.execute(insert(table), rows)
+        return
+    columns = [table.c[name] for name in rows[0]]
+    processors = [column.type.bind_processor(dialect) for column in columns]
+    names = ", ".join(dialect.identifier_preparer.quote(column.name) for column in columns)
+    statement = f"COPY {dialect.identifier_preparer.format_table(table)} ({names}) FROM STDIN"
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        row[column.name] if process is None else process(row[column.name])
+                        for column, process in zip(columns, processors, strict=True)
+                    ]
+                )
+    except psycopg.Error as error:
+        raise DBAPIError.instance(statement, None, error, psycopg.Error) from error
+    finally:
+        cursor.close()
 
 
 class ResidentStore:
@@ -163,9 +200,7 @@ class ResidentStore:
             (ResidentField, field_rows),
             (BlindIndexEntry, index_rows),
         ):
-            if rows:
-                # Core inserts (executemany): the ORM's per-row bookkeeping is not needed here.
-                session.execute(insert(cast(Table, table.__table__)), rows)
+            bulk_insert(session, cast(Table, table.__table__), rows)
         log.info("residents.created", count=len(ids), channel=provenance.channel)
         return ids
 
