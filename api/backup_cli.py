@@ -8,12 +8,14 @@
 
 A backup is one consistent snapshot of every table, encrypted to the backup public key.
 The keyring is not in it: a stolen backup without the keyring is ciphertext only. A restore
-goes into an empty database, replays the erasure tombstones so no one erased comes back,
-and proves itself: the audit log verifies against the checkpoint the backup recorded, every
-table's rows hash as they did, and a sample of residents decrypt and are found by their
-blind indexes. Exit 0: proven; 1: failed (the target is left as it was when the failure is
-in the backup, the identity or the target); 2: restored, but residents whose key-encryption
-keys were destroyed are unreadable, by design.
+goes into an empty database (on PostgreSQL with the audit log's monthly partitions for the
+backup's months, so old months can still be archived), replays the erasure tombstones so
+no one erased comes back, and proves itself: the audit log verifies against the checkpoint
+the backup recorded, every table's rows hash as they did, and a sample of residents
+decrypt and are found by their blind indexes. Exit 0: proven; 1: failed (the target is
+left as it was when the failure is in the backup, the identity or the target; with only
+its empty schema when the rows do not load); 2: restored, but residents whose
+key-encryption keys were destroyed are unreadable, by design.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import hashlib
 import json
 import os
 import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,13 +37,15 @@ import typer
 from alembic.runtime.migration import MigrationContext
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from rich.console import Console
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import Connection, Engine, Table, func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api.runtime import Runtime, open_runtime, operator_name
 from audit import AuditLog, EntryDraft, VerificationFailed
 from audit.checkpoint import CheckpointError, format_tlog_proof, verify_tlog_proof
 from audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditQueue
+from audit.partitions import PARENT
 from audit.verify import verify_log
 from vault.backup import (
     BackupError,
@@ -59,7 +64,7 @@ from vault.backup import (
 )
 from vault.config import VaultSettings
 from vault.context import open_vault
-from vault.db import migrate
+from vault.db import migrate, migration_phases
 from vault.errors import VaultError
 from vault.models import Base, DataKeyRecord, Erasure, Resident
 
@@ -123,6 +128,7 @@ def _manifest_head(connection: Connection, runtime: Runtime) -> dict[str, Any]:
         .limit(1)
     ).first()
     last_leaf = connection.scalar(select(func.max(AuditLeaf.leaf_index)))
+    first_entry = connection.scalar(select(func.min(AuditEntry.recorded_at)))
     keks = sorted(connection.scalars(select(DataKeyRecord.kek_id).distinct()))
     return {
         "format": 1,
@@ -135,6 +141,8 @@ def _manifest_head(connection: Connection, runtime: Runtime) -> dict[str, Any]:
             "tree_size": 0 if last_leaf is None else int(last_leaf) + 1,
             "checkpoint": latest.checkpoint if latest else None,
             "checkpoint_size": int(latest.tree_size) if latest else 0,
+            # The restore makes the monthly partitions from here on (PostgreSQL).
+            "first_recorded_at": first_entry.isoformat() if first_entry else None,
         },
         "keks": keks,
         "blind_index_scheme": runtime.vault.keyring.blind_index_scheme,
@@ -142,18 +150,33 @@ def _manifest_head(connection: Connection, runtime: Runtime) -> dict[str, Any]:
     }
 
 
+def _fresh_checkpoint(runtime: Runtime, attempts: int = 3) -> None:
+    """A signed head of everything recorded so far, for the manifest. Another integrator at
+    work (the service's, on SQLite, can collide with ours) is no reason to fail a backup:
+    try again, and in the end the snapshot's latest head serves as well."""
+    for attempt in range(1, attempts + 1):
+        try:
+            runtime.audit.checkpoint(runtime.vault.sessions)
+            return
+        except SQLAlchemyError as exc:
+            log.warning("backup.checkpoint_retried", error=type(exc).__name__, attempt=attempt)
+            time.sleep(0.2 * attempt)
+
+
 def create_backup(runtime: Runtime, output: Path, recipient_path: Path) -> BackupSummary:
     """Write one consistent, encrypted snapshot of every table to `output` (atomically)."""
     recipient = load_recipient(recipient_path)
     if output.exists():
         raise BackupError(f"{output} already exists; backups are never overwritten")
-    runtime.audit.checkpoint(runtime.vault.sessions)  # a fresh signed head for the manifest
+    _fresh_checkpoint(runtime)
     partial = output.with_name(output.name + ".partial")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        with os.fdopen(fd, "wb") as sink, snapshot(runtime.vault.engine) as connection:
-            writer = EncryptedWriter(sink, recipient)
-            manifest = write_backup_tables(connection, runtime, writer)
+        with os.fdopen(fd, "wb") as sink:
+            with snapshot(runtime.vault.engine) as connection:
+                writer = EncryptedWriter(sink, recipient)
+                manifest = write_backup_tables(connection, runtime, writer)
+            # After the snapshot ends: flushing gigabytes must not hold it open.
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(partial, output)
@@ -472,13 +495,7 @@ def restore_backup(
         # 2. Load: the schema at the backup's revision, then every row in one transaction.
         if create_schema:
             migrate(vault.engine, revision)
-        with archive.open("rb") as source, vault.engine.begin() as connection:
-            read_backup(
-                decrypted_lines(source, identity),
-                by_name,
-                on_batch=lambda batch: insert_batch(connection, by_name, batch),
-            )
-            reset_sequences(connection, tables)
+        _load_rows(vault.engine, archive, identity, by_name, manifest)
         report = RestoreReport(manifest)
         # 3. The rows in the database hash as they did when backed up.
         with vault.engine.connect() as connection:
@@ -533,6 +550,68 @@ def restore_backup(
         vault.close()
 
 
+def _load_rows(
+    engine: Engine,
+    archive: Path,
+    identity: X25519PrivateKey,
+    tables: Mapping[str, Table],
+    manifest: Mapping[str, Any],
+) -> None:
+    """Every row in one transaction (with the audit partitions they need): all or none."""
+    try:
+        with archive.open("rb") as source, engine.begin() as connection:
+            _audit_partitions_for(connection, manifest["audit"].get("first_recorded_at"))
+            read_backup(
+                decrypted_lines(source, identity),
+                tables,
+                on_batch=lambda batch: insert_batch(connection, tables, batch),
+            )
+            reset_sequences(connection, list(tables.values()))
+    except SQLAlchemyError as exc:
+        # No row stays. The schema does, empty, so a second attempt (into it or after
+        # dropping it) starts from the same place.
+        cause = type(getattr(exc, "orig", None) or exc).__name__
+        raise RestoreFailed(
+            t(
+                f"备份中的行无法载入目标数据库（{cause}）：未保留任何行，目标只剩空的表结构",
+                f"the backup's rows did not load into the target ({cause}): no row was "
+                "kept, the target holds the empty schema",
+            )
+        ) from None
+
+
+def _audit_partitions_for(connection: Connection, first_recorded_at: str | None) -> int:
+    """PostgreSQL: a monthly audit partition for every month from the backup's oldest entry,
+    made before its rows arrive. The schema makes them from last month on only; older rows
+    would land in the default partition, where `audit partitions detach` cannot archive a
+    month and no partition can be made for it any more."""
+    if first_recorded_at is None or connection.dialect.name != "postgresql":
+        return 0
+    # Months as the migrations' audit_ensure_partitions computes them (session time zone).
+    months = connection.execute(
+        text(
+            "SELECT 'audit_entries_' || to_char(m, 'YYYY_MM'), m::date, "
+            "(m + interval '1 month')::date FROM generate_series("
+            "date_trunc('month', CAST(:first AS timestamptz)), date_trunc('month', now()), "
+            "interval '1 month') AS m"
+        ),
+        {"first": first_recorded_at},
+    ).all()
+    created = 0
+    for name, lower, upper in months:
+        if connection.scalar(text("SELECT to_regclass(:name)"), {"name": name}) is not None:
+            continue
+        connection.exec_driver_sql(
+            f"CREATE TABLE {name} PARTITION OF {PARENT} FOR VALUES FROM ('{lower}') TO ('{upper}')"
+        )
+        connection.exec_driver_sql(
+            f"CREATE TRIGGER {name}_no_truncate BEFORE TRUNCATE ON {name} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change()"
+        )
+        created += 1
+    return created
+
+
 def _authenticated_manifest(
     archive: Path, identity: X25519PrivateKey, tables: Mapping[str, Table], audit: AuditLog
 ) -> dict[str, Any]:
@@ -542,6 +621,15 @@ def _authenticated_manifest(
             manifest = read_backup(decrypted_lines(source, identity), tables)
     except OSError as exc:
         raise RestoreFailed(f"cannot read {archive} ({type(exc).__name__})") from None
+    revision = str(manifest["alembic_revision"])
+    if revision not in migration_phases():
+        raise RestoreFailed(
+            t(
+                f"备份的数据库结构版本 {revision} 比本程序新：请用备份时的版本或更新版本恢复",
+                f"the backup's schema {revision} is newer than this resident-vault knows: "
+                "restore with the version that made it, or a newer one",
+            )
+        )
     recorded = manifest["audit"]
     if recorded["origin"] != audit.origin:
         raise RestoreFailed(
@@ -692,7 +780,9 @@ def restore(
         Path | None, typer.Option(help="erasure tombstones exported from the live log")
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="confirm: writes the target database")] = False,
-    actor: Annotated[str | None, typer.Option()] = None,
+    actor: Annotated[
+        str | None, typer.Option(help="who restores, for the audit log (default: cli:LOGIN)")
+    ] = None,
 ) -> None:
     """恢复备份到空数据库并验证 / Restore a backup into an empty database and prove it."""
     if not yes:
