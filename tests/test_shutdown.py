@@ -92,7 +92,9 @@ def test_sigterm_finishes_the_export_then_checkpoints_it(
         lines.append(next(chunks))
         process.send_signal(signal.SIGTERM)  # mid-stream
         time.sleep(1.0)
-        assert process.poll() is None, "the service quit with a request in flight"
+        # Whether the service is still sending or has finished into the socket buffers and
+        # exited depends on the machine's speed; what must hold is below: the whole body
+        # arrives, every row has its entry, and a last checkpoint covers them.
         with pytest.raises(httpx.TransportError):  # it no longer accepts
             httpx.get(f"{url}/healthz", timeout=2)
         lines += [line for line in chunks if line]
