@@ -426,3 +426,37 @@ def test_the_service_role_cannot_detach_or_rewrite_the_log(
                     connection.execute(text(statement))
         finally:
             service.close()
+
+
+def test_a_restored_log_still_accounts_for_its_archived_months(
+    runtime: Runtime, tmp_path: Path, pg_url: str
+) -> None:
+    """Backups hold audit_archives with the rest: after the disaster and the restore, the
+    log verifies, its archived month counted as archived (not as removed), and the archive
+    file is still the one this log recorded."""
+    home = runtime.vault.settings.home
+    _record(runtime, 8, at=_last_month())
+    archives = tmp_path / "archives"
+    assert _cli(home, pg_url, "audit", "partitions", "detach", "--before", _this_month(),
+                "--archive", str(archives), "--drop").returncode == 0  # fmt: skip
+    keys = tmp_path / "keys"
+    assert _cli(home, pg_url, "backup", "keygen", "-o", str(keys)).returncode == 0
+    backup = tmp_path / "vault.rvbackup"
+    env_backup = {**os.environ, "VAULT_BACKUP_KEY_FILE": str(keys / "backup-recipient.pem")}
+    made = subprocess.run(
+        [sys.executable, "-c", "from api.cli import main; main()", "--log-console",
+         "backup", "-o", str(backup)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**env_backup, "VAULT_HOME": str(home), "VAULT_DATABASE_URL": pg_url,
+             "VAULT_LANG": "en"},
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    runtime.close()
+    with fresh_database(None, "rv_part_restored", empty=True) as target:
+        restored = _cli(home, target, "restore", str(backup), "--identity",
+                        str(keys / "backup-identity.pem"), "--yes")  # fmt: skip
+        assert restored.returncode == 0, restored.stderr + restored.stdout
+        archive = archives / f"audit_entries_{_last_month():%Y_%m}.rvaudit.jsonl.gz"
+        verified = _cli(home, target, "audit", "verify", "--archive", str(archive))
+        assert verified.returncode == 0, verified.stderr
+        assert "8 of them archived" in verified.stdout
