@@ -42,7 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api.runtime import Runtime, open_runtime, operator_name
-from audit import AuditLog, EntryDraft, VerificationFailed
+from audit import AuditLog, EntryDraft, VerificationFailed, operator_event
 from audit.checkpoint import CheckpointError, format_tlog_proof, verify_tlog_proof
 from audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditQueue
 from audit.partitions import PARENT
@@ -703,14 +703,10 @@ def _replay(
 
 
 def _restored_event(who: str, manifest: dict[str, Any], report: RestoreReport) -> EntryDraft:
-    return EntryDraft(
-        action="backup.restored",
-        outcome="allowed",
-        channel="cli",
-        kind="event",
-        user=who,
-        subject_type="operator",
-        details={
+    return operator_event(
+        "backup.restored",
+        who,
+        {
             "backup_created_at": manifest["created_at"],
             "rows": report.rows,
             "revision": manifest["alembic_revision"],

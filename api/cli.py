@@ -36,7 +36,7 @@ from api.oauth.service import init_demo_credentials
 from api.policy_cli import policy_app
 from api.runtime import Runtime, init_runtime, open_runtime, operator_name
 from api.trace_cli import trace
-from audit import AuditError, EntryDraft, VerificationFailed
+from audit import AuditError, EntryDraft, VerificationFailed, operator_event
 from audit.models import AuditArchive
 from audit.partitions import (
     ArchiveReport,
@@ -289,10 +289,7 @@ def _exit_cleanly(_signal: int, _frame: object) -> None:
 
 
 def _event(action: str, actor: str | None, details: dict[str, Any], **extra: Any) -> EntryDraft:
-    return EntryDraft(
-        action=action, outcome="allowed", channel="cli", kind="event", user=actor,
-        subject_type="operator", details=details, **extra,
-    )  # fmt: skip
+    return operator_event(action, actor, details, **extra)
 
 
 def _access(

@@ -34,7 +34,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api.runtime import operator_name
-from audit import AuditLog, EntryDraft
+from audit import AuditLog, EntryDraft, operator_event
 from audit.models import AuditEntry
 from vault.config import VaultSettings
 from vault.context import open_vault
@@ -214,14 +214,10 @@ def db_current(
 
 
 def _upgrade_event(plan: UpgradePlan, phase: UpgradePhase, who: str) -> EntryDraft:
-    return EntryDraft(
-        action="schema.upgraded",
-        outcome="allowed",
-        channel="cli",
-        kind="event",
-        user=who,
-        subject_type="operator",
-        details={
+    return operator_event(
+        "schema.upgraded",
+        who,
+        {
             "from": plan.current,
             "to": plan.target,
             "migrations": [{"revision": r, "phase": p} for r, p in plan.steps],

@@ -2,7 +2,7 @@
 
 from audit import models as models  # registers the tables with the shared metadata
 from audit.errors import AuditError, AuditUnavailable, ProofUnavailable, VerificationFailed
-from audit.log import AuditLog, EntryDraft
+from audit.log import AuditLog, EntryDraft, operator_event
 
 __all__ = [
     "AuditError",
@@ -11,4 +11,5 @@ __all__ = [
     "EntryDraft",
     "ProofUnavailable",
     "VerificationFailed",
+    "operator_event",
 ]

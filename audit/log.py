@@ -76,6 +76,17 @@ class EntryDraft:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
+def operator_event(
+    action: str, actor: str | None, details: Mapping[str, Any], **extra: Any
+) -> EntryDraft:
+    """An operator's command-line operation (an upgrade, a restore, an archived month) as
+    the log records it: an allowed event on the cli channel, by `actor`."""
+    return EntryDraft(
+        action=action, outcome="allowed", channel="cli", kind="event", user=actor,
+        subject_type="operator", details=details, **extra,
+    )  # fmt: skip
+
+
 ENTRY_COLUMN_NAMES = _COLUMNS = (
     "entry_id", "recorded_at", "kind", "action", "outcome", "channel", "subject_type",
     "organisation", "client", "user", "on_behalf_of", "purpose", "legal_basis", "consent_id",

@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from audit.checkpoint import CheckpointError, sign_note_with, verify_note
 from audit.errors import AuditError, VerificationFailed
-from audit.log import SIGNING_KEY_NAME, AuditLog, EntryDraft, canonical_bytes
+from audit.log import SIGNING_KEY_NAME, AuditLog, canonical_bytes, operator_event
 from audit.merkle import leaf_hash
 from audit.models import AuditArchive
 from vault.models import utcnow
@@ -539,17 +539,10 @@ def _detach_one(
             "partition": partition.name, "entries": manifest.entries,
             "file": path.name, "file_sha256": report.file_sha256, "dropped": drop,
         }  # fmt: skip
-        log.record(session, [_archived_event(actor, details)])
+        log.record(session, [operator_event("audit.partition_archived", actor, details)])
         if drop:
             session.execute(text(f"DROP TABLE {quoted}"))
     return Detached(partition.name, manifest.entries, path, report.file_sha256, drop)
-
-
-def _archived_event(actor: str | None, details: dict[str, Any]) -> EntryDraft:
-    return EntryDraft(
-        action="audit.partition_archived", outcome="allowed", channel="cli", kind="event",
-        user=actor, subject_type="operator", details=details,
-    )  # fmt: skip
 
 
 def verify_archives_against_log(session: Session, reports: Sequence[ArchiveReport]) -> list[str]:
