@@ -400,7 +400,7 @@ def _write_archive(
     """Stream the partition's entries with their leaves into `path`, manifest last."""
     if partition.lower is None or partition.upper is None:
         raise PartitionError("the default partition is never archived")
-    run = _LeafRun()
+    bounds = (partition.lower, partition.upper)
     temporary = path.with_name(path.name + ".partial")
     # Partition names come from pg_inherits and are quoted: no user text reaches the SQL.
     rows = connection.execution_options(yield_per=5_000).execute(
@@ -411,23 +411,46 @@ def _write_archive(
             "ORDER BY l.leaf_index NULLS FIRST"
         )
     )
-    with gzip.open(temporary, "wb", compresslevel=6) as out:
+    try:
+        manifest = _stream_entries(
+            rows, partition.name, bounds, log, checkpoint_size=checkpoint_size, out_path=temporary
+        )
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    with temporary.open("rb") as written:
+        os.fsync(written.fileno())
+    os.replace(temporary, path)
+    return manifest
+
+
+def _stream_entries(
+    rows: Iterable[Any],
+    name: str,
+    bounds: tuple[datetime, datetime],
+    log: AuditLog,
+    *,
+    checkpoint_size: int,
+    out_path: Path,
+) -> Manifest:
+    run = _LeafRun()
+    with gzip.open(out_path, "wb", compresslevel=6) as out:
         for index, stored, canonical in rows:
             if index is None or index >= checkpoint_size:
                 raise PartitionError(
-                    f"{partition.name} holds entries no checkpoint covers yet: run "
+                    f"{name} holds entries no checkpoint covers yet: run "
                     "`resident-vault audit checkpoint` and try again"
                 )
             if leaf_hash(canonical) != bytes(stored):
                 raise PartitionError(
-                    f"entry {index} in {partition.name} no longer matches its leaf: run "
+                    f"entry {index} in {name} no longer matches its leaf: run "
                     "`resident-vault audit verify` (see docs/incident-response.md)"
                 )
             run.add(index, bytes(stored))
             out.write(_entry_line(index, bytes(canonical)))
         manifest = Manifest(
-            origin=log.origin, partition=partition.name, from_at=partition.lower,
-            to_at=partition.upper, entries=run.count, leaf_ranges=tuple(run.ranges),
+            origin=log.origin, partition=name, from_at=bounds[0], to_at=bounds[1],
+            entries=run.count, leaf_ranges=tuple(run.ranges),
             leaf_digest=run.digest.hexdigest(), checkpoint_size=checkpoint_size,
         )  # fmt: skip
         note = sign_note_with(
@@ -435,9 +458,6 @@ def _write_archive(
             lambda message: log.keyring.sign(SIGNING_KEY_NAME, message),
         )  # fmt: skip
         out.write(json.dumps({"manifest": note}, ensure_ascii=False).encode() + b"\n")
-    with temporary.open("rb") as written:
-        os.fsync(written.fileno())
-    os.replace(temporary, path)
     return manifest
 
 
@@ -501,6 +521,24 @@ def _detach_one(
         session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
         session.execute(text("SET LOCAL statement_timeout = 0"))
         manifest = _write_archive(session.connection(), partition, log, checkpoint_size, path)
+    try:
+        return _verify_and_detach(sessions, log, partition, manifest, path, actor=actor, drop=drop)
+    except BaseException:
+        # Nothing was detached: the next run writes the archive afresh.
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _verify_and_detach(
+    sessions: sessionmaker[Session],
+    log: AuditLog,
+    partition: Partition,
+    manifest: Manifest,
+    path: Path,
+    *,
+    actor: str | None,
+    drop: bool,
+) -> Detached:
     report = verify_archive_file(path, log.verifier_key)  # re-read what was written
     with sessions() as session, session.begin():
         connection = session.connection()
@@ -514,14 +552,12 @@ def _detach_one(
             session.execute(text(f"LOCK TABLE {quoted} IN SHARE MODE"))
             remaining = session.execute(text(f"SELECT count(*) FROM {quoted}")).scalar_one()  # noqa: S608
             if remaining != manifest.entries:
-                path.unlink()
                 raise PartitionError(
                     f"{partition.name} gained entries after it was archived (clock skew on a "
                     "service node?): nothing was detached; check the clocks and try again"
                 )
             session.execute(text(f"ALTER TABLE {PARENT} DETACH PARTITION {quoted}"))
         except DBAPIError as exc:
-            path.unlink()  # nothing was detached: the next run writes the archive afresh
             if "lock timeout" in str(exc.orig):
                 raise PartitionError(
                     f"{PARENT} stayed busy for {DETACH_LOCK_TIMEOUT}: nothing was detached; "

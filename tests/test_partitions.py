@@ -460,3 +460,20 @@ def test_a_restored_log_still_accounts_for_its_archived_months(
         verified = _cli(home, target, "audit", "verify", "--archive", str(archive))
         assert verified.returncode == 0, verified.stderr
         assert "8 of them archived" in verified.stdout
+
+
+def test_a_busy_log_is_not_detached_and_leaves_no_archive(runtime: Runtime, tmp_path: Path) -> None:
+    """A long reader on audit_entries holds DETACH off: after the lock timeout nothing is
+    detached, no file is left to block the next run, and that run succeeds."""
+    _record(runtime, 4, at=_last_month())
+    archives = tmp_path / "archives"
+    with runtime.vault.engine.connect() as reader:
+        reader.execute(text("SELECT count(*) FROM audit_entries"))  # holds ACCESS SHARE
+        with pytest.raises(PartitionError, match="stayed busy"):
+            _archive_last_month(runtime, archives)
+        reader.rollback()
+    assert list(archives.iterdir()) == []
+    with runtime.vault.engine.connect() as connection:
+        names = [p.name for p in list_partitions(connection)]
+    assert f"audit_entries_{_last_month():%Y_%m}" in names  # still attached
+    assert verify_archive_file(_archive_last_month(runtime, archives), runtime.audit.verifier_key)
