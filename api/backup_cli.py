@@ -183,10 +183,8 @@ def create_backup(runtime: Runtime, output: Path, recipient_path: Path) -> Backu
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    digest = hashlib.sha256()
     with output.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+        digest = hashlib.file_digest(handle, "sha256")
     summary = BackupSummary(output, manifest, writer.bytes_written, digest.hexdigest())
     with runtime.transaction() as session:
         runtime.audit.record(

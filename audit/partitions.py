@@ -30,6 +30,7 @@ import binascii
 import bisect
 import gzip
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -260,20 +261,34 @@ class ArchiveReport:
     notes: list[str] = field(default_factory=list)
 
 
-def _archive_lines(path: Path) -> Iterator[bytes]:
+class _HashingReader(io.RawIOBase):
+    """The archive file's bytes, hashed as gzip reads them: one pass for both."""
+
+    def __init__(self, raw: io.FileIO) -> None:
+        self._raw = raw
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._raw.readinto(buffer) or 0
+        self.digest.update(memoryview(buffer)[:count])
+        return count
+
+    def drain(self) -> str:
+        """Hash whatever gzip left unread (nothing, normally) and return the file's SHA-256."""
+        for block in iter(lambda: self._raw.read(1 << 20), b""):
+            self.digest.update(block)
+        return self.digest.hexdigest()
+
+
+def _archive_lines(path: Path, source: _HashingReader) -> Iterator[bytes]:
     try:
-        with gzip.open(path, "rb") as stream:
+        with gzip.GzipFile(fileobj=source, mode="rb") as stream:
             yield from stream
     except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
         raise VerificationFailed(f"{path.name} is not a readable archive ({exc})") from exc
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_archive_file(path: Path, verifier_key: str) -> ArchiveReport:
@@ -282,27 +297,31 @@ def verify_archive_file(path: Path, verifier_key: str) -> ArchiveReport:
     earliest: datetime | None = None
     latest: datetime | None = None
     note: str | None = None
-    for line in _archive_lines(path):
-        if note is not None:
-            raise VerificationFailed(f"{path.name} has lines after its manifest")
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise VerificationFailed(f"{path.name} has a line that is not JSON") from exc
-        if not isinstance(record, dict):
-            raise VerificationFailed(f"{path.name} has a line that is not a record")
-        if "manifest" in record:
-            note = str(record["manifest"])
-            continue
-        try:
-            index = int(record["leaf"])
-            canonical = base64.b64decode(record["entry"], validate=True)
-        except (KeyError, ValueError, TypeError, binascii.Error) as exc:
-            raise VerificationFailed(f"{path.name} has a malformed entry line") from exc
-        recorded = _recorded_at(canonical, index)
-        earliest = recorded if earliest is None else min(earliest, recorded)
-        latest = recorded if latest is None else max(latest, recorded)
-        run.add(index, leaf_hash(canonical))
+    # One pass: gzip reads through the hashing reader, so the file's SHA-256 comes with it.
+    with path.open("rb", buffering=0) as raw:
+        source = _HashingReader(raw)
+        for line in _archive_lines(path, source):
+            if note is not None:
+                raise VerificationFailed(f"{path.name} has lines after its manifest")
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise VerificationFailed(f"{path.name} has a line that is not JSON") from exc
+            if not isinstance(record, dict):
+                raise VerificationFailed(f"{path.name} has a line that is not a record")
+            if "manifest" in record:
+                note = str(record["manifest"])
+                continue
+            try:
+                index = int(record["leaf"])
+                canonical = base64.b64decode(record["entry"], validate=True)
+            except (KeyError, ValueError, TypeError, binascii.Error) as exc:
+                raise VerificationFailed(f"{path.name} has a malformed entry line") from exc
+            recorded = _recorded_at(canonical, index)
+            earliest = recorded if earliest is None else min(earliest, recorded)
+            latest = recorded if latest is None else max(latest, recorded)
+            run.add(index, leaf_hash(canonical))
+        file_sha256 = source.drain()
     if note is None:
         raise VerificationFailed(f"{path.name} has no manifest: it is truncated")
     manifest = Manifest.verified(note, verifier_key)
@@ -318,7 +337,7 @@ def verify_archive_file(path: Path, verifier_key: str) -> ArchiveReport:
         raise VerificationFailed(f"{path.name} holds entries outside {manifest.partition}'s month")
     return ArchiveReport(
         path, manifest.partition, manifest.entries, manifest.from_at, manifest.to_at, note,
-        _file_sha256(path),
+        file_sha256,
     )  # fmt: skip
 
 
