@@ -156,7 +156,7 @@ def db_current(
         with _engine(settings) as engine:
             state = schema_state(engine)
     except SQLAlchemyError as exc:
-        _fail(t("无法读取数据库结构：", "cannot read the database schema: ") + _database_error(exc))
+        _fail(_unreadable(t, exc))
     document = state_document(state)
     if as_json:
         sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
@@ -211,6 +211,22 @@ def db_current(
 
 
 # -- db upgrade ----------------------------------------------------------------------------
+
+
+def _unreadable(t: Translate, exc: SQLAlchemyError) -> str:
+    return t("无法读取数据库结构：", "cannot read the database schema: ") + _database_error(exc)
+
+
+def _planned(t: Translate, engine: Engine, to: str | None, expand_only: bool) -> UpgradePlan:
+    """What `db upgrade` would apply here, or a one-line refusal (exit 4 when ahead)."""
+    try:
+        state = schema_state(engine)
+    except SQLAlchemyError as exc:
+        _fail(_unreadable(t, exc))
+    try:
+        return plan_upgrade(state, to=to, expand_only=expand_only)
+    except UpgradeRefused as exc:
+        _fail(t(exc.message_zh, exc.message_en), EXIT_AHEAD if state.ahead else EXIT_FAILED)
 
 
 def _upgrade_event(plan: UpgradePlan, phase: UpgradePhase, who: str) -> EntryDraft:
@@ -293,16 +309,7 @@ def db_upgrade(
         _print_sql(t, settings, to, expand_only)
         return
     with _migration_engine(settings) as (engine, audit, no_audit):
-        try:
-            state = schema_state(engine)
-            plan = plan_upgrade(state, to=to, expand_only=expand_only)
-        except UpgradeRefused as exc:
-            _fail(t(exc.message_zh, exc.message_en), EXIT_AHEAD if state.ahead else EXIT_FAILED)
-        except SQLAlchemyError as exc:
-            _fail(
-                t("无法读取数据库结构：", "cannot read the database schema: ")
-                + _database_error(exc)
-            )
+        plan = _planned(t, engine, to, expand_only)
         if plan.target is None:
             _nothing_to_do(t, plan, expand_only)
             return
@@ -415,17 +422,11 @@ def _print_sql(t: Translate, settings: VaultSettings, to: str | None, expand_onl
                     "`resident-vault db upgrade`",
                 )
             )
+        plan = _planned(t, engine, to, expand_only)
         try:
-            state = schema_state(engine)
-            plan = plan_upgrade(state, to=to, expand_only=expand_only)
             text = upgrade_sql(engine, plan)
-        except UpgradeRefused as exc:
-            _fail(t(exc.message_zh, exc.message_en), EXIT_AHEAD if state.ahead else EXIT_FAILED)
         except SQLAlchemyError as exc:
-            _fail(
-                t("无法读取数据库结构：", "cannot read the database schema: ")
-                + _database_error(exc)
-            )
+            _fail(_unreadable(t, exc))
     if plan.target is None:
         _nothing_to_do(t, plan, expand_only, err)
         return
