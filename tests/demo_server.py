@@ -14,6 +14,8 @@ import os
 import re
 import secrets
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -207,6 +209,34 @@ def serving(app: Any, port: int | None = None, **uvicorn_kwargs: Any) -> Iterato
         # a loaded machine that can take a while, and a database dropped before it finishes
         # leaves open connections behind (ResourceWarning in a later test).
         thread.join(timeout=90)
+
+
+class LentRuntime:
+    """A test's runtime lent to a CLI command, which closes what it opens: closing the
+    loan leaves the runtime open for the test."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runtime, name)
+
+    def close(self) -> None:
+        pass
+
+
+def run_cli(
+    home: Path, database_url: str, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`resident-vault ARGS` in a process of its own, as an operator runs it (English)."""
+    environment = {
+        **os.environ, "VAULT_HOME": str(home), "VAULT_DATABASE_URL": database_url,
+        "VAULT_LANG": "en", **env,
+    }  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", "from api.cli import main; main()", "--log-console", *args],
+        capture_output=True, text=True, env=environment, timeout=300, check=False,
+    )  # fmt: skip
 
 
 @contextmanager

@@ -28,8 +28,8 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from api.oauth import cli
-from api.runtime import Runtime
 from audit.models import AuditEntry
+from tests.demo_server import LentRuntime
 from tests.tls_support import Identity, Pki, TlsServer, make_pki, run_tls_server, tls_server_on
 
 MTLS_BASE_URL = "https://mtls.vault.example"
@@ -43,23 +43,10 @@ SCOPE = "residents:read"
 # -- servers and their clients -----------------------------------------------------------------
 
 
-class _Lent:
-    """The server's runtime, lent to the CLI, which closes what it opens."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._runtime, name)
-
-    def close(self) -> None:
-        pass
-
-
 def clients_add(server: TlsServer, *options: str) -> dict[str, str]:
     """`resident-vault clients add ...` against the server's database; what it printed."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli, "runtime_factory", lambda: _Lent(server.runtime))
+        patch.setattr(cli, "runtime_factory", lambda: LentRuntime(server.runtime))
         patch.setenv("VAULT_LANG", "en")
         done = CliRunner().invoke(cli.clients_app, ["add", *options])
     assert done.exit_code == 0, done.output

@@ -36,6 +36,7 @@ from api.oauth.server import VaultAuthorizationServer
 from api.oauth.service import create_user, register_client, revoke_client
 from api.runtime import Runtime, init_runtime
 from audit.models import AuditEntry
+from tests.demo_server import LentRuntime
 from tests.factories import household, person, place
 from vault.config import VaultSettings
 from vault.models import Organisation, utcnow
@@ -876,7 +877,7 @@ def test_clients_cli_adds_lists_and_revokes(w: World, monkeypatch: pytest.Monkey
 
     from api.oauth import cli
 
-    monkeypatch.setattr(cli, "runtime_factory", lambda: _Unclosed(w.runtime))
+    monkeypatch.setattr(cli, "runtime_factory", lambda: LentRuntime(w.runtime))
     monkeypatch.setenv("VAULT_LANG", "en")
     runner = CliRunner()
     added = runner.invoke(
@@ -906,16 +907,3 @@ def test_clients_cli_adds_lists_and_revokes(w: World, monkeypatch: pytest.Monkey
     assert rotated.exit_code == 0 and "new signing key:" in rotated.output
     keys = runner.invoke(cli.token_keys_app, ["list"])
     assert keys.exit_code == 0 and len(re.findall(r"\d{8}-[0-9a-f]{8}", keys.output)) == 2
-
-
-class _Unclosed:
-    """The test's runtime, lent to the CLI, which closes what it opens."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._runtime, name)
-
-    def close(self) -> None:
-        pass

@@ -12,10 +12,7 @@ import base64
 import gzip
 import itertools
 import json
-import os
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
@@ -46,6 +43,7 @@ from audit.partitions import (
 )
 from audit.verify import verify_log
 from tests.conftest import _require_postgres
+from tests.demo_server import run_cli
 from tests.pg_support import fresh_database
 from vault.config import VaultSettings
 from vault.models import utcnow
@@ -316,14 +314,6 @@ def test_an_archive_of_another_partition_history_is_not_accepted(
 # -- the command line ----------------------------------------------------------------------
 
 
-def _cli(home: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VAULT_HOME": str(home), "VAULT_DATABASE_URL": url, "VAULT_LANG": "en"}
-    return subprocess.run(
-        [sys.executable, "-c", "from api.cli import main; main()", "--log-console", *args],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
-
-
 def test_an_operator_archives_a_month_and_an_auditor_verifies_it(
     runtime: Runtime, tmp_path: Path, pg_url: str
 ) -> None:
@@ -331,12 +321,12 @@ def test_an_operator_archives_a_month_and_an_auditor_verifies_it(
     _record(runtime, 12, at=_last_month())
     partition = f"audit_entries_{_last_month():%Y_%m}"
 
-    listing = _cli(home, pg_url, "audit", "partitions", "list")
+    listing = run_cli(home, pg_url, "audit", "partitions", "list")
     assert listing.returncode == 0, listing.stderr
     assert partition in listing.stdout and "(default)" in listing.stdout
 
     archives = tmp_path / "archives"
-    detached = _cli(
+    detached = run_cli(
         home, pg_url, "audit", "partitions", "detach",
         "--before", _this_month(), "--archive", str(archives), "--drop",
     )  # fmt: skip
@@ -346,18 +336,18 @@ def test_an_operator_archives_a_month_and_an_auditor_verifies_it(
     with runtime.vault.engine.connect() as connection:
         assert connection.scalar(text(f"SELECT to_regclass('{partition}')")) is None  # dropped
 
-    verified = _cli(home, pg_url, "audit", "verify", "--archive", str(archive))
+    verified = run_cli(home, pg_url, "audit", "verify", "--archive", str(archive))
     assert verified.returncode == 0, verified.stderr
     assert "12 of them archived" in verified.stdout
     assert f"archive {archive.name} intact: {partition}, 12 entries" in verified.stdout
 
     key = runtime.audit.verifier_key
-    alone = _cli(home, "sqlite:///nowhere", "audit", "verify", "--archive-only", "--key", key,
+    alone = run_cli(home, "sqlite:///nowhere", "audit", "verify", "--archive-only", "--key", key,
                  "--archive", str(archive))  # fmt: skip
     assert alone.returncode == 0, alone.stderr
     assert "12 entries" in alone.stdout
 
-    again = _cli(home, pg_url, "audit", "partitions", "detach", "--before", "2999-01",
+    again = run_cli(home, pg_url, "audit", "partitions", "detach", "--before", "2999-01",
                  "--archive", str(archives))  # fmt: skip
     assert again.returncode == 1
     assert again.stderr.strip().count("\n") == 0
@@ -437,27 +427,21 @@ def test_a_restored_log_still_accounts_for_its_archived_months(
     home = runtime.vault.settings.home
     _record(runtime, 8, at=_last_month())
     archives = tmp_path / "archives"
-    assert _cli(home, pg_url, "audit", "partitions", "detach", "--before", _this_month(),
+    assert run_cli(home, pg_url, "audit", "partitions", "detach", "--before", _this_month(),
                 "--archive", str(archives), "--drop").returncode == 0  # fmt: skip
     keys = tmp_path / "keys"
-    assert _cli(home, pg_url, "backup", "keygen", "-o", str(keys)).returncode == 0
+    assert run_cli(home, pg_url, "backup", "keygen", "-o", str(keys)).returncode == 0
     backup = tmp_path / "vault.rvbackup"
-    env_backup = {**os.environ, "VAULT_BACKUP_KEY_FILE": str(keys / "backup-recipient.pem")}
-    made = subprocess.run(
-        [sys.executable, "-c", "from api.cli import main; main()", "--log-console",
-         "backup", "-o", str(backup)],
-        capture_output=True, text=True, timeout=120, check=False,
-        env={**env_backup, "VAULT_HOME": str(home), "VAULT_DATABASE_URL": pg_url,
-             "VAULT_LANG": "en"},
-    )  # fmt: skip
+    made = run_cli(home, pg_url, "backup", "-o", str(backup),
+                VAULT_BACKUP_KEY_FILE=str(keys / "backup-recipient.pem"))  # fmt: skip
     assert made.returncode == 0, made.stderr
     runtime.close()
     with fresh_database(None, "rv_part_restored", empty=True) as target:
-        restored = _cli(home, target, "restore", str(backup), "--identity",
+        restored = run_cli(home, target, "restore", str(backup), "--identity",
                         str(keys / "backup-identity.pem"), "--yes")  # fmt: skip
         assert restored.returncode == 0, restored.stderr + restored.stdout
         archive = archives / f"audit_entries_{_last_month():%Y_%m}.rvaudit.jsonl.gz"
-        verified = _cli(home, target, "audit", "verify", "--archive", str(archive))
+        verified = run_cli(home, target, "audit", "verify", "--archive", str(archive))
         assert verified.returncode == 0, verified.stderr
         assert "8 of them archived" in verified.stdout
 
