@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from api.app import create_app
 from tests.conftest import IN_CI, _require_postgres
-from tests.demo_server import DemoServer, prepare_demo, serving
+from tests.demo_server import DemoServer, collect_stray_connections, prepare_demo, serving
 from vault.config import VaultSettings
 
 REPLICA_ENV = "VAULT_TEST_REPLICA_URL"
@@ -60,6 +60,7 @@ def fresh_database(template: str | None, prefix: str, *, empty: bool = False) ->
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+        collect_stray_connections()
 
 
 def on_replica(database_url: str) -> str:

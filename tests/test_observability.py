@@ -6,13 +6,11 @@ canary resident's id, pseudonym, phone or ID number after reads, searches and ex
 
 from __future__ import annotations
 
-import gc
 import json
 import re
 import secrets
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +32,14 @@ from api.oauth.service import create_demo_accounts
 from api.runtime import init_runtime
 from policies import load_bundle
 from tests.conftest import _require_postgres
-from tests.demo_server import DemoServer, call, free_port, residents_in, run_demo_server
+from tests.demo_server import (
+    DemoServer,
+    call,
+    collect_stray_connections,
+    free_port,
+    residents_in,
+    run_demo_server,
+)
 from tests.hsm import destroy_prefix, hsm_env, new_prefix, require_softhsm
 from vault.config import VaultSettings
 from vault.demo import populate
@@ -130,14 +135,10 @@ def test_database_that_stops_taking_connections_is_not_ready(tmp_path: Path) -> 
                 assert time.monotonic() < deadline, "not ready again after the database returned"
                 time.sleep(0.2)
     finally:
-        # The connections the server killed under the service are garbage now; collect them
-        # here, where their "deleted while still open" is expected, not in a later test.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+        collect_stray_connections()
 
 
 def test_hsm_that_lost_its_keys_is_not_ready(tmp_path: Path) -> None:
