@@ -208,6 +208,19 @@ class Listing:
     decision: Decision
 
 
+@dataclass(frozen=True)
+class FieldView:
+    """What a read under one decision lets out of one field of one resident, for a service
+    outside the API (the pages' correction queue): the field's treatment for this resident
+    (never denied), the names a generalisation shows, and the consent the read rests on."""
+
+    resident_id: str
+    field: str
+    treatment: str
+    context: Mapping[str, str | None]
+    cover: ConsentCover | None
+
+
 # -- the gate -------------------------------------------------------------------------------
 
 
@@ -869,6 +882,95 @@ class Gate:
                     fields=dict.fromkeys(values, "written"),
                     pseudonym=presented if decision.pseudonymous else None)])  # fmt: skip
             return presented, decision
+
+    # -- one field, for services outside the API ----------------------------------------
+
+    def scoped_ids(self, access: Access, decision: Decision) -> Select[str]:
+        """The ids of residents within the decision's rows (no decoys), as a subquery a
+        service narrows its own table with before it pages."""
+        return self._scoped(access, decision).with_only_columns(Resident.id)
+
+    def field_views(
+        self,
+        session: Session,
+        access: Access,
+        decision: Decision,
+        wanted: Sequence[tuple[str, str]],
+    ) -> dict[tuple[str, str], FieldView]:
+        """Of (resident, field) pairs, those a read under `decision` would show, keyed by
+        the pair: the same rows, consent narrowing and treatments as `list_residents`.
+        Pairs it would not show (outside the rows, no consent, field denied, or nothing
+        there) are simply absent: a caller cannot tell "not yours" from "not there"."""
+        if decision.obligations.break_glass:
+            return {}  # a grant opens one `read`, never a service's list
+        known = [(rid, name) for rid, name in wanted if name in self.catalogue]
+        if not known:
+            return {}
+        ids = sorted({rid for rid, _ in known})
+        rows = {
+            r[0]: r
+            for r in session.execute(self._scoped(access, decision).where(Resident.id.in_(ids)))
+        }
+        treatments = self._wanted(decision, sorted({name for _, name in known}))
+        covers = self._consent_for(session, access, decision, list(rows), treatments)
+        found: dict[tuple[str, str], FieldView] = {}
+        for rid, name in known:
+            row = rows.get(rid)
+            if row is None or (decision.rows.consent_required and rid not in covers):
+                continue
+            mine = _narrowed(treatments, covers[rid]) if rid in covers else treatments
+            if mine[name] != "denied":
+                found[rid, name] = FieldView(
+                    rid, name, mine[name], _names(row[1], row[2]), covers.get(rid)
+                )
+        return found
+
+    def field_view(
+        self, session: Session, access: Access, decision: Decision, resident_id: str, name: str
+    ) -> FieldView:
+        """One field of one resident as `read` would show it, planned by `read`'s own
+        `_plan_read` (ConsentRequired, then NotInScope); PolicyDenied for a field it would
+        withhold. Nothing is decrypted and nothing recorded: the caller records."""
+        if decision.obligations.break_glass:
+            raise PolicyDenied(
+                "紧急访问只能逐一查看居民", "break-glass opens one record at a time", decision
+            )
+        if name not in self.catalogue:
+            raise NotInScope("未找到", "not found", decision)
+        row, treatments, cover = self._plan_read(session, access, decision, resident_id, [name])
+        if treatments[name] == "denied":
+            raise PolicyDenied(f"无权查看字段：{name}", f"not allowed to see: {name}", decision)
+        return FieldView(
+            resident_id, name, treatments[name], _names(row[1], row[2]), cover.get(resident_id)
+        )
+
+    def render_field(self, decision: Decision, view: FieldView, value: Any) -> Any:
+        """`value` of the view's field as a read shows it: clear, masked, or generalised at
+        the decision's level; None if the treatment withholds it."""
+        return self._render(
+            {view.field: value}, {view.field: view.treatment}, view.context, decision.levels
+        ).get(view.field)
+
+    def access_entry(
+        self,
+        access: Access,
+        action: str,
+        decision: Decision,
+        *,
+        resident_id: str,
+        fields: Mapping[str, str],
+        cover: ConsentCover | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> EntryDraft:
+        """An allowed access's entry as the gate writes its own (purpose, legal basis,
+        decision, evaluation, consent, pseudonym), for a service outside the gate to record
+        in the transaction that answers."""
+        presented = self.present(access, decision, resident_id)
+        return self._entry(
+            access, action, "allowed", decision, resident_id=resident_id, fields=fields,
+            details=details, pseudonym=presented if decision.pseudonymous else None,
+            **_consent_ids(cover),
+        )  # fmt: skip
 
     # -- audit entries -------------------------------------------------------------------
 

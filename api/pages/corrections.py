@@ -1,38 +1,65 @@
-"""Correction requests: a resident asks, the community's queue holds it, a worker handles it.
+"""Correction requests: a resident asks, the worker's queue holds it, a worker handles it.
 
-The API has no route for this yet, so the pages call this small service directly; it
-follows the gate's rules all the same: the person is the verified token's subject (built
-by `api.subjects`, as every route does), values are sealed under the resident's data key,
-and every step (asked, opened, handled) is an audit entry committed with it.
+The API has no route for this yet, so the pages call this small service directly; it goes
+through the gate all the same. The person is the verified token's subject (built by
+`api.subjects`, as every route does), values are sealed under the resident's data key, and
+every step (asked, listed, opened, handled) is an audit entry committed before the answer.
+
+A worker handles corrections under their record-keeping purpose (`PURPOSES`), with the very
+decision a read of that field would get: the decision's rows (jurisdiction: the grid, not
+just the community), its consent requirement and the field's treatment. A request the
+worker could not read is not in their queue, and opening or resolving it answers "not
+found" exactly as a request that does not exist; both refusals are recorded as the gate
+records its own.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Final
 
 from fastapi import Request
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from api.gate import Subject
+from api.gate import Access, FieldView, Gate, GateError, NotInScope, Subject
 from api.oauth.tokens import InvalidToken, Principal
-from api.pages.core import PageSession, SignedOut
+from api.pages.core import ApiRefused, PageSession, SignedOut
 from api.pages.models import CorrectionRequest
 from api.runtime import Runtime
 from api.subjects import subject_for
 from audit import EntryDraft
+from policies import Decision
 from vault.crypto import open_field, seal_field
 from vault.models import Building, Household, Resident, Room, new_id, utcnow
 
 MAX_VALUE = 500
 MAX_NOTE = 1000
+QUEUE_LIMIT = 200
+# The purpose a worker's correction handling runs under: their type's record-keeping
+# service, the one registered purpose that lets them read and write records in their area
+# (policies/vault/data.json). Correcting a record is record maintenance, not a visit.
+PURPOSES: Final = {"grid_worker": "grid-service", "community_worker": "counter-service"}
+LISTED, OPENED, RESOLVED = "correction.listed", "correction.opened", "correction.resolved"
 
 
 class CorrectionError(Exception):
-    def __init__(self, key: str) -> None:
+    """A refusal the pages show. `refusal` is the gate's own error when the whole decision
+    refused (suspended, rate limited, outside the mandate): it names no request, so saying
+    so leaks nothing; a refusal about one request is always `not-found`."""
+
+    def __init__(self, key: str, refusal: GateError | None = None) -> None:
         super().__init__(key)
         self.key = key
+        self.refusal = refusal
+
+    def page_refusal(self, lang: str, status: int = 404) -> ApiRefused:
+        """What the page says: the gate's reason for a refused decision, else the key."""
+        if self.refusal is None:
+            return ApiRefused(status, {"title": self.key})
+        error = self.refusal
+        return ApiRefused(403, {"detail": error.detail_en if lang == "en" else error.detail_zh})
 
 
 @dataclass(frozen=True)
@@ -64,8 +91,7 @@ def _aad(request_id: str) -> str:
 def _entry(actor: Actor, action: str, row: CorrectionRequest, treatment: str) -> EntryDraft:
     subject = actor.subject
     return EntryDraft(
-        action=action, outcome="allowed", channel="web",
-        kind="access" if action == "correction.opened" else "event",
+        action=action, outcome="allowed", channel="web", kind="event",
         subject_type=subject.type, organisation=subject.organisation, client=subject.client,
         user=subject.user, resident_id=row.resident_id, fields={row.field: treatment},
         request_id=actor.request_id, details={"correction": row.id},
@@ -118,61 +144,155 @@ def _summary(row: CorrectionRequest) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def mine(runtime: Runtime, actor: Actor) -> list[dict[str, Any]]:
-    """A resident's own requests (and their wards'), without the values."""
-    subject = actor.subject
-    if subject.resident_id is None:
-        return []
-    with runtime.vault.sessions() as session:
-        rows = session.scalars(
-            select(CorrectionRequest)
-            .where(CorrectionRequest.resident_id.in_([subject.resident_id, *subject.children]))
-            .order_by(CorrectionRequest.requested_at.desc())
-            .limit(50)
-        ).all()
-        return [_summary(r) for r in rows]
-
-
-def _serves(subject: Subject, row: CorrectionRequest) -> bool:
-    return subject.type in ("grid_worker", "community_worker") and (
-        row.community_id in subject.communities
+def _access(actor: Actor, purpose: str | None) -> Access:
+    return Access(
+        subject=actor.subject, purpose=purpose, request_id=actor.request_id, channel="web"
     )
 
 
-def queue(runtime: Runtime, actor: Actor) -> list[dict[str, Any]]:
-    """The queue of the worker's community: pending first, newest first; no values."""
+def _decided(gate: Gate, access: Access, action: str, target: str = "other") -> Decision:
+    """The request's one decision, as a read of resident data gets it; a refusal is
+    recorded under `action` by the gate before it is raised."""
+    try:
+        with gate.denials_recorded(access, action):
+            return gate.decide(access, "read", target)
+    except GateError as error:
+        raise CorrectionError("refused", error) from None
+
+
+def _listed(
+    gate: Gate,
+    session: Session,
+    access: Access,
+    decision: Decision,
+    rows: list[CorrectionRequest],
+) -> list[CorrectionRequest]:
+    """The rows a read under `decision` would let out, with one listing entry per resident
+    (the fields named, no values), recorded in `session` before anything is returned."""
+    views = gate.field_views(session, access, decision, [(r.resident_id, r.field) for r in rows])
+    shown = [r for r in rows if (r.resident_id, r.field) in views]
+    per_resident: dict[str, list[CorrectionRequest]] = {}
+    for row in shown:
+        per_resident.setdefault(row.resident_id, []).append(row)
+    gate.runtime.audit.record(session, [
+        gate.access_entry(
+            access, LISTED, decision, resident_id=rid,
+            fields=dict.fromkeys((r.field for r in listed), "listed"),
+            cover=views[rid, listed[0].field].cover,
+            details={"corrections": [r.id for r in listed]},
+        )
+        for rid, listed in per_resident.items()
+    ])  # fmt: skip
+    return shown
+
+
+def mine(gate: Gate, actor: Actor) -> list[dict[str, Any]]:
+    """A resident's own requests (and their wards'), without the values; recorded as the
+    resident's reads of their own record (and as a guardian's of a ward's)."""
     subject = actor.subject
-    if subject.type not in ("grid_worker", "community_worker") or not subject.communities:
+    if subject.resident_id is None:
         return []
-    with runtime.vault.sessions() as session:
+    access = _access(actor, None)
+    targets = {"self": [subject.resident_id], "child": list(subject.children)}
+    decisions = {t: _decided(gate, access, LISTED, t) for t, ids in targets.items() if ids}
+    shown: list[CorrectionRequest] = []
+    with gate.runtime.transaction() as session:
+        for target, decision in decisions.items():
+            rows = session.scalars(
+                select(CorrectionRequest)
+                .where(CorrectionRequest.resident_id.in_(targets[target]))
+                .order_by(CorrectionRequest.requested_at.desc())
+                .limit(50)
+            ).all()
+            shown.extend(_listed(gate, session, access, decision, list(rows)))
+        shown.sort(key=lambda r: r.requested_at, reverse=True)
+        return [_summary(r) for r in shown[:50]]
+
+
+def queue(gate: Gate, actor: Actor) -> list[dict[str, Any]]:
+    """The requests the worker could read, pending first, newest first; no values."""
+    access = _access(actor, PURPOSES.get(actor.subject.type))
+    decision = _decided(gate, access, LISTED)
+    with gate.runtime.transaction() as session:
+        # Narrowed in SQL first so the limit counts only rows that can be shown; the gate's
+        # field_views (in _listed) has the last word.
         rows = session.scalars(
             select(CorrectionRequest)
-            .where(CorrectionRequest.community_id.in_(list(subject.communities)))
+            .where(
+                CorrectionRequest.resident_id.in_(gate.scoped_ids(access, decision)),
+                CorrectionRequest.field.in_(decision.visible_fields),
+            )
             .order_by(CorrectionRequest.status.desc(), CorrectionRequest.requested_at.desc())
-            .limit(200)
+            .limit(QUEUE_LIMIT)
         ).all()
-        return [_summary(r) for r in rows]
+        return [_summary(r) for r in _listed(gate, session, access, decision, list(rows))]
 
 
-def open_request(runtime: Runtime, actor: Actor, request_id: str) -> dict[str, Any]:
-    """The proposed value and note, decrypted for a worker of that community; audited."""
-    with runtime.transaction() as session:
-        row = session.get(CorrectionRequest, request_id)
-        if row is None or not _serves(actor.subject, row):
-            raise CorrectionError("not-found")
-        key = runtime.vault.store.data_keys.get(session, row.resident_id, row.key_version)
-        plain = json.loads(open_field(key, _aad(row.id), row.sealed))
-        runtime.audit.record(session, [_entry(actor, "correction.opened", row, "clear")])
-        return {**_summary(row), "value": plain["value"], "note": plain["note"]}
+def _handled(
+    gate: Gate, session: Session, access: Access, decision: Decision, request_id: str
+) -> tuple[CorrectionRequest, FieldView]:
+    """The request and how a read would show its field; NotInScope when there is none,
+    whatever the gate raises when the worker could not read it."""
+    row = session.get(CorrectionRequest, request_id)
+    if row is None:
+        raise NotInScope("未找到", "not found", decision)
+    return row, gate.field_view(session, access, decision, row.resident_id, row.field)
 
 
-def resolve(runtime: Runtime, actor: Actor, request_id: str) -> None:
-    with runtime.transaction() as session:
-        row = session.get(CorrectionRequest, request_id)
-        if row is None or not _serves(actor.subject, row):
-            raise CorrectionError("not-found")
-        if row.status == "pending":
-            row.status = "resolved"
-            row.resolved_at = utcnow()
-            row.resolved_by = actor.subject.user
-            runtime.audit.record(session, [_entry(actor, "correction.resolved", row, "handled")])
+def _refused(
+    gate: Gate, access: Access, action: str, error: GateError, request_id: str
+) -> CorrectionError:
+    """Record the refusal (naming the resident, so they see the attempt too), after the
+    refused transaction is gone; the page says "not found" whatever the reason."""
+    with gate.runtime.vault.sessions() as session:
+        resident_id = session.scalar(
+            select(CorrectionRequest.resident_id).where(CorrectionRequest.id == request_id)
+        )
+    gate.record_denial(access, error, action, resident_id)
+    return CorrectionError("not-found")
+
+
+def open_request(gate: Gate, actor: Actor, request_id: str) -> dict[str, Any]:
+    """The proposed value, shown as a read of that field would show it, and the note
+    (only when the field is in clear: a note may repeat the value); audited."""
+    access = _access(actor, PURPOSES.get(actor.subject.type))
+    decision = _decided(gate, access, OPENED)
+    try:
+        with gate.runtime.transaction() as session:
+            row, view = _handled(gate, session, access, decision, request_id)
+            key = gate.runtime.vault.store.data_keys.get(session, row.resident_id, row.key_version)
+            plain = json.loads(open_field(key, _aad(row.id), row.sealed))
+            clear = view.treatment == "clear"
+            gate.runtime.audit.record(session, [gate.access_entry(
+                access, OPENED, decision, resident_id=row.resident_id,
+                fields={row.field: view.treatment}, cover=view.cover,
+                details={"correction": row.id, "note": "shown" if clear else "withheld"},
+            )])  # fmt: skip
+            return {
+                **_summary(row), "treatment": view.treatment,
+                "value": gate.render_field(decision, view, plain["value"]),
+                "note": plain["note"] if clear else None, "note_withheld": not clear,
+            }  # fmt: skip
+    except GateError as error:
+        raise _refused(gate, access, OPENED, error, request_id) from None
+
+
+def resolve(gate: Gate, actor: Actor, request_id: str) -> None:
+    access = _access(actor, PURPOSES.get(actor.subject.type))
+    decision = _decided(gate, access, RESOLVED)
+    try:
+        with gate.runtime.transaction() as session:
+            row, view = _handled(gate, session, access, decision, request_id)
+            if row.status == "pending":
+                row.status = "resolved"
+                row.resolved_at = utcnow()
+                row.resolved_by = actor.subject.user
+                entry = gate.access_entry(
+                    access, RESOLVED, decision, resident_id=row.resident_id,
+                    fields={row.field: "handled"}, cover=view.cover,
+                    details={"correction": row.id},
+                )  # fmt: skip
+                # Handling shows no value: an event, as the request itself is.
+                gate.runtime.audit.record(session, [replace(entry, kind="event")])
+    except GateError as error:
+        raise _refused(gate, access, RESOLVED, error, request_id) from None

@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
+from api.gate import Gate
 from api.pages import corrections
 from api.pages.core import (
     Api,
@@ -208,12 +209,20 @@ async def receipt(request: Request, consent_id: str) -> Response:
 # -- the correction queue -----------------------------------------------------------------
 
 
+def _gate(request: Request) -> Gate:
+    gate: Gate = request.app.state.gate
+    return gate
+
+
 @router.get("/corrections")
 async def queue(request: Request) -> Response:
     async def body(session: PageSession, api: Api) -> Response:
         await api.fresh()
         actor = await run_in_threadpool(corrections.session_actor, request, session)
-        items = await run_in_threadpool(corrections.queue, _runtime(request), actor)
+        try:
+            items = await run_in_threadpool(corrections.queue, _gate(request), actor)
+        except corrections.CorrectionError as error:
+            raise error.page_refusal(lang_of(request)) from None
         return _page(request, session, "desk/corrections.html", items=items, opened=None)
 
     return await view(request, AREA, body)
@@ -224,12 +233,12 @@ async def open_correction(request: Request, request_id: str) -> Response:
     async def body(session: PageSession, api: Api, form: FormData) -> Response:
         await api.fresh()
         actor = await run_in_threadpool(corrections.session_actor, request, session)
-        runtime = _runtime(request)
+        gate = _gate(request)
         try:
-            opened = await run_in_threadpool(corrections.open_request, runtime, actor, request_id)
-        except corrections.CorrectionError:
-            raise ApiRefused(404, {"title": "not found"}) from None
-        items = await run_in_threadpool(corrections.queue, runtime, actor)
+            opened = await run_in_threadpool(corrections.open_request, gate, actor, request_id)
+            items = await run_in_threadpool(corrections.queue, gate, actor)
+        except corrections.CorrectionError as error:
+            raise error.page_refusal(lang_of(request)) from None
         return _page(request, session, "desk/corrections.html", items=items, opened=opened)
 
     return await posted(request, AREA, body)
@@ -241,9 +250,9 @@ async def resolve_correction(request: Request, request_id: str) -> Response:
         await api.fresh()
         actor = await run_in_threadpool(corrections.session_actor, request, session)
         try:
-            await run_in_threadpool(corrections.resolve, _runtime(request), actor, request_id)
-        except corrections.CorrectionError:
-            raise ApiRefused(404, {"title": "not found"}) from None
+            await run_in_threadpool(corrections.resolve, _gate(request), actor, request_id)
+        except corrections.CorrectionError as error:
+            raise error.page_refusal(lang_of(request)) from None
         return redirect("/desk/corrections")
 
     return await posted(request, AREA, body)

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from api.gate import Gate
 from api.pages import corrections
 from api.pages.core import (
     SECURITY_HEADERS,
@@ -339,7 +340,11 @@ async def correction_form(request: Request) -> Response:
     async def body(session: PageSession, api: Api) -> Response:
         await api.fresh()
         actor = await run_in_threadpool(corrections.session_actor, request, session)
-        mine = await run_in_threadpool(corrections.mine, _runtime(request), actor)
+        gate: Gate = request.app.state.gate
+        try:
+            mine = await run_in_threadpool(corrections.mine, gate, actor)
+        except corrections.CorrectionError as error:
+            raise error.page_refusal(lang_of(request)) from None
         catalogue = _runtime(request).vault.store.catalogue
         return _page(
             request, session, "portal/correction.html", fields=list(catalogue.names),
