@@ -450,6 +450,14 @@ class Gate:
             .where(self.row_filter(access, decision), Resident.is_decoy.is_(decoys))
         )
 
+    def holds(self, session: Session, access: Access, decision: Decision, resident_id: str) -> bool:
+        """Whether the decision's rows hold this resident (active, not a decoy): the very
+        check a read makes, for routes outside the gate that act on one resident."""
+        found = session.execute(
+            self._scoped(access, decision).where(Resident.id == resident_id)
+        ).first()
+        return found is not None
+
     # -- reading -------------------------------------------------------------------------
 
     def _wanted(self, decision: Decision, requested: Sequence[str] | None) -> dict[str, str]:

@@ -17,7 +17,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import or_, select
 
 from api.gate import Access, Subject
 from api.oauth.scopes import Scope
@@ -33,7 +32,7 @@ from consent import (
 )
 from consent.models import ConsentRequest
 from consent.receipts import MEDIA_TYPE, jwks
-from vault.models import Building, Household, Resident, Room
+from policies import Decision, RowConstraints
 
 router = APIRouter(prefix="/v1", tags=["consent"])
 
@@ -85,30 +84,21 @@ def _actor(request: Request, subject: Subject, channel: str) -> Actor:
 
 
 def _within(request: Request, subject: Subject, resident_id: str) -> bool:
-    """Whether the resident lives within the caller's area (communities, grids, buildings)."""
-    terms = []
-    if subject.communities:
-        terms.append(Building.community_id.in_(list(subject.communities)))
-    if subject.grids:
-        terms.append(Building.grid_id.in_(list(subject.grids)))
-    if subject.buildings:
-        terms.append(Building.id.in_(list(subject.buildings)))
-    if not terms:
+    """Whether the resident is within the caller's real jurisdiction: the rows the gate
+    lets them read under some purpose of their mandate, through the gate's own row filter
+    (a grid worker's grids, not their whole community; active residents, no decoys).
+    Break-glass purposes reach further, but open one record to read, never its consents."""
+    gate = gate_of(request)
+    access = Access(subject=subject, purpose=None, request_id=request.state.request_id)
+    decisions: dict[RowConstraints, Decision] = {}
+    for purpose in sorted(service_of(request).purposes):
+        decision = gate.hypothetical(subject, purpose, "read")
+        if decision.allow and not decision.obligations.break_glass:
+            decisions.setdefault(decision.rows, decision)  # a mandate's purposes share rows
+    if not decisions:
         return False
-    with gate_of(request).runtime.vault.sessions() as session:
-        found = session.scalars(
-            select(Resident.id)
-            .join(Household, Household.id == Resident.household_id)
-            .join(Room, Room.id == Household.room_id)
-            .join(Building, Building.id == Room.building_id)
-            .where(
-                Resident.id == resident_id,
-                Resident.status == "active",
-                Resident.is_decoy.is_(False),
-                or_(*terms),
-            )
-        ).first()
-    return found is not None
+    with gate.runtime.vault.sessions() as session:
+        return any(gate.holds(session, access, d, resident_id) for d in decisions.values())
 
 
 # -- residents ------------------------------------------------------------------------------

@@ -21,12 +21,23 @@ from audit import AuditLog, EntryDraft
 from consent.errors import ConsentError
 from consent.models import BreakGlassGrant, ResidentNotification
 from vault.models import Resident, new_id, utcnow
+from vault.pseudonyms import is_pseudonym
 
-__all__ = ["MIN_JUSTIFICATION", "BreakGlass", "BreakGlassError", "Opener", "notifications_of"]
+__all__ = [
+    "MIN_JUSTIFICATION",
+    "OPENED",
+    "BreakGlass",
+    "BreakGlassError",
+    "Named",
+    "Opener",
+    "notifications_of",
+]
 
 MIN_JUSTIFICATION = 10  # characters: a reason, not a tick box
 MAX_MINUTES = 240
 REVIEW_OUTCOMES = ("justified", "unjustified")
+GIVEN_LENGTH = 64  # an id as a worker gave it, kept in the log: a pseudonym fits
+OPENED = "break_glass.opened"
 
 
 class BreakGlassError(ConsentError):
@@ -44,6 +55,19 @@ class Opener:
     request_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Named:
+    """The resident a worker named, as the route found them.
+
+    `given` is the id as the worker gave it; `resident_id` the vault id it stands for (a
+    pseudonym resolved), if any; `reachable` whether the decision's rows hold that
+    resident (active, not a decoy). Only a reachable resident gets a grant."""
+
+    given: str
+    resident_id: str | None
+    reachable: bool
+
+
 class BreakGlass:
     def __init__(self, audit: AuditLog, minutes: int = 60) -> None:
         self.audit = audit
@@ -53,34 +77,48 @@ class BreakGlass:
         self,
         session: Session,
         opener: Opener,
-        resident_id: str,
+        named: Named,
         *,
         purpose: str,
         justification: str,
         minutes: int | None = None,
     ) -> BreakGlassGrant:
         """Open a grant; the caller has checked that policy has a break-glass purpose for
-        this worker. Records the opening and tells the resident, in this transaction."""
+        this worker. Records the attempt and tells the resident, in this transaction.
+
+        The answer never says whether the resident exists: an id that names no one the
+        worker may reach (nobody, an erased or decoy resident, a pseudonym) gets a grant
+        of the same shape that is never stored, so it opens nothing (every read still
+        goes through the gate). Its attempt is recorded as denied, for the auditors and
+        the insider-abuse rules."""
         reason = justification.strip()
         if len(reason) < MIN_JUSTIFICATION:
             raise BreakGlassError(
                 f"请写明紧急情况（至少{MIN_JUSTIFICATION}个字）",
                 f"describe the emergency (at least {MIN_JUSTIFICATION} characters)",
+                "justification",
             )
         span = minutes or self.minutes
         if not 1 <= span <= MAX_MINUTES:
             raise BreakGlassError(
-                f"有效期须在1到{MAX_MINUTES}分钟之间", f"minutes must be 1 to {MAX_MINUTES}"
+                f"有效期须在1到{MAX_MINUTES}分钟之间",
+                f"minutes must be 1 to {MAX_MINUTES}",
+                "minutes",
             )
-        if session.get(Resident, resident_id) is None:
-            raise BreakGlassError("未找到该居民", "no such resident")
+        resident_id = named.resident_id if named.reachable else None
         now = utcnow()
         grant = BreakGlassGrant(
             id=new_id("bg"), user=opener.user, subject_type=opener.subject_type,
-            organisation=opener.organisation, resident_id=resident_id, purpose=purpose,
+            organisation=opener.organisation,
+            # The id as given: what a stored grant would echo for a vault id.
+            resident_id=resident_id or named.given[:GIVEN_LENGTH], purpose=purpose,
             justification=reason[:2000], created_at=now,
             expires_at=now + timedelta(minutes=span), review_status="pending",
+            reviewed_by=None, reviewed_at=None, review_note=None,
         )  # fmt: skip
+        if resident_id is None:
+            self.audit.record(session, [self._unmatched(session, opener, named, grant)])
+            return grant  # transient: never added to the session
         session.add(grant)
         session.add(ResidentNotification(
             id=new_id("nt"), resident_id=resident_id, kind="break-glass", reference=grant.id,
@@ -91,7 +129,7 @@ class BreakGlass:
             created_at=now,
         ))  # fmt: skip
         self.audit.record(session, [EntryDraft(
-            action="break_glass.opened", outcome="allowed", channel=opener.channel,
+            action=OPENED, outcome="allowed", channel=opener.channel,
             kind="access", subject_type=opener.subject_type, organisation=opener.organisation,
             user=opener.user, purpose=purpose, legal_basis="vital-interests",
             resident_id=resident_id, request_id=opener.request_id, reason="break-glass",
@@ -99,6 +137,31 @@ class BreakGlass:
                      "justification": reason[:500]},
         )])  # fmt: skip
         return grant
+
+    @staticmethod
+    def _unmatched(
+        session: Session, opener: Opener, named: Named, grant: BreakGlassGrant
+    ) -> EntryDraft:
+        """The attempt on an id that opened nothing, as the gate records a refusal: the id
+        as given (bounded), beside the vault id it stands for when a resident has it, so
+        that resident sees the attempt; a decoy's is kept apart, as decoy rows are (one
+        is a signal: decoys exist only in fingerprinted exports). No decision id: the
+        worker may explain their decisions, and that must not tell the two answers apart."""
+        row = session.get(Resident, named.resident_id) if named.resident_id else None
+        decoy = row is not None and row.is_decoy
+        given = named.given[:GIVEN_LENGTH]
+        return EntryDraft(
+            action=OPENED, outcome="denied", channel=opener.channel,
+            kind="decoy" if decoy else "access", subject_type=opener.subject_type,
+            organisation=opener.organisation, user=opener.user, purpose=grant.purpose,
+            legal_basis="vital-interests", resident_id=row.id if row is not None else None,
+            resident_pseudonym=given if is_pseudonym(given) else None,
+            request_id=opener.request_id, reason="not-found",
+            details={"grant": grant.id, "stored": False, "given": given,
+                     "justification": grant.justification[:500],
+                     **({"unresolved": True} if row is None else {}),
+                     **({"decoy": True} if decoy else {})},
+        )  # fmt: skip
 
     def active(
         self, session: Session, user: str | None, resident_id: str, now: datetime | None = None
