@@ -64,6 +64,7 @@ from vault.importer import import_csv
 from vault.quality import run_checks
 from vault.rotation import destroy_retired_keks, rotate_data_keys, rotate_kek
 from vault.services import Provenance
+from vault.spreadsheet import csv_row
 
 app = typer.Typer(
     help="居民数据保险库 / Resident data vault",
@@ -407,13 +408,15 @@ def export(
     else:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["field", "value", "written_by", "channel", "written_at", "verified_at"])
+        writer.writerow(
+            csv_row(["field", "value", "written_by", "channel", "written_at", "verified_at"])
+        )
         for name, value in record.items():
             p = document["provenance"][name]
             cell = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            writer.writerow(
-                [name, cell, p["written_by"], p["channel"], p["written_at"], p["verified_at"] or ""]
-            )
+            # Every cell neutralised: a stored value beginning with `=` is text, not a formula.
+            when = p["written_at"], p["verified_at"] or ""
+            writer.writerow(csv_row([name, cell, p["written_by"], p["channel"], *when]))
         text = buffer.getvalue()
     if output is None:
         sys.stdout.write(text)

@@ -33,6 +33,7 @@ from api.fingerprint import (
     row_marks,
 )
 from vault.models import Base, TZDateTime, utcnow
+from vault.spreadsheet import csv_row
 
 if TYPE_CHECKING:
     from api.gate import Access, Gate
@@ -195,7 +196,7 @@ def open_export(
                     columns = column_order(key, list(view.treatments)) if key else [
                         *view.treatments]  # fmt: skip
                     if format == "csv":
-                        yield csv_header(["resident_id", *columns])
+                        yield csv_header(csv_row(["resident_id", *columns]))
                 if format == "ndjson":
                     record = {
                         "resident_id": view.resident_id,
@@ -205,9 +206,10 @@ def open_export(
                     }  # fmt: skip
                     yield ndjson_line(record, key)
                     continue
-                yield csv_line(
-                    [view.resident_id, *(cell_text(view.fields.get(n)) for n in columns)], key
-                )
+                # Neutralised before csv_line keys its quoting, so the bit is keyed on the
+                # text as written; decoy marks stay digests of the raw values.
+                cells = [view.resident_id, *(cell_text(view.fields.get(n)) for n in columns)]
+                yield csv_line(csv_row(cells), key)
         if fingerprinted:
             with gate.runtime.transaction() as session:
                 complete_export(session, export_id, summary["rows"], summary["left_out"])

@@ -161,7 +161,8 @@ def _needs_quotes(text: str) -> bool:
 
 def csv_line(cells: Sequence[str], key: ExportKey | None) -> str:
     """One CSV record (RFC 4180, CRLF). Cells that need no quotes are quoted when the
-    export's keyed bit for their text says so; empty cells stay empty."""
+    export's keyed bit for their text says so; empty cells stay empty. Cells come as
+    written: exports neutralise them first (`vault.spreadsheet.csv_row`)."""
     if list(cells) == [""]:
         return '""\r\n'  # a lone empty cell, quoted so the record is not a blank line
     out = []

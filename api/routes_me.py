@@ -23,6 +23,7 @@ from api.routes_residents import decision_headers, gate_of, record_view, refusal
 from audit.checkpoint import format_tlog_proof
 from audit.models import AuditEntry
 from audit.queries import EntryFilter, entry_summary, search
+from vault.spreadsheet import csv_row
 
 router = APIRouter(prefix="/v1/me", tags=["me (residents)"])
 
@@ -164,10 +165,10 @@ def my_export(
         return JSONResponse(body, headers=headers)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["field", "value"])
+    writer.writerow(csv_row(["field", "value"]))
     for name, value in view.fields.items():
-        writer.writerow(
-            [name, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)]
-        )
+        # Neutralised: a value beginning with `=` is text in the resident's spreadsheet.
+        cell = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        writer.writerow(csv_row([name, cell]))
     headers["Content-Disposition"] = 'attachment; filename="my-data.csv"'
     return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)

@@ -46,6 +46,7 @@ from api.fingerprint import (
     ndjson_observations,
 )
 from vault.pseudonyms import Pseudonyms, is_pseudonym
+from vault.spreadsheet import recover_cell
 
 __all__ = ["Leak", "LeakUnreadable", "Scored", "read_leak", "score_exports"]
 
@@ -110,9 +111,12 @@ def read_leak(data: bytes) -> Leak:
             columns.add(tuple(t for t, _ in cells[1:]))
             continue  # the header
         ids = [t for t, _ in cells if _ID.match(t)]
+        # Formatting bits are keyed on the cells as written; decoy marks on the values, so
+        # the `'` a formula-like cell was written with (or lost in a spreadsheet) is undone.
+        texts = [v for v in (recover_cell(t) for t, _ in cells) if v]
         rows.append(LeakedRow(ids[0] if ids else None,
                               {("csv", t): q for t, q in csv_observations(cells).items()},
-                              [t for t, _ in cells if t]))  # fmt: skip
+                              texts))  # fmt: skip
     if not rows or all(len(r.texts) < 2 for r in rows):
         raise LeakUnreadable(
             "文件不是 NDJSON 或 CSV 导出", "the file is not an NDJSON or CSV export"

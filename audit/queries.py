@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, Select, Text, cast, or_, select
 from sqlalchemy.orm import Session
 
 from audit.models import AuditEntry, AuditLeaf, AuditQueue
+from vault.spreadsheet import csv_row
 
 _Q = TypeVar("_Q", bound="Select[*tuple[Any, ...]]")
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -164,13 +165,16 @@ def entry_summary(index: int | None, entry: AuditEntry) -> dict[str, Any]:
 
 
 def to_csv(items: Sequence[tuple[int | None, AuditEntry]]) -> str:
+    """The entries as a CSV for auditors' spreadsheets. Every cell is neutralised: values
+    such as a client's `Purpose` header are stored as sent, and one beginning with `=`
+    would otherwise run as a formula (`vault.spreadsheet`; JSON stays raw)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(csv_row(CSV_COLUMNS))
     for index, entry in items:
         summary = entry_summary(index, entry)
         summary["fields"] = ";".join(f"{k}={v}" for k, v in sorted(entry.fields.items()))
-        writer.writerow([summary[c] if summary[c] is not None else "" for c in CSV_COLUMNS])
+        writer.writerow(csv_row("" if summary[c] is None else str(summary[c]) for c in CSV_COLUMNS))
     return buffer.getvalue()
 
 
