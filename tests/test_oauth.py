@@ -564,8 +564,14 @@ def test_introspection_is_for_confidential_clients_and_reports_inactive_tokens(w
             auth=auth or (w.dept_id, w.dept_secret),
         )
 
+    with w.runtime.transaction() as session:
+        # A resource server may ask about others' tokens (RFC 7662 section 4): `introspect`.
+        server_id, server_secret = register_client(
+            session, w.runtime.audit, "org_dept", "confidential", ["introspect"], []
+        )
+    assert server_secret is not None
     person = _person_tokens(w)
-    active = introspect(person["access_token"]).json()
+    active = introspect(person["access_token"], (server_id, server_secret)).json()
     assert active["active"] is True and active["username"] == "worker1"
     assert active["client_id"] == w.web_id and active["role"] == "grid_worker"
     assert active["scope"] == "residents:read residents:write" and active["iss"] == BASE

@@ -64,6 +64,17 @@ class OAuthSettings(BaseSettings):
     clock_leeway_seconds: int = Field(default=30, ge=0, le=300)
     login_max_failures: int = Field(default=5, ge=1, description="per username and address")
     login_window_seconds: float = Field(default=300.0, gt=0)
+    # An office behind one address has its typos; a sprayer has one try per username.
+    login_address_max_failures: int = Field(
+        default=20, ge=1, description="failed logins per address, any username, in the window"
+    )
+    client_auth_max_failures: int = Field(
+        default=10, ge=1, description="failed client authentications per client id, any address"
+    )
+    client_auth_address_max_failures: int = Field(
+        default=30, ge=1, description="failed client authentications per address, any client id"
+    )
+    client_auth_window_seconds: float = Field(default=60.0, gt=0)
     csrf_max_age_seconds: int = Field(default=1800, ge=60)
     external_issuers: list[ExternalIssuer] = Field(default_factory=list)
     mtls_base_url: str | None = Field(

@@ -5,7 +5,8 @@
   made with the same parameters, so the time taken does not tell who exists.
 * Client secrets: Argon2id too, with lighter parameters. A secret is 256 random bits, not
   a word a person chose, so stretching adds nothing against guessing; the hash only has
-  to keep a stolen database from yielding secrets.
+  to keep a stolen database from yielding secrets. An unknown or revoked client, or one
+  with no secret, is checked against a dummy hash too: the time does not tell them apart.
 * Authorization codes and refresh tokens: SHA-256. They are random and short-lived, and
   are looked up by their digest.
 """
@@ -26,6 +27,11 @@ CLIENT_SECRETS = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=
 @lru_cache(maxsize=1)
 def _dummy_password_hash() -> str:
     return PASSWORDS.hash(secrets.token_urlsafe(16))
+
+
+@lru_cache(maxsize=1)
+def _dummy_client_secret_hash() -> str:
+    return CLIENT_SECRETS.hash(secrets.token_urlsafe(32))
 
 
 def hash_password(password: str) -> str:
@@ -53,7 +59,10 @@ def hash_client_secret(secret: str) -> str:
 
 
 def verify_client_secret(stored_hash: str | None, secret: str) -> bool:
-    if stored_hash is None:  # a public client has no secret to match
+    """True if the secret matches; with no stored hash (no such client, a public or a
+    certificate client), spends the same time and fails."""
+    if stored_hash is None:
+        _verify(CLIENT_SECRETS, _dummy_client_secret_hash(), secret)
         return False
     return _verify(CLIENT_SECRETS, stored_hash, secret)
 

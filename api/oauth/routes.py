@@ -7,6 +7,10 @@
 * `/oauth/token`, `/oauth/revoke`, `/oauth/introspect`: form-encoded, answered by authlib.
 * `/oauth/jwks` and `/.well-known/oauth-authorization-server`: public.
 
+Failed logins are limited per (username, address) and per address across usernames
+(`api.oauth.ratelimit`); failed client authentications, by the server, per client id and
+per address.
+
 The form is protected against login CSRF by a double-submit nonce: an HttpOnly,
 SameSite=Strict cookie and a hidden `csrf_token` field holding the same nonce with a time
 and an Ed25519 signature by the keyring (key `oauth-csrf`), so only a form this server
@@ -24,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import structlog
 from authlib.oauth2.rfc6749 import OAuth2Error
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -49,6 +54,8 @@ from api.oauth.server import (
 from api.oauth.tokens import TokenVerifier, install_auth_handlers
 from api.runtime import Runtime
 from vault.interfaces import Keyring
+
+log = structlog.get_logger(__name__)
 
 MAX_FORM_BYTES = 16 * 1024
 MAX_FORM_FIELDS = 32
@@ -93,6 +100,10 @@ async def read_form(request: Request, *, unique: bool = True) -> ImmutableMultiD
     return ImmutableMultiDict(pairs)
 
 
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def _oauth_request(
     request: Request, form: ImmutableMultiDict[str, str] | None, *, payload_from: str = "form"
 ) -> FormOAuth2Request:
@@ -107,6 +118,7 @@ def _oauth_request(
         payload_from=payload_from,
         allow_http=settings.insecure_transport,
         client_certificate=client_certificate(request.state),
+        client_address=_address(request),
     )
 
 
@@ -383,10 +395,6 @@ class Pages:
 # -- the router ----------------------------------------------------------------------------------
 
 
-def _address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 class OAuthRoutes:
     """The handlers, bound to one server; `router()` mounts them."""
 
@@ -501,6 +509,10 @@ class OAuthRoutes:
         )
         if isinstance(step, LoginFailed):
             self.limiter.failed(username, address)
+            if self.limiter.blocked_by_address(address):
+                # Many usernames failing from one place: spraying, or a very unlucky office.
+                # Logged once, when the limit is reached; never the usernames tried.
+                log.warning("oauth.login_limited", limit="address", address=address)
             return self._step_response(
                 request, step, status=400, error=TEXT[lang]["bad_credentials"], username=username
             )
@@ -548,7 +560,11 @@ def install_oauth(
     verifier = TokenVerifier(runtime.vault.sessions, settings)
     server = VaultAuthorizationServer(runtime, settings, verifier)
     ensure_oauth_keys(runtime)
-    limiter = LoginLimiter(settings.login_max_failures, settings.login_window_seconds)
+    limiter = LoginLimiter(
+        settings.login_max_failures,
+        settings.login_window_seconds,
+        address_max_failures=settings.login_address_max_failures,
+    )
     app.state.token_verifier = verifier
     app.state.oauth_server = server
     app.state.login_limiter = limiter

@@ -20,6 +20,9 @@ class Scope(StrEnum):
     AUDIT_READ = "audit:read"
     STATS_READ = "stats:read"
     ME = "me"
+    # Not an API permission: lets a resource server ask /oauth/introspect about any of our
+    # tokens (RFC 7662 section 4). Checked against the client's registration, not a token.
+    INTROSPECT = "introspect"
 
     @property
     def zh(self) -> str:
@@ -48,6 +51,10 @@ _DESCRIPTIONS: Final[dict[Scope, tuple[str, str]]] = {
     Scope.AUDIT_READ: ("查阅审计日志", "Read the audit log"),
     Scope.STATS_READ: ("查阅统计数据（经披露控制）", "Read statistics (with disclosure control)"),
     Scope.ME: ("查看和管理本人的信息与授权", "See and manage my own record and consents"),
+    Scope.INTROSPECT: (
+        "查询任意访问令牌的状态（资源服务器）",
+        "Look up any access token's status (resource servers)",
+    ),
 }
 
 ALL_SCOPES: Final = frozenset(Scope)
@@ -75,9 +82,17 @@ PEOPLE_SCOPES: Final = frozenset().union(*ROLE_SCOPES.values())
 
 # The ceiling for a confidential client of each organisation type; a client is registered
 # with a subset. Residents' committees run the counter and grid systems of a community.
+# Only public bodies may run a resource server that introspects others' tokens: an answer
+# names the person a token stands for.
 ORGANISATION_SCOPES: Final[dict[str, frozenset[Scope]]] = {
     "department": frozenset(
-        {Scope.RESIDENTS_READ, Scope.RESIDENTS_WRITE, Scope.STATS_READ, Scope.CONSENTS_REQUEST}
+        {
+            Scope.RESIDENTS_READ,
+            Scope.RESIDENTS_WRITE,
+            Scope.STATS_READ,
+            Scope.CONSENTS_REQUEST,
+            Scope.INTROSPECT,
+        }
     ),
     "residents_committee": frozenset(
         {
@@ -87,6 +102,7 @@ ORGANISATION_SCOPES: Final[dict[str, frozenset[Scope]]] = {
             Scope.CONSENTS_READ,
             Scope.CONSENTS_WRITE,
             Scope.CONSENTS_REQUEST,
+            Scope.INTROSPECT,
         }
     ),
     "property_company": frozenset({Scope.RESIDENTS_READ, Scope.CONSENTS_REQUEST}),

@@ -23,11 +23,17 @@ certificate instead of a secret (`tls_client_auth` against a registered subject 
 `tls_client_certificate_bound_access_tokens` gets tokens bound to the certificate it
 presented (`cnf.x5t#S256`), which the resource server accepts only with that certificate.
 The certificate comes from the request (`api.middleware.TransportSecurity`).
+
+Client authentication fails in one way only: an unknown, revoked or public client, a wrong
+secret or certificate all get the same `401 invalid_client`, after the same Argon2 work,
+so no endpoint tells which client ids exist. Failures are limited per client
+id and per address (`api.oauth.ratelimit`); over a limit, `429` with `Retry-After`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 from collections import defaultdict
@@ -44,6 +50,7 @@ import structlog
 from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import (
     AccessDeniedError,
+    InvalidClientError,
     InvalidRequestError,
     InvalidScopeError,
     JsonPayload,
@@ -53,6 +60,7 @@ from authlib.oauth2.rfc6749 import (
     OAuth2Request,
     grants,
 )
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -74,12 +82,14 @@ from api.oauth.models import (
 )
 from api.oauth.passwords import digest, hash_password, password_needs_rehash, verify_password
 from api.oauth.passwords import verify_client_secret as _verify_client_secret
+from api.oauth.ratelimit import ClientAuthLimiter
 from api.oauth.scopes import ROLE_SCOPES, Scope, scope_string
 from api.oauth.tokens import (
     CNF_THUMBPRINT,
     USER_SUBJECT_PREFIX,
     InvalidToken,
     TokenVerifier,
+    audiences,
     looks_like_jwt,
 )
 from api.runtime import Runtime
@@ -158,6 +168,7 @@ class FormOAuth2Request(OAuth2Request):  # type: ignore[misc]
         payload_from: str = "form",
         allow_http: bool = False,
         client_certificate: PresentedCertificate | None = None,
+        client_address: str = "unknown",
     ) -> None:
         # authlib refuses plain http except on loopback; `allow_http` is for tests only.
         checked = urlunsplit(("https", *urlsplit(uri)[1:])) if allow_http else uri
@@ -165,6 +176,8 @@ class FormOAuth2Request(OAuth2Request):  # type: ignore[misc]
         self.uri = uri
         # The certificate of the TLS connection (or the trusted proxy's), for RFC 8705.
         self.client_certificate = client_certificate
+        # Where the request came from (the trusted proxy's X-Forwarded-For), for the limits.
+        self.client_address = client_address
         self._args = args
         self._form = form if form is not None else ImmutableMultiDict()
         self.payload = FormPayload(self._form if payload_from == "form" else self._args)
@@ -257,6 +270,16 @@ class Client:
     @property
     def certificate_bound(self) -> bool:
         return bool(self.row.tls_client_certificate_bound_access_tokens)
+
+    def may_introspect(self, claims: Mapping[str, Any]) -> bool:
+        """RFC 7662 section 4: only a client the access token is for (in its `aud`), the
+        client it was issued to (which holds it anyway), or a resource server registered
+        with the `introspect` scope may learn about it, and whom it names."""
+        return (
+            Scope.INTROSPECT.value in self.row.scopes
+            or self.client_id in audiences(claims)
+            or claims.get("client_id") == self.client_id
+        )
 
     def check_response_type(self, response_type: str) -> bool:
         return response_type == "code" and "authorization_code" in self.row.grant_types
@@ -359,6 +382,79 @@ def _mutual_tls_authentication(method: str) -> Any:
             )
             return None
         return client
+
+    return authenticate
+
+
+# -- client authentication: one answer to every failure, and limits --------------------------
+
+CLIENT_AUTH_FAILED = (
+    "Client authentication failed: unknown or revoked client, wrong secret or certificate, "
+    "or a method the client is not registered for"
+)
+_LOGGED_ID_LENGTH = 64  # a presented client id is whatever the caller typed
+
+
+def client_authentication_failed() -> InvalidClientError:
+    """The answer to every failed client authentication, whatever the reason: 401 with
+    `WWW-Authenticate: Basic` (RFC 6749 section 5.2), the same body and headers."""
+    return InvalidClientError(status_code=401, description=CLIENT_AUTH_FAILED)
+
+
+class TooManyFailedAuthentications(OAuth2Error):  # type: ignore[misc]
+    """429 for a client id or an address over its limit of failures, with Retry-After.
+
+    `temporarily_unavailable` is the registered OAuth error closest to "come back later";
+    the status and Retry-After say the rest.
+    """
+
+    error = "temporarily_unavailable"
+    status_code = 429
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(
+            description="Too many failed client authentications. "
+            f"Try again in {self.retry_after} seconds."
+        )
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = super().get_headers()
+        headers.append(("Retry-After", str(self.retry_after)))
+        return headers
+
+
+def _basic_credentials(request: FormOAuth2Request) -> tuple[str | None, str | None]:
+    try:
+        client_id, secret = extract_basic_authorization(request.headers)
+    except ValueError:  # credentials that are not UTF-8: no client
+        return None, None
+    return client_id or None, secret or None
+
+
+def presented_client_id(request: FormOAuth2Request) -> str | None:
+    """The client id a request claims, from HTTP Basic or the form; not yet checked."""
+    basic_id, _ = _basic_credentials(request)
+    return basic_id or request.form.get("client_id") or None
+
+
+def _secret_authentication(where: str) -> Any:
+    """authlib's client_secret_basic (`where="basic"`) or client_secret_post, without its
+    "does not exist": an unknown or revoked client is checked against a dummy hash and
+    fails exactly as a wrong secret does."""
+
+    def authenticate(query_client: Any, request: FormOAuth2Request) -> Client | None:
+        if where == "basic":
+            client_id, secret = _basic_credentials(request)
+        else:
+            client_id, secret = request.form.get("client_id"), request.form.get("client_secret")
+        if not client_id or not secret:
+            return None
+        client: Client | None = query_client(client_id)
+        if client is None:
+            _verify_client_secret(None, secret)
+            return None
+        return client if client.check_client_secret(secret) else None
 
     return authenticate
 
@@ -556,18 +652,25 @@ class TokenRevocation(_TokenLookup, RevocationEndpoint):  # type: ignore[misc]
 
 class TokenIntrospection(_TokenLookup, IntrospectionEndpoint):  # type: ignore[misc]
     """RFC 7662, for confidential clients only (resource servers); `cnf` shows a token's
-    certificate binding (RFC 8705 3.2)."""
+    certificate binding (RFC 8705 3.2).
+
+    A client may ask about an access token it was issued, one whose audience it is, or any
+    if it holds the `introspect` scope; a refresh token only if it was issued it. Any other
+    question gets `{"active": false}`, as for an unknown token, so nothing is revealed.
+    """
 
     CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
 
     def check_permission(
         self, token: AccessGrant | RefreshGrant, client: Client, request: Any
     ) -> bool:
-        # An access token's claims are readable by whoever holds it; a refresh token is not,
-        # so only the client it was issued to may ask about one.
         if isinstance(token, RefreshGrant):
-            return token.check_client(client)
-        return True
+            allowed = token.check_client(client)
+        else:
+            allowed = client.may_introspect(token.claims)
+        if not allowed:
+            log.info("oauth.introspection_refused", client=client.client_id)
+        return allowed
 
     def introspect_token(self, token: AccessGrant | RefreshGrant) -> dict[str, Any]:
         if isinstance(token, RefreshGrant):
@@ -699,6 +802,43 @@ class VaultAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.register_endpoint(TokenIntrospection)
         for method in TLS_AUTH_METHODS:
             self.register_client_auth_method(method, _mutual_tls_authentication(method))
+        self.register_client_auth_method("client_secret_basic", _secret_authentication("basic"))
+        self.register_client_auth_method("client_secret_post", _secret_authentication("post"))
+        self.client_limiter = ClientAuthLimiter(
+            settings.client_auth_max_failures,
+            settings.client_auth_address_max_failures,
+            settings.client_auth_window_seconds,
+        )
+
+    def authenticate_client(
+        self, request: FormOAuth2Request, methods: list[str], endpoint: str = "token"
+    ) -> Client:
+        """authlib's client authentication, limited, with one answer to every failure."""
+        client_id = presented_client_id(request)
+        address = request.client_address
+        limiter = self.client_limiter
+        wait = limiter.retry_after(client_id, address)
+        if wait > 0:  # refused before any secret is checked, even a right one
+            raise TooManyFailedAuthentications(wait)
+        try:
+            client: Client = super().authenticate_client(request, methods, endpoint)
+        except InvalidClientError:
+            limiter.failed(client_id, address)
+            logged = client_id[:_LOGGED_ID_LENGTH] if client_id else None
+            log.warning(
+                "oauth.client_auth_failed", client=logged, address=address, endpoint=endpoint
+            )
+            wait = limiter.retry_after(client_id, address)
+            if wait > 0:  # logged once, when the limit is reached, not on each refusal
+                log.warning(
+                    "oauth.client_auth_limited",
+                    client=logged,
+                    address=address,
+                    retry_after=math.ceil(wait),
+                )
+            raise client_authentication_failed() from None
+        limiter.succeeded(client.client_id)
+        return client
 
     # -- the six methods authlib leaves to an integration ------------------------------------
 

@@ -141,7 +141,8 @@ def looks_like_jwt(token: str) -> bool:
     return token.count(".") == 2
 
 
-def _audiences(claims: Mapping[str, Any]) -> list[str]:
+def audiences(claims: Mapping[str, Any]) -> list[str]:
+    """A token's `aud`, which RFC 7519 allows as one string or a list, as a list."""
     aud = claims.get("aud")
     if isinstance(aud, str):
         return [aud]
@@ -319,7 +320,7 @@ class ExternalVerifier:
         claims = decoded.claims
         if claims.get("iss") != cfg.issuer:
             raise InvalidToken("wrong issuer")
-        if self.audience not in _audiences(claims):
+        if self.audience not in audiences(claims):
             raise InvalidToken("wrong audience")
         exp = check_times(claims, self._clock(), self._leeway)
         subject = _string(claims, "sub")
@@ -476,7 +477,7 @@ class TokenVerifier:
             raise InvalidToken("bad signature") from None
         if claims.get("iss") != self.issuer:
             raise InvalidToken("wrong issuer")
-        if self.audience not in _audiences(claims):
+        if self.audience not in audiences(claims):
             raise InvalidToken("wrong audience")
         if check_expiry:
             check_times(claims, now, self.settings.clock_leeway_seconds)
