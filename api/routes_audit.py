@@ -14,10 +14,21 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
+from api.params import (
+    MAX_INTEGER,
+    Index,
+    PathCode,
+    PathId,
+    QueryCode,
+    QueryCursor,
+    QueryUser,
+)
 from api.problems import problem
+from api.reads import record_reads
 from api.runtime import Runtime
 from api.subjects import subject_for
 from audit import EntryDraft, ProofUnavailable
@@ -61,7 +72,7 @@ def latest_checkpoint(request: Request) -> Response:
 @router.get("/checkpoints")
 def checkpoints(
     request: Request,
-    since: int = Query(default=0, ge=0, description="smallest tree size to list"),
+    since: int = Query(default=0, ge=0, le=MAX_INTEGER, description="smallest tree size to list"),
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> dict[str, Any]:
     """Tree-head history: each checkpoint with the (unsigned) time it was signed."""
@@ -87,7 +98,9 @@ def checkpoints(
 
 @router.get("/proofs/inclusion", response_model=None)
 def inclusion(
-    request: Request, index: int = Query(ge=0), tree_size: int = Query(ge=1)
+    request: Request,
+    index: int = Query(ge=0, le=MAX_INTEGER),
+    tree_size: int = Query(ge=1, le=MAX_INTEGER),
 ) -> dict[str, Any] | JSONResponse:
     runtime = _runtime(request)
     with runtime.vault.sessions() as session:
@@ -100,7 +113,9 @@ def inclusion(
 
 @router.get("/proofs/consistency", response_model=None)
 def consistency(
-    request: Request, first: int = Query(ge=1), second: int = Query(ge=1)
+    request: Request,
+    first: int = Query(ge=1, le=MAX_INTEGER),
+    second: int = Query(ge=1, le=MAX_INTEGER),
 ) -> dict[str, Any] | JSONResponse:
     """Proof that the tree of size `first` is a prefix of the tree of size `second`."""
     runtime = _runtime(request)
@@ -121,24 +136,49 @@ def public_key(request: Request) -> PlainTextResponse:
 # -- entries: auditors, and residents for entries about themselves ---------------------------
 
 
+def _record_search(
+    runtime: Runtime,
+    session: Session,
+    request: Request,
+    principal: Principal,
+    action: str,
+    wanted: EntryFilter,
+    **details: str,
+) -> None:
+    """Who searched the log, and for what, is itself on the record, in the transaction
+    that read it: the entries an auditor reads name residents, so reading them is an
+    access too (one entry per search, not one per resident the page happens to show)."""
+    searched = {k: str(v) for k, v in vars(wanted).items() if v is not None}
+    runtime.audit.record(
+        session,
+        [
+            EntryDraft(
+                action=action, outcome="allowed", channel="api", kind="event",
+                subject_type="auditor", user=principal.username, client=principal.client_id,
+                request_id=request.state.request_id, details={**searched, **details},
+            )
+        ],
+    )  # fmt: skip
+
+
 @router.get("/entries", summary="Search the log (scope audit:read)", response_model=None)
 def entries(
     request: Request,
     principal: Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))],
-    organisation: str | None = None,
-    client: str | None = None,
-    user: str | None = None,
-    resident_id: str | None = None,
-    field: str | None = None,
-    purpose: str | None = None,
-    legal_basis: str | None = None,
-    outcome: str | None = None,
+    organisation: QueryCode = None,
+    client: QueryCode = None,
+    user: QueryUser = None,
+    resident_id: QueryCode = None,
+    field: QueryCode = None,
+    purpose: QueryCode = None,
+    legal_basis: QueryCode = None,
+    outcome: Annotated[str | None, Query(max_length=16)] = None,
     action: Annotated[str | None, Query(max_length=64, description="exact, or prefix*")] = None,
     since: datetime | None = None,
     until: datetime | None = None,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    cursor: QueryCursor = None,
 ) -> Response:
     runtime = _runtime(request)
     wanted = EntryFilter(
@@ -157,23 +197,7 @@ def entries(
     try:
         with runtime.transaction() as session:
             page = search(session, wanted, limit=limit, cursor=cursor)
-            # Who searched the log, and for what, is itself on the record.
-            runtime.audit.record(
-                session,
-                [
-                    EntryDraft(
-                        action="audit.search",
-                        outcome="allowed",
-                        channel="api",
-                        kind="event",
-                        subject_type="auditor",
-                        user=principal.username,
-                        client=principal.client_id,
-                        request_id=request.state.request_id,
-                        details={k: str(v) for k, v in vars(wanted).items() if v is not None},
-                    )
-                ],
-            )
+            _record_search(runtime, session, request, principal, "audit.search", wanted)
     except ValueError:
         return problem(
             request, "validation-error", errors=[{"field": "cursor", "message": "invalid cursor"}]
@@ -196,23 +220,33 @@ def entries(
 )
 def entry(
     request: Request,
-    index: int,
+    index: Index,
     principal: Annotated[Principal, Depends(require_scopes())],
 ) -> Response:
     runtime = _runtime(request)
-    with runtime.vault.sessions() as session:
+    with runtime.transaction() as session:
         found = runtime.audit.entry_at(session, index)
-        resident_id = None
-        if principal.username is not None:
-            resident_id = subject_for(session, principal).resident_id
-    allowed = Scope.AUDIT_READ in principal.scopes or (
-        Scope.ME in principal.scopes
-        and found is not None
-        and resident_id is not None
-        and found.resident_id == resident_id
-    )
-    if found is None or not allowed:
-        return problem(request, "not-found")
+        subject = subject_for(session, principal) if principal.username is not None else None
+        auditor = Scope.AUDIT_READ in principal.scopes
+        own = (
+            Scope.ME in principal.scopes
+            and found is not None
+            and subject is not None
+            and subject.resident_id is not None
+            and found.resident_id == subject.resident_id
+        )
+        if found is None or not (auditor or own):
+            return problem(request, "not-found")
+        if auditor:
+            _record_search(
+                runtime, session, request, principal, "audit.entry_read",
+                EntryFilter(resident_id=found.resident_id), index=str(index),
+            )  # fmt: skip
+        elif subject is not None:
+            record_reads(
+                runtime, session, subject=subject, request_id=request.state.request_id,
+                action="me.access_entry", resident_ids=[found.resident_id],
+            )  # fmt: skip
     body = entry_summary(index, found)
     body["canonical"] = base64.b64encode(found.canonical).decode()
     return JSONResponse(body)
@@ -226,10 +260,10 @@ REPORTS = ("accesses-per-day", "denied", "sensitive-reads", "out-of-hours", "con
 )
 def report(
     request: Request,
-    report: str,
+    report: PathCode,
     principal: Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))],
-    organisation: str | None = None,
-    user: str | None = None,
+    organisation: QueryCode = None,
+    user: QueryUser = None,
     since: datetime | None = None,
     until: datetime | None = None,
     by: Annotated[str, Query(pattern="^(organisation|user)$")] = "organisation",
@@ -240,7 +274,8 @@ def report(
         return problem(request, "not-found", detail=f"reports: {', '.join(REPORTS)}")
     runtime = _runtime(request)
     wanted = EntryFilter(organisation=organisation, user=user, since=since, until=until)
-    with runtime.vault.sessions() as session:
+    with runtime.transaction() as session:
+        _record_search(runtime, session, request, principal, "audit.report", wanted, report=report)
         if report == "accesses-per-day":
             return JSONResponse({"items": accesses_per_day(session, wanted, by=by)})
         if report == "consent-actions":
@@ -298,7 +333,7 @@ class AlertReview(BaseModel):
              "actor's suspension (scope audit:read)")  # fmt: skip
 def review_alert(
     request: Request,
-    alert_id: str,
+    alert_id: PathId,
     body: AlertReview,
     principal: Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))],
 ) -> Response:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from api.gate import Access, GateError, PolicyDenied
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
+from api.params import PathId
 from api.problems import problem
 from api.routes_residents import gate_of, refusal, subject_of
 from audit import EntryDraft
@@ -185,7 +186,9 @@ class ReviewBody(BaseModel):
 
 @router.post("/audit/break-glass/{grant_id}/review",
              summary="Mark a break-glass access justified or not (scope audit:read)")  # fmt: skip
-def review_grant(request: Request, grant_id: str, body: ReviewBody, principal: Auditor) -> Response:
+def review_grant(
+    request: Request, grant_id: PathId, body: ReviewBody, principal: Auditor
+) -> Response:
     gate = gate_of(request)
     reviewer = principal.username or principal.client_id
     try:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from api.gate import Access, Subject
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
+from api.params import PathId
 from api.problems import problem
 from api.routes_residents import gate_of, subject_of
 from consent import (
@@ -171,7 +172,7 @@ def _granted(request: Request, grant: Grant) -> Response:
 
 
 @router.post("/me/consents/{consent_id}/revoke", summary="Revoke my consent (or a ward's)")
-def revoke_my_consent(request: Request, consent_id: str, principal: Me) -> Response:
+def revoke_my_consent(request: Request, consent_id: PathId, principal: Me) -> Response:
     subject = subject_of(request, principal)
     if subject.resident_id is None:
         return _not_a_resident(request)
@@ -221,7 +222,7 @@ class Answer(BaseModel):
 
 @router.post("/me/consent-requests/{request_id}/answer", summary="Answer a request: accept "
              "(a consent is recorded) or refuse")  # fmt: skip
-def answer_request(request: Request, request_id: str, body: Answer, principal: Me) -> Response:
+def answer_request(request: Request, request_id: PathId, body: Answer, principal: Me) -> Response:
     subject = subject_of(request, principal)
     if subject.resident_id is None:
         return _not_a_resident(request)
@@ -312,7 +313,7 @@ class AssistedRevocation(BaseModel):
 @router.post("/consents/{consent_id}/revoke", summary="Revoke a consent at the counter, for "
              "the resident, with a witness (scope consents:write)")  # fmt: skip
 def revoke_assisted(
-    request: Request, consent_id: str, body: AssistedRevocation, principal: ConsentWriter
+    request: Request, consent_id: PathId, body: AssistedRevocation, principal: ConsentWriter
 ) -> Response:
     """Withdrawing is as easy as giving (PIPL Art. 15): the counter can do both."""
     subject = subject_of(request, principal)
@@ -375,7 +376,7 @@ def request_consent(request: Request, body: RequestBody, principal: ConsentAsker
     summary="A consent's signed receipt: compact EdDSA JWS over Kantara receipt fields",
     responses={200: {"content": {MEDIA_TYPE: {}}}},
 )
-def consent_receipt(request: Request, consent_id: str, principal: AnyCaller) -> Response:
+def consent_receipt(request: Request, consent_id: PathId, principal: AnyCaller) -> Response:
     subject = subject_of(request, principal)
     service = service_of(request)
     with gate_of(request).runtime.vault.sessions() as session:

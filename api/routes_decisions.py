@@ -20,6 +20,7 @@ from sqlalchemy import select
 from api.gate import EVALUATION_ACTION, Access, Gate, GateError, Subject, Visibility
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
+from api.params import PathId
 from api.problems import problem
 from api.routes_residents import gate_of, subject_of
 from api.subjects import organisation_subject, visibility_subjects
@@ -91,7 +92,7 @@ def explain_request(request: Request, body: ExplainBody, principal: Anyone) -> R
 
 @router.get("/decisions/{decision_id}", summary="Explain a past decision, from the evaluation "
             "recorded in the audit log (the caller it concerns, or audit:read)")  # fmt: skip
-def explain_past(request: Request, decision_id: str, principal: Anyone) -> Response:
+def explain_past(request: Request, decision_id: PathId, principal: Anyone) -> Response:
     gate = gate_of(request)
     with gate.runtime.vault.sessions() as session:
         entries = list(
@@ -264,7 +265,7 @@ def my_visibility(request: Request, principal: Me) -> Response:
 @router.get("/organisations/{organisation}/visibility", summary="What an organisation sees: "
             "every purpose x action with each field's treatment and the deciding rules "
             "(scope audit:read)")  # fmt: skip
-def organisation_visibility(request: Request, organisation: str, principal: Auditor) -> Response:
+def organisation_visibility(request: Request, organisation: PathId, principal: Auditor) -> Response:
     gate = gate_of(request)
     explainer = explainer_of(request)
     with gate.runtime.vault.sessions() as session:

@@ -18,7 +18,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from api.gate import Access, GateError
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
+from api.params import Index, QueryCursor
 from api.problems import problem
+from api.reads import record_reads
 from api.routes_residents import decision_headers, gate_of, record_view, refusal, subject_of
 from audit.checkpoint import format_tlog_proof
 from audit.models import AuditEntry
@@ -78,15 +80,16 @@ def my_accesses(
     request: Request,
     principal: Me,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    cursor: QueryCursor = None,
 ) -> Response:
     access = _access(request, principal)
     if access.subject.resident_id is None:
         return _not_a_resident(request)
     runtime = gate_of(request).runtime
     items = []
-    # One session and one checkpoint for the whole page: every proof is against the same head.
-    with runtime.vault.sessions() as session:
+    # One transaction and one checkpoint for the whole page: every proof is against the same
+    # head, and the read of the page is itself recorded before it is answered.
+    with runtime.transaction() as session:
         try:
             page = search(
                 session,
@@ -111,6 +114,10 @@ def my_accesses(
                     "hashes": [base64.b64encode(h).decode() for h in hashes],
                 }
             items.append(summary)
+        record_reads(
+            runtime, session, subject=access.subject, request_id=access.request_id,
+            action="me.accesses", resident_ids=[access.subject.resident_id],
+        )  # fmt: skip
     return JSONResponse({"items": items, "next_cursor": page.next_cursor})
 
 
@@ -119,10 +126,10 @@ def my_accesses(
     response_class=PlainTextResponse,
     summary="An entry about me as a C2SP tlog-proof file, verifiable offline",
 )
-def my_access_proof(request: Request, index: int, principal: Me) -> Response:
+def my_access_proof(request: Request, index: Index, principal: Me) -> Response:
     access = _access(request, principal)
     runtime = gate_of(request).runtime
-    with runtime.vault.sessions() as session:
+    with runtime.transaction() as session:
         entry: AuditEntry | None = runtime.audit.entry_at(session, index)
         head = runtime.audit.latest_checkpoint(session)
         if (
@@ -139,6 +146,10 @@ def my_access_proof(request: Request, index: int, principal: Me) -> Response:
             )
         hashes = runtime.audit.inclusion_proof(session, index, head.tree_size)
         document = format_tlog_proof(entry.canonical, index, hashes, head.checkpoint)
+        record_reads(
+            runtime, session, subject=access.subject, request_id=access.request_id,
+            action="me.access_proof", resident_ids=[entry.resident_id],
+        )  # fmt: skip
     return PlainTextResponse(
         document,
         headers={"Content-Disposition": f'attachment; filename="access-{index}.tlog-proof"'},

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from typing import Annotated, Any
-from urllib.parse import unquote
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -17,13 +16,22 @@ from api.exports import find_export, open_export
 from api.gate import Access, Gate, GateError, Listing, RateLimited, RecordView, Subject
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
+from api.params import (
+    ID_LENGTH,
+    JUSTIFICATION_LENGTH,
+    PathId,
+    QueryCursor,
+    QueryFields,
+    QueryId,
+    QueryPurpose,
+    declared_justification,
+    declared_purpose,
+)
 from api.problems import problem
 from api.subjects import subject_for
 from policies import Decision
 
 router = APIRouter(prefix="/v1", tags=["residents"])
-
-PURPOSE_DOC = "用途代码 / purpose code (see GET /v1/purposes); the Purpose header also works"
 
 
 def gate_of(request: Request) -> Gate:
@@ -40,12 +48,11 @@ def subject_of(request: Request, principal: Principal) -> Subject:
 def _access(
     request: Request, principal: Principal, purpose: str | None, justification: str | None = None
 ) -> Access:
-    subject = subject_of(request, principal)
-    declared = request.headers.get("purpose") or purpose
+    declared = declared_purpose(request, purpose)
+    reason = declared_justification(justification)
     return Access(
-        subject=subject, purpose=declared.strip() if declared else None,
-        request_id=request.state.request_id,
-        justification=unquote(justification) if justification else None,
+        subject=subject_of(request, principal), purpose=declared,
+        request_id=request.state.request_id, justification=reason,
     )  # fmt: skip
 
 
@@ -95,10 +102,10 @@ Writer = Annotated[Principal, Depends(require_scopes(Scope.RESIDENTS_WRITE))]
 @router.get("/residents/{resident_id}", summary="Read one resident (scope residents:read)")
 def read_resident(
     request: Request,
-    resident_id: str,
+    resident_id: PathId,
     principal: Reader,
-    purpose: Annotated[str | None, Query(description=PURPOSE_DOC)] = None,
-    fields: Annotated[str | None, Query(description="comma-separated field names")] = None,
+    purpose: QueryPurpose = None,
+    fields: QueryFields = None,
 ) -> Response:
     access = _access(request, principal, purpose)
     try:
@@ -112,13 +119,13 @@ def read_resident(
 def list_residents(
     request: Request,
     principal: Reader,
-    purpose: Annotated[str | None, Query(description=PURPOSE_DOC)] = None,
-    community: str | None = None,
-    grid: str | None = None,
-    building: str | None = None,
-    fields: str | None = None,
+    purpose: QueryPurpose = None,
+    community: QueryId = None,
+    grid: QueryId = None,
+    building: QueryId = None,
+    fields: QueryFields = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: QueryCursor = None,
 ) -> Response:
     access = _access(request, principal, purpose)
     try:
@@ -149,8 +156,8 @@ def search_residents(
     request: Request,
     body: SearchBody,
     principal: Reader,
-    purpose: Annotated[str | None, Query(description=PURPOSE_DOC)] = None,
-    fields: str | None = None,
+    purpose: QueryPurpose = None,
+    fields: QueryFields = None,
 ) -> Response:
     access = _access(request, principal, purpose)
     given = {k: v for k, v in body.model_dump().items() if v}
@@ -174,7 +181,7 @@ def search_residents(
 
 class ResidentWrite(BaseModel):
     fields: dict[str, Any]
-    household_id: str | None = None
+    household_id: str | None = Field(default=None, max_length=ID_LENGTH)
 
 
 @router.post("/residents", status_code=201, summary="Create a resident (scope residents:write)")
@@ -182,7 +189,7 @@ def create_resident(
     request: Request,
     body: ResidentWrite,
     principal: Writer,
-    purpose: Annotated[str | None, Query(description=PURPOSE_DOC)] = None,
+    purpose: QueryPurpose = None,
 ) -> Response:
     access = _access(request, principal, purpose)
     try:
@@ -199,10 +206,10 @@ def create_resident(
 @router.patch("/residents/{resident_id}", summary="Update a resident (scope residents:write)")
 def update_resident(
     request: Request,
-    resident_id: str,
+    resident_id: PathId,
     body: Annotated[dict[str, Any], Body()],
     principal: Writer,
-    purpose: Annotated[str | None, Query(description=PURPOSE_DOC)] = None,
+    purpose: QueryPurpose = None,
 ) -> Response:
     access = _access(request, principal, purpose)
     values = body.get("fields", body)
@@ -226,13 +233,13 @@ def update_resident(
 def export_residents(
     request: Request,
     principal: Reader,
-    purpose: Annotated[str | None, Query(description=PURPOSE_DOC)] = None,
+    purpose: QueryPurpose = None,
     format: Annotated[str, Query(pattern="^(ndjson|csv)$")] = "ndjson",
-    community: str | None = None,
-    grid: str | None = None,
-    building: str | None = None,
-    fields: str | None = None,
-    justification: Annotated[str | None, Header()] = None,
+    community: QueryId = None,
+    grid: QueryId = None,
+    building: QueryId = None,
+    fields: QueryFields = None,
+    justification: Annotated[str | None, Header(max_length=9 * JUSTIFICATION_LENGTH)] = None,
 ) -> Response:
     """Every export is fingerprinted for its recipient and request (docs/traceable-exports.md)
     and recorded in the `exports` table before its first row is sent."""
@@ -259,7 +266,7 @@ def export_residents(
     summary="An export's summary: rows, and how many were left "
     "out for lack of consent (a count only)",
 )
-def export_summary(request: Request, export_id: str, principal: Reader) -> Response:
+def export_summary(request: Request, export_id: PathId, principal: Reader) -> Response:
     with gate_of(request).runtime.vault.sessions() as session:
         record = find_export(session, export_id)
         if record is None or (record.client, record.organisation) != (

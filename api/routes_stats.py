@@ -16,13 +16,16 @@ from fastapi.responses import JSONResponse, Response
 from api.gate import Access, GateError
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
+from api.params import PathCode, QueryPurpose, declared_purpose
 from api.problems import problem
-from api.routes_residents import PURPOSE_DOC, decision_headers, refusal, subject_of
+from api.routes_residents import decision_headers, refusal, subject_of
 from api.stats import BadStatsQuery, BudgetExhausted, PublishedPlace, StatsResult, StatsService
 from vault.measures import MEASURES
 from vault.models import utcnow
 
 router = APIRouter(prefix="/v1", tags=["statistics"])
+
+MAX_EPSILON = 100.0
 
 StatsReader = Annotated[Principal, Depends(require_scopes(Scope.STATS_READ))]
 
@@ -35,10 +38,10 @@ def service_of(request: Request) -> StatsService:
 
 
 def _access(request: Request, principal: Principal, purpose: str | None) -> Access:
-    declared = request.headers.get("purpose") or purpose
+    declared = declared_purpose(request, purpose)
     return Access(
         subject=subject_of(request, principal),
-        purpose=declared.strip() if declared else None,
+        purpose=declared,
         request_id=request.state.request_id,
     )
 
@@ -99,13 +102,18 @@ def budget(request: Request, principal: StatsReader) -> dict[str, Any]:
 )
 def stats(
     request: Request,
-    measure: str,
+    measure: PathCode,
     principal: StatsReader,
-    by: str = "community",
-    purpose: Annotated[str | None, Query(description=PURPOSE_DOC)] = None,
+    by: Annotated[str, Query(max_length=16, description="community | grid | building")] = (
+        "community"
+    ),
+    purpose: QueryPurpose = None,
     dp: Annotated[bool, Query(description="differentially private noise (Laplace)")] = False,
-    noise: Annotated[str | None, Query(description="laplace | gaussian")] = None,
-    epsilon: Annotated[float | None, Query(gt=0, description="privacy loss of this query")] = None,
+    noise: Annotated[str | None, Query(max_length=16, description="laplace | gaussian")] = None,
+    # Above any budget an operator would set; the service refuses more than max_epsilon.
+    epsilon: Annotated[
+        float | None, Query(gt=0, le=MAX_EPSILON, description="privacy loss of this query")
+    ] = None,
 ) -> Response:
     access = _access(request, principal, purpose)
     mechanism = noise or ("laplace" if dp or epsilon is not None else None)

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, delete, func, insert, select, text
+from sqlalchemy import String, and_, delete, func, insert, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -76,6 +76,27 @@ class EntryDraft:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
+# What one string in an entry may hold. Routes bound what callers send (api/params.py);
+# this is the log's own guarantee, so no caller-supplied value is ever stored whole beyond
+# it: a text column keeps its declared length, a string inside `details` at most this.
+DETAIL_TEXT_LENGTH = 2000
+_CUT = "…"  # marks a value cut to fit; the log never stores the rest
+
+
+def _bounded(value: str, length: int) -> str:
+    return value if len(value) <= length else value[: length - 1] + _CUT
+
+
+def _bounded_details(value: Any) -> Any:
+    if isinstance(value, str):
+        return _bounded(value, DETAIL_TEXT_LENGTH)
+    if isinstance(value, Mapping):
+        return {_bounded(str(k), DETAIL_TEXT_LENGTH): _bounded_details(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_bounded_details(v) for v in value]
+    return value
+
+
 def operator_event(
     action: str, actor: str | None, details: Mapping[str, Any], **extra: Any
 ) -> EntryDraft:
@@ -93,6 +114,16 @@ ENTRY_COLUMN_NAMES = _COLUMNS = (
     "resident_id", "resident_pseudonym", "fields", "decision_id", "evaluation_id",
     "policy_revision", "request_id", "reason", "details",
 )  # fmt: skip
+
+
+# Declared lengths of the log's text columns; PostgreSQL would refuse a longer value (and
+# the access with it), SQLite would store it whole.
+_TEXT_LENGTHS: dict[str, int] = {
+    column.name: int(column.type.length)
+    for column in AuditEntry.__table__.columns
+    if isinstance(column.type, String) and column.type.length and column.name in _COLUMNS[2:]
+}
+_FIELD_NAME_LENGTH = 64
 
 
 def canonical_bytes(row: Mapping[str, Any]) -> bytes:
@@ -167,8 +198,14 @@ class AuditLog:
                 "recorded_at": now,
                 **{name: getattr(draft, name) for name in _COLUMNS[2:]},
             }
-            row["fields"] = dict(draft.fields)
-            row["details"] = dict(draft.details)
+            for name, length in _TEXT_LENGTHS.items():
+                if isinstance(row[name], str):
+                    row[name] = _bounded(row[name], length)
+            row["fields"] = {
+                _bounded(k, _FIELD_NAME_LENGTH): _bounded(v, _FIELD_NAME_LENGTH)
+                for k, v in draft.fields.items()
+            }
+            row["details"] = _bounded_details(dict(draft.details))
             row["canonical"] = canonical_bytes(row)
             rows.append(row)
         try:

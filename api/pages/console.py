@@ -21,6 +21,7 @@ from api.pages.core import (
     SECURITY_HEADERS,
     Api,
     ApiRefused,
+    PageRoute,
     PageSession,
     lang_of,
     render,
@@ -33,7 +34,7 @@ from audit.checkpoint import CheckpointError, verify_checkpoint
 from audit.merkle import verify_consistency
 
 AREA = "console"
-router = APIRouter(prefix="/console", include_in_schema=False)
+router = APIRouter(prefix="/console", include_in_schema=False, route_class=PageRoute)
 FILTERS = ("organisation", "user", "resident_id", "field", "purpose", "outcome", "action")
 
 

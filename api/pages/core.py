@@ -23,7 +23,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -33,7 +33,9 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 import structlog
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import select
 from starlette.datastructures import FormData
@@ -302,6 +304,23 @@ def error_page(
         session=session,
         area=area,
     )
+
+
+class PageRoute(APIRoute):
+    """A page's route: a path or query value outside its declared bounds (a 2**70 access
+    index) gets the error page in the page's language, not the API's JSON problem."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def page_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError:
+                area = request.url.path.split("/")[1]
+                return error_page(request, "invalid_input", status=422, area=area)
+
+        return page_handler
 
 
 def redirect(url: str) -> RedirectResponse:

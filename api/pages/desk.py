@@ -21,6 +21,7 @@ from api.pages import corrections
 from api.pages.core import (
     Api,
     ApiRefused,
+    PageRoute,
     PageSession,
     form_text,
     lang_of,
@@ -32,10 +33,11 @@ from api.pages.core import (
 from api.pages.names import Names, names_for
 from api.pages.portal import _record_rows
 from api.pages.receipts import receipt_signature_ok
+from api.params import PathId
 from api.runtime import Runtime
 
 AREA = "desk"
-router = APIRouter(prefix="/desk", include_in_schema=False)
+router = APIRouter(prefix="/desk", include_in_schema=False, route_class=PageRoute)
 MAX_FORM_FILE = 700 * 1024  # the API's body limit is 1 MiB, and base64 adds a third
 FORM_TYPES = ("application/pdf", "image/png", "image/jpeg")
 
@@ -113,7 +115,7 @@ async def search(request: Request) -> Response:
 
 
 @router.get("/residents/{resident_id}")
-async def resident(request: Request, resident_id: str) -> Response:
+async def resident(request: Request, resident_id: PathId) -> Response:
     async def body(session: PageSession, api: Api) -> Response:
         purpose = request.query_params.get("purpose", "")
         record = await api.get(f"/v1/residents/{resident_id}", params={"purpose": purpose})
@@ -155,7 +157,7 @@ async def record_assisted(request: Request) -> Response:
 
 
 @router.post("/consents/{consent_id}/revoke")
-async def revoke_assisted(request: Request, consent_id: str) -> Response:
+async def revoke_assisted(request: Request, consent_id: PathId) -> Response:
     """Withdrawing is as easy as giving (PIPL Art. 15): at the counter, with a witness."""
 
     async def body(session: PageSession, api: Api, form: FormData) -> Response:
@@ -184,7 +186,7 @@ def _receipt_claims(jws: str) -> dict[str, Any]:
 
 
 @router.get("/receipts/{consent_id}")
-async def receipt(request: Request, consent_id: str) -> Response:
+async def receipt(request: Request, consent_id: PathId) -> Response:
     """A page to print for the resident: what they agreed to, and the signed receipt."""
 
     async def body(session: PageSession, api: Api) -> Response:

@@ -12,6 +12,7 @@ from api.pages.core import (
     AREAS,
     HERE,
     STATIC_PATH,
+    PageRoute,
     SessionStore,
     begin_login,
     csrf_ok,
@@ -26,7 +27,7 @@ from api.pages.portal import router as portal_router
 
 
 def _sign_in_router(area: str) -> APIRouter:
-    router = APIRouter(prefix=f"/{area}", include_in_schema=False)
+    router = APIRouter(prefix=f"/{area}", include_in_schema=False, route_class=PageRoute)
 
     @router.get("/login")
     async def login(request: Request) -> Response:

@@ -42,6 +42,10 @@ MESSAGES: Final[dict[str, tuple[str, str]]] = {
     ),
     "error.title": ("无法完成", "Could not complete"),
     "error.back": ("返回", "Back"),
+    "invalid_input": (
+        "输入有误（超出允许的范围或格式），请检查后重试。",
+        "The input is out of range or malformed; check it and try again.",
+    ),
     "time_note": ("时间均为 ISO 8601 格式，含时区。", "Times are ISO 8601 with their time zone."),
     "yes": ("是", "yes"),
     "no": ("否", "no"),

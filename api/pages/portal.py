@@ -20,6 +20,7 @@ from api.pages.core import (
     SECURITY_HEADERS,
     Api,
     ApiRefused,
+    PageRoute,
     PageSession,
     form_text,
     lang_of,
@@ -30,12 +31,13 @@ from api.pages.core import (
 )
 from api.pages.names import names_for
 from api.pages.receipts import receipt_signature_ok
+from api.params import Index, PathId
 from api.runtime import Runtime
 from audit.checkpoint import CheckpointError, verify_tlog_proof
 from vault.masking import mask_value
 
 AREA = "portal"
-router = APIRouter(prefix="/portal", include_in_schema=False)
+router = APIRouter(prefix="/portal", include_in_schema=False, route_class=PageRoute)
 
 
 def _runtime(request: Request) -> Runtime:
@@ -141,7 +143,7 @@ async def accesses(request: Request) -> Response:
 
 
 @router.get("/accesses/{index}/proof")
-async def access_proof(request: Request, index: int) -> Response:
+async def access_proof(request: Request, index: Index) -> Response:
     """The entry as a C2SP tlog-proof file (what the in-browser check reads, too)."""
 
     async def body(session: PageSession, api: Api) -> Response:
@@ -156,7 +158,7 @@ async def access_proof(request: Request, index: int) -> Response:
 
 
 @router.get("/accesses/{index}/verify")
-async def verify_access(request: Request, index: int) -> Response:
+async def verify_access(request: Request, index: Index) -> Response:
     """Check the entry's inclusion proof against the signed checkpoint, on the server, with
     the same key and file a resident can check offline; the page can repeat it in the
     browser (static/verify.js)."""
@@ -213,7 +215,7 @@ async def consents(request: Request) -> Response:
 
 
 @router.post("/consents/{consent_id}/revoke")
-async def revoke(request: Request, consent_id: str) -> Response:
+async def revoke(request: Request, consent_id: PathId) -> Response:
     async def body(session: PageSession, api: Api, form: FormData) -> Response:
         await api.post(f"/v1/me/consents/{consent_id}/revoke")
         session.flash = "consent.revoked_msg"
@@ -242,7 +244,7 @@ async def grant(request: Request) -> Response:
 
 
 @router.post("/consent-requests/{request_id}/answer")
-async def answer(request: Request, request_id: str) -> Response:
+async def answer(request: Request, request_id: PathId) -> Response:
     async def body(session: PageSession, api: Api, form: FormData) -> Response:
         accept = form_text(form, "accept", 8) == "yes"
         await api.post(f"/v1/me/consent-requests/{request_id}/answer", json_body={"accept": accept})
@@ -253,7 +255,7 @@ async def answer(request: Request, request_id: str) -> Response:
 
 
 @router.get("/consents/{consent_id}/receipt")
-async def receipt(request: Request, consent_id: str) -> Response:
+async def receipt(request: Request, consent_id: PathId) -> Response:
     async def body(session: PageSession, api: Api) -> Response:
         response = await api.raw("GET", f"/v1/consents/{consent_id}/receipt")
         if response.status_code != 200:
@@ -266,7 +268,7 @@ async def receipt(request: Request, consent_id: str) -> Response:
 
 
 @router.get("/consents/{consent_id}/receipt/view")
-async def receipt_view(request: Request, consent_id: str) -> Response:
+async def receipt_view(request: Request, consent_id: PathId) -> Response:
     """The receipt as a page: what was agreed, and its signature checked."""
 
     async def body(session: PageSession, api: Api) -> Response:
