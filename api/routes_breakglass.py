@@ -193,7 +193,14 @@ def review_grant(
     reviewer = principal.username or principal.client_id
     try:
         with gate.runtime.transaction() as session:
-            grant = gate.break_glass.review(session, grant_id, reviewer, body.outcome, body.note)
+            grant = gate.break_glass.review(
+                session,
+                grant_id,
+                reviewer,
+                body.outcome,
+                body.note,
+                request_id=request.state.request_id,
+            )
             view = _grant_view(grant)
     except BreakGlassError as error:
         slug = "not-found" if "no such" in error.en else "conflict"

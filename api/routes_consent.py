@@ -23,6 +23,7 @@ from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
 from api.params import PathId
 from api.problems import problem
+from api.reads import record_reads
 from api.routes_residents import gate_of, subject_of
 from consent import (
     Actor,
@@ -129,8 +130,14 @@ def my_consents(request: Request, principal: Me) -> Response:
     if subject.resident_id is None:
         return _not_a_resident(request)
     service = service_of(request)
-    with gate_of(request).runtime.vault.sessions() as session:
-        items = service.consents_of(session, [subject.resident_id, *subject.children])
+    runtime = gate_of(request).runtime
+    family = [subject.resident_id, *subject.children]
+    with runtime.transaction() as session:
+        items = service.consents_of(session, family)
+        record_reads(
+            runtime, session, subject=subject, request_id=request.state.request_id,
+            action="consents.list", resident_ids=family,
+        )  # fmt: skip
     return JSONResponse({"items": items, "legal_bases": service.legal_bases()})
 
 
@@ -194,9 +201,15 @@ def my_consent_requests(request: Request, principal: Me) -> Response:
     if subject.resident_id is None:
         return _not_a_resident(request)
     service = service_of(request)
-    with gate_of(request).runtime.vault.sessions() as session:
-        rows = service.requests_for(session, [subject.resident_id, *subject.children])
+    runtime = gate_of(request).runtime
+    family = [subject.resident_id, *subject.children]
+    with runtime.transaction() as session:
+        rows = service.requests_for(session, family)
         items = [_request_view(service, row) for row in rows]
+        record_reads(
+            runtime, session, subject=subject, request_id=request.state.request_id,
+            action="consent_requests.list", resident_ids=family,
+        )  # fmt: skip
     return JSONResponse({"items": items})
 
 
@@ -263,8 +276,13 @@ def resident_consents(
     if not _within(request, subject, resident_id):
         return problem(request, "not-found")
     service = service_of(request)
-    with gate_of(request).runtime.vault.sessions() as session:
+    runtime = gate_of(request).runtime
+    with runtime.transaction() as session:
         items = service.consents_of(session, [resident_id])
+        record_reads(
+            runtime, session, subject=subject, request_id=request.state.request_id,
+            action="consents.list", resident_ids=[resident_id],
+        )  # fmt: skip
     return JSONResponse({"items": items})
 
 
@@ -379,7 +397,8 @@ def request_consent(request: Request, body: RequestBody, principal: ConsentAsker
 def consent_receipt(request: Request, consent_id: PathId, principal: AnyCaller) -> Response:
     subject = subject_of(request, principal)
     service = service_of(request)
-    with gate_of(request).runtime.vault.sessions() as session:
+    runtime = gate_of(request).runtime
+    with runtime.transaction() as session:
         try:
             consent, _ = service.get(session, consent_id)
         except ConsentError:
@@ -395,6 +414,10 @@ def consent_receipt(request: Request, consent_id: PathId, principal: AnyCaller) 
         if not (owner or reader):
             return problem(request, "not-found")
         token = service.receipt(session, consent_id).jws
+        record_reads(
+            runtime, session, subject=subject, request_id=request.state.request_id,
+            action="consent.receipt", resident_ids=[consent.resident_id],
+        )  # fmt: skip
     return Response(
         token,
         media_type=MEDIA_TYPE,

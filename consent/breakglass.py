@@ -186,7 +186,14 @@ class BreakGlass:
         return list(session.scalars(query.limit(500)))
 
     def review(
-        self, session: Session, grant_id: str, reviewer: str, outcome: str, note: str | None
+        self,
+        session: Session,
+        grant_id: str,
+        reviewer: str,
+        outcome: str,
+        note: str | None,
+        *,
+        request_id: str | None = None,
     ) -> BreakGlassGrant:
         if outcome not in REVIEW_OUTCOMES:
             raise BreakGlassError(
@@ -205,6 +212,7 @@ class BreakGlass:
             action="break_glass.reviewed", outcome="allowed", channel="api", kind="event",
             subject_type="auditor", user=reviewer, resident_id=grant.resident_id,
             reason=outcome, details={"grant": grant.id, "worker": grant.user},
+            request_id=request_id,
         )])  # fmt: skip
         return grant
 

@@ -27,6 +27,7 @@ from api.gate import Access, FieldView, Gate, GateError, NotInScope, Subject
 from api.oauth.tokens import InvalidToken, Principal
 from api.pages.core import ApiRefused, PageSession, SignedOut
 from api.pages.models import CorrectionRequest
+from api.reads import record_reads
 from api.runtime import Runtime
 from api.subjects import subject_for
 from audit import EntryDraft
@@ -206,6 +207,13 @@ def mine(gate: Gate, actor: Actor) -> list[dict[str, Any]]:
             ).all()
             shown.extend(_listed(gate, session, access, decision, list(rows)))
         shown.sort(key=lambda r: r.requested_at, reverse=True)
+        # The form names the resident and each ward even with no request on file.
+        listed = {r.resident_id for r in shown[:50]}
+        record_reads(
+            gate.runtime, session, subject=subject, request_id=actor.request_id,
+            action="correction.listed", channel="web",
+            resident_ids=[r for ids in targets.values() for r in ids if r not in listed],
+        )  # fmt: skip
         return [_summary(r) for r in shown[:50]]
 
 
