@@ -26,9 +26,10 @@ FIELD_LIST_LENGTH = 2000  # ?fields=a,b,c: every catalogue name fits many times 
 CURSOR_LENGTH = 512
 JUSTIFICATION_LENGTH = 500  # characters, after percent-decoding
 
-# A purpose code as the registry writes them (subsidy-review): it starts with a letter or
-# digit, so no stored code can begin a spreadsheet formula, and it fits the log's column.
-PURPOSE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+# A purpose code as docs/api.md defines them: lowercase ASCII words joined by hyphens
+# (subsidy-review). It starts with a letter or digit, so no stored code can begin a
+# spreadsheet formula, and it fits the log's column.
+PURPOSE_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 _PURPOSE = re.compile(PURPOSE_PATTERN)
 # Control characters have no place in a reason a person types (newlines included: the log's
 # CSV and the pages show it on one line).
@@ -36,7 +37,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 PURPOSE_DOC = (
     "用途代码 / purpose code (see GET /v1/purposes); the Purpose header also works. "
-    f"At most {CODE_LENGTH} characters: letters, digits and . _ : -"
+    f"At most {CODE_LENGTH} characters: lowercase letters, digits and hyphens"
 )
 
 Index = Annotated[int, Path(ge=0, le=MAX_INTEGER, description="leaf index in the audit log")]
@@ -70,8 +71,9 @@ def declared_purpose(request: Request, query: str | None) -> str | None:
     if not _PURPOSE.match(declared):
         raise _refuse(
             "Purpose",
-            f"用途代码至多 {CODE_LENGTH} 个字符，仅限字母、数字和 . _ : -",
-            f"a purpose code has at most {CODE_LENGTH} characters: letters, digits, . _ : -",
+            f"用途代码至多 {CODE_LENGTH} 个字符，仅限小写字母、数字和连字符",
+            f"a purpose code has at most {CODE_LENGTH} characters: lowercase letters, digits "
+            "and hyphens",
         )
     return declared
 
