@@ -43,7 +43,7 @@ EVALUATION_ACTION = "policy.evaluated"
 
 
 class GateError(Exception):
-    """A refusal with the problem slug API.md names for it."""
+    """A refusal with the problem slug docs/api.md names for it."""
 
     slug = "policy-denied"
 
@@ -552,7 +552,7 @@ class Gate:
     ) -> tuple[Any, dict[str, str], dict[str, ConsentCover]]:
         """What a read of one resident would return, before anything is decrypted: the
         row, each field's treatment for this resident, and the consents it rests on.
-        Raises ConsentRequired, then NotInScope, in the order API.md gives. The resident's
+        Raises ConsentRequired, then NotInScope, in the order docs/api.md gives. The resident's
         dry run (`visibility`) uses this very method, so it cannot differ from a read."""
         row = session.execute(
             self._scoped(access, decision).where(Resident.id == resident_id)

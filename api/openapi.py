@@ -36,7 +36,7 @@ def install_openapi(app: FastAPI, routers: Sequence[APIRouter], purposes: dict[s
             title=app.title,
             version=app.version,
             routes=app.routes,
-            description="居民数据保险库 API / Resident data vault API. Contract: shared/API.md.",
+            description="居民数据保险库 API / Resident data vault API. Contract: docs/api.md.",
         )
         scopes = {s.value: f"{s.zh} / {s.en}" for s in Scope}
         schema.setdefault("components", {})["securitySchemes"] = {"oauth2": {

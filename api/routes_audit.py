@@ -1,4 +1,4 @@
-"""Public audit endpoints: checkpoints, proofs and the verifier key (API.md, "Checkpoints").
+"""Public audit endpoints: checkpoints, proofs and the verifier key (docs/api.md, "Checkpoints").
 
 These need no token: anyone may check that the log is consistent. Entries themselves are
 served only to auditors and to the resident they concern (with the access gate).

@@ -39,7 +39,7 @@ LISTED_ITEMS = 100  # ids named in one list entry's details, beside their count
 
 class OpenBody(BaseModel):
     resident_id: str = Field(max_length=64)
-    # Or the `Justification` header (API.md: percent-encoded UTF-8); one of them is needed.
+    # Or the `Justification` header (docs/api.md: percent-encoded UTF-8); one of them is needed.
     justification: str | None = Field(default=None, max_length=2000)
     purpose: str = Field(default="emergency-rescue", max_length=64)
     minutes: int | None = Field(default=None, ge=1, le=240)

@@ -1,4 +1,5 @@
-"""The one registry of OAuth scopes, and who may hold which (API.md, "Scopes by who holds them").
+"""The one registry of OAuth scopes, and who may hold which (docs/api.md, "Scopes by who
+holds them").
 
 Scopes only open the door: policy decides what lies behind it. They are coarse on purpose,
 one per kind of resource and action, so the policy, not the token, carries the detail.

@@ -258,7 +258,7 @@ def register_client(  # noqa: PLR0917 - the positional form the CLI and callers 
     The secret is shown only here: the database keeps its Argon2 hash. A client that
     authenticates with its certificate (`mutual_tls`, RFC 8705) has no secret at all.
     * confidential: an organisation's system, client credentials; its scopes within what
-      its organisation type may hold (API.md's table); no redirect URIs.
+      its organisation type may hold (docs/api.md's table); no redirect URIs.
     * public: a browser application (the web pages), authorization code with PKCE and
       refresh tokens; scopes of people; one or more exact redirect URIs.
     """
@@ -550,7 +550,7 @@ WEB_ORIGINS = tuple(
 
 _DEPARTMENT = (Scope.RESIDENTS_READ, Scope.STATS_READ, Scope.CONSENTS_REQUEST)
 _COMPANY = (Scope.RESIDENTS_READ, Scope.CONSENTS_REQUEST)
-# The scopes and purposes of each demo organisation's system (API.md, "Scopes by who holds
+# The scopes and purposes of each demo organisation's system (docs/api.md, "Scopes by who holds
 # them"); an organisation not listed gets its type's row.
 DEMO_CLIENTS: Final[dict[str, tuple[tuple[Scope, ...], tuple[str, ...]]]] = {
     "org_civil_affairs": (
@@ -691,7 +691,7 @@ def _demo_people(session: Session) -> list[dict[str, Any]]:
 def create_demo_accounts(session: Session, runtime: Runtime) -> dict[str, Any]:
     """Clients for every organisation, the pages' public client and a cast of people.
 
-    Returns their credentials in the demo-credentials.json format of API.md; the
+    Returns their credentials in the demo-credentials.json format of docs/api.md; the
     passwords and secrets exist nowhere else. Refuses to run twice.
     """
     audit = runtime.audit
@@ -734,7 +734,7 @@ def create_demo_accounts(session: Session, runtime: Runtime) -> dict[str, Any]:
             if person.get(key):
                 entry[key] = person[key]
         users.append(entry)
-    # API.md: the demo includes a consent to a property company (by a demo resident where
+    # docs/api.md: the demo includes a consent to a property company (by a demo resident where
     # one lives in a building a company serves); it has its receipt and audit event.
     create_demo_consents(
         session,
