@@ -364,14 +364,7 @@ def _staged(method: str, path: str, case: Case, stage: Stage) -> Case:
     if (method, path) == ("POST", "/v1/residents"):
         case.json = {"fields": {"name": "测试居民", "birth_date": "1990-01-01"}}
     if (method, path) == ("POST", "/v1/consents"):
-        case.json = {
-            "resident_id": stage.worker_resident,
-            "recipient": "org_yijia_property",
-            "purpose": "property-notice",
-            "separate": True,
-            "witness": "王五",
-            "evidence": {"content_base64": base64.b64encode(b"%PDF-1.4").decode()},
-        }
+        case.json = _assisted_body(stage)
     if (method, path) == ("POST", "/v1/consent-requests"):
         case.json = {"resident_id": stage.property_pseudonym, "purpose": "property-notice"}
     if (method, path) == ("POST", "/v1/break-glass"):
@@ -390,7 +383,7 @@ def _staged(method: str, path: str, case: Case, stage: Stage) -> Case:
         case.form = {"resident_id": stage.worker_resident, "recipient": "org_yijia_property",
                      "purpose": "property-notice", "witness": "王五"}  # fmt: skip
         case.files = {"form": ("form.pdf", b"%PDF-1.4 signed", "application/pdf")}
-    return case  # fmt: skip
+    return case
 
 
 def _target(world: World, method: str, path: str, stage: Stage, role: str | None) -> str:
@@ -416,13 +409,19 @@ def _granted(world: World, recipient: str) -> str:
     return str(answer.json()["consent_id"])
 
 
+def _assisted_body(stage: Stage) -> dict[str, Any]:
+    """An assisted consent at the counter, with a scanned form and a witness."""
+    return {
+        "resident_id": stage.worker_resident, "recipient": stage.worker_company,
+        "purpose": "property-notice", "separate": True, "witness": "王五",
+        "evidence": {"content_base64": base64.b64encode(b"%PDF-1.4 form").decode()},
+    }  # fmt: skip
+
+
 def _assisted(world: World, stage: Stage) -> str:
     answer = world.call(
-        "POST", "/v1/consents", world.bearers["community_worker"],
-        json={"resident_id": stage.worker_resident, "recipient": stage.worker_company,
-              "purpose": "property-notice", "separate": True, "witness": "王五",
-              "evidence": {"content_base64": base64.b64encode(b"%PDF-1.4 form").decode()}},
-    )  # fmt: skip
+        "POST", "/v1/consents", world.bearers["community_worker"], json=_assisted_body(stage)
+    )
     assert answer.status_code == 201, answer.text
     return str(answer.json()["consent_id"])
 
