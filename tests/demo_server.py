@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -356,23 +356,33 @@ def demo_server_fixture(prefix: str, residents: int = 80) -> Any:
     return server
 
 
-def residents_in(server: DemoServer, community: str) -> list[str]:
-    """Active, real (not decoy) residents of a community, by vault id: the ground truth."""
+class HoldsRuntime(Protocol):
+    """A demo service as the helpers below need it: DemoServer, tests.route_walk.World."""
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+
+def residents_where(server: HoldsRuntime, **where: str) -> list[str]:
+    """Active, real (not decoy) residents by place (`community_id=`, `grid_id=`, `id=` of
+    the building), by vault id, straight from the database: the tests' ground truth."""
     with server.runtime.vault.sessions() as session:
-        return list(
-            session.scalars(
-                select(Resident.id)
-                .join(Household, Household.id == Resident.household_id)
-                .join(Room, Room.id == Household.room_id)
-                .join(Building, Building.id == Room.building_id)
-                .where(
-                    Building.community_id == community,
-                    Resident.status == "active",
-                    Resident.is_decoy.is_(False),
-                )
-                .order_by(Resident.id)
-            )
+        query = (
+            select(Resident.id)
+            .join(Household, Household.id == Resident.household_id)
+            .join(Room, Room.id == Household.room_id)
+            .join(Building, Building.id == Room.building_id)
+            .where(Resident.status == "active", Resident.is_decoy.is_(False))
+            .order_by(Resident.id)
         )
+        for column, value in where.items():
+            query = query.where(getattr(Building, column) == value)
+        return list(session.scalars(query))
+
+
+def residents_in(server: HoldsRuntime, community: str) -> list[str]:
+    """Active, real (not decoy) residents of a community, by vault id: the ground truth."""
+    return residents_where(server, community_id=community)
 
 
 def call(

@@ -18,8 +18,8 @@ from audit.models import AuditEntry
 from policies import CachedEngine, OpaServerEngine, build_bundle, load_bundle
 from policies.opa_server import local_opa_server
 from tests.conftest import IN_CI
-from tests.demo_server import DemoServer, run_demo_server
-from tests.test_api_residents import entries_for, residents_where
+from tests.demo_server import DemoServer, residents_where, run_demo_server
+from tests.test_api_residents import entries_for
 
 
 def _opa() -> str:

@@ -16,8 +16,7 @@ from sqlalchemy import func, select, text
 
 from audit.models import AuditEntry
 from consent.models import Consent
-from tests.demo_server import DemoServer, demo_server_fixture
-from vault.models import Building, Household, Resident, Room
+from tests.demo_server import DemoServer, demo_server_fixture, residents_where
 
 PURPOSE = "Purpose"
 
@@ -26,22 +25,6 @@ server = demo_server_fixture("http-demo")
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def residents_where(server: DemoServer, **where: str) -> list[str]:
-    """Resident ids by place, straight from the database (the test's ground truth)."""
-    with server.runtime.vault.sessions() as session:
-        query = (
-            select(Resident.id)
-            .join(Household, Household.id == Resident.household_id)
-            .join(Room, Room.id == Household.room_id)
-            .join(Building, Building.id == Room.building_id)
-            .where(Resident.status == "active", Resident.is_decoy.is_(False))
-            .order_by(Resident.id)
-        )
-        for column, value in where.items():
-            query = query.where(getattr(Building, column) == value)
-        return list(session.scalars(query))
 
 
 def entries_for(server: DemoServer, **where: Any) -> list[AuditEntry]:

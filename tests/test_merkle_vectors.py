@@ -23,7 +23,7 @@ def _vectors_dir() -> Path:
     override = os.environ.get("TLOG_VECTORS_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "shared" / "testdata" / "tlog-vectors"
+    return Path(__file__).resolve().parent / "data" / "tlog-vectors"  # kept in the repo
 
 
 VECTORS_DIR = _vectors_dir()

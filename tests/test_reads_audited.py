@@ -15,6 +15,7 @@ wrote nothing to the log.
 from __future__ import annotations
 
 import base64
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,11 +24,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from api.oauth.service import create_user
 from api.pages.models import CorrectionRequest
 from audit.models import AuditAlert, AuditEntry
-from tests.browser.server import hidden_fields
+from tests.browser.server import hidden_fields, sign_in
+from tests.demo_server import residents_where
 from tests.route_walk import World, operations, page_routes, residents_named, world_fixture
-from vault.models import Building, Household, Organisation, Resident, Room
+from vault.models import Household, Organisation, Resident, Room
 
 world = world_fixture()
 
@@ -69,26 +72,12 @@ class Stage:
     property_pseudonym: str  # the guardian, as `company` names them
     dept_pseudonym: str  # the guardian, as org_civil_affairs names them
     consent_id: str  # the guardian's consent to `company`
+    assisted_id: str  # an assisted consent of `worker_resident`, recorded at the counter
     entry_index: int  # an entry about the guardian that a checkpoint covers
     export_id: str
-    correction_id: str  # the guardian's correction request
+    correction_id: str  # a correction request of `worker_resident`
     alert_id: str | None
     grant_id: str  # the grid worker's break-glass grant
-
-
-def _resident_where(world: World, **where: str) -> str:
-    with world.runtime.vault.sessions() as session:
-        query = (
-            select(Resident.id)
-            .join(Household, Household.id == Resident.household_id)
-            .join(Room, Room.id == Household.room_id)
-            .join(Building, Building.id == Room.building_id)
-            .where(Resident.status == "active", Resident.is_decoy.is_(False))
-            .order_by(Resident.id)
-        )
-        for column, value in where.items():
-            query = query.where(getattr(Building, column) == value)
-        return str(session.scalars(query).first())
 
 
 def _csrf(world: World, page: str) -> str:
@@ -99,8 +88,8 @@ def _stage(world: World) -> Stage:
     guardian = world.user("resident", username="resident.guardian")["resident_id"]
     worker = world.user("community_worker")
     grid = world.user("grid_worker")
-    worker_resident = _resident_where(world, community_id=worker["jurisdiction"]["community"])
-    grid_resident = _resident_where(world, grid_id=grid["jurisdiction"]["grids"][0])
+    worker_resident = residents_where(world, community_id=worker["jurisdiction"]["community"])[0]
+    grid_resident = residents_where(world, grid_id=grid["jurisdiction"]["grids"][0])[0]
     with world.runtime.vault.sessions() as session:
         phone = world.runtime.vault.store.read(session, worker_resident, ["phone"])["phone"]
     company = _company_serving(world, guardian)
@@ -111,10 +100,11 @@ def _stage(world: World) -> Stage:
         grid_resident=grid_resident, worker_company="org_yijia_property", company=company,
         other=other, property_pseudonym=_pseudonym(world, company, guardian),
         dept_pseudonym=_pseudonym(world, "org_civil_affairs", guardian), consent_id="",
+        assisted_id="",
         entry_index=-1, export_id="", correction_id="", alert_id=None, grant_id="",
     )  # fmt: skip
     stage.consent_id = _granted(world, company)
-    _assisted(world, stage)
+    stage.assisted_id = _assisted(world, stage)
     _asked(world, stage)
     export = world.call(
         "GET", "/v1/exports/residents", world.bearers["org_civil_affairs"],
@@ -129,7 +119,16 @@ def _stage(world: World) -> Stage:
     )  # fmt: skip
     assert grant.status_code == 201, grant.text
     stage.grant_id = str(grant.json()["grant_id"])
-    world.sign_in("resident", username="resident.guardian")
+    # The correction is filed by a resident of the community worker's community (the demo
+    # places the guardian anywhere), through the portal as that resident.
+    password = secrets.token_urlsafe(16)
+    with world.runtime.transaction() as session:
+        create_user(
+            session, world.runtime.audit, username="walk.resident", password=password,
+            role="resident", resident_id=worker_resident, actor="tests",
+        )  # fmt: skip
+    world.client.cookies.clear()
+    assert sign_in(world.client, "portal", "walk.resident", password).status_code == 200
     filed = world.client.post(
         "/portal/correction",
         data={"csrf_token": _csrf(world, "/portal/correction"), "field": "phone",
@@ -139,7 +138,7 @@ def _stage(world: World) -> Stage:
     with world.runtime.vault.sessions() as session:
         stage.correction_id = str(
             session.scalars(
-                select(CorrectionRequest.id).where(CorrectionRequest.resident_id == guardian)
+                select(CorrectionRequest.id).where(CorrectionRequest.resident_id == worker_resident)
             ).first()
         )
         stage.alert_id = session.scalars(select(AuditAlert.id)).first()
@@ -375,7 +374,7 @@ def _staged(method: str, path: str, case: Case, stage: Stage) -> Case:
     if path == "/v1/consents" and method == "GET":
         case.params = {"resident_id": stage.worker_resident}
     if path == "/desk/receipts/{consent_id}":
-        case.params = {"resident_id": stage.guardian}
+        case.params = {"resident_id": stage.worker_resident}
     if path == "/desk/search":
         case.form = {"by": "phone", "value": stage.worker_phone,
                      "purpose": "counter-service"}  # fmt: skip
@@ -397,6 +396,8 @@ def _target(world: World, method: str, path: str, stage: Stage, role: str | None
         return path.replace("{request_id}", _asked(world, stage))
     if "{request_id}" in path and "corrections" in path:
         return path.replace("{request_id}", stage.correction_id)
+    if path == "/desk/receipts/{consent_id}":
+        return path.replace("{consent_id}", stage.assisted_id)
     return _fill(path, stage, role)
 
 

@@ -211,7 +211,7 @@ def mine(gate: Gate, actor: Actor) -> list[dict[str, Any]]:
         listed = {r.resident_id for r in shown[:50]}
         record_reads(
             gate.runtime, session, subject=subject, request_id=actor.request_id,
-            action="correction.listed", channel="web",
+            action="correction.form", channel="web",
             resident_ids=[r for ids in targets.values() for r in ids if r not in listed],
         )  # fmt: skip
         return [_summary(r) for r in shown[:50]]
