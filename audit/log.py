@@ -76,7 +76,7 @@ class EntryDraft:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
-# What one string in an entry may hold. Routes bound what callers send (api/params.py);
+# What one string in an entry may hold. Routes bound what callers send (api/http/params.py);
 # this is the log's own guarantee, so no caller-supplied value is ever stored whole beyond
 # it: a text column keeps its declared length, a string inside `details` at most this.
 DETAIL_TEXT_LENGTH = 2000

@@ -31,8 +31,8 @@ from typing import Any
 
 import httpx
 
+from access.runtime import init_runtime
 from api.oauth.service import init_demo_credentials
-from api.runtime import init_runtime
 from policies import CachedEngine, EmbeddedEngine, OpaServerEngine, build_bundle, load_bundle
 from policies.demo import demo_subjects
 from policies.inputs import decision_input

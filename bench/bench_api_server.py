@@ -14,7 +14,7 @@ import uvicorn
 from fastapi import Depends, Request
 from sqlalchemy import select
 
-from api.app import create_app
+from api.http.app import create_app
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
 from vault.config import VaultSettings

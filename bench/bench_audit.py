@@ -25,7 +25,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
-from api.runtime import Runtime, init_runtime, open_runtime
+from access.runtime import Runtime, init_runtime, open_runtime
 from audit import EntryDraft
 from audit.log import DbNodeReader
 from audit.merkle import (

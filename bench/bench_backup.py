@@ -51,8 +51,8 @@ except ImportError:  # a checkout without `pip install -e .`
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
-from api.backup_cli import create_backup, restore_backup
-from api.runtime import open_runtime
+from access.runtime import open_runtime
+from api.cli.backup import create_backup, restore_backup
 from audit import EntryDraft
 from vault.backup import EncryptedWriter, decrypted_chunks, generate_key_pair, load_identity
 from vault.backup import load_recipient as load_recipient_key
@@ -71,7 +71,7 @@ def _populate(settings: VaultSettings, residents: int, accesses: int) -> int:
     read-shaped audit entries, integrated and checkpointed."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
     made = subprocess.run(  # noqa: S603 - our own fixed arguments
-        [sys.executable, "-c", "from api.cli import main; main()", "init", "--demo",
+        [sys.executable, "-c", "from api.cli.main import main; main()", "init", "--demo",
          "--residents", str(residents)],
         env={**clean, "VAULT_HOME": str(settings.home),
              "VAULT_DATABASE_URL": str(settings.database_url)},

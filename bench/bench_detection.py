@@ -34,7 +34,7 @@ except ImportError:  # a checkout without `pip install -e .`
 import structlog
 from sqlalchemy import func, insert, select
 
-from api.runtime import init_runtime
+from access.runtime import init_runtime
 from audit.detection import CHINA, DetectionRules, Detector
 from audit.log import ENTRY_COLUMN_NAMES, canonical_bytes
 from audit.models import AuditEntry

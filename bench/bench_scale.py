@@ -71,8 +71,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 
+from access.runtime import Runtime, init_runtime, open_runtime
 from api.oauth.service import register_client
-from api.runtime import Runtime, init_runtime, open_runtime
 from audit import EntryDraft
 from audit.models import AuditEntry, AuditQueue
 from vault.blind_index import digest, normalise_for_index
@@ -318,7 +318,7 @@ def write_csv(runtime: Runtime, path: Path, people: Sequence[tuple[str, str, str
 
 
 def import_drafts(created: Sequence[tuple[str, list[str]]], source: str) -> list[EntryDraft]:
-    """The entries `resident-vault import` writes (api.cli import_command)."""
+    """The entries `resident-vault import` writes (api.cli.main import_command)."""
     return [
         EntryDraft(
             action="create",

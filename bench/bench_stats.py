@@ -1,7 +1,7 @@
 """Statistics query time with and without differential privacy, beside a plain SQL COUNT.
 
 Builds a demo street of N generated residents (default 10,000) in a temporary SQLite
-vault, then times, through `api.stats.StatsService` (policy decision, decryption of the
+vault, then times, through `access.stats.service.StatsService` (policy decision, decryption of the
 measure's field in batches, disclosure control, audit entry):
 - a suppressed query (`disability` by building: decrypts one field per resident),
 - the same with Laplace noise, and with Gaussian noise (OpenDP),
@@ -23,15 +23,15 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from api.app import policy_engine
-from api.gate import Access, Gate
-from api.runtime import init_runtime
-from api.stats import StatsService, StatsSettings
-from api.subjects import organisation_subject
+from access.gate import Access, Gate
+from access.runtime import init_runtime
+from access.stats.service import StatsService, StatsSettings
+from access.stats.tables import residents_query
+from access.subjects import organisation_subject
+from api.http.app import policy_engine
 from vault.config import VaultSettings
 from vault.demo import populate
 from vault.models import Building
-from vault.statistics import residents_query
 
 
 def timed(fn: Callable[[], object], repeat: int) -> float:

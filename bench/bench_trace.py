@@ -4,7 +4,7 @@ Why: a leaked file, or a few dozen of its rows, should name the export it came f
 (docs/traceable-exports.md). This makes `--exports` exports through the gate (two
 organisations, overlapping populations, most by one organisation with the same filters:
 the hard case), leaks random subsets of 10, 50 and 200 rows, and traces each with
-`api.trace.score_exports` as `resident-vault trace` does:
+`access.exports.trace.score_exports` as `resident-vault trace` does:
 
 * *subset*: rows kept in file order (e.g. `grep`, `head`, `sed -n`);
 * *shuffled*: the same rows in random order (`shuf`; the order channel is lost);
@@ -41,13 +41,13 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from api.app import policy_engine
-from api.exports import all_exports, open_export
-from api.fingerprint import fingerprint_master, mark_key
-from api.gate import Access, Gate, Subject
-from api.runtime import init_runtime
-from api.subjects import organisation_subject
-from api.trace import read_leak, score_exports
+from access.exports.fingerprints import fingerprint_master, mark_key
+from access.exports.records import all_exports, open_export
+from access.exports.trace import read_leak, score_exports
+from access.gate import Access, Gate, Subject
+from access.runtime import init_runtime
+from access.subjects import organisation_subject
+from api.http.app import policy_engine
 from vault.config import VaultSettings
 from vault.demo import populate
 from vault.pseudonyms import Pseudonyms

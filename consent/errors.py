@@ -1,6 +1,6 @@
 """Domain errors of consent: what went wrong, in both languages, with no HTTP in sight.
 
-`api.routes_consent` maps them to problem details (`slug` names the problem type).
+`api.http.routes.consent` maps them to problem details (`slug` names the problem type).
 """
 
 from __future__ import annotations

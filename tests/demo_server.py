@@ -35,9 +35,9 @@ import uvicorn
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from api.app import create_app
+from access.runtime import Runtime, init_runtime
+from api.http.app import create_app
 from api.oauth.service import create_demo_accounts, create_user
-from api.runtime import Runtime, init_runtime
 from policies import CachedEngine, OpaServerEngine, PolicyEngine, build_bundle, load_bundle
 from policies.opa_server import local_opa_server
 from tests.conftest import IN_CI, _require_postgres
@@ -236,7 +236,7 @@ def run_cli(
         "VAULT_LANG": "en", **env,
     }  # fmt: skip
     return subprocess.run(
-        [sys.executable, "-c", "from api.cli import main; main()", "--log-console", *args],
+        [sys.executable, "-c", "from api.cli.main import main; main()", "--log-console", *args],
         capture_output=True, text=True, env=environment, timeout=300, check=False,
     )  # fmt: skip
 

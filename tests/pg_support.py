@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from api.app import create_app
+from api.http.app import create_app
 from tests.conftest import IN_CI, _require_postgres
 from tests.demo_server import DemoServer, collect_stray_connections, prepare_demo, serving
 from vault.config import VaultSettings

@@ -22,9 +22,9 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from api.app import create_app
+from access.runtime import Runtime
+from api.http.app import create_app
 from api.pages.core import PageRoute
-from api.runtime import Runtime
 from audit.models import AuditEntry
 from tests.browser.server import prepare, sign_in
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.runtime import init_runtime
+from access.runtime import init_runtime
+from api.http.app import create_app
 from audit import EntryDraft
 from audit.checkpoint import verify_checkpoint
 from audit.merkle import leaf_hash, verify_consistency, verify_inclusion

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from api.runtime import Runtime, init_runtime
+from access.runtime import Runtime, init_runtime
 from audit import AuditUnavailable, EntryDraft, VerificationFailed
 from audit.checkpoint import format_tlog_proof, verify_checkpoint, verify_tlog_proof
 from audit.merkle import leaf_hash, verify_consistency, verify_inclusion

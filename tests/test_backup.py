@@ -34,9 +34,9 @@ from sqlalchemy import create_engine, func, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from api import backup_cli
-from api.backup_cli import backed_up_tables
-from api.runtime import open_runtime
+from access.runtime import open_runtime
+from api.cli import backup as backup_cli
+from api.cli.backup import backed_up_tables
 from audit import EntryDraft
 from audit import log as audit_log
 from audit.models import AuditEntry
@@ -69,7 +69,7 @@ pytestmark = pytest.mark.slow
 def _cli(home: Path, url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
     return subprocess.run(
-        [sys.executable, "-c", "from api.cli import main; main()", "--log-json", *args],
+        [sys.executable, "-c", "from api.cli.main import main; main()", "--log-json", *args],
         capture_output=True,
         text=True,
         env={**clean, "VAULT_HOME": str(home), "VAULT_DATABASE_URL": url, "VAULT_LANG": "en",
@@ -84,7 +84,7 @@ def _invoke(home: Path, url: str, *args: str, **env: str) -> str:
     the failure paths and the drill's restore run as real processes."""
     from typer.testing import CliRunner
 
-    from api.cli import app
+    from api.cli.main import app
 
     variables = {"VAULT_HOME": str(home), "VAULT_DATABASE_URL": url, "VAULT_LANG": "en", **env}
     result = CliRunner().invoke(app, ["--log-json", *args], env=variables, catch_exceptions=False)

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from api.params import CODE_LENGTH, JUSTIFICATION_LENGTH, MAX_INTEGER
+from api.http.params import CODE_LENGTH, JUSTIFICATION_LENGTH, MAX_INTEGER
 from audit import EntryDraft
 from audit.log import DETAIL_TEXT_LENGTH, _bounded, _bounded_details
 from audit.models import AuditEntry

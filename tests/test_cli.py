@@ -24,7 +24,7 @@ def _run(
         "VAULT_LANG": lang,
     }
     return subprocess.run(
-        [sys.executable, "-c", "from api.cli import main; main()", "--log-console", *args],
+        [sys.executable, "-c", "from api.cli.main import main; main()", "--log-console", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -44,7 +44,7 @@ def _problems(**kwargs: object) -> list[str]:
 def _run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
     return subprocess.run(
-        [sys.executable, "-c", "from api.cli import main; main()", "--log-json", *args],
+        [sys.executable, "-c", "from api.cli.main import main; main()", "--log-json", *args],
         capture_output=True,
         text=True,
         env={**clean, "VAULT_LANG": "en", **env},
@@ -337,7 +337,7 @@ def test_any_command_refuses_a_bad_configuration_with_its_lines(tmp_path: Path) 
 def test_service_refuses_to_start_with_a_clear_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from api.app import create_app
+    from api.http.app import create_app
 
     monkeypatch.setenv("VAULT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("VAULT_TLS_CLIENT_AUTH", "required")
@@ -352,7 +352,7 @@ def test_service_refuses_to_start_with_a_clear_message(
 
 
 def test_documentation_lists_every_setting_as_generated() -> None:
-    from api.config_cli import DOC_BEGIN, DOC_END, settings_markdown_table
+    from api.cli.config import DOC_BEGIN, DOC_END, settings_markdown_table
 
     doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
     missing = [

@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError
 
-from api.gate import Access, Gate, Subject
+from access.gate import Access, Gate, Subject
 from audit.models import AuditEntry
 from consent import ConsentService, Grant, ReceiptInvalid, verify_receipt
 from consent.models import Consent, ConsentReceipt, ConsentRevocation

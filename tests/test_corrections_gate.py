@@ -14,12 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from api.app import create_app
-from api.gate import Gate
+from access import corrections
+from access.corrections import Actor, CorrectionError
+from access.gate import Gate
+from access.models import CorrectionRequest
+from api.http.app import create_app
 from api.oauth.service import create_user
-from api.pages import corrections
-from api.pages.corrections import Actor, CorrectionError
-from api.pages.models import CorrectionRequest
 from audit import AuditUnavailable
 from audit.models import Suspension
 from tests.browser.server import hidden_fields, prepare, sign_in

@@ -27,9 +27,7 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.app import create_app
-from api.exports import ExportRecord
-from api.fingerprint import (
+from access.exports.fingerprints import (
     ExportKey,
     cell_text,
     csv_cells,
@@ -39,8 +37,10 @@ from api.fingerprint import (
     mark_key,
     row_marks,
 )
+from access.exports.records import ExportRecord
+from access.exports.trace import read_leak, score_exports
+from api.http.app import create_app
 from api.oauth.service import create_user
-from api.trace import read_leak, score_exports
 from audit import EntryDraft
 from tests.browser.server import prepare, sign_in
 from tests.demo_server import DemoServer, residents_in, run_cli, serving

@@ -20,9 +20,9 @@ from typer.testing import CliRunner, Result
 
 import vault.context
 import vault.db
-from api.cli import app
-from api.db_cli import EXIT_AHEAD, EXIT_BEHIND, db_app
-from api.runtime import open_runtime
+from access.runtime import open_runtime
+from api.cli.db import EXIT_AHEAD, EXIT_BEHIND, db_app
+from api.cli.main import app
 from audit.models import AuditEntry
 from audit.verify import verify_log
 from tests.pg_support import fresh_database
@@ -475,7 +475,7 @@ def test_concurrent_migrations_wait_for_each_other(engine: Engine, empty_url: st
 
 
 def test_the_resident_vault_command_has_db(home: Path, engine: Engine) -> None:
-    """`resident-vault db ...` as installed (api.cli registers the sub-app), and the
+    """`resident-vault db ...` as installed (api.cli.main registers the sub-app), and the
     start-up refusal as the operator reads it, in Chinese by default."""
     runner = CliRunner()
     behind = runner.invoke(app, ["--lang", "en", "db", "current", "--json"])
@@ -501,7 +501,7 @@ def test_a_command_on_a_schema_behind_says_so_in_one_line_in_both_languages(
     migrate(engine, _previous_head())
     _make_keyring(home)
     result = subprocess.run(
-        [sys.executable, "-c", "from api.cli import main; main()", "--log-console",
+        [sys.executable, "-c", "from api.cli.main import main; main()", "--log-console",
          "--lang", lang, "keys", "list"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip

@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert, select
 
-from api.decoys import create_decoys
-from api.limits import RateLimiter
-from api.runtime import init_runtime
+from access.exports.decoys import create_decoys
+from access.limits import RateLimiter
+from access.runtime import init_runtime
 from audit.detection import DetectionRules, Detector
 from audit.log import ENTRY_COLUMN_NAMES, canonical_bytes
 from audit.models import AuditAlert, AuditEntry

@@ -27,7 +27,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from api.oauth import cli
+from api.cli import clients as cli
 from audit.models import AuditEntry
 from tests.demo_server import LentRuntime
 from tests.tls_support import Identity, Pki, TlsServer, make_pki, run_tls_server, tls_server_on

@@ -1,7 +1,7 @@
 """The OAuth server over HTTP, as clients, browsers and resource servers use it.
 
 Each test runs on SQLite and PostgreSQL (the `database_url` fixture), against a small app
-with the OAuth router and protected routes, as `api.app` mounts them.
+with the OAuth router and protected routes, as `api.http.app` mounts them.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from joserfc.jwk import RSAKey
 from markupsafe import escape
 from sqlalchemy import select, text, update
 
+from access.runtime import Runtime, init_runtime
 from api.oauth import ExternalIssuer, OAuthSettings, Principal, Scope, install_oauth, require_scopes
 from api.oauth.keys import rotate_signing_key
 from api.oauth.models import OAuthClient, TokenSigningKey
 from api.oauth.server import VaultAuthorizationServer
 from api.oauth.service import create_user, register_client, revoke_client
-from api.runtime import Runtime, init_runtime
 from audit.models import AuditEntry
 from tests.demo_server import LentRuntime
 from tests.factories import household, person, place
@@ -881,7 +881,7 @@ def test_demo_accounts_follow_the_credentials_format(tmp_path: Path, database_ur
 def test_clients_cli_adds_lists_and_revokes(w: World, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from api.oauth import cli
+    from api.cli import clients as cli
 
     monkeypatch.setattr(cli, "runtime_factory", lambda: LentRuntime(w.runtime))
     monkeypatch.setenv("VAULT_LANG", "en")

@@ -27,9 +27,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from api.app import create_app
+from access.runtime import init_runtime
+from api.http.app import create_app
 from api.oauth.service import create_demo_accounts
-from api.runtime import init_runtime
 from policies import load_bundle
 from tests.conftest import _require_postgres
 from tests.demo_server import (

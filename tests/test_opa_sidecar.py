@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from api.cli import app as cli
+from api.cli.main import app as cli
 from audit.models import AuditEntry
 from policies import OpaServerEngine, build_bundle, load_bundle
 from policies.opa_server import free_port, local_opa_server

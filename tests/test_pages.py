@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api.app import create_app
-from api.pages.models import CorrectionRequest
+from access.models import CorrectionRequest
+from api.http.app import create_app
 from audit.models import AuditEntry
 from consent.models import Consent, ConsentRevocation
 from tests.browser.server import hidden_fields, prepare, sign_in

@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
-from api.runtime import Runtime, init_runtime, open_runtime
+from access.runtime import Runtime, init_runtime, open_runtime
 from audit import EntryDraft, VerificationFailed
 from audit.models import AuditEntry
 from audit.partitions import (

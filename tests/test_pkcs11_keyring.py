@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 import audit.models  # noqa: F401 - the audit tables for the snapshot's checks
-from api.runtime import open_runtime
+from access.runtime import open_runtime
 from audit.models import AuditEntry
 from audit.verify import verify_log
 from tests.hsm import SoftHsmToken, destroy_prefix, hsm_env, hsm_settings, new_prefix
@@ -252,7 +252,7 @@ def _run(
         **env,
     }
     return subprocess.run(
-        [sys.executable, "-c", "from api.cli import main; main()", "--log-console", *args],
+        [sys.executable, "-c", "from api.cli.main import main; main()", "--log-console", *args],
         capture_output=True,
         text=True,
         env=environment,

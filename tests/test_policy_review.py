@@ -14,7 +14,7 @@ import pytest
 from policies import EmbeddedEngine, load_bundle
 from policies.review import diff_tables, load_policy, policy_table, review_subjects
 
-CLI = [sys.executable, "-c", "from api.cli import main; main()"]
+CLI = [sys.executable, "-c", "from api.cli.main import main; main()"]
 
 
 def run_cli(*args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:

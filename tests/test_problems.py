@@ -1,7 +1,7 @@
 """Every problem type the API can answer with has a title in both languages and a page.
 
 A `type` URI that leads nowhere, or a title that is just the slug, is what an integrator
-meets when the code names a problem that api/problems.py does not know.
+meets when the code names a problem that api/http/problems.py does not know.
 """
 
 from __future__ import annotations
@@ -11,20 +11,21 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.problems import TITLES
-from api.runtime import init_runtime
+from access.runtime import init_runtime
+from api.http.app import create_app
+from api.http.problems import TITLES
 from vault.config import VaultSettings
 
-API = Path(__file__).parent.parent / "api"
+ROOT = Path(__file__).parent.parent
+PACKAGES = ("vault", "audit", "policies", "consent", "access", "api")
 # The two ways the code names a problem: problem(request, "slug", …) and `slug = "slug"`
-# on an error class (the gate's refusals, mapped by api/routes_*).
+# on a domain error class (the gate's refusals, mapped by api/http).
 _NAMED = re.compile(r'problem\(\s*request,\s*"([a-z-]+)"|^\s+slug = "([a-z-]+)"', re.MULTILINE)
 
 
 def _named_slugs() -> set[str]:
     slugs: set[str] = set()
-    for source in API.rglob("*.py"):
+    for source in (f for package in PACKAGES for f in (ROOT / package).rglob("*.py")):
         for match in _NAMED.finditer(source.read_text(encoding="utf-8")):
             slugs.update(group for group in match.groups() if group)
     return slugs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from api.decoys import create_decoys
+from access.exports.decoys import create_decoys
 from vault.context import Vault
 from vault.demo import COMMITTEE_OFFICE_PHONES, populate
 from vault.models import Building, Resident

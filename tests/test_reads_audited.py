@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from access.models import CorrectionRequest
 from api.oauth.service import create_user
-from api.pages.models import CorrectionRequest
 from audit.models import AuditAlert, AuditEntry
 from tests.browser.server import hidden_fields, sign_in
 from tests.demo_server import residents_where
@@ -177,7 +177,7 @@ def _pseudonym(world: World, organisation: str, resident_id: str) -> str:
 
 
 def _last_export(world: World) -> str:
-    from api.exports import all_exports
+    from access.exports.records import all_exports
 
     with world.runtime.vault.sessions() as session:
         return all_exports(session)[-1].id

@@ -38,7 +38,7 @@ def service(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path
         VAULT_LANG="en",
     )
     port = free_port()
-    command = [sys.executable, "-c", "from api.cli import main; main()", "serve",
+    command = [sys.executable, "-c", "from api.cli.main import main; main()", "serve",
                "--port", str(port), "--demo", "--residents", str(RESIDENTS)]  # fmt: skip
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)

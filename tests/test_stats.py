@@ -22,15 +22,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
-from api.stats import BY_LEVELS, StatsService, StatsSettings, period_of
+from access.stats.disclosure import Cell, Place, Table, determined, suppress
+from access.stats.measures import MEASURES, TOTAL, Measure, Unit
+from access.stats.service import BY_LEVELS, StatsService, StatsSettings, period_of
+from access.stats.tables import LEVELS
 from audit.models import AuditEntry
 from tests.demo_server import DemoServer, demo_server_fixture
-from vault import measures
-from vault.disclosure import Cell, Place, Table, determined, suppress
-from vault.measures import MEASURES, TOTAL, Measure, Unit
+from access.stats import measures
 from vault.models import Building, Household, Resident, Room
 from vault.services import Provenance
-from vault.statistics import LEVELS
 from vault.synthetic import make_household
 
 PURPOSE = "community-statistics"

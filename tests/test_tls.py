@@ -1,7 +1,7 @@
 """TLS for the API, over real sockets: what a client sees when it connects.
 
 The service runs under uvicorn with the options `resident-vault serve` gives it
-(`api.tls.uvicorn_options`), on certificates made for the test (tests/tls_support.py).
+(`api.http.tls.uvicorn_options`), on certificates made for the test (tests/tls_support.py).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from api.http.tls import TransportConfigError, uvicorn_options
 from api.pages.core import CSP as PAGES_CSP
-from api.tls import TransportConfigError, uvicorn_options
 from tests.tls_support import Pki, TlsServer, make_pki, run_tls_server
 from vault.config import VaultSettings
 
@@ -292,7 +292,7 @@ def test_serve_with_a_mismatched_key_exits_with_one_line(tmp_path: Path, pki: Pk
         "VAULT_LANG": "en",
     }
     done = subprocess.run(
-        [sys.executable, "-c", "from api.cli import main; main()", "serve", "--port", "1"],
+        [sys.executable, "-c", "from api.cli.main import main; main()", "serve", "--port", "1"],
         env=env,
         capture_output=True,
         text=True,

@@ -30,9 +30,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from api.cli import app as cli_app
-from api.exports import ExportRecord, open_export
-from api.fingerprint import (
+from access.exports.fingerprints import (
     ExportKey,
     column_order,
     csv_cells,
@@ -44,9 +42,11 @@ from api.fingerprint import (
     ndjson_line,
     ndjson_observations,
 )
-from api.gate import Access, Gate
-from api.subjects import organisation_subject
-from api.trace import read_leak, score_exports
+from access.exports.records import ExportRecord, open_export
+from access.exports.trace import read_leak, score_exports
+from access.gate import Access, Gate
+from access.subjects import organisation_subject
+from api.cli.main import app as cli_app
 from audit.models import AuditEntry
 from audit.queries import EntryFilter, accesses_per_day, out_of_hours, sensitive_reads
 from policies import EmbeddedEngine, load_bundle

@@ -1,5 +1,5 @@
 """Real TLS for tests: a throwaway PKI made with `cryptography`, and the demo service served
-by uvicorn with exactly the options `resident-vault serve` gives it (`api.tls`).
+by uvicorn with exactly the options `resident-vault serve` gives it (`api.http.tls`).
 
 Certificates (all P-256, fictional names under `.example`):
 * a CA for departments' client certificates, which also issues the server's certificate
@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from api.app import create_app
-from api.tls import uvicorn_options
+from api.http.app import create_app
+from api.http.tls import uvicorn_options
 from policies import PolicyEngine
 from tests.demo_server import (
     DemoServer,
@@ -62,7 +62,7 @@ class Identity:
 
     @property
     def x5t_s256(self) -> str:
-        """RFC 8705 thumbprint, computed here rather than by api.tls, so tests check it."""
+        """RFC 8705 thumbprint, computed here rather than by api.http.tls, so tests check it."""
         digest = hashlib.sha256(self.der).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 

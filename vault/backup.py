@@ -18,7 +18,7 @@ array per row (ordered by primary key, bytes in base64, times ISO 8601 with zone
 Rows are streamed from the database to the file and back, never held as whole tables
 (into PostgreSQL with COPY).
 
-Nothing here knows what the tables mean: `api/backup_cli.py` adds the audit checkpoint and
+Nothing here knows what the tables mean: `api/cli/backup.py` adds the audit checkpoint and
 the key-encryption key ids to the manifest and proves a restore with them.
 """
 

@@ -49,7 +49,7 @@ MAX_LOCK_TIMEOUT_MS = 5_000
 MIN_IDLE_IN_TRANSACTION_MS = 60_000
 # SQLSTATEs of a statement the server cancelled for taking too long or waiting on a lock.
 TIMEOUT_SQLSTATES = frozenset({"57014", "55P03"})
-# A migration's own limits on PostgreSQL (vault/migrations/env.py sets them per migration,
+# A migration's own limits on PostgreSQL (migrations/env.py sets them per migration,
 # the offline SQL of `db upgrade --sql` starts with them): a DDL statement waiting longer
 # than the lock timeout for its table would queue every query on that table behind it.
 MIGRATION_LOCK_TIMEOUT = "5s"
@@ -182,7 +182,9 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 def migrations_location() -> str:
     """The directory of the migration scripts this code ships."""
-    return str(resources.files("vault") / "migrations")
+    # Found by name, not imported: the environment at the root (migrations/env.py) imports
+    # every package's models, and the ground floor imports none of the floors above it.
+    return str(resources.files("migrations"))
 
 
 def alembic_config(url: str) -> Config:

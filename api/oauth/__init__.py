@@ -4,7 +4,7 @@
   verifier that `require_scopes(...)` uses;
 * `require_scopes(*scopes)` is the dependency protected routes take; it returns a
   `Principal` or fails with an RFC 9457 problem (401 invalid-token, 403 insufficient-scope);
-* `api.oauth.service` registers clients and people; `api.oauth.cli` is its command line.
+* `api.oauth.service` registers clients and people; `api.cli.clients` is its command line.
 """
 
 from api.oauth.config import ExternalIssuer, OAuthSettings

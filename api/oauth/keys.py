@@ -26,8 +26,8 @@ import structlog
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from access.runtime import Runtime
 from api.oauth.models import TokenSigningKey
-from api.runtime import Runtime
 from vault.interfaces import Keyring
 from vault.models import utcnow
 

@@ -1,4 +1,5 @@
-"""Tables of the OAuth server: clients, people, codes, refresh tokens, revocations, keys.
+"""Tables of the OAuth server: clients, codes, refresh tokens, revocations, keys (the people
+who log in are `vault.accounts.User`).
 
 No secret is stored as given: client secrets and passwords as Argon2 hashes, authorization
 codes and refresh tokens as SHA-256 digests (they are long random strings, so a fast hash
@@ -9,7 +10,6 @@ by `jti`, until they expire.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -59,30 +59,6 @@ class OAuthClient(Base):
     tls_client_certificate_bound_access_tokens: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=false()
     )
-
-
-class User(Base):
-    """A person who logs in: a resident, a grid or community worker, or an auditor."""
-
-    __tablename__ = "oauth_users"
-    __table_args__ = (
-        CheckConstraint(
-            "role IN ('resident', 'grid_worker', 'community_worker', 'auditor')", name="role"
-        ),
-    )
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    username: Mapped[str] = mapped_column(String(64), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(255))
-    role: Mapped[str] = mapped_column(String(32))
-    organisation_id: Mapped[str | None] = mapped_column(ForeignKey("organisations.id"), index=True)
-    resident_id: Mapped[str | None] = mapped_column(ForeignKey("residents.id"), index=True)
-    badge_number: Mapped[str | None] = mapped_column(String(32))
-    # {"community": id, "grids": [ids], "buildings": [ids]} for workers.
-    jurisdiction: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    purposes: Mapped[list[str]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
-    disabled_at: Mapped[datetime | None] = mapped_column(TZDateTime())
 
 
 class AuthorizationCode(Base):

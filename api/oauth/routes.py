@@ -38,7 +38,8 @@ from jinja2 import Environment
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import ImmutableMultiDict
 
-from api.middleware import TransportSecurity, client_certificate
+from access.runtime import Runtime
+from api.http.middleware import TransportSecurity, client_certificate
 from api.oauth.config import OAuthSettings
 from api.oauth.keys import CSRF_KEY_NAME, ensure_oauth_keys, jwks, published_keys
 from api.oauth.ratelimit import LoginLimiter
@@ -52,7 +53,6 @@ from api.oauth.server import (
     VaultAuthorizationServer,
 )
 from api.oauth.tokens import TokenVerifier, install_auth_handlers
-from api.runtime import Runtime
 from vault.interfaces import Keyring
 
 log = structlog.get_logger(__name__)

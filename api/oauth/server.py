@@ -22,7 +22,7 @@ certificate instead of a secret (`tls_client_auth` against a registered subject 
 `self_signed_tls_client_auth` against registered thumbprints), and a client registered with
 `tls_client_certificate_bound_access_tokens` gets tokens bound to the certificate it
 presented (`cnf.x5t#S256`), which the resource server accepts only with that certificate.
-The certificate comes from the request (`api.middleware.TransportSecurity`).
+The certificate comes from the request (`api.http.middleware.TransportSecurity`).
 
 Client authentication fails in one way only: an unknown, revoked or public client, a wrong
 secret or certificate all get the same `401 invalid_client`, after the same Argon2 work,
@@ -70,6 +70,8 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import ImmutableMultiDict
 from starlette.responses import Response
 
+from access.runtime import Runtime
+from api.http.tls import PresentedCertificate
 from api.oauth.config import OAuthSettings
 from api.oauth.keys import TokenSigner
 from api.oauth.models import (
@@ -78,7 +80,6 @@ from api.oauth.models import (
     RefreshToken,
     RevokedAccessToken,
     TokenFamily,
-    User,
 )
 from api.oauth.passwords import digest, hash_password, password_needs_rehash, verify_password
 from api.oauth.passwords import verify_client_secret as _verify_client_secret
@@ -92,9 +93,8 @@ from api.oauth.tokens import (
     audiences,
     looks_like_jwt,
 )
-from api.runtime import Runtime
-from api.tls import PresentedCertificate
 from audit import EntryDraft
+from vault.accounts import User
 from vault.models import new_id, utcnow
 
 log = structlog.get_logger(__name__)

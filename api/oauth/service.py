@@ -22,6 +22,8 @@ import structlog
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from access.runtime import Runtime
+from api.http.tls import canonical_dn
 from api.oauth.keys import rotate_signing_key
 from api.oauth.models import (
     AuthorizationCode,
@@ -29,7 +31,6 @@ from api.oauth.models import (
     RefreshToken,
     RevokedAccessToken,
     TokenFamily,
-    User,
 )
 from api.oauth.passwords import hash_client_secret, hash_password, new_client_secret
 from api.oauth.scopes import (
@@ -39,11 +40,10 @@ from api.oauth.scopes import (
     Scope,
     parse_scopes,
 )
-from api.runtime import Runtime
-from api.tls import canonical_dn
 from audit import AuditLog, EntryDraft
 from consent import ConsentService
 from consent.demo import create_demo_consents
+from vault.accounts import User
 from vault.interfaces import Keyring
 from vault.models import (
     Building,

@@ -41,13 +41,14 @@ from joserfc.jwk import KeySet
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.middleware import client_certificate
+from api.http.middleware import client_certificate
+from api.http.problems import problem
+from api.http.tls import PresentedCertificate
 from api.oauth.config import ExternalIssuer, OAuthSettings
 from api.oauth.keys import ACCESS_TOKEN_TYPE, ALGORITHM
-from api.oauth.models import OAuthClient, RevokedAccessToken, TokenFamily, TokenSigningKey, User
+from api.oauth.models import OAuthClient, RevokedAccessToken, TokenFamily, TokenSigningKey
 from api.oauth.scopes import ROLES, Scope
-from api.problems import problem
-from api.tls import PresentedCertificate
+from vault.accounts import User
 
 log = structlog.get_logger(__name__)
 
@@ -633,7 +634,7 @@ def require_scopes(*scopes: str) -> Callable[[Request], Principal]:
         request.state.principal = principal
         return principal
 
-    # Read by api.openapi to document each operation's scopes.
+    # Read by api.http.openapi to document each operation's scopes.
     dependency.required_scopes = sorted(required)  # type: ignore[attr-defined]
     return dependency
 

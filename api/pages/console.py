@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from access.runtime import Runtime
 from api.pages.charts import bar_chart
 from api.pages.core import (
     CHINA,
@@ -29,7 +30,6 @@ from api.pages.core import (
 )
 from api.pages.messages import message
 from api.pages.names import names_for
-from api.runtime import Runtime
 from audit.checkpoint import CheckpointError, verify_checkpoint
 from audit.merkle import verify_consistency
 

@@ -41,9 +41,11 @@ from sqlalchemy import select
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 
+from access.corrections import Actor, CorrectionError, actor_for
+from access.runtime import Runtime
 from api.oauth.models import OAuthClient
+from api.oauth.tokens import InvalidToken
 from api.pages.messages import HTML_LANG, label, message
-from api.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
@@ -347,6 +349,26 @@ class ApiRefused(Exception):
 
 class SignedOut(Exception):
     """The session's tokens no longer work: sign in again."""
+
+
+def session_actor(request: Request, page: PageSession) -> Actor:
+    """The signed-in person of a page session, as the gate would see them; SignedOut when
+    the session's token no longer verifies. Sync: run it in the threadpool."""
+    try:
+        principal = request.app.state.token_verifier.verify(page.access_token or "")
+    except InvalidToken:
+        raise SignedOut from None
+    runtime: Runtime = request.app.state.runtime
+    return actor_for(runtime, principal, request.state.request_id)
+
+
+def correction_refusal(error: CorrectionError, lang: str, status: int = 404) -> ApiRefused:
+    """What a page says to a refused correction: the gate's reason when the whole decision
+    refused (it names no request), else the error's key."""
+    if error.refusal is None:
+        return ApiRefused(status, {"title": error.key})
+    refusal = error.refusal
+    return ApiRefused(403, {"detail": refusal.detail_en if lang == "en" else refusal.detail_zh})
 
 
 class Api:

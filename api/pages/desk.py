@@ -16,25 +16,27 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
-from api.gate import Gate
-from api.pages import corrections
+from access import corrections
+from access.gate import Gate
+from access.runtime import Runtime
+from api.http.params import PathId
 from api.pages.core import (
     Api,
     ApiRefused,
     PageRoute,
     PageSession,
+    correction_refusal,
     form_text,
     lang_of,
     posted,
     redirect,
     render,
+    session_actor,
     view,
 )
 from api.pages.names import Names, names_for
 from api.pages.portal import _record_rows
 from api.pages.receipts import receipt_signature_ok
-from api.params import PathId
-from api.runtime import Runtime
 
 AREA = "desk"
 router = APIRouter(prefix="/desk", include_in_schema=False, route_class=PageRoute)
@@ -220,11 +222,11 @@ def _gate(request: Request) -> Gate:
 async def queue(request: Request) -> Response:
     async def body(session: PageSession, api: Api) -> Response:
         await api.fresh()
-        actor = await run_in_threadpool(corrections.session_actor, request, session)
+        actor = await run_in_threadpool(session_actor, request, session)
         try:
             items = await run_in_threadpool(corrections.queue, _gate(request), actor)
         except corrections.CorrectionError as error:
-            raise error.page_refusal(lang_of(request)) from None
+            raise correction_refusal(error, lang_of(request)) from None
         return _page(request, session, "desk/corrections.html", items=items, opened=None)
 
     return await view(request, AREA, body)
@@ -234,13 +236,13 @@ async def queue(request: Request) -> Response:
 async def open_correction(request: Request, request_id: str) -> Response:
     async def body(session: PageSession, api: Api, form: FormData) -> Response:
         await api.fresh()
-        actor = await run_in_threadpool(corrections.session_actor, request, session)
+        actor = await run_in_threadpool(session_actor, request, session)
         gate = _gate(request)
         try:
             opened = await run_in_threadpool(corrections.open_request, gate, actor, request_id)
             items = await run_in_threadpool(corrections.queue, gate, actor)
         except corrections.CorrectionError as error:
-            raise error.page_refusal(lang_of(request)) from None
+            raise correction_refusal(error, lang_of(request)) from None
         return _page(request, session, "desk/corrections.html", items=items, opened=opened)
 
     return await posted(request, AREA, body)
@@ -250,11 +252,11 @@ async def open_correction(request: Request, request_id: str) -> Response:
 async def resolve_correction(request: Request, request_id: str) -> Response:
     async def body(session: PageSession, api: Api, form: FormData) -> Response:
         await api.fresh()
-        actor = await run_in_threadpool(corrections.session_actor, request, session)
+        actor = await run_in_threadpool(session_actor, request, session)
         try:
             await run_in_threadpool(corrections.resolve, _gate(request), actor, request_id)
         except corrections.CorrectionError as error:
-            raise error.page_refusal(lang_of(request)) from None
+            raise correction_refusal(error, lang_of(request)) from None
         return redirect("/desk/corrections")
 
     return await posted(request, AREA, body)

@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from api.oauth.models import User
-from api.runtime import Runtime
+from access.runtime import Runtime
 from consent.notices import notice
 from policies import load_bundle
+from vault.accounts import User
 from vault.models import Organisation
 
 

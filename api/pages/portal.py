@@ -14,25 +14,27 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
-from api.gate import Gate
-from api.pages import corrections
+from access import corrections
+from access.gate import Gate
+from access.runtime import Runtime
+from api.http.params import Index, PathId
 from api.pages.core import (
     SECURITY_HEADERS,
     Api,
     ApiRefused,
     PageRoute,
     PageSession,
+    correction_refusal,
     form_text,
     lang_of,
     posted,
     redirect,
     render,
+    session_actor,
     view,
 )
 from api.pages.names import names_for
 from api.pages.receipts import receipt_signature_ok
-from api.params import Index, PathId
-from api.runtime import Runtime
 from audit.checkpoint import CheckpointError, verify_tlog_proof
 from vault.masking import mask_value
 
@@ -204,7 +206,7 @@ async def consents(request: Request) -> Response:
             {"purpose": p, "recipients": names.recipients_for(p), "notice": names.notice(p)}
             for p in names.consent_purposes()
         ]
-        actor = await run_in_threadpool(corrections.session_actor, request, session)
+        actor = await run_in_threadpool(session_actor, request, session)
         return _page(
             request, session, "portal/consents.html", names=names, groups=groups,
             pending=[r for r in asked["items"] if r["status"] == "pending"],
@@ -341,12 +343,12 @@ async def children(request: Request) -> Response:
 async def correction_form(request: Request) -> Response:
     async def body(session: PageSession, api: Api) -> Response:
         await api.fresh()
-        actor = await run_in_threadpool(corrections.session_actor, request, session)
+        actor = await run_in_threadpool(session_actor, request, session)
         gate: Gate = request.app.state.gate
         try:
             mine = await run_in_threadpool(corrections.mine, gate, actor)
         except corrections.CorrectionError as error:
-            raise error.page_refusal(lang_of(request)) from None
+            raise correction_refusal(error, lang_of(request)) from None
         catalogue = _runtime(request).vault.store.catalogue
         return _page(
             request, session, "portal/correction.html", fields=list(catalogue.names),
@@ -360,7 +362,7 @@ async def correction_form(request: Request) -> Response:
 async def correction_submit(request: Request) -> Response:
     async def body(session: PageSession, api: Api, form: FormData) -> Response:
         await api.fresh()
-        actor = await run_in_threadpool(corrections.session_actor, request, session)
+        actor = await run_in_threadpool(session_actor, request, session)
         resident = form_text(form, "resident_id", 32) or actor.subject.resident_id or ""
         try:
             await run_in_threadpool(lambda: corrections.request_correction(

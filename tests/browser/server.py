@@ -14,10 +14,10 @@ from urllib.parse import urljoin
 
 import httpx
 
-from api.app import create_app
+from access.runtime import Runtime, init_runtime
+from api.http.app import create_app
 from api.oauth.scopes import PEOPLE_SCOPES, Scope
 from api.oauth.service import create_demo_accounts, register_client
-from api.runtime import Runtime, init_runtime
 from tests.demo_server import free_port, serving
 from vault.config import VaultSettings
 from vault.demo import populate

@@ -1,0 +1,1 @@
+"""One access from start to end, with no HTTP."""

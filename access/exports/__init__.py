@@ -1,0 +1,1 @@
+"""Bulk exports: records, fingerprints, traceable batches, trace, decoys."""

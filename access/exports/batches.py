@@ -1,0 +1,195 @@
+"""The gate's side of a fingerprinted export: which rows, in which order, with which decoys.
+
+`Gate.export(..., fingerprint=...)` comes here. The export's rows are planned once: every
+resident in scope (ids and building/community names only, nothing decrypted) plus the
+decoys the export's secret picks from the pool in that scope, sorted by the keyed hash of
+the id the caller sees. Batches then go out in that order; each batch re-checks scope
+(an erasure or a move since the plan takes effect), decrypts and renders through the
+gate's own `_views` (consent, treatments, audit entries), renders its decoys the same way,
+and commits every entry, decoys' ones marked `decoy`, before the batch is handed out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import Select
+from sqlalchemy.orm import Session
+
+from access.exports.decoys import create_decoys, pool_target
+from access.exports.fingerprints import Fingerprint
+from audit import EntryDraft
+from policies import Decision
+from vault.models import Building, Resident
+
+if TYPE_CHECKING:
+    from access.gate import Access, Gate, Place, RecordView
+
+DECOY_KIND = "decoy"
+_DECOY_SCOPES = ("all", "jurisdiction")
+
+
+_Q = TypeVar("_Q", bound="Select[*tuple[Any, ...]]")
+
+
+def _placed(query: _Q, place: Place) -> _Q:
+    if place.community:
+        query = query.where(Building.community_id == place.community)
+    if place.grid:
+        query = query.where(Building.grid_id == place.grid)
+    if place.building:
+        query = query.where(Building.id == place.building)
+    return query
+
+
+@dataclasses.dataclass(frozen=True)
+class _Planned:
+    order: bytes
+    resident_id: str  # vault id
+    building: str
+    community: str
+    decoy: bool
+
+
+def _plan(
+    gate: Gate,
+    *,
+    access: Access,
+    decision: Decision,
+    place: Place,
+    requested: Sequence[str] | None,
+    fingerprint: Fingerprint,
+) -> tuple[list[_Planned], dict[str, RecordView]]:
+    from access.gate import RecordView, _names, _narrowed  # noqa: PLC0415 - gate imports us
+
+    key = fingerprint.key
+    treatments = gate._wanted(decision, requested)
+    with gate.runtime.transaction() as session:
+        real = [(r[0], r[1], r[2]) for r in session.execute(
+            _placed(gate._scoped(access, decision), place))]  # fmt: skip
+        # With a consent-based purpose, decoys are as many as the consenting residents
+        # warrant, and each shows the fields one of their consents covers.
+        covers = gate._consent_for(session, access, decision, [r[0] for r in real], treatments)
+        consenting = sorted(covers)
+        exported = len(consenting) if decision.rows.consent_required else len(real)
+        decoys: list[tuple[str, str, str]] = []
+        if exported and decision.rows.scope in _DECOY_SCOPES:
+            wanted = fingerprint.decoys_for(exported)
+            decoys = _pool(session, gate, access, decision, place)
+            if len(decoys) < pool_target(wanted):
+                _grow(session, gate, access=access, decision=decision, place=place,
+                      count=pool_target(wanted) - len(decoys))  # fmt: skip
+                decoys = _pool(session, gate, access, decision, place)
+            decoys = sorted(decoys, key=lambda d: key.decoy_rank(d[0]))[:wanted]
+        views: dict[str, RecordView] = {}
+        if decoys:
+            fetch = [n for n, t in treatments.items() if t != "denied"]
+            values = gate.runtime.vault.store.read_many(session, [d[0] for d in decoys], fetch)
+            for rid, building, community in decoys:
+                mine = treatments
+                if consenting:
+                    like = consenting[key.choice("decoy-cover", rid, len(consenting))]
+                    mine = _narrowed(treatments, covers[like])
+                shown = gate._render(values.get(rid, {}), mine, _names(building, community),
+                                     decision.levels)  # fmt: skip
+                views[rid] = RecordView(gate.present(access, decision, rid), shown, mine)
+    fingerprint.decoys = [d[0] for d in decoys]
+    fingerprint.decoy_views = list(views.values())
+    planned = [
+        _Planned(key.order_key(gate.present(access, decision, rid)), rid, b, c, False)
+        for rid, b, c in real
+    ] + [_Planned(key.order_key(views[rid].resident_id), rid, b, c, True) for rid, b, c in decoys]
+    planned.sort(key=lambda p: p.order)
+    return planned, views
+
+
+def _pool(
+    session: Session, gate: Gate, access: Access, decision: Decision, place: Place
+) -> list[tuple[str, str, str]]:
+    query = _placed(gate._scoped(access, decision, decoys=True), place)
+    return [(r[0], r[1], r[2]) for r in session.execute(query.order_by(Resident.id))]
+
+
+def _grow(
+    session: Session, gate: Gate, *, access: Access, decision: Decision, place: Place, count: int
+) -> None:
+    """New decoys in the buildings the export covers, recorded as an operational event."""
+    query = _placed(gate._scoped(access, decision), place)
+    buildings = sorted(set(session.scalars(query.with_only_columns(Building.id).distinct())))
+    created = create_decoys(session, gate.runtime.vault.store, buildings, count)
+    subject = access.subject
+    gate.runtime.audit.record(session, [EntryDraft(
+        action="decoy.created", outcome="allowed", channel=access.channel, kind="event",
+        subject_type=subject.type, organisation=subject.organisation, client=subject.client,
+        user=subject.user, purpose=access.purpose, request_id=access.request_id,
+        details={"count": len(created)},
+    )])  # fmt: skip
+
+
+def fingerprinted_batches(
+    gate: Gate,
+    *,
+    access: Access,
+    decision: Decision,
+    place: Place,
+    requested: Sequence[str] | None,
+    batch_size: int,
+    fingerprint: Fingerprint,
+    summary: dict[str, int],
+) -> Iterator[list[RecordView]]:
+    """Plan now (so the decoys are known before the first row), stream later."""
+    planned, decoy_views = _plan(
+        gate, access=access, decision=decision, place=place, requested=requested,
+        fingerprint=fingerprint,
+    )  # fmt: skip
+    key = fingerprint.key
+
+    def batches() -> Iterator[list[RecordView]]:
+        for start in range(0, len(planned), batch_size):
+            chunk = planned[start : start + batch_size]
+            # Rows and ciphertexts from the read replica, if any; entries on the primary.
+            with gate.runtime.transaction() as session, gate._reading(session) as read:
+                ids = [p.resident_id for p in chunk if not p.decoy]
+                query = gate._scoped(access, decision).where(Resident.id.in_(ids))
+                current = {r[0]: (r[0], r[1], r[2]) for r in read.execute(query)} if ids else {}
+                rows = [current[i] for i in ids if i in current]
+                views, left_out = gate._views(
+                    session, access, decision, rows, requested=requested, action="export",
+                    read=read,
+                )  # fmt: skip
+                decoys = [p for p in chunk if p.decoy]
+                gate.runtime.audit.record(session, [
+                    _decoy_entry(gate, access=access, decision=decision,
+                                 view=decoy_views[p.resident_id], vault_id=p.resident_id,
+                                 export_id=fingerprint.export_id)
+                    for p in decoys
+                ])  # fmt: skip
+            merged = views + [decoy_views[p.resident_id] for p in decoys]
+            merged.sort(key=lambda v: key.order_key(v.resident_id))
+            summary["rows"] += len(merged)
+            summary["left_out"] += left_out
+            if merged:
+                yield merged
+
+    return batches()
+
+
+def _decoy_entry(
+    gate: Gate,
+    *,
+    access: Access,
+    decision: Decision,
+    view: RecordView,
+    vault_id: str,
+    export_id: str,
+) -> EntryDraft:
+    """A decoy row's entry: like any export entry, but of kind `decoy`, so reports of real
+    accesses (kind `access`) and residents' views never count it."""
+    entry = gate._entry(
+        access, "export", "allowed", decision, resident_id=vault_id,
+        fields=view.treatments, pseudonym=view.resident_id if decision.pseudonymous else None,
+        details={"decoy": True, "export_id": export_id},
+    )  # fmt: skip
+    return dataclasses.replace(entry, kind=DECOY_KIND)

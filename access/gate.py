@@ -1,0 +1,1041 @@
+"""The access gate: every read and write of resident data passes here (ARCHITECTURE.md).
+
+HTTP-free orchestration of one access: build the subject, decide once per request (never
+per record), turn the decision's row constraints into SQL, fetch and decrypt only the
+fields the decision lets out, derive masked and generalised values, and record one audit
+entry per (request, resident) in the same transaction before anything is returned. Denied
+attempts are recorded too. Errors are domain errors; `api.http.routes.residents` maps them to
+problem details.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement, Select, and_, false, or_, select
+from sqlalchemy.orm import Session
+
+from access.exports.batches import fingerprinted_batches
+from access.exports.fingerprints import Fingerprint
+from access.limits import RateLimiter
+from access.runtime import Runtime
+from audit import EntryDraft
+from audit.detection import is_suspended
+from consent import ConsentCover, ConsentService
+from consent.breakglass import BreakGlass
+from policies import Decision, PolicyEngine
+from vault.catalogue import Catalogue
+from vault.errors import ResidentNotFound, UnknownField
+from vault.masking import generalise_value, mask_value
+from vault.models import Building, Community, Household, Resident, Room
+from vault.pseudonyms import Pseudonyms, is_pseudonym
+from vault.services import Provenance
+
+TREATMENTS = ("clear", "masked", "generalised", "denied")
+EVALUATION_ACTION = "policy.evaluated"
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+class GateError(Exception):
+    """A refusal with the problem slug docs/api.md names for it."""
+
+    slug = "policy-denied"
+
+    def __init__(self, detail_zh: str, detail_en: str, decision: Decision | None = None) -> None:
+        super().__init__(detail_en)
+        self.detail_zh = detail_zh
+        self.detail_en = detail_en
+        self.decision = decision
+        self.decision_id: str | None = None
+
+
+class PurposeRequired(GateError):
+    slug = "purpose-required"
+
+
+class UnknownPurpose(GateError):
+    slug = "unknown-purpose"
+
+
+class PolicyDenied(GateError):
+    slug = "policy-denied"
+
+
+class ConsentRequired(GateError):
+    slug = "consent-required"
+
+
+class NotInScope(GateError):
+    """404: the same whether the resident does not exist or is outside the caller's scope."""
+
+    slug = "not-found"
+
+
+class JustificationRequired(GateError):
+    slug = "justification-required"
+
+
+class InvalidCursor(GateError):
+    slug = "validation-error"
+
+
+class Suspended(GateError):
+    """The caller is suspended pending review after an insider-abuse alert."""
+
+    slug = "suspended"
+
+
+class RateLimited(GateError):
+    slug = "rate-limited"
+    retry_after: float = 1.0
+
+
+class BreakGlassRequired(GateError):
+    """A break-glass purpose without an active grant for this worker and resident."""
+
+    slug = "break-glass-required"
+
+
+# -- who is asking --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who is asking, as policy sees them; built from the token and the database."""
+
+    type: str
+    organisation: str | None = None
+    roles: tuple[str, ...] = ()
+    communities: tuple[str, ...] = ()
+    grids: tuple[str, ...] = ()
+    buildings: tuple[str, ...] = ()
+    client: str | None = None
+    user: str | None = None
+    resident_id: str | None = None
+    children: tuple[str, ...] = ()
+
+    def policy_input(self) -> dict[str, Any]:
+        subject: dict[str, Any] = {
+            "type": self.type,
+            "roles": list(self.roles),
+            "jurisdiction": {"communities": list(self.communities), "grids": list(self.grids),
+                             "buildings": list(self.buildings)},
+        }  # fmt: skip
+        if self.organisation:
+            subject["organisation"] = self.organisation
+        return subject
+
+
+@dataclass(frozen=True)
+class Access:
+    """One request: who, for what purpose, with which ids for correlation."""
+
+    subject: Subject
+    purpose: str | None
+    request_id: str
+    channel: str = "api"
+    justification: str | None = None
+    decision_id: str = field(default_factory=lambda: f"dec_{uuid.uuid4().hex}")
+
+
+class GateObserver(Protocol):
+    """Counts what the gate decides (api.http.observability.Metrics); sees codes, no data."""
+
+    def decided(self, decision: Decision, purpose: str | None) -> None: ...
+
+    def refused(self, slug: str) -> None: ...
+
+
+class ConsentLookup(Protocol):
+    """What residents' active consents cover for this recipient and purpose (issue 5).
+
+    One call per batch of residents (never per resident), inside the request's
+    transaction, with no caching: a revocation that committed before the call is seen.
+    """
+
+    def consenting(
+        self,
+        session: Session,
+        recipient: str,
+        purpose: str,
+        resident_ids: Sequence[str],
+        fields: Sequence[str],
+    ) -> dict[str, ConsentCover]:
+        """resident id -> the consents and the subset of `fields` they cover, for residents
+        whose active, unexpired consents cover at least one of `fields`."""
+        ...
+
+
+@dataclass(frozen=True)
+class Place:
+    """Optional narrowing of a list to one community, grid or building (within scope)."""
+
+    community: str | None = None
+    grid: str | None = None
+    building: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordView:
+    resident_id: str
+    fields: dict[str, Any]
+    treatments: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """What one subject would see of a resident for one purpose (a dry run): `status` is
+    allowed (a basis other than consent), consented, or needs-consent (nothing shown)."""
+
+    subject: Subject
+    purpose: str
+    decision: Decision
+    treatments: dict[str, str]
+    status: str
+
+
+@dataclass
+class Listing:
+    items: list[RecordView]
+    next_cursor: str | None
+    left_out: int
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class FieldView:
+    """What a read under one decision lets out of one field of one resident, for a service
+    outside the API (the pages' correction queue): the field's treatment for this resident
+    (never denied), the names a generalisation shows, and the consent the read rests on."""
+
+    resident_id: str
+    field: str
+    treatment: str
+    context: Mapping[str, str | None]
+    cover: ConsentCover | None
+
+
+# -- the gate -------------------------------------------------------------------------------
+
+
+class Gate:
+    def __init__(
+        self,
+        runtime: Runtime,
+        engine: PolicyEngine,
+        consents: ConsentLookup | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.engine = engine
+        self.consents: ConsentLookup = consents or ConsentService(
+            runtime.vault.store, runtime.audit
+        )
+        self.catalogue: Catalogue = runtime.vault.store.catalogue
+        self.field_input = [spec.public_metadata() for spec in self.catalogue]
+        self.pseudonyms = Pseudonyms(runtime.vault.keyring)
+        self.break_glass = BreakGlass(runtime.audit)
+        settings = runtime.settings
+        self.limiter = RateLimiter({
+            "standard": (settings.rate_limit_standard, 60.0),
+            "sensitive": (settings.rate_limit_sensitive, 60.0),
+            "bulk": (settings.rate_limit_bulk, 3600.0),
+        })  # fmt: skip
+        self.observer: GateObserver | None = None
+
+    def _suspended(self, subject: Subject) -> bool:
+        with self.runtime.vault.sessions() as session:
+            return is_suspended(session, subject.user, subject.client)
+
+    # -- naming residents ------------------------------------------------------------------
+
+    @staticmethod
+    def recipient(subject: Subject) -> str:
+        """Whose pseudonyms a subject sees: its organisation's (a client without one: its own)."""
+        return subject.organisation or f"client:{subject.client or '?'}"
+
+    def present(self, access: Access, decision: Decision, resident_id: str) -> str:
+        """The id the caller sees: the vault id, or its organisation's pseudonym."""
+        if decision.pseudonymous:
+            return self.pseudonyms.of(self.recipient(access.subject), resident_id)
+        return resident_id
+
+    def resolve(self, access: Access, given: str) -> str | None:
+        """The vault id behind an id the caller gave (its pseudonym, or a vault id); None
+        for a pseudonym that is not the caller's. Whether the caller may use this kind of
+        id at all is the decision's word (`matches`)."""
+        if is_pseudonym(given):
+            return self.pseudonyms.resolve(self.recipient(access.subject), given)
+        return given
+
+    @staticmethod
+    def matches(decision: Decision, given: str) -> bool:
+        """A pseudonymous caller must name residents by its pseudonyms, everyone else by
+        vault ids: a vault id that leaked to an organisation opens nothing."""
+        return decision.pseudonymous == is_pseudonym(given)
+
+    def hypothetical(self, subject: Subject, purpose: str | None, action: str) -> Decision:
+        """The decision a request would get, for explanations and routes outside the gate;
+        never raises for a denial and records nothing (no resident data is touched)."""
+        return self.engine.evaluate({
+            "subject": subject.policy_input(), "purpose": purpose, "action": action,
+            "target": "other", "fields": self.field_input,
+        })  # fmt: skip
+
+    def identifier_decision(self, access: Access, purpose: str | None = None) -> Decision:
+        """A decision that says how residents are named to this caller (e.g. for consent
+        requests); the identifier is defined even when the access is denied."""
+        return self.hypothetical(access.subject, purpose or access.purpose, "read")
+
+    # -- deciding ------------------------------------------------------------------------
+
+    def decide(
+        self, access: Access, action: str, target: str = "other", *, dry_run: bool = False
+    ) -> Decision:
+        """One policy decision for the request; raises (after auditing) when it denies.
+
+        A dry run (a resident asking who could see their data) asks policy only: it neither
+        counts against the subject's rate limit nor consults their suspension."""
+        subject = access.subject
+        if not dry_run and subject.type != "resident" and self._suspended(subject):
+            raise Suspended(
+                "因异常访问已暂停，待审计员复核", "suspended pending an auditor's review"
+            )
+        if subject.type == "resident" and target in ("self", "child"):
+            purpose = access.purpose
+        else:
+            if not access.purpose:
+                raise PurposeRequired(
+                    "请在 Purpose 请求头中声明用途",
+                    "declare a purpose (Purpose header or purpose parameter)",
+                )
+            purpose = access.purpose
+        decision = self.engine.evaluate({
+            "subject": subject.policy_input(), "purpose": purpose, "action": action,
+            "target": target, "fields": self.field_input,
+        })  # fmt: skip
+        if self.observer is not None:
+            self.observer.decided(decision, purpose)
+        if not decision.from_cache:
+            self._record_evaluation(access, action, target, decision)
+        if not decision.allow:
+            code = decision.reason.code
+            error_type: type[GateError] = {
+                "unknown-purpose": UnknownPurpose, "purpose-required": PurposeRequired,
+            }.get(code, PolicyDenied)  # fmt: skip
+            raise error_type(decision.reason.zh, decision.reason.en, decision)
+        caller = subject.user or subject.client
+        rate_class = str(decision.obligations.rate_class)
+        wait = self.limiter.check(caller, rate_class) if caller and not dry_run else None
+        if wait is not None:
+            error = RateLimited("请求过于频繁，请稍后再试", "too many requests", decision)
+            error.retry_after = wait
+            raise error
+        if decision.obligations.break_glass and action != "read":
+            # Defence in depth: a break-glass purpose opens one record at a time, whatever
+            # a purpose's data might say.
+            raise PolicyDenied(
+                "紧急访问只能逐一查看居民", "break-glass opens one record at a time", decision
+            )
+        return decision
+
+    def _record_evaluation(
+        self, access: Access, action: str, target: str, decision: Decision
+    ) -> None:
+        """Each fresh evaluation goes into the log with the policy's whole answer, so any
+        past decision can be explained from the signed record, whatever the policy says
+        today. Cached decisions name this evaluation; there is one per cache miss."""
+        subject = access.subject
+        with self.runtime.transaction() as session:
+            self.runtime.audit.record(session, [EntryDraft(
+                action=EVALUATION_ACTION, outcome="allowed" if decision.allow else "denied",
+                channel=access.channel, kind="event", subject_type=subject.type,
+                organisation=subject.organisation, client=subject.client, user=subject.user,
+                purpose=access.purpose, evaluation_id=decision.evaluation_id,
+                policy_revision=decision.revision, request_id=access.request_id,
+                details={
+                    "input": {
+                        "subject": subject.policy_input(), "purpose": access.purpose,
+                        "action": action, "target": target,
+                        "catalogue_version": self.catalogue.version,
+                    },
+                    "result": decision.to_result(),
+                },
+            )])  # fmt: skip
+
+    @contextmanager
+    def denials_recorded(
+        self, access: Access, action: str, resident_id: str | None = None
+    ) -> Iterator[None]:
+        """Record a refusal (and say 404 for a resident who is not there) before raising it.
+
+        `resident_id` is the id as the caller gave it: a pseudonym is recorded beside the
+        vault id it stands for, so the resident sees the refused attempt too."""
+        try:
+            yield
+        except ResidentNotFound as exc:
+            error = NotInScope("未找到", "not found", None)
+            self.record_denial(access, error, action, resident_id)
+            raise error from exc
+        except GateError as error:
+            self.record_denial(access, error, action, resident_id)
+            raise
+
+    def record_denial(
+        self, access: Access, error: GateError, action: str, resident_id: str | None = None
+    ) -> None:
+        """Denied attempts are recorded too (insider-abuse detection reads them)."""
+        if self.observer is not None:
+            self.observer.refused(error.slug)
+        decision = error.decision
+        pseudonym = resident_id if resident_id and is_pseudonym(resident_id) else None
+        vault_id = self.resolve(access, resident_id) if resident_id else None
+        # A pseudonym that is not the caller's (or a forgery) is kept as given, unresolved.
+        details = {"unresolved": True} if pseudonym and vault_id is None else {}
+        with self.runtime.transaction() as session:
+            entry = self._entry(
+                access, action, "denied", decision, resident_id=vault_id,
+                fields={}, reason=error.slug, details=details,
+                pseudonym=pseudonym[:64] if pseudonym else None)  # fmt: skip
+            if vault_id and session.scalar(
+                select(Resident.is_decoy).where(Resident.id == vault_id)
+            ):
+                # Someone probed a decoy: kept apart from real accesses, as decoy rows are.
+                entry = replace(entry, kind="decoy", details={**entry.details, "decoy": True})
+            self.runtime.audit.record(session, [entry])
+
+    # -- rows ----------------------------------------------------------------------------
+
+    def row_filter(self, access: Access, decision: Decision) -> ColumnElement[bool]:
+        """The decision's row constraints as SQL with bound parameters."""
+        rows = decision.rows
+        scope = rows.scope
+        if scope == "all":
+            return Resident.status == "active"
+        if scope == "self":
+            return and_(
+                Resident.id == (access.subject.resident_id or ""), Resident.status == "active"
+            )
+        if scope == "children":
+            return and_(Resident.id.in_(list(access.subject.children)), Resident.status == "active")
+        if scope == "jurisdiction":
+            terms: list[ColumnElement[bool]] = []
+            if rows.communities:
+                terms.append(Building.community_id.in_(list(rows.communities)))
+            if rows.grids:
+                terms.append(Building.grid_id.in_(list(rows.grids)))
+            if rows.buildings:
+                terms.append(Building.id.in_(list(rows.buildings)))
+            return and_(Resident.status == "active", or_(*terms) if terms else false())
+        return false()
+
+    def _scoped(
+        self, access: Access, decision: Decision, *, decoys: bool = False
+    ) -> Select[str, str, str]:
+        """Residents within the decision's rows, with their building's and community's
+        names (what the building and community generalisations show). Decoys (fictional
+        people for export tracing) are never among them; `decoys=True` gives only the
+        decoys in the same rows, which fingerprinted exports alone ask for."""
+        return (
+            select(Resident.id, Building.name, Community.name)
+            .join(Household, Household.id == Resident.household_id)
+            .join(Room, Room.id == Household.room_id)
+            .join(Building, Building.id == Room.building_id)
+            .join(Community, Community.id == Building.community_id)
+            .where(self.row_filter(access, decision), Resident.is_decoy.is_(decoys))
+        )
+
+    def holds(self, session: Session, access: Access, decision: Decision, resident_id: str) -> bool:
+        """Whether the decision's rows hold this resident (active, not a decoy): the very
+        check a read makes, for routes outside the gate that act on one resident."""
+        found = session.execute(
+            self._scoped(access, decision).where(Resident.id == resident_id)
+        ).first()
+        return found is not None
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _wanted(self, decision: Decision, requested: Sequence[str] | None) -> dict[str, str]:
+        """Treatments of the fields asked for (`?fields=`), or of every catalogue field, so
+        the caller sees what was withheld as well as what was shown."""
+        names = list(requested) if requested else list(self.catalogue.names)
+        for name in names:
+            if name not in self.catalogue:
+                raise UnknownField(name)
+        return {name: str(decision.treatment(name)) for name in names}
+
+    def _render(
+        self,
+        values: Mapping[str, Any],
+        treatments: Mapping[str, str],
+        context: Mapping[str, str | None],
+        levels: Mapping[str, str],
+    ) -> dict[str, Any]:
+        """Values under their treatments; generalised ones at the decision's level, with the
+        building's and community's names in `context`."""
+        shown: dict[str, Any] = {}
+        for name, treatment in treatments.items():
+            if treatment == "denied" or name not in values:
+                continue
+            spec = self.catalogue[name]
+            value = values[name]
+            if treatment == "clear":
+                shown[name] = value
+            elif treatment == "masked":
+                shown[name] = mask_value(spec, value)
+            elif treatment == "generalised":
+                shown[name] = generalise_value(spec, value, level=levels.get(name), context=context)
+        return shown
+
+    def read(
+        self,
+        access: Access,
+        resident_id: str,
+        requested: Sequence[str] | None = None,
+        target: str = "other",
+    ) -> tuple[RecordView, Decision]:
+        action = "read"
+        given = resident_id
+        with self.denials_recorded(access, action, given):
+            decision = self.decide(access, action, target)
+            vault_id = self.resolve(access, given) if self.matches(decision, given) else None
+            if vault_id is None:
+                raise NotInScope("未找到", "not found", decision)
+            resident_id = vault_id
+            with self.runtime.transaction() as session:
+                grant = self._grant_for(session, access, decision, resident_id)
+                row, treatments, cover = self._plan_read(
+                    session, access, decision, resident_id, requested
+                )
+                fetch = [n for n, t in treatments.items() if t != "denied"]
+                values = self.runtime.vault.store.read(session, resident_id, fetch)
+                shown = self._render(values, treatments, _names(row[1], row[2]), decision.levels)
+                presented = self.present(access, decision, resident_id)
+                view = RecordView(presented, shown, treatments)
+                self.runtime.audit.record(session, [self._entry(
+                    access, action, "allowed", decision, resident_id=resident_id,
+                    fields={n: t for n, t in treatments.items() if n in values or t == "denied"},
+                    pseudonym=presented if decision.pseudonymous else None,
+                    details={"break_glass": grant} if grant else None,
+                    **_consent_ids(cover.get(resident_id)))])  # fmt: skip
+            return view, decision
+
+    def _grant_for(
+        self, session: Session, access: Access, decision: Decision, resident_id: str
+    ) -> str | None:
+        """The break-glass grant a read rests on (its id), when the purpose is break-glass;
+        BreakGlassRequired without an active one for this worker and this resident."""
+        if not decision.obligations.break_glass:
+            return None
+        grant = self.break_glass.active(session, access.subject.user, resident_id)
+        if grant is None:
+            raise BreakGlassRequired(
+                "紧急访问须先登记理由（POST /v1/break-glass），且仅限该居民、在有效期内",
+                "an emergency access needs an open break-glass grant for this resident "
+                "(POST /v1/break-glass)",
+                decision,
+            )
+        return grant.id
+
+    def _plan_read(
+        self,
+        session: Session,
+        access: Access,
+        decision: Decision,
+        resident_id: str,
+        requested: Sequence[str] | None,
+    ) -> tuple[Any, dict[str, str], dict[str, ConsentCover]]:
+        """What a read of one resident would return, before anything is decrypted: the
+        row, each field's treatment for this resident, and the consents it rests on.
+        Raises ConsentRequired, then NotInScope, in the order docs/api.md gives. The resident's
+        dry run (`visibility`) uses this very method, so it cannot differ from a read."""
+        row = session.execute(
+            self._scoped(access, decision).where(Resident.id == resident_id)
+        ).first()
+        treatments = self._wanted(decision, requested)
+        cover = self._consent_for(session, access, decision, [resident_id], treatments)
+        if decision.rows.consent_required:
+            if resident_id not in cover:
+                raise ConsentRequired(
+                    "该居民尚未同意向您的机构提供此用途的信息",
+                    "the resident has not consented to this use",
+                    decision,
+                )
+            treatments = _narrowed(treatments, cover[resident_id])
+        if row is None:
+            raise NotInScope("未找到", "not found", decision)
+        return row, treatments, cover
+
+    def visibility(
+        self,
+        resident: Access,
+        resident_id: str,
+        subjects: Sequence[Subject],
+        purposes: Sequence[str],
+    ) -> list[Visibility]:
+        """A dry run of every subject x purpose against one resident's record and consents:
+        what a read by each would return (treatments only; nothing is decrypted). One
+        entry records that the resident looked."""
+        decided: list[tuple[Access, Decision]] = []
+        for subject in subjects:  # decisions first: a fresh one records its evaluation
+            for purpose in purposes:
+                access = Access(subject=subject, purpose=purpose, request_id=resident.request_id)
+                try:
+                    decided.append((access, self.decide(access, "read", dry_run=True)))
+                except GateError:
+                    continue  # outside the mandate: nothing to show
+        found: list[Visibility] = []
+        with self.runtime.transaction() as session:
+            for access, decision in decided:
+                subject, purpose = access.subject, access.purpose or ""
+                try:
+                    _, treatments, cover = self._plan_read(
+                        session, access, decision, resident_id, None
+                    )
+                except ConsentRequired:
+                    found.append(Visibility(subject, purpose, decision, {}, "needs-consent"))
+                    continue
+                except NotInScope:
+                    continue  # the resident is outside their rows
+                status = "consented" if cover else "allowed"
+                if decision.obligations.break_glass:
+                    status = "break-glass"  # only in an emergency, flagged and reviewed
+                found.append(Visibility(subject, purpose, decision, treatments, status))
+            self.runtime.audit.record(session, [self._entry(
+                resident, "visibility", "allowed", None, resident_id=resident_id, fields={},
+                details={"combinations": len(found)})])  # fmt: skip
+        return found
+
+    def _consent_for(
+        self,
+        session: Session,
+        access: Access,
+        decision: Decision,
+        resident_ids: Sequence[str],
+        treatments: Mapping[str, str],
+    ) -> dict[str, ConsentCover]:
+        """One look-up for the batch; empty when the purpose does not rest on consent."""
+        if not decision.rows.consent_required or not resident_ids:
+            return {}
+        recipient = access.subject.organisation or ""
+        fields = [n for n, t in treatments.items() if t != "denied"]
+        return self.consents.consenting(
+            session, recipient, access.purpose or "", resident_ids, fields
+        )
+
+    def list_residents(
+        self,
+        access: Access,
+        *,
+        community: str | None = None,
+        grid: str | None = None,
+        building: str | None = None,
+        requested: Sequence[str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        action: str = "list",
+    ) -> Listing:
+        """A page of residents within scope; those lacking a required consent are left out."""
+        with self.denials_recorded(access, action):
+            decision = self.decide(access, action)
+            after = None
+            if cursor:
+                # Cursors are resident ids as the caller sees them, so they leak no vault id.
+                after = self.resolve(access, cursor) if self.matches(decision, cursor) else None
+                if after is None:
+                    raise InvalidCursor("无效的分页游标", "invalid cursor", decision)
+        with self.runtime.transaction() as session, self._reading(session) as read:
+            page = self._page(
+                read,
+                access,
+                decision,
+                place=Place(community, grid, building),
+                limit=limit,
+                cursor=after,
+            )
+            items, left_out = self._views(
+                session, access, decision, page[0], requested=requested, action=action, read=read
+            )
+        next_cursor = self.present(access, decision, page[1]) if page[1] else None
+        return Listing(items, next_cursor, left_out, decision)
+
+    @contextmanager
+    def _reading(self, session: Session) -> Iterator[Session]:
+        """Where a list or an export reads residents' rows: the read replica's session
+        (data keys from the primary, see vault.db), or `session` when there is none."""
+        vault = self.runtime.vault
+        if vault.read_engine is vault.engine:
+            yield session
+            return
+        with vault.read_sessions() as read:
+            yield read
+
+    def _page(
+        self,
+        session: Session,
+        access: Access,
+        decision: Decision,
+        *,
+        place: Place,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[tuple[str, str, str]], str | None]:
+        query = self._scoped(access, decision)
+        if place.community:
+            query = query.where(Building.community_id == place.community)
+        if place.grid:
+            query = query.where(Building.grid_id == place.grid)
+        if place.building:
+            query = query.where(Building.id == place.building)
+        if cursor:
+            query = query.where(Resident.id > cursor)
+        rows = [
+            (r[0], r[1], r[2])
+            for r in session.execute(query.order_by(Resident.id).limit(limit + 1))
+        ]
+        next_cursor = rows[limit - 1][0] if len(rows) > limit else None
+        return rows[:limit], next_cursor
+
+    def _views(
+        self,
+        session: Session,
+        access: Access,
+        decision: Decision,
+        rows: list[tuple[str, str, str]],
+        *,
+        requested: Sequence[str] | None,
+        action: str,
+        read: Session | None = None,
+    ) -> tuple[list[RecordView], int]:
+        """Decrypt a batch, render it and record its entries, in the caller's transaction.
+
+        With a consent-based purpose, residents whose consents cover none of the fields are
+        left out (and counted), and each kept resident's fields that their consents do not
+        cover are denied: treatments are per resident. Rows and ciphertexts may come from
+        a replica (`read`); consents, erasures, data keys and the entries are the primary's
+        (`session`), so a replica's lag never shows an erased resident or a revoked consent."""
+        if read is not None and read is not session:
+            rows = _still_active(session, rows)
+        treatments = self._wanted(decision, requested)
+        covers = self._consent_for(session, access, decision, [r[0] for r in rows], treatments)
+        per_resident: dict[str, dict[str, str]] = {}
+        if decision.rows.consent_required:
+            kept = [row for row in rows if row[0] in covers]
+            for rid, _, _ in kept:
+                per_resident[rid] = _narrowed(treatments, covers[rid])
+            fetch = sorted({n for t in per_resident.values() for n, v in t.items()
+                            if v != "denied"})  # fmt: skip
+        else:
+            kept = rows
+            fetch = [n for n, t in treatments.items() if t != "denied"]
+        values = self.runtime.vault.store.read_many(read or session, [r[0] for r in kept], fetch)
+        views = []
+        entries = []
+        for rid, building, community in kept:
+            mine = per_resident.get(rid, treatments)
+            shown = self._render(
+                values.get(rid, {}), mine, _names(building, community), decision.levels
+            )
+            presented = self.present(access, decision, rid)
+            views.append(RecordView(presented, shown, mine))
+            entries.append(self._entry(
+                access, action, "allowed", decision, resident_id=rid, fields=mine,
+                pseudonym=presented if decision.pseudonymous else None,
+                **_consent_ids(covers.get(rid))))  # fmt: skip
+        self.runtime.audit.record(session, entries)
+        return views, len(rows) - len(kept)
+
+    def export(
+        self,
+        access: Access,
+        *,
+        community: str | None = None,
+        grid: str | None = None,
+        building: str | None = None,
+        requested: Sequence[str] | None = None,
+        batch_size: int = 500,
+        fingerprint: Fingerprint | None = None,
+    ) -> tuple[Decision, Iterator[list[RecordView]], dict[str, int]]:
+        """A streamed export: each batch's entries commit before the batch is handed out.
+
+        With a `fingerprint`, rows go out in the export's keyed order with its decoys
+        (`access.exports.batches`); the decoys are chosen here, before the first row."""
+        action = "export"
+        with self.denials_recorded(access, action):
+            decision = self.decide(access, action)
+            if decision.obligations.justification_required and not access.justification:
+                raise JustificationRequired(
+                    "批量导出敏感字段须填写理由（Justification 请求头）",
+                    "exporting sensitive fields needs a Justification header",
+                    decision,
+                )
+        summary = {"rows": 0, "left_out": 0}
+        if fingerprint is not None:
+            return decision, fingerprinted_batches(
+                self, access=access, decision=decision, place=Place(community, grid, building),
+                requested=requested, batch_size=batch_size, fingerprint=fingerprint,
+                summary=summary,
+            ), summary  # fmt: skip
+
+        def batches() -> Iterator[list[RecordView]]:
+            cursor: str | None = None
+            while True:
+                with self.runtime.transaction() as session, self._reading(session) as read:
+                    rows, cursor = self._page(
+                        read,
+                        access,
+                        decision,
+                        place=Place(community, grid, building),
+                        limit=batch_size,
+                        cursor=cursor,
+                    )
+                    views, left_out = self._views(
+                        session, access, decision, rows, requested=requested, action=action,
+                        read=read,
+                    )  # fmt: skip
+                summary["rows"] += len(views)
+                summary["left_out"] += left_out
+                if views:
+                    yield views
+                if cursor is None:
+                    return
+
+        return decision, batches(), summary
+
+    def search(
+        self,
+        access: Access,
+        field_name: str,
+        raw_value: str,
+        requested: Sequence[str] | None = None,
+    ) -> Listing:
+        """Look up by identifier through the blind index, then read within scope."""
+        action = "search"
+        with self.denials_recorded(access, action):
+            decision = self.decide(access, action)
+        with self.runtime.transaction() as session:
+            ids = self.runtime.vault.store.find(session, field_name, raw_value)
+            rows = (
+                [
+                    (r[0], r[1], r[2])
+                    for r in session.execute(
+                        self._scoped(access, decision).where(Resident.id.in_(ids))
+                    )
+                ]
+                if ids
+                else []
+            )
+            items, left_out = self._views(
+                session, access, decision, rows, requested=requested, action=action
+            )
+            if not items:
+                self.runtime.audit.record(session, [self._entry(
+                    access, action, "allowed", decision, fields={}, reason="no-match",
+                    details={"by": field_name})])  # fmt: skip
+        return Listing(items, None, left_out, decision)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write(
+        self,
+        access: Access,
+        resident_id: str | None,
+        values: Mapping[str, Any],
+        household_id: str | None = None,
+        target: str = "other",
+    ) -> tuple[str, Decision]:
+        """Create or update within policy: every written field must be writable (clear)."""
+        action = "write"
+        with self.denials_recorded(access, action, resident_id):
+            decision = self.decide(access, action, target)
+            if resident_id is not None:
+                given = resident_id
+                vault_id = self.resolve(access, given) if self.matches(decision, given) else None
+                if vault_id is None:
+                    raise NotInScope("未找到", "not found", decision)
+                resident_id = vault_id
+            not_writable = sorted(n for n in values if decision.treatment(n) != "clear")
+            if not_writable:
+                raise PolicyDenied(
+                    f"无权写入字段：{', '.join(not_writable)}",
+                    f"not allowed to write: {', '.join(not_writable)}",
+                    decision,
+                )
+            provenance = Provenance(
+                actor=access.subject.user or access.subject.client or "?",
+                channel="self" if target == "self" else access.channel,
+            )
+            with self.runtime.transaction() as session:
+                if resident_id is None:
+                    resident_id = self.runtime.vault.store.create(
+                        session, values, provenance, household_id=household_id
+                    )
+                else:
+                    if (
+                        session.execute(
+                            self._scoped(access, decision).where(Resident.id == resident_id)
+                        ).first()
+                        is None
+                    ):
+                        raise NotInScope("未找到", "not found", decision)
+                    self.runtime.vault.store.update(session, resident_id, values, provenance)
+                presented = self.present(access, decision, resident_id)
+                self.runtime.audit.record(session, [self._entry(
+                    access, action, "allowed", decision, resident_id=resident_id,
+                    fields=dict.fromkeys(values, "written"),
+                    pseudonym=presented if decision.pseudonymous else None)])  # fmt: skip
+            return presented, decision
+
+    # -- one field, for services outside the API ----------------------------------------
+
+    def scoped_ids(self, access: Access, decision: Decision) -> Select[str]:
+        """The ids of residents within the decision's rows (no decoys), as a subquery a
+        service narrows its own table with before it pages."""
+        return self._scoped(access, decision).with_only_columns(Resident.id)
+
+    def field_views(
+        self,
+        session: Session,
+        access: Access,
+        decision: Decision,
+        wanted: Sequence[tuple[str, str]],
+    ) -> dict[tuple[str, str], FieldView]:
+        """Of (resident, field) pairs, those a read under `decision` would show, keyed by
+        the pair: the same rows, consent narrowing and treatments as `list_residents`.
+        Pairs it would not show (outside the rows, no consent, field denied, or nothing
+        there) are simply absent: a caller cannot tell "not yours" from "not there"."""
+        if decision.obligations.break_glass:
+            return {}  # a grant opens one `read`, never a service's list
+        known = [(rid, name) for rid, name in wanted if name in self.catalogue]
+        if not known:
+            return {}
+        ids = sorted({rid for rid, _ in known})
+        rows = {
+            r[0]: r
+            for r in session.execute(self._scoped(access, decision).where(Resident.id.in_(ids)))
+        }
+        treatments = self._wanted(decision, sorted({name for _, name in known}))
+        covers = self._consent_for(session, access, decision, list(rows), treatments)
+        found: dict[tuple[str, str], FieldView] = {}
+        for rid, name in known:
+            row = rows.get(rid)
+            if row is None or (decision.rows.consent_required and rid not in covers):
+                continue
+            mine = _narrowed(treatments, covers[rid]) if rid in covers else treatments
+            if mine[name] != "denied":
+                found[rid, name] = FieldView(
+                    rid, name, mine[name], _names(row[1], row[2]), covers.get(rid)
+                )
+        return found
+
+    def field_view(
+        self, session: Session, access: Access, decision: Decision, resident_id: str, name: str
+    ) -> FieldView:
+        """One field of one resident as `read` would show it, planned by `read`'s own
+        `_plan_read` (ConsentRequired, then NotInScope); PolicyDenied for a field it would
+        withhold. Nothing is decrypted and nothing recorded: the caller records."""
+        if decision.obligations.break_glass:
+            raise PolicyDenied(
+                "紧急访问只能逐一查看居民", "break-glass opens one record at a time", decision
+            )
+        if name not in self.catalogue:
+            raise NotInScope("未找到", "not found", decision)
+        row, treatments, cover = self._plan_read(session, access, decision, resident_id, [name])
+        if treatments[name] == "denied":
+            raise PolicyDenied(f"无权查看字段：{name}", f"not allowed to see: {name}", decision)
+        return FieldView(
+            resident_id, name, treatments[name], _names(row[1], row[2]), cover.get(resident_id)
+        )
+
+    def render_field(self, decision: Decision, view: FieldView, value: Any) -> Any:
+        """`value` of the view's field as a read shows it: clear, masked, or generalised at
+        the decision's level; None if the treatment withholds it."""
+        return self._render(
+            {view.field: value}, {view.field: view.treatment}, view.context, decision.levels
+        ).get(view.field)
+
+    def access_entry(
+        self,
+        access: Access,
+        action: str,
+        decision: Decision,
+        *,
+        resident_id: str,
+        fields: Mapping[str, str],
+        cover: ConsentCover | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> EntryDraft:
+        """An allowed access's entry as the gate writes its own (purpose, legal basis,
+        decision, evaluation, consent, pseudonym), for a service outside the gate to record
+        in the transaction that answers."""
+        presented = self.present(access, decision, resident_id)
+        return self._entry(
+            access, action, "allowed", decision, resident_id=resident_id, fields=fields,
+            details=details, pseudonym=presented if decision.pseudonymous else None,
+            **_consent_ids(cover),
+        )  # fmt: skip
+
+    # -- audit entries -------------------------------------------------------------------
+
+    def _entry(
+        self,
+        access: Access,
+        action: str,
+        outcome: str,
+        decision: Decision | None,
+        *,
+        resident_id: str | None = None,
+        fields: Mapping[str, str] | None = None,
+        consent_id: str | None = None,
+        consent_ids: Sequence[str] = (),
+        reason: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        pseudonym: str | None = None,
+    ) -> EntryDraft:
+        subject = access.subject
+        return EntryDraft(
+            action=action, outcome=outcome, channel=access.channel, kind="access",
+            subject_type=subject.type, organisation=subject.organisation, client=subject.client,
+            user=subject.user, purpose=access.purpose,
+            legal_basis=decision.rows.legal_basis if decision else None,
+            consent_id=consent_id, resident_id=resident_id, resident_pseudonym=pseudonym,
+            fields=dict(fields or {}),
+            decision_id=access.decision_id,
+            evaluation_id=decision.evaluation_id if decision else None,
+            policy_revision=decision.revision if decision else self.engine.revision,
+            request_id=access.request_id, reason=reason,
+            details={**(details or {}),
+                     **({"consents": list(consent_ids)} if len(consent_ids) > 1 else {}),
+                     **({"justification": access.justification[:500]}
+                        if access.justification else {})},
+        )  # fmt: skip
+
+
+def _still_active(session: Session, rows: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """Rows a replica served whose residents the primary still holds active."""
+    if not rows:
+        return rows
+    active = set(session.scalars(
+        select(Resident.id).where(Resident.id.in_([r[0] for r in rows]),
+                                  Resident.status == "active")))  # fmt: skip
+    return [row for row in rows if row[0] in active]
+
+
+def _names(building: str | None, community: str | None) -> dict[str, str | None]:
+    return {"building": building, "community": community}
+
+
+def _narrowed(treatments: Mapping[str, str], cover: ConsentCover) -> dict[str, str]:
+    """A resident's treatments: fields their consents do not cover are denied."""
+    return {n: (t if n in cover.fields else "denied") for n, t in treatments.items()}
+
+
+def _consent_ids(cover: ConsentCover | None) -> dict[str, Any]:
+    if cover is None:
+        return {}
+    return {"consent_id": cover.consent_id, "consent_ids": cover.consent_ids}

@@ -1,0 +1,46 @@
+"""Reads of resident-linked records that are not field values: consents, consent requests,
+receipts, notifications, correction requests, break-glass grants, audit reports.
+
+Each is an access like a read of a field (ARCHITECTURE.md, "Record"): one entry per
+(request, resident), written in the transaction that read the records, so it is committed
+before the answer leaves. The entry names the kind of record read, never its content.
+`tests/test_reads_audited.py` walks every route and page and holds each to this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy.orm import Session
+
+from access.gate import Subject
+from access.runtime import Runtime
+from audit import EntryDraft
+
+
+def record_reads(
+    runtime: Runtime,
+    session: Session,
+    *,
+    subject: Subject,
+    request_id: str,
+    action: str,
+    resident_ids: Iterable[str | None],
+    channel: str = "api",
+    purpose: str | None = None,
+) -> None:
+    """Record that `subject` read `action`'s records of each resident (once per resident,
+    in the order first seen). Nothing is recorded for an answer that names nobody."""
+    seen = dict.fromkeys(r for r in resident_ids if r)
+    runtime.audit.record(
+        session,
+        [
+            EntryDraft(
+                action=action, outcome="allowed", channel=channel, kind="access",
+                subject_type=subject.type, organisation=subject.organisation,
+                client=subject.client, user=subject.user, purpose=purpose,
+                resident_id=resident_id, request_id=request_id,
+            )
+            for resident_id in seen
+        ],
+    )  # fmt: skip

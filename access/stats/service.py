@@ -1,0 +1,433 @@
+"""Statistics without row access: one query, decided, counted, protected and recorded.
+
+HTTP-free, like the gate it calls. A query is decided by policy once (action `stats`),
+counted over the residents the decision's rows allow (never decoys), then protected:
+small cells and complementary suppression by default (`access.stats.disclosure`), or noise from
+OpenDP with a privacy budget per organisation per calendar month (China time). Each query
+is one audit entry naming the measure, the level, the cells, how many were suppressed and
+the epsilon spent; the budget spent is the sum of those entries (the log is the ledger).
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any, Final
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import ColumnElement, or_, select, text, true
+from sqlalchemy.orm import Session
+
+from access.gate import Access, Gate, GateError, PolicyDenied
+from access.stats.disclosure import Cell, Place, Table, suppress
+from access.stats.measures import MEASURES, TOTAL, Measure
+from access.stats.noise import Mechanism, release
+from access.stats.tables import LEVELS, Counted, Scoped, count, places, residents_query
+from audit import EntryDraft
+from audit.models import AuditEntry
+from policies import Decision
+from vault.models import Building, utcnow
+
+ACTION: Final = "stats"
+CHINA: Final = timezone(timedelta(hours=8))  # no daylight saving: a fixed offset is exact
+BY_LEVELS: Final = ("community", "grid", "building")
+
+
+class StatsSettings(BaseSettings):
+    """VAULT_STATS_*: the suppression threshold and the privacy budget."""
+
+    model_config = SettingsConfigDict(env_prefix="VAULT_STATS_", extra="ignore")
+
+    threshold: int = Field(default=5, ge=2, description="cells of 1..k-1 are suppressed")
+    epsilon_per_month: float = Field(default=3.0, gt=0, description="per organisation")
+    default_epsilon: float = Field(default=0.5, gt=0)
+    max_epsilon: float = Field(default=1.0, gt=0, description="most one query may spend")
+    delta: float = Field(default=1e-6, gt=0, lt=1e-3, description="Gaussian noise's delta")
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+class UnknownMeasure(GateError):
+    slug = "not-found"
+
+
+class BadStatsQuery(GateError):
+    slug = "validation-error"
+
+    def __init__(self, field_name: str, zh: str, en: str, decision: Decision | None) -> None:
+        super().__init__(zh, en, decision)
+        self.field = field_name
+
+
+class BudgetExhausted(GateError):
+    """429: this period's epsilon is spent (or this query would overspend it)."""
+
+    slug = "budget-exhausted"
+
+    def __init__(self, budget: Budget, decision: Decision | None) -> None:
+        renews = budget.renews_at.astimezone(CHINA)
+        super().__init__(
+            f"本月差分隐私预算已用尽（剩余 ε={budget.remaining:.3f}），"
+            f"将于 {renews:%Y-%m-%d %H:%M}（北京时间）恢复",
+            f"this month's privacy budget is spent (epsilon left {budget.remaining:.3f}); "
+            f"it renews at {budget.renews_at.isoformat()}",
+            decision,
+        )
+        self.budget = budget
+
+
+# -- results ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Budget:
+    period: str
+    total: float
+    spent: float
+    renews_at: datetime
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.total - self.spent)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "period": self.period,
+            "epsilon_total": self.total,
+            "epsilon_spent": round(self.spent, 6),
+            "epsilon_remaining": round(self.remaining, 6),
+            "renews_at": self.renews_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class PublishedPlace:
+    place: Place
+    values: dict[str, int | None]
+
+
+@dataclass(frozen=True)
+class StatsResult:
+    measure: Measure
+    by: str
+    categories: tuple[str, ...]
+    cells: list[PublishedPlace]
+    totals: list[PublishedPlace]
+    decision: Decision
+    disclosure: dict[str, Any]
+    budget: Budget
+    suppressed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def period_of(now: datetime) -> tuple[str, datetime, datetime]:
+    """The calendar month (China time) holding `now`: its label, start and end (UTC)."""
+    local = now.astimezone(CHINA)
+    start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+    return f"{start:%Y-%m}", start.astimezone(UTC), end.astimezone(UTC)
+
+
+class StatsService:
+    def __init__(self, gate: Gate, settings: StatsSettings | None = None) -> None:
+        self.gate = gate
+        self.settings = settings or StatsSettings()
+        self._ledger_lock = threading.Lock()
+
+    # -- budget ------------------------------------------------------------------------
+
+    @staticmethod
+    def _ledger_owner(access: Access) -> ColumnElement[bool]:
+        subject = access.subject
+        if subject.organisation:
+            return AuditEntry.organisation == subject.organisation
+        return AuditEntry.client == (subject.client or "")
+
+    def budget(self, access: Access, session: Session | None = None) -> Budget:
+        """This period's budget, from the allowed `stats` entries of the caller's
+        organisation: the log is the ledger, so nothing else can drift from it."""
+        label, start, end = period_of(utcnow())
+        if session is None:
+            with self.gate.runtime.vault.sessions() as own:
+                return self.budget(access, own)
+        details = session.scalars(
+            select(AuditEntry.details).where(
+                AuditEntry.action == ACTION,
+                AuditEntry.outcome == "allowed",
+                AuditEntry.recorded_at >= start,
+                AuditEntry.recorded_at < end,
+                self._ledger_owner(access),
+            )
+        )
+        spent = sum(float((d or {}).get("epsilon") or 0.0) for d in details)
+        return Budget(label, self.settings.epsilon_per_month, spent, end)
+
+    @contextmanager
+    def _ledger(self, access: Access) -> Iterator[Session]:
+        """One transaction in which the budget is read and the spending entry written,
+        serialised per organisation (a lock here, an advisory lock on PostgreSQL)."""
+        with self._ledger_lock, self.gate.runtime.transaction() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                owner = access.subject.organisation or access.subject.client or ""
+                session.execute(
+                    text("SELECT pg_advisory_xact_lock(:a, :b)"),
+                    {"a": 0x5354, "b": zlib.crc32(owner.encode()) - (1 << 31)},
+                )
+            yield session
+
+    # -- queries -----------------------------------------------------------------------
+
+    def _check(
+        self, access: Access, name: str, by: str, noise: str | None, epsilon: float | None
+    ) -> tuple[Decision, Measure, Mechanism | None, float]:
+        decision = self.gate.decide(access, ACTION)
+        if by not in BY_LEVELS:
+            raise BadStatsQuery(
+                "by",
+                "by 应为 community、grid 或 building",
+                "by must be community, grid or building",
+                decision,
+            )
+        mechanism: Mechanism | None = None
+        if noise is not None:
+            try:
+                mechanism = Mechanism(noise)
+            except ValueError:
+                raise BadStatsQuery(
+                    "noise", "noise 应为 laplace 或 gaussian", "noise must be laplace or gaussian",
+                    decision,
+                ) from None  # fmt: skip
+        spend = epsilon if epsilon is not None else self.settings.default_epsilon
+        if mechanism is not None and not 0 < spend <= self.settings.max_epsilon:
+            raise BadStatsQuery(
+                "epsilon",
+                f"epsilon 应大于 0 且不超过 {self.settings.max_epsilon}",
+                f"epsilon must be above 0 and at most {self.settings.max_epsilon}",
+                decision,
+            )
+        if decision.rows.consent_required:
+            raise PolicyDenied(
+                "统计须有同意以外的法律依据（逐人同意无法在汇总中落实）",
+                "statistics need a legal basis other than consent",
+                decision,
+            )
+        measure = MEASURES.get(name)
+        if measure is None:
+            raise UnknownMeasure("未知的统计指标", "unknown measure", decision)
+        if measure.field is not None and str(decision.treatment(measure.field)) == "denied":
+            raise PolicyDenied(
+                f"该用途不允许使用字段 {measure.field} 进行统计",
+                f"this purpose may not use the field {measure.field} in statistics",
+                decision,
+            )
+        return decision, measure, mechanism, spend
+
+    def query(
+        self,
+        access: Access,
+        name: str,
+        by: str,
+        *,
+        noise: str | None = None,
+        epsilon: float | None = None,
+        today: date | None = None,
+    ) -> StatsResult:
+        with self.gate.denials_recorded(access, ACTION):
+            decision, measure, mechanism, spend = self._check(access, name, by, noise, epsilon)
+            today = today or utcnow().astimezone(CHINA).date()
+            if mechanism is None:
+                return self._suppressed(access, decision, measure, by, today)
+            return self._noisy(
+                access, decision=decision, measure=measure, by=by, mechanism=mechanism,
+                spend=spend, today=today,
+            )  # fmt: skip
+
+    def _scope(self, access: Access, decision: Decision) -> tuple[list[str], Scoped]:
+        rows = decision.rows
+        if str(rows.scope) not in ("all", "jurisdiction"):
+            raise PolicyDenied("统计只针对辖区", "statistics cover a jurisdiction", decision)
+        terms: list[ColumnElement[bool]] = []
+        if rows.communities:
+            terms.append(Building.community_id.in_(list(rows.communities)))
+        if rows.grids:
+            terms.append(Building.grid_id.in_(list(rows.grids)))
+        if rows.buildings:
+            terms.append(Building.id.in_(list(rows.buildings)))
+        where = true() if str(rows.scope) == "all" else or_(*terms) if terms else None
+        if where is None:
+            raise PolicyDenied("没有辖区", "no jurisdiction", decision)
+        # Counting reads residents' rows from the read replica when there is one (data keys
+        # from the primary); the budget and its ledger entry stay on the primary.
+        with self.gate.runtime.vault.read_sessions() as session:
+            buildings = list(session.scalars(select(Building.id).where(where)))
+        scoped = residents_query().where(self.gate.row_filter(access, decision))
+        return buildings, scoped
+
+    def _count(
+        self,
+        access: Access,
+        decision: Decision,
+        measure: Measure,
+        today: date,
+        bound: int | None = None,
+    ) -> tuple[list[Place], Counted, Counted | None]:
+        """The measure, and for a table with a total column the residents measure too
+        (its cells are the totals, published as that measure publishes them)."""
+        buildings, scoped = self._scope(access, decision)
+        store = self.gate.runtime.vault.store
+        with self.gate.runtime.vault.read_sessions() as session:
+            tree = places(session, buildings)
+            counted = count(session, store, measure, tree, scoped, today=today, bound=bound)
+            residents = None
+            if len(measure.categories) > 1:
+                residents = count(session, store, MEASURES["residents"], tree, scoped, today=today)
+        return tree, counted, residents
+
+    def _suppressed(
+        self, access: Access, decision: Decision, measure: Measure, by: str, today: date
+    ) -> StatsResult:
+        k = self.settings.threshold
+        tree, counted, residents = self._count(access, decision, measure, today)
+        fixed: dict[Cell, bool] | None = None
+        if residents is not None:
+            hidden_totals = suppress(residents.table, k)
+            fixed = {(p.id, TOTAL): (p.id, TOTAL) in hidden_totals for p in tree}
+        # Sums are suppressed as their contributors' counts are; counts as themselves.
+        basis = counted.contributors if measure.is_sum else counted.table
+        hidden = suppress(
+            basis, k, population=counted.population if measure.attribute else None, fixed=fixed
+        )
+        cells, totals = _publish(tree, counted.table, by, hidden)
+        suppressed = _nulls(cells) + _nulls(totals)
+        disclosure = {
+            "method": "suppression",
+            "threshold": k,
+            "suppressed": suppressed,
+            "note_zh": f"少于 {k} 的单元格及可由相减推出的单元格不予公布",
+            "note_en": f"cells under {k}, and cells that subtraction would reveal, are withheld",
+        }
+        with self.gate.runtime.transaction() as session:
+            budget = self.budget(access, session)
+            self._record(
+                session, access, decision=decision, measure=measure, by=by, cells=cells,
+                totals=totals, suppressed=suppressed,
+                details={"threshold": k, "epsilon": 0.0, "period": budget.period},
+            )  # fmt: skip
+        return StatsResult(
+            measure, by, tuple(measure.categories), cells, totals, decision, disclosure, budget,
+            suppressed,
+        )  # fmt: skip
+
+    def _noisy(
+        self,
+        access: Access,
+        *,
+        decision: Decision,
+        measure: Measure,
+        by: str,
+        mechanism: Mechanism,
+        spend: float,
+        today: date,
+    ) -> StatsResult:
+        bound = measure.bound if measure.is_sum else None
+        tree, counted, _ = self._count(access, decision, measure, today, bound=bound)
+        parts = [c for c in measure.categories if c != TOTAL] or [TOTAL]
+        level = [p for p in tree if p.level == by]
+        keys = [(p.id, c) for p in level for c in parts]
+        with self._ledger(access) as session:
+            budget = self.budget(access, session)
+            if budget.spent + spend > budget.total + 1e-9:
+                raise BudgetExhausted(budget, decision)
+            noisy = release(
+                [counted.table.values.get(key, 0) for key in keys],
+                mechanism=mechanism,
+                epsilon=spend,
+                sensitivity=measure.bound if measure.is_sum else 1,
+                delta=self.settings.delta,
+            )
+            # Post-processing (free under DP): no negative counts, totals summed up.
+            leaf = {key: max(0, v) for key, v in zip(keys, noisy.values, strict=True)}
+            above = [p for p in tree if LEVELS.index(p.level) <= LEVELS.index(by)]
+            table = Table(above, measure.categories, leaf).rolled_up()
+            cells, totals = _publish(above, table, by, set())
+            self._record(
+                session, access, decision=decision, measure=measure, by=by, cells=cells,
+                totals=totals, suppressed=0,
+                details={"epsilon": noisy.epsilon, "delta": noisy.delta,
+                         "mechanism": str(mechanism), "period": budget.period},
+            )  # fmt: skip
+            budget = Budget(budget.period, budget.total, budget.spent + noisy.epsilon,
+                            budget.renews_at)  # fmt: skip
+        disclosure = {
+            "method": "differential-privacy",
+            "mechanism": str(mechanism),
+            "epsilon": noisy.epsilon,
+            "delta": noisy.delta or None,
+            "scale": noisy.scale,
+            "note_zh": "数值已加入差分隐私噪声（OpenDP），合计由加噪后的数值相加得到",
+            "note_en": "values carry differentially private noise (OpenDP); totals are sums "
+            "of the noisy values",
+        }
+        return StatsResult(
+            measure, by, tuple(measure.categories), cells, totals, decision, disclosure, budget
+        )
+
+    def _record(
+        self,
+        session: Session,
+        access: Access,
+        *,
+        decision: Decision,
+        measure: Measure,
+        by: str,
+        cells: list[PublishedPlace],
+        totals: list[PublishedPlace],
+        suppressed: int,
+        details: dict[str, Any],
+    ) -> None:
+        subject = access.subject
+        fields = {measure.field: str(decision.treatment(measure.field))} if measure.field else {}
+        published = sum(len(p.values) for p in (*cells, *totals))
+        self.gate.runtime.audit.record(session, [EntryDraft(
+            action=ACTION, outcome="allowed", channel=access.channel, kind="access",
+            subject_type=subject.type, organisation=subject.organisation,
+            client=subject.client, user=subject.user, purpose=access.purpose,
+            legal_basis=decision.rows.legal_basis, fields=fields,
+            decision_id=access.decision_id, evaluation_id=decision.evaluation_id,
+            policy_revision=decision.revision, request_id=access.request_id,
+            details={"measure": measure.name, "by": by, "cells": published,
+                     "suppressed": suppressed, **details},
+        )])  # fmt: skip
+
+
+def _publish(
+    tree: list[Place], table: Table, by: str, hidden: set[Cell]
+) -> tuple[list[PublishedPlace], list[PublishedPlace]]:
+    """The places at level `by` (cells) and every place above them (totals)."""
+    depth = LEVELS.index(by)
+    cells: list[PublishedPlace] = []
+    totals: list[PublishedPlace] = []
+    for place in tree:
+        at = LEVELS.index(place.level)
+        if at > depth:
+            continue
+        values = {
+            c: (None if (place.id, c) in hidden else table.values.get((place.id, c), 0))
+            for c in table.categories
+        }
+        (cells if at == depth else totals).append(PublishedPlace(place, values))
+    return cells, totals
+
+
+def _nulls(published: list[PublishedPlace]) -> int:
+    return sum(1 for p in published for v in p.values.values() if v is None)

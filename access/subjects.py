@@ -1,0 +1,135 @@
+"""Who is asking: build the policy's subject from a verified token and the database.
+
+Organisations, their jurisdictions, users' roles and guardianships are database records,
+the one source of truth; the token only says who the caller is.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from access.gate import Subject
+from vault.accounts import User
+from vault.models import (
+    Guardianship,
+    Organisation,
+    OrganisationBuilding,
+    OrganisationCommunity,
+    utcnow,
+)
+
+
+class Caller(Protocol):
+    """Who a verified token says is calling (`api.oauth.tokens.Principal` is one): a person
+    by username, or an organisation's system by client id and organisation."""
+
+    @property
+    def client_id(self) -> str: ...
+
+    @property
+    def username(self) -> str | None: ...
+
+    @property
+    def organisation(self) -> str | None: ...
+
+
+PERSON_ROLES = {"grid_worker", "community_worker", "auditor", "resident"}
+
+
+def _organisation_scope(
+    session: Session, organisation_id: str
+) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    organisation = session.get(Organisation, organisation_id)
+    kind = organisation.type if organisation is not None else "unknown"
+    communities = tuple(
+        session.scalars(
+            select(OrganisationCommunity.community_id).where(
+                OrganisationCommunity.organisation_id == organisation_id
+            )
+        )
+    )
+    buildings = tuple(
+        session.scalars(
+            select(OrganisationBuilding.building_id).where(
+                OrganisationBuilding.organisation_id == organisation_id
+            )
+        )
+    )
+    return kind, communities, buildings
+
+
+def wards_of(session: Session, resident_id: str) -> tuple[str, ...]:
+    now = utcnow()
+    return tuple(
+        session.scalars(
+            select(Guardianship.ward_id)
+            .where(
+                Guardianship.guardian_id == resident_id,
+                or_(Guardianship.until.is_(None), Guardianship.until > now),
+            )
+            .order_by(Guardianship.ward_id)
+        )
+    )
+
+
+def subject_for(session: Session, principal: Caller) -> Subject:
+    if principal.username is None:
+        # A departmental or company system (client credentials): its organisation decides.
+        kind, communities, buildings = _organisation_scope(session, principal.organisation or "")
+        return Subject(
+            type=kind,
+            organisation=principal.organisation,
+            communities=communities,
+            buildings=buildings,
+            client=principal.client_id,
+        )
+    user = session.scalars(select(User).where(User.username == principal.username)).first()
+    if user is None or user.role not in PERSON_ROLES:
+        return Subject(type="unknown", user=principal.username, client=principal.client_id)
+    return _person(session, user, principal.client_id)
+
+
+def organisation_subject(session: Session, organisation_id: str) -> Subject:
+    """An organisation's system as policy sees it (what its client-credentials token gets)."""
+    kind, communities, buildings = _organisation_scope(session, organisation_id)
+    return Subject(
+        type=kind, organisation=organisation_id, communities=communities, buildings=buildings
+    )
+
+
+def visibility_subjects(session: Session, community_id: str | None) -> list[Subject]:
+    """Everyone who might read a resident of `community_id`: every organisation, and the
+    grid and community workers of that community (the dry run asks policy about each)."""
+    subjects = [
+        organisation_subject(session, org_id)
+        for org_id in session.scalars(select(Organisation.id).order_by(Organisation.id))
+    ]
+    workers = session.scalars(
+        select(User)
+        .where(User.role.in_(["grid_worker", "community_worker"]), User.disabled_at.is_(None))
+        .order_by(User.username)
+    )
+    for user in workers:
+        if (user.jurisdiction or {}).get("community") == community_id:
+            subjects.append(_person(session, user, None))
+    return subjects
+
+
+def _person(session: Session, user: User, client_id: str | None) -> Subject:
+    jurisdiction = user.jurisdiction or {}
+    community = jurisdiction.get("community")
+    return Subject(
+        type=user.role,
+        organisation=user.organisation_id,
+        roles=(user.role,),
+        communities=(community,) if community else (),
+        grids=tuple(jurisdiction.get("grids") or ()),
+        buildings=tuple(jurisdiction.get("buildings") or ()),
+        client=client_id,
+        user=user.username,
+        resident_id=user.resident_id,
+        children=wards_of(session, user.resident_id) if user.resident_id else (),
+    )

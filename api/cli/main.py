@@ -1,0 +1,837 @@
+"""The `resident-vault` command line.
+
+Every error ends in one line on stderr and a non-zero exit; nothing is left half-done,
+because each data command runs in one transaction (rotations in resumable batches).
+Text is Simplified Chinese by default; `--lang en` or VAULT_LANG=en for English.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import select
+
+from access.runtime import Runtime, init_runtime, open_runtime, operator_name
+from api.cli.backup import RestoreFailed, backup_app, restore, tombstones_app
+from api.cli.clients import clients_app, token_keys_app
+from api.cli.config import config_app
+from api.cli.db import db_app
+from api.cli.policy import policy_app
+from api.cli.trace import trace
+from api.logging import configure_logging
+from api.oauth.keys import ensure_oauth_keys
+from api.oauth.service import init_demo_credentials
+from audit import AuditError, EntryDraft, VerificationFailed, operator_event
+from audit.models import AuditArchive
+from audit.partitions import (
+    ArchiveReport,
+    detach_before,
+    ensure_partitions,
+    list_partitions,
+    verify_archive_file,
+    verify_archives_against_log,
+)
+from audit.verify import verify_log
+from vault.backup import BackupError
+from vault.config import SettingsInvalid, VaultSettings
+from vault.context import keyring_exists
+from vault.crypto import Suite
+from vault.db import SchemaMismatch
+from vault.errors import (
+    ConfigurationError,
+    InvalidValue,
+    ResidentNotFound,
+    UnknownField,
+    ValidationFailed,
+    VaultError,
+)
+from vault.importer import import_csv
+from vault.quality import run_checks
+from vault.rotation import destroy_retired_keks, rotate_data_keys, rotate_kek
+from vault.services import Provenance
+from vault.spreadsheet import csv_row
+
+app = typer.Typer(
+    help="居民数据保险库 / Resident data vault",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+keys_app = typer.Typer(help="密钥管理 / Key management", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(help="审计日志 / Audit log", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+app.add_typer(clients_app, name="clients")
+app.add_typer(policy_app, name="policy")
+app.add_typer(config_app, name="config")
+app.add_typer(backup_app, name="backup")
+app.add_typer(db_app, name="db")
+app.command("restore")(restore)
+audit_app.add_typer(tombstones_app, name="tombstones")
+partitions_app = typer.Typer(help="审计日志月分区 / Monthly audit partitions", no_args_is_help=True)
+audit_app.add_typer(partitions_app, name="partitions")
+app.command("trace")(trace)
+keys_app.add_typer(token_keys_app, name="tokens")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+_lang = {"value": os.environ.get("VAULT_LANG", "zh")}
+
+
+def t(zh: str, en: str) -> str:
+    """The message in the chosen language (Simplified Chinese unless told otherwise)."""
+    return en if _lang["value"].startswith("en") else zh
+
+
+class CliError(Exception):
+    """A one-line message for the user and an exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@app.callback()
+def _main(
+    lang: Annotated[str, typer.Option(help="zh | en", envvar="VAULT_LANG")] = "zh",
+    log_json: Annotated[bool, typer.Option("--log-json/--log-console")] = True,
+) -> None:
+    _lang["value"] = lang
+    configure_logging(json=log_json)
+
+
+def _settings() -> VaultSettings:
+    return VaultSettings()
+
+
+@contextmanager
+def _runtime() -> Iterator[Runtime]:
+    runtime = open_runtime(_settings())
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+# -- init and serve ----------------------------------------------------------------------
+
+
+def _initialise(demo: bool, residents: int, suite: Suite) -> None:
+    from vault.demo import populate  # noqa: PLC0415 - demo data only when asked for
+
+    settings = _settings().model_copy(update={"crypto_suite": suite})
+    if keyring_exists(settings):
+        raise CliError(
+            t(
+                f"{settings.home} 已初始化；不会覆盖已有密钥",
+                f"{settings.home} is already initialised; keys are never overwritten",
+            )
+        )
+    runtime = init_runtime(settings)
+    try:
+        ensure_oauth_keys(runtime)
+        out.print(
+            t(
+                f"已创建数据目录 {settings.home}（密钥、数据库）",
+                f"created data directory {settings.home} (keys, database)",
+            )
+        )
+        details: dict[str, Any] = {"suite": suite.value, "demo": demo}
+        if demo:
+            with _progress() as bar, runtime.vault.sessions() as session:
+                task = bar.add_task(t("生成演示居民", "generating demo residents"), total=residents)
+
+                def commit_batch() -> None:
+                    session.commit()
+                    session.begin()
+
+                session.begin()
+                summary = populate(
+                    session,
+                    runtime.vault.store,
+                    residents,
+                    progress=lambda n: bar.advance(task, n),
+                    commit=commit_batch,
+                )
+                session.commit()
+            details["demo_residents"] = summary.residents
+            credentials = init_demo_credentials(runtime)
+            _print_demo_accounts(json.loads(credentials.read_text(encoding="utf-8")))
+            # Printed once; the file (mode 0600) is the only other copy.
+            out.print(
+                t(
+                    f"演示账号与密钥已写入 {credentials}（仅本机可读，请妥善保管）",
+                    f"demo accounts and secrets written to {credentials} (mode 0600)",
+                )
+            )
+            out.print(
+                t(
+                    f"演示数据：{summary.communities} 个社区，{summary.grids} 个网格，"
+                    f"{summary.buildings} 栋楼，{summary.organisations} 个机构，"
+                    f"{summary.households} 户，{summary.residents} 位居民（均为虚构）",
+                    f"demo data: {summary.communities} communities, {summary.grids} grids, "
+                    f"{summary.buildings} buildings, {summary.organisations} organisations, "
+                    f"{summary.households} households, {summary.residents} residents "
+                    "(all fictional)",
+                )
+            )
+        with runtime.transaction() as session:
+            runtime.audit.record(session, [_event("vault.initialised", None, details)])
+        runtime.audit.checkpoint(runtime.vault.sessions)
+    finally:
+        runtime.close()
+
+
+def _print_demo_accounts(data: dict[str, Any]) -> None:
+    people = Table(
+        t("角色", "role"),
+        t("用户名", "username"),
+        t("密码", "password"),
+        title=t("演示登录账号（只显示这一次）", "demo logins (shown this once)"),
+    )
+    for user in data.get("users", []):
+        people.add_row(user["role"], user["username"], user["password"])
+    out.print(people)
+    # Secrets are long: one line each, never cut to the terminal's width.
+    out.print(
+        t(
+            "演示机构系统客户端（client_id client_secret 机构）：",
+            "demo organisation clients (client_id client_secret organisation):",
+        )
+    )
+    for client in data.get("clients", []):
+        out.print(f"  {client['client_id']} {client['client_secret']} {client['organisation']}")
+
+
+@app.command()
+def init(
+    demo: Annotated[bool, typer.Option(help="add a fictional street and residents")] = False,
+    residents: Annotated[int, typer.Option(min=0, help="demo residents")] = 200,
+    suite: Annotated[Suite, typer.Option(help="cipher suite for new keys")] = Suite.AES_256_GCM,
+) -> None:
+    """初始化数据目录：生成密钥并建库 / Create the data directory, keys and database."""
+    _initialise(demo, residents, suite)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    demo: Annotated[bool, typer.Option(help="initialise with demo data if not yet done")] = False,
+    residents: Annotated[int, typer.Option(min=0)] = 200,
+) -> None:
+    """运行服务 / Run the HTTP service."""
+    import uvicorn  # noqa: PLC0415
+
+    from api.http.app import create_app  # noqa: PLC0415
+    from api.http.tls import TransportConfigError, uvicorn_options  # noqa: PLC0415
+
+    # TLS files are checked before anything starts (VAULT_TLS_*, docs/transport-security.md).
+    try:
+        transport = uvicorn_options(_settings())
+    except TransportConfigError as exc:
+        raise CliError(exc.message(_lang["value"])) from None
+    scheme = transport.scheme
+    # Tokens name the server that issued them; default the issuer to where this one listens.
+    os.environ.setdefault("VAULT_OAUTH_ISSUER", f"{scheme}://{host}:{port}")
+    if demo and not keyring_exists(_settings()):  # a key file, or a keyring in the HSM
+        _initialise(True, residents, _settings().crypto_suite)
+    application = create_app(_settings())
+    out.print(
+        t(
+            f"服务地址 {scheme}://{host}:{port}/ （字段目录 /v1/fields，"
+            "审计检查点 /v1/audit/checkpoint）",
+            f"serving on {scheme}://{host}:{port}/ (field catalogue at /v1/fields, audit "
+            "checkpoint at /v1/audit/checkpoint)",
+        )
+    )
+    # Uvicorn re-raises SIGTERM once it has stopped gracefully; a clean stop exits 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.run(
+        application, host=host, port=port, log_level="warning",
+        # SIGTERM: stop accepting, let in-flight requests and their audit entries finish
+        # (up to the grace), then the lifespan signs a checkpoint that covers them.
+        timeout_graceful_shutdown=math.ceil(_settings().shutdown_grace_seconds),
+        **transport.uvicorn_kwargs,
+    )  # fmt: skip
+
+
+def _exit_cleanly(_signal: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+# -- audit entries of CLI commands --------------------------------------------------------
+
+
+def _event(action: str, actor: str | None, details: dict[str, Any], **extra: Any) -> EntryDraft:
+    return operator_event(action, actor, details, **extra)
+
+
+def _access(
+    action: str, actor: str, resident_id: str, purpose: str, fields: dict[str, str], **extra: Any
+) -> EntryDraft:
+    return EntryDraft(
+        action=action, outcome="allowed", channel="cli", kind="access", user=actor,
+        subject_type="operator", resident_id=resident_id, purpose=purpose, fields=fields,
+        **extra,
+    )  # fmt: skip
+
+
+# -- data commands -----------------------------------------------------------------------
+
+
+@app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate only")] = False,
+    actor: Annotated[str | None, typer.Option(help="who is importing")] = None,
+    purpose: Annotated[str, typer.Option(help="why the records are collected")] = "registration",
+) -> None:
+    """从 CSV 导入居民（逐行校验，全部成功才写入）/ Import residents from CSV, all or nothing."""
+    who = operator_name(actor)
+    provenance = Provenance(actor=who, channel="import")
+    with _runtime() as rt, _progress() as bar, rt.transaction() as session:
+        task = bar.add_task(t("校验", "validating"), total=None)
+        report = import_csv(
+            session, rt.vault.store, file, provenance, dry_run=dry_run,
+            progress=lambda n: bar.advance(task, n),
+        )  # fmt: skip
+        if report.ok and not dry_run:
+            rt.audit.record(
+                session,
+                [
+                    _access(
+                        "create",
+                        who,
+                        rid,
+                        purpose,
+                        dict.fromkeys(names, "written"),
+                        details={"source": file.name},
+                    )
+                    for rid, names in report.created
+                ],
+            )  # the entries commit with the residents, or neither does
+        else:
+            session.rollback()
+    for error in report.errors:
+        err.print(
+            t(
+                f"第 {error.line} 行 {error.column}：{error.message_zh}",
+                f"line {error.line} {error.column}: {error.message_en}",
+            )
+        )
+    if not report.ok:
+        raise CliError(
+            t(
+                f"{len(report.errors)} 处错误，共 {report.rows} 行；未导入任何数据",
+                f"{len(report.errors)} errors in {report.rows} rows; nothing imported",
+            )
+        )
+    if dry_run:
+        out.print(
+            t(
+                f"校验通过：{report.rows} 行（试运行，未写入）",
+                f"all {report.rows} rows valid (dry run, nothing written)",
+            )
+        )
+    else:
+        out.print(
+            t(
+                f"已导入 {report.imported} 位居民，{report.households} 户",
+                f"imported {report.imported} residents in {report.households} households",
+            )
+        )
+
+
+@app.command()
+def export(
+    resident_id: Annotated[str, typer.Argument()],
+    fmt: Annotated[str, typer.Option("--format", help="json | csv")] = "json",
+    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+    actor: Annotated[str | None, typer.Option(help="who runs the export for the resident")] = None,
+) -> None:
+    """导出居民本人的完整记录（可携带权）/ Export a resident's own record (portability)."""
+    if fmt not in ("json", "csv"):
+        raise CliError(t("格式须为 json 或 csv", "format must be json or csv"))
+    with _runtime() as rt, rt.transaction() as session:
+        record = rt.vault.store.read(session, resident_id)
+        provenance = rt.vault.store.provenance(session, resident_id)
+        # PIPL Art. 45: the resident's own copy. Recorded before anything is written out.
+        rt.audit.record(
+            session,
+            [_access("export", operator_name(actor), resident_id, "portability",
+                     dict.fromkeys(record, "clear"), on_behalf_of=resident_id,
+                     legal_basis="self")],
+        )  # fmt: skip
+    document: dict[str, Any] = {
+        "resident_id": resident_id,
+        "exported_at": datetime.now(UTC).isoformat(),
+        "fields": record,
+        "provenance": {
+            name: {
+                "written_by": p.written_by,
+                "channel": p.channel,
+                "written_at": p.written_at.isoformat(),
+                "verified_at": p.verified_at.isoformat() if p.verified_at else None,
+            }
+            for name, p in provenance.items()
+        },
+    }
+    if fmt == "json":
+        text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    else:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(
+            csv_row(["field", "value", "written_by", "channel", "written_at", "verified_at"])
+        )
+        for name, value in record.items():
+            p = document["provenance"][name]
+            cell = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            # Every cell neutralised: a stored value beginning with `=` is text, not a formula.
+            when = p["written_at"], p["verified_at"] or ""
+            writer.writerow(csv_row([name, cell, p["written_by"], p["channel"], *when]))
+        text = buffer.getvalue()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        err.print(t(f"已写入 {output}", f"written to {output}"))
+
+
+@app.command()
+def lookup(
+    purpose: Annotated[str, typer.Option(help="why you are looking (recorded in the audit log)")],
+    id_number: Annotated[str | None, typer.Option("--id-number", help="居民身份证号")] = None,
+    phone: Annotated[str | None, typer.Option("--phone", help="手机号码")] = None,
+    actor: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """按身份证号或手机号查找居民编号（盲索引）/ Find resident ids by identifier (blind index)."""
+    given = [
+        (v, validator)
+        for v, validator in ((id_number, "gb11643"), (phone, "cn_mobile"))
+        if v is not None
+    ]
+    if len(given) != 1:
+        raise CliError(
+            t("请只给出 --id-number 或 --phone 之一", "give exactly one of --id-number or --phone")
+        )
+    value, validator = given[0]
+    with _runtime() as rt, rt.transaction() as session:
+        catalogue = rt.vault.store.catalogue
+        field = next(s.name for s in catalogue.searchable if s.validator == validator)
+        ids = rt.vault.store.find(session, field, value)
+        who = operator_name(actor)
+        drafts = [_access("search", who, rid, purpose, {field: "matched"}) for rid in ids]
+        if not ids:
+            drafts = [_event("search.no_match", who, {"by": field}, purpose=purpose)]
+        rt.audit.record(session, drafts)
+    if not ids:
+        raise CliError(t("未找到", "not found"), code=3)
+    for resident_id in ids:
+        out.print(resident_id)
+
+
+@app.command()
+def erase(
+    resident_id: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option(help="legal reason, kept in the tombstone")],
+    yes: Annotated[bool, typer.Option("--yes", help="confirm: this cannot be undone")] = False,
+    actor: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """删除居民数据（销毁其数据密钥，不可恢复）/ Erase a resident by destroying their data key."""
+    if not yes:
+        raise CliError(t("删除不可恢复；确认请加 --yes", "erasure cannot be undone; add --yes"))
+    who = operator_name(actor)
+    with _runtime() as rt, rt.transaction() as session:
+        rt.vault.store.erase(session, resident_id, who, reason)
+        rt.audit.record(
+            session, [_event("resident.erased", who, {"reason": reason}, resident_id=resident_id)]
+        )
+    out.print(
+        t(
+            f"已删除 {resident_id}：数据密钥已销毁，留有删除记录",
+            f"erased {resident_id}: data key destroyed, tombstone kept",
+        )
+    )
+
+
+@app.command()
+def quality(actor: Annotated[str | None, typer.Option()] = None) -> None:
+    """列出疑似占位或错误的数据 / List values that look like placeholders or errors."""
+    who = operator_name(actor)
+    with _runtime() as rt, rt.transaction() as session:
+        issues = run_checks(session, rt.vault.store)
+        rt.audit.record(
+            session,
+            [
+                _access("quality-check", who, issue.resident_id, "data-quality",
+                        {issue.field: "checked"}, reason=issue.code)
+                for issue in issues
+            ]
+            + [_event("quality.checked", who, {"findings": len(issues)}, purpose="data-quality")],
+        )  # fmt: skip
+    if not issues:
+        out.print(t("未发现问题", "no problems found"))
+        return
+    table = Table(
+        t("居民编号", "resident"), t("字段", "field"), t("问题", "problem"), t("说明", "detail")
+    )
+    for issue in issues:
+        table.add_row(issue.resident_id, issue.field, issue.code, issue.message(_lang["value"]))
+    out.print(table)
+    out.print(t(f"共 {len(issues)} 处", f"{len(issues)} findings"))
+
+
+@app.command()
+def fields() -> None:
+    """字段目录 / The field catalogue."""
+    from vault.catalogue import default_catalogue  # noqa: PLC0415
+
+    lang = _lang["value"]
+    table = Table(
+        t("字段", "field"), t("名称", "label"), t("类别", "category"),
+        t("敏感", "sensitive"), t("级别", "grade"), t("可检索", "searchable"),
+    )  # fmt: skip
+    catalogue = default_catalogue()
+    for spec in catalogue:
+        table.add_row(
+            spec.name, spec.label.text(lang), catalogue.categories[spec.category].text(lang),
+            t("是", "yes") if spec.sensitive else "", spec.grade,
+            t("是", "yes") if spec.searchable else "",
+        )  # fmt: skip
+    out.print(table)
+
+
+# -- keys --------------------------------------------------------------------------------
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    data_keys: Annotated[
+        bool, typer.Option("--data-keys", help="also re-seal every field under new data keys")
+    ] = False,
+    destroy_retired: Annotated[
+        bool, typer.Option("--destroy-retired", help="destroy KEKs no key uses any more")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1)] = 500,
+    actor: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """轮换密钥（可中断后续跑）/ Rotate keys online; an interrupted run resumes."""
+    who = operator_name(actor)
+    with _runtime() as rt, _progress() as bar:
+        vault = rt.vault
+        task = bar.add_task(t("重新封装数据密钥", "rewrapping data keys"), total=None)
+        report = rotate_kek(
+            vault.sessions, vault.store, batch_size=batch_size,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )  # fmt: skip
+        events = [_event("keys.kek_rotated", who, {"kek": report.target,
+                         "rewrapped": report.processed, "resumed": report.resumed})]  # fmt: skip
+        out.print(
+            t(
+                f"主密钥已轮换为 {report.target}，重新封装 {report.processed} 个数据密钥"
+                + ("（续跑）" if report.resumed else ""),
+                f"key-encryption key is now {report.target}; rewrapped {report.processed}"
+                " data keys" + (" (resumed)" if report.resumed else ""),
+            )
+        )
+        if data_keys:
+            task = bar.add_task(t("更换数据密钥", "re-sealing fields"), total=None)
+            dk = rotate_data_keys(
+                vault.sessions, vault.store, batch_size=max(1, batch_size // 2),
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )  # fmt: skip
+            events.append(_event("keys.data_keys_rotated", who, {"residents": dk.processed}))
+            out.print(
+                t(
+                    f"已为 {dk.processed} 位居民更换数据密钥",
+                    f"new data keys for {dk.processed} residents",
+                )
+            )
+        if destroy_retired:
+            destroyed = destroy_retired_keks(vault.sessions, vault.store)
+            events.append(_event("keys.kek_destroyed", who, {"keks": destroyed}))
+            out.print(
+                t(f"已销毁 {len(destroyed)} 个旧主密钥", f"destroyed {len(destroyed)} old KEKs")
+            )
+        with rt.transaction() as session:
+            rt.audit.record(session, events)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """列出主密钥 / List key-encryption keys (ids and dates, never key material)."""
+    with _runtime() as rt:
+        for info in rt.vault.keyring.keks():
+            mark = t("（当前）", " (active)") if info.active else ""
+            out.print(f"{info.kek_id}  {info.suite.value}  {info.created_at.isoformat()}{mark}")
+
+
+@keys_app.command("migrate")
+def keys_migrate(
+    to: Annotated[str, typer.Option("--to", help="pkcs11 (the HSM in VAULT_PKCS11_*)")],
+    destroy_local: Annotated[
+        bool, typer.Option("--destroy-local", help="overwrite and delete the local key file")
+    ] = False,
+    actor: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """把本地密钥迁入 HSM，核对后切换 / Move the local keys into the HSM, check, switch."""
+    from vault import keyring_migration as migration  # noqa: PLC0415 - loads PKCS#11
+    from vault.keyring import LocalKeyring  # noqa: PLC0415
+
+    if to != "pkcs11":
+        raise CliError(t(f"不能迁移到 {to}（仅 pkcs11）", f"cannot migrate to {to} (pkcs11 only)"))
+    settings = _settings().model_copy(update={"keyring": "local"})
+    if settings.keyring_path.exists():
+        with _runtime_of(settings) as rt:
+            keyring = rt.vault.keyring
+            assert isinstance(keyring, LocalKeyring)  # noqa: S101 - keyring=local
+            report = migration.migrate_to_pkcs11(settings, keyring, rt.vault.sessions)
+            details = {**report.details(), "local": "destroyed" if destroy_local else "renamed"}
+            with rt.transaction() as session:
+                rt.audit.record(session, [_event("keys.migrated", operator_name(actor), details)])
+    elif not migration.token_holds_migrated_keyring(settings):
+        path = settings.keyring_path
+        raise CliError(t(f"找不到本地密钥 {path}", f"no keyring at {path}"))
+    kept = migration.retire_local_keyring(settings, destroy=destroy_local)
+    out.print(t("密钥已迁入 HSM 并核对一致。", "keys are in the HSM and checked."))
+    gone = t("已覆盖并删除", "overwritten and deleted")
+    out.print(t(f"本地密钥文件：{kept or gone}", f"local key file: {kept or gone}"))
+    out.print(t("请设置以下配置后重启服务：", "set these, then restart the service:"))
+    for line in (
+        "VAULT_KEYRING=pkcs11",
+        f"VAULT_PKCS11_TOKEN_LABEL={settings.pkcs11_token_label}",
+        f"VAULT_PKCS11_KEY_PREFIX={settings.pkcs11_key_prefix}",
+        f"VAULT_PKCS11_MODULE={settings.pkcs11_module}",
+        "VAULT_PKCS11_PIN (or VAULT_PKCS11_PIN_FILE)",
+    ):
+        out.print(f"  {line}", markup=False)
+
+
+@contextmanager
+def _runtime_of(settings: VaultSettings) -> Iterator[Runtime]:
+    runtime = open_runtime(settings)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+# -- audit -------------------------------------------------------------------------------
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint() -> None:
+    """整合新条目并签发检查点 / Integrate new entries and sign a checkpoint now."""
+    with _runtime() as rt:
+        head = rt.audit.checkpoint(rt.vault.sessions, force=True)
+    if head is None:
+        raise CliError(t("审计日志为空", "the audit log is empty"))
+    sys.stdout.write(head.checkpoint)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    against: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="a checkpoint kept elsewhere")
+    ] = None,
+    key: Annotated[str | None, typer.Option(help="verifier key (default: this vault's)")] = None,
+    archive: Annotated[
+        list[Path] | None,
+        typer.Option(exists=True, dir_okay=False, help="an archive of a detached partition"),
+    ] = None,
+    archive_only: Annotated[
+        bool, typer.Option("--archive-only", help="check the archive files alone (needs --key)")
+    ] = False,
+) -> None:
+    """重算默克尔树并核对所有检查点 / Recompute the tree and check every checkpoint."""
+    archives = archive or []
+    if archive_only:
+        if not key or not archives:
+            raise CliError(
+                t("--archive-only 需要 --key 和至少一个 --archive",
+                  "--archive-only needs --key and at least one --archive"),
+                code=2,
+            )  # fmt: skip
+        for report in [verify_archive_file(path, key) for path in archives]:
+            out.print(_archive_line(report))
+        return
+    with _runtime() as rt, rt.vault.sessions() as session:
+        verifier = key or rt.audit.verifier_key
+        reports = [verify_archive_file(path, verifier) for path in archives]
+        result = verify_log(
+            session, verifier,
+            external_checkpoint=against.read_text(encoding="utf-8") if against else None,
+        )  # fmt: skip
+        verify_archives_against_log(session, reports)
+    out.print(
+        t(
+            f"审计日志完好：{result.entries} 条记录，{result.checkpoints} 个检查点一致"
+            + ("，外部检查点一致" if result.external_checked else "")
+            + (f"；其中 {result.archived} 条已归档" if result.archived else ""),
+            f"audit log intact: {result.entries} entries, {result.checkpoints} checkpoints "
+            "consistent"
+            + ("; external checkpoint matches" if result.external_checked else "")
+            + (f"; {result.archived} of them archived" if result.archived else ""),
+        )
+    )
+    for report in reports:
+        out.print(_archive_line(report))
+
+
+def _archive_line(report: ArchiveReport) -> str:
+    return t(
+        f"归档 {report.path.name} 完好：{report.partition}，{report.entries} 条记录，"
+        f"{report.from_at.isoformat()} 至 {report.to_at.isoformat()}",
+        f"archive {report.path.name} intact: {report.partition}, {report.entries} entries, "
+        f"{report.from_at.isoformat()} to {report.to_at.isoformat()}",
+    )
+
+
+@partitions_app.command("list")
+def partitions_list() -> None:
+    """列出月分区及已归档分区 / Attached monthly partitions, and archived ones."""
+    with _runtime() as rt, rt.vault.engine.connect() as connection:
+        partitions = list_partitions(connection)
+        archived = connection.execute(
+            select(AuditArchive.partition, AuditArchive.entries, AuditArchive.archived_at)
+            .order_by(AuditArchive.from_at)
+        ).all()  # fmt: skip
+    # Plain columns, one partition a line: read by people and by scripts (no truncation).
+    out.print(
+        "\t".join(
+            (t("分区", "partition"), t("起", "from"), t("止", "to"),
+             t("约行数", "rows (est.)"), t("大小", "size"))
+        )
+    )  # fmt: skip
+    for p in partitions:
+        out.print(
+            "\t".join(
+                (p.name, p.lower.isoformat() if p.lower else t("（默认）", "(default)"),
+                 p.upper.isoformat() if p.upper else "-", str(p.rows_estimate),
+                 f"{p.total_bytes / 2**20:.1f} MiB")
+            )
+        )  # fmt: skip
+    for name, entries, archived_at in archived:
+        out.print(
+            t(f"已归档 {name}：{entries} 条，{archived_at.isoformat()}",
+              f"archived {name}: {entries} entries, {archived_at.isoformat()}")
+        )  # fmt: skip
+
+
+@partitions_app.command("ensure")
+def partitions_ensure(
+    months: Annotated[int, typer.Option(min=1, max=120, help="create this many months ahead")] = 12,
+) -> None:
+    """预建未来月份的分区（每月运行）/ Create partitions ahead (run monthly)."""
+    with _runtime() as rt, rt.vault.engine.begin() as connection:
+        created = ensure_partitions(connection, months)
+    out.print(t(f"新建 {created} 个分区", f"{created} partition(s) created"))
+
+
+@partitions_app.command("detach")
+def partitions_detach(
+    before: Annotated[str, typer.Option(help="archive months ending by YYYY-MM (exclusive)")],
+    archive_dir: Annotated[
+        Path, typer.Option("--archive", file_okay=False, help="directory for the archive files")
+    ],
+    drop: Annotated[
+        bool, typer.Option("--drop", help="drop the detached tables once archived")
+    ] = False,
+) -> None:
+    """归档并分离旧月分区（仍可验证）/ Archive and detach old months (still verifiable)."""
+    with _runtime() as rt:
+        done = detach_before(
+            rt.vault.sessions, rt.audit, before, archive_dir, actor=operator_name(None),
+            drop=drop, progress=lambda name: err.print(t(f"归档 {name}…", f"archiving {name}…")),
+        )  # fmt: skip
+    if not done:
+        out.print(t(f"{before} 之前没有可归档的分区", f"no partitions end by {before}"))
+    for item in done:
+        out.print(
+            t(f"已归档并分离 {item.partition}：{item.entries} 条 → {item.archive}"
+              f"（SHA-256 {item.file_sha256}）",
+              f"archived and detached {item.partition}: {item.entries} entries -> "
+              f"{item.archive} (SHA-256 {item.file_sha256})")
+        )  # fmt: skip
+
+
+@audit_app.command("public-key")
+def audit_public_key() -> None:
+    """审计日志的验证公钥 / The log's verifier key (C2SP note format)."""
+    with _runtime() as rt:
+        out.print(rt.audit.verifier_key)
+
+
+# -- entry point -------------------------------------------------------------------------
+
+
+def _one_line(exc: BaseException) -> str:  # noqa: PLR0911 - one branch per error kind
+    if isinstance(exc, CliError):
+        return str(exc)
+    if isinstance(exc, ValidationFailed):
+        return "; ".join(f"{p.field}: {p.message(_lang['value'])}" for p in exc.problems)
+    if isinstance(exc, InvalidValue):
+        return t(exc.message_zh, exc.message_en)
+    if isinstance(exc, ResidentNotFound):
+        return t("未找到该居民（或已删除）", "no such resident (or erased)")
+    if isinstance(exc, UnknownField):
+        return t(f"未知字段 {exc.name}", f"unknown field {exc.name}")
+    if isinstance(exc, SettingsInvalid):  # one line per problem, under a heading
+        heading = t(
+            f"配置有 {len(exc.problems)} 处问题：",
+            f"configuration has {len(exc.problems)} problem(s):",
+        )
+        return heading + "".join(f"\n  {problem}" for problem in exc.problems)
+    if isinstance(exc, BackupError | RestoreFailed):
+        return str(exc)
+    if isinstance(exc, SchemaMismatch):  # start-up refusals name `db upgrade`, both languages
+        return t(exc.message_zh, exc.message_en)
+    if isinstance(exc, ConfigurationError | VerificationFailed | AuditError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def main() -> None:
+    try:
+        app()
+    except (CliError, VaultError, AuditError) as exc:
+        err.print(f"resident-vault: {_one_line(exc)}", markup=False)
+        sys.exit(exc.code if isinstance(exc, CliError) else 1)
+    except KeyboardInterrupt:
+        err.print(
+            t(
+                "resident-vault: 已中断；重新运行同一命令即可续跑",
+                "resident-vault: interrupted; run the same command again to resume",
+            )
+        )
+        sys.exit(130)

@@ -1,0 +1,232 @@
+"""`resident-vault policy ...`: explain a decision, and review a policy change.
+
+    resident-vault policy explain --as org_anju_property --purpose subsidy-review
+    resident-vault policy diff OLD NEW        # directories like policies/, or opa bundles
+    resident-vault policy bundle -o resident-vault.tar.gz   # the OPA sidecar's bundle
+
+Both read only policy and its data, never a resident's values, so they need no vault:
+`--as` names an organisation with a mandate of its own or a subject type, as the policy
+data names them (`type:<subject type>` works too). Errors are one line; exit 2 means the
+input could not be read, exit 1 (for `diff --fail-on-change`) that the revisions differ.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from access.runtime import open_runtime
+from access.subjects import organisation_subject
+from policies import PolicyError, build_bundle, load_bundle
+from policies.bundle import find_opa
+from policies.explain import Explainer
+from policies.inputs import catalogue_fields, decision_input
+from policies.review import (
+    Change,
+    diff_tables,
+    load_policy,
+    policy_engine_for,
+    policy_table,
+    review_subjects,
+)
+from vault.catalogue import default_catalogue
+from vault.config import VaultSettings
+from vault.models import Organisation
+
+policy_app = typer.Typer(help="访问策略 / Access policy", no_args_is_help=True)
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _lang(ctx: typer.Context) -> str:
+    root = ctx.find_root()
+    value = root.params.get("lang") if root.params else None
+    return "en" if str(value or os.environ.get("VAULT_LANG", "zh")).startswith("en") else "zh"
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"resident-vault: {message}", markup=False)
+    return typer.Exit(2)
+
+
+def _subject(label: str, data: dict[str, Any], lang: str) -> dict[str, Any]:
+    """A subject named by the policy data, else an organisation of the configured vault."""
+    subjects = review_subjects(data)
+    for key in (label, f"org:{label}", f"type:{label}"):
+        if key in subjects:
+            return subjects[key]
+    found = _vault_organisation(label)
+    if found is not None:
+        return found
+    known = ", ".join(k.split(":", 1)[1] for k in subjects)
+    raise _fail(
+        f"unknown subject {label!r}; known: {known}"
+        if lang == "en"
+        else f"未知的调用方 {label!r}；可用：{known}"
+    )
+
+
+def _vault_organisation(organisation: str) -> dict[str, Any] | None:
+    """The organisation as the vault records it (type, communities, buildings), if there is
+    a vault here and it knows the organisation."""
+    settings = VaultSettings()
+    if not settings.keyring_path.exists():
+        return None
+    runtime = open_runtime(settings)
+    try:
+        with runtime.vault.sessions() as session:
+            if session.get(Organisation, organisation) is None:
+                return None
+            return organisation_subject(session, organisation).policy_input()
+    finally:
+        runtime.close()
+
+
+@policy_app.command("explain")
+def explain_command(  # noqa: PLR0917 - typer takes each option as an argument
+    ctx: typer.Context,
+    as_: Annotated[str, typer.Option("--as", help="organisation id or subject type")],
+    purpose: Annotated[str | None, typer.Option(help="purpose code")] = None,
+    action: Annotated[str, typer.Option(help="read | list | search | export | write")] = "read",
+    field: Annotated[list[str] | None, typer.Option(help="only these fields (repeatable)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the explanation as JSON")] = False,
+) -> None:
+    """说明一次访问为何被允许或拒绝 / Explain why an access is allowed or refused."""
+    lang = _lang(ctx)
+    bundle = load_bundle()
+    data = bundle.data
+    subject = _subject(as_, data, lang)
+    catalogue = default_catalogue()
+    unknown = [f for f in field or () if f not in catalogue]
+    if unknown:
+        raise _fail(f"unknown field: {', '.join(unknown)}")
+    from policies import EmbeddedEngine  # noqa: PLC0415 - loads wasmtime
+
+    with EmbeddedEngine(bundle) as engine:
+        decision = engine.evaluate(decision_input(subject, purpose=purpose, action=action))
+    explainer = Explainer(
+        data, catalogue_fields(catalogue),
+        {k: {"zh": v.zh, "en": v.en} for k, v in catalogue.categories.items()},
+    )  # fmt: skip
+    explained = explainer.explain(
+        decision, purpose=purpose, action=action, lang=lang, fields=field or None
+    )
+    if as_json:
+        out.print(json.dumps(explained, ensure_ascii=False, indent=2), markup=False)
+        return
+    en = lang == "en"
+    out.print(explained["summary"], markup=False)
+    out.print(
+        ("Deciding rules: " if en else "决定规则：") + ", ".join(explained["deciding_rules"]),
+        markup=False,
+    )
+    for line in explained["fields"]:
+        if field or line["treatment"] != "denied" or line["adjustments"]:
+            word = explainer.treatment(line["treatment"], lang)
+            because = ("; " if en else "；").join(line["because"])
+            shown = f"{line['label']} ({word}): " if en else f"{line['label']}（{word}）："
+            out.print(f"  {shown}{because}", markup=False)
+    for change in explained["changes"]:
+        out.print("  → " + change["text"], markup=False)
+
+
+def _change_text(change: Change, lang: str) -> str:
+    en = lang == "en"
+    where = f"{change.purpose} · {change.action}"
+    if change.what == "access":
+        if change.direction == "gains":
+            return f"+ {where}: " + ("now allowed" if en else "改为允许")
+        return f"- {where}: " + (
+            f"now refused ({change.after})" if en else f"改为拒绝（{change.after}）"
+        )
+    sign = {"gains": "+", "loses": "-"}.get(change.direction, "~")
+    what = change.name or change.what
+    return f"{sign} {where}: {what} {change.before} → {change.after}"
+
+
+@policy_app.command("diff")
+def diff_command(
+    ctx: typer.Context,
+    old: Annotated[Path, typer.Argument(help="the policy before: a directory or a bundle")],
+    new: Annotated[Path, typer.Argument(help="the policy after: a directory or a bundle")],
+    as_json: Annotated[bool, typer.Option("--json", help="the changes as JSON lines")] = False,
+    fail_on_change: Annotated[bool, typer.Option(help="exit 1 when anything changes")] = False,
+) -> None:
+    """比较两个策略版本下各机构能看到什么 / What each organisation gains or loses."""
+    lang = _lang(ctx)
+    try:
+        before, after = load_policy(old), load_policy(new)
+        subjects = review_subjects(before.data, after.data)
+        purposes = sorted(
+            set(before.data.get("purposes", {})) | set(after.data.get("purposes", {}))
+        )
+        actions = sorted(set(before.data.get("actions", ())) | set(after.data.get("actions", ())))
+        with policy_engine_for(before) as engine:
+            old_table = policy_table(
+                engine, before.data, subjects, purposes=purposes, actions=actions
+            )
+        with policy_engine_for(after) as engine:
+            new_table = policy_table(
+                engine, after.data, subjects, purposes=purposes, actions=actions
+            )
+    except (PolicyError, OSError, ValueError) as exc:
+        raise _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    changes = diff_tables(old_table, new_table)
+    if as_json:
+        for change in changes:
+            out.print(json.dumps(change.as_dict(), ensure_ascii=False), markup=False)
+    else:
+        header = (
+            f"{before.revision} → {after.revision}: {len(old_table)} cases, {len(changes)} changes"
+            if lang == "en"
+            else f"{before.revision} → {after.revision}：比较 {len(old_table)} 种情形，"
+            f"{len(changes)} 处变化"
+        )
+        out.print(header, markup=False)
+        current = None
+        for change in changes:
+            if change.subject != current:
+                current = change.subject
+                out.print(current, markup=False)
+            out.print("  " + _change_text(change, lang), markup=False)
+    if fail_on_change and changes:
+        raise typer.Exit(1)
+
+
+@policy_app.command("bundle")
+def bundle_command(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option("-o", "--output", help="the bundle file (.tar.gz)")],
+) -> None:
+    """构建 OPA 策略包（含版本号）/ Build the OPA bundle of the shipped policy, with its revision.
+
+    Prints the revision: the service accepts decisions from an OPA server only under it
+    (VAULT_OPA_EXPECTED_REVISION unset), so publish this file and deploy this release together.
+    """
+    lang = _lang(ctx)
+    opa = find_opa()
+    if opa is None:
+        raise _fail(
+            "the opa binary was not found: set OPA_BIN or put opa on PATH"
+            if lang == "en"
+            else "找不到 opa 程序：请设置 OPA_BIN 或把 opa 放入 PATH"
+        )
+    bundle = load_bundle()
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        build_bundle(opa, bundle, output)
+    except (PolicyError, OSError) as exc:
+        raise _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    out.print(bundle.revision, markup=False)
+    err.print(
+        f"wrote {output} (revision {bundle.revision})"
+        if lang == "en"
+        else f"已写入 {output}（版本 {bundle.revision}）",
+        markup=False,
+    )

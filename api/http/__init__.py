@@ -1,0 +1,1 @@
+"""The HTTP way in: the app, middleware, routes, problem details."""

@@ -1,0 +1,370 @@
+"""The FastAPI application: metadata, the public audit endpoints and operations.
+
+Resident data is served only through the access gate (issue 3), never from here directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from opentelemetry.sdk.trace import TracerProvider
+from sqlalchemy import select
+
+from access.gate import Gate
+from access.runtime import Runtime, open_runtime
+from api.http.middleware import RequestContext
+from api.http.observability import (
+    Metrics,
+    ObservedEngine,
+    Readiness,
+    Telemetry,
+    Tracing,
+    innermost,
+    install_metrics_route,
+    install_policy_refusals,
+    trace_audit_writes,
+    trace_database,
+    tracer_for,
+)
+from api.http.openapi import install_openapi
+from api.http.problems import TITLES, install_problem_handlers, problem
+from api.http.routes.audit import router as audit_router
+from api.http.routes.breakglass import router as breakglass_router
+from api.http.routes.consent import router as consent_router
+from api.http.routes.decisions import router as decisions_router
+from api.http.routes.me import router as me_router
+from api.http.routes.residents import router as residents_router
+from api.http.routes.stats import router as stats_router
+from api.logging import configure_logging
+from api.oauth.routes import install_oauth
+from api.pages.install import install_pages
+from audit import EntryDraft
+from audit.detection import DetectionRules, Detector
+from audit.models import AuditEntry
+from consent.notices import notice
+from policies import CachedEngine, PolicyEngine, PolicyError, load_bundle
+from policies.explain import Explainer
+from vault.config import VaultSettings
+
+log = structlog.get_logger(__name__)
+
+
+async def _checkpoint_loop(runtime: Runtime) -> None:
+    """Integrate new entries and sign a checkpoint at the configured interval, if grown."""
+    interval = runtime.settings.checkpoint_interval_seconds
+    while True:
+        try:
+            await asyncio.to_thread(runtime.audit.checkpoint, runtime.vault.sessions)
+        except Exception as exc:  # keep serving; readiness reports audit lag
+            log.error("audit.checkpoint_failed", error=type(exc).__name__)
+        await asyncio.sleep(interval)
+
+
+async def _detection_loop(
+    runtime: Runtime, detector: Detector, metrics: Metrics | None = None
+) -> None:
+    """Scan the log for insider-abuse patterns at the configured interval."""
+    while True:
+        try:
+            await asyncio.to_thread(scan_once, runtime, detector, metrics)
+        except Exception as exc:  # keep serving; the next scan tries again
+            log.error("alert.scan_failed", error=type(exc).__name__)
+        await asyncio.sleep(runtime.settings.alert_scan_seconds)
+
+
+def scan_once(runtime: Runtime, detector: Detector, metrics: Metrics | None = None) -> int:
+    with runtime.transaction() as session:
+        raised = detector.scan(session)
+    if metrics is not None:
+        metrics.alerts_raised(alert.kind for alert in raised)
+    return len(raised)
+
+
+async def _policy_loop(engine: PolicyEngine, note: Callable[[str], None], every: float) -> None:
+    """Follow the revision the policy engine serves (an OPA sidecar polls its bundle), so
+    each new revision goes on the record once it is in force; refusals are logged."""
+    healthy = True
+    while True:
+        try:
+            revision = await asyncio.to_thread(lambda: engine.revision)
+            await asyncio.to_thread(note, revision)
+            healthy = True
+        except PolicyError as exc:
+            if healthy:  # once per outage, not once per loop
+                log.error("policy.unavailable", error=type(exc).__name__)
+            healthy = False
+        except Exception as exc:  # keep serving; readiness tells the load balancer
+            log.error("policy.revision_unrecorded", error=type(exc).__name__)
+        await asyncio.sleep(every)
+
+
+def detector_for(runtime: Runtime) -> Detector:
+    settings = runtime.settings
+    rules = DetectionRules(
+        volume_floor=settings.alert_volume_floor,
+        suspend_on=frozenset(k.strip() for k in settings.alert_suspend_on.split(",") if k.strip()),
+    )
+    sensitive = [spec.name for spec in runtime.vault.store.catalogue if spec.sensitive]
+    return Detector(runtime.audit, rules, sensitive)
+
+
+def expected_revision(settings: VaultSettings) -> str | None:
+    """The bundle revision an OPA server must report: VAULT_OPA_EXPECTED_REVISION, the
+    shipped bundle's when unset, None (any) for `any`."""
+    pinned = (settings.opa_expected_revision or "").strip()
+    if not pinned:
+        return load_bundle().revision
+    return None if pinned.lower() == "any" else pinned
+
+
+def policy_engine(settings: VaultSettings) -> PolicyEngine:
+    """The embedded engine by default; an OPA server (sidecar) when VAULT_OPA_URL is set,
+    whose decisions count only under the expected bundle revision."""
+    if settings.opa_url:
+        from policies import OpaServerEngine  # noqa: PLC0415 - only when configured
+
+        return CachedEngine(
+            OpaServerEngine(
+                settings.opa_url,
+                verify=str(settings.opa_ca_file) if settings.opa_ca_file else True,
+                token=settings.opa_token.get_secret_value() if settings.opa_token else None,
+                expected_revision=expected_revision(settings),
+            )
+        )
+    from policies import EmbeddedEngine  # noqa: PLC0415 - loads wasmtime
+
+    return CachedEngine(EmbeddedEngine())
+
+
+def record_policy_revision(runtime: Runtime, revision: str) -> None:
+    """A change of policy is a change in who sees what: put each new revision on the record."""
+    with runtime.transaction() as session:
+        last = session.scalars(
+            select(AuditEntry.details)
+            .where(AuditEntry.action == "policy.revision_in_force")
+            .order_by(AuditEntry.recorded_at.desc())
+            .limit(1)
+        ).first()
+        if last is None or last.get("revision") != revision:
+            runtime.audit.record(
+                session,
+                [
+                    EntryDraft(
+                        action="policy.revision_in_force",
+                        outcome="allowed",
+                        channel="api",
+                        kind="event",
+                        policy_revision=revision,
+                        details={"revision": revision, "previous": (last or {}).get("revision")},
+                    )
+                ],
+            )
+            log.info("policy.revision_in_force", revision=revision)
+
+
+def revision_recorder(runtime: Runtime) -> Callable[[str], None]:
+    """`record_policy_revision`, skipped while the revision is the one this process last
+    recorded (readiness probes and the policy loop run every few seconds)."""
+    last: list[str] = []
+    lock = threading.Lock()
+
+    def note(revision: str) -> None:
+        with lock:
+            if last != [revision]:
+                record_policy_revision(runtime, revision)
+                last[:] = [revision]
+
+    return note
+
+
+def _observed(runtime: Runtime, engine: PolicyEngine, tracing: Tracing | None) -> PolicyEngine:
+    """With tracing on: spans for policy evaluations, SQL statements and audit writes."""
+    if tracing is None:
+        return engine
+    trace_database(runtime.vault.engine, tracing.tracer)
+    if runtime.vault.read_engine is not runtime.vault.engine:
+        trace_database(runtime.vault.read_engine, tracing.tracer)
+    trace_audit_writes(runtime, tracing.tracer)
+    return ObservedEngine(engine, tracing.tracer)
+
+
+def _install_operations(app: FastAPI, readiness: Readiness) -> None:
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers. Checks no dependency (that is /readyz)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], response_model=None)
+    async def readyz(request: Request) -> dict[str, Any] | JSONResponse:
+        """Readiness: the database, the keyring and the policy engine (with its revision),
+        each with its status and latency; 503 naming the checks that failed."""
+        results = await readiness.check()
+        checks = {result.name: result.as_dict() for result in results}
+        failed = [result.name for result in results if not result.ok]
+        if failed:
+            return problem(request, "not-ready", detail=", ".join(failed), checks=checks)
+        return {"status": "ready", "checks": checks}
+
+
+def _lifespan(
+    runtime: Runtime,
+    policy: PolicyEngine,
+    *,
+    detector: Detector,
+    metrics: Metrics | None,
+    note_revision: Callable[[str], None],
+    tracing: Tracing | None,
+    background: bool,
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    settings = runtime.settings
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        tasks = (
+            [
+                asyncio.create_task(_checkpoint_loop(runtime)),
+                asyncio.create_task(_detection_loop(runtime, detector, metrics)),
+                asyncio.create_task(
+                    _policy_loop(policy, note_revision, settings.checkpoint_interval_seconds)
+                ),
+            ]
+            if background
+            else []
+        )
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            # Uvicorn has let in-flight requests finish (their entries are committed): one
+            # last checkpoint covers every entry written before shutdown.
+            await asyncio.to_thread(runtime.audit.checkpoint, runtime.vault.sessions)
+            log.info("service.stopped")
+            if tracing is not None:
+                tracing.shutdown()
+            runtime.close()
+
+    return lifespan
+
+
+def create_app(
+    settings: VaultSettings | None = None,
+    *,
+    background: bool = True,
+    engine: PolicyEngine | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
+    """The service. `tracer_provider` replaces the one made from OTEL_* (tests pass one
+    with an in-memory exporter); tracing still needs VAULT_TRACING_ENABLED."""
+    settings = settings or VaultSettings()
+    configure_logging()
+    runtime = open_runtime(settings)  # refuses to start without the keyring
+    tracing = tracer_for(settings, tracer_provider)
+    policy = _observed(runtime, engine or policy_engine(settings), tracing)
+    gate = Gate(runtime, policy)
+    metrics = (
+        Metrics(
+            runtime, policy, purposes=load_bundle().data.get("purposes", {}),
+            expected_revision=getattr(innermost(policy), "expected_revision", None),
+        )
+        if settings.metrics_enabled
+        else None
+    )  # fmt: skip
+    gate.observer = metrics
+    note_revision = revision_recorder(runtime)
+    try:
+        note_revision(gate.engine.revision)
+    except PolicyError as exc:
+        # An OPA sidecar may start after us, or serve another revision: start anyway, not
+        # ready and refusing decisions, until it serves the expected one (readiness says).
+        log.error("policy.not_ready", error=type(exc).__name__)
+    readiness = Readiness(runtime, policy, on_revision=note_revision, metrics=metrics)
+    detector = detector_for(runtime)
+
+    lifespan = _lifespan(
+        runtime, policy, detector=detector, metrics=metrics, note_revision=note_revision,
+        tracing=tracing, background=background,
+    )  # fmt: skip
+
+    app = FastAPI(title="Resident data vault / 居民数据保险库", version="0.1.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.gate = gate
+    app.state.metrics = metrics
+    app.state.readiness = readiness
+    app.state.detector = detector
+    app.state.explainer = Explainer(
+        load_bundle().data,
+        gate.field_input,
+        {k: {"zh": v.zh, "en": v.en} for k, v in gate.catalogue.categories.items()},
+    )
+    install_problem_handlers(app)
+    install_policy_refusals(app, metrics)
+    install_oauth(app, runtime)
+    # The API's routers, in one list: each is included and its scopes documented.
+    routers = [
+        audit_router, residents_router, me_router, consent_router, decisions_router,
+        breakglass_router,
+        stats_router,
+    ]  # fmt: skip
+    for router in routers:
+        app.include_router(router)
+    install_pages(app)  # /portal/, /desk/, /console/ and their static files
+    # Telemetry inside RequestContext, so the request id is known to it.
+    app.add_middleware(Telemetry, metrics=metrics, tracer=tracing.tracer if tracing else None)
+    app.add_middleware(RequestContext, max_body=settings.max_body_bytes)
+    if metrics is not None:
+        install_metrics_route(app, metrics, settings)
+    install_openapi(
+        app,
+        routers,
+        load_bundle().data.get("purposes", {}),
+    )
+
+    @app.get("/v1/purposes", tags=["metadata"])
+    async def list_purposes() -> dict[str, Any]:
+        """The purpose registry: names, legal basis and reference, fields, recipients, and
+        the plain-language notice (zh/en) a consent records the version of."""
+        purposes = load_bundle().data.get("purposes", {})
+        catalogue = runtime.vault.store.catalogue
+        return {
+            "items": [
+                {"code": code, **spec, "notice": notice(code, spec, catalogue)}
+                for code, spec in sorted(purposes.items())
+            ]
+        }
+
+    @app.get("/v1/fields", tags=["metadata"])
+    async def list_fields() -> dict[str, Any]:
+        """The field catalogue's metadata: names, labels, categories, grades. Never values."""
+        catalogue = runtime.vault.store.catalogue
+        return {
+            "version": catalogue.version,
+            "categories": {k: {"zh": v.zh, "en": v.en} for k, v in catalogue.categories.items()},
+            "items": [spec.public_metadata() for spec in catalogue],
+        }
+
+    @app.get("/problems/{slug}", response_class=HTMLResponse, include_in_schema=False)
+    async def problem_page(slug: str) -> HTMLResponse:
+        """The page a problem's `type` points at: what it means, in both languages."""
+        if slug not in TITLES:
+            return HTMLResponse(
+                "<!doctype html><title>404</title><p>未知问题 / Unknown problem", status_code=404
+            )
+        status, zh, en = TITLES[slug]
+        return HTMLResponse(
+            f'<!doctype html><html lang="zh-CN"><meta charset="utf-8"><title>{zh} / {en}</title>'
+            f'<h1>{zh}</h1><p lang="en">{en} (HTTP {status})</p></html>'
+        )
+
+    _install_operations(app, readiness)
+    return app

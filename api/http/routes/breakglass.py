@@ -1,0 +1,232 @@
+"""Break-glass over HTTP: a worker opens an emergency grant, the resident is told, an
+auditor reviews it. The reads themselves go through the gate like any other
+(`GET /v1/residents/{id}` with `Purpose: emergency-rescue`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from access.gate import Access, GateError, PolicyDenied
+from api.http.params import PathId
+from api.http.problems import problem
+from api.http.routes.residents import gate_of, refusal, subject_of
+from api.oauth.scopes import Scope
+from api.oauth.tokens import Principal, require_scopes
+from audit import EntryDraft
+from audit.models import AuditEntry
+from consent.breakglass import BreakGlassError, Named, Opener, notifications_of
+from consent.models import BreakGlassGrant
+from vault.pseudonyms import is_pseudonym
+
+router = APIRouter(prefix="/v1", tags=["break-glass"])
+
+Reader = Annotated[Principal, Depends(require_scopes(Scope.RESIDENTS_READ))]
+Auditor = Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))]
+Me = Annotated[Principal, Depends(require_scopes(Scope.ME))]
+
+WORKERS = ("grid_worker", "community_worker")
+RESIDENT_ID_LENGTH = 32  # the audit log's resident_id column; every vault id fits
+LISTED_ITEMS = 100  # ids named in one list entry's details, beside their count
+
+
+class OpenBody(BaseModel):
+    resident_id: str = Field(max_length=64)
+    # Or the `Justification` header (docs/api.md: percent-encoded UTF-8); one of them is needed.
+    justification: str | None = Field(default=None, max_length=2000)
+    purpose: str = Field(default="emergency-rescue", max_length=64)
+    minutes: int | None = Field(default=None, ge=1, le=240)
+
+
+def _lang(request: Request) -> str:
+    return "en" if request.headers.get("accept-language", "").lower().startswith("en") else "zh"
+
+
+def _grant_view(grant: BreakGlassGrant, accesses: int | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "grant_id": grant.id, "worker": grant.user, "subject_type": grant.subject_type,
+        "organisation": grant.organisation, "resident_id": grant.resident_id,
+        "purpose": grant.purpose, "justification": grant.justification,
+        "created_at": grant.created_at.isoformat(), "expires_at": grant.expires_at.isoformat(),
+        "review_status": grant.review_status, "reviewed_by": grant.reviewed_by,
+        "reviewed_at": grant.reviewed_at.isoformat() if grant.reviewed_at else None,
+        "review_note": grant.review_note,
+    }  # fmt: skip
+    if accesses is not None:
+        view["accesses"] = accesses
+    return view
+
+
+@router.post("/break-glass", status_code=201, summary="Open an emergency (break-glass) grant "
+             "for one resident, with a written justification (workers)")  # fmt: skip
+def open_grant(
+    request: Request,
+    body: OpenBody,
+    principal: Reader,
+    justification: Annotated[str | None, Header(max_length=6000)] = None,
+) -> Response:
+    """The same answer whether or not the id names a resident the worker may reach: 201
+    with a grant. Only a reachable resident's grant is stored (and the resident told);
+    any other opens nothing, and every read still goes through the gate. Both attempts
+    are on the record."""
+    gate = gate_of(request)
+    reason = body.justification or (unquote(justification) if justification else "")
+    subject = subject_of(request, principal)
+    access = Access(subject=subject, purpose=body.purpose, request_id=request.state.request_id)
+    given = body.resident_id
+    if subject.type not in WORKERS or subject.user is None:
+        error = PolicyDenied("紧急访问仅限社区工作者和网格员",
+                             "break-glass is for community and grid workers")  # fmt: skip
+        gate.record_denial(access, error, "break-glass", _recordable(given))
+        detail = error.detail_en if _lang(request) == "en" else error.detail_zh
+        return problem(request, "policy-denied", detail=detail, status=403)
+    try:
+        with gate.denials_recorded(access, "break-glass", _recordable(given)):
+            decision = gate.decide(access, "read")
+            if not decision.obligations.break_glass:
+                return problem(request, "validation-error", errors=[
+                    {"field": "purpose", "message": "not a break-glass purpose"}])  # fmt: skip
+    except GateError as error:
+        return refusal(request, access, error)
+    opener = Opener(
+        user=subject.user, subject_type=subject.type, organisation=subject.organisation,
+        request_id=request.state.request_id,
+    )  # fmt: skip
+    try:
+        with gate.runtime.transaction() as session:
+            # Whom the id names, as a read would find them: the caller's kind of id, within
+            # the decision's rows (for break-glass every active resident; never a decoy).
+            resident_id = gate.resolve(access, given)
+            reachable = (
+                resident_id is not None
+                and gate.matches(decision, given)
+                and gate.holds(session, access, decision, resident_id)
+            )
+            grant = gate.break_glass.open(
+                session, opener, Named(given, resident_id, reachable), purpose=body.purpose,
+                justification=reason, minutes=body.minutes,
+            )  # fmt: skip
+            view = _grant_view(grant)
+    except BreakGlassError as error:
+        # Only the request's own fields can be wrong here: nothing said about the resident.
+        message = error.message(_lang(request))
+        return problem(
+            request, error.slug, errors=[{"field": error.field or "", "message": message}]
+        )
+    return JSONResponse(view, status_code=201, headers={"Decision-Id": access.decision_id})
+
+
+def _recordable(given: str) -> str | None:
+    """The id as given, for `Gate.record_denial`: a pseudonym (kept bounded there), or
+    what could be a vault id; anything longer than one names no resident."""
+    return given if is_pseudonym(given) or len(given) <= RESIDENT_ID_LENGTH else None
+
+
+def _listed(
+    session: Session,
+    request: Request,
+    principal: Principal,
+    subject_type: str,
+    concerned: Mapping[str, Sequence[str]],
+    action: str,
+) -> None:
+    """One access entry per resident whose data a list shows (as the gate records a list),
+    in the answer's transaction, so it commits before anything is returned."""
+    runtime = gate_of(request).runtime
+    runtime.audit.record(session, [EntryDraft(
+        action=action, outcome="allowed", channel="api", kind="access",
+        subject_type=subject_type, client=principal.client_id, user=principal.username,
+        resident_id=resident_id, request_id=request.state.request_id,
+        details={"items": list(items)[:LISTED_ITEMS], "count": len(items)},
+    ) for resident_id, items in concerned.items()])  # fmt: skip
+
+
+@router.get("/audit/break-glass", summary="Break-glass grants for review (scope audit:read)")
+def review_queue(
+    request: Request,
+    principal: Auditor,
+    status: Literal["pending", "justified", "unjustified", "all"] = "pending",
+) -> Response:
+    gate = gate_of(request)
+    with gate.runtime.transaction() as session:
+        grants = gate.break_glass.queue(session, None if status == "all" else status)
+        items = []
+        concerned: dict[str, list[str]] = {}
+        for grant in grants:
+            accesses = session.scalar(
+                select(func.count())
+                .select_from(AuditEntry)
+                .where(
+                    AuditEntry.user == grant.user,
+                    AuditEntry.resident_id == grant.resident_id,
+                    AuditEntry.purpose == grant.purpose,
+                    AuditEntry.action == "read",
+                    AuditEntry.recorded_at >= grant.created_at,
+                    AuditEntry.recorded_at <= grant.expires_at,
+                )
+            )
+            items.append(_grant_view(grant, int(accesses or 0)))
+            concerned.setdefault(grant.resident_id, []).append(grant.id)
+        # The queue names residents and what befell them (the justification): a read of each.
+        _listed(session, request, principal, "auditor", concerned, "break_glass.queue")
+    return JSONResponse({"items": items})
+
+
+class ReviewBody(BaseModel):
+    outcome: Literal["justified", "unjustified"]
+    note: str | None = Field(default=None, max_length=2000)
+
+
+@router.post("/audit/break-glass/{grant_id}/review",
+             summary="Mark a break-glass access justified or not (scope audit:read)")  # fmt: skip
+def review_grant(
+    request: Request, grant_id: PathId, body: ReviewBody, principal: Auditor
+) -> Response:
+    gate = gate_of(request)
+    reviewer = principal.username or principal.client_id
+    try:
+        with gate.runtime.transaction() as session:
+            grant = gate.break_glass.review(
+                session,
+                grant_id,
+                reviewer,
+                body.outcome,
+                body.note,
+                request_id=request.state.request_id,
+            )
+            view = _grant_view(grant)
+    except BreakGlassError as error:
+        slug = "not-found" if "no such" in error.en else "conflict"
+        return problem(request, slug, detail=error.message(_lang(request)))
+    return JSONResponse(view)
+
+
+@router.get("/me/notifications", summary="What I have been told: emergency accesses and the like")
+def my_notifications(request: Request, principal: Me) -> Response:
+    subject = subject_of(request, principal)
+    if subject.resident_id is None:
+        return problem(request, "insufficient-scope", detail="only residents", status=403)
+    lang = _lang(request)
+    concerned: dict[str, list[str]] = {subject.resident_id: [], **{c: [] for c in subject.children}}
+    with gate_of(request).runtime.transaction() as session:
+        rows = notifications_of(session, list(concerned))
+        items = [
+            {
+                "notification_id": n.id, "resident_id": n.resident_id, "kind": n.kind,
+                "text": n.text_en if lang == "en" else n.text_zh, "reference": n.reference,
+                "created_at": n.created_at.isoformat(),
+            }
+            for n in rows
+        ]  # fmt: skip
+        for n in rows:
+            concerned[n.resident_id].append(n.id)
+        # A guardian reads their wards' notifications too: each resident's on the record.
+        _listed(session, request, principal, subject.type, concerned, "notifications.list")
+    return JSONResponse({"items": items})

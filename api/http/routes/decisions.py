@@ -1,0 +1,293 @@
+"""Explanations: why a request was allowed or refused, who can see a field, and why.
+
+Every explanation is the policy's own answer put into words (`policies.explain`):
+hypothetical requests are evaluated by the same engine as real ones, past decisions are
+read back from the evaluation recorded in the signed audit log, and a resident's dry run
+goes through the gate's own read planning, so none of them can differ from what a real
+request gets.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from access.gate import EVALUATION_ACTION, Access, Gate, GateError, Subject, Visibility
+from access.subjects import organisation_subject, visibility_subjects
+from api.http.params import PathId
+from api.http.problems import problem
+from api.http.routes.residents import gate_of, subject_of
+from api.oauth.scopes import Scope
+from api.oauth.tokens import Principal, require_scopes
+from audit.models import AuditEntry
+from policies import Decision
+from policies.explain import Explainer
+from vault.models import Building, Household, Organisation, Resident, Room
+
+router = APIRouter(prefix="/v1", tags=["explanations"])
+
+Anyone = Annotated[Principal, Depends(require_scopes())]
+Auditor = Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))]
+Me = Annotated[Principal, Depends(require_scopes(Scope.ME))]
+
+ACTIONS = ("read", "list", "search", "export", "write")
+
+
+def explainer_of(request: Request) -> Explainer:
+    explainer: Explainer = request.app.state.explainer
+    return explainer
+
+
+def lang_of(request: Request) -> str:
+    query = request.query_params.get("lang")
+    if query:
+        return "en" if query.startswith("en") else "zh"
+    return "en" if request.headers.get("accept-language", "").lower().startswith("en") else "zh"
+
+
+class ExplainBody(BaseModel):
+    purpose: str | None = Field(default=None, max_length=64)
+    action: Literal["read", "list", "search", "export", "write"] = "read"
+    fields: list[str] | None = Field(default=None, max_length=64)
+    organisation: str | None = Field(
+        default=None, max_length=64, description="auditors only: explain for this organisation"
+    )
+
+
+@router.post("/decisions/explain", summary="Explain a request before making it: why it is "
+             "allowed or refused, each field's treatment and what would change it")  # fmt: skip
+def explain_request(request: Request, body: ExplainBody, principal: Anyone) -> Response:
+    gate = gate_of(request)
+    if body.organisation is not None:
+        if Scope.AUDIT_READ not in principal.scopes:
+            return problem(
+                request, "insufficient-scope", detail="explaining for another organisation "
+                "needs audit:read", status=403,
+            )  # fmt: skip
+        with gate.runtime.vault.sessions() as session:
+            if session.get(Organisation, body.organisation) is None:
+                return problem(request, "not-found")
+            subject = organisation_subject(session, body.organisation)
+    else:
+        subject = subject_of(request, principal)
+    unknown = [f for f in body.fields or () if f not in gate.catalogue]
+    if unknown:
+        return problem(
+            request, "validation-error",
+            errors=[{"field": "fields", "message": f"unknown field {name}"} for name in unknown],
+        )  # fmt: skip
+    decision = gate.hypothetical(subject, body.purpose, body.action)
+    explained = explainer_of(request).explain(
+        decision, purpose=body.purpose, action=body.action, lang=lang_of(request),
+        fields=body.fields,
+    )  # fmt: skip
+    explained["subject"] = {"type": subject.type, "organisation": subject.organisation}
+    return JSONResponse(explained, headers={"Policy-Revision": decision.revision})
+
+
+@router.get("/decisions/{decision_id}", summary="Explain a past decision, from the evaluation "
+            "recorded in the audit log (the caller it concerns, or audit:read)")  # fmt: skip
+def explain_past(request: Request, decision_id: PathId, principal: Anyone) -> Response:
+    gate = gate_of(request)
+    with gate.runtime.vault.sessions() as session:
+        entries = list(
+            session.scalars(
+                select(AuditEntry)
+                .where(AuditEntry.decision_id == decision_id[:64], AuditEntry.kind == "access")
+                .limit(500)
+            )
+        )
+        mine = [e for e in entries if _concerns(principal, e)]
+        if not entries or not (mine or Scope.AUDIT_READ in principal.scopes):
+            return problem(request, "not-found")  # the same whether absent or not yours
+        first = entries[0]
+        evaluation = (
+            session.scalars(
+                select(AuditEntry).where(
+                    AuditEntry.evaluation_id == first.evaluation_id,
+                    AuditEntry.action == EVALUATION_ACTION,
+                )
+            ).first()
+            if first.evaluation_id
+            else None
+        )
+    lang = lang_of(request)
+    body: dict[str, Any] = {
+        "decision_id": decision_id,
+        "recorded": {
+            "action": first.action, "outcome": first.outcome, "reason": first.reason,
+            "purpose": first.purpose, "legal_basis": first.legal_basis,
+            "organisation": first.organisation, "policy_revision": first.policy_revision,
+            "evaluation_id": first.evaluation_id, "entries": len(entries),
+            "recorded_at": first.recorded_at.isoformat(),
+        },
+    }  # fmt: skip
+    if evaluation is not None and first.evaluation_id is not None:
+        evaluation_id = first.evaluation_id
+        result = evaluation.details.get("result")
+        decision = Decision.from_result(
+            result, revision=evaluation.policy_revision or "", evaluation_id=evaluation_id
+        )
+        body["explanation"] = explainer_of(request).explain(
+            decision, purpose=first.purpose, action=first.action, lang=lang
+        )
+        body["evaluation_entry"] = evaluation.entry_id
+    else:
+        # A refusal before policy was asked (no purpose, say) has no evaluation to read.
+        body["explanation"] = None
+    if first.reason in {"consent-required", "not-found"}:
+        body["refused_by"] = first.reason  # the gate's own checks after policy allowed
+    return JSONResponse(body)
+
+
+def _concerns(principal: Principal, entry: AuditEntry) -> bool:
+    if principal.username is not None:
+        return entry.user == principal.username
+    return entry.client == principal.client_id
+
+
+# -- a resident's dry run -----------------------------------------------------------------------
+
+
+def _community_of(gate: Gate, resident_id: str) -> str | None:
+    with gate.runtime.vault.sessions() as session:
+        return session.scalars(
+            select(Building.community_id)
+            .join(Room, Room.building_id == Building.id)
+            .join(Household, Household.room_id == Room.id)
+            .join(Resident, Resident.household_id == Household.id)
+            .where(Resident.id == resident_id)
+        ).first()
+
+
+def _who(
+    explainer: Explainer, subject: Subject, names: dict[str, str], lang: str
+) -> dict[str, Any]:
+    who: dict[str, Any] = {
+        "type": subject.type,
+        "type_name": explainer.subject_type(subject.type, lang),
+        "organisation": subject.organisation,
+        "organisation_name": names.get(subject.organisation or "", subject.organisation),
+    }
+    if subject.user:
+        who["worker"] = subject.user  # a person: by role and login (badge) name
+    return who
+
+
+def visibility_view(
+    explainer: Explainer, found: list[Visibility], names: dict[str, str], lang: str
+) -> dict[str, Any]:
+    """The dry run grouped two ways: by who-and-purpose, and by field."""
+    combinations = []
+    by_field: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for seen in found:
+        who = _who(explainer, seen.subject, names, lang)
+        basis = seen.decision.rows.legal_basis
+        shown = {n: t for n, t in seen.treatments.items() if t != "denied"}
+        fields = []
+        for name, treatment in sorted(shown.items()):
+            line = explainer.field_lines(seen.decision, name, lang, seen.purpose)
+            line["treatment"] = treatment  # narrowed by the resident's consents
+            fields.append(line)
+            by_field[name].append({
+                "who": who, "purpose": seen.purpose,
+                "purpose_name": explainer.purpose_name(seen.purpose, lang),
+                "treatment": treatment, "legal_basis": basis,
+                "legal_basis_text": explainer.legal_basis(basis, lang),
+            })  # fmt: skip
+        combinations.append({
+            "who": who, "purpose": seen.purpose,
+            "purpose_name": explainer.purpose_name(seen.purpose, lang),
+            "legal_basis": basis, "legal_basis_text": explainer.legal_basis(basis, lang),
+            "status": seen.status, "identifier": seen.decision.identifier,
+            "treatments": seen.treatments, "fields": fields,
+            "summary": _status_text(seen.status, lang),
+        })  # fmt: skip
+    return {
+        "combinations": combinations,
+        "fields": {
+            name: {"label": explainer.field_label(name, lang), "seen_by": seen_by}
+            for name, seen_by in sorted(by_field.items())
+        },
+    }
+
+
+def _status_text(status: str, lang: str) -> str:
+    texts = {
+        "allowed": ("依据法定职责等，无需您的同意", "On a basis other than your consent"),
+        "consented": ("依据您的同意", "Because you consented"),
+        "needs-consent": ("须经您同意才能查看，目前看不到", "Sees nothing unless you consent"),
+        "break-glass": (
+            "仅在紧急情况下、登记理由后可查看，事后通知您并由审计员复核",
+            "Only in an emergency, with a written reason; you are told and an auditor reviews it",
+        ),
+    }
+    zh, en = texts.get(status, (status, status))
+    return en if lang == "en" else zh
+
+
+def organisation_names(gate: Gate, lang: str) -> dict[str, str]:
+    with gate.runtime.vault.sessions() as session:
+        return {
+            o.id: (o.name_en if lang == "en" else o.name_zh)
+            for o in session.scalars(select(Organisation))
+        }
+
+
+@router.get("/me/visibility", summary="Who can see each of my fields, and why (a dry run of "
+            "every organisation and worker x purpose against my record and consents)")  # fmt: skip
+def my_visibility(request: Request, principal: Me) -> Response:
+    subject = subject_of(request, principal)
+    if subject.resident_id is None:
+        return problem(request, "insufficient-scope", detail="only residents", status=403)
+    gate = gate_of(request)
+    access = Access(subject=subject, purpose=None, request_id=request.state.request_id)
+    purposes = sorted(explainer_of(request).purposes)
+    with gate.runtime.vault.sessions() as session:
+        subjects = visibility_subjects(session, _community_of(gate, subject.resident_id))
+    try:
+        found = gate.visibility(access, subject.resident_id, subjects, purposes)
+    except GateError as error:  # pragma: no cover - the dry run refuses nothing itself
+        return problem(request, error.slug)
+    lang = lang_of(request)
+    body = visibility_view(explainer_of(request), found, organisation_names(gate, lang), lang)
+    return JSONResponse({"resident_id": subject.resident_id, **body})
+
+
+# -- what an organisation sees (auditors, policy authors) ----------------------------------------
+
+
+@router.get("/organisations/{organisation}/visibility", summary="What an organisation sees: "
+            "every purpose x action with each field's treatment and the deciding rules "
+            "(scope audit:read)")  # fmt: skip
+def organisation_visibility(request: Request, organisation: PathId, principal: Auditor) -> Response:
+    gate = gate_of(request)
+    explainer = explainer_of(request)
+    with gate.runtime.vault.sessions() as session:
+        if session.get(Organisation, organisation[:64]) is None:
+            return problem(request, "not-found")
+        subject = organisation_subject(session, organisation)
+    lang = lang_of(request)
+    rows = []
+    for purpose in sorted(explainer.purposes):
+        for action in ACTIONS:
+            decision = gate.hypothetical(subject, purpose, action)
+            rows.append({
+                "purpose": purpose, "purpose_name": explainer.purpose_name(purpose, lang),
+                "action": action, "allowed": decision.allow,
+                "reason": {"code": decision.reason.code, "text": decision.reason.text(lang)},
+                "rules": list(decision.rules),
+                "consent_required": decision.rows.consent_required,
+                "identifier": decision.identifier,
+                "fields": {n: str(t) for n, t in sorted(decision.fields.items())
+                           if str(t) != "denied"},
+            })  # fmt: skip
+    return JSONResponse(
+        {"organisation": organisation, "type": subject.type, "items": rows},
+        headers={"Policy-Revision": gate.engine.revision},
+    )

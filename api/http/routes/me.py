@@ -1,0 +1,185 @@
+"""A resident's own view: my record, my children's, who accessed my data, my copy.
+
+Residents need no purpose to read their own record; every read is still recorded, and
+each entry about them comes with an inclusion proof they can check without the vault.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from access.gate import Access, GateError
+from access.reads import record_reads
+from api.http.params import Index, QueryCursor
+from api.http.problems import problem
+from api.http.routes.residents import decision_headers, gate_of, record_view, refusal, subject_of
+from api.oauth.scopes import Scope
+from api.oauth.tokens import Principal, require_scopes
+from audit.checkpoint import format_tlog_proof
+from audit.models import AuditEntry
+from audit.queries import EntryFilter, entry_summary, search
+from vault.spreadsheet import csv_row
+
+router = APIRouter(prefix="/v1/me", tags=["me (residents)"])
+
+Me = Annotated[Principal, Depends(require_scopes(Scope.ME))]
+
+
+def _access(request: Request, principal: Principal, purpose: str | None = None) -> Access:
+    subject = subject_of(request, principal)
+    return Access(
+        subject=subject, purpose=purpose, request_id=request.state.request_id, channel="api"
+    )
+
+
+def _not_a_resident(request: Request) -> Response:
+    return problem(
+        request, "insufficient-scope", detail="only residents have a record here", status=403
+    )
+
+
+@router.get("", summary="My record, as the vault holds it")
+def my_record(request: Request, principal: Me) -> Response:
+    access = _access(request, principal)
+    if access.subject.resident_id is None:
+        return _not_a_resident(request)
+    try:
+        view, decision = gate_of(request).read(access, access.subject.resident_id, target="self")
+    except GateError as error:
+        return refusal(request, access, error)
+    return JSONResponse(
+        record_view(view),
+        headers=decision_headers(access, decision),
+    )
+
+
+@router.get("/children", summary="My minor children's records (guardian)")
+def my_children(request: Request, principal: Me) -> Response:
+    access = _access(request, principal)
+    if access.subject.resident_id is None:
+        return _not_a_resident(request)
+    items = []
+    try:
+        for ward in access.subject.children:
+            view, _ = gate_of(request).read(access, ward, target="child")
+            items.append(record_view(view))
+    except GateError as error:
+        return refusal(request, access, error)
+    return JSONResponse({"items": items}, headers={"Decision-Id": access.decision_id})
+
+
+@router.get("/accesses", summary="Who accessed my data: every entry about me, with proofs")
+def my_accesses(
+    request: Request,
+    principal: Me,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: QueryCursor = None,
+) -> Response:
+    access = _access(request, principal)
+    if access.subject.resident_id is None:
+        return _not_a_resident(request)
+    runtime = gate_of(request).runtime
+    items = []
+    # One transaction and one checkpoint for the whole page: every proof is against the same
+    # head, and the read of the page is itself recorded before it is answered.
+    with runtime.transaction() as session:
+        try:
+            page = search(
+                session,
+                EntryFilter(resident_id=access.subject.resident_id),
+                limit=limit,
+                cursor=cursor,
+            )
+        except ValueError:
+            return problem(
+                request,
+                "validation-error",
+                errors=[{"field": "cursor", "message": "invalid cursor"}],
+            )
+        head = runtime.audit.latest_checkpoint(session)
+        for index, entry in page.items:
+            summary = entry_summary(index, entry)
+            summary["proof"] = None
+            if head is not None and index is not None and index < head.tree_size:
+                hashes = runtime.audit.inclusion_proof(session, index, head.tree_size)
+                summary["proof"] = {
+                    "tree_size": head.tree_size,
+                    "hashes": [base64.b64encode(h).decode() for h in hashes],
+                }
+            items.append(summary)
+        record_reads(
+            runtime, session, subject=access.subject, request_id=access.request_id,
+            action="me.accesses", resident_ids=[access.subject.resident_id],
+        )  # fmt: skip
+    return JSONResponse({"items": items, "next_cursor": page.next_cursor})
+
+
+@router.get(
+    "/accesses/{index}/proof",
+    response_class=PlainTextResponse,
+    summary="An entry about me as a C2SP tlog-proof file, verifiable offline",
+)
+def my_access_proof(request: Request, index: Index, principal: Me) -> Response:
+    access = _access(request, principal)
+    runtime = gate_of(request).runtime
+    with runtime.transaction() as session:
+        entry: AuditEntry | None = runtime.audit.entry_at(session, index)
+        head = runtime.audit.latest_checkpoint(session)
+        if (
+            entry is None
+            or access.subject.resident_id is None
+            or entry.resident_id != access.subject.resident_id
+        ):
+            return problem(request, "not-found")
+        if head is None or index >= head.tree_size:
+            return problem(
+                request,
+                "proof-unavailable",
+                detail="no checkpoint covers this entry yet; try again shortly",
+            )
+        hashes = runtime.audit.inclusion_proof(session, index, head.tree_size)
+        document = format_tlog_proof(entry.canonical, index, hashes, head.checkpoint)
+        record_reads(
+            runtime, session, subject=access.subject, request_id=access.request_id,
+            action="me.access_proof", resident_ids=[entry.resident_id],
+        )  # fmt: skip
+    return PlainTextResponse(
+        document,
+        headers={"Content-Disposition": f'attachment; filename="access-{index}.tlog-proof"'},
+    )
+
+
+@router.get("/export", summary="My data, to take elsewhere (JSON or CSV)")
+def my_export(
+    request: Request,
+    principal: Me,
+    format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+) -> Response:
+    access = _access(request, principal, purpose="portability")
+    if access.subject.resident_id is None:
+        return _not_a_resident(request)
+    try:
+        view, decision = gate_of(request).read(access, access.subject.resident_id, target="self")
+    except GateError as error:
+        return refusal(request, access, error)
+    headers = decision_headers(access, decision)
+    if format == "json":
+        body: dict[str, Any] = {"resident_id": view.resident_id, "fields": view.fields}
+        headers["Content-Disposition"] = 'attachment; filename="my-data.json"'
+        return JSONResponse(body, headers=headers)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(csv_row(["field", "value"]))
+    for name, value in view.fields.items():
+        # Neutralised: a value beginning with `=` is text in the resident's spreadsheet.
+        cell = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        writer.writerow(csv_row([name, cell]))
+    headers["Content-Disposition"] = 'attachment; filename="my-data.csv"'
+    return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)

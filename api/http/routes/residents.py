@@ -1,0 +1,281 @@
+"""Resident data over HTTP: translate requests to gate calls, gate errors to problem details.
+
+Every route here goes through `access.gate.Gate`; none reads the vault directly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from access.exports.records import find_export, open_export
+from access.gate import Access, Gate, GateError, Listing, RateLimited, RecordView, Subject
+from access.subjects import subject_for
+from api.http.params import (
+    ID_LENGTH,
+    JUSTIFICATION_LENGTH,
+    PathId,
+    QueryCursor,
+    QueryFields,
+    QueryId,
+    QueryPurpose,
+    declared_justification,
+    declared_purpose,
+)
+from api.http.problems import problem
+from api.oauth.scopes import Scope
+from api.oauth.tokens import Principal, require_scopes
+from policies import Decision
+
+router = APIRouter(prefix="/v1", tags=["residents"])
+
+
+def gate_of(request: Request) -> Gate:
+    gate: Gate = request.app.state.gate
+    return gate
+
+
+def subject_of(request: Request, principal: Principal) -> Subject:
+    """Who is asking, as policy sees them (token + database)."""
+    with gate_of(request).runtime.vault.sessions() as session:
+        return subject_for(session, principal)
+
+
+def _access(
+    request: Request, principal: Principal, purpose: str | None, justification: str | None = None
+) -> Access:
+    declared = declared_purpose(request, purpose)
+    reason = declared_justification(justification)
+    return Access(
+        subject=subject_of(request, principal), purpose=declared,
+        request_id=request.state.request_id, justification=reason,
+    )  # fmt: skip
+
+
+def decision_headers(access: Access, decision: Decision | None) -> dict[str, str]:
+    headers = {"Decision-Id": access.decision_id}
+    if decision is not None:
+        headers["Policy-Revision"] = decision.revision
+    return headers
+
+
+def refusal(request: Request, access: Access, error: GateError) -> JSONResponse:
+    lang = "en" if request.headers.get("accept-language", "").lower().startswith("en") else "zh"
+    detail = error.detail_en if lang == "en" else error.detail_zh
+    response = problem(
+        request,
+        error.slug,
+        detail=detail or None,
+        status=403 if error.slug in ("justification-required", "suspended") else None,
+    )
+    response.headers.update(decision_headers(access, error.decision))
+    if isinstance(error, RateLimited):
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return response
+
+
+def record_view(view: RecordView) -> dict[str, Any]:
+    return {"resident_id": view.resident_id, "fields": view.fields, "treatments": view.treatments}
+
+
+def _fields(fields: str | None) -> list[str] | None:
+    return [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+
+
+def _listing(access: Access, listing: Listing) -> JSONResponse:
+    body = {
+        "items": [record_view(v) for v in listing.items],
+        "next_cursor": listing.next_cursor,
+        "left_out": listing.left_out,
+    }
+    return JSONResponse(body, headers=decision_headers(access, listing.decision))
+
+
+Reader = Annotated[Principal, Depends(require_scopes(Scope.RESIDENTS_READ))]
+Writer = Annotated[Principal, Depends(require_scopes(Scope.RESIDENTS_WRITE))]
+
+
+@router.get("/residents/{resident_id}", summary="Read one resident (scope residents:read)")
+def read_resident(
+    request: Request,
+    resident_id: PathId,
+    principal: Reader,
+    purpose: QueryPurpose = None,
+    fields: QueryFields = None,
+) -> Response:
+    access = _access(request, principal, purpose)
+    try:
+        view, decision = gate_of(request).read(access, resident_id, _fields(fields))
+    except GateError as error:
+        return refusal(request, access, error)
+    return JSONResponse(record_view(view), headers=decision_headers(access, decision))
+
+
+@router.get("/residents", summary="List residents in scope (scope residents:read)")
+def list_residents(
+    request: Request,
+    principal: Reader,
+    purpose: QueryPurpose = None,
+    community: QueryId = None,
+    grid: QueryId = None,
+    building: QueryId = None,
+    fields: QueryFields = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: QueryCursor = None,
+) -> Response:
+    access = _access(request, principal, purpose)
+    try:
+        listing = gate_of(request).list_residents(
+            access,
+            community=community,
+            grid=grid,
+            building=building,
+            requested=_fields(fields),
+            limit=limit,
+            cursor=cursor,
+        )
+    except GateError as error:
+        return refusal(request, access, error)
+    return _listing(access, listing)
+
+
+class SearchBody(BaseModel):
+    id_number: str | None = Field(default=None, max_length=40)
+    phone: str | None = Field(default=None, max_length=40)
+
+
+@router.post(
+    "/residents/search",
+    summary="Find by ID number or phone (blind index; a POST so identifiers never appear in URLs)",
+)
+def search_residents(
+    request: Request,
+    body: SearchBody,
+    principal: Reader,
+    purpose: QueryPurpose = None,
+    fields: QueryFields = None,
+) -> Response:
+    access = _access(request, principal, purpose)
+    given = {k: v for k, v in body.model_dump().items() if v}
+    if len(given) != 1:
+        return problem(
+            request,
+            "validation-error",
+            errors=[{"field": "id_number|phone", "message": "give exactly one identifier"}],
+        )
+    validator = {"id_number": "gb11643", "phone": "cn_mobile"}[next(iter(given))]
+    catalogue = gate_of(request).catalogue
+    field_name = next(s.name for s in catalogue.searchable if s.validator == validator)
+    try:
+        listing = gate_of(request).search(
+            access, field_name, next(iter(given.values())), _fields(fields)
+        )
+    except GateError as error:
+        return refusal(request, access, error)
+    return _listing(access, listing)
+
+
+class ResidentWrite(BaseModel):
+    fields: dict[str, Any]
+    household_id: str | None = Field(default=None, max_length=ID_LENGTH)
+
+
+@router.post("/residents", status_code=201, summary="Create a resident (scope residents:write)")
+def create_resident(
+    request: Request,
+    body: ResidentWrite,
+    principal: Writer,
+    purpose: QueryPurpose = None,
+) -> Response:
+    access = _access(request, principal, purpose)
+    try:
+        resident_id, decision = gate_of(request).write(
+            access, None, body.fields, household_id=body.household_id
+        )
+    except GateError as error:
+        return refusal(request, access, error)
+    return JSONResponse(
+        {"resident_id": resident_id}, status_code=201, headers=decision_headers(access, decision)
+    )
+
+
+@router.patch("/residents/{resident_id}", summary="Update a resident (scope residents:write)")
+def update_resident(
+    request: Request,
+    resident_id: PathId,
+    body: Annotated[dict[str, Any], Body()],
+    principal: Writer,
+    purpose: QueryPurpose = None,
+) -> Response:
+    access = _access(request, principal, purpose)
+    values = body.get("fields", body)
+    if not isinstance(values, dict):
+        return problem(
+            request,
+            "validation-error",
+            errors=[{"field": "fields", "message": "an object of field values"}],
+        )
+    try:
+        _, decision = gate_of(request).write(access, resident_id, values)
+    except GateError as error:
+        return refusal(request, access, error)
+    return JSONResponse({"resident_id": resident_id}, headers=decision_headers(access, decision))
+
+
+# -- exports --------------------------------------------------------------------------------
+
+
+@router.get("/exports/residents", summary="Streamed bulk export (NDJSON or CSV)")
+def export_residents(
+    request: Request,
+    principal: Reader,
+    purpose: QueryPurpose = None,
+    format: Annotated[str, Query(pattern="^(ndjson|csv)$")] = "ndjson",
+    community: QueryId = None,
+    grid: QueryId = None,
+    building: QueryId = None,
+    fields: QueryFields = None,
+    justification: Annotated[str | None, Header(max_length=9 * JUSTIFICATION_LENGTH)] = None,
+) -> Response:
+    """Every export is fingerprinted for its recipient and request (docs/traceable-exports.md)
+    and recorded in the `exports` table before its first row is sent."""
+    access = _access(request, principal, purpose, justification)
+    try:
+        opened = open_export(
+            gate_of(request), access, format=format, community=community, grid=grid,
+            building=building, requested=_fields(fields),
+        )  # fmt: skip
+    except GateError as error:
+        return refusal(request, access, error)
+    decision, export_id = opened.decision, opened.export_id
+
+    # A sync iterator: Starlette runs it in a worker thread, so the database work of each
+    # batch (whose audit entries commit before its rows are sent) never blocks the loop.
+    body = (line.encode() for line in opened.lines)
+    media = "application/x-ndjson" if format == "ndjson" else "text/csv; charset=utf-8"
+    headers = {**decision_headers(access, decision), "Export-Id": export_id}
+    return StreamingResponse(body, media_type=media, headers=headers)
+
+
+@router.get(
+    "/exports/{export_id}",
+    summary="An export's summary: rows, and how many were left "
+    "out for lack of consent (a count only)",
+)
+def export_summary(request: Request, export_id: PathId, principal: Reader) -> Response:
+    with gate_of(request).runtime.vault.sessions() as session:
+        record = find_export(session, export_id)
+        if record is None or (record.client, record.organisation) != (
+            principal.client_id,
+            principal.organisation,
+        ):
+            return problem(request, "not-found")
+        body = {
+            "export_id": record.id, "state": record.state, "rows": record.rows,
+            "left_out": record.left_out, "purpose": record.purpose, "format": record.format,
+        }  # fmt: skip
+    return JSONResponse(body)

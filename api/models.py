@@ -1,0 +1,22 @@
+"""Every package's tables, imported so the one SQLAlchemy metadata knows them all: what
+the Alembic environment compares with the database (`alembic check`), what a backup
+copies, and what the schema tests read. The top of the stack below `migrations/`, so it may
+import every package; nothing below `api/` imports it.
+"""
+
+from __future__ import annotations
+
+import access.exports.records
+import access.models
+import api.oauth.models
+import audit.models
+import consent.models
+import vault.accounts
+import vault.db
+from vault.models import Base
+
+MODEL_MODULES = (
+    audit.models, consent.models, vault.accounts, api.oauth.models, access.models,
+    access.exports.records, vault.db,
+)  # fmt: skip
+metadata = Base.metadata
