@@ -35,7 +35,6 @@ from vault.models import Building, Community, Household, Resident, Room
 from vault.pseudonyms import Pseudonyms, is_pseudonym
 from vault.services import Provenance
 
-TREATMENTS = ("clear", "masked", "generalised", "denied")
 EVALUATION_ACTION = "policy.evaluated"
 
 

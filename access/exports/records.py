@@ -121,14 +121,6 @@ def complete_export(session: Session, export_id: str, rows: int, left_out: int) 
     )
 
 
-def progress_export(session: Session, export_id: str, rows: int, left_out: int) -> None:
-    session.execute(
-        update(ExportRecord)
-        .where(ExportRecord.id == export_id)
-        .values(rows=rows, left_out=left_out)
-    )
-
-
 def find_export(session: Session, export_id: str) -> ExportRecord | None:
     return session.get(ExportRecord, export_id[:40])
 

@@ -58,7 +58,6 @@ _DESCRIPTIONS: Final[dict[Scope, tuple[str, str]]] = {
     ),
 }
 
-ALL_SCOPES: Final = frozenset(Scope)
 
 # -- people --------------------------------------------------------------------------------
 

@@ -53,7 +53,6 @@ from authlib.oauth2.rfc6749 import (
     InvalidClientError,
     InvalidRequestError,
     InvalidScopeError,
-    JsonPayload,
     JsonRequest,
     OAuth2Error,
     OAuth2Payload,
@@ -189,23 +188,6 @@ class FormOAuth2Request(OAuth2Request):  # type: ignore[misc]
     @property
     def form(self) -> ImmutableMultiDict[str, str]:
         return self._form
-
-
-class FormJsonPayload(JsonPayload):  # type: ignore[misc]
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self._data = data
-
-    @property
-    def data(self) -> Mapping[str, Any]:
-        return self._data
-
-
-class StarletteJsonRequest(JsonRequest):  # type: ignore[misc]
-    def __init__(
-        self, method: str, uri: str, headers: Mapping[str, str], data: Mapping[str, Any]
-    ) -> None:
-        super().__init__(method, uri, headers)
-        self.payload = FormJsonPayload(data)
 
 
 # -- what authlib asks of clients, users and tokens --------------------------------------------
@@ -898,7 +880,7 @@ class VaultAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def create_json_request(self, request: Any) -> JsonRequest:
         if isinstance(request, JsonRequest):
             return request
-        raise TypeError("build a StarletteJsonRequest from the Starlette request first")
+        raise TypeError("no JSON endpoints: every OAuth endpoint here takes a form")
 
     def handle_response(self, status_code: int, payload: Any, headers: Any) -> Response:
         body = json.dumps(payload) if isinstance(payload, dict) else (payload or "")

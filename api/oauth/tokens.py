@@ -93,8 +93,6 @@ class Principal:
     def is_person(self) -> bool:
         return self.username is not None
 
-    def has_scopes(self, *scopes: str) -> bool:
-        return all(str(s) in self.scopes for s in scopes)
 
 
 class InvalidToken(Exception):
