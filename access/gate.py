@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Select, and_, false, or_, select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 
 from access.exports.batches import fingerprinted_batches
@@ -28,10 +28,12 @@ from audit.detection import is_suspended
 from consent import ConsentCover, ConsentService
 from consent.breakglass import BreakGlass
 from policies import Decision, PolicyEngine
+from policies import rows as row_sql
+from policies.inputs import catalogue_fields, decision_input, recorded_input
 from vault.catalogue import Catalogue
 from vault.errors import ResidentNotFound, UnknownField
 from vault.masking import generalise_value, mask_value
-from vault.models import Building, Community, Household, Resident, Room
+from vault.models import Building, Community, Resident
 from vault.pseudonyms import Pseudonyms, is_pseudonym
 from vault.services import Provenance
 
@@ -236,7 +238,7 @@ class Gate:
             runtime.vault.store, runtime.audit
         )
         self.catalogue: Catalogue = runtime.vault.store.catalogue
-        self.field_input = [spec.public_metadata() for spec in self.catalogue]
+        self.field_input = catalogue_fields(self.catalogue)
         self.pseudonyms = Pseudonyms(runtime.vault.keyring)
         self.break_glass = BreakGlass(runtime.audit)
         settings = runtime.settings
@@ -281,10 +283,7 @@ class Gate:
     def hypothetical(self, subject: Subject, purpose: str | None, action: str) -> Decision:
         """The decision a request would get, for explanations and routes outside the gate;
         never raises for a denial and records nothing (no resident data is touched)."""
-        return self.engine.evaluate({
-            "subject": subject.policy_input(), "purpose": purpose, "action": action,
-            "target": "other", "fields": self.field_input,
-        })  # fmt: skip
+        return self.engine.evaluate(self._input(subject, purpose, action, "other"))
 
     def identifier_decision(self, access: Access, purpose: str | None = None) -> Decision:
         """A decision that says how residents are named to this caller (e.g. for consent
@@ -314,14 +313,12 @@ class Gate:
                     "declare a purpose (Purpose header or purpose parameter)",
                 )
             purpose = access.purpose
-        decision = self.engine.evaluate({
-            "subject": subject.policy_input(), "purpose": purpose, "action": action,
-            "target": target, "fields": self.field_input,
-        })  # fmt: skip
+        input = self._input(subject, purpose, action, target)
+        decision = self.engine.evaluate(input)
         if self.observer is not None:
             self.observer.decided(decision, purpose)
         if not decision.from_cache:
-            self._record_evaluation(access, action, target, decision)
+            self._record_evaluation(access, input, decision)
         if not decision.allow:
             code = decision.reason.code
             error_type: type[GateError] = {
@@ -343,8 +340,18 @@ class Gate:
             )
         return decision
 
+    def _input(
+        self, subject: Subject, purpose: str | None, action: str, target: str
+    ) -> dict[str, Any]:
+        """The policy input for one decision (`policies.inputs.decision_input`): the
+        subject as policy sees them and the whole catalogue's public metadata."""
+        return decision_input(
+            subject.policy_input(), purpose=purpose, action=action, target=target,
+            fields=self.field_input,
+        )  # fmt: skip
+
     def _record_evaluation(
-        self, access: Access, action: str, target: str, decision: Decision
+        self, access: Access, input: Mapping[str, Any], decision: Decision
     ) -> None:
         """Each fresh evaluation goes into the log with the policy's whole answer, so any
         past decision can be explained from the signed record, whatever the policy says
@@ -358,11 +365,7 @@ class Gate:
                 purpose=access.purpose, evaluation_id=decision.evaluation_id,
                 policy_revision=decision.revision, request_id=access.request_id,
                 details={
-                    "input": {
-                        "subject": subject.policy_input(), "purpose": access.purpose,
-                        "action": action, "target": target,
-                        "catalogue_version": self.catalogue.version,
-                    },
+                    "input": recorded_input(input, self.catalogue.version),
                     "result": decision.to_result(),
                 },
             )])  # fmt: skip
@@ -411,27 +414,12 @@ class Gate:
     # -- rows ----------------------------------------------------------------------------
 
     def row_filter(self, access: Access, decision: Decision) -> ColumnElement[bool]:
-        """The decision's row constraints as SQL with bound parameters."""
-        rows = decision.rows
-        scope = rows.scope
-        if scope == "all":
-            return Resident.status == "active"
-        if scope == "self":
-            return and_(
-                Resident.id == (access.subject.resident_id or ""), Resident.status == "active"
-            )
-        if scope == "children":
-            return and_(Resident.id.in_(list(access.subject.children)), Resident.status == "active")
-        if scope == "jurisdiction":
-            terms: list[ColumnElement[bool]] = []
-            if rows.communities:
-                terms.append(Building.community_id.in_(list(rows.communities)))
-            if rows.grids:
-                terms.append(Building.grid_id.in_(list(rows.grids)))
-            if rows.buildings:
-                terms.append(Building.id.in_(list(rows.buildings)))
-            return and_(Resident.status == "active", or_(*terms) if terms else false())
-        return false()
+        """The decision's row constraints as SQL with bound parameters, compiled by
+        `policies.rows` for this caller's own id and wards (reads Resident and Building)."""
+        subject = access.subject
+        return row_sql.row_filter(
+            decision.rows, resident_id=subject.resident_id, children=subject.children
+        )
 
     def _scoped(
         self, access: Access, decision: Decision, *, decoys: bool = False
@@ -441,10 +429,7 @@ class Gate:
         people for export tracing) are never among them; `decoys=True` gives only the
         decoys in the same rows, which fingerprinted exports alone ask for."""
         return (
-            select(Resident.id, Building.name, Community.name)
-            .join(Household, Household.id == Resident.household_id)
-            .join(Room, Room.id == Household.room_id)
-            .join(Building, Building.id == Room.building_id)
+            row_sql.with_building(select(Resident.id, Building.name, Community.name))
             .join(Community, Community.id == Building.community_id)
             .where(self.row_filter(access, decision), Resident.is_decoy.is_(decoys))
         )

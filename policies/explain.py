@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from policies.interfaces import Decision
+from policies.rows import rows_document
 
 __all__ = ["TREATMENT_WORDS", "Explainer"]
 
@@ -208,12 +209,7 @@ class Explainer:
             else None,
             "identifier": decision.identifier,
             "consent_required": decision.rows.consent_required,
-            "rows": {
-                "scope": str(decision.rows.scope),
-                "communities": list(decision.rows.communities),
-                "grids": list(decision.rows.grids),
-                "buildings": list(decision.rows.buildings),
-            },
+            "rows": rows_document(decision.rows),
             "obligations": {
                 "justification_required": decision.obligations.justification_required,
                 "rate_class": str(decision.obligations.rate_class),

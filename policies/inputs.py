@@ -20,6 +20,7 @@ __all__ = [
     "catalogue_fields",
     "decision_input",
     "field_names",
+    "recorded_input",
 ]
 
 ACTIONS = ("read", "list", "search", "export", "write", "stats")
@@ -58,6 +59,15 @@ def decision_input(
     }
     if target is not None:
         doc["target"] = target
+    return doc
+
+
+def recorded_input(input: Mapping[str, Any], catalogue_version: int) -> dict[str, Any]:
+    """A decision input as the audit log keeps it beside the policy's answer: everything
+    but the fields' metadata, which `catalogue_version` names instead (it is the same for
+    every evaluation under one catalogue, and long)."""
+    doc = {key: value for key, value in input.items() if key != "fields"}
+    doc["catalogue_version"] = catalogue_version
     return doc
 
 

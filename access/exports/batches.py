@@ -22,13 +22,13 @@ from access.exports.decoys import create_decoys, pool_target
 from access.exports.fingerprints import Fingerprint
 from audit import EntryDraft
 from policies import Decision
+from policies.rows import by_area
 from vault.models import Building, Resident
 
 if TYPE_CHECKING:
     from access.gate import Access, Gate, Place, RecordView
 
 DECOY_KIND = "decoy"
-_DECOY_SCOPES = ("all", "jurisdiction")
 
 
 _Q = TypeVar("_Q", bound="Select[*tuple[Any, ...]]")
@@ -75,7 +75,7 @@ def _plan(
         consenting = sorted(covers)
         exported = len(consenting) if decision.rows.consent_required else len(real)
         decoys: list[tuple[str, str, str]] = []
-        if exported and decision.rows.scope in _DECOY_SCOPES:
+        if exported and by_area(decision.rows):
             wanted = fingerprint.decoys_for(exported)
             decoys = _pool(session, gate, access, decision, place)
             if len(decoys) < pool_target(wanted):

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import ColumnElement, or_, select, text, true
+from sqlalchemy import ColumnElement, select, text
 from sqlalchemy.orm import Session
 
 from access.gate import Access, Gate, GateError, PolicyDenied
@@ -31,6 +31,7 @@ from access.stats.tables import LEVELS, Counted, Scoped, count, places, resident
 from audit import EntryDraft
 from audit.models import AuditEntry
 from policies import Decision
+from policies.rows import building_filter, by_area
 from vault.models import Building, utcnow
 
 ACTION: Final = "stats"
@@ -253,17 +254,9 @@ class StatsService:
             )  # fmt: skip
 
     def _scope(self, access: Access, decision: Decision) -> tuple[list[str], Scoped]:
-        rows = decision.rows
-        if str(rows.scope) not in ("all", "jurisdiction"):
+        if not by_area(decision.rows):
             raise PolicyDenied("统计只针对辖区", "statistics cover a jurisdiction", decision)
-        terms: list[ColumnElement[bool]] = []
-        if rows.communities:
-            terms.append(Building.community_id.in_(list(rows.communities)))
-        if rows.grids:
-            terms.append(Building.grid_id.in_(list(rows.grids)))
-        if rows.buildings:
-            terms.append(Building.id.in_(list(rows.buildings)))
-        where = true() if str(rows.scope) == "all" else or_(*terms) if terms else None
+        where = building_filter(decision.rows)
         if where is None:
             raise PolicyDenied("没有辖区", "no jurisdiction", decision)
         # Counting reads residents' rows from the read replica when there is one (data keys

@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 
 from access.stats.disclosure import Place, Table
 from access.stats.measures import TOTAL, Measure, Unit
+from policies.rows import ACTIVE, with_building
 from vault.catalogue import FieldSpec
-from vault.models import Building, Community, Grid, Household, Resident, Room
+from vault.models import Building, Community, Grid, Resident
 from vault.services import ResidentStore
 
 Scoped = Select[str, str | None, str]  # (resident, household, building)
@@ -63,12 +64,8 @@ def places(session: Session, building_ids: Sequence[str]) -> list[Place]:
 def residents_query() -> Scoped:
     """Residents with their household and building, to be narrowed by the caller's row
     filter (which reads Building's columns) and the decoy exclusion."""
-    return (
-        select(Resident.id, Resident.household_id, Building.id)
-        .join(Household, Household.id == Resident.household_id)
-        .join(Room, Room.id == Household.room_id)
-        .join(Building, Building.id == Room.building_id)
-        .where(Resident.is_decoy.is_(False), Resident.status == "active")
+    return with_building(select(Resident.id, Resident.household_id, Building.id)).where(
+        Resident.is_decoy.is_(False), Resident.status == ACTIVE
     )
 
 

@@ -57,6 +57,7 @@ from access.runtime import Runtime
 from api.http.problems import problem
 from audit.models import AuditQueue
 from policies import CachedEngine, Decision, PolicyEngine, PolicyError, PolicyUnavailable
+from policies.inputs import decision_input
 from vault.config import VaultSettings
 
 __all__ = [
@@ -417,17 +418,16 @@ def install_policy_refusals(app: FastAPI, metrics: Metrics | None) -> None:
 # -- readiness --------------------------------------------------------------------------------
 
 _READINESS_CONTEXT = b"resident-vault/readiness-probe"
-_PROBE_INPUT: dict[str, Any] = {
-    "subject": {
+_PROBE_INPUT: dict[str, Any] = decision_input(
+    {
         "type": "readiness-probe",
         "roles": [],
         "jurisdiction": {"communities": [], "grids": [], "buildings": []},
     },
-    "purpose": None,
-    "action": "read",
-    "target": "other",
-    "fields": [],
-}
+    action="read",
+    target="other",
+    fields=[],
+)
 
 
 @dataclass
