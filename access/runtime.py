@@ -1,7 +1,8 @@
 """The composition root: a vault and its audit log, opened together from one configuration.
 
 `api` is the only package that sees both, so this is where an access and its audit entry
-meet in one transaction.
+meet in one transaction. The configuration is `RuntimeSettings` (the vault's, the audit
+log's and access's own settings), which `api.settings.Settings` is.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 import audit.models  # noqa: F401 - registers the audit tables before migrations run
+from access.settings import RuntimeSettings
 from audit import AuditLog
-from vault.config import VaultSettings
 from vault.context import Vault, init_vault, open_vault
 
 
@@ -23,10 +24,7 @@ from vault.context import Vault, init_vault, open_vault
 class Runtime:
     vault: Vault
     audit: AuditLog
-
-    @property
-    def settings(self) -> VaultSettings:
-        return self.vault.settings
+    settings: RuntimeSettings
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -37,8 +35,8 @@ class Runtime:
         self.vault.close()
 
 
-def _with_audit(vault: Vault) -> Runtime:
-    return Runtime(vault, AuditLog(vault.keyring, vault.settings.resolved_log_origin))
+def _with_audit(vault: Vault, settings: RuntimeSettings) -> Runtime:
+    return Runtime(vault, AuditLog(vault.keyring, settings.resolved_log_origin), settings)
 
 
 def operator_name(explicit: str | None = None) -> str:
@@ -46,9 +44,9 @@ def operator_name(explicit: str | None = None) -> str:
     return explicit or f"cli:{getpass.getuser()}"
 
 
-def open_runtime(settings: VaultSettings) -> Runtime:
-    return _with_audit(open_vault(settings))
+def open_runtime(settings: RuntimeSettings) -> Runtime:
+    return _with_audit(open_vault(settings), settings)
 
 
-def init_runtime(settings: VaultSettings) -> Runtime:
-    return _with_audit(init_vault(settings))
+def init_runtime(settings: RuntimeSettings) -> Runtime:
+    return _with_audit(init_vault(settings), settings)

@@ -33,11 +33,11 @@ import httpx
 
 from access.runtime import init_runtime
 from api.oauth.service import init_demo_credentials
+from api.settings import Settings
 from policies import CachedEngine, EmbeddedEngine, OpaServerEngine, build_bundle, load_bundle
 from policies.demo import demo_subjects
 from policies.inputs import decision_input
 from policies.opa_server import local_opa_server
-from vault.config import VaultSettings
 from vault.demo import populate
 
 HERE = Path(__file__).resolve().parent
@@ -52,7 +52,7 @@ def _free_port() -> int:
 def prepare(workdir: Path, residents: int) -> dict[str, Any]:
     """Create (or reuse) a vault with `residents` demo residents and demo accounts."""
 
-    settings = VaultSettings(home=workdir / "home", database_url=f"sqlite:///{workdir}/v.db")
+    settings = Settings(home=workdir / "home", database_url=f"sqlite:///{workdir}/v.db")
     credentials = settings.home / "demo-credentials.json"
     if credentials.exists():
         return dict(json.loads(credentials.read_text()))

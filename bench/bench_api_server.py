@@ -17,10 +17,10 @@ from sqlalchemy import select
 from api.http.app import create_app
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
-from vault.config import VaultSettings
+from api.settings import Settings
 from vault.models import Resident, ResidentField
 
-app = create_app(VaultSettings())
+app = create_app(Settings())
 
 
 @app.get("/bench/raw/{resident_id}")

@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from access.runtime import Runtime, init_runtime, open_runtime
+from api.settings import Settings
 from audit import EntryDraft
 from audit.log import DbNodeReader
 from audit.merkle import (
@@ -38,7 +39,6 @@ from audit.merkle import (
 )
 from audit.models import AuditLeaf, AuditTreeNode
 from audit.verify import verify_log
-from vault.config import VaultSettings
 
 
 def _draft(n: int) -> EntryDraft:
@@ -51,7 +51,7 @@ def _draft(n: int) -> EntryDraft:
 
 
 def _open(workdir: Path, database_url: str) -> Runtime:
-    settings = VaultSettings(home=workdir / "home", database_url=database_url)
+    settings = Settings(home=workdir / "home", database_url=database_url)
     if settings.keyring_path.exists():
         return open_runtime(settings)
     return init_runtime(settings)

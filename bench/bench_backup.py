@@ -53,10 +53,10 @@ from sqlalchemy.engine import make_url
 
 from access.runtime import open_runtime
 from api.cli.backup import create_backup, restore_backup
+from api.settings import Settings
 from audit import EntryDraft
 from vault.backup import EncryptedWriter, decrypted_chunks, generate_key_pair, load_identity
 from vault.backup import load_recipient as load_recipient_key
-from vault.config import VaultSettings
 from vault.models import Resident
 
 MB = 1_000_000
@@ -66,7 +66,7 @@ ACCESS_BATCH = 5_000
 # -- the data ------------------------------------------------------------------------------
 
 
-def _populate(settings: VaultSettings, residents: int, accesses: int) -> int:
+def _populate(settings: Settings, residents: int, accesses: int) -> int:
     """`resident-vault init --demo` (the street, households, consents, clients), then
     read-shaped audit entries, integrated and checkpointed."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
@@ -264,7 +264,7 @@ def main() -> int:
         names = [f"rv_bench_{kind}_{run_id}" for kind in ("source", "restored", "baseline")]
         with target.database(names[0]) as source_url, target.database(names[1]) as restored_url, \
                 target.database(names[2]) as baseline_url:  # fmt: skip
-            settings = VaultSettings(home=home, database_url=source_url)
+            settings = Settings(home=home, database_url=source_url)
             started = time.perf_counter()
             residents = _populate(settings, args.residents, accesses)
             print(
@@ -282,7 +282,7 @@ def main() -> int:
             baseline_backup_s = _timed(
                 lambda: _baseline_backup(target, source_url, theirs, keys.public_path)
             )
-            restore_settings = VaultSettings(home=home, database_url=restored_url)
+            restore_settings = Settings(home=home, database_url=restored_url)
             restore_s = _timed(
                 lambda: restore_backup(restore_settings, ours, keys.private_path, None)
             )

@@ -35,10 +35,10 @@ import structlog
 from sqlalchemy import func, insert, select
 
 from access.runtime import init_runtime
+from api.settings import Settings
 from audit.detection import CHINA, DetectionRules, Detector
 from audit.log import ENTRY_COLUMN_NAMES, canonical_bytes
 from audit.models import AuditEntry
-from vault.config import VaultSettings
 
 SENSITIVE = ["health_conditions", "low_income_status", "id_number"]
 
@@ -149,7 +149,7 @@ def main() -> int:
     rng = random.Random(args.seed)
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())  # alerts: counted
     with tempfile.TemporaryDirectory() as home:
-        settings = VaultSettings(home=Path(home), database_url=f"sqlite:///{home}/v.db")
+        settings = Settings(home=Path(home), database_url=f"sqlite:///{home}/v.db")
         runtime = init_runtime(settings)
         # Midnight China time, days ago, so every scan window lies in the past.
         start = (datetime.now(CHINA).replace(hour=0, minute=0, second=0, microsecond=0)

@@ -34,7 +34,7 @@ except ImportError:  # a checkout without `pip install -e .`
 
 from pydantic import SecretStr
 
-from vault.config import VaultSettings
+from api.settings import Settings
 from vault.interfaces import Keyring
 from vault.keyring import LocalKeyring
 from vault.pkcs11_keyring import Pkcs11Keyring
@@ -97,7 +97,7 @@ def main() -> int:
         label, pin = _softhsm(Path(tmp))
         local = LocalKeyring.create(Path(tmp) / "keyring.json")
         token = Pkcs11Keyring.create(
-            VaultSettings(
+            Settings(
                 keyring="pkcs11", pkcs11_module=MODULE, pkcs11_token_label=label,
                 pkcs11_pin=SecretStr(pin), pkcs11_key_prefix="bench",
             )

@@ -73,10 +73,10 @@ from sqlalchemy.engine import make_url
 
 from access.runtime import Runtime, init_runtime, open_runtime
 from api.oauth.service import register_client
+from api.settings import Settings
 from audit import EntryDraft
 from audit.models import AuditEntry, AuditQueue
 from vault.blind_index import digest, normalise_for_index
-from vault.config import VaultSettings
 from vault.importer import import_csv
 from vault.models import (
     BlindIndexEntry,
@@ -151,8 +151,8 @@ def ensure_database(url: str) -> None:
             connection.execute(f'CREATE DATABASE "{parsed.database}"')
 
 
-def settings_for(url: str, home: Path) -> VaultSettings:
-    return VaultSettings(home=home, database_url=url)
+def settings_for(url: str, home: Path) -> Settings:
+    return Settings(home=home, database_url=url)
 
 
 def open_or_init(url: str, home: Path) -> Runtime:

@@ -25,11 +25,12 @@ from sqlalchemy import func, select
 
 from access.gate import Access, Gate
 from access.runtime import init_runtime
-from access.stats.service import StatsService, StatsSettings
+from access.settings import StatsSettings
+from access.stats.service import StatsService
 from access.stats.tables import residents_query
 from access.subjects import organisation_subject
 from api.http.app import policy_engine
-from vault.config import VaultSettings
+from api.settings import Settings
 from vault.demo import populate
 from vault.models import Building
 
@@ -50,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        settings = VaultSettings(home=home / "home", database_url=f"sqlite:///{home / 'v.db'}")
+        settings = Settings(home=home / "home", database_url=f"sqlite:///{home / 'v.db'}")
         runtime = init_runtime(settings)
         started = time.perf_counter()
         with runtime.transaction() as session:

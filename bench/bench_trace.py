@@ -48,7 +48,7 @@ from access.gate import Access, Gate, Subject
 from access.runtime import init_runtime
 from access.subjects import organisation_subject
 from api.http.app import policy_engine
-from vault.config import VaultSettings
+from api.settings import Settings
 from vault.demo import populate
 from vault.pseudonyms import Pseudonyms
 
@@ -107,7 +107,7 @@ def main() -> int:  # noqa: PLR0915 - one linear script: setup, exports, trials,
     args = parser.parse_args()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as home:
-        settings = VaultSettings(home=Path(home), database_url=f"sqlite:///{home}/vault.db",
+        settings = Settings(home=Path(home), database_url=f"sqlite:///{home}/vault.db",
                                  rate_limit_bulk=10**6, alert_suspend_on="none")  # fmt: skip
         runtime = init_runtime(settings)
         with runtime.transaction() as session:
@@ -185,7 +185,7 @@ def main() -> int:  # noqa: PLR0915 - one linear script: setup, exports, trials,
 def _throughput(residents: int, repeats: int) -> None:
     """The same full-street NDJSON export, alternately with and without fingerprinting."""
     with tempfile.TemporaryDirectory() as home:
-        settings = VaultSettings(home=Path(home), database_url=f"sqlite:///{home}/vault.db",
+        settings = Settings(home=Path(home), database_url=f"sqlite:///{home}/vault.db",
                                  rate_limit_bulk=10**6, alert_suspend_on="none")  # fmt: skip
         runtime = init_runtime(settings)
         with runtime.transaction() as session:

@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from api.settings import Settings
 from vault.catalogue import default_catalogue
-from vault.config import VaultSettings
 from vault.context import init_vault
 from vault.crypto import DataKey, Suite, new_key, open_field, seal_field
 from vault.demo import create_hierarchy
@@ -125,7 +125,7 @@ def write_csv(path: Path, residents: int, buildings: list[str]) -> None:
 
 
 def bench_import(residents: int, label: str, database_url: str, workdir: Path) -> float:
-    settings = VaultSettings(home=workdir / f"home-{label}", database_url=database_url)
+    settings = Settings(home=workdir / f"home-{label}", database_url=database_url)
     vault = init_vault(settings)
     try:
         with vault.sessions() as session, session.begin():

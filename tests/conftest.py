@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from api.settings import Settings
 from tests.hsm import (  # softhsm, hsm_prefix: fixtures for every module
     destroy_prefix,
     hsm_prefix,  # noqa: F401
@@ -25,7 +26,6 @@ from tests.hsm import (  # softhsm, hsm_prefix: fixtures for every module
     softhsm,  # noqa: F401
     softhsm_available,
 )
-from vault.config import VaultSettings
 from vault.context import Vault, init_vault
 from vault.crypto import Suite
 from vault.db import make_engine, migrate
@@ -94,7 +94,7 @@ def make_vault(
 ) -> Vault:
     """A new vault; keyring="pkcs11" puts its keys in this worker's SoftHSM2 token."""
     overrides = hsm_settings(pkcs11_prefix) if keyring == "pkcs11" else {}
-    settings = VaultSettings(home=home, database_url=database_url, crypto_suite=suite, **overrides)
+    settings = Settings(home=home, database_url=database_url, crypto_suite=suite, **overrides)
     return init_vault(settings)
 
 

@@ -38,10 +38,10 @@ from sqlalchemy.engine import make_url
 from access.runtime import Runtime, init_runtime
 from api.http.app import create_app
 from api.oauth.service import create_demo_accounts, create_user
+from api.settings import Settings
 from policies import CachedEngine, OpaServerEngine, PolicyEngine, build_bundle, load_bundle
 from policies.opa_server import local_opa_server
 from tests.conftest import IN_CI, _require_postgres
-from vault.config import VaultSettings
 from vault.demo import populate
 from vault.models import Building, Household, Resident, Room
 
@@ -56,7 +56,7 @@ def free_port() -> int:
 class DemoServer:
     url: str
     credentials: dict[str, Any]
-    settings: VaultSettings
+    settings: Settings
     app: Any
 
     @property
@@ -174,7 +174,7 @@ def form_action(html: str) -> str | None:
     return parser.action
 
 
-def prepare_demo(settings: VaultSettings, residents: int) -> dict[str, Any]:
+def prepare_demo(settings: Settings, residents: int) -> dict[str, Any]:
     """Initialise a vault on `settings`, add the demo street and accounts; the credentials."""
     runtime = init_runtime(settings)
     try:
@@ -275,7 +275,7 @@ def collect_stray_connections() -> None:
 def run_demo_server(
     home: Path, database_url: str, residents: int = 80, engine: PolicyEngine | None = None
 ) -> Iterator[DemoServer]:
-    settings = VaultSettings(home=home, database_url=database_url, checkpoint_interval_seconds=0.5)
+    settings = Settings(home=home, database_url=database_url, checkpoint_interval_seconds=0.5)
     credentials = prepare_demo(settings, residents)
     app = create_app(settings, engine=engine)
     with serving(app) as port:

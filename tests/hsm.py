@@ -5,7 +5,7 @@ worker's configuration and token directory are set up before anything loads the 
 Subprocesses (the CLI, demo servers) inherit SOFTHSM2_CONF and so see the same token.
 Under CI=true a missing SoftHSM2 fails the tests that need it; elsewhere they skip.
 
-For the lead's wiring: `hsm_settings(prefix)` gives VaultSettings overrides, `hsm_env(prefix)`
+For the lead's wiring: `hsm_settings(prefix)` gives Settings overrides, `hsm_env(prefix)`
 the same as VAULT_* environment variables for a subprocess, and `destroy_prefix(prefix)`
 removes a test's objects from the token afterwards.
 """
@@ -27,7 +27,7 @@ import pytest
 from pkcs11 import Attribute
 from pydantic import SecretStr
 
-from vault.config import VaultSettings
+from api.settings import Settings
 from vault.pkcs11_keyring import Pkcs11Config, TokenObjects
 
 SOFTHSM_MODULE = Path(os.environ.get("VAULT_TEST_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so"))
@@ -89,7 +89,7 @@ def new_prefix() -> str:
 
 
 def hsm_settings(prefix: str | None = None) -> dict[str, Any]:
-    """VaultSettings overrides for the pkcs11 keyring on this worker's token."""
+    """Settings overrides for the pkcs11 keyring on this worker's token."""
     token = softhsm_token()
     return {
         "keyring": "pkcs11",
@@ -115,7 +115,7 @@ def hsm_env(prefix: str) -> dict[str, str]:
 
 def destroy_prefix(prefix: str) -> None:
     """Remove every object under the prefix, so a worker's token stays small."""
-    objects = TokenObjects(Pkcs11Config.from_settings(VaultSettings(**hsm_settings(prefix))))
+    objects = TokenObjects(Pkcs11Config.from_settings(Settings(**hsm_settings(prefix))))
     start = prefix + "/"
     with objects.session() as session:
         doomed = [o for o in session.get_objects() if str(o[Attribute.LABEL]).startswith(start)]

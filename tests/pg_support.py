@@ -22,9 +22,9 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from api.http.app import create_app
+from api.settings import Settings
 from tests.conftest import IN_CI, _require_postgres
 from tests.demo_server import DemoServer, collect_stray_connections, prepare_demo, serving
-from vault.config import VaultSettings
 
 REPLICA_ENV = "VAULT_TEST_REPLICA_URL"
 # Pausing replay stops it for every test using the standby: one pauser at a time, and
@@ -116,9 +116,9 @@ def replay_paused() -> Iterator[None]:
 
 
 @contextmanager
-def serve(settings: VaultSettings, residents: int = 40) -> Iterator[DemoServer]:
+def serve(settings: Settings, residents: int = 40) -> Iterator[DemoServer]:
     """A demo service on exactly these settings (populated through the primary first)."""
-    setup = VaultSettings(home=settings.home, database_url=settings.database_url)
+    setup = Settings(home=settings.home, database_url=settings.database_url)
     credentials = prepare_demo(setup, residents)
     app = create_app(settings)
     with serving(app) as port:

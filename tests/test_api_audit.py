@@ -11,21 +11,21 @@ from fastapi.testclient import TestClient
 
 from access.runtime import init_runtime
 from api.http.app import create_app
+from api.settings import Settings
 from audit import EntryDraft
 from audit.checkpoint import verify_checkpoint
 from audit.merkle import leaf_hash, verify_consistency, verify_inclusion
-from vault.config import VaultSettings
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> VaultSettings:
-    settings = VaultSettings(home=tmp_path / "home", database_url=database_url)
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    settings = Settings(home=tmp_path / "home", database_url=database_url)
     init_runtime(settings).close()
     return settings
 
 
 @pytest.fixture
-def client(settings: VaultSettings) -> Iterator[TestClient]:
+def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings, background=False)) as test_client:
         yield test_client
 

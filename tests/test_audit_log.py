@@ -12,18 +12,18 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from access.runtime import Runtime, init_runtime
+from api.settings import Settings
 from audit import AuditUnavailable, EntryDraft, VerificationFailed
 from audit.checkpoint import format_tlog_proof, verify_checkpoint, verify_tlog_proof
 from audit.merkle import leaf_hash, verify_consistency, verify_inclusion
 from audit.queries import CHINA, WORKING_HOURS, EntryFilter, out_of_hours, search, to_csv
 from audit.verify import verify_log
-from vault.config import VaultSettings
 from vault.models import utcnow
 
 
 @pytest.fixture
 def runtime(tmp_path: Path, database_url: str) -> Iterator[Runtime]:
-    rt = init_runtime(VaultSettings(home=tmp_path / "home", database_url=database_url))
+    rt = init_runtime(Settings(home=tmp_path / "home", database_url=database_url))
     yield rt
     rt.close()
 
@@ -209,7 +209,7 @@ def test_a_checkpoint_from_another_key_is_rejected(runtime: Runtime, tmp_path: P
     head = runtime.audit.checkpoint(runtime.vault.sessions)
     assert head is not None
     other = init_runtime(
-        VaultSettings(home=tmp_path / "other", database_url=f"sqlite:///{tmp_path / 'other.db'}")
+        Settings(home=tmp_path / "other", database_url=f"sqlite:///{tmp_path / 'other.db'}")
     )
     try:
         with runtime.vault.sessions() as session, pytest.raises(VerificationFailed):

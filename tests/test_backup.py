@@ -37,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from access.runtime import open_runtime
 from api.cli import backup as backup_cli
 from api.cli.backup import backed_up_tables
+from api.settings import Settings
 from audit import EntryDraft
 from audit import log as audit_log
 from audit.models import AuditEntry
@@ -55,7 +56,6 @@ from vault.backup import (
     load_recipient,
     snapshot,
 )
-from vault.config import VaultSettings
 from vault.context import open_vault
 from vault.db import make_engine
 from vault.errors import ResidentErased
@@ -143,7 +143,7 @@ def _row_counts(url: str) -> dict[str, int]:
         engine.dispose()
 
 
-def _residents(settings: VaultSettings) -> dict[str, dict[str, Any]]:
+def _residents(settings: Settings) -> dict[str, dict[str, Any]]:
     """Every active resident's decrypted record (the test's own view, not an access)."""
     vault = open_vault(settings)
     try:
@@ -154,7 +154,7 @@ def _residents(settings: VaultSettings) -> dict[str, dict[str, Any]]:
         vault.close()
 
 
-def _canary(settings: VaultSettings) -> tuple[str, str, str]:
+def _canary(settings: Settings) -> tuple[str, str, str]:
     """A resident whose ID number and phone are theirs alone (not an office number)."""
     vault = open_vault(settings)
     try:
@@ -194,9 +194,9 @@ class Source:
         self.identity = self.keys / "backup-identity.pem"
         self.recipient = self.keys / "backup-recipient.pem"
 
-    def settings(self, url: str | None = None) -> VaultSettings:
+    def settings(self, url: str | None = None) -> Settings:
         overrides = hsm_settings(self.prefix) if self.prefix else {}
-        return VaultSettings(home=self.home, database_url=url or self.url, **overrides)
+        return Settings(home=self.home, database_url=url or self.url, **overrides)
 
     def cli(
         self, *args: str, url: str | None = None, **env: str
@@ -235,7 +235,7 @@ class Registrations(threading.Thread):
 
     ACTOR = "drill-writer"
 
-    def __init__(self, settings: VaultSettings) -> None:
+    def __init__(self, settings: Settings) -> None:
         super().__init__(daemon=True)
         self.runtime = open_runtime(settings)
         self.committed: list[str] = []

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from vault.config import SettingsInvalid, VaultSettings
+from api.settings import Settings
+from vault.config import SettingsInvalid
 
 SECRET_PIN = "pin-7Qz9-never-shown"
 SECRET_PASSWORD = "pw-K3x8-never-shown"
@@ -37,7 +38,7 @@ def _secret_file(path: Path, content: str, mode: int = 0o600) -> Path:
 
 def _problems(**kwargs: object) -> list[str]:
     with pytest.raises(SettingsInvalid) as caught:
-        VaultSettings(**kwargs)  # type: ignore[arg-type]
+        Settings(**kwargs)  # type: ignore[arg-type]
     return caught.value.problems
 
 
@@ -74,7 +75,7 @@ def test_precedence_argument_over_env_over_secret_file_over_config_file_over_def
     monkeypatch.setenv(
         "VAULT_DATABASE_POOL_TIMEOUT_SECONDS_FILE", str(_secret_file(tmp_path / "t", "13\n"))
     )
-    settings = VaultSettings(database_pool_size=1)
+    settings = Settings(database_pool_size=1)
     # argument > env > secret file > file > default, each visible in its source
     assert (settings.database_pool_size, settings.source_of("database_pool_size")) == (
         1,
@@ -101,7 +102,7 @@ def test_secrets_as_files_lose_only_the_trailing_newline(
         "VAULT_PKCS11_PIN_FILE", str(_secret_file(tmp_path / "pin", f" {SECRET_PIN} \n"))
     )
     monkeypatch.setenv("VAULT_OPA_TOKEN_FILE", str(_secret_file(tmp_path / "tok", SECRET_TOKEN)))
-    settings = VaultSettings()
+    settings = Settings()
     assert settings.database_url == url
     assert settings.pkcs11_pin is not None
     assert settings.pkcs11_pin.get_secret_value() == f" {SECRET_PIN} "  # spaces are the PIN's
@@ -122,7 +123,7 @@ def test_toml_file_with_every_kind_of_value(
         encoding="utf-8",
     )
     monkeypatch.setenv("VAULT_CONFIG_FILE", str(config))
-    settings = VaultSettings()
+    settings = Settings()
     assert settings.home == tmp_path / "data"
     assert settings.keyring == "pkcs11"
     assert settings.metrics_enabled is False
@@ -173,7 +174,7 @@ def test_world_readable_secret_file_is_warned_without_its_content(
     configure_logging(json=True)
     pin = _secret_file(tmp_path / "pin", SECRET_PIN + "\n", mode=0o644)
     monkeypatch.setenv("VAULT_PKCS11_PIN_FILE", str(pin))
-    settings = VaultSettings()
+    settings = Settings()
     assert len(settings.config_warnings) == 1
     assert "VAULT_PKCS11_PIN_FILE" in settings.config_warnings[0]
     assert "644" in settings.config_warnings[0]
@@ -214,7 +215,7 @@ def test_each_cross_field_problem_names_its_setting_and_no_secret(
 
 
 def test_consistent_tls_and_hsm_settings_pass() -> None:
-    settings = VaultSettings(
+    settings = Settings(
         tls_cert_file="/etc/rv/cert.pem",  # type: ignore[arg-type]
         tls_key_file="/etc/rv/key.pem",  # type: ignore[arg-type]
         tls_client_ca_file="/etc/rv/ca.pem",  # type: ignore[arg-type]
@@ -356,7 +357,7 @@ def test_documentation_lists_every_setting_as_generated() -> None:
 
     doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
     missing = [
-        f"VAULT_{name.upper()}" for name in VaultSettings.model_fields
+        f"VAULT_{name.upper()}" for name in Settings.model_fields
         if f"`VAULT_{name.upper()}`" not in doc
     ]  # fmt: skip
     assert missing == [], f"docs/configuration.md misses {missing}"

@@ -23,11 +23,11 @@ import vault.db
 from access.runtime import open_runtime
 from api.cli.db import EXIT_AHEAD, EXIT_BEHIND, db_app
 from api.cli.main import app
+from api.settings import Settings
 from audit.models import AuditEntry
 from audit.verify import verify_log
 from tests.pg_support import fresh_database
 from tests.test_migrations import schema_diff, scripts_with
-from vault.config import VaultSettings
 from vault.context import open_vault
 from vault.crypto import Suite
 from vault.db import (
@@ -72,7 +72,7 @@ def _dispose_refused_starts(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     made: list[Engine] = []
     real = vault.context.engines_for
 
-    def tracked(settings: VaultSettings) -> tuple[Engine, Engine]:
+    def tracked(settings: Settings) -> tuple[Engine, Engine]:
         engines = real(settings)
         made.extend(engines)
         return engines
@@ -195,7 +195,7 @@ def test_upgrade_is_recorded_in_the_audit_log_with_the_schema_change(
     assert details["from"] == _previous_head() and details["to"] == head
     assert details["migrations"] == [{"revision": head, "phase": migration_phases()[head]}]
     # A real entry of the log: it integrates, gets signed and verifies.
-    runtime = open_runtime(VaultSettings())
+    runtime = open_runtime(Settings())
     try:
         runtime.audit.checkpoint(runtime.vault.sessions, force=True)
         with runtime.vault.sessions() as session:
@@ -214,12 +214,12 @@ def test_start_up_refuses_a_schema_behind_the_code_and_names_db_upgrade(
     migrate(engine, _previous_head())
     _make_keyring(home)
     with pytest.raises(SchemaMismatch) as refused:
-        open_vault(VaultSettings())
+        open_vault(Settings())
     assert "run `resident-vault db upgrade`" in refused.value.message_en
     assert "请先运行 resident-vault db upgrade" in refused.value.message_zh
     assert _current(engine) == _previous_head()  # the refusal changed nothing
 
-    migrating = open_vault(VaultSettings(migrate_on_start=True))
+    migrating = open_vault(Settings(migrate_on_start=True))
     migrating.close()
     assert schema_state(engine).runnable
 
@@ -235,14 +235,14 @@ def test_schema_ahead_by_an_expand_runs_ahead_by_a_contract_refuses(
     document = json.loads(current.stdout)
     assert document["runnable"] is True
     assert document["ahead"] == [{"revision": "9001", "phase": "expand"}]
-    open_vault(VaultSettings()).close()
+    open_vault(Settings()).close()
 
     _stamp_ahead(engine, "9002", "contract")  # newer code contracted: this code must not
     current = db("current")
     assert current.exit_code == EXIT_AHEAD
     assert "ahead of this code: 9001 expand, 9002 contract" in current.stdout
     with pytest.raises(SchemaMismatch) as refused:
-        open_vault(VaultSettings())
+        open_vault(Settings())
     assert "9002" in refused.value.message_en and "9001" not in refused.value.message_en
     assert "deploy the newer code" in refused.value.message_en
 
@@ -385,10 +385,10 @@ def test_rolling_deploy_expand_then_restart_then_contract(
     # 2. While the nodes restart one by one, the old code runs on it...
     release(new=False)
     assert schema_state(engine).ahead == {added: "expand", noted: "expand"}
-    open_vault(VaultSettings()).close()
+    open_vault(Settings()).close()
     # ...and so does the new code, with only its contract pending.
     release(new=True)
-    open_vault(VaultSettings()).close()
+    open_vault(Settings()).close()
     assert db("current").exit_code == 0
     again = db("upgrade", "--phase", "expand")
     assert again.exit_code == 0 and _current(engine) == noted
@@ -403,7 +403,7 @@ def test_rolling_deploy_expand_then_restart_then_contract(
     # An old node started now refuses: the contract removed what it may need.
     release(new=False)
     with pytest.raises(SchemaMismatch) as refused:
-        open_vault(VaultSettings())
+        open_vault(Settings())
     assert dropped in refused.value.message_en and added not in refused.value.message_en
     assert db("upgrade").exit_code == EXIT_AHEAD
 

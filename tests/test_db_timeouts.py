@@ -12,19 +12,19 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from api.settings import Settings
 from audit.models import AuditEntry
 from tests.demo_server import DemoServer, call, residents_in
 from tests.pg_support import fresh_database, serve
-from vault.config import VaultSettings
 from vault.db import engines_for, is_timeout
 
 SLOW_MS = 400
 
 
 @pytest.fixture
-def pg_settings(tmp_path: Path, postgres_template: str | None) -> Iterator[VaultSettings]:
+def pg_settings(tmp_path: Path, postgres_template: str | None) -> Iterator[Settings]:
     with fresh_database(postgres_template, "rv_timeouts") as database:
-        yield VaultSettings(
+        yield Settings(
             home=tmp_path / "home",
             database_url=database,
             database_statement_timeout_ms=SLOW_MS,
@@ -34,7 +34,7 @@ def pg_settings(tmp_path: Path, postgres_template: str | None) -> Iterator[Vault
         )
 
 
-def test_connections_carry_timeouts_pool_sizes_and_a_name(pg_settings: VaultSettings) -> None:
+def test_connections_carry_timeouts_pool_sizes_and_a_name(pg_settings: Settings) -> None:
     engine, read_engine = engines_for(pg_settings)
     try:
         assert read_engine is engine  # no replica configured
@@ -61,7 +61,7 @@ def test_connections_carry_timeouts_pool_sizes_and_a_name(pg_settings: VaultSett
         engine.dispose()
 
 
-def test_a_slow_statement_is_cancelled_by_the_server(pg_settings: VaultSettings) -> None:
+def test_a_slow_statement_is_cancelled_by_the_server(pg_settings: Settings) -> None:
     engine, _ = engines_for(pg_settings)
     try:
         with engine.connect() as connection, pytest.raises(OperationalError) as caught:
@@ -80,7 +80,7 @@ def test_a_slow_statement_is_cancelled_by_the_server(pg_settings: VaultSettings)
         engine.dispose()
 
 
-def test_a_full_pool_times_out_clearly(pg_settings: VaultSettings) -> None:
+def test_a_full_pool_times_out_clearly(pg_settings: Settings) -> None:
     engine, _ = engines_for(pg_settings)
     held = [engine.connect() for _ in range(4)]  # pool of 3 plus 1 overflow
     try:
@@ -94,7 +94,7 @@ def test_a_full_pool_times_out_clearly(pg_settings: VaultSettings) -> None:
 
 
 @pytest.fixture
-def slow_server(pg_settings: VaultSettings) -> Iterator[DemoServer]:
+def slow_server(pg_settings: Settings) -> Iterator[DemoServer]:
     with serve(pg_settings, residents=20) as demo:
         yield demo
 

@@ -21,11 +21,11 @@ from sqlalchemy import insert, select
 from access.exports.decoys import create_decoys
 from access.limits import RateLimiter
 from access.runtime import init_runtime
+from api.settings import Settings
 from audit.detection import DetectionRules, Detector
 from audit.log import ENTRY_COLUMN_NAMES, canonical_bytes
 from audit.models import AuditAlert, AuditEntry
 from tests.demo_server import DemoServer, demo_server_fixture, residents_in, run_demo_server
-from vault.config import VaultSettings
 from vault.models import Building, utcnow
 
 server = demo_server_fixture("detection-demo")
@@ -139,7 +139,7 @@ def backdated_reads(
 
 
 def test_an_actors_usual_pattern_does_not_alarm_but_ten_times_it_does(tmp_path: Path) -> None:
-    settings_ = VaultSettings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'v.db'}")
+    settings_ = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'v.db'}")
     runtime = init_runtime(settings_)
     try:
         now = utcnow()

@@ -35,10 +35,10 @@ from api.oauth.keys import rotate_signing_key
 from api.oauth.models import OAuthClient, TokenSigningKey
 from api.oauth.server import VaultAuthorizationServer
 from api.oauth.service import create_user, register_client, revoke_client
+from api.settings import Settings
 from audit.models import AuditEntry
 from tests.demo_server import LentRuntime
 from tests.factories import household, person, place
-from vault.config import VaultSettings
 from vault.models import Organisation, utcnow
 from vault.services import Provenance
 
@@ -119,7 +119,7 @@ def _app(runtime: Runtime, settings: OAuthSettings) -> FastAPI:
 
 @pytest.fixture
 def w(tmp_path: Path, database_url: str) -> Iterator[World]:
-    runtime = init_runtime(VaultSettings(home=tmp_path / "home", database_url=database_url))
+    runtime = init_runtime(Settings(home=tmp_path / "home", database_url=database_url))
     passwords = {"worker1": "correct horse battery", "resident1": "staple battery horse"}
     with runtime.transaction() as session:
         building = place(session)
@@ -839,7 +839,7 @@ def test_demo_accounts_follow_the_credentials_format(tmp_path: Path, database_ur
     from api.oauth.service import create_demo_accounts, write_demo_credentials
     from vault.demo import populate
 
-    runtime = init_runtime(VaultSettings(home=tmp_path / "home", database_url=database_url))
+    runtime = init_runtime(Settings(home=tmp_path / "home", database_url=database_url))
     try:
         with runtime.transaction() as session:
             populate(session, runtime.vault.store, 80)

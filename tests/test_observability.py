@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 from access.runtime import init_runtime
 from api.http.app import create_app
 from api.oauth.service import create_demo_accounts
+from api.settings import Settings
 from policies import load_bundle
 from tests.conftest import _require_postgres
 from tests.demo_server import (
@@ -41,7 +42,6 @@ from tests.demo_server import (
     run_demo_server,
 )
 from tests.hsm import destroy_prefix, hsm_env, new_prefix, require_softhsm
-from vault.config import VaultSettings
 from vault.demo import populate
 
 READER = "org_civil_affairs"
@@ -225,7 +225,7 @@ def test_metrics_count_requests_decisions_denials_and_limits(server: DemoServer)
 
 
 def test_metrics_can_be_switched_off(tmp_path: Path) -> None:
-    settings = VaultSettings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'v.db'}",
+    settings = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'v.db'}",
                              metrics_enabled=False)  # fmt: skip
     init_runtime(settings).close()
     with TestClient(create_app(settings, background=False)) as client:
@@ -239,7 +239,7 @@ def test_metrics_can_be_switched_off(tmp_path: Path) -> None:
 @contextmanager
 def traced_server(home: Path, provider: TracerProvider) -> Iterator[DemoServer]:
     """A demo service with tracing on and spans kept in memory."""
-    settings = VaultSettings(
+    settings = Settings(
         home=home, database_url=f"sqlite:///{home / 'vault.db'}", checkpoint_interval_seconds=0.5,
         tracing_enabled=True,
     )  # fmt: skip

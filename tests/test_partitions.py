@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from access.runtime import Runtime, init_runtime, open_runtime
+from api.settings import Settings
 from audit import EntryDraft, VerificationFailed
 from audit.models import AuditEntry
 from audit.partitions import (
@@ -45,7 +46,6 @@ from audit.verify import verify_log
 from tests.conftest import _require_postgres
 from tests.demo_server import run_cli
 from tests.pg_support import fresh_database
-from vault.config import VaultSettings
 from vault.models import utcnow
 
 ROLES_SQL = Path(__file__).parent.parent / "deploy" / "postgres" / "roles.sql"
@@ -95,7 +95,7 @@ def test_two_manifests_claiming_one_leaf_are_refused() -> None:
 
 
 def test_partitions_need_postgresql(tmp_path: Path) -> None:
-    rt = init_runtime(VaultSettings(home=tmp_path / "h", database_url=f"sqlite:///{tmp_path}/v"))
+    rt = init_runtime(Settings(home=tmp_path / "h", database_url=f"sqlite:///{tmp_path}/v"))
     try:
         with rt.vault.engine.connect() as connection, pytest.raises(PartitionError, match="SQLite"):
             list_partitions(connection)
@@ -114,7 +114,7 @@ def pg_url(postgres_template: str | None) -> Iterator[str]:
 
 @pytest.fixture
 def runtime(tmp_path: Path, pg_url: str) -> Iterator[Runtime]:
-    rt = init_runtime(VaultSettings(home=tmp_path / "home", database_url=pg_url))
+    rt = init_runtime(Settings(home=tmp_path / "home", database_url=pg_url))
     yield rt
     rt.close()
 
@@ -257,7 +257,7 @@ def test_an_archive_signed_by_another_log_is_refused(
     _record(runtime, 3, at=_last_month())
     archive = _archive_last_month(runtime, tmp_path / "archives")
     other = init_runtime(
-        VaultSettings(home=tmp_path / "other", database_url=f"sqlite:///{tmp_path}/o.db")
+        Settings(home=tmp_path / "other", database_url=f"sqlite:///{tmp_path}/o.db")
     )
     try:
         with pytest.raises(VerificationFailed, match="signature"):
@@ -389,10 +389,10 @@ def test_the_service_role_cannot_detach_or_rewrite_the_log(
         owner_url = make_url(empty).set(username=roles["vault_owner"]).render_as_string(False)
         app_url = make_url(empty).set(username=roles["vault_app"]).render_as_string(False)
         home = tmp_path / "home"
-        init_runtime(VaultSettings(home=home, database_url=owner_url)).close()
+        init_runtime(Settings(home=home, database_url=owner_url)).close()
         _apply_roles(empty, roles)  # after the upgrade, as the file says
 
-        service = open_runtime(VaultSettings(home=home, database_url=app_url))
+        service = open_runtime(Settings(home=home, database_url=app_url))
         try:
             _record(service, 3)  # the service writes the log...
             service.audit.checkpoint(service.vault.sessions)  # ...and integrates and signs it

@@ -23,10 +23,10 @@ from sqlalchemy import select
 
 import audit.models  # noqa: F401 - the audit tables for the snapshot's checks
 from access.runtime import open_runtime
+from api.settings import Settings
 from audit.models import AuditEntry
 from audit.verify import verify_log
 from tests.hsm import SoftHsmToken, destroy_prefix, hsm_env, hsm_settings, new_prefix
-from vault.config import VaultSettings
 from vault.context import Vault, keyring_exists
 from vault.crypto import Suite
 from vault.errors import ConfigurationError, DecryptionFailed, KeyNotFound
@@ -47,7 +47,7 @@ def keyring(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Keyring]
         return
     request.getfixturevalue("softhsm")
     prefix = new_prefix()
-    yield Pkcs11Keyring.create(VaultSettings(**hsm_settings(prefix)))
+    yield Pkcs11Keyring.create(Settings(**hsm_settings(prefix)))
     destroy_prefix(prefix)
 
 
@@ -56,7 +56,7 @@ def _reopen(keyring: Keyring, tmp_path: Path) -> Keyring:
     if isinstance(keyring, LocalKeyring):
         return LocalKeyring.load(tmp_path / "keyring.json")
     assert isinstance(keyring, Pkcs11Keyring)
-    return Pkcs11Keyring.open(VaultSettings(**hsm_settings(keyring.prefix)))
+    return Pkcs11Keyring.open(Settings(**hsm_settings(keyring.prefix)))
 
 
 _examples = settings(
@@ -153,11 +153,11 @@ def test_the_keyring_is_safe_from_the_api_thread_pool(keyring: Keyring) -> None:
 
 
 def _objects(prefix: str) -> TokenObjects:
-    return TokenObjects(Pkcs11Config.from_settings(VaultSettings(**hsm_settings(prefix))))
+    return TokenObjects(Pkcs11Config.from_settings(Settings(**hsm_settings(prefix))))
 
 
 def test_no_key_can_be_read_out_of_the_token(hsm_prefix: str) -> None:
-    keyring = Pkcs11Keyring.create(VaultSettings(**hsm_settings(hsm_prefix)))
+    keyring = Pkcs11Keyring.create(Settings(**hsm_settings(hsm_prefix)))
     keyring.signing_public_key("audit-log")
     keyring.rotate_kek()
     objects = _objects(hsm_prefix)
@@ -181,22 +181,22 @@ def test_no_key_can_be_read_out_of_the_token(hsm_prefix: str) -> None:
 
 def test_vaults_share_a_token_by_prefix(softhsm: SoftHsmToken) -> None:
     one_prefix, two_prefix = new_prefix(), new_prefix()
-    one = Pkcs11Keyring.create(VaultSettings(**hsm_settings(one_prefix)))
-    two = Pkcs11Keyring.create(VaultSettings(**hsm_settings(two_prefix)))
+    one = Pkcs11Keyring.create(Settings(**hsm_settings(one_prefix)))
+    two = Pkcs11Keyring.create(Settings(**hsm_settings(two_prefix)))
     try:
         kek_id, wrapped = one.wrap(b"k" * 32, b"ctx")
         with pytest.raises(KeyNotFound):
             two.unwrap(kek_id, wrapped, b"ctx")
         assert one.blind_index(b"x") != two.blind_index(b"x")
         with pytest.raises(ConfigurationError, match="already holds objects"):
-            Pkcs11Keyring.create(VaultSettings(**hsm_settings(one_prefix)))
+            Pkcs11Keyring.create(Settings(**hsm_settings(one_prefix)))
     finally:
         destroy_prefix(one_prefix)
         destroy_prefix(two_prefix)
 
 
 def test_an_ambiguous_label_is_refused_not_guessed(hsm_prefix: str) -> None:
-    Pkcs11Keyring.create(VaultSettings(**hsm_settings(hsm_prefix)))
+    Pkcs11Keyring.create(Settings(**hsm_settings(hsm_prefix)))
     objects = _objects(hsm_prefix)
     with objects.session() as session:  # a second record, as a careless tool might write
         session.create_object(
@@ -209,17 +209,17 @@ def test_an_ambiguous_label_is_refused_not_guessed(hsm_prefix: str) -> None:
             }
         )
     with pytest.raises(ConfigurationError, match="2 objects labelled"):
-        Pkcs11Keyring.open(VaultSettings(**hsm_settings(hsm_prefix)))
+        Pkcs11Keyring.open(Settings(**hsm_settings(hsm_prefix)))
 
 
 def test_the_national_suite_needs_a_module_with_hmac_sm3(hsm_prefix: str) -> None:
     with pytest.raises(ConfigurationError, match="hmac-sm3"):
-        Pkcs11Keyring.create(VaultSettings(**hsm_settings(hsm_prefix)), Suite.SM4_GCM)
+        Pkcs11Keyring.create(Settings(**hsm_settings(hsm_prefix)), Suite.SM4_GCM)
     assert _objects(hsm_prefix).labels() == []  # nothing half-made
 
 
 def test_configuration_mistakes_are_clear(hsm_prefix: str, tmp_path: Path) -> None:
-    base = VaultSettings(**hsm_settings(hsm_prefix))
+    base = Settings(**hsm_settings(hsm_prefix))
     Pkcs11Keyring.create(base)
     wrong_pin = base.model_copy(update={"pkcs11_pin": SecretStr("000000-wrong")})
     with pytest.raises(ConfigurationError, match="PIN is incorrect") as caught:
@@ -287,11 +287,11 @@ def test_a_wrong_pin_is_one_line_without_the_pin(tmp_path: Path, hsm_prefix: str
 # -- migration -----------------------------------------------------------------------------
 
 
-def _local(home: Path, database_url: str) -> VaultSettings:
-    return VaultSettings(home=home, database_url=database_url)
+def _local(home: Path, database_url: str) -> Settings:
+    return Settings(home=home, database_url=database_url)
 
 
-def _snapshot(settings: VaultSettings) -> dict[str, Any]:
+def _snapshot(settings: Settings) -> dict[str, Any]:
     """What a user would notice: fields, lookups, pseudonyms, the audit log's key and proof."""
     runtime = open_runtime(settings)
     try:
@@ -342,7 +342,7 @@ def test_a_populated_vault_migrates_to_the_hsm_and_loses_nothing(
     kept = home / "keyring.json.migrated"
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
 
-    hsm = VaultSettings(home=home, database_url=database_url, **hsm_settings(hsm_prefix))
+    hsm = Settings(home=home, database_url=database_url, **hsm_settings(hsm_prefix))
     after = _snapshot(hsm)
     for name in ("records", "lookups", "pseudonyms", "verifier_key"):
         assert after[name] == before[name], name
@@ -375,7 +375,7 @@ def test_an_interrupted_migration_resumes_and_completes(tmp_path: Path, hsm_pref
     objects.create_aes_key(objects.label("kek", material.keks[0].kek_id), material.keks[0].key)
     objects.create_hmac_key(objects.label("bik", material.bik_id), material.bik)
     with pytest.raises(ConfigurationError, match="unfinished init or migration"):
-        Pkcs11Keyring.open(VaultSettings(**hsm_settings(hsm_prefix)))
+        Pkcs11Keyring.open(Settings(**hsm_settings(hsm_prefix)))
 
     env = hsm_env(hsm_prefix)
     first = _run(home, url, env, "keys", "migrate", "--to", "pkcs11")
@@ -384,7 +384,7 @@ def test_an_interrupted_migration_resumes_and_completes(tmp_path: Path, hsm_pref
     (home / "keyring.json.migrated").rename(home / "keyring.json")
     second = _run(home, url, env, "keys", "migrate", "--to", "pkcs11")
     assert second.returncode == 0, second.stderr
-    after = _snapshot(VaultSettings(home=home, database_url=url, **hsm_settings(hsm_prefix)))
+    after = _snapshot(Settings(home=home, database_url=url, **hsm_settings(hsm_prefix)))
     assert after["records"] == before["records"] and after["pseudonyms"] == before["pseudonyms"]
     assert after["lookups"] == before["lookups"] and after["actions"].count("keys.migrated") == 2
 
@@ -394,7 +394,7 @@ def test_migration_refuses_a_prefix_that_holds_other_keys(tmp_path: Path, hsm_pr
     home = tmp_path / "home"
     assert _run(home, url, {}, "init").returncode == 0
     keyring_file = (home / "keyring.json").read_bytes()
-    Pkcs11Keyring.create(VaultSettings(**hsm_settings(hsm_prefix)))
+    Pkcs11Keyring.create(Settings(**hsm_settings(hsm_prefix)))
     refused = _run(home, url, hsm_env(hsm_prefix), "keys", "migrate", "--to", "pkcs11")
     assert refused.returncode == 1 and "already holds another keyring" in _error(refused)
     assert (home / "keyring.json").read_bytes() == keyring_file
@@ -416,11 +416,11 @@ def test_an_hsm_vault_counts_as_initialised_without_a_key_file(
 ) -> None:
     """What `init` and `serve --demo` ask before creating keys: on the HSM there is no
     keyring.json to tell an initialised vault by."""
-    settings = VaultSettings(home=tmp_path / "home", **hsm_settings(hsm_prefix))
+    settings = Settings(home=tmp_path / "home", **hsm_settings(hsm_prefix))
     assert not keyring_exists(settings)
     Pkcs11Keyring.create(settings)
     assert keyring_exists(settings)
-    assert not keyring_exists(VaultSettings(home=tmp_path / "home", **hsm_settings(new_prefix())))
+    assert not keyring_exists(Settings(home=tmp_path / "home", **hsm_settings(new_prefix())))
 
 
 # python-pkcs11 reports the lost session's unfinished search from a finaliser (noise).
@@ -428,7 +428,7 @@ def test_an_hsm_vault_counts_as_initialised_without_a_key_file(
 def test_the_keyring_survives_the_hsm_dropping_its_session(hsm_prefix: str) -> None:
     """An HSM restart or failover closes every session; the keyring logs in again and the
     keys it finds are the same keys (what it wrapped opens, indexes and signatures agree)."""
-    keyring = Pkcs11Keyring.create(VaultSettings(**hsm_settings(hsm_prefix)))
+    keyring = Pkcs11Keyring.create(Settings(**hsm_settings(hsm_prefix)))
     kek_id, wrapped = keyring.wrap(b"k" * 32, b"ctx")
     index = keyring.blind_index(b"13812345678")
     public = keyring.signing_public_key("audit-log")

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from access.runtime import init_runtime
 from api.http.app import create_app
 from api.http.problems import TITLES
-from vault.config import VaultSettings
+from api.settings import Settings
 
 ROOT = Path(__file__).parent.parent
 PACKAGES = ("vault", "audit", "policies", "consent", "access", "api")
@@ -40,7 +40,7 @@ def test_every_problem_the_code_names_has_titles_in_both_languages() -> None:
 
 
 def test_each_problem_type_has_its_page(tmp_path: Path) -> None:
-    settings = VaultSettings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path}/v.db")
+    settings = Settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path}/v.db")
     init_runtime(settings).close()
     client = TestClient(create_app(settings, background=False))
     for slug in ("justification-required", "method-not-allowed", "database-timeout"):

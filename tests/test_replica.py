@@ -21,6 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from api.settings import Settings
 from audit.models import AuditEntry
 from tests.demo_server import DemoServer, call, residents_in
 from tests.factories import person
@@ -32,7 +33,6 @@ from tests.pg_support import (
     serve,
     wait_for_replay,
 )
-from vault.config import VaultSettings
 from vault.context import init_vault
 from vault.errors import ResidentErased
 from vault.models import Resident, ResidentField
@@ -52,7 +52,7 @@ def server(
     require_replica()
     home = tmp_path_factory.mktemp("replica-demo")
     with fresh_database(postgres_template, "rv_replica") as database:
-        settings = VaultSettings(
+        settings = Settings(
             home=home / "home",
             database_url=database,
             database_replica_url=on_replica(database),
@@ -205,7 +205,7 @@ def test_consent_revoked_on_the_primary_is_honoured_at_once(server: DemoServer) 
 
 
 def test_no_replica_configured_reads_the_primary(tmp_path: Path, database_url: str) -> None:
-    vault = init_vault(VaultSettings(home=tmp_path / "home", database_url=database_url))
+    vault = init_vault(Settings(home=tmp_path / "home", database_url=database_url))
     try:
         assert vault.read_engine is vault.engine
         with vault.read_sessions() as session:

@@ -22,10 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
+from access.settings import StatsSettings
 from access.stats import measures
 from access.stats.disclosure import Cell, Place, Table, determined, suppress
 from access.stats.measures import MEASURES, TOTAL, Measure, Unit
-from access.stats.service import BY_LEVELS, StatsService, StatsSettings, period_of
+from access.stats.service import BY_LEVELS, StatsService, period_of
 from access.stats.tables import LEVELS
 from audit.models import AuditEntry
 from tests.demo_server import DemoServer, demo_server_fixture

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from api.http.tls import TransportConfigError, uvicorn_options
 from api.pages.core import CSP as PAGES_CSP
+from api.settings import Settings
 from tests.tls_support import Pki, TlsServer, make_pki, run_tls_server
-from vault.config import VaultSettings
 
 HSTS = "max-age=31536000; includeSubDomains"
 
@@ -222,8 +222,8 @@ def test_hsts_only_over_https_and_x_forwarded_proto_only_from_the_proxy(
 # -- start-up checks ----------------------------------------------------------------------------
 
 
-def _settings(tmp_path: Path, **values: Any) -> VaultSettings:
-    return VaultSettings(home=tmp_path, **values)
+def _settings(tmp_path: Path, **values: Any) -> Settings:
+    return Settings(home=tmp_path, **values)
 
 
 def _mismatched_key(tmp_path: Path) -> Path:
@@ -267,7 +267,7 @@ def test_bad_tls_files_stop_start_up_with_the_reason(
     tmp_path: Path, pki: Pki, case: str, expected: str
 ) -> None:
     # Settings that contradict each other (a certificate without its key, client auth
-    # without a CA) are refused earlier, by VaultSettings itself; these need the files.
+    # without a CA) are refused earlier, by Settings itself; these need the files.
     good = {"tls_cert_file": pki.server.cert, "tls_key_file": pki.server.key}
     values: dict[str, Any] = {
         "missing_cert": {**good, "tls_cert_file": tmp_path / "absent.crt"},

@@ -32,6 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from api.http.app import create_app
 from api.http.tls import uvicorn_options
+from api.settings import Settings
 from policies import PolicyEngine
 from tests.demo_server import (
     DemoServer,
@@ -41,7 +42,6 @@ from tests.demo_server import (
     serving,
     sidecar_engine,
 )
-from vault.config import VaultSettings
 
 ORG = "O=Example District,C=CN"
 
@@ -246,7 +246,7 @@ def run_tls_server(
     **transport: Any,
 ) -> Iterator[TlsServer]:
     """The demo service, served like `resident-vault serve` with the given VAULT_TLS_* etc."""
-    settings = VaultSettings(
+    settings = Settings(
         home=home, database_url=database_url, checkpoint_interval_seconds=0.5, **transport
     )
     credentials = prepare_demo(settings, residents)

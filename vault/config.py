@@ -9,19 +9,25 @@ Every problem is collected before anything is raised, so one start-up names them
 the file key, never a secret's value. The embedded default is a data directory `./.vault`
 (or `$VAULT_HOME`) holding an SQLite database and the local keyring; production points
 `VAULT_DATABASE_URL` at PostgreSQL.
+
+Each package declares its own settings as a `LayerSettings` model holding only its fields
+(this module: the vault's, `VaultSettings`; `audit.settings`, `policies.settings`,
+`access.settings`, `api.http.settings`), and `api.settings.Settings` composes them into the
+one flat object the service and the CLI read. Code below `api` takes the narrowest model
+it needs, which the composed one is.
 """
 
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
-import re
 import stat
 import tomllib
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import structlog
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_validator
@@ -49,7 +55,6 @@ SOURCE_DEFAULT, SOURCE_INIT, SOURCE_ENV, SOURCE_SECRET_FILE, SOURCE_FILE = (
 )  # fmt: skip
 # Database URLs carry passwords: treated like secrets (never echoed, redacted on display).
 URL_FIELDS = ("database_url", "database_replica_url")
-_REVISION = re.compile(r"^(any|rev-[0-9a-f]{16})$")
 
 
 def env_name(name: str) -> str:
@@ -86,7 +91,7 @@ def _collector() -> _Collector:
     return current if current is not None else _Collector()
 
 
-def _label(name: str) -> str:
+def label(name: str) -> str:
     """How a problem names a setting: both the environment variable and the file key."""
     return f"{env_name(name)} (file key {name})"
 
@@ -155,7 +160,10 @@ class SecretFileSource(PydanticBaseSettingsSource):
 
 
 class ConfigFileSource(TomlConfigSettingsSource):
-    """The TOML file `VAULT_CONFIG_FILE` names; a key that is no setting is an error."""
+    """The TOML file `VAULT_CONFIG_FILE` names; a key that is no setting is an error.
+
+    Only for a model that holds every setting (`complete`, the composed one): one layer's
+    model, read on its own, leaves the other layers' keys to theirs."""
 
     def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
         super().__init__(settings_cls, toml_file=path)
@@ -169,6 +177,8 @@ class ConfigFileSource(TomlConfigSettingsSource):
             if key in known:
                 values[key] = value
                 collector.origins.setdefault(key, str(self.path))
+                continue
+            if not getattr(self.settings_cls, "complete", False):
                 continue
             guess = difflib.get_close_matches(key.lower(), list(known), n=1)
             hint = f"; did you mean {guess[0]!r}?" if guess else ""
@@ -203,14 +213,102 @@ def _config_file_source(settings_cls: type[BaseSettings]) -> PydanticBaseSetting
     return _Nothing(settings_cls)
 
 
-class VaultSettings(BaseSettings):
-    """Every setting of the service. Constructing one validates it all, or raises
-    `SettingsInvalid` naming every problem."""
+class LayerSettings(BaseSettings):
+    """One package's settings, `VAULT_<NAME>` each, read and validated the same way.
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    Constructing one validates it all, or raises `SettingsInvalid` naming every problem:
+    each model's `own_problems` (settings each valid but not together) runs, for every
+    model a composed one is made of. A keyword argument that is no setting is a problem
+    too, so a setting given to the wrong model is not silently dropped."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+    # A model holding every setting of the service (api.settings.Settings): a key of the
+    # configuration file that is none of its fields is a typo, reported as a problem.
+    complete: ClassVar[bool] = False
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
     _warnings: list[str] = PrivateAttr(default_factory=list)
+
+    # -- loading and validation (init > env > secret files > config file > defaults) -------
+
+    def __init__(self, **values: Any) -> None:
+        collector = _Collector()
+        token = _collecting.set(collector)
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            collector.problems.extend(_describe(exc, collector, type(self)))
+        finally:
+            _collecting.reset(token)
+        if collector.problems:
+            log.error("config.invalid", problems=len(collector.problems))
+            raise SettingsInvalid(collector.problems)
+        self._sources = collector.sources
+        self._origins = collector.origins
+        self._warnings = collector.warnings
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            _Recorded(init_settings, SOURCE_INIT),
+            _Recorded(env_settings, SOURCE_ENV),
+            _Recorded(SecretFileSource(settings_cls), SOURCE_SECRET_FILE),
+            _Recorded(_config_file_source(settings_cls), SOURCE_FILE),
+        )
+
+    def own_problems(self) -> list[str]:
+        """Settings of this model that are each valid but make no sense together."""
+        return []
+
+    @model_validator(mode="after")
+    def _check_together(self) -> Self:
+        problems = cross_field_problems(self)
+        collector = _collecting.get()
+        if collector is None:  # validated outside __init__ (model_validate): raise here
+            if problems:
+                raise ValueError("; ".join(problems))
+        else:
+            collector.problems.extend(problems)
+        return self
+
+    def source_of(self, name: str) -> str:
+        """default, argument, env, secret-file or file: where this setting's value came from."""
+        return self._sources.get(name, SOURCE_DEFAULT)
+
+    def origin_of(self, name: str) -> str | None:
+        """The file a value was read from (a secret file or the configuration file)."""
+        source = self.source_of(name)
+        return self._origins.get(name) if source in (SOURCE_SECRET_FILE, SOURCE_FILE) else None
+
+    @property
+    def config_warnings(self) -> list[str]:
+        """Problems that do not stop the service (a secret file readable by everyone)."""
+        return list(self._warnings)
+
+    @classmethod
+    def own_fields(cls) -> tuple[str, ...]:
+        """The settings this class declares itself, not those of the models it composes."""
+        own = inspect.get_annotations(cls)
+        return tuple(name for name in own if name in cls.model_fields)
+
+    @classmethod
+    def secret_fields(cls) -> frozenset[str]:
+        return frozenset(
+            name
+            for name, info in cls.model_fields.items()
+            if name in URL_FIELDS or "SecretStr" in str(info.annotation)
+        )
+
+
+class VaultSettings(LayerSettings):
+    """The vault's own settings: its data directory, database, keyring and cryptography."""
 
     home: Path = Field(default=Path(".vault"), description="data directory")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL")
@@ -255,84 +353,11 @@ class VaultSettings(BaseSettings):
     data_key_cache_seconds: float = Field(
         default=60.0, ge=0, description="how long an unwrapped data key stays cached"
     )
-    deployment: str = Field(
-        default="demo", pattern=r"^[a-z0-9][a-z0-9.-]*$",
-        description="name of this deployment, part of the default audit log origin",
-    )  # fmt: skip
-    log_origin: str | None = Field(default=None, description="audit log origin (key name)")
-    checkpoint_interval_seconds: float = Field(
-        default=10.0, gt=0, description="how often a grown audit log gets a signed checkpoint"
-    )
-    opa_url: str | None = Field(default=None, description="OPA server; embedded engine if unset")
-    opa_expected_revision: str | None = Field(
-        default=None,
-        description="bundle revision the OPA server must report; the shipped one if unset, "
-        "'any' to accept whatever it serves",
-    )
-    opa_ca_file: Path | None = Field(default=None, description="CA bundle for an https OPA")
-    opa_token: SecretStr | None = Field(default=None, description="bearer token for OPA")
-    # -- transport (issue 8) ---------------------------------------------------------------
-    tls_cert_file: Path | None = Field(default=None, description="server certificate (PEM)")
-    tls_key_file: Path | None = Field(default=None, description="its private key (PEM)")
-    tls_client_ca_file: Path | None = Field(
-        default=None, description="CA of departmental client certificates (mutual TLS)"
-    )
-    tls_client_auth: str = Field(
-        default="none", pattern=r"^(none|optional|required)$",
-        description="client certificates: none, optional or required (needs the client CA)",
-    )  # fmt: skip
-    forwarded_allow_ips: str | None = Field(
-        default=None, description="reverse proxies trusted for X-Forwarded-* (comma-separated)"
-    )
-    client_cert_header: str | None = Field(
-        default=None,
-        description="header a trusted proxy puts the client certificate in (URL-encoded PEM)",
-    )
-    hsts_seconds: int = Field(
-        default=31_536_000, ge=0, description="Strict-Transport-Security max-age; 0 disables"
-    )
-    # -- operations (issue 8) --------------------------------------------------------------
-    metrics_enabled: bool = Field(default=True, description="Prometheus /metrics")
-    metrics_token: SecretStr | None = Field(
-        default=None, description="bearer token /metrics requires, if set"
-    )
-    tracing_enabled: bool = Field(
-        default=False, description="OpenTelemetry traces (configured by OTEL_* variables)"
-    )
-    shutdown_grace_seconds: float = Field(
-        default=20.0, ge=0, description="time in-flight requests and audit writes get to finish"
-    )
+    # -- backups of the vault (vault.backup) -----------------------------------------------
     backup_key_file: Path | None = Field(
         default=None,
         description="public key (PEM) backups are encrypted to, made by `backup keygen`",
     )
-    max_body_bytes: int = Field(
-        default=1_048_576, ge=1024, description="largest request body accepted"
-    )
-    # Per-caller rate limits by the decision's rate class (requests per minute; bulk per hour).
-    rate_limit_standard: int = Field(
-        default=1200, ge=1, description="standard requests per caller per minute"
-    )
-    rate_limit_sensitive: int = Field(
-        default=300, ge=1, description="requests touching sensitive fields per caller per minute"
-    )
-    rate_limit_bulk: int = Field(
-        default=60, ge=1, description="bulk (list/export) requests per caller per hour"
-    )
-    # Insider-abuse detection (audit.detection): how often to scan, and what suspends.
-    alert_scan_seconds: float = Field(
-        default=60.0, gt=0, description="how often the log is scanned for insider abuse"
-    )
-    alert_volume_floor: int = Field(
-        default=50, ge=1, description="fewest reads in a window that can raise a volume alert"
-    )
-    alert_suspend_on: str = Field(
-        default="volume", description="comma-separated alert kinds that suspend the actor"
-    )
-
-    @property
-    def resolved_log_origin(self) -> str:
-        return self.log_origin or f"resident-vault.example/{self.deployment}/audit"
 
     @property
     def keyring_path(self) -> Path:
@@ -342,117 +367,40 @@ class VaultSettings(BaseSettings):
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'vault.db').resolve()}"
 
-    # -- loading and validation (init > env > secret files > config file > defaults) -------
-
-    def __init__(self, **values: Any) -> None:
-        collector = _Collector()
-        token = _collecting.set(collector)
-        try:
-            super().__init__(**values)
-        except ValidationError as exc:
-            collector.problems.extend(_describe(exc, collector))
-        finally:
-            _collecting.reset(token)
-        if collector.problems:
-            log.error("config.invalid", problems=len(collector.problems))
-            raise SettingsInvalid(collector.problems)
-        self._sources = collector.sources
-        self._origins = collector.origins
-        self._warnings = collector.warnings
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (
-            _Recorded(init_settings, SOURCE_INIT),
-            _Recorded(env_settings, SOURCE_ENV),
-            _Recorded(SecretFileSource(settings_cls), SOURCE_SECRET_FILE),
-            _Recorded(_config_file_source(settings_cls), SOURCE_FILE),
-        )
-
-    @model_validator(mode="after")
-    def _check_together(self) -> VaultSettings:
-        problems = cross_field_problems(self)
-        collector = _collecting.get()
-        if collector is None:  # validated outside __init__ (model_validate): raise here
-            if problems:
-                raise ValueError("; ".join(problems))
-        else:
-            collector.problems.extend(problems)
-        return self
-
-    def source_of(self, name: str) -> str:
-        """default, argument, env, secret-file or file: where this setting's value came from."""
-        return self._sources.get(name, SOURCE_DEFAULT)
-
-    def origin_of(self, name: str) -> str | None:
-        """The file a value was read from (a secret file or the configuration file)."""
-        source = self.source_of(name)
-        return self._origins.get(name) if source in (SOURCE_SECRET_FILE, SOURCE_FILE) else None
-
-    @property
-    def config_warnings(self) -> list[str]:
-        """Problems that do not stop the service (a secret file readable by everyone)."""
-        return list(self._warnings)
-
-    @classmethod
-    def secret_fields(cls) -> frozenset[str]:
-        return frozenset(
-            name
-            for name, info in cls.model_fields.items()
-            if name in URL_FIELDS or "SecretStr" in str(info.annotation)
-        )
-
-
-def cross_field_problems(settings: VaultSettings) -> list[str]:
-    """Settings that are each valid but make no sense together, one line each."""
-    problems: list[str] = []
-    s = settings
-    if s.tls_cert_file is not None and s.tls_key_file is None:
-        problems.append(f"{_label('tls_key_file')}: a TLS certificate needs its private key")
-    if s.tls_key_file is not None and s.tls_cert_file is None:
-        problems.append(f"{_label('tls_cert_file')}: a TLS private key needs its certificate")
-    if s.tls_client_ca_file is not None and s.tls_cert_file is None:
-        problems.append(
-            f"{_label('tls_client_ca_file')}: client certificates need TLS "
-            f"({env_name('tls_cert_file')} and {env_name('tls_key_file')})"
-        )
-    if s.tls_client_auth != "none" and s.tls_client_ca_file is None:
-        problems.append(
-            f"{_label('tls_client_auth')}: {s.tls_client_auth!r} needs the CA of client "
-            f"certificates ({env_name('tls_client_ca_file')})"
-        )
-    if s.keyring == "pkcs11":
-        if not s.pkcs11_token_label:
-            problems.append(f"{_label('pkcs11_token_label')}: the pkcs11 keyring needs a token")
-        if s.pkcs11_pin is None or not s.pkcs11_pin.get_secret_value():
+    def own_problems(self) -> list[str]:
+        problems: list[str] = []
+        if self.keyring == "pkcs11":
+            if not self.pkcs11_token_label:
+                problems.append(f"{label('pkcs11_token_label')}: the pkcs11 keyring needs a token")
+            if self.pkcs11_pin is None or not self.pkcs11_pin.get_secret_value():
+                problems.append(
+                    f"{label('pkcs11_pin')}: the pkcs11 keyring needs the user PIN "
+                    f"(or {secret_file_env_name('pkcs11_pin')})"
+                )
+        for name in URL_FIELDS:
+            url = getattr(self, name)
+            if url is not None:
+                problem = _url_problem(url)
+                if problem:
+                    problems.append(f"{label(name)}: {problem}")
+        if self.database_replica_url is not None and (
+            self.resolved_database_url.startswith("sqlite")
+            or self.database_replica_url.startswith("sqlite")
+        ):
             problems.append(
-                f"{_label('pkcs11_pin')}: the pkcs11 keyring needs the user PIN "
-                f"(or {secret_file_env_name('pkcs11_pin')})"
+                f"{label('database_replica_url')}: read replicas need PostgreSQL, not SQLite"
             )
-    if s.opa_expected_revision is not None and not _REVISION.fullmatch(s.opa_expected_revision):
-        problems.append(
-            f"{_label('opa_expected_revision')}: expected 'any' or a revision like "
-            "rev-0123456789abcdef"
-        )
-    for name in URL_FIELDS:
-        url = getattr(s, name)
-        if url is not None:
-            problem = _url_problem(url)
-            if problem:
-                problems.append(f"{_label(name)}: {problem}")
-    if s.database_replica_url is not None and (
-        s.resolved_database_url.startswith("sqlite") or s.database_replica_url.startswith("sqlite")
-    ):
-        problems.append(
-            f"{_label('database_replica_url')}: read replicas need PostgreSQL, not SQLite"
-        )
+        return problems
+
+
+def cross_field_problems(settings: LayerSettings) -> list[str]:
+    """Settings that are each valid but make no sense together, one line each: every
+    model's own problems, the composed model's first, in its method resolution order."""
+    problems: list[str] = []
+    for cls in type(settings).__mro__:
+        own = cls.__dict__.get("own_problems")
+        if own is not None and cls is not LayerSettings:
+            problems.extend(own(settings))
     return problems
 
 
@@ -467,18 +415,26 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
-def _describe(exc: ValidationError, collector: _Collector) -> list[str]:
+def _describe(
+    exc: ValidationError, collector: _Collector, settings_cls: type[LayerSettings]
+) -> list[str]:
     """One line per field error, naming where the value came from; secrets never quoted."""
-    secret = VaultSettings.secret_fields()
+    secret = settings_cls.secret_fields()
+    known = settings_cls.model_fields
     lines: list[str] = []
     for error in exc.errors(include_url=False, include_input=True):
         name = str(error["loc"][0]) if error["loc"] else ""
-        if name not in VaultSettings.model_fields:
+        if error["type"] == "extra_forbidden":
+            guess = difflib.get_close_matches(name.lower(), list(known), n=1)
+            hint = f"; did you mean {guess[0]!r}?" if guess else ""
+            lines.append(f"keyword argument: unknown setting {name!r}{hint}")
+            continue
+        if name not in known:
             lines.append(error["msg"])
             continue
         source = collector.sources.get(name, SOURCE_DEFAULT)
         where = collector.origins.get(name)
         came = f"from {source}" + (f" {where}" if where else "")
         shown = "" if name in secret else f" (got {str(error.get('input'))[:60]!r})"
-        lines.append(f"{_label(name)}: {error['msg']}{shown} [{came}]")
+        lines.append(f"{label(name)}: {error['msg']}{shown} [{came}]")
     return lines

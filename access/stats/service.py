@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Final
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import ColumnElement, select, text
 from sqlalchemy.orm import Session
 
 from access.gate import Access, Gate, GateError, PolicyDenied
+from access.settings import StatsSettings
 from access.stats.disclosure import Cell, Place, Table, suppress
 from access.stats.measures import MEASURES, TOTAL, Measure
 from access.stats.noise import Mechanism, release
@@ -37,18 +36,6 @@ from vault.models import Building, utcnow
 ACTION: Final = "stats"
 CHINA: Final = timezone(timedelta(hours=8))  # no daylight saving: a fixed offset is exact
 BY_LEVELS: Final = ("community", "grid", "building")
-
-
-class StatsSettings(BaseSettings):
-    """VAULT_STATS_*: the suppression threshold and the privacy budget."""
-
-    model_config = SettingsConfigDict(env_prefix="VAULT_STATS_", extra="ignore")
-
-    threshold: int = Field(default=5, ge=2, description="cells of 1..k-1 are suppressed")
-    epsilon_per_month: float = Field(default=3.0, gt=0, description="per organisation")
-    default_epsilon: float = Field(default=0.5, gt=0)
-    max_epsilon: float = Field(default=1.0, gt=0, description="most one query may spend")
-    delta: float = Field(default=1e-6, gt=0, lt=1e-3, description="Gaussian noise's delta")
 
 
 # -- errors -------------------------------------------------------------------------------

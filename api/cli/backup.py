@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from access.runtime import Runtime, open_runtime, operator_name
 from api.models import metadata
+from api.settings import Settings
 from audit import AuditLog, EntryDraft, VerificationFailed, operator_event
 from audit.checkpoint import CheckpointError, format_tlog_proof, verify_tlog_proof
 from audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditQueue
@@ -62,7 +63,6 @@ from vault.backup import (
     table_digest,
     user_tables,
 )
-from vault.config import VaultSettings
 from vault.context import open_vault
 from vault.db import migrate, migration_phases
 from vault.errors import VaultError
@@ -229,7 +229,7 @@ def backup(
         return
     if output is None:
         raise BackupError(t("请用 -o 指定备份文件", "give the backup file with -o FILE"))
-    settings = VaultSettings()
+    settings = Settings()
     key_path = recipient or settings.backup_key_file
     if key_path is None:
         raise BackupError(
@@ -412,7 +412,7 @@ def tombstones_export(
     output: Annotated[Path, typer.Option("--output", "-o", help="the tombstones file")],
 ) -> None:
     """导出删除记录（含证明，不含个人信息）/ Export the log's erasure tombstones, with proofs."""
-    runtime = open_runtime(VaultSettings())
+    runtime = open_runtime(Settings())
     try:
         count = export_tombstones(runtime, output)
     finally:
@@ -465,7 +465,7 @@ def _check_target_empty(
 
 
 def restore_backup(
-    settings: VaultSettings,
+    settings: Settings,
     archive: Path,
     identity_path: Path,
     tombstones_path: Path | None,
@@ -783,7 +783,7 @@ def restore(
                 "restore writes the target database; add --yes",
             )
         )
-    report = restore_backup(VaultSettings(), archive, identity, tombstones, actor=actor)
+    report = restore_backup(Settings(), archive, identity, tombstones, actor=actor)
     manifest = report.manifest
     lines = [
         t(

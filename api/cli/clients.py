@@ -31,7 +31,7 @@ from api.oauth.service import (
     revoke_client,
     rotate_token_key,
 )
-from vault.config import VaultSettings
+from api.settings import Settings
 from vault.errors import VaultError
 
 clients_app = typer.Typer(help="OAuth 客户端 / OAuth clients", no_args_is_help=True)
@@ -44,7 +44,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _open_runtime() -> Runtime:
-    return open_runtime(VaultSettings())
+    return open_runtime(Settings())
 
 
 # Replaceable (tests, or a caller with its own settings).

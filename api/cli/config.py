@@ -19,13 +19,8 @@ from rich.console import Console
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from vault.config import (
-    URL_FIELDS,
-    SettingsInvalid,
-    VaultSettings,
-    env_name,
-    secret_file_env_name,
-)
+from api.settings import LAYERS, Settings
+from vault.config import URL_FIELDS, SettingsInvalid, env_name, secret_file_env_name
 
 config_app = typer.Typer(help="配置 / Configuration", no_args_is_help=True)
 
@@ -64,10 +59,11 @@ def redacted_url(url: str) -> str:
     return text + ("?" + REDACTED if parsed.query else "")
 
 
-def effective_settings(settings: VaultSettings) -> list[tuple[str, str, str]]:
-    """(environment variable, shown value, source) for every setting, in declaration order."""
+def effective_settings(settings: Settings) -> list[tuple[str, str, str]]:
+    """(environment variable, shown value, source) for every setting of every package, in
+    declaration order, the ground floor's first."""
     rows: list[tuple[str, str, str]] = []
-    for name in VaultSettings.model_fields:
+    for name in Settings.model_fields:
         source = settings.source_of(name)
         origin = settings.origin_of(name)
         rows.append(
@@ -88,7 +84,7 @@ def config_check(
     """校验配置并显示生效值（密钥已隐去）/ Validate the configuration, show it redacted."""
     english = _english(ctx)
     try:
-        settings = VaultSettings()
+        settings = Settings()
     except SettingsInvalid as exc:
         heading = (
             f"configuration has {len(exc.problems)} problem(s):"
@@ -119,7 +115,7 @@ DOC_END = "<!-- end of settings table -->"
 
 
 def _default_text(name: str) -> str:
-    info = VaultSettings.model_fields[name]
+    info = Settings.model_fields[name]
     default = info.get_default(call_default_factory=True)
     if default is None:
         return "unset"
@@ -127,18 +123,27 @@ def _default_text(name: str) -> str:
 
 
 def settings_markdown_table() -> str:
-    """Every setting as a Markdown table row: env name, file key, default, meaning."""
-    secret = VaultSettings.secret_fields()
-    rows = [
-        "| Environment variable | File key | Default | Meaning |",
-        "|---|---|---|---|",
-    ]
-    for name, info in VaultSettings.model_fields.items():
-        meaning = (info.description or "").replace("|", "\\|")
-        if name in secret:
-            meaning += f"; secret: also as `{secret_file_env_name(name)}`"
-        rows.append(f"| `{env_name(name)}` | `{name}` | {_default_text(name)} | {meaning} |")
-    return "\n".join(rows) + "\n"
+    """Every setting as a Markdown table row (env name, file key, default, meaning), one
+    table for each package's model, the ground floor's first."""
+    secret = Settings.secret_fields()
+    lines: list[str] = []
+    for layer in LAYERS:
+        module = layer.__module__
+        if lines:
+            lines.append("")
+        lines += [
+            f"### `{module.split('.')[-2]}`: `{layer.__name__}` ({module.replace('.', '/')}.py)",
+            "",
+            "| Environment variable | File key | Default | Meaning |",
+            "|---|---|---|---|",
+        ]
+        for name in layer.own_fields():
+            info = Settings.model_fields[name]
+            meaning = (info.description or "").replace("|", "\\|")
+            if name in secret:
+                meaning += f"; secret: also as `{secret_file_env_name(name)}`"
+            lines.append(f"| `{env_name(name)}` | `{name}` | {_default_text(name)} | {meaning} |")
+    return "\n".join(lines) + "\n"
 
 
 @config_app.command("doc", hidden=True)

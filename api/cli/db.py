@@ -34,9 +34,9 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from access.runtime import operator_name
+from api.settings import Settings
 from audit import AuditLog, EntryDraft, operator_event
 from audit.models import AuditEntry
-from vault.config import VaultSettings
 from vault.context import open_vault
 from vault.db import (
     PoolLimits,
@@ -94,7 +94,7 @@ def _database_error(exc: SQLAlchemyError) -> str:
 
 
 @contextmanager
-def _engine(settings: VaultSettings) -> Iterator[Engine]:
+def _engine(settings: Settings) -> Iterator[Engine]:
     engine = make_engine(settings.resolved_database_url, PoolLimits.of(settings))
     try:
         yield engine
@@ -151,7 +151,7 @@ def db_current(
     the schema is ahead of it by a migration that is not an expand.
     """
     t = _translator(ctx)
-    settings = VaultSettings()
+    settings = Settings()
     try:
         with _engine(settings) as engine:
             state = schema_state(engine)
@@ -260,7 +260,7 @@ def _record_in(
 
 
 @contextmanager
-def _migration_engine(settings: VaultSettings) -> Iterator[tuple[Engine, AuditLog | None, str]]:
+def _migration_engine(settings: Settings) -> Iterator[tuple[Engine, AuditLog | None, str]]:
     """The primary engine, and the audit log when the keyring opens (not on a fresh
     install, where migrations come before `init`); else why there is none."""
     try:
@@ -303,7 +303,7 @@ def db_upgrade(
     apply with psql, and changes nothing.
     """
     t = _translator(ctx)
-    settings = VaultSettings()
+    settings = Settings()
     expand_only = phase is UpgradePhase.EXPAND
     if sql:
         _print_sql(t, settings, to, expand_only)
@@ -412,7 +412,7 @@ def _print_held_back(
     console.print(message, markup=False)
 
 
-def _print_sql(t: Translate, settings: VaultSettings, to: str | None, expand_only: bool) -> None:
+def _print_sql(t: Translate, settings: Settings, to: str | None, expand_only: bool) -> None:
     with _engine(settings) as engine:
         if engine.dialect.name != "postgresql":
             _fail(

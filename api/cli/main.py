@@ -36,6 +36,7 @@ from api.cli.trace import trace
 from api.logging import configure_logging
 from api.oauth.keys import ensure_oauth_keys
 from api.oauth.service import init_demo_credentials
+from api.settings import Settings
 from audit import AuditError, EntryDraft, VerificationFailed, operator_event
 from audit.models import AuditArchive
 from audit.partitions import (
@@ -48,7 +49,7 @@ from audit.partitions import (
 )
 from audit.verify import verify_log
 from vault.backup import BackupError
-from vault.config import SettingsInvalid, VaultSettings
+from vault.config import SettingsInvalid
 from vault.context import keyring_exists
 from vault.crypto import Suite
 from vault.db import SchemaMismatch
@@ -115,8 +116,8 @@ def _main(
     configure_logging(json=log_json)
 
 
-def _settings() -> VaultSettings:
-    return VaultSettings()
+def _settings() -> Settings:
+    return Settings()
 
 
 @contextmanager
@@ -638,7 +639,7 @@ def keys_migrate(
 
 
 @contextmanager
-def _runtime_of(settings: VaultSettings) -> Iterator[Runtime]:
+def _runtime_of(settings: Settings) -> Iterator[Runtime]:
     runtime = open_runtime(settings)
     try:
         yield runtime

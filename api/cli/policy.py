@@ -22,6 +22,7 @@ from rich.console import Console
 
 from access.runtime import open_runtime
 from access.subjects import organisation_subject
+from api.settings import Settings
 from policies import PolicyError, build_bundle, load_bundle
 from policies.bundle import find_opa
 from policies.explain import Explainer
@@ -35,7 +36,6 @@ from policies.review import (
     review_subjects,
 )
 from vault.catalogue import default_catalogue
-from vault.config import VaultSettings
 from vault.models import Organisation
 
 policy_app = typer.Typer(help="访问策略 / Access policy", no_args_is_help=True)
@@ -75,7 +75,7 @@ def _subject(label: str, data: dict[str, Any], lang: str) -> dict[str, Any]:
 def _vault_organisation(organisation: str) -> dict[str, Any] | None:
     """The organisation as the vault records it (type, communities, buildings), if there is
     a vault here and it knows the organisation."""
-    settings = VaultSettings()
+    settings = Settings()
     if not settings.keyring_path.exists():
         return None
     runtime = open_runtime(settings)

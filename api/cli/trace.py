@@ -21,7 +21,7 @@ from access.exports.fingerprints import fingerprint_master, mark_key
 from access.exports.records import all_exports
 from access.exports.trace import LeakUnreadable, read_leak, score_exports, summary
 from access.runtime import open_runtime
-from vault.config import VaultSettings
+from api.settings import Settings
 from vault.pseudonyms import Pseudonyms
 
 out = Console(highlight=False, soft_wrap=True)
@@ -62,7 +62,7 @@ def trace(
         leak = read_leak(data)
     except LeakUnreadable as exc:
         raise _fail(t(f"{leaked_file}：{exc.zh}", f"{leaked_file}: {exc.en}")) from exc
-    runtime = open_runtime(VaultSettings())
+    runtime = open_runtime(Settings())
     try:
         with runtime.vault.sessions() as session:
             records = all_exports(session)

@@ -46,13 +46,14 @@ from api.http.routes.stats import router as stats_router
 from api.logging import configure_logging
 from api.oauth.routes import install_oauth
 from api.pages.install import install_pages
+from api.settings import Settings
 from audit import EntryDraft
 from audit.detection import DetectionRules, Detector
 from audit.models import AuditEntry
 from consent.notices import notice
 from policies import CachedEngine, PolicyEngine, PolicyError, load_bundle
 from policies.explain import Explainer
-from vault.config import VaultSettings
+from policies.settings import PoliciesSettings
 
 log = structlog.get_logger(__name__)
 
@@ -116,7 +117,7 @@ def detector_for(runtime: Runtime) -> Detector:
     return Detector(runtime.audit, rules, sensitive)
 
 
-def expected_revision(settings: VaultSettings) -> str | None:
+def expected_revision(settings: PoliciesSettings) -> str | None:
     """The bundle revision an OPA server must report: VAULT_OPA_EXPECTED_REVISION, the
     shipped bundle's when unset, None (any) for `any`."""
     pinned = (settings.opa_expected_revision or "").strip()
@@ -125,7 +126,7 @@ def expected_revision(settings: VaultSettings) -> str | None:
     return None if pinned.lower() == "any" else pinned
 
 
-def policy_engine(settings: VaultSettings) -> PolicyEngine:
+def policy_engine(settings: PoliciesSettings) -> PolicyEngine:
     """The embedded engine by default; an OPA server (sidecar) when VAULT_OPA_URL is set,
     whose decisions count only under the expected bundle revision."""
     if settings.opa_url:
@@ -258,7 +259,7 @@ def _lifespan(
 
 
 def create_app(
-    settings: VaultSettings | None = None,
+    settings: Settings | None = None,
     *,
     background: bool = True,
     engine: PolicyEngine | None = None,
@@ -266,7 +267,7 @@ def create_app(
 ) -> FastAPI:
     """The service. `tracer_provider` replaces the one made from OTEL_* (tests pass one
     with an in-memory exporter); tracing still needs VAULT_TRACING_ENABLED."""
-    settings = settings or VaultSettings()
+    settings = settings or Settings()
     configure_logging()
     runtime = open_runtime(settings)  # refuses to start without the keyring
     tracing = tracer_for(settings, tracer_provider)

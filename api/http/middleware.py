@@ -19,8 +19,8 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.http.problems import PROBLEM_TYPE
+from api.http.settings import HttpSettings
 from api.http.tls import PresentedCertificate, certificate_from_header, certificate_from_tls
-from vault.config import VaultSettings
 
 log = structlog.get_logger(__name__)
 
@@ -161,7 +161,7 @@ class TransportSecurity:
     and `Cache-Control: no-store` unless the route chose a policy (public metadata does).
     """
 
-    def __init__(self, app: ASGIApp, settings: VaultSettings) -> None:
+    def __init__(self, app: ASGIApp, settings: HttpSettings) -> None:
         self.app = app
         self.proxies = TrustedProxies(settings.forwarded_allow_ips)
         header = (settings.client_cert_header or "").strip().lower()

@@ -55,10 +55,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from access.runtime import Runtime
 from api.http.problems import problem
+from api.http.settings import HttpSettings
 from audit.models import AuditQueue
 from policies import CachedEngine, Decision, PolicyEngine, PolicyError, PolicyUnavailable
 from policies.inputs import decision_input
-from vault.config import VaultSettings
 
 __all__ = [
     "Metrics",
@@ -380,7 +380,7 @@ def _age(now: datetime, then: datetime | None) -> float:
     return max(0.0, (now - then).total_seconds())
 
 
-def install_metrics_route(app: FastAPI, metrics: Metrics, settings: VaultSettings) -> None:
+def install_metrics_route(app: FastAPI, metrics: Metrics, settings: HttpSettings) -> None:
     """GET /metrics, behind a bearer token when VAULT_METRICS_TOKEN is set."""
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
 
@@ -560,7 +560,7 @@ class Tracing:
             self.provider.shutdown()
 
 
-def tracer_for(settings: VaultSettings, provider: TracerProvider | None = None) -> Tracing | None:
+def tracer_for(settings: HttpSettings, provider: TracerProvider | None = None) -> Tracing | None:
     """The service's tracer when VAULT_TRACING_ENABLED; None otherwise.
 
     Without a given provider one is made from the standard variables: OTEL_SERVICE_NAME

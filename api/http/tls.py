@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from vault.config import VaultSettings
+from api.http.settings import HttpSettings
 
 log = structlog.get_logger(__name__)
 
@@ -128,7 +128,7 @@ def _public_der(key: Any) -> bytes:
     return raw
 
 
-def check_tls_files(settings: VaultSettings, now: datetime | None = None) -> None:
+def check_tls_files(settings: HttpSettings, now: datetime | None = None) -> None:
     """Refuse, with one line, TLS settings that cannot work; nothing to check without TLS."""
     cert_file, key_file = settings.tls_cert_file, settings.tls_key_file
     if cert_file is None and key_file is None:
@@ -184,7 +184,7 @@ def check_tls_files(settings: VaultSettings, now: datetime | None = None) -> Non
         )
 
 
-def server_context(settings: VaultSettings) -> ssl.SSLContext | None:
+def server_context(settings: HttpSettings) -> ssl.SSLContext | None:
     """The TLS context to serve with, or None for plain HTTP (behind a proxy, or a demo)."""
     check_tls_files(settings)
     if settings.tls_cert_file is None or settings.tls_key_file is None:
@@ -284,7 +284,7 @@ class ServerTransport:
     uvicorn_kwargs: dict[str, Any]
 
 
-def uvicorn_options(settings: VaultSettings) -> ServerTransport:
+def uvicorn_options(settings: HttpSettings) -> ServerTransport:
     """uvicorn's keyword arguments for TLS and proxies; raises TransportConfigError.
 
     uvicorn's own proxy-header handling is turned off: `TransportSecurity` does it, because
@@ -407,7 +407,7 @@ def pem_thumbprint(path: Path) -> str:
     return thumbprint(certificate.public_bytes(serialization.Encoding.DER))
 
 
-def describe(settings: VaultSettings) -> dict[str, Any]:
+def describe(settings: HttpSettings) -> dict[str, Any]:
     """The transport settings as logged at start-up (paths and modes; no key material)."""
     return {
         "tls": settings.tls_cert_file is not None,

@@ -53,6 +53,7 @@ from api.oauth.server import (
     VaultAuthorizationServer,
 )
 from api.oauth.tokens import TokenVerifier, install_auth_handlers
+from api.settings import settings_of
 from vault.interfaces import Keyring
 
 log = structlog.get_logger(__name__)
@@ -553,12 +554,13 @@ def install_oauth(
     Routes protected with `require_scopes` find the verifier in `app.state.token_verifier`.
     """
     settings = settings or OAuthSettings()
-    if "issuer" not in settings.model_fields_set and runtime.settings.tls_cert_file is not None:
+    transport = settings_of(runtime)
+    if "issuer" not in settings.model_fields_set and transport.tls_cert_file is not None:
         # The default issuer follows the scheme this service is reached by.
         https = settings.issuer.replace("http://", "https://", 1)
         settings = settings.model_copy(update={"issuer": https})
     verifier = TokenVerifier(runtime.vault.sessions, settings)
-    server = VaultAuthorizationServer(runtime, settings, verifier)
+    server = VaultAuthorizationServer(runtime, settings, verifier, transport)
     ensure_oauth_keys(runtime)
     limiter = LoginLimiter(
         settings.login_max_failures,
@@ -570,5 +572,5 @@ def install_oauth(
     app.state.login_limiter = limiter
     app.include_router(OAuthRoutes(server, limiter).router())
     install_auth_handlers(app)
-    app.add_middleware(TransportSecurity, settings=runtime.settings)
+    app.add_middleware(TransportSecurity, settings=transport)
     return server

@@ -70,6 +70,7 @@ from starlette.datastructures import ImmutableMultiDict
 from starlette.responses import Response
 
 from access.runtime import Runtime
+from api.http.settings import HttpSettings
 from api.http.tls import PresentedCertificate
 from api.oauth.config import OAuthSettings
 from api.oauth.keys import TokenSigner
@@ -770,10 +771,17 @@ AuthorizationStep = AuthorizationPrompt | AuthorizationRefused | LoginFailed | R
 
 
 class VaultAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
-    def __init__(self, runtime: Runtime, settings: OAuthSettings, verifier: TokenVerifier) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: OAuthSettings,
+        verifier: TokenVerifier,
+        transport: HttpSettings,
+    ) -> None:
         super().__init__(scopes_supported=[s.value for s in Scope])
         self.runtime = runtime
         self.settings = settings
+        self.transport = transport
         self.verifier = verifier
         self.signer = TokenSigner(runtime.vault.keyring)
         self.register_token_generator("default", AccessTokenGenerator(self))
@@ -1040,7 +1048,7 @@ class VaultAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     @property
     def mutual_tls(self) -> bool:
         """Can a client certificate reach us: asked for by our TLS, or forwarded by a proxy?"""
-        transport = self.runtime.settings
+        transport = self.transport
         return transport.tls_client_auth != "none" or bool(transport.client_cert_header)
 
     def metadata(self) -> dict[str, Any]:

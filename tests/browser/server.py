@@ -18,8 +18,8 @@ from access.runtime import Runtime, init_runtime
 from api.http.app import create_app
 from api.oauth.scopes import PEOPLE_SCOPES, Scope
 from api.oauth.service import create_demo_accounts, register_client
+from api.settings import Settings
 from tests.demo_server import free_port, serving
-from vault.config import VaultSettings
 from vault.demo import populate
 
 AREAS = ("portal", "desk", "console")
@@ -27,8 +27,8 @@ AREAS = ("portal", "desk", "console")
 
 def prepare(
     home: Path, database_url: str, origin: str, residents: int = 60
-) -> tuple[VaultSettings, dict[str, Any]]:
-    settings = VaultSettings(home=home, database_url=database_url, checkpoint_interval_seconds=0.3)
+) -> tuple[Settings, dict[str, Any]]:
+    settings = Settings(home=home, database_url=database_url, checkpoint_interval_seconds=0.3)
     runtime = init_runtime(settings)
     try:
         with runtime.transaction() as session:
