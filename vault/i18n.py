@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import gettext
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -31,6 +31,7 @@ __all__ = [
     "HTML_LANG",
     "LANGS",
     "Message",
+    "gettext_for",
     "known",
     "negotiate",
     "text",
@@ -65,6 +66,17 @@ def text(message_id: str, lang: str = DEFAULT_LANG, /, **values: Any) -> str:
     if found == message_id and lang != DEFAULT_LANG:
         found = translations(DEFAULT_LANG).gettext(message_id)
     return found.format(**values) if values else found
+
+
+def gettext_for(lang: str) -> Callable[..., str]:
+    """`gettext(id, **values)` in `lang`: what a Jinja2 template with the i18n extension
+    calls as `_('portal.download.csv')` or `_('console.total', n=3)`. Values fill the
+    catalogue's `{name}` placeholders with `str.format`, as `text` does."""
+
+    def translated(message_id: str, /, **values: Any) -> str:
+        return text(message_id, lang, **values)
+
+    return translated
 
 
 def negotiate(

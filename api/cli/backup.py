@@ -41,6 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from access.runtime import Runtime, open_runtime, operator_name
+from api.cli.lang import say
 from api.models import metadata
 from api.settings import Settings
 from audit import AuditLog, EntryDraft, VerificationFailed, operator_event
@@ -87,14 +88,6 @@ EXIT_UNREADABLE = 2
 
 class RestoreFailed(VaultError):
     """One line saying what failed; exit code 1."""
-
-
-def _english() -> bool:
-    return os.environ.get("VAULT_LANG", "zh").startswith("en")
-
-
-def t(zh: str, en: str) -> str:
-    return en if _english() else zh
 
 
 def backed_up_tables() -> list[Table]:
@@ -228,18 +221,11 @@ def backup(
     if ctx.invoked_subcommand is not None:
         return
     if output is None:
-        raise BackupError(t("请用 -o 指定备份文件", "give the backup file with -o FILE"))
+        raise BackupError(say("cli.backup.no-output"))
     settings = Settings()
     key_path = recipient or settings.backup_key_file
     if key_path is None:
-        raise BackupError(
-            t(
-                "没有备份公钥：先运行 resident-vault backup keygen -o 目录，"
-                "再设置 VAULT_BACKUP_KEY_FILE",
-                "no backup key: run `resident-vault backup keygen -o DIR` and set "
-                "VAULT_BACKUP_KEY_FILE to its public key",
-            )
-        )
+        raise BackupError(say("cli.backup.no-key"))
     runtime = open_runtime(settings)
     try:
         summary = create_backup(runtime, output, key_path)
@@ -247,22 +233,19 @@ def backup(
         runtime.close()
     manifest = summary.manifest
     out.print(
-        t(
-            f"已写入 {output}：{len(manifest['tables'])} 张表，{summary.rows} 行，"
-            f"{summary.bytes_written} 字节，审计日志 {manifest['audit']['tree_size']} 条",
-            f"written {output}: {len(manifest['tables'])} tables, {summary.rows} rows, "
-            f"{summary.bytes_written} bytes, audit log of {manifest['audit']['tree_size']} "
-            "entries",
+        say(
+            "cli.backup.written",
+            output=output,
+            tables=len(manifest["tables"]),
+            rows=summary.rows,
+            bytes_written=summary.bytes_written,
+            tree_size=manifest["audit"]["tree_size"],
         ),
         markup=False,
     )
     out.print(f"sha256 {summary.sha256}", markup=False)
     out.print(
-        t(
-            f"密钥环不在备份中：恢复需要托管的密钥环（主密钥 {', '.join(manifest['keks'])}）",
-            "the keyring is NOT in the backup: a restore needs the escrowed keyring "
-            f"(key-encryption keys {', '.join(manifest['keks'])})",
-        ),
+        say("cli.backup.keyring-not-included", keks=", ".join(manifest["keks"])),
         markup=False,
     )
 
@@ -274,13 +257,11 @@ def backup_keygen(
     """生成备份密钥对 / Make the X25519 key pair backups are encrypted to."""
     pair = generate_key_pair(output)
     out.print(
-        t(
-            f"公钥 {pair.public_path}（放在备份主机上：VAULT_BACKUP_KEY_FILE）\n"
-            f"私钥 {pair.private_path}（权限 0600；离线保管，恢复时用 --identity）\n"
-            f"指纹 {pair.fingerprint}",
-            f"public key {pair.public_path} (for the backup host: VAULT_BACKUP_KEY_FILE)\n"
-            f"private key {pair.private_path} (mode 0600; keep it offline, give it to "
-            f"restore as --identity)\nfingerprint {pair.fingerprint}",
+        say(
+            "cli.backup.keygen.written",
+            public_path=pair.public_path,
+            private_path=pair.private_path,
+            fingerprint=pair.fingerprint,
         ),
         markup=False,
     )
@@ -418,11 +399,7 @@ def tombstones_export(
     finally:
         runtime.close()
     out.print(
-        t(
-            f"已导出 {count} 条删除记录到 {output}（每条附签名检查点的包含证明；请异地保存）",
-            f"exported {count} tombstones to {output} (each with an inclusion proof to a "
-            "signed checkpoint; keep it off-site with the backups)",
-        ),
+        say("cli.audit.tombstones.export.exported", count=count, output=output),
         markup=False,
     )
 
@@ -566,13 +543,7 @@ def _load_rows(
         # No row stays. The schema does, empty, so a second attempt (into it or after
         # dropping it) starts from the same place.
         cause = type(getattr(exc, "orig", None) or exc).__name__
-        raise RestoreFailed(
-            t(
-                f"备份中的行无法载入目标数据库（{cause}）：未保留任何行，目标只剩空的表结构",
-                f"the backup's rows did not load into the target ({cause}): no row was "
-                "kept, the target holds the empty schema",
-            )
-        ) from None
+        raise RestoreFailed(say("cli.restore.rows-not-loaded", cause=cause)) from None
 
 
 def _audit_partitions_for(connection: Connection, first_recorded_at: str | None) -> int:
@@ -618,13 +589,7 @@ def _authenticated_manifest(
         raise RestoreFailed(f"cannot read {archive} ({type(exc).__name__})") from None
     revision = str(manifest["alembic_revision"])
     if revision not in migration_phases():
-        raise RestoreFailed(
-            t(
-                f"备份的数据库结构版本 {revision} 比本程序新：请用备份时的版本或更新版本恢复",
-                f"the backup's schema {revision} is newer than this resident-vault knows: "
-                "restore with the version that made it, or a newer one",
-            )
-        )
+        raise RestoreFailed(say("cli.restore.schema-newer", revision=revision))
     recorded = manifest["audit"]
     if recorded["origin"] != audit.origin:
         raise RestoreFailed(
@@ -777,50 +742,37 @@ def restore(
 ) -> None:
     """恢复备份到空数据库并验证 / Restore a backup into an empty database and prove it."""
     if not yes:
-        raise RestoreFailed(
-            t(
-                "恢复会写入目标数据库；确认请加 --yes",
-                "restore writes the target database; add --yes",
-            )
-        )
+        raise RestoreFailed(say("cli.restore.needs-yes"))
     report = restore_backup(Settings(), archive, identity, tombstones, actor=actor)
     manifest = report.manifest
     lines = [
-        t(
-            f"已恢复 {report.rows} 行（{len(manifest['tables'])} 张表，备份于 "
-            f"{manifest['created_at']}，结构版本 {manifest['alembic_revision']}）；行数与哈希一致",
-            f"restored {report.rows} rows ({len(manifest['tables'])} tables, backed up at "
-            f"{manifest['created_at']}, schema {manifest['alembic_revision']}); counts and "
-            "hashes match",
+        say(
+            "cli.restore.rows",
+            rows=report.rows,
+            tables=len(manifest["tables"]),
+            created_at=manifest["created_at"],
+            alembic_revision=manifest["alembic_revision"],
         ),
-        t(
-            f"审计日志完好：{report.audit_entries} 条，与备份中的检查点"
-            f"（{manifest['audit']['checkpoint_size']} 条）一致",
-            f"audit log intact: {report.audit_entries} entries, consistent with the backup's "
-            f"checkpoint of {manifest['audit']['checkpoint_size']}",
+        say(
+            "cli.restore.audit",
+            audit_entries=report.audit_entries,
+            checkpoint_size=manifest["audit"]["checkpoint_size"],
         ),
-        t(
-            f"重放删除记录 {report.tombstones_replayed} 条"
-            f"（{report.tombstones_not_in_backup} 位不在备份中）",
-            f"replayed {report.tombstones_replayed} erasure tombstones "
-            f"({report.tombstones_not_in_backup} for residents not in the backup)",
+        say(
+            "cli.restore.tombstones",
+            tombstones_replayed=report.tombstones_replayed,
+            tombstones_not_in_backup=report.tombstones_not_in_backup,
         ),
-        t(
-            f"抽查 {report.sampled} 位居民：均可解密，盲索引可查到",
-            f"sampled {report.sampled} residents: all decrypt and their blind indexes find them",
-        ),
+        say("cli.restore.sample", sampled=report.sampled),
     ]
     for line in lines:
         out.print(line, markup=False)
     if report.missing_keks:
         err.print(
-            t(
-                f"resident-vault: {report.unreadable_residents} 位居民无法读取：其主密钥 "
-                f"{', '.join(report.missing_keks)} 已不在密钥环中（超过保留期后已销毁，"
-                "按设计不可恢复）",
-                f"resident-vault: {report.unreadable_residents} residents are unreadable: "
-                f"their key-encryption keys {', '.join(report.missing_keks)} are no longer in "
-                "the keyring (destroyed after the retention period; unreadable by design)",
+            say(
+                "cli.restore.unreadable",
+                residents=report.unreadable_residents,
+                keks=", ".join(report.missing_keks),
             ),
             markup=False,
         )

@@ -8,7 +8,6 @@ and never shown again.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from access.runtime import Runtime, open_runtime, operator_name
+from api.cli.lang import current, say
 from api.http.tls import pem_thumbprint
 from api.oauth.config import OAuthSettings
 from api.oauth.keys import published_keys
@@ -51,27 +51,17 @@ def _open_runtime() -> Runtime:
 runtime_factory: Callable[[], Runtime] = _open_runtime
 
 
-def _lang(ctx: typer.Context) -> str:
-    root = ctx.find_root()
-    value = root.params.get("lang") if root.params else None
-    return str(value or os.environ.get("VAULT_LANG", "zh"))
-
-
-def _t(ctx: typer.Context, zh: str, en: str) -> str:
-    return en if _lang(ctx).startswith("en") else zh
-
-
 def _fail(message: str) -> typer.Exit:
     err.print(message)
     return typer.Exit(code=1)
 
 
 @contextmanager
-def _runtime(ctx: typer.Context) -> Iterator[Runtime]:
+def _runtime() -> Iterator[Runtime]:
     try:
         runtime = runtime_factory()
     except VaultError as exc:
-        raise _fail(_t(ctx, f"无法打开保险库：{exc}", f"cannot open the vault: {exc}")) from None
+        raise _fail(say("cli.clients.cannot-open", exc=exc)) from None
     try:
         yield runtime
     finally:
@@ -80,7 +70,6 @@ def _runtime(ctx: typer.Context) -> Iterator[Runtime]:
 
 @clients_app.command("add")
 def add(
-    ctx: typer.Context,
     *,
     scopes: Annotated[
         list[str], typer.Option("--scopes", help="e.g. 'residents:read stats:read' (repeatable)")
@@ -141,9 +130,9 @@ def add(
     try:
         thumbprints = tuple(pem_thumbprint(path) for path in self_signed_cert or [])
     except ValueError:
-        raise _fail(_t(ctx, "证书文件不是 PEM 格式", "a certificate file is not PEM")) from None
+        raise _fail(say("cli.clients.add.not-pem")) from None
     mutual_tls = MutualTls(tls_client_auth, tls_client_auth_san, thumbprints, cert_bound)
-    with _runtime(ctx) as runtime:
+    with _runtime() as runtime:
         try:
             with runtime.transaction() as session:
                 client_id, secret = register_client(
@@ -160,7 +149,7 @@ def add(
                     mutual_tls=mutual_tls,
                 )
         except RegistrationError as exc:
-            raise _fail(exc.message(_lang(ctx))) from None
+            raise _fail(exc.message(current())) from None
     out.print(f"client_id: {client_id}")
     if mutual_tls.auth_method is not None:
         out.print(f"token_endpoint_auth_method: {mutual_tls.auth_method}")
@@ -168,23 +157,16 @@ def add(
         out.print("tls_client_certificate_bound_access_tokens: true")
     if secret is not None:
         out.print(f"client_secret: {secret}")
-        err.print(
-            _t(
-                ctx,
-                "请立即妥善保存密钥：它不会再次显示，保险库只存其哈希值。",
-                "Store the secret now: it is not shown again; the vault keeps only its hash.",
-            )
-        )
+        err.print(say("cli.clients.add.store-secret"))
 
 
 @clients_app.command("list")
 def list_command(
-    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False,
     active: Annotated[bool, typer.Option("--active", help="leave out revoked clients")] = False,
 ) -> None:
     """列出客户端（不含密钥）/ List clients (never their secrets)."""
-    with _runtime(ctx) as runtime, runtime.vault.sessions() as session:
+    with _runtime() as runtime, runtime.vault.sessions() as session:
         clients = list_clients(session, include_revoked=not active)
     if as_json:
         for c in clients:
@@ -209,20 +191,24 @@ def list_command(
             )
         return
     table = Table(
-        _t(ctx, "客户端", "client"),
-        _t(ctx, "类型", "kind"),
-        _t(ctx, "机构", "organisation"),
-        _t(ctx, "权限范围", "scopes"),
-        _t(ctx, "用途", "purposes"),
-        _t(ctx, "状态", "status"),
+        say("cli.clients.list.column.client"),
+        say("cli.clients.list.column.kind"),
+        say("cli.clients.list.column.organisation"),
+        say("cli.clients.list.column.scopes"),
+        say("cli.clients.list.column.purposes"),
+        say("cli.clients.list.column.status"),
     )
     for c in clients:
         status = (
-            _t(ctx, f"已吊销 {c.revoked_at:%Y-%m-%d}", f"revoked {c.revoked_at:%Y-%m-%d}")
+            say("cli.clients.list.revoked", revoked_at=c.revoked_at)
             if c.revoked_at
-            else _t(ctx, "有效", "active")
+            else say("cli.clients.list.active")
         )
-        kind = _t(ctx, "公开", "public") if c.kind == "public" else _t(ctx, "机密", "confidential")
+        kind = (
+            say("cli.clients.list.public")
+            if c.kind == "public"
+            else say("cli.clients.list.confidential")
+        )
         table.add_row(
             c.client_id,
             kind,
@@ -236,38 +222,34 @@ def list_command(
 
 @clients_app.command("revoke")
 def revoke(
-    ctx: typer.Context,
     client_id: Annotated[str, typer.Argument()],
     reason: Annotated[str | None, typer.Option(help="kept in the audit log")] = None,
     actor: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """吊销客户端：其令牌在下一次请求时失效 / Revoke a client: its tokens fail on next use."""
-    with _runtime(ctx) as runtime:
+    with _runtime() as runtime:
         try:
             with runtime.transaction() as session:
                 changed = revoke_client(
                     session, runtime.audit, client_id, reason=reason, actor=operator_name(actor)
                 )
         except UnknownClient:
-            raise _fail(
-                _t(ctx, f"没有这个客户端：{client_id}", f"no such client: {client_id}")
-            ) from None
+            raise _fail(say("cli.clients.revoke.no-such", client_id=client_id)) from None
     if changed:
-        out.print(_t(ctx, f"已吊销 {client_id}", f"revoked {client_id}"))
+        out.print(say("cli.clients.revoke.revoked", client_id=client_id))
     else:
-        out.print(_t(ctx, f"{client_id} 此前已吊销", f"{client_id} was already revoked"))
+        out.print(say("cli.clients.revoke.already", client_id=client_id))
 
 
 @token_keys_app.command("rotate")
 def rotate(
-    ctx: typer.Context,
     actor: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """启用新的令牌签名密钥；旧密钥在其令牌过期前仍公布 / Activate a new token signing key."""
     settings = OAuthSettings()
     # A token signed just before the rotation is accepted until its expiry plus the leeway.
     lifetime = settings.access_token_seconds + settings.clock_leeway_seconds
-    with _runtime(ctx) as runtime, runtime.transaction() as session:
+    with _runtime() as runtime, runtime.transaction() as session:
         kid = rotate_token_key(
             session,
             runtime.audit,
@@ -275,23 +257,21 @@ def rotate(
             max_token_lifetime_seconds=lifetime,
             actor=operator_name(actor),
         )
-    out.print(_t(ctx, f"新的签名密钥：{kid}", f"new signing key: {kid}"))
+    out.print(say("cli.keys.tokens.rotate.new-key", kid=kid))
     if runtime.settings.keyring == "local":
-        err.print(
-            _t(
-                ctx,
-                "使用本地密钥文件时，请重启正在运行的服务，使其载入新密钥。",
-                "With the local keyring, restart a running service so it loads the new key.",
-            )
-        )
+        err.print(say("cli.keys.tokens.rotate.restart-hint"))
 
 
 @token_keys_app.command("list")
-def list_keys(ctx: typer.Context) -> None:
+def list_keys() -> None:
     """列出公布中的令牌签名密钥 / List the published token signing keys."""
-    with _runtime(ctx) as runtime, runtime.vault.sessions() as session:
+    with _runtime() as runtime, runtime.vault.sessions() as session:
         keys = published_keys(session)
-    table = Table("kid", _t(ctx, "创建", "created"), _t(ctx, "停用", "retired"))
+    table = Table(
+        "kid",
+        say("cli.keys.tokens.list.column.created"),
+        say("cli.keys.tokens.list.column.retired"),
+    )
     for key in keys:
         retired = key.retired_at.isoformat(timespec="seconds") if key.retired_at else "-"
         table.add_row(key.kid, key.created_at.isoformat(timespec="seconds"), retired)

@@ -31,6 +31,7 @@ from api.cli.backup import RestoreFailed, backup_app, restore, tombstones_app
 from api.cli.clients import clients_app, token_keys_app
 from api.cli.config import config_app
 from api.cli.db import db_app
+from api.cli.lang import choose, current, either, say
 from api.cli.policy import policy_app
 from api.cli.trace import trace
 from api.logging import configure_logging
@@ -91,12 +92,6 @@ keys_app.add_typer(token_keys_app, name="tokens")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-_lang = {"value": os.environ.get("VAULT_LANG", "zh")}
-
-
-def t(zh: str, en: str) -> str:
-    """The message in the chosen language (Simplified Chinese unless told otherwise)."""
-    return en if _lang["value"].startswith("en") else zh
 
 
 class CliError(Exception):
@@ -109,10 +104,10 @@ class CliError(Exception):
 
 @app.callback()
 def _main(
-    lang: Annotated[str, typer.Option(help="zh | en", envvar="VAULT_LANG")] = "zh",
+    lang: Annotated[str | None, typer.Option(help="zh | en", envvar="VAULT_LANG")] = None,
     log_json: Annotated[bool, typer.Option("--log-json/--log-console")] = True,
 ) -> None:
-    _lang["value"] = lang
+    choose(lang)
     configure_logging(json=log_json)
 
 
@@ -148,25 +143,15 @@ def _initialise(demo: bool, residents: int, suite: Suite) -> None:
 
     settings = _settings().model_copy(update={"crypto_suite": suite})
     if keyring_exists(settings):
-        raise CliError(
-            t(
-                f"{settings.home} 已初始化；不会覆盖已有密钥",
-                f"{settings.home} is already initialised; keys are never overwritten",
-            )
-        )
+        raise CliError(say("cli.init.already-initialised", home=settings.home))
     runtime = init_runtime(settings)
     try:
         ensure_oauth_keys(runtime)
-        out.print(
-            t(
-                f"已创建数据目录 {settings.home}（密钥、数据库）",
-                f"created data directory {settings.home} (keys, database)",
-            )
-        )
+        out.print(say("cli.init.created", home=settings.home))
         details: dict[str, Any] = {"suite": suite.value, "demo": demo}
         if demo:
             with _progress() as bar, runtime.vault.sessions() as session:
-                task = bar.add_task(t("生成演示居民", "generating demo residents"), total=residents)
+                task = bar.add_task(say("cli.init.progress"), total=residents)
 
                 def commit_batch() -> None:
                     session.commit()
@@ -185,21 +170,16 @@ def _initialise(demo: bool, residents: int, suite: Suite) -> None:
             credentials = init_demo_credentials(runtime)
             _print_demo_accounts(json.loads(credentials.read_text(encoding="utf-8")))
             # Printed once; the file (mode 0600) is the only other copy.
+            out.print(say("cli.init.secrets-written", credentials=credentials))
             out.print(
-                t(
-                    f"演示账号与密钥已写入 {credentials}（仅本机可读，请妥善保管）",
-                    f"demo accounts and secrets written to {credentials} (mode 0600)",
-                )
-            )
-            out.print(
-                t(
-                    f"演示数据：{summary.communities} 个社区，{summary.grids} 个网格，"
-                    f"{summary.buildings} 栋楼，{summary.organisations} 个机构，"
-                    f"{summary.households} 户，{summary.residents} 位居民（均为虚构）",
-                    f"demo data: {summary.communities} communities, {summary.grids} grids, "
-                    f"{summary.buildings} buildings, {summary.organisations} organisations, "
-                    f"{summary.households} households, {summary.residents} residents "
-                    "(all fictional)",
+                say(
+                    "cli.init.demo-summary",
+                    communities=summary.communities,
+                    grids=summary.grids,
+                    buildings=summary.buildings,
+                    organisations=summary.organisations,
+                    households=summary.households,
+                    residents=summary.residents,
                 )
             )
         with runtime.transaction() as session:
@@ -211,21 +191,16 @@ def _initialise(demo: bool, residents: int, suite: Suite) -> None:
 
 def _print_demo_accounts(data: dict[str, Any]) -> None:
     people = Table(
-        t("角色", "role"),
-        t("用户名", "username"),
-        t("密码", "password"),
-        title=t("演示登录账号（只显示这一次）", "demo logins (shown this once)"),
+        say("cli.init.column.role"),
+        say("cli.init.column.username"),
+        say("cli.init.column.password"),
+        title=say("cli.init.logins-title"),
     )
     for user in data.get("users", []):
         people.add_row(user["role"], user["username"], user["password"])
     out.print(people)
     # Secrets are long: one line each, never cut to the terminal's width.
-    out.print(
-        t(
-            "演示机构系统客户端（client_id client_secret 机构）：",
-            "demo organisation clients (client_id client_secret organisation):",
-        )
-    )
+    out.print(say("cli.init.clients-heading"))
     for client in data.get("clients", []):
         out.print(f"  {client['client_id']} {client['client_secret']} {client['organisation']}")
 
@@ -257,21 +232,14 @@ def serve(
     try:
         transport = uvicorn_options(_settings())
     except TransportConfigError as exc:
-        raise CliError(exc.message(_lang["value"])) from None
+        raise CliError(exc.message(current())) from None
     scheme = transport.scheme
     # Tokens name the server that issued them; default the issuer to where this one listens.
     os.environ.setdefault("VAULT_OAUTH_ISSUER", f"{scheme}://{host}:{port}")
     if demo and not keyring_exists(_settings()):  # a key file, or a keyring in the HSM
         _initialise(True, residents, _settings().crypto_suite)
     application = create_app(_settings())
-    out.print(
-        t(
-            f"服务地址 {scheme}://{host}:{port}/ （字段目录 /v1/fields，"
-            "审计检查点 /v1/audit/checkpoint）",
-            f"serving on {scheme}://{host}:{port}/ (field catalogue at /v1/fields, audit "
-            "checkpoint at /v1/audit/checkpoint)",
-        )
-    )
+    out.print(say("cli.serve.serving", scheme=scheme, host=host, port=port))
     # Uvicorn re-raises SIGTERM once it has stopped gracefully; a clean stop exits 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
@@ -318,7 +286,7 @@ def import_command(
     who = operator_name(actor)
     provenance = Provenance(actor=who, channel="import")
     with _runtime() as rt, _progress() as bar, rt.transaction() as session:
-        task = bar.add_task(t("校验", "validating"), total=None)
+        task = bar.add_task(say("cli.import.progress"), total=None)
         report = import_csv(
             session, rt.vault.store, file, provenance, dry_run=dry_run,
             progress=lambda n: bar.advance(task, n),
@@ -342,31 +310,20 @@ def import_command(
             session.rollback()
     for error in report.errors:
         err.print(
-            t(
-                f"第 {error.line} 行 {error.column}：{error.message_zh}",
-                f"line {error.line} {error.column}: {error.message_en}",
+            say(
+                "cli.import.row-error",
+                line=error.line,
+                column=error.column,
+                problem=either(error.message_zh, error.message_en),
             )
         )
     if not report.ok:
-        raise CliError(
-            t(
-                f"{len(report.errors)} 处错误，共 {report.rows} 行；未导入任何数据",
-                f"{len(report.errors)} errors in {report.rows} rows; nothing imported",
-            )
-        )
+        raise CliError(say("cli.import.failed", errors=len(report.errors), rows=report.rows))
     if dry_run:
-        out.print(
-            t(
-                f"校验通过：{report.rows} 行（试运行，未写入）",
-                f"all {report.rows} rows valid (dry run, nothing written)",
-            )
-        )
+        out.print(say("cli.import.dry-run-ok", rows=report.rows))
     else:
         out.print(
-            t(
-                f"已导入 {report.imported} 位居民，{report.households} 户",
-                f"imported {report.imported} residents in {report.households} households",
-            )
+            say("cli.import.imported", imported=report.imported, households=report.households)
         )
 
 
@@ -379,7 +336,7 @@ def export(
 ) -> None:
     """导出居民本人的完整记录（可携带权）/ Export a resident's own record (portability)."""
     if fmt not in ("json", "csv"):
-        raise CliError(t("格式须为 json 或 csv", "format must be json or csv"))
+        raise CliError(say("cli.export.bad-format"))
     with _runtime() as rt, rt.transaction() as session:
         record = rt.vault.store.read(session, resident_id)
         provenance = rt.vault.store.provenance(session, resident_id)
@@ -425,7 +382,7 @@ def export(
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        err.print(t(f"已写入 {output}", f"written to {output}"))
+        err.print(say("cli.export.written", output=output))
 
 
 @app.command()
@@ -442,9 +399,7 @@ def lookup(
         if v is not None
     ]
     if len(given) != 1:
-        raise CliError(
-            t("请只给出 --id-number 或 --phone 之一", "give exactly one of --id-number or --phone")
-        )
+        raise CliError(say("cli.lookup.one-identifier"))
     value, validator = given[0]
     with _runtime() as rt, rt.transaction() as session:
         catalogue = rt.vault.store.catalogue
@@ -456,7 +411,7 @@ def lookup(
             drafts = [_event("search.no_match", who, {"by": field}, purpose=purpose)]
         rt.audit.record(session, drafts)
     if not ids:
-        raise CliError(t("未找到", "not found"), code=3)
+        raise CliError(say("cli.lookup.not-found"), code=3)
     for resident_id in ids:
         out.print(resident_id)
 
@@ -470,19 +425,14 @@ def erase(
 ) -> None:
     """删除居民数据（销毁其数据密钥，不可恢复）/ Erase a resident by destroying their data key."""
     if not yes:
-        raise CliError(t("删除不可恢复；确认请加 --yes", "erasure cannot be undone; add --yes"))
+        raise CliError(say("cli.erase.needs-yes"))
     who = operator_name(actor)
     with _runtime() as rt, rt.transaction() as session:
         rt.vault.store.erase(session, resident_id, who, reason)
         rt.audit.record(
             session, [_event("resident.erased", who, {"reason": reason}, resident_id=resident_id)]
         )
-    out.print(
-        t(
-            f"已删除 {resident_id}：数据密钥已销毁，留有删除记录",
-            f"erased {resident_id}: data key destroyed, tombstone kept",
-        )
-    )
+    out.print(say("cli.erase.erased", resident_id=resident_id))
 
 
 @app.command()
@@ -501,15 +451,18 @@ def quality(actor: Annotated[str | None, typer.Option()] = None) -> None:
             + [_event("quality.checked", who, {"findings": len(issues)}, purpose="data-quality")],
         )  # fmt: skip
     if not issues:
-        out.print(t("未发现问题", "no problems found"))
+        out.print(say("cli.quality.none-found"))
         return
     table = Table(
-        t("居民编号", "resident"), t("字段", "field"), t("问题", "problem"), t("说明", "detail")
+        say("cli.quality.column.resident"),
+        say("cli.quality.column.field"),
+        say("cli.quality.column.problem"),
+        say("cli.quality.column.detail"),
     )
     for issue in issues:
-        table.add_row(issue.resident_id, issue.field, issue.code, issue.message(_lang["value"]))
+        table.add_row(issue.resident_id, issue.field, issue.code, issue.message(current()))
     out.print(table)
-    out.print(t(f"共 {len(issues)} 处", f"{len(issues)} findings"))
+    out.print(say("cli.quality.total", issues=len(issues)))
 
 
 @app.command()
@@ -517,17 +470,21 @@ def fields() -> None:
     """字段目录 / The field catalogue."""
     from vault.catalogue import default_catalogue  # noqa: PLC0415
 
-    lang = _lang["value"]
+    lang = current()
     table = Table(
-        t("字段", "field"), t("名称", "label"), t("类别", "category"),
-        t("敏感", "sensitive"), t("级别", "grade"), t("可检索", "searchable"),
-    )  # fmt: skip
+        say("cli.fields.column.field"),
+        say("cli.fields.column.label"),
+        say("cli.fields.column.category"),
+        say("cli.fields.column.sensitive"),
+        say("cli.fields.column.grade"),
+        say("cli.fields.column.searchable"),
+    )
     catalogue = default_catalogue()
     for spec in catalogue:
         table.add_row(
             spec.name, spec.label.text(lang), catalogue.categories[spec.category].text(lang),
-            t("是", "yes") if spec.sensitive else "", spec.grade,
-            t("是", "yes") if spec.searchable else "",
+            say("cli.fields.yes") if spec.sensitive else "", spec.grade,
+            say("cli.fields.yes") if spec.searchable else "",
         )  # fmt: skip
     out.print(table)
 
@@ -550,7 +507,7 @@ def keys_rotate(
     who = operator_name(actor)
     with _runtime() as rt, _progress() as bar:
         vault = rt.vault
-        task = bar.add_task(t("重新封装数据密钥", "rewrapping data keys"), total=None)
+        task = bar.add_task(say("cli.keys.rotate.progress-rewrap"), total=None)
         report = rotate_kek(
             vault.sessions, vault.store, batch_size=batch_size,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
@@ -558,32 +515,21 @@ def keys_rotate(
         events = [_event("keys.kek_rotated", who, {"kek": report.target,
                          "rewrapped": report.processed, "resumed": report.resumed})]  # fmt: skip
         out.print(
-            t(
-                f"主密钥已轮换为 {report.target}，重新封装 {report.processed} 个数据密钥"
-                + ("（续跑）" if report.resumed else ""),
-                f"key-encryption key is now {report.target}; rewrapped {report.processed}"
-                " data keys" + (" (resumed)" if report.resumed else ""),
-            )
+            say("cli.keys.rotate.kek-done", target=report.target, processed=report.processed)
+            + (say("cli.keys.rotate.resumed") if report.resumed else "")
         )
         if data_keys:
-            task = bar.add_task(t("更换数据密钥", "re-sealing fields"), total=None)
+            task = bar.add_task(say("cli.keys.rotate.progress-reseal"), total=None)
             dk = rotate_data_keys(
                 vault.sessions, vault.store, batch_size=max(1, batch_size // 2),
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )  # fmt: skip
             events.append(_event("keys.data_keys_rotated", who, {"residents": dk.processed}))
-            out.print(
-                t(
-                    f"已为 {dk.processed} 位居民更换数据密钥",
-                    f"new data keys for {dk.processed} residents",
-                )
-            )
+            out.print(say("cli.keys.rotate.data-keys-done", processed=dk.processed))
         if destroy_retired:
             destroyed = destroy_retired_keks(vault.sessions, vault.store)
             events.append(_event("keys.kek_destroyed", who, {"keks": destroyed}))
-            out.print(
-                t(f"已销毁 {len(destroyed)} 个旧主密钥", f"destroyed {len(destroyed)} old KEKs")
-            )
+            out.print(say("cli.keys.rotate.keks-destroyed", destroyed=len(destroyed)))
         with rt.transaction() as session:
             rt.audit.record(session, events)
 
@@ -593,7 +539,7 @@ def keys_list() -> None:
     """列出主密钥 / List key-encryption keys (ids and dates, never key material)."""
     with _runtime() as rt:
         for info in rt.vault.keyring.keks():
-            mark = t("（当前）", " (active)") if info.active else ""
+            mark = say("cli.keys.list.active") if info.active else ""
             out.print(f"{info.kek_id}  {info.suite.value}  {info.created_at.isoformat()}{mark}")
 
 
@@ -610,7 +556,7 @@ def keys_migrate(
     from vault.keyring import LocalKeyring  # noqa: PLC0415
 
     if to != "pkcs11":
-        raise CliError(t(f"不能迁移到 {to}（仅 pkcs11）", f"cannot migrate to {to} (pkcs11 only)"))
+        raise CliError(say("cli.keys.migrate.bad-target", to=to))
     settings = _settings().model_copy(update={"keyring": "local"})
     if settings.keyring_path.exists():
         with _runtime_of(settings) as rt:
@@ -622,12 +568,12 @@ def keys_migrate(
                 rt.audit.record(session, [_event("keys.migrated", operator_name(actor), details)])
     elif not migration.token_holds_migrated_keyring(settings):
         path = settings.keyring_path
-        raise CliError(t(f"找不到本地密钥 {path}", f"no keyring at {path}"))
+        raise CliError(say("cli.keys.migrate.no-keyring", path=path))
     kept = migration.retire_local_keyring(settings, destroy=destroy_local)
-    out.print(t("密钥已迁入 HSM 并核对一致。", "keys are in the HSM and checked."))
-    gone = t("已覆盖并删除", "overwritten and deleted")
-    out.print(t(f"本地密钥文件：{kept or gone}", f"local key file: {kept or gone}"))
-    out.print(t("请设置以下配置后重启服务：", "set these, then restart the service:"))
+    out.print(say("cli.keys.migrate.done"))
+    gone = say("cli.keys.migrate.destroyed")
+    out.print(say("cli.keys.migrate.local-file", kept=kept or gone))
+    out.print(say("cli.keys.migrate.settings-heading"))
     for line in (
         "VAULT_KEYRING=pkcs11",
         f"VAULT_PKCS11_TOKEN_LABEL={settings.pkcs11_token_label}",
@@ -656,7 +602,7 @@ def audit_checkpoint() -> None:
     with _runtime() as rt:
         head = rt.audit.checkpoint(rt.vault.sessions, force=True)
     if head is None:
-        raise CliError(t("审计日志为空", "the audit log is empty"))
+        raise CliError(say("cli.audit.checkpoint.empty"))
     sys.stdout.write(head.checkpoint)
 
 
@@ -679,8 +625,7 @@ def audit_verify(
     if archive_only:
         if not key or not archives:
             raise CliError(
-                t("--archive-only 需要 --key 和至少一个 --archive",
-                  "--archive-only needs --key and at least one --archive"),
+                say("cli.audit.verify.archive-only-args"),
                 code=2,
             )  # fmt: skip
         for report in [verify_archive_file(path, key) for path in archives]:
@@ -695,26 +640,22 @@ def audit_verify(
         )  # fmt: skip
         verify_archives_against_log(session, reports)
     out.print(
-        t(
-            f"审计日志完好：{result.entries} 条记录，{result.checkpoints} 个检查点一致"
-            + ("，外部检查点一致" if result.external_checked else "")
-            + (f"；其中 {result.archived} 条已归档" if result.archived else ""),
-            f"audit log intact: {result.entries} entries, {result.checkpoints} checkpoints "
-            "consistent"
-            + ("; external checkpoint matches" if result.external_checked else "")
-            + (f"; {result.archived} of them archived" if result.archived else ""),
-        )
+        say("cli.audit.verify.intact", entries=result.entries, checkpoints=result.checkpoints)
+        + (say("cli.audit.verify.external-matches") if result.external_checked else "")
+        + (say("cli.audit.verify.archived", archived=result.archived) if result.archived else "")
     )
     for report in reports:
         out.print(_archive_line(report))
 
 
 def _archive_line(report: ArchiveReport) -> str:
-    return t(
-        f"归档 {report.path.name} 完好：{report.partition}，{report.entries} 条记录，"
-        f"{report.from_at.isoformat()} 至 {report.to_at.isoformat()}",
-        f"archive {report.path.name} intact: {report.partition}, {report.entries} entries, "
-        f"{report.from_at.isoformat()} to {report.to_at.isoformat()}",
+    return say(
+        "cli.audit.verify.archive-intact",
+        name=report.path.name,
+        partition=report.partition,
+        entries=report.entries,
+        from_at=report.from_at.isoformat(),
+        to_at=report.to_at.isoformat(),
     )
 
 
@@ -728,25 +669,32 @@ def partitions_list() -> None:
             .order_by(AuditArchive.from_at)
         ).all()  # fmt: skip
     # Plain columns, one partition a line: read by people and by scripts (no truncation).
-    out.print(
-        "\t".join(
-            (t("分区", "partition"), t("起", "from"), t("止", "to"),
-             t("约行数", "rows (est.)"), t("大小", "size"))
-        )
-    )  # fmt: skip
+    headings = (
+        say("cli.audit.partitions.list.column.partition"),
+        say("cli.audit.partitions.list.column.from"),
+        say("cli.audit.partitions.list.column.to"),
+        say("cli.audit.partitions.list.column.rows"),
+        say("cli.audit.partitions.list.column.size"),
+    )
+    out.print("\t".join(headings))
+    default = say("cli.audit.partitions.list.default")
     for p in partitions:
         out.print(
             "\t".join(
-                (p.name, p.lower.isoformat() if p.lower else t("（默认）", "(default)"),
+                (p.name, p.lower.isoformat() if p.lower else default,
                  p.upper.isoformat() if p.upper else "-", str(p.rows_estimate),
                  f"{p.total_bytes / 2**20:.1f} MiB")
             )
         )  # fmt: skip
     for name, entries, archived_at in archived:
         out.print(
-            t(f"已归档 {name}：{entries} 条，{archived_at.isoformat()}",
-              f"archived {name}: {entries} entries, {archived_at.isoformat()}")
-        )  # fmt: skip
+            say(
+                "cli.audit.partitions.list.archived",
+                name=name,
+                entries=entries,
+                archived_at=archived_at.isoformat(),
+            )
+        )
 
 
 @partitions_app.command("ensure")
@@ -756,7 +704,7 @@ def partitions_ensure(
     """预建未来月份的分区（每月运行）/ Create partitions ahead (run monthly)."""
     with _runtime() as rt, rt.vault.engine.begin() as connection:
         created = ensure_partitions(connection, months)
-    out.print(t(f"新建 {created} 个分区", f"{created} partition(s) created"))
+    out.print(say("cli.audit.partitions.ensure.created", created=created))
 
 
 @partitions_app.command("detach")
@@ -770,20 +718,27 @@ def partitions_detach(
     ] = False,
 ) -> None:
     """归档并分离旧月分区（仍可验证）/ Archive and detach old months (still verifiable)."""
+
+    def progress(name: str) -> None:
+        err.print(say("cli.audit.partitions.detach.progress", name=name))
+
     with _runtime() as rt:
         done = detach_before(
             rt.vault.sessions, rt.audit, before, archive_dir, actor=operator_name(None),
-            drop=drop, progress=lambda name: err.print(t(f"归档 {name}…", f"archiving {name}…")),
+            drop=drop, progress=progress,
         )  # fmt: skip
     if not done:
-        out.print(t(f"{before} 之前没有可归档的分区", f"no partitions end by {before}"))
+        out.print(say("cli.audit.partitions.detach.none", before=before))
     for item in done:
         out.print(
-            t(f"已归档并分离 {item.partition}：{item.entries} 条 → {item.archive}"
-              f"（SHA-256 {item.file_sha256}）",
-              f"archived and detached {item.partition}: {item.entries} entries -> "
-              f"{item.archive} (SHA-256 {item.file_sha256})")
-        )  # fmt: skip
+            say(
+                "cli.audit.partitions.detach.detached",
+                partition=item.partition,
+                entries=item.entries,
+                archive=item.archive,
+                file_sha256=item.file_sha256,
+            )
+        )
 
 
 @audit_app.command("public-key")
@@ -800,23 +755,20 @@ def _one_line(exc: BaseException) -> str:  # noqa: PLR0911 - one branch per erro
     if isinstance(exc, CliError):
         return str(exc)
     if isinstance(exc, ValidationFailed):
-        return "; ".join(f"{p.field}: {p.message(_lang['value'])}" for p in exc.problems)
+        return "; ".join(f"{p.field}: {p.message(current())}" for p in exc.problems)
     if isinstance(exc, InvalidValue):
-        return t(exc.message_zh, exc.message_en)
+        return either(exc.message_zh, exc.message_en)
     if isinstance(exc, ResidentNotFound):
-        return t("未找到该居民（或已删除）", "no such resident (or erased)")
+        return say("cli.error.no-resident")
     if isinstance(exc, UnknownField):
-        return t(f"未知字段 {exc.name}", f"unknown field {exc.name}")
+        return say("cli.error.unknown-field", name=exc.name)
     if isinstance(exc, SettingsInvalid):  # one line per problem, under a heading
-        heading = t(
-            f"配置有 {len(exc.problems)} 处问题：",
-            f"configuration has {len(exc.problems)} problem(s):",
-        )
+        heading = say("cli.error.settings-heading", problems=len(exc.problems))
         return heading + "".join(f"\n  {problem}" for problem in exc.problems)
     if isinstance(exc, BackupError | RestoreFailed):
         return str(exc)
     if isinstance(exc, SchemaMismatch):  # start-up refusals name `db upgrade`, both languages
-        return t(exc.message_zh, exc.message_en)
+        return either(exc.message_zh, exc.message_en)
     if isinstance(exc, ConfigurationError | VerificationFailed | AuditError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
@@ -829,10 +781,5 @@ def main() -> None:
         err.print(f"resident-vault: {_one_line(exc)}", markup=False)
         sys.exit(exc.code if isinstance(exc, CliError) else 1)
     except KeyboardInterrupt:
-        err.print(
-            t(
-                "resident-vault: 已中断；重新运行同一命令即可续跑",
-                "resident-vault: interrupted; run the same command again to resume",
-            )
-        )
+        err.print(say("cli.error.interrupted"))
         sys.exit(130)

@@ -13,7 +13,6 @@ input could not be read, exit 1 (for `diff --fail-on-change`) that the revisions
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +21,8 @@ from rich.console import Console
 
 from access.runtime import open_runtime
 from access.subjects import organisation_subject
+from api.cli.lang import current as current_lang
+from api.cli.lang import say
 from api.settings import Settings
 from policies import PolicyError, build_bundle, load_bundle
 from policies.bundle import find_opa
@@ -44,18 +45,12 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _lang(ctx: typer.Context) -> str:
-    root = ctx.find_root()
-    value = root.params.get("lang") if root.params else None
-    return "en" if str(value or os.environ.get("VAULT_LANG", "zh")).startswith("en") else "zh"
-
-
 def _fail(message: str) -> typer.Exit:
     err.print(f"resident-vault: {message}", markup=False)
     return typer.Exit(2)
 
 
-def _subject(label: str, data: dict[str, Any], lang: str) -> dict[str, Any]:
+def _subject(label: str, data: dict[str, Any]) -> dict[str, Any]:
     """A subject named by the policy data, else an organisation of the configured vault."""
     subjects = review_subjects(data)
     for key in (label, f"org:{label}", f"type:{label}"):
@@ -65,11 +60,7 @@ def _subject(label: str, data: dict[str, Any], lang: str) -> dict[str, Any]:
     if found is not None:
         return found
     known = ", ".join(k.split(":", 1)[1] for k in subjects)
-    raise _fail(
-        f"unknown subject {label!r}; known: {known}"
-        if lang == "en"
-        else f"未知的调用方 {label!r}；可用：{known}"
-    )
+    raise _fail(say("cli.policy.unknown-subject", subject=repr(label), known=known))
 
 
 def _vault_organisation(organisation: str) -> dict[str, Any] | None:
@@ -89,8 +80,7 @@ def _vault_organisation(organisation: str) -> dict[str, Any] | None:
 
 
 @policy_app.command("explain")
-def explain_command(  # noqa: PLR0917 - typer takes each option as an argument
-    ctx: typer.Context,
+def explain_command(
     as_: Annotated[str, typer.Option("--as", help="organisation id or subject type")],
     purpose: Annotated[str | None, typer.Option(help="purpose code")] = None,
     action: Annotated[str, typer.Option(help="read | list | search | export | write")] = "read",
@@ -98,14 +88,14 @@ def explain_command(  # noqa: PLR0917 - typer takes each option as an argument
     as_json: Annotated[bool, typer.Option("--json", help="the explanation as JSON")] = False,
 ) -> None:
     """说明一次访问为何被允许或拒绝 / Explain why an access is allowed or refused."""
-    lang = _lang(ctx)
+    lang = current_lang()
     bundle = load_bundle()
     data = bundle.data
-    subject = _subject(as_, data, lang)
+    subject = _subject(as_, data)
     catalogue = default_catalogue()
     unknown = [f for f in field or () if f not in catalogue]
     if unknown:
-        raise _fail(f"unknown field: {', '.join(unknown)}")
+        raise _fail(say("cli.policy.explain.unknown-fields", fields=", ".join(unknown)))
     from policies import EmbeddedEngine  # noqa: PLC0415 - loads wasmtime
 
     with EmbeddedEngine(bundle) as engine:
@@ -120,31 +110,27 @@ def explain_command(  # noqa: PLR0917 - typer takes each option as an argument
     if as_json:
         out.print(json.dumps(explained, ensure_ascii=False, indent=2), markup=False)
         return
-    en = lang == "en"
     out.print(explained["summary"], markup=False)
     out.print(
-        ("Deciding rules: " if en else "决定规则：") + ", ".join(explained["deciding_rules"]),
+        say("cli.policy.explain.rules", rules=", ".join(explained["deciding_rules"])),
         markup=False,
     )
     for line in explained["fields"]:
         if field or line["treatment"] != "denied" or line["adjustments"]:
             word = explainer.treatment(line["treatment"], lang)
-            because = ("; " if en else "；").join(line["because"])
-            shown = f"{line['label']} ({word}): " if en else f"{line['label']}（{word}）："
+            because = say("cli.policy.explain.separator").join(line["because"])
+            shown = say("cli.policy.explain.field", label=line["label"], treatment=word)
             out.print(f"  {shown}{because}", markup=False)
     for change in explained["changes"]:
         out.print("  → " + change["text"], markup=False)
 
 
-def _change_text(change: Change, lang: str) -> str:
-    en = lang == "en"
+def _change_text(change: Change) -> str:
     where = f"{change.purpose} · {change.action}"
     if change.what == "access":
         if change.direction == "gains":
-            return f"+ {where}: " + ("now allowed" if en else "改为允许")
-        return f"- {where}: " + (
-            f"now refused ({change.after})" if en else f"改为拒绝（{change.after}）"
-        )
+            return f"+ {where}: " + say("cli.policy.diff.allowed")
+        return f"- {where}: " + say("cli.policy.diff.refused", after=change.after)
     sign = {"gains": "+", "loses": "-"}.get(change.direction, "~")
     what = change.name or change.what
     return f"{sign} {where}: {what} {change.before} → {change.after}"
@@ -152,14 +138,12 @@ def _change_text(change: Change, lang: str) -> str:
 
 @policy_app.command("diff")
 def diff_command(
-    ctx: typer.Context,
     old: Annotated[Path, typer.Argument(help="the policy before: a directory or a bundle")],
     new: Annotated[Path, typer.Argument(help="the policy after: a directory or a bundle")],
     as_json: Annotated[bool, typer.Option("--json", help="the changes as JSON lines")] = False,
     fail_on_change: Annotated[bool, typer.Option(help="exit 1 when anything changes")] = False,
 ) -> None:
     """比较两个策略版本下各机构能看到什么 / What each organisation gains or loses."""
-    lang = _lang(ctx)
     try:
         before, after = load_policy(old), load_policy(new)
         subjects = review_subjects(before.data, after.data)
@@ -182,11 +166,12 @@ def diff_command(
         for change in changes:
             out.print(json.dumps(change.as_dict(), ensure_ascii=False), markup=False)
     else:
-        header = (
-            f"{before.revision} → {after.revision}: {len(old_table)} cases, {len(changes)} changes"
-            if lang == "en"
-            else f"{before.revision} → {after.revision}：比较 {len(old_table)} 种情形，"
-            f"{len(changes)} 处变化"
+        header = say(
+            "cli.policy.diff.header",
+            before=before.revision,
+            after=after.revision,
+            cases=len(old_table),
+            changes=len(changes),
         )
         out.print(header, markup=False)
         current = None
@@ -194,14 +179,13 @@ def diff_command(
             if change.subject != current:
                 current = change.subject
                 out.print(current, markup=False)
-            out.print("  " + _change_text(change, lang), markup=False)
+            out.print("  " + _change_text(change), markup=False)
     if fail_on_change and changes:
         raise typer.Exit(1)
 
 
 @policy_app.command("bundle")
 def bundle_command(
-    ctx: typer.Context,
     output: Annotated[Path, typer.Option("-o", "--output", help="the bundle file (.tar.gz)")],
 ) -> None:
     """构建 OPA 策略包（含版本号）/ Build the OPA bundle of the shipped policy, with its revision.
@@ -209,14 +193,9 @@ def bundle_command(
     Prints the revision: the service accepts decisions from an OPA server only under it
     (VAULT_OPA_EXPECTED_REVISION unset), so publish this file and deploy this release together.
     """
-    lang = _lang(ctx)
     opa = find_opa()
     if opa is None:
-        raise _fail(
-            "the opa binary was not found: set OPA_BIN or put opa on PATH"
-            if lang == "en"
-            else "找不到 opa 程序：请设置 OPA_BIN 或把 opa 放入 PATH"
-        )
+        raise _fail(say("cli.policy.bundle.no-opa"))
     bundle = load_bundle()
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -225,8 +204,6 @@ def bundle_command(
         raise _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     out.print(bundle.revision, markup=False)
     err.print(
-        f"wrote {output} (revision {bundle.revision})"
-        if lang == "en"
-        else f"已写入 {output}（版本 {bundle.revision}）",
+        say("cli.policy.bundle.written", output=output, revision=bundle.revision),
         markup=False,
     )

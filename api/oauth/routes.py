@@ -54,6 +54,7 @@ from api.oauth.server import (
 )
 from api.oauth.tokens import TokenVerifier, install_auth_handlers
 from api.settings import settings_of
+from vault.i18n import HTML_LANG, LANGS, gettext_for, negotiate, text
 from vault.interfaces import Keyring
 
 log = structlog.get_logger(__name__)
@@ -185,56 +186,12 @@ class CsrfGuard:
 
 # -- the pages -----------------------------------------------------------------------------------
 
-TEXT: dict[str, dict[str, str]] = {
-    "zh": {
-        "html_lang": "zh-CN",
-        "product": "居民数据保险库",
-        "title": "登录",
-        "intro": "登录以继续使用：",
-        "username": "用户名",
-        "password": "密码",
-        "submit": "登录",
-        "allow": "登录并允许",
-        "deny": "拒绝",
-        "requests": "该应用请求以下权限：",
-        "bad_credentials": "用户名或密码不正确。",
-        "expired": "页面已过期，请重新输入后提交。",
-        "too_many": "尝试次数过多，请 {minutes} 分钟后再试。",
-        "refused_title": "无法登录",
-        "refused": "请求无效，无法继续（{error}）。请从原网页重新进入。",
-        "other_lang": "en",
-        "other_lang_label": "English",
-        "other_html_lang": "en",
-    },
-    "en": {
-        "html_lang": "en",
-        "product": "Resident data vault",
-        "title": "Sign in",
-        "intro": "Sign in to continue to:",
-        "username": "Username",
-        "password": "Password",
-        "submit": "Sign in",
-        "allow": "Sign in and allow",
-        "deny": "Deny",
-        "requests": "This application asks to:",
-        "bad_credentials": "Incorrect username or password.",
-        "expired": "This page has expired. Please enter your details again.",
-        "too_many": "Too many attempts. Try again in {minutes} minutes.",
-        "refused_title": "Cannot sign in",
-        "refused": "The request is not valid ({error}). Please start again from the page "
-        "you came from.",
-        "other_lang": "zh",
-        "other_lang_label": "中文",
-        "other_html_lang": "zh-CN",
-    },
-}
-
 _PAGE = """<!doctype html>
-<html lang="{{ t.html_lang }}">
+<html lang="{{ html_lang }}">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ t.title }} · {{ t.product }}</title>
+<title>{{ _('oauth.login.title') }} · {{ _('product') }}</title>
 <style nonce="{{ nonce }}">
 body{font-family:system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1b1d21;line-height:1.5}
 main{max-width:24rem;margin:3rem auto;padding:2rem;background:#fff;border-radius:8px;
@@ -253,46 +210,50 @@ a{color:#1d4ed8}
 </head>
 <body>
 <main>
-<h1>{{ t.title }}</h1>
+<h1>{{ _('oauth.login.title') }}</h1>
 {% if refused %}
 <p id="form-error" class="error" role="alert">{{ error }}</p>
 {% else %}
-<p>{{ t.intro }} <strong>{{ client_name }}</strong></p>
+<p>{{ _('oauth.login.intro') }} <strong>{{ client_name }}</strong></p>
 {% if scopes %}
-<h2 id="scopes-heading">{{ t.requests }}</h2>
+<h2 id="scopes-heading">{{ _('oauth.login.requests') }}</h2>
 <ul aria-labelledby="scopes-heading">{% for s in scopes %}<li>{{ s }}</li>{% endfor %}</ul>
 {% endif %}
 {% if error %}<p id="form-error" class="error" role="alert">{{ error }}</p>{% endif %}
 <form method="post" action="{{ action }}"
 {%- if error %} aria-describedby="form-error"{% endif %}>
 <input type="hidden" name="csrf_token" value="{{ csrf }}">
-<label for="username">{{ t.username }}</label>
+<label for="username">{{ _('oauth.login.username') }}</label>
 <input id="username" name="username" type="text" autocomplete="username" autocapitalize="none"
  spellcheck="false" required value="{{ username }}"{% if error %} aria-invalid="true"{% endif %}>
-<label for="password">{{ t.password }}</label>
+<label for="password">{{ _('oauth.login.password') }}</label>
 <input id="password" name="password" type="password" autocomplete="current-password"
  required{% if error %} aria-invalid="true"{% endif %}>
 <button type="submit" name="decision" value="allow">
-{{- t.submit if first_party else t.allow }}</button>
+{{- _('oauth.login.submit') if first_party else _('oauth.login.allow') }}</button>
 {% if not first_party -%}
 <button type="submit" name="decision" value="deny" class="secondary" formnovalidate>
-{{- t.deny }}</button>
+{{- _('oauth.login.deny') }}</button>
 {%- endif %}
 </form>
 {% endif %}
-<p><a href="{{ other_lang_url }}" lang="{{ t.other_html_lang }}"
- hreflang="{{ t.other_html_lang }}">{{ t.other_lang_label }}</a></p>
+<p><a href="{{ other_lang_url }}" lang="{{ other_html_lang }}"
+ hreflang="{{ other_html_lang }}">{{ _('lang.switch') }}</a></p>
 </main>
 </body>
 </html>
 """
 
-_TEMPLATE = Environment(autoescape=True).from_string(_PAGE)
+# Words by catalogue id through Jinja2's i18n extension; each render passes `gettext`.
+_TEMPLATE = Environment(autoescape=True, extensions=["jinja2.ext.i18n"]).from_string(_PAGE)
 
 
 def _lang(request: Request) -> str:
-    wanted = request.query_params.get("lang") or request.query_params.get("ui_locales") or "zh"
-    return "en" if wanted.split()[0].lower().startswith("en") else "zh"
+    """`?lang=`, else the client's `ui_locales` (space-separated, in order of preference),
+    else the browser's Accept-Language: the one picker, `vault.i18n.negotiate`."""
+    wanted = request.query_params.get("ui_locales", "").split()
+    wanted.append(request.headers.get("accept-language") or "")
+    return negotiate(request.query_params.get("lang"), None, ",".join(wanted))
 
 
 def _with_lang(request: Request, lang: str) -> str:
@@ -315,11 +276,13 @@ class Pages:
     ) -> HTMLResponse:
         nonce = secrets.token_urlsafe(12)
         lang = _lang(request)
-        t = TEXT[lang]
+        other = next(other for other in LANGS if other != lang)
         body = _TEMPLATE.render(
-            t=t,
+            gettext=gettext_for(lang),
+            html_lang=HTML_LANG[lang],
+            other_html_lang=HTML_LANG[other],
             nonce=nonce,
-            other_lang_url=_with_lang(request, t["other_lang"]),
+            other_lang_url=_with_lang(request, other),
             **context,
         )
         csp = (
@@ -339,8 +302,7 @@ class Pages:
         )
 
     def refused(self, request: Request, error: str, status: int = 400) -> HTMLResponse:
-        t = TEXT[_lang(request)]
-        message = t["refused"].format(error=error)
+        message = text("oauth.login.refused", _lang(request), error=error)
         return self._html(request, status, {"refused": True, "error": message})
 
     def form(
@@ -487,7 +449,11 @@ class OAuthRoutes:
         if not self.pages.csrf.check(form.get(CSRF_FIELD, ""), cookie):
             step = await run_in_threadpool(self.server.check_authorization, oauth_request)
             return self._step_response(
-                request, step, status=400, error=TEXT[lang]["expired"], username=username
+                request,
+                step,
+                status=400,
+                error=text("oauth.login.expired", lang),
+                username=username,
             )
         address = _address(request)
         wait = self.limiter.retry_after(username, address) if approve else 0.0
@@ -497,7 +463,7 @@ class OAuthRoutes:
                 request,
                 step,
                 status=429,
-                error=TEXT[lang]["too_many"].format(minutes=max(1, math.ceil(wait / 60))),
+                error=text("oauth.login.too-many", lang, minutes=max(1, math.ceil(wait / 60))),
                 username=username,
                 headers={"Retry-After": str(math.ceil(wait))},
             )
@@ -515,7 +481,11 @@ class OAuthRoutes:
                 # Logged once, when the limit is reached; never the usernames tried.
                 log.warning("oauth.login_limited", limit="address", address=address)
             return self._step_response(
-                request, step, status=400, error=TEXT[lang]["bad_credentials"], username=username
+                request,
+                step,
+                status=400,
+                error=text("oauth.login.bad-credentials", lang),
+                username=username,
             )
         if isinstance(step, Response) and step.status_code == 302:
             if approve:

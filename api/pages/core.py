@@ -13,6 +13,11 @@ client, CSRF, security headers and rendering.
   when the browser sends one, an `Origin` equal to ours.
 * **Headers.** A strict Content-Security-Policy (scripts and styles from our own static
   files only, no inline script), no framing, no referrer, `no-store`.
+* **Words.** Templates name their text by catalogue id with Jinja2's i18n extension:
+  `{{ _('portal.download.csv') }}`, `{{ _('console.total', n=3) }}` (the catalogue's `{n}`
+  placeholders are filled with `str.format`). Each render passes `gettext` for the
+  request's language, picked by `vault.i18n.negotiate` (`?lang=`, the `rv_lang` cookie,
+  `Accept-Language`).
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ from access.corrections import Actor, CorrectionError, actor_for
 from access.runtime import Runtime
 from api.oauth.models import OAuthClient
 from api.oauth.tokens import InvalidToken
-from api.pages.messages import HTML_LANG, label, message
+from api.pages.messages import HTML_LANG, LANGS, label
+from vault.i18n import gettext_for, negotiate
 
 log = structlog.get_logger(__name__)
 
@@ -202,8 +208,12 @@ def set_session_cookie(request: Request, response: Response, session: PageSessio
 
 
 def lang_of(request: Request) -> str:
-    wanted = request.query_params.get("lang") or request.cookies.get("rv_lang") or "zh"
-    return "en" if wanted.lower().startswith("en") else "zh"
+    """The page's language: `?lang=`, else the remembered `rv_lang`, else Accept-Language."""
+    return negotiate(
+        request.query_params.get("lang"),
+        request.cookies.get("rv_lang"),
+        request.headers.get("accept-language"),
+    )
 
 
 def large_text(request: Request) -> bool:
@@ -219,11 +229,14 @@ def with_query(request: Request, **changes: str) -> str:
 
 # -- rendering -------------------------------------------------------------------------------
 
+# `_(id, **values)` calls the `gettext` each render passes for its language (templates use
+# `_()` only: `{% trans %}` would fill `%(name)s`, and the catalogue's placeholders are `{name}`).
 _ENV = Environment(
     loader=FileSystemLoader(HERE / "templates"),
     autoescape=select_autoescape(["html", "svg"]),
     trim_blocks=True,
     lstrip_blocks=True,
+    extensions=["jinja2.ext.i18n"],
 )
 
 
@@ -251,13 +264,8 @@ def render(
 ) -> HTMLResponse:
     lang = lang_of(request)
     large = large_text(request)
-
-    def t(key: str, **values: Any) -> str:
-        text = message(key, lang)
-        return text.format(**values) if values else text
-
     body = _ENV.get_template(template).render(
-        t=t,
+        gettext=gettext_for(lang),
         lang=lang,
         html_lang=HTML_LANG[lang],
         large=large,
@@ -282,7 +290,7 @@ def remember_preferences(request: Request, response: Response) -> None:
     """`?lang=` and `?text=` stick for the next pages (display only, not personal data)."""
     for query, cookie in (("lang", "rv_lang"), ("text", "rv_text")):
         value = request.query_params.get(query)
-        if value in {"zh", "en", "large", "normal"}:
+        if value in {*LANGS, "large", "normal"}:
             response.set_cookie(
                 cookie, value, max_age=365 * 86400, path="/", secure=True, httponly=True,
                 samesite="lax",
@@ -389,7 +397,7 @@ class Api:
     def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         headers = {
             "X-Request-ID": str(getattr(self.request.state, "request_id", "")),
-            "Accept-Language": "en" if lang_of(self.request) == "en" else "zh-CN",
+            "Accept-Language": HTML_LANG[lang_of(self.request)],
         }
         if self.session is not None and self.session.access_token:
             headers["Authorization"] = f"Bearer {self.session.access_token}"

@@ -1,5 +1,6 @@
-"""The pages' words come from the one catalogue (`vault/i18n.py`, `vault/locale/`); this
-module only names the two ways the templates ask for them."""
+"""The pages' words come from the one catalogue (`vault/i18n.py`, `vault/locale/`). Templates
+ask with `_('id', **values)` (Jinja2's i18n extension, `gettext` passed by `core.render`);
+this module names what the views and `label()` in templates use."""
 
 from __future__ import annotations
 

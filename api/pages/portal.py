@@ -68,7 +68,7 @@ def _record_rows(
         spec = catalogue.fields.get(name)
         if spec is not None and spec.values and isinstance(value, str) and value in spec.values:
             label = spec.values[value]
-            shown = label.en if lang_of(request) == "en" else label.zh
+            shown = label.text(lang_of(request))
         if name in hidden and spec is not None:
             shown = _text(mask_value(spec, value))
         rows.append({

@@ -55,7 +55,11 @@ def pages(tmp_path_factory: pytest.TempPathFactory, chromium: Any) -> Iterator[P
 
 @pytest.fixture
 def page(chromium: Any) -> Iterator[Any]:
-    context = chromium.new_context(viewport=VIEWPORTS["desktop"], accept_downloads=True)
+    # A resident's browser asks for Chinese (Playwright's default Accept-Language is en-US,
+    # which the pages now honour when no `?lang=` or cookie says otherwise).
+    context = chromium.new_context(
+        viewport=VIEWPORTS["desktop"], accept_downloads=True, locale="zh-CN"
+    )
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
