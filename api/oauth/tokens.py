@@ -94,7 +94,6 @@ class Principal:
         return self.username is not None
 
 
-
 class InvalidToken(Exception):
     """The token cannot be used: `reason` is a short, safe-to-show code."""
 
