@@ -222,7 +222,7 @@ def _handled(
     whatever the gate raises when the worker could not read it."""
     row = session.get(CorrectionRequest, request_id)
     if row is None:
-        raise NotInScope("未找到", "not found", decision)
+        raise NotInScope(decision, decision_id=access.decision_id)
     return row, gate.field_view(session, access, decision, row.resident_id, row.field)
 
 

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, ClassVar, Final, Protocol
 
 from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
@@ -31,7 +31,8 @@ from policies import Decision, PolicyEngine
 from policies import rows as row_sql
 from policies.inputs import catalogue_fields, decision_input, recorded_input
 from vault.catalogue import Catalogue
-from vault.errors import ResidentNotFound, UnknownField
+from vault.errors import ResidentNotFound, UnknownField, given_text
+from vault.i18n import Message
 from vault.masking import generalise_value, mask_value
 from vault.models import Building, Community, Resident
 from vault.pseudonyms import Pseudonyms, is_pseudonym
@@ -42,18 +43,30 @@ EVALUATION_ACTION = "policy.evaluated"
 
 # -- errors -------------------------------------------------------------------------------
 
+NOT_FOUND: Final = Message("error.not-found")
+
 
 class GateError(Exception):
-    """A refusal with the problem slug docs/api.md names for it."""
+    """A refusal: the problem docs/api.md names for it (`slug`), what to tell the caller
+    (`message`, a catalogue message), the decision when policy was asked, the decision id
+    of the refused access (`Access.decision_id`, set where it is raised) and, for a refusal
+    that passes, how many seconds to wait (`retry_after`)."""
 
-    slug = "policy-denied"
+    slug: ClassVar[str] = "policy-denied"
 
-    def __init__(self, detail_zh: str, detail_en: str, decision: Decision | None = None) -> None:
-        super().__init__(detail_en)
-        self.detail_zh = detail_zh
-        self.detail_en = detail_en
+    def __init__(
+        self,
+        message: Message,
+        decision: Decision | None = None,
+        *,
+        decision_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message.text("en"))
+        self.message = message
         self.decision = decision
-        self.decision_id: str | None = None
+        self.decision_id = decision_id
+        self.retry_after = retry_after
 
 
 class PurposeRequired(GateError):
@@ -77,6 +90,9 @@ class NotInScope(GateError):
 
     slug = "not-found"
 
+    def __init__(self, decision: Decision | None, *, decision_id: str | None = None) -> None:
+        super().__init__(NOT_FOUND, decision, decision_id=decision_id)
+
 
 class JustificationRequired(GateError):
     slug = "justification-required"
@@ -84,6 +100,7 @@ class JustificationRequired(GateError):
 
 class InvalidCursor(GateError):
     slug = "validation-error"
+    field = "cursor"
 
 
 class Suspended(GateError):
@@ -94,7 +111,6 @@ class Suspended(GateError):
 
 class RateLimited(GateError):
     slug = "rate-limited"
-    retry_after: float = 1.0
 
 
 class BreakGlassRequired(GateError):
@@ -301,16 +317,13 @@ class Gate:
         counts against the subject's rate limit nor consults their suspension."""
         subject = access.subject
         if not dry_run and subject.type != "resident" and self._suspended(subject):
-            raise Suspended(
-                "因异常访问已暂停，待审计员复核", "suspended pending an auditor's review"
-            )
+            raise Suspended(Message("error.gate.suspended"), decision_id=access.decision_id)
         if subject.type == "resident" and target in ("self", "child"):
             purpose = access.purpose
         else:
             if not access.purpose:
                 raise PurposeRequired(
-                    "请在 Purpose 请求头中声明用途",
-                    "declare a purpose (Purpose header or purpose parameter)",
+                    Message("error.gate.purpose-required"), decision_id=access.decision_id
                 )
             purpose = access.purpose
         input = self._input(subject, purpose, action, target)
@@ -324,19 +337,22 @@ class Gate:
             error_type: type[GateError] = {
                 "unknown-purpose": UnknownPurpose, "purpose-required": PurposeRequired,
             }.get(code, PolicyDenied)  # fmt: skip
-            raise error_type(decision.reason.zh, decision.reason.en, decision)
+            # The policy's reason, worded in both languages by the bundle itself.
+            reason = given_text(decision.reason.zh, decision.reason.en)
+            raise error_type(reason, decision, decision_id=access.decision_id)
         caller = subject.user or subject.client
         rate_class = str(decision.obligations.rate_class)
         wait = self.limiter.check(caller, rate_class) if caller and not dry_run else None
         if wait is not None:
-            error = RateLimited("请求过于频繁，请稍后再试", "too many requests", decision)
-            error.retry_after = wait
-            raise error
+            raise RateLimited(
+                Message("error.gate.rate-limited"), decision,
+                decision_id=access.decision_id, retry_after=wait,
+            )  # fmt: skip
         if decision.obligations.break_glass and action != "read":
             # Defence in depth: a break-glass purpose opens one record at a time, whatever
             # a purpose's data might say.
             raise PolicyDenied(
-                "紧急访问只能逐一查看居民", "break-glass opens one record at a time", decision
+                Message("error.gate.break-glass-one"), decision, decision_id=access.decision_id
             )
         return decision
 
@@ -381,7 +397,7 @@ class Gate:
         try:
             yield
         except ResidentNotFound as exc:
-            error = NotInScope("未找到", "not found", None)
+            error = NotInScope(None, decision_id=access.decision_id)
             self.record_denial(access, error, action, resident_id)
             raise error from exc
         except GateError as error:
@@ -489,7 +505,7 @@ class Gate:
             decision = self.decide(access, action, target)
             vault_id = self.resolve(access, given) if self.matches(decision, given) else None
             if vault_id is None:
-                raise NotInScope("未找到", "not found", decision)
+                raise NotInScope(decision, decision_id=access.decision_id)
             resident_id = vault_id
             with self.runtime.transaction() as session:
                 grant = self._grant_for(session, access, decision, resident_id)
@@ -519,11 +535,9 @@ class Gate:
         grant = self.break_glass.active(session, access.subject.user, resident_id)
         if grant is None:
             raise BreakGlassRequired(
-                "紧急访问须先登记理由（POST /v1/break-glass），且仅限该居民、在有效期内",
-                "an emergency access needs an open break-glass grant for this resident "
-                "(POST /v1/break-glass)",
-                decision,
-            )
+                Message("error.gate.break-glass-required"), decision,
+                decision_id=access.decision_id,
+            )  # fmt: skip
         return grant.id
 
     def _plan_read(
@@ -546,13 +560,12 @@ class Gate:
         if decision.rows.consent_required:
             if resident_id not in cover:
                 raise ConsentRequired(
-                    "该居民尚未同意向您的机构提供此用途的信息",
-                    "the resident has not consented to this use",
-                    decision,
-                )
+                    Message("error.gate.consent-required"), decision,
+                    decision_id=access.decision_id,
+                )  # fmt: skip
             treatments = _narrowed(treatments, cover[resident_id])
         if row is None:
-            raise NotInScope("未找到", "not found", decision)
+            raise NotInScope(decision, decision_id=access.decision_id)
         return row, treatments, cover
 
     def visibility(
@@ -632,7 +645,9 @@ class Gate:
                 # Cursors are resident ids as the caller sees them, so they leak no vault id.
                 after = self.resolve(access, cursor) if self.matches(decision, cursor) else None
                 if after is None:
-                    raise InvalidCursor("无效的分页游标", "invalid cursor", decision)
+                    raise InvalidCursor(
+                        Message("error.invalid-cursor"), decision, decision_id=access.decision_id
+                    )
         with self.runtime.transaction() as session, self._reading(session) as read:
             page = self._page(
                 read,
@@ -754,10 +769,9 @@ class Gate:
             decision = self.decide(access, action)
             if decision.obligations.justification_required and not access.justification:
                 raise JustificationRequired(
-                    "批量导出敏感字段须填写理由（Justification 请求头）",
-                    "exporting sensitive fields needs a Justification header",
-                    decision,
-                )
+                    Message("error.gate.justification-required"), decision,
+                    decision_id=access.decision_id,
+                )  # fmt: skip
         summary = {"rows": 0, "left_out": 0}
         if fingerprint is not None:
             return decision, fingerprinted_batches(
@@ -841,15 +855,14 @@ class Gate:
                 given = resident_id
                 vault_id = self.resolve(access, given) if self.matches(decision, given) else None
                 if vault_id is None:
-                    raise NotInScope("未找到", "not found", decision)
+                    raise NotInScope(decision, decision_id=access.decision_id)
                 resident_id = vault_id
             not_writable = sorted(n for n in values if decision.treatment(n) != "clear")
             if not_writable:
                 raise PolicyDenied(
-                    f"无权写入字段：{', '.join(not_writable)}",
-                    f"not allowed to write: {', '.join(not_writable)}",
-                    decision,
-                )
+                    Message("error.gate.write-denied", {"fields": ", ".join(not_writable)}),
+                    decision, decision_id=access.decision_id,
+                )  # fmt: skip
             provenance = Provenance(
                 actor=access.subject.user or access.subject.client or "?",
                 channel="self" if target == "self" else access.channel,
@@ -866,7 +879,7 @@ class Gate:
                         ).first()
                         is None
                     ):
-                        raise NotInScope("未找到", "not found", decision)
+                        raise NotInScope(decision, decision_id=access.decision_id)
                     self.runtime.vault.store.update(session, resident_id, values, provenance)
                 presented = self.present(access, decision, resident_id)
                 self.runtime.audit.record(session, [self._entry(
@@ -925,13 +938,16 @@ class Gate:
         withhold. Nothing is decrypted and nothing recorded: the caller records."""
         if decision.obligations.break_glass:
             raise PolicyDenied(
-                "紧急访问只能逐一查看居民", "break-glass opens one record at a time", decision
+                Message("error.gate.break-glass-one"), decision, decision_id=access.decision_id
             )
         if name not in self.catalogue:
-            raise NotInScope("未找到", "not found", decision)
+            raise NotInScope(decision, decision_id=access.decision_id)
         row, treatments, cover = self._plan_read(session, access, decision, resident_id, [name])
         if treatments[name] == "denied":
-            raise PolicyDenied(f"无权查看字段：{name}", f"not allowed to see: {name}", decision)
+            raise PolicyDenied(
+                Message("error.gate.read-denied", {"field": name}), decision,
+                decision_id=access.decision_id,
+            )  # fmt: skip
         return FieldView(
             resident_id, name, treatments[name], _names(row[1], row[2]), cover.get(resident_id)
         )

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Select, Text, cast, or_, select
 from sqlalchemy.orm import Session
 
+from audit.errors import InvalidLogCursor
 from audit.models import AuditEntry, AuditLeaf, AuditQueue
 from vault.spreadsheet import csv_row
 
@@ -121,13 +122,14 @@ def encode_cursor(index: int) -> str:
 
 
 def decode_cursor(cursor: str) -> int:
+    """The leaf index a cursor names; `InvalidLogCursor` for one this log never gave out."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         if not raw.startswith("i:"):
             raise ValueError(cursor)
         return int(raw[2:])
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError("invalid cursor") from exc
+        raise InvalidLogCursor("invalid cursor") from exc
 
 
 CSV_COLUMNS = (

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from audit import AuditLog, EntryDraft
 from consent.errors import ConsentError
 from consent.models import BreakGlassGrant, ResidentNotification
+from vault.i18n import Message
 from vault.models import Resident, new_id, utcnow
 from vault.pseudonyms import is_pseudonym
 
@@ -27,7 +28,9 @@ __all__ = [
     "MIN_JUSTIFICATION",
     "OPENED",
     "BreakGlass",
+    "BreakGlassConflict",
     "BreakGlassError",
+    "BreakGlassNotFound",
     "Named",
     "Opener",
     "notifications_of",
@@ -41,7 +44,21 @@ OPENED = "break_glass.opened"
 
 
 class BreakGlassError(ConsentError):
+    """A grant asked for with a field that will not do (`field` names it)."""
+
     slug = "validation-error"
+
+
+class BreakGlassNotFound(BreakGlassError):
+    """No such grant (to review)."""
+
+    slug = "not-found"
+
+
+class BreakGlassConflict(BreakGlassError):
+    """The grant is no longer in a state that allows this (already reviewed)."""
+
+    slug = "conflict"
 
 
 @dataclass(frozen=True)
@@ -94,16 +111,13 @@ class BreakGlass:
         reason = justification.strip()
         if len(reason) < MIN_JUSTIFICATION:
             raise BreakGlassError(
-                f"请写明紧急情况（至少{MIN_JUSTIFICATION}个字）",
-                f"describe the emergency (at least {MIN_JUSTIFICATION} characters)",
-                "justification",
+                Message("error.break-glass.justification", {"least": MIN_JUSTIFICATION}),
+                field="justification",
             )
         span = minutes or self.minutes
         if not 1 <= span <= MAX_MINUTES:
             raise BreakGlassError(
-                f"有效期须在1到{MAX_MINUTES}分钟之间",
-                f"minutes must be 1 to {MAX_MINUTES}",
-                "minutes",
+                Message("error.break-glass.minutes", {"most": MAX_MINUTES}), field="minutes"
             )
         resident_id = named.resident_id if named.reachable else None
         now = utcnow()
@@ -196,14 +210,12 @@ class BreakGlass:
         request_id: str | None = None,
     ) -> BreakGlassGrant:
         if outcome not in REVIEW_OUTCOMES:
-            raise BreakGlassError(
-                "结论须为 justified 或 unjustified", "outcome: justified or unjustified"
-            )
+            raise BreakGlassError(Message("error.break-glass.outcome"), field="outcome")
         grant = session.get(BreakGlassGrant, grant_id)
         if grant is None:
-            raise BreakGlassError("未找到该紧急访问", "no such break-glass grant")
+            raise BreakGlassNotFound(Message("error.break-glass.not-found"))
         if grant.review_status != "pending":
-            raise BreakGlassError("已复核", "already reviewed")
+            raise BreakGlassConflict(Message("error.break-glass.reviewed"))
         grant.review_status = outcome
         grant.reviewed_by = reviewer
         grant.reviewed_at = utcnow()

@@ -1,24 +1,32 @@
-"""Domain errors of consent: what went wrong, in both languages, with no HTTP in sight.
+"""Domain errors of consent: what went wrong, as a catalogue message, with no HTTP in sight.
 
-`api.http.routes.consent` maps them to problem details (`slug` names the problem type).
+`api.http.problems` maps each class to its problem (`slug` names the problem type) and
+shows `message` in the request's language; `field` names the request field at fault.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from vault.errors import given_text
+from vault.i18n import Message
+
 
 class ConsentError(Exception):
-    """A consent operation that cannot be done as asked."""
+    """A consent operation that cannot be done as asked.
 
-    slug = "validation-error"
+    `message` is a `vault.i18n.Message`. `consent.services` still words its refusals in
+    both languages (`InvalidConsent("未知字段", "unknown field 'x'", "fields")`): two strings
+    are taken as that one message (`vault.errors.given_text`)."""
 
-    def __init__(self, zh: str, en: str, field: str | None = None) -> None:
-        super().__init__(en)
-        self.zh = zh
-        self.en = en
+    slug: ClassVar[str] = "validation-error"
+
+    def __init__(self, message: Message | str, en: str = "", field: str | None = None) -> None:
+        self.message: Message = (
+            message if isinstance(message, Message) else given_text(message, en or message)
+        )
+        super().__init__(self.message.text("en"))
         self.field = field
-
-    def message(self, lang: str = "zh") -> str:
-        return self.en if lang.startswith("en") else self.zh
 
 
 class InvalidConsent(ConsentError):

@@ -293,7 +293,7 @@ def test_a_suspended_worker_gets_no_queue_and_the_refusal_is_recorded(
         assert refused.refusal is not None and refused.refusal.slug == "suspended"
         page = client.get("/desk/corrections")
         assert page.status_code == 403
-        assert refused.refusal.detail_zh in page.text
+        assert refused.refusal.message.text("zh") in page.text
     finally:
         with runtime.transaction() as session:
             session.execute(

@@ -31,6 +31,7 @@ from audit import EntryDraft
 from audit.models import AuditEntry
 from policies import Decision
 from policies.rows import building_filter, by_area
+from vault.i18n import Message
 from vault.models import Building, utcnow
 
 ACTION: Final = "stats"
@@ -46,27 +47,30 @@ class UnknownMeasure(GateError):
 
 
 class BadStatsQuery(GateError):
+    """A query parameter out of range; `field` names it."""
+
     slug = "validation-error"
 
-    def __init__(self, field_name: str, zh: str, en: str, decision: Decision | None) -> None:
-        super().__init__(zh, en, decision)
+    def __init__(
+        self, field_name: str, message: Message, decision: Decision | None, access: Access
+    ) -> None:
+        super().__init__(message, decision, decision_id=access.decision_id)
         self.field = field_name
 
 
 class BudgetExhausted(GateError):
-    """429: this period's epsilon is spent (or this query would overspend it)."""
+    """429: this period's epsilon is spent (or this query would overspend it); the budget
+    rides along, and `retry_after` is the wait until it renews."""
 
     slug = "budget-exhausted"
 
-    def __init__(self, budget: Budget, decision: Decision | None) -> None:
-        renews = budget.renews_at.astimezone(CHINA)
-        super().__init__(
-            f"本月差分隐私预算已用尽（剩余 ε={budget.remaining:.3f}），"
-            f"将于 {renews:%Y-%m-%d %H:%M}（北京时间）恢复",
-            f"this month's privacy budget is spent (epsilon left {budget.remaining:.3f}); "
-            f"it renews at {budget.renews_at.isoformat()}",
-            decision,
-        )
+    def __init__(self, budget: Budget, decision: Decision | None, access: Access) -> None:
+        message = Message("error.stats.budget-exhausted", {
+            "remaining": budget.remaining, "renews": budget.renews_at.astimezone(CHINA),
+            "renews_at": budget.renews_at.isoformat(),
+        })  # fmt: skip
+        wait = (budget.renews_at - utcnow()).total_seconds()
+        super().__init__(message, decision, decision_id=access.decision_id, retry_after=wait)
         self.budget = budget
 
 
@@ -180,44 +184,33 @@ class StatsService:
     ) -> tuple[Decision, Measure, Mechanism | None, float]:
         decision = self.gate.decide(access, ACTION)
         if by not in BY_LEVELS:
-            raise BadStatsQuery(
-                "by",
-                "by 应为 community、grid 或 building",
-                "by must be community, grid or building",
-                decision,
-            )
+            raise BadStatsQuery("by", Message("error.stats.by"), decision, access)
         mechanism: Mechanism | None = None
         if noise is not None:
             try:
                 mechanism = Mechanism(noise)
             except ValueError:
                 raise BadStatsQuery(
-                    "noise", "noise 应为 laplace 或 gaussian", "noise must be laplace or gaussian",
-                    decision,
-                ) from None  # fmt: skip
+                    "noise", Message("error.stats.noise"), decision, access
+                ) from None
         spend = epsilon if epsilon is not None else self.settings.default_epsilon
         if mechanism is not None and not 0 < spend <= self.settings.max_epsilon:
-            raise BadStatsQuery(
-                "epsilon",
-                f"epsilon 应大于 0 且不超过 {self.settings.max_epsilon}",
-                f"epsilon must be above 0 and at most {self.settings.max_epsilon}",
-                decision,
-            )
+            most = {"most": self.settings.max_epsilon}
+            raise BadStatsQuery("epsilon", Message("error.stats.epsilon", most), decision, access)
         if decision.rows.consent_required:
             raise PolicyDenied(
-                "统计须有同意以外的法律依据（逐人同意无法在汇总中落实）",
-                "statistics need a legal basis other than consent",
-                decision,
+                Message("error.stats.consent-basis"), decision, decision_id=access.decision_id
             )
         measure = MEASURES.get(name)
         if measure is None:
-            raise UnknownMeasure("未知的统计指标", "unknown measure", decision)
+            raise UnknownMeasure(
+                Message("error.stats.unknown-measure"), decision, decision_id=access.decision_id
+            )
         if measure.field is not None and str(decision.treatment(measure.field)) == "denied":
             raise PolicyDenied(
-                f"该用途不允许使用字段 {measure.field} 进行统计",
-                f"this purpose may not use the field {measure.field} in statistics",
-                decision,
-            )
+                Message("error.stats.field-denied", {"field": measure.field}), decision,
+                decision_id=access.decision_id,
+            )  # fmt: skip
         return decision, measure, mechanism, spend
 
     def query(
@@ -242,10 +235,14 @@ class StatsService:
 
     def _scope(self, access: Access, decision: Decision) -> tuple[list[str], Scoped]:
         if not by_area(decision.rows):
-            raise PolicyDenied("统计只针对辖区", "statistics cover a jurisdiction", decision)
+            raise PolicyDenied(
+                Message("error.stats.by-area"), decision, decision_id=access.decision_id
+            )
         where = building_filter(decision.rows)
         if where is None:
-            raise PolicyDenied("没有辖区", "no jurisdiction", decision)
+            raise PolicyDenied(
+                Message("error.stats.no-jurisdiction"), decision, decision_id=access.decision_id
+            )
         # Counting reads residents' rows from the read replica when there is one (data keys
         # from the primary); the budget and its ledger entry stay on the primary.
         with self.gate.runtime.vault.read_sessions() as session:
@@ -327,7 +324,7 @@ class StatsService:
         with self._ledger(access) as session:
             budget = self.budget(access, session)
             if budget.spent + spend > budget.total + 1e-9:
-                raise BudgetExhausted(budget, decision)
+                raise BudgetExhausted(budget, decision, access)
             noisy = release(
                 [counted.table.values.get(key, 0) for key in keys],
                 mechanism=mechanism,

@@ -1,8 +1,19 @@
-"""RFC 9457 problem details: the one place domain errors become HTTP responses."""
+"""RFC 9457 problem details: the one place domain errors become HTTP responses.
+
+`PROBLEMS` is the table: every domain error class (raised below `api/`, none of them
+knowing HTTP) and the problem it answers with; the status is the slug's in `TITLES`. One
+handler, registered for each class in the table, builds the body (`type`
+`/problems/<slug>`, the title, the status, `detail` = the error's message in the request's
+language, `errors` for a validation error, `budget` for a spent privacy budget) and the
+headers the error's facts call for: `Decision-Id` when it refused an access,
+`Policy-Revision` when policy was asked, `Retry-After` when waiting will help. Routes
+catch none of these errors; they raise, and this answers.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Final
 
 import structlog
 from fastapi import FastAPI, Request
@@ -11,7 +22,29 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from audit import AuditUnavailable
+from access.gate import (
+    BreakGlassRequired,
+    ConsentRequired,
+    GateError,
+    InvalidCursor,
+    JustificationRequired,
+    NotInScope,
+    PolicyDenied,
+    PurposeRequired,
+    RateLimited,
+    Suspended,
+    UnknownPurpose,
+)
+from access.stats.service import BadStatsQuery, BudgetExhausted, UnknownMeasure
+from audit.errors import (
+    AuditError,
+    AuditUnavailable,
+    InvalidLogCursor,
+    ProofUnavailable,
+)
+from consent.breakglass import BreakGlassConflict, BreakGlassError, BreakGlassNotFound
+from consent.errors import ConsentConflict, ConsentError, ConsentNotFound, InvalidConsent
+from policies import Decision
 from vault.db import is_timeout
 from vault.errors import (
     InvalidValue,
@@ -21,6 +54,7 @@ from vault.errors import (
     ValidationFailed,
     VaultError,
 )
+from vault.i18n import Message, negotiate
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +98,45 @@ TITLES: dict[str, tuple[int, str, str]] = {
     "internal-error": (500, "服务器内部错误", "Internal error"),
 }
 
+# Each domain error and its problem, in the order of docs/api.md's list ("Common slugs"),
+# then the rest. An error is answered by the nearest class of its own in the table (a
+# subclass before its base). The problems that are no domain error's (invalid-token and
+# insufficient-scope from api.oauth, payload-too-large and method-not-allowed from HTTP,
+# policy-unavailable from api.http.observability, database-timeout below) have their own.
+PROBLEMS: Final[dict[type[Exception], str]] = {
+    PurposeRequired: "purpose-required",
+    UnknownPurpose: "unknown-purpose",
+    ValidationFailed: "validation-error",  # one entry per field in `errors`
+    InvalidValue: "validation-error",
+    UnknownField: "validation-error",
+    InvalidConsent: "validation-error",
+    ConsentError: "validation-error",
+    BreakGlassError: "validation-error",
+    BadStatsQuery: "validation-error",
+    InvalidCursor: "validation-error",  # the gate's: a resident id the caller never saw
+    InvalidLogCursor: "validation-error",  # the audit log's: a leaf index it never gave out
+    PolicyDenied: "policy-denied",  # with the policy's reason
+    GateError: "policy-denied",
+    ConsentRequired: "consent-required",
+    NotInScope: "not-found",  # the same whether absent or out of scope
+    ResidentNotFound: "not-found",
+    ConsentNotFound: "not-found",
+    BreakGlassNotFound: "not-found",
+    UnknownMeasure: "not-found",
+    RateLimited: "rate-limited",  # with Retry-After
+    AuditUnavailable: "audit-unavailable",  # nothing is returned without its audit entry
+    BreakGlassRequired: "break-glass-required",
+    JustificationRequired: "justification-required",
+    Suspended: "suspended",
+    BudgetExhausted: "budget-exhausted",  # with `budget` and Retry-After
+    ProofUnavailable: "proof-unavailable",
+    StaleRecord: "conflict",
+    ConsentConflict: "conflict",
+    BreakGlassConflict: "conflict",
+    AuditError: "internal-error",
+    VaultError: "internal-error",
+}
+
 
 def _route(request: Request) -> str | None:
     """The route's template (/v1/residents/{resident_id}), never the path with its ids."""
@@ -71,9 +144,18 @@ def _route(request: Request) -> str | None:
     return getattr(route, "path", None)
 
 
-def _lang(request: Request) -> str:
-    accept = request.headers.get("accept-language", "zh")
-    return "en" if accept.lower().startswith("en") else "zh"
+def lang_of(request: Request) -> str:
+    """The language of a request's answer (`zh` or `en`), from its Accept-Language."""
+    return negotiate(None, None, request.headers.get("accept-language"))
+
+
+def slug_of(error: BaseException) -> str:
+    """The problem a domain error is: its nearest class in `PROBLEMS`."""
+    for kind in type(error).__mro__:
+        slug = PROBLEMS.get(kind)
+        if slug is not None:
+            return slug
+    return "internal-error"
 
 
 def problem(
@@ -82,7 +164,7 @@ def problem(
     code, zh, en = TITLES.get(slug, (status or 500, slug, slug))
     body: dict[str, Any] = {
         "type": f"/problems/{slug}",
-        "title": en if _lang(request) == "en" else zh,
+        "title": en if lang_of(request) == "en" else zh,
         "status": status or code,
         **extra,
     }
@@ -91,35 +173,45 @@ def problem(
     return JSONResponse(body, status_code=status or code, media_type=PROBLEM_TYPE)
 
 
+def _members(error: Exception, slug: str, detail: str | None, lang: str) -> dict[str, Any]:
+    """The members beyond the standard ones: `errors` for a validation error (one per
+    field), `budget` for a spent privacy budget."""
+    members: dict[str, Any] = {}
+    if isinstance(error, ValidationFailed):
+        members["errors"] = [{"field": p.field, "message": p.message(lang)} for p in error.problems]
+    elif slug == "validation-error" and detail is not None:
+        field = getattr(error, "field", None)
+        members["errors"] = [{"field": field if isinstance(field, str) else "", "message": detail}]
+    if isinstance(error, BudgetExhausted):
+        members["budget"] = error.budget.as_dict()
+    return members
+
+
+def domain_problem(request: Request, error: Exception) -> JSONResponse:
+    """The problem details of one domain error (the handler of every class in `PROBLEMS`)."""
+    slug = slug_of(error)
+    lang = lang_of(request)
+    message = getattr(error, "message", None)
+    detail = message.text(lang) if isinstance(message, Message) else None
+    response = problem(request, slug, detail, **_members(error, slug, detail, lang))
+    decision_id = getattr(error, "decision_id", None)
+    if isinstance(decision_id, str):
+        response.headers["Decision-Id"] = decision_id
+    decision = getattr(error, "decision", None)
+    if isinstance(decision, Decision):
+        response.headers["Policy-Revision"] = decision.revision
+    retry_after = getattr(error, "retry_after", None)
+    if isinstance(retry_after, int | float):
+        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
+
+
 def install_problem_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ValidationFailed)
-    async def _validation(request: Request, exc: ValidationFailed) -> JSONResponse:
-        lang = _lang(request)
-        errors = [{"field": p.field, "message": p.message(lang)} for p in exc.problems]
-        return problem(request, "validation-error", errors=errors)
+    async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+        return domain_problem(request, exc)
 
-    @app.exception_handler(InvalidValue)
-    async def _invalid(request: Request, exc: InvalidValue) -> JSONResponse:
-        message = exc.message_en if _lang(request) == "en" else exc.message_zh
-        return problem(request, "validation-error", errors=[{"field": "", "message": message}])
-
-    @app.exception_handler(UnknownField)
-    async def _unknown_field(request: Request, exc: UnknownField) -> JSONResponse:
-        return problem(
-            request, "validation-error", errors=[{"field": exc.name, "message": "unknown field"}]
-        )
-
-    @app.exception_handler(ResidentNotFound)
-    async def _not_found(request: Request, exc: ResidentNotFound) -> JSONResponse:
-        return problem(request, "not-found")
-
-    @app.exception_handler(StaleRecord)
-    async def _stale(request: Request, exc: StaleRecord) -> JSONResponse:
-        return problem(request, "conflict")
-
-    @app.exception_handler(AuditUnavailable)
-    async def _audit_unavailable(request: Request, exc: AuditUnavailable) -> JSONResponse:
-        return problem(request, "audit-unavailable")
+    for kind in PROBLEMS:
+        app.add_exception_handler(kind, _domain_error)
 
     @app.exception_handler(SQLAlchemyError)
     async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
@@ -134,10 +226,6 @@ def install_problem_handlers(app: FastAPI) -> None:
         response = problem(request, "database-timeout")
         response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
         return response
-
-    @app.exception_handler(VaultError)
-    async def _vault_error(request: Request, exc: VaultError) -> JSONResponse:
-        return problem(request, "internal-error")
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:

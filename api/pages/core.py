@@ -376,7 +376,7 @@ def correction_refusal(error: CorrectionError, lang: str, status: int = 404) -> 
     if error.refusal is None:
         return ApiRefused(status, {"title": error.key})
     refusal = error.refusal
-    return ApiRefused(403, {"detail": refusal.detail_en if lang == "en" else refusal.detail_zh})
+    return ApiRefused(403, {"detail": refusal.message.text(lang)})
 
 
 class Api:

@@ -14,16 +14,17 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from access.gate import Access, GateError, PolicyDenied
+from access.gate import Access, PolicyDenied
 from api.http.params import PathId
-from api.http.problems import problem
-from api.http.routes.residents import gate_of, refusal, subject_of
+from api.http.problems import lang_of, problem
+from api.http.routes.residents import gate_of, subject_of
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
 from audit import EntryDraft
 from audit.models import AuditEntry
-from consent.breakglass import BreakGlassError, Named, Opener, notifications_of
+from consent.breakglass import Named, Opener, notifications_of
 from consent.models import BreakGlassGrant
+from vault.i18n import Message
 from vault.pseudonyms import is_pseudonym
 
 router = APIRouter(prefix="/v1", tags=["break-glass"])
@@ -43,10 +44,6 @@ class OpenBody(BaseModel):
     justification: str | None = Field(default=None, max_length=2000)
     purpose: str = Field(default="emergency-rescue", max_length=64)
     minutes: int | None = Field(default=None, ge=1, le=240)
-
-
-def _lang(request: Request) -> str:
-    return "en" if request.headers.get("accept-language", "").lower().startswith("en") else "zh"
 
 
 def _grant_view(grant: BreakGlassGrant, accesses: int | None = None) -> dict[str, Any]:
@@ -82,44 +79,34 @@ def open_grant(
     access = Access(subject=subject, purpose=body.purpose, request_id=request.state.request_id)
     given = body.resident_id
     if subject.type not in WORKERS or subject.user is None:
-        error = PolicyDenied("紧急访问仅限社区工作者和网格员",
-                             "break-glass is for community and grid workers")  # fmt: skip
+        # Refused before policy is asked: no decision, so no Decision-Id to answer with.
+        error = PolicyDenied(Message("error.break-glass.workers-only"))
         gate.record_denial(access, error, "break-glass", _recordable(given))
-        detail = error.detail_en if _lang(request) == "en" else error.detail_zh
-        return problem(request, "policy-denied", detail=detail, status=403)
-    try:
-        with gate.denials_recorded(access, "break-glass", _recordable(given)):
-            decision = gate.decide(access, "read")
-            if not decision.obligations.break_glass:
-                return problem(request, "validation-error", errors=[
-                    {"field": "purpose", "message": "not a break-glass purpose"}])  # fmt: skip
-    except GateError as error:
-        return refusal(request, access, error)
+        raise error
+    with gate.denials_recorded(access, "break-glass", _recordable(given)):
+        decision = gate.decide(access, "read")
+        if not decision.obligations.break_glass:
+            return problem(request, "validation-error", errors=[
+                {"field": "purpose", "message": "not a break-glass purpose"}])  # fmt: skip
     opener = Opener(
         user=subject.user, subject_type=subject.type, organisation=subject.organisation,
         request_id=request.state.request_id,
     )  # fmt: skip
-    try:
-        with gate.runtime.transaction() as session:
-            # Whom the id names, as a read would find them: the caller's kind of id, within
-            # the decision's rows (for break-glass every active resident; never a decoy).
-            resident_id = gate.resolve(access, given)
-            reachable = (
-                resident_id is not None
-                and gate.matches(decision, given)
-                and gate.holds(session, access, decision, resident_id)
-            )
-            grant = gate.break_glass.open(
-                session, opener, Named(given, resident_id, reachable), purpose=body.purpose,
-                justification=reason, minutes=body.minutes,
-            )  # fmt: skip
-            view = _grant_view(grant)
-    except BreakGlassError as error:
-        # Only the request's own fields can be wrong here: nothing said about the resident.
-        message = error.message(_lang(request))
-        return problem(
-            request, error.slug, errors=[{"field": error.field or "", "message": message}]
+    with gate.runtime.transaction() as session:
+        # Whom the id names, as a read would find them: the caller's kind of id, within
+        # the decision's rows (for break-glass every active resident; never a decoy).
+        resident_id = gate.resolve(access, given)
+        reachable = (
+            resident_id is not None
+            and gate.matches(decision, given)
+            and gate.holds(session, access, decision, resident_id)
         )
+        # A BreakGlassError names only the request's own fields: nothing about the resident.
+        grant = gate.break_glass.open(
+            session, opener, Named(given, resident_id, reachable), purpose=body.purpose,
+            justification=reason, minutes=body.minutes,
+        )  # fmt: skip
+        view = _grant_view(grant)
     return JSONResponse(view, status_code=201, headers={"Decision-Id": access.decision_id})
 
 
@@ -191,20 +178,13 @@ def review_grant(
 ) -> Response:
     gate = gate_of(request)
     reviewer = principal.username or principal.client_id
-    try:
-        with gate.runtime.transaction() as session:
-            grant = gate.break_glass.review(
-                session,
-                grant_id,
-                reviewer,
-                body.outcome,
-                body.note,
-                request_id=request.state.request_id,
-            )
-            view = _grant_view(grant)
-    except BreakGlassError as error:
-        slug = "not-found" if "no such" in error.en else "conflict"
-        return problem(request, slug, detail=error.message(_lang(request)))
+    with gate.runtime.transaction() as session:
+        # BreakGlassNotFound (404) or BreakGlassConflict (409, already reviewed).
+        grant = gate.break_glass.review(
+            session, grant_id, reviewer, body.outcome, body.note,
+            request_id=request.state.request_id,
+        )  # fmt: skip
+        view = _grant_view(grant)
     return JSONResponse(view)
 
 
@@ -213,7 +193,7 @@ def my_notifications(request: Request, principal: Me) -> Response:
     subject = subject_of(request, principal)
     if subject.resident_id is None:
         return problem(request, "insufficient-scope", detail="only residents", status=403)
-    lang = _lang(request)
+    lang = lang_of(request)
     concerned: dict[str, list[str]] = {subject.resident_id: [], **{c: [] for c in subject.children}}
     with gate_of(request).runtime.transaction() as session:
         rows = notifications_of(session, list(concerned))

@@ -2,8 +2,8 @@
 organisations' requests, signed receipts and the receipt keys.
 
 The domain lives in `consent`; this module checks who may act on which resident (the
-caller's own record, a ward, or a resident within a worker's or organisation's area),
-translates requests and maps `consent` errors to problem details.
+caller's own record, a ward, or a resident within a worker's or organisation's area) and
+translates requests; `consent` errors are raised on to `api.http.problems`.
 """
 
 from __future__ import annotations
@@ -25,16 +25,11 @@ from api.http.problems import problem
 from api.http.routes.residents import gate_of, subject_of
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
-from consent import (
-    Actor,
-    ConsentError,
-    ConsentNotFound,
-    ConsentService,
-    Grant,
-)
+from consent import Actor, ConsentNotFound, ConsentService, Grant
 from consent.models import ConsentRequest
 from consent.receipts import MEDIA_TYPE, jwks
 from policies import Decision, RowConstraints
+from vault.i18n import Message
 
 router = APIRouter(prefix="/v1", tags=["consent"])
 
@@ -52,19 +47,6 @@ def service_of(request: Request) -> ConsentService:
     if not isinstance(consents, ConsentService):  # pragma: no cover - wiring error
         raise TypeError("the gate's consent look-up is not a ConsentService")
     return consents
-
-
-def _lang(request: Request) -> str:
-    return "en" if request.headers.get("accept-language", "").lower().startswith("en") else "zh"
-
-
-def _error(request: Request, error: ConsentError) -> Response:
-    message = error.message(_lang(request))
-    if error.slug == "validation-error":
-        return problem(
-            request, "validation-error", errors=[{"field": error.field or "", "message": message}]
-        )
-    return problem(request, error.slug, detail=message)
 
 
 def _invalid(request: Request, field: str, message: str) -> Response:
@@ -166,15 +148,12 @@ def grant_my_consent(request: Request, body: MyGrant, principal: Me) -> Response
 
 def _granted(request: Request, grant: Grant) -> Response:
     service = service_of(request)
-    try:
-        with gate_of(request).runtime.transaction() as session:
-            consent = service.grant(session, grant)
-            view = service.describe(consent, None)
-            receipt = service.receipt(session, consent.id)
-            view["receipt_url"] = f"/v1/consents/{consent.id}/receipt"
-            view["receipt"] = receipt.jws
-    except ConsentError as error:
-        return _error(request, error)
+    with gate_of(request).runtime.transaction() as session:
+        consent = service.grant(session, grant)
+        view = service.describe(consent, None)
+        receipt = service.receipt(session, consent.id)
+        view["receipt_url"] = f"/v1/consents/{consent.id}/receipt"
+        view["receipt"] = receipt.jws
     return JSONResponse(view, status_code=201)
 
 
@@ -185,13 +164,10 @@ def revoke_my_consent(request: Request, consent_id: PathId, principal: Me) -> Re
         return _not_a_resident(request)
     service = service_of(request)
     owned = [subject.resident_id, *subject.children]
-    try:
-        with gate_of(request).runtime.transaction() as session:
-            consent = service.revoke(session, consent_id, owned, _actor(request, subject, "self"))
-            consent_view = service.describe(consent, service.get(session, consent_id)[1])
-            consent_view["receipt"] = service.receipt(session, consent_id).jws
-    except ConsentError as error:
-        return _error(request, error)
+    with gate_of(request).runtime.transaction() as session:
+        consent = service.revoke(session, consent_id, owned, _actor(request, subject, "self"))
+        consent_view = service.describe(consent, service.get(session, consent_id)[1])
+        consent_view["receipt"] = service.receipt(session, consent_id).jws
     return JSONResponse(consent_view)
 
 
@@ -241,25 +217,22 @@ def answer_request(request: Request, request_id: PathId, body: Answer, principal
         return _not_a_resident(request)
     service = service_of(request)
     owned = [subject.resident_id, *subject.children]
-    try:
-        with gate_of(request).runtime.transaction() as session:
-            row = session.get(ConsentRequest, request_id)
-            guardian = (
-                subject.resident_id
-                if row is not None and row.resident_id != subject.resident_id
-                else None
-            )
-            row, consent = service.answer(
-                session, request_id, owned, accept=body.accept,
-                actor=_actor(request, subject, "guardian" if guardian else "self"),
-                guardian_id=guardian, expires_at=body.expires_at,
-                notice_version=body.notice_version,
-            )  # fmt: skip
-            view = _request_view(service, row)
-            if consent is not None:
-                view["consent"] = service.describe(consent, None)
-    except ConsentError as error:
-        return _error(request, error)
+    with gate_of(request).runtime.transaction() as session:
+        row = session.get(ConsentRequest, request_id)
+        guardian = (
+            subject.resident_id
+            if row is not None and row.resident_id != subject.resident_id
+            else None
+        )
+        row, consent = service.answer(
+            session, request_id, owned, accept=body.accept,
+            actor=_actor(request, subject, "guardian" if guardian else "self"),
+            guardian_id=guardian, expires_at=body.expires_at,
+            notice_version=body.notice_version,
+        )  # fmt: skip
+        view = _request_view(service, row)
+        if consent is not None:
+            view["consent"] = service.describe(consent, None)
     return JSONResponse(view)
 
 
@@ -336,17 +309,14 @@ def revoke_assisted(
     """Withdrawing is as easy as giving (PIPL Art. 15): the counter can do both."""
     subject = subject_of(request, principal)
     service = service_of(request)
-    try:
-        with gate_of(request).runtime.transaction() as session:
-            consent, _ = service.get(session, consent_id)
-            if not _within(request, subject, consent.resident_id):
-                raise ConsentNotFound("未找到该同意", "no such consent")
-            actor = replace(_actor(request, subject, "assisted"), details={"witness": body.witness})
-            revoked = service.revoke(session, consent_id, [consent.resident_id], actor)
-            view = service.describe(revoked, service.get(session, consent_id)[1])
-            view["receipt"] = service.receipt(session, consent_id).jws
-    except ConsentError as error:
-        return _error(request, error)
+    with gate_of(request).runtime.transaction() as session:
+        consent, _ = service.get(session, consent_id)
+        if not _within(request, subject, consent.resident_id):
+            raise ConsentNotFound(Message("error.consent.not-found"))
+        actor = replace(_actor(request, subject, "assisted"), details={"witness": body.witness})
+        revoked = service.revoke(session, consent_id, [consent.resident_id], actor)
+        view = service.describe(revoked, service.get(session, consent_id)[1])
+        view["receipt"] = service.receipt(session, consent_id).jws
     return JSONResponse(view)
 
 
@@ -373,16 +343,13 @@ def request_consent(request: Request, body: RequestBody, principal: ConsentAsker
     if not _within(request, subject, resident_id):
         return problem(request, "not-found")
     service = service_of(request)
-    try:
-        with gate.runtime.transaction() as session:
-            row = service.request(
-                session, resident_id=resident_id, recipient=subject.organisation,
-                purpose=body.purpose, fields=body.fields, separate=body.separate,
-                message=body.message, actor=_actor(request, subject, "self"),
-            )  # fmt: skip
-            view = {**_request_view(service, row), "resident_id": given}
-    except ConsentError as error:
-        return _error(request, error)
+    with gate.runtime.transaction() as session:
+        row = service.request(
+            session, resident_id=resident_id, recipient=subject.organisation,
+            purpose=body.purpose, fields=body.fields, separate=body.separate,
+            message=body.message, actor=_actor(request, subject, "self"),
+        )  # fmt: skip
+        view = {**_request_view(service, row), "resident_id": given}
     return JSONResponse(view, status_code=201)
 
 
@@ -399,10 +366,7 @@ def consent_receipt(request: Request, consent_id: PathId, principal: AnyCaller) 
     service = service_of(request)
     runtime = gate_of(request).runtime
     with runtime.transaction() as session:
-        try:
-            consent, _ = service.get(session, consent_id)
-        except ConsentError:
-            return problem(request, "not-found")
+        consent, _ = service.get(session, consent_id)  # ConsentNotFound: a 404
         owner = (
             subject.resident_id is not None
             and Scope.ME in principal.scopes

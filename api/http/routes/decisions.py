@@ -17,10 +17,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from access.gate import EVALUATION_ACTION, Access, Gate, GateError, Subject, Visibility
+from access.gate import EVALUATION_ACTION, Access, Gate, Subject, Visibility
 from access.subjects import organisation_subject, visibility_subjects
 from api.http.params import PathId
-from api.http.problems import problem
+from api.http.problems import lang_of, problem
 from api.http.routes.residents import gate_of, subject_of
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
@@ -41,13 +41,6 @@ ACTIONS = ("read", "list", "search", "export", "write")
 def explainer_of(request: Request) -> Explainer:
     explainer: Explainer = request.app.state.explainer
     return explainer
-
-
-def lang_of(request: Request) -> str:
-    query = request.query_params.get("lang")
-    if query:
-        return "en" if query.startswith("en") else "zh"
-    return "en" if request.headers.get("accept-language", "").lower().startswith("en") else "zh"
 
 
 class ExplainBody(BaseModel):
@@ -250,10 +243,7 @@ def my_visibility(request: Request, principal: Me) -> Response:
     purposes = sorted(explainer_of(request).purposes)
     with gate.runtime.vault.sessions() as session:
         subjects = visibility_subjects(session, _community_of(gate, subject.resident_id))
-    try:
-        found = gate.visibility(access, subject.resident_id, subjects, purposes)
-    except GateError as error:  # pragma: no cover - the dry run refuses nothing itself
-        return problem(request, error.slug)
+    found = gate.visibility(access, subject.resident_id, subjects, purposes)
     lang = lang_of(request)
     body = visibility_view(explainer_of(request), found, organisation_names(gate, lang), lang)
     return JSONResponse({"resident_id": subject.resident_id, **body})

@@ -15,11 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from access.gate import Access, GateError
+from access.gate import Access
 from access.reads import record_reads
 from api.http.params import Index, QueryCursor
 from api.http.problems import problem
-from api.http.routes.residents import decision_headers, gate_of, record_view, refusal, subject_of
+from api.http.routes.residents import decision_headers, gate_of, record_view, subject_of
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
 from audit.checkpoint import format_tlog_proof
@@ -50,10 +50,7 @@ def my_record(request: Request, principal: Me) -> Response:
     access = _access(request, principal)
     if access.subject.resident_id is None:
         return _not_a_resident(request)
-    try:
-        view, decision = gate_of(request).read(access, access.subject.resident_id, target="self")
-    except GateError as error:
-        return refusal(request, access, error)
+    view, decision = gate_of(request).read(access, access.subject.resident_id, target="self")
     return JSONResponse(
         record_view(view),
         headers=decision_headers(access, decision),
@@ -66,12 +63,9 @@ def my_children(request: Request, principal: Me) -> Response:
     if access.subject.resident_id is None:
         return _not_a_resident(request)
     items = []
-    try:
-        for ward in access.subject.children:
-            view, _ = gate_of(request).read(access, ward, target="child")
-            items.append(record_view(view))
-    except GateError as error:
-        return refusal(request, access, error)
+    for ward in access.subject.children:
+        view, _ = gate_of(request).read(access, ward, target="child")
+        items.append(record_view(view))
     return JSONResponse({"items": items}, headers={"Decision-Id": access.decision_id})
 
 
@@ -90,19 +84,9 @@ def my_accesses(
     # One transaction and one checkpoint for the whole page: every proof is against the same
     # head, and the read of the page is itself recorded before it is answered.
     with runtime.transaction() as session:
-        try:
-            page = search(
-                session,
-                EntryFilter(resident_id=access.subject.resident_id),
-                limit=limit,
-                cursor=cursor,
-            )
-        except ValueError:
-            return problem(
-                request,
-                "validation-error",
-                errors=[{"field": "cursor", "message": "invalid cursor"}],
-            )
+        page = search(
+            session, EntryFilter(resident_id=access.subject.resident_id), limit=limit, cursor=cursor
+        )
         head = runtime.audit.latest_checkpoint(session)
         for index, entry in page.items:
             summary = entry_summary(index, entry)
@@ -165,10 +149,7 @@ def my_export(
     access = _access(request, principal, purpose="portability")
     if access.subject.resident_id is None:
         return _not_a_resident(request)
-    try:
-        view, decision = gate_of(request).read(access, access.subject.resident_id, target="self")
-    except GateError as error:
-        return refusal(request, access, error)
+    view, decision = gate_of(request).read(access, access.subject.resident_id, target="self")
     headers = decision_headers(access, decision)
     if format == "json":
         body: dict[str, Any] = {"resident_id": view.resident_id, "fields": view.fields}

@@ -1,11 +1,11 @@
-"""Resident data over HTTP: translate requests to gate calls, gate errors to problem details.
+"""Resident data over HTTP: translate requests to gate calls and their answers to JSON.
 
-Every route here goes through `access.gate.Gate`; none reads the vault directly.
+Every route here goes through `access.gate.Gate`; none reads the vault directly. A gate
+refusal is raised on, and `api.http.problems` answers it (with its Decision-Id).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from access.exports.records import find_export, open_export
-from access.gate import Access, Gate, GateError, Listing, RateLimited, RecordView, Subject
+from access.gate import Access, Gate, Listing, RecordView, Subject
 from access.subjects import subject_for
 from api.http.params import (
     ID_LENGTH,
@@ -63,21 +63,6 @@ def decision_headers(access: Access, decision: Decision | None) -> dict[str, str
     return headers
 
 
-def refusal(request: Request, access: Access, error: GateError) -> JSONResponse:
-    lang = "en" if request.headers.get("accept-language", "").lower().startswith("en") else "zh"
-    detail = error.detail_en if lang == "en" else error.detail_zh
-    response = problem(
-        request,
-        error.slug,
-        detail=detail or None,
-        status=403 if error.slug in ("justification-required", "suspended") else None,
-    )
-    response.headers.update(decision_headers(access, error.decision))
-    if isinstance(error, RateLimited):
-        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-    return response
-
-
 def record_view(view: RecordView) -> dict[str, Any]:
     return {"resident_id": view.resident_id, "fields": view.fields, "treatments": view.treatments}
 
@@ -108,10 +93,7 @@ def read_resident(
     fields: QueryFields = None,
 ) -> Response:
     access = _access(request, principal, purpose)
-    try:
-        view, decision = gate_of(request).read(access, resident_id, _fields(fields))
-    except GateError as error:
-        return refusal(request, access, error)
+    view, decision = gate_of(request).read(access, resident_id, _fields(fields))
     return JSONResponse(record_view(view), headers=decision_headers(access, decision))
 
 
@@ -128,18 +110,15 @@ def list_residents(
     cursor: QueryCursor = None,
 ) -> Response:
     access = _access(request, principal, purpose)
-    try:
-        listing = gate_of(request).list_residents(
-            access,
-            community=community,
-            grid=grid,
-            building=building,
-            requested=_fields(fields),
-            limit=limit,
-            cursor=cursor,
-        )
-    except GateError as error:
-        return refusal(request, access, error)
+    listing = gate_of(request).list_residents(
+        access,
+        community=community,
+        grid=grid,
+        building=building,
+        requested=_fields(fields),
+        limit=limit,
+        cursor=cursor,
+    )
     return _listing(access, listing)
 
 
@@ -170,12 +149,9 @@ def search_residents(
     validator = {"id_number": "gb11643", "phone": "cn_mobile"}[next(iter(given))]
     catalogue = gate_of(request).catalogue
     field_name = next(s.name for s in catalogue.searchable if s.validator == validator)
-    try:
-        listing = gate_of(request).search(
-            access, field_name, next(iter(given.values())), _fields(fields)
-        )
-    except GateError as error:
-        return refusal(request, access, error)
+    listing = gate_of(request).search(
+        access, field_name, next(iter(given.values())), _fields(fields)
+    )
     return _listing(access, listing)
 
 
@@ -192,12 +168,9 @@ def create_resident(
     purpose: QueryPurpose = None,
 ) -> Response:
     access = _access(request, principal, purpose)
-    try:
-        resident_id, decision = gate_of(request).write(
-            access, None, body.fields, household_id=body.household_id
-        )
-    except GateError as error:
-        return refusal(request, access, error)
+    resident_id, decision = gate_of(request).write(
+        access, None, body.fields, household_id=body.household_id
+    )
     return JSONResponse(
         {"resident_id": resident_id}, status_code=201, headers=decision_headers(access, decision)
     )
@@ -219,10 +192,7 @@ def update_resident(
             "validation-error",
             errors=[{"field": "fields", "message": "an object of field values"}],
         )
-    try:
-        _, decision = gate_of(request).write(access, resident_id, values)
-    except GateError as error:
-        return refusal(request, access, error)
+    _, decision = gate_of(request).write(access, resident_id, values)
     return JSONResponse({"resident_id": resident_id}, headers=decision_headers(access, decision))
 
 
@@ -244,13 +214,10 @@ def export_residents(
     """Every export is fingerprinted for its recipient and request (docs/traceable-exports.md)
     and recorded in the `exports` table before its first row is sent."""
     access = _access(request, principal, purpose, justification)
-    try:
-        opened = open_export(
-            gate_of(request), access, format=format, community=community, grid=grid,
-            building=building, requested=_fields(fields),
-        )  # fmt: skip
-    except GateError as error:
-        return refusal(request, access, error)
+    opened = open_export(
+        gate_of(request), access, format=format, community=community, grid=grid,
+        building=building, requested=_fields(fields),
+    )  # fmt: skip
     decision, export_id = opened.decision, opened.export_id
 
     # A sync iterator: Starlette runs it in a worker thread, so the database work of each

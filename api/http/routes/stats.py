@@ -13,21 +13,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from access.gate import Access, GateError
+from access.gate import Access
 from access.stats.measures import MEASURES
-from access.stats.service import (
-    BadStatsQuery,
-    BudgetExhausted,
-    PublishedPlace,
-    StatsResult,
-    StatsService,
-)
+from access.stats.service import PublishedPlace, StatsResult, StatsService
 from api.http.params import PathCode, QueryPurpose, declared_purpose
-from api.http.problems import problem
-from api.http.routes.residents import decision_headers, refusal, subject_of
+from api.http.problems import lang_of
+from api.http.routes.residents import decision_headers, subject_of
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
-from vault.models import utcnow
 
 router = APIRouter(prefix="/v1", tags=["statistics"])
 
@@ -50,10 +43,6 @@ def _access(request: Request, principal: Principal, purpose: str | None) -> Acce
         purpose=declared,
         request_id=request.state.request_id,
     )
-
-
-def _lang(request: Request) -> str:
-    return "en" if request.headers.get("accept-language", "").lower().startswith("en") else "zh"
 
 
 def _place(published: PublishedPlace) -> dict[str, Any]:
@@ -85,7 +74,7 @@ def _body(result: StatsResult, lang: str) -> dict[str, Any]:
 
 @router.get("/stats", summary="The statistical measures (scope stats:read)")
 def list_measures(request: Request, principal: StatsReader) -> dict[str, Any]:
-    lang = _lang(request)
+    lang = lang_of(request)
     return {
         "items": [
             {"measure": m.name, "label": m.label(lang), "unit": str(m.unit), "field": m.field,
@@ -123,32 +112,7 @@ def stats(
 ) -> Response:
     access = _access(request, principal, purpose)
     mechanism = noise or ("laplace" if dp or epsilon is not None else None)
-    try:
-        result = service_of(request).query(access, measure, by, noise=mechanism, epsilon=epsilon)
-    except BudgetExhausted as error:
-        lang = _lang(request)
-        response = problem(
-            request,
-            error.slug,
-            detail=error.detail_en if lang == "en" else error.detail_zh,
-            budget=error.budget.as_dict(),
-        )
-        seconds = max(1, int((error.budget.renews_at - utcnow()).total_seconds()))
-        response.headers["Retry-After"] = str(seconds)
-        response.headers.update(decision_headers(access, error.decision))
-        return response
-    except BadStatsQuery as error:
-        lang = _lang(request)
-        response = problem(
-            request,
-            error.slug,
-            errors=[{"field": error.field, "message": error.detail_en if lang == "en"
-                     else error.detail_zh}],
-        )  # fmt: skip
-        response.headers.update(decision_headers(access, error.decision))
-        return response
-    except GateError as error:
-        return refusal(request, access, error)
+    result = service_of(request).query(access, measure, by, noise=mechanism, epsilon=epsilon)
     return JSONResponse(
-        _body(result, _lang(request)), headers=decision_headers(access, result.decision)
+        _body(result, lang_of(request)), headers=decision_headers(access, result.decision)
     )
