@@ -66,8 +66,9 @@ class BudgetExhausted(GateError):
 
     def __init__(self, budget: Budget, decision: Decision | None, access: Access) -> None:
         message = Message("error.stats.budget-exhausted", {
-            "remaining": budget.remaining, "renews": budget.renews_at.astimezone(CHINA),
-            "renews_at": budget.renews_at.isoformat(),
+            # ISO 8601 in China time, with its offset, in both languages
+            "remaining": budget.remaining,
+            "renews_at": budget.renews_at.astimezone(CHINA).isoformat(timespec="seconds"),
         })  # fmt: skip
         wait = (budget.renews_at - utcnow()).total_seconds()
         super().__init__(message, decision, decision_id=access.decision_id, retry_after=wait)
