@@ -197,6 +197,11 @@ class Place:
     grid: str | None = None
     building: str | None = None
 
+    def filter(self) -> ColumnElement[bool]:
+        return row_sql.place_filter(
+            community=self.community, grid=self.grid, building=self.building
+        )
+
 
 @dataclass(frozen=True)
 class RecordView:
@@ -684,13 +689,7 @@ class Gate:
         limit: int,
         cursor: str | None,
     ) -> tuple[list[tuple[str, str, str]], str | None]:
-        query = self._scoped(access, decision)
-        if place.community:
-            query = query.where(Building.community_id == place.community)
-        if place.grid:
-            query = query.where(Building.grid_id == place.grid)
-        if place.building:
-            query = query.where(Building.id == place.building)
+        query = self._scoped(access, decision).where(place.filter())
         if cursor:
             query = query.where(Resident.id > cursor)
         rows = [

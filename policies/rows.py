@@ -26,6 +26,7 @@ __all__ = [
     "AREA_SCOPES",
     "building_filter",
     "by_area",
+    "place_filter",
     "row_filter",
     "rows_document",
     "with_building",
@@ -81,6 +82,21 @@ def row_filter(
         area = building_filter(rows)
         return and_(active, area if area is not None else false())
     return false()
+
+
+def place_filter(
+    *, community: str | None = None, grid: str | None = None, building: str | None = None
+) -> ColumnElement[bool]:
+    """A caller's narrowing of a list or export to one community, grid or building, on top
+    of the decision's rows (it never widens them): over `with_building`'s join."""
+    terms = [
+        column == value
+        for column, value in (
+            (Building.community_id, community), (Building.grid_id, grid), (Building.id, building),
+        )
+        if value
+    ]  # fmt: skip
+    return and_(*terms) if terms else true()
 
 
 def with_building(query: _Q) -> _Q:

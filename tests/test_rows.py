@@ -23,6 +23,7 @@ from policies.interfaces import RowConstraints, RowScope
 from policies.rows import (
     building_filter,
     by_area,
+    place_filter,
     row_filter,
     rows_document,
     with_building,
@@ -223,6 +224,30 @@ def test_the_buildings_reached_are_the_jurisdictions(vault: Vault, case: Case) -
         try:
             _build(session, case.town)
             assert set(session.scalars(select(Building.id).where(where))) == expected
+        finally:
+            session.rollback()
+
+
+@EXAMPLES
+@given(case=cases(), data=st.data())
+def test_a_place_narrows_the_rows_and_never_widens_them(
+    vault: Vault, case: Case, data: st.DataObject
+) -> None:
+    community = data.draw(st.sampled_from([None, *case.town.communities, "cm_elsewhere"]))
+    grid = data.draw(st.sampled_from([None, *case.town.grids]))
+    building = data.draw(st.sampled_from([None, *case.town.buildings]))
+    at = {p.id for p in case.town.people if p.home is not None and all(
+        want is None or have == want for have, want in ((p.home.community, community),
+                                                        (p.home.grid, grid),
+                                                        (p.home.building, building)))}  # fmt: skip
+    query = with_building(select(Resident.id)).where(
+        row_filter(case.rows, resident_id=case.resident_id, children=case.children),
+        place_filter(community=community, grid=grid, building=building),
+    )
+    with vault.sessions() as session:
+        try:
+            _build(session, case.town)
+            assert set(session.scalars(query)) == _plainly(case) & at
         finally:
             session.rollback()
 

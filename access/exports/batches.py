@@ -35,13 +35,7 @@ _Q = TypeVar("_Q", bound="Select[*tuple[Any, ...]]")
 
 
 def _placed(query: _Q, place: Place) -> _Q:
-    if place.community:
-        query = query.where(Building.community_id == place.community)
-    if place.grid:
-        query = query.where(Building.grid_id == place.grid)
-    if place.building:
-        query = query.where(Building.id == place.building)
-    return query
+    return query.where(place.filter())
 
 
 @dataclasses.dataclass(frozen=True)
