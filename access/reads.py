@@ -9,13 +9,15 @@ before the answer leaves. The entry names the kind of record read, never its con
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy.orm import Session
 
 from access.gate import Subject
 from access.runtime import Runtime
 from audit import EntryDraft
+
+LISTED_ITEMS = 100  # ids named in one entry's details, beside their count
 
 
 def record_reads(
@@ -28,10 +30,14 @@ def record_reads(
     resident_ids: Iterable[str | None],
     channel: str = "api",
     purpose: str | None = None,
+    items: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
     """Record that `subject` read `action`'s records of each resident (once per resident,
-    in the order first seen). Nothing is recorded for an answer that names nobody."""
+    in the order first seen). Nothing is recorded for an answer that names nobody.
+    `items` names the records shown per resident (grant or notification ids), kept in the
+    entry's details with their count."""
     seen = dict.fromkeys(r for r in resident_ids if r)
+    listed = items or {}
     runtime.audit.record(
         session,
         [
@@ -40,6 +46,8 @@ def record_reads(
                 subject_type=subject.type, organisation=subject.organisation,
                 client=subject.client, user=subject.user, purpose=purpose,
                 resident_id=resident_id, request_id=request_id,
+                details={"items": list(listed[resident_id])[:LISTED_ITEMS],
+                         "count": len(listed[resident_id])} if resident_id in listed else {},
             )
             for resident_id in seen
         ],

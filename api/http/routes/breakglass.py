@@ -4,7 +4,6 @@ auditor reviews it. The reads themselves go through the gate like any other
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
@@ -12,15 +11,14 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from access.gate import Access, PolicyDenied
+from access.gate import Access, PolicyDenied, Subject
+from access.reads import record_reads
 from api.http.params import PathId
 from api.http.problems import lang_of, problem
 from api.http.routes.residents import gate_of, subject_of
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
-from audit import EntryDraft
 from audit.models import AuditEntry
 from consent.breakglass import Named, Opener, notifications_of
 from consent.models import BreakGlassGrant
@@ -35,7 +33,6 @@ Me = Annotated[Principal, Depends(require_scopes(Scope.ME))]
 
 WORKERS = ("grid_worker", "community_worker")
 RESIDENT_ID_LENGTH = 32  # the audit log's resident_id column; every vault id fits
-LISTED_ITEMS = 100  # ids named in one list entry's details, beside their count
 
 
 class OpenBody(BaseModel):
@@ -116,25 +113,6 @@ def _recordable(given: str) -> str | None:
     return given if is_pseudonym(given) or len(given) <= RESIDENT_ID_LENGTH else None
 
 
-def _listed(
-    session: Session,
-    request: Request,
-    principal: Principal,
-    subject_type: str,
-    concerned: Mapping[str, Sequence[str]],
-    action: str,
-) -> None:
-    """One access entry per resident whose data a list shows (as the gate records a list),
-    in the answer's transaction, so it commits before anything is returned."""
-    runtime = gate_of(request).runtime
-    runtime.audit.record(session, [EntryDraft(
-        action=action, outcome="allowed", channel="api", kind="access",
-        subject_type=subject_type, client=principal.client_id, user=principal.username,
-        resident_id=resident_id, request_id=request.state.request_id,
-        details={"items": list(items)[:LISTED_ITEMS], "count": len(items)},
-    ) for resident_id, items in concerned.items()])  # fmt: skip
-
-
 @router.get("/audit/break-glass", summary="Break-glass grants for review (scope audit:read)")
 def review_queue(
     request: Request,
@@ -162,7 +140,11 @@ def review_queue(
             items.append(_grant_view(grant, int(accesses or 0)))
             concerned.setdefault(grant.resident_id, []).append(grant.id)
         # The queue names residents and what befell them (the justification): a read of each.
-        _listed(session, request, principal, "auditor", concerned, "break_glass.queue")
+        auditor = Subject(type="auditor", user=principal.username, client=principal.client_id)
+        record_reads(
+            gate.runtime, session, subject=auditor, request_id=request.state.request_id,
+            action="break_glass.queue", resident_ids=concerned, items=concerned,
+        )  # fmt: skip
     return JSONResponse({"items": items})
 
 
@@ -195,7 +177,8 @@ def my_notifications(request: Request, principal: Me) -> Response:
         return problem(request, "insufficient-scope", detail="only residents", status=403)
     lang = lang_of(request)
     concerned: dict[str, list[str]] = {subject.resident_id: [], **{c: [] for c in subject.children}}
-    with gate_of(request).runtime.transaction() as session:
+    runtime = gate_of(request).runtime
+    with runtime.transaction() as session:
         rows = notifications_of(session, list(concerned))
         items = [
             {
@@ -208,5 +191,8 @@ def my_notifications(request: Request, principal: Me) -> Response:
         for n in rows:
             concerned[n.resident_id].append(n.id)
         # A guardian reads their wards' notifications too: each resident's on the record.
-        _listed(session, request, principal, subject.type, concerned, "notifications.list")
+        record_reads(
+            runtime, session, subject=subject, request_id=request.state.request_id,
+            action="notifications.list", resident_ids=concerned, items=concerned,
+        )  # fmt: skip
     return JSONResponse({"items": items})
