@@ -71,11 +71,19 @@ def _aad(request_id: str) -> str:
 def _entry(actor: Actor, action: str, row: CorrectionRequest, treatment: str) -> EntryDraft:
     subject = actor.subject
     return EntryDraft(
-        action=action, outcome="allowed", channel="web", kind="event",
-        subject_type=subject.type, organisation=subject.organisation, client=subject.client,
-        user=subject.user, resident_id=row.resident_id, fields={row.field: treatment},
-        request_id=actor.request_id, details={"correction": row.id},
-    )  # fmt: skip
+        action=action,
+        outcome="allowed",
+        channel="web",
+        kind="event",
+        subject_type=subject.type,
+        organisation=subject.organisation,
+        client=subject.client,
+        user=subject.user,
+        resident_id=row.resident_id,
+        fields={row.field: treatment},
+        request_id=actor.request_id,
+        details={"correction": row.id},
+    )
 
 
 def request_correction(
@@ -103,11 +111,17 @@ def request_correction(
         resident, community = row
         key = runtime.vault.store.data_keys.get(session, resident.id, resident.key_version)
         request = CorrectionRequest(
-            id=new_id("cr"), resident_id=resident.id, community_id=community, field=field,
-            key_version=resident.key_version, requested_by=subject.user or "?",
+            id=new_id("cr"),
+            resident_id=resident.id,
+            community_id=community,
+            field=field,
+            key_version=resident.key_version,
+            requested_by=subject.user or "?",
             channel="self" if resident_id == subject.resident_id else "guardian",
-            status="pending", requested_at=utcnow(), sealed=b"",
-        )  # fmt: skip
+            status="pending",
+            requested_at=utcnow(),
+            sealed=b"",
+        )
         plain = json.dumps({"value": value, "note": note}, ensure_ascii=False).encode()
         request.sealed = seal_field(key, _aad(request.id), plain)
         session.add(request)
@@ -118,10 +132,14 @@ def request_correction(
 
 def _summary(row: CorrectionRequest) -> dict[str, Any]:
     return {
-        "id": row.id, "resident_id": row.resident_id, "field": row.field,
-        "status": row.status, "channel": row.channel, "requested_at": row.requested_at,
+        "id": row.id,
+        "resident_id": row.resident_id,
+        "field": row.field,
+        "status": row.status,
+        "channel": row.channel,
+        "requested_at": row.requested_at,
         "resolved_at": row.resolved_at,
-    }  # fmt: skip
+    }
 
 
 def _access(actor: Actor, purpose: str | None) -> Access:
@@ -154,15 +172,21 @@ def _listed(
     per_resident: dict[str, list[CorrectionRequest]] = {}
     for row in shown:
         per_resident.setdefault(row.resident_id, []).append(row)
-    gate.runtime.audit.record(session, [
-        gate.access_entry(
-            access, LISTED, decision, resident_id=rid,
-            fields=dict.fromkeys((r.field for r in listed), "listed"),
-            cover=views[rid, listed[0].field].cover,
-            details={"corrections": [r.id for r in listed]},
-        )
-        for rid, listed in per_resident.items()
-    ])  # fmt: skip
+    gate.runtime.audit.record(
+        session,
+        [
+            gate.access_entry(
+                access,
+                LISTED,
+                decision,
+                resident_id=rid,
+                fields=dict.fromkeys((r.field for r in listed), "listed"),
+                cover=views[rid, listed[0].field].cover,
+                details={"corrections": [r.id for r in listed]},
+            )
+            for rid, listed in per_resident.items()
+        ],
+    )
     return shown
 
 
@@ -189,10 +213,14 @@ def mine(gate: Gate, actor: Actor) -> list[dict[str, Any]]:
         # The form names the resident and each ward even with no request on file.
         listed = {r.resident_id for r in shown[:50]}
         record_reads(
-            gate.runtime, session, subject=subject, request_id=actor.request_id,
-            action="correction.form", channel="web",
+            gate.runtime,
+            session,
+            subject=subject,
+            request_id=actor.request_id,
+            action="correction.form",
+            channel="web",
             resident_ids=[r for ids in targets.values() for r in ids if r not in listed],
-        )  # fmt: skip
+        )
         return [_summary(r) for r in shown[:50]]
 
 
@@ -250,16 +278,27 @@ def open_request(gate: Gate, actor: Actor, request_id: str) -> dict[str, Any]:
             key = gate.runtime.vault.store.data_keys.get(session, row.resident_id, row.key_version)
             plain = json.loads(open_field(key, _aad(row.id), row.sealed))
             clear = view.treatment == "clear"
-            gate.runtime.audit.record(session, [gate.access_entry(
-                access, OPENED, decision, resident_id=row.resident_id,
-                fields={row.field: view.treatment}, cover=view.cover,
-                details={"correction": row.id, "note": "shown" if clear else "withheld"},
-            )])  # fmt: skip
+            gate.runtime.audit.record(
+                session,
+                [
+                    gate.access_entry(
+                        access,
+                        OPENED,
+                        decision,
+                        resident_id=row.resident_id,
+                        fields={row.field: view.treatment},
+                        cover=view.cover,
+                        details={"correction": row.id, "note": "shown" if clear else "withheld"},
+                    )
+                ],
+            )
             return {
-                **_summary(row), "treatment": view.treatment,
+                **_summary(row),
+                "treatment": view.treatment,
                 "value": gate.render_field(decision, view, plain["value"]),
-                "note": plain["note"] if clear else None, "note_withheld": not clear,
-            }  # fmt: skip
+                "note": plain["note"] if clear else None,
+                "note_withheld": not clear,
+            }
     except GateError as error:
         raise _refused(gate, access, OPENED, error, request_id) from None
 
@@ -275,10 +314,14 @@ def resolve(gate: Gate, actor: Actor, request_id: str) -> None:
                 row.resolved_at = utcnow()
                 row.resolved_by = actor.subject.user
                 entry = gate.access_entry(
-                    access, RESOLVED, decision, resident_id=row.resident_id,
-                    fields={row.field: "handled"}, cover=view.cover,
+                    access,
+                    RESOLVED,
+                    decision,
+                    resident_id=row.resident_id,
+                    fields={row.field: "handled"},
+                    cover=view.cover,
                     details={"correction": row.id},
-                )  # fmt: skip
+                )
                 # Handling shows no value: an event, as the request itself is.
                 gate.runtime.audit.record(session, [replace(entry, kind="event")])
     except GateError as error:

@@ -141,9 +141,12 @@ class Subject:
         subject: dict[str, Any] = {
             "type": self.type,
             "roles": list(self.roles),
-            "jurisdiction": {"communities": list(self.communities), "grids": list(self.grids),
-                             "buildings": list(self.buildings)},
-        }  # fmt: skip
+            "jurisdiction": {
+                "communities": list(self.communities),
+                "grids": list(self.grids),
+                "buildings": list(self.buildings),
+            },
+        }
         if self.organisation:
             subject["organisation"] = self.organisation
         return subject
@@ -263,11 +266,13 @@ class Gate:
         self.pseudonyms = Pseudonyms(runtime.vault.keyring)
         self.break_glass = BreakGlass(runtime.audit)
         settings = runtime.settings
-        self.limiter = RateLimiter({
-            "standard": (settings.rate_limit_standard, 60.0),
-            "sensitive": (settings.rate_limit_sensitive, 60.0),
-            "bulk": (settings.rate_limit_bulk, 3600.0),
-        })  # fmt: skip
+        self.limiter = RateLimiter(
+            {
+                "standard": (settings.rate_limit_standard, 60.0),
+                "sensitive": (settings.rate_limit_sensitive, 60.0),
+                "bulk": (settings.rate_limit_bulk, 3600.0),
+            }
+        )
         self.observer: GateObserver | None = None
 
     def _suspended(self, subject: Subject) -> bool:
@@ -340,8 +345,9 @@ class Gate:
         if not decision.allow:
             code = decision.reason.code
             error_type: type[GateError] = {
-                "unknown-purpose": UnknownPurpose, "purpose-required": PurposeRequired,
-            }.get(code, PolicyDenied)  # fmt: skip
+                "unknown-purpose": UnknownPurpose,
+                "purpose-required": PurposeRequired,
+            }.get(code, PolicyDenied)
             # The policy's reason, worded in both languages by the bundle itself.
             reason = given_text(decision.reason.zh, decision.reason.en)
             raise error_type(reason, decision, decision_id=access.decision_id)
@@ -350,9 +356,11 @@ class Gate:
         wait = self.limiter.check(caller, rate_class) if caller and not dry_run else None
         if wait is not None:
             raise RateLimited(
-                Message("error.gate.rate-limited"), decision,
-                decision_id=access.decision_id, retry_after=wait,
-            )  # fmt: skip
+                Message("error.gate.rate-limited"),
+                decision,
+                decision_id=access.decision_id,
+                retry_after=wait,
+            )
         if decision.obligations.break_glass and action != "read":
             # Defence in depth: a break-glass purpose opens one record at a time, whatever
             # a purpose's data might say.
@@ -367,9 +375,12 @@ class Gate:
         """The policy input for one decision (`policies.inputs.decision_input`): the
         subject as policy sees them and the whole catalogue's public metadata."""
         return decision_input(
-            subject.policy_input(), purpose=purpose, action=action, target=target,
+            subject.policy_input(),
+            purpose=purpose,
+            action=action,
+            target=target,
             fields=self.field_input,
-        )  # fmt: skip
+        )
 
     def _record_evaluation(
         self, access: Access, input: Mapping[str, Any], decision: Decision
@@ -379,17 +390,29 @@ class Gate:
         today. Cached decisions name this evaluation; there is one per cache miss."""
         subject = access.subject
         with self.runtime.transaction() as session:
-            self.runtime.audit.record(session, [EntryDraft(
-                action=EVALUATION_ACTION, outcome="allowed" if decision.allow else "denied",
-                channel=access.channel, kind="event", subject_type=subject.type,
-                organisation=subject.organisation, client=subject.client, user=subject.user,
-                purpose=access.purpose, evaluation_id=decision.evaluation_id,
-                policy_revision=decision.revision, request_id=access.request_id,
-                details={
-                    "input": recorded_input(input, self.catalogue.version),
-                    "result": decision.to_result(),
-                },
-            )])  # fmt: skip
+            self.runtime.audit.record(
+                session,
+                [
+                    EntryDraft(
+                        action=EVALUATION_ACTION,
+                        outcome="allowed" if decision.allow else "denied",
+                        channel=access.channel,
+                        kind="event",
+                        subject_type=subject.type,
+                        organisation=subject.organisation,
+                        client=subject.client,
+                        user=subject.user,
+                        purpose=access.purpose,
+                        evaluation_id=decision.evaluation_id,
+                        policy_revision=decision.revision,
+                        request_id=access.request_id,
+                        details={
+                            "input": recorded_input(input, self.catalogue.version),
+                            "result": decision.to_result(),
+                        },
+                    )
+                ],
+            )
 
     @contextmanager
     def denials_recorded(
@@ -422,9 +445,16 @@ class Gate:
         details = {"unresolved": True} if pseudonym and vault_id is None else {}
         with self.runtime.transaction() as session:
             entry = self._entry(
-                access, action, "denied", decision, resident_id=vault_id,
-                fields={}, reason=error.slug, details=details,
-                pseudonym=pseudonym[:64] if pseudonym else None)  # fmt: skip
+                access,
+                action,
+                "denied",
+                decision,
+                resident_id=vault_id,
+                fields={},
+                reason=error.slug,
+                details=details,
+                pseudonym=pseudonym[:64] if pseudonym else None,
+            )
             if vault_id and session.scalar(
                 select(Resident.is_decoy).where(Resident.id == vault_id)
             ):
@@ -522,12 +552,24 @@ class Gate:
                 shown = self._render(values, treatments, _names(row[1], row[2]), decision.levels)
                 presented = self.present(access, decision, resident_id)
                 view = RecordView(presented, shown, treatments)
-                self.runtime.audit.record(session, [self._entry(
-                    access, action, "allowed", decision, resident_id=resident_id,
-                    fields={n: t for n, t in treatments.items() if n in values or t == "denied"},
-                    pseudonym=presented if decision.pseudonymous else None,
-                    details={"break_glass": grant} if grant else None,
-                    **_consent_ids(cover.get(resident_id)))])  # fmt: skip
+                self.runtime.audit.record(
+                    session,
+                    [
+                        self._entry(
+                            access,
+                            action,
+                            "allowed",
+                            decision,
+                            resident_id=resident_id,
+                            fields={
+                                n: t for n, t in treatments.items() if n in values or t == "denied"
+                            },
+                            pseudonym=presented if decision.pseudonymous else None,
+                            details={"break_glass": grant} if grant else None,
+                            **_consent_ids(cover.get(resident_id)),
+                        )
+                    ],
+                )
             return view, decision
 
     def _grant_for(
@@ -540,9 +582,10 @@ class Gate:
         grant = self.break_glass.active(session, access.subject.user, resident_id)
         if grant is None:
             raise BreakGlassRequired(
-                Message("error.gate.break-glass-required"), decision,
+                Message("error.gate.break-glass-required"),
+                decision,
                 decision_id=access.decision_id,
-            )  # fmt: skip
+            )
         return grant.id
 
     def _plan_read(
@@ -565,9 +608,10 @@ class Gate:
         if decision.rows.consent_required:
             if resident_id not in cover:
                 raise ConsentRequired(
-                    Message("error.gate.consent-required"), decision,
+                    Message("error.gate.consent-required"),
+                    decision,
                     decision_id=access.decision_id,
-                )  # fmt: skip
+                )
             treatments = _narrowed(treatments, cover[resident_id])
         if row is None:
             raise NotInScope(decision, decision_id=access.decision_id)
@@ -608,9 +652,20 @@ class Gate:
                 if decision.obligations.break_glass:
                     status = "break-glass"  # only in an emergency, flagged and reviewed
                 found.append(Visibility(subject, purpose, decision, treatments, status))
-            self.runtime.audit.record(session, [self._entry(
-                resident, "visibility", "allowed", None, resident_id=resident_id, fields={},
-                details={"combinations": len(found)})])  # fmt: skip
+            self.runtime.audit.record(
+                session,
+                [
+                    self._entry(
+                        resident,
+                        "visibility",
+                        "allowed",
+                        None,
+                        resident_id=resident_id,
+                        fields={},
+                        details={"combinations": len(found)},
+                    )
+                ],
+            )
         return found
 
     def _consent_for(
@@ -726,8 +781,9 @@ class Gate:
             kept = [row for row in rows if row[0] in covers]
             for rid, _, _ in kept:
                 per_resident[rid] = _narrowed(treatments, covers[rid])
-            fetch = sorted({n for t in per_resident.values() for n, v in t.items()
-                            if v != "denied"})  # fmt: skip
+            fetch = sorted(
+                {n for t in per_resident.values() for n, v in t.items() if v != "denied"}
+            )
         else:
             kept = rows
             fetch = [n for n, t in treatments.items() if t != "denied"]
@@ -741,10 +797,18 @@ class Gate:
             )
             presented = self.present(access, decision, rid)
             views.append(RecordView(presented, shown, mine))
-            entries.append(self._entry(
-                access, action, "allowed", decision, resident_id=rid, fields=mine,
-                pseudonym=presented if decision.pseudonymous else None,
-                **_consent_ids(covers.get(rid))))  # fmt: skip
+            entries.append(
+                self._entry(
+                    access,
+                    action,
+                    "allowed",
+                    decision,
+                    resident_id=rid,
+                    fields=mine,
+                    pseudonym=presented if decision.pseudonymous else None,
+                    **_consent_ids(covers.get(rid)),
+                )
+            )
         self.runtime.audit.record(session, entries)
         return views, len(rows) - len(kept)
 
@@ -768,16 +832,26 @@ class Gate:
             decision = self.decide(access, action)
             if decision.obligations.justification_required and not access.justification:
                 raise JustificationRequired(
-                    Message("error.gate.justification-required"), decision,
+                    Message("error.gate.justification-required"),
+                    decision,
                     decision_id=access.decision_id,
-                )  # fmt: skip
+                )
         summary = {"rows": 0, "left_out": 0}
         if fingerprint is not None:
-            return decision, fingerprinted_batches(
-                self, access=access, decision=decision, place=Place(community, grid, building),
-                requested=requested, batch_size=batch_size, fingerprint=fingerprint,
-                summary=summary,
-            ), summary  # fmt: skip
+            return (
+                decision,
+                fingerprinted_batches(
+                    self,
+                    access=access,
+                    decision=decision,
+                    place=Place(community, grid, building),
+                    requested=requested,
+                    batch_size=batch_size,
+                    fingerprint=fingerprint,
+                    summary=summary,
+                ),
+                summary,
+            )
 
         def batches() -> Iterator[list[RecordView]]:
             cursor: str | None = None
@@ -792,9 +866,14 @@ class Gate:
                         cursor=cursor,
                     )
                     views, left_out = self._views(
-                        session, access, decision, rows, requested=requested, action=action,
+                        session,
+                        access,
+                        decision,
+                        rows,
+                        requested=requested,
+                        action=action,
                         read=read,
-                    )  # fmt: skip
+                    )
                 summary["rows"] += len(views)
                 summary["left_out"] += left_out
                 if views:
@@ -831,9 +910,20 @@ class Gate:
                 session, access, decision, rows, requested=requested, action=action
             )
             if not items:
-                self.runtime.audit.record(session, [self._entry(
-                    access, action, "allowed", decision, fields={}, reason="no-match",
-                    details={"by": field_name})])  # fmt: skip
+                self.runtime.audit.record(
+                    session,
+                    [
+                        self._entry(
+                            access,
+                            action,
+                            "allowed",
+                            decision,
+                            fields={},
+                            reason="no-match",
+                            details={"by": field_name},
+                        )
+                    ],
+                )
         return Listing(items, None, left_out, decision)
 
     # -- writing -------------------------------------------------------------------------
@@ -860,8 +950,9 @@ class Gate:
             if not_writable:
                 raise PolicyDenied(
                     Message("error.gate.write-denied", {"fields": ", ".join(not_writable)}),
-                    decision, decision_id=access.decision_id,
-                )  # fmt: skip
+                    decision,
+                    decision_id=access.decision_id,
+                )
             provenance = Provenance(
                 actor=access.subject.user or access.subject.client or "?",
                 channel="self" if target == "self" else access.channel,
@@ -881,10 +972,20 @@ class Gate:
                         raise NotInScope(decision, decision_id=access.decision_id)
                     self.runtime.vault.store.update(session, resident_id, values, provenance)
                 presented = self.present(access, decision, resident_id)
-                self.runtime.audit.record(session, [self._entry(
-                    access, action, "allowed", decision, resident_id=resident_id,
-                    fields=dict.fromkeys(values, "written"),
-                    pseudonym=presented if decision.pseudonymous else None)])  # fmt: skip
+                self.runtime.audit.record(
+                    session,
+                    [
+                        self._entry(
+                            access,
+                            action,
+                            "allowed",
+                            decision,
+                            resident_id=resident_id,
+                            fields=dict.fromkeys(values, "written"),
+                            pseudonym=presented if decision.pseudonymous else None,
+                        )
+                    ],
+                )
             return presented, decision
 
     # -- one field, for services outside the API ----------------------------------------
@@ -944,9 +1045,10 @@ class Gate:
         row, treatments, cover = self._plan_read(session, access, decision, resident_id, [name])
         if treatments[name] == "denied":
             raise PolicyDenied(
-                Message("error.gate.read-denied", {"field": name}), decision,
+                Message("error.gate.read-denied", {"field": name}),
+                decision,
                 decision_id=access.decision_id,
-            )  # fmt: skip
+            )
         return FieldView(
             resident_id, name, treatments[name], _names(row[1], row[2]), cover.get(resident_id)
         )
@@ -974,10 +1076,16 @@ class Gate:
         in the transaction that answers."""
         presented = self.present(access, decision, resident_id)
         return self._entry(
-            access, action, "allowed", decision, resident_id=resident_id, fields=fields,
-            details=details, pseudonym=presented if decision.pseudonymous else None,
+            access,
+            action,
+            "allowed",
+            decision,
+            resident_id=resident_id,
+            fields=fields,
+            details=details,
+            pseudonym=presented if decision.pseudonymous else None,
             **_consent_ids(cover),
-        )  # fmt: skip
+        )
 
     # -- audit entries -------------------------------------------------------------------
 
@@ -998,30 +1106,44 @@ class Gate:
     ) -> EntryDraft:
         subject = access.subject
         return EntryDraft(
-            action=action, outcome=outcome, channel=access.channel, kind="access",
-            subject_type=subject.type, organisation=subject.organisation, client=subject.client,
-            user=subject.user, purpose=access.purpose,
+            action=action,
+            outcome=outcome,
+            channel=access.channel,
+            kind="access",
+            subject_type=subject.type,
+            organisation=subject.organisation,
+            client=subject.client,
+            user=subject.user,
+            purpose=access.purpose,
             legal_basis=decision.rows.legal_basis if decision else None,
-            consent_id=consent_id, resident_id=resident_id, resident_pseudonym=pseudonym,
+            consent_id=consent_id,
+            resident_id=resident_id,
+            resident_pseudonym=pseudonym,
             fields=dict(fields or {}),
             decision_id=access.decision_id,
             evaluation_id=decision.evaluation_id if decision else None,
             policy_revision=decision.revision if decision else self.engine.revision,
-            request_id=access.request_id, reason=reason,
-            details={**(details or {}),
-                     **({"consents": list(consent_ids)} if len(consent_ids) > 1 else {}),
-                     **({"justification": access.justification[:500]}
-                        if access.justification else {})},
-        )  # fmt: skip
+            request_id=access.request_id,
+            reason=reason,
+            details={
+                **(details or {}),
+                **({"consents": list(consent_ids)} if len(consent_ids) > 1 else {}),
+                **({"justification": access.justification[:500]} if access.justification else {}),
+            },
+        )
 
 
 def _still_active(session: Session, rows: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
     """Rows a replica served whose residents the primary still holds active."""
     if not rows:
         return rows
-    active = set(session.scalars(
-        select(Resident.id).where(Resident.id.in_([r[0] for r in rows]),
-                                  Resident.status == "active")))  # fmt: skip
+    active = set(
+        session.scalars(
+            select(Resident.id).where(
+                Resident.id.in_([r[0] for r in rows]), Resident.status == "active"
+            )
+        )
+    )
     return [row for row in rows if row[0] in active]
 
 

@@ -42,13 +42,24 @@ def record_reads(
         session,
         [
             EntryDraft(
-                action=action, outcome="allowed", channel=channel, kind="access",
-                subject_type=subject.type, organisation=subject.organisation,
-                client=subject.client, user=subject.user, purpose=purpose,
-                resident_id=resident_id, request_id=request_id,
-                details={"items": list(listed[resident_id])[:LISTED_ITEMS],
-                         "count": len(listed[resident_id])} if resident_id in listed else {},
+                action=action,
+                outcome="allowed",
+                channel=channel,
+                kind="access",
+                subject_type=subject.type,
+                organisation=subject.organisation,
+                client=subject.client,
+                user=subject.user,
+                purpose=purpose,
+                resident_id=resident_id,
+                request_id=request_id,
+                details={
+                    "items": list(listed[resident_id])[:LISTED_ITEMS],
+                    "count": len(listed[resident_id]),
+                }
+                if resident_id in listed
+                else {},
             )
             for resident_id in seen
         ],
-    )  # fmt: skip
+    )

@@ -16,7 +16,12 @@ import vault.db
 from vault.models import Base
 
 MODEL_MODULES = (
-    audit.models, consent.models, vault.accounts, api.oauth.models, access.models,
-    access.exports.records, vault.db,
-)  # fmt: skip
+    audit.models,
+    consent.models,
+    vault.accounts,
+    api.oauth.models,
+    access.models,
+    access.exports.records,
+    vault.db,
+)
 metadata = Base.metadata

@@ -201,14 +201,20 @@ class Detector:
         residents: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
         sensitive: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
         rows = session.execute(
-            select(AuditEntry.user, AuditEntry.client, AuditEntry.resident_id,
-                   AuditEntry.recorded_at, AuditEntry.fields)
-            .where(
-                AuditEntry.recorded_at >= start, AuditEntry.recorded_at < before,
-                AuditEntry.kind == "access", AuditEntry.outcome == "allowed",
+            select(
+                AuditEntry.user,
+                AuditEntry.client,
+                AuditEntry.resident_id,
+                AuditEntry.recorded_at,
+                AuditEntry.fields,
+            ).where(
+                AuditEntry.recorded_at >= start,
+                AuditEntry.recorded_at < before,
+                AuditEntry.kind == "access",
+                AuditEntry.outcome == "allowed",
                 AuditEntry.action.in_(_READS),
             )
-        )  # fmt: skip
+        )
         wanted = set(actors)
         seconds = rules.window.total_seconds()
         for user, client, resident, recorded, fields in rows:
@@ -241,12 +247,20 @@ class Detector:
             checks: tuple[tuple[str, int, int, dict[str, Any]], ...] = (
                 ("volume", len(seen.residents), volume_line, {"usual_p95": usual_of.residents}),
                 ("repeated-denials", seen.denials, rules.denials, {}),
-                ("sensitive-bulk", len(seen.sensitive), sensitive_line,
-                 {"usual_p95": usual_of.sensitive}),
+                (
+                    "sensitive-bulk",
+                    len(seen.sensitive),
+                    sensitive_line,
+                    {"usual_p95": usual_of.sensitive},
+                ),
                 ("off-hours", len(seen.night), rules.off_hours_residents, {}),
-                ("decoy-probe", len(seen.decoys_probed), rules.decoy_probes,
-                 {"decoys": sorted(seen.decoys_probed)[:20]}),
-            )  # fmt: skip
+                (
+                    "decoy-probe",
+                    len(seen.decoys_probed),
+                    rules.decoy_probes,
+                    {"decoys": sorted(seen.decoys_probed)[:20]},
+                ),
+            )
             for kind, observed, threshold, extra in checks:
                 if observed < threshold or self._already(session, kind, actor, start):
                     continue
@@ -271,42 +285,77 @@ class Detector:
         observed, threshold, extra = found.observed, found.threshold, found.extra
         now = utcnow()
         alert = AuditAlert(
-            id=new_id("al"), kind=kind, actor=actor, actor_kind=seen.actor_kind,
-            organisation=seen.organisation, window_start=window[0], window_end=window[1],
-            observed=observed, threshold=threshold, details=extra, created_at=now,
+            id=new_id("al"),
+            kind=kind,
+            actor=actor,
+            actor_kind=seen.actor_kind,
+            organisation=seen.organisation,
+            window_start=window[0],
+            window_end=window[1],
+            observed=observed,
+            threshold=threshold,
+            details=extra,
+            created_at=now,
             status="open",
-        )  # fmt: skip
+        )
         session.add(alert)
         suspend = kind in self.rules.suspend_on and not is_suspended(
-            session, actor if seen.actor_kind == "user" else None,
+            session,
+            actor if seen.actor_kind == "user" else None,
             actor if seen.actor_kind == "client" else None,
-        )  # fmt: skip
+        )
         drafts = [self._event("alert.raised", alert)]
         if suspend:
-            session.add(Suspension(
-                id=new_id("su"), actor=actor, actor_kind=seen.actor_kind, alert_id=alert.id,
-                reason=f"alert:{kind}", created_at=now,
-            ))  # fmt: skip
+            session.add(
+                Suspension(
+                    id=new_id("su"),
+                    actor=actor,
+                    actor_kind=seen.actor_kind,
+                    alert_id=alert.id,
+                    reason=f"alert:{kind}",
+                    created_at=now,
+                )
+            )
             drafts.append(self._event("actor.suspended", alert))
         self.audit.record(session, drafts)
         log.warning(
-            "alert.raised", alert=alert.id, kind=kind, actor=actor, organisation=seen.organisation,
-            observed=observed, threshold=threshold, suspended=suspend,
-        )  # fmt: skip
+            "alert.raised",
+            alert=alert.id,
+            kind=kind,
+            actor=actor,
+            organisation=seen.organisation,
+            observed=observed,
+            threshold=threshold,
+            suspended=suspend,
+        )
         return RaisedAlert(
-            alert.id, kind, actor, seen.actor_kind, seen.organisation, observed, threshold,
+            alert.id,
+            kind,
+            actor,
+            seen.actor_kind,
+            seen.organisation,
+            observed,
+            threshold,
             suspend,
-        )  # fmt: skip
+        )
 
     @staticmethod
     def _event(action: str, alert: AuditAlert) -> EntryDraft:
         who = {"user": alert.actor} if alert.actor_kind == "user" else {"client": alert.actor}
         return EntryDraft(
-            action=action, outcome="allowed", channel="api", kind="event",
-            organisation=alert.organisation, reason=alert.kind,
-            details={"alert": alert.id, "observed": alert.observed,
-                     "threshold": alert.threshold, **who},
-        )  # fmt: skip
+            action=action,
+            outcome="allowed",
+            channel="api",
+            kind="event",
+            organisation=alert.organisation,
+            reason=alert.kind,
+            details={
+                "alert": alert.id,
+                "observed": alert.observed,
+                "threshold": alert.threshold,
+                **who,
+            },
+        )
 
     # -- review -----------------------------------------------------------------------------
 
@@ -328,9 +377,19 @@ class Detector:
             ):
                 suspension.lifted_at = alert.reviewed_at
                 suspension.lifted_by = reviewer
-        self.audit.record(session, [EntryDraft(
-            action="alert.reviewed", outcome="allowed", channel="api", kind="event",
-            subject_type="auditor", user=reviewer, reason=outcome,
-            details={"alert": alert.id, "lifted": lift, "actor": alert.actor},
-        )])  # fmt: skip
+        self.audit.record(
+            session,
+            [
+                EntryDraft(
+                    action="alert.reviewed",
+                    outcome="allowed",
+                    channel="api",
+                    kind="event",
+                    subject_type="auditor",
+                    user=reviewer,
+                    reason=outcome,
+                    details={"alert": alert.id, "lifted": lift, "actor": alert.actor},
+                )
+            ],
+        )
         return alert

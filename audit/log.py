@@ -103,17 +103,42 @@ def operator_event(
     """An operator's command-line operation (an upgrade, a restore, an archived month) as
     the log records it: an allowed event on the cli channel, by `actor`."""
     return EntryDraft(
-        action=action, outcome="allowed", channel="cli", kind="event", user=actor,
-        subject_type="operator", details=details, **extra,
-    )  # fmt: skip
+        action=action,
+        outcome="allowed",
+        channel="cli",
+        kind="event",
+        user=actor,
+        subject_type="operator",
+        details=details,
+        **extra,
+    )
 
 
 ENTRY_COLUMN_NAMES = _COLUMNS = (
-    "entry_id", "recorded_at", "kind", "action", "outcome", "channel", "subject_type",
-    "organisation", "client", "user", "on_behalf_of", "purpose", "legal_basis", "consent_id",
-    "resident_id", "resident_pseudonym", "fields", "decision_id", "evaluation_id",
-    "policy_revision", "request_id", "reason", "details",
-)  # fmt: skip
+    "entry_id",
+    "recorded_at",
+    "kind",
+    "action",
+    "outcome",
+    "channel",
+    "subject_type",
+    "organisation",
+    "client",
+    "user",
+    "on_behalf_of",
+    "purpose",
+    "legal_basis",
+    "consent_id",
+    "resident_id",
+    "resident_pseudonym",
+    "fields",
+    "decision_id",
+    "evaluation_id",
+    "policy_revision",
+    "request_id",
+    "reason",
+    "details",
+)
 
 
 # Declared lengths of the log's text columns; PostgreSQL would refuse a longer value (and

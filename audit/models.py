@@ -104,8 +104,12 @@ class AuditArchive(Base):
 
 
 APPEND_ONLY_TABLES = (
-    "audit_entries", "audit_leaves", "audit_tree_nodes", "audit_checkpoints", "audit_archives",
-)  # fmt: skip
+    "audit_entries",
+    "audit_leaves",
+    "audit_tree_nodes",
+    "audit_checkpoints",
+    "audit_archives",
+)
 
 
 class AuditAlert(Base):

@@ -336,9 +336,14 @@ def verify_archive_file(path: Path, verifier_key: str) -> ArchiveReport:
     ):
         raise VerificationFailed(f"{path.name} holds entries outside {manifest.partition}'s month")
     return ArchiveReport(
-        path, manifest.partition, manifest.entries, manifest.from_at, manifest.to_at, note,
+        path,
+        manifest.partition,
+        manifest.entries,
+        manifest.from_at,
+        manifest.to_at,
+        note,
         file_sha256,
-    )  # fmt: skip
+    )
 
 
 # -- archived leaves, for verifying the log without the files --------------------------------
@@ -468,14 +473,21 @@ def _stream_entries(
             run.add(index, bytes(stored))
             out.write(_entry_line(index, bytes(canonical)))
         manifest = Manifest(
-            origin=log.origin, partition=name, from_at=bounds[0], to_at=bounds[1],
-            entries=run.count, leaf_ranges=tuple(run.ranges),
-            leaf_digest=run.digest.hexdigest(), checkpoint_size=checkpoint_size,
-        )  # fmt: skip
+            origin=log.origin,
+            partition=name,
+            from_at=bounds[0],
+            to_at=bounds[1],
+            entries=run.count,
+            leaf_ranges=tuple(run.ranges),
+            leaf_digest=run.digest.hexdigest(),
+            checkpoint_size=checkpoint_size,
+        )
         note = sign_note_with(
-            manifest.body(), log.origin, log.public_key,
+            manifest.body(),
+            log.origin,
+            log.public_key,
             lambda message: log.keyring.sign(SIGNING_KEY_NAME, message),
-        )  # fmt: skip
+        )
         out.write(json.dumps({"manifest": note}, ensure_ascii=False).encode() + b"\n")
     return manifest
 
@@ -511,9 +523,8 @@ def detach_before(
         if cutoff > this_month:
             raise PartitionError("only months that are over can be archived")
         chosen = [
-            p for p in list_partitions(connection)
-            if p.upper is not None and p.upper <= cutoff
-        ]  # fmt: skip
+            p for p in list_partitions(connection) if p.upper is not None and p.upper <= cutoff
+        ]
     done: list[Detached] = []
     for partition in chosen:
         progress(partition.name)
@@ -585,15 +596,22 @@ def _verify_and_detach(
             raise
         session.execute(
             insert(AuditArchive).values(
-                partition=partition.name, from_at=manifest.from_at, to_at=manifest.to_at,
-                entries=manifest.entries, manifest=report.manifest,
-                file_sha256=report.file_sha256, archived_at=utcnow(),
+                partition=partition.name,
+                from_at=manifest.from_at,
+                to_at=manifest.to_at,
+                entries=manifest.entries,
+                manifest=report.manifest,
+                file_sha256=report.file_sha256,
+                archived_at=utcnow(),
             )
-        )  # fmt: skip
+        )
         details: dict[str, Any] = {
-            "partition": partition.name, "entries": manifest.entries,
-            "file": path.name, "file_sha256": report.file_sha256, "dropped": drop,
-        }  # fmt: skip
+            "partition": partition.name,
+            "entries": manifest.entries,
+            "file": path.name,
+            "file_sha256": report.file_sha256,
+            "dropped": drop,
+        }
         log.record(session, [operator_event("audit.partition_archived", actor, details)])
         if drop:
             session.execute(text(f"DROP TABLE {quoted}"))

@@ -133,10 +133,27 @@ def decode_cursor(cursor: str) -> int:
 
 
 CSV_COLUMNS = (
-    "index", "recorded_at", "kind", "action", "outcome", "channel", "subject_type",
-    "organisation", "client", "user", "on_behalf_of", "purpose", "legal_basis", "consent_id",
-    "resident_id", "fields", "decision_id", "policy_revision", "request_id", "reason",
-)  # fmt: skip
+    "index",
+    "recorded_at",
+    "kind",
+    "action",
+    "outcome",
+    "channel",
+    "subject_type",
+    "organisation",
+    "client",
+    "user",
+    "on_behalf_of",
+    "purpose",
+    "legal_basis",
+    "consent_id",
+    "resident_id",
+    "fields",
+    "decision_id",
+    "policy_revision",
+    "request_id",
+    "reason",
+)
 
 
 def entry_summary(index: int | None, entry: AuditEntry) -> dict[str, Any]:

@@ -14,9 +14,10 @@ class AuditSettings(LayerSettings):
     """The log's origin and checkpoints; insider-abuse detection (audit.detection)."""
 
     deployment: str = Field(
-        default="demo", pattern=r"^[a-z0-9][a-z0-9.-]*$",
+        default="demo",
+        pattern=r"^[a-z0-9][a-z0-9.-]*$",
         description="name of this deployment, part of the default audit log origin",
-    )  # fmt: skip
+    )
     log_origin: str | None = Field(default=None, description="audit log origin (key name)")
     checkpoint_interval_seconds: float = Field(
         default=10.0, gt=0, description="how often a grown audit log gets a signed checkpoint"

@@ -43,11 +43,19 @@ from audit.verify import verify_log
 
 def _draft(n: int) -> EntryDraft:
     return EntryDraft(
-        action="read", outcome="allowed", channel="api", subject_type="department",
-        organisation="org_civil_affairs", user=f"worker-{n % 50}", purpose="subsidy-review",
-        resident_id=f"r_{n:012x}", fields={"name": "masked", "low_income_status": "clear"},
-        decision_id=f"dec-{n}", policy_revision="rev-bench", request_id=f"req-{n}",
-    )  # fmt: skip
+        action="read",
+        outcome="allowed",
+        channel="api",
+        subject_type="department",
+        organisation="org_civil_affairs",
+        user=f"worker-{n % 50}",
+        purpose="subsidy-review",
+        resident_id=f"r_{n:012x}",
+        fields={"name": "masked", "low_income_status": "clear"},
+        decision_id=f"dec-{n}",
+        policy_revision="rev-bench",
+        request_id=f"req-{n}",
+    )
 
 
 def _open(workdir: Path, database_url: str) -> Runtime:

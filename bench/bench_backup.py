@@ -71,12 +71,23 @@ def _populate(settings: Settings, residents: int, accesses: int) -> int:
     read-shaped audit entries, integrated and checkpointed."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
     made = subprocess.run(  # noqa: S603 - our own fixed arguments
-        [sys.executable, "-c", "from api.cli.main import main; main()", "init", "--demo",
-         "--residents", str(residents)],
-        env={**clean, "VAULT_HOME": str(settings.home),
-             "VAULT_DATABASE_URL": str(settings.database_url)},
-        capture_output=True, check=False,  # the demo logins it prints stay unread
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from api.cli.main import main; main()",
+            "init",
+            "--demo",
+            "--residents",
+            str(residents),
+        ],
+        env={
+            **clean,
+            "VAULT_HOME": str(settings.home),
+            "VAULT_DATABASE_URL": str(settings.database_url),
+        },
+        capture_output=True,
+        check=False,  # the demo logins it prints stay unread
+    )
     if made.returncode != 0:
         raise SystemExit(f"init --demo failed: {made.stderr.decode()[-500:]}")
     runtime = open_runtime(settings)
@@ -262,8 +273,11 @@ def main() -> int:
         keys = generate_key_pair(root / "keys")
         home = root / "home"
         names = [f"rv_bench_{kind}_{run_id}" for kind in ("source", "restored", "baseline")]
-        with target.database(names[0]) as source_url, target.database(names[1]) as restored_url, \
-                target.database(names[2]) as baseline_url:  # fmt: skip
+        with (
+            target.database(names[0]) as source_url,
+            target.database(names[1]) as restored_url,
+            target.database(names[2]) as baseline_url,
+        ):
             settings = Settings(home=home, database_url=source_url)
             started = time.perf_counter()
             residents = _populate(settings, args.residents, accesses)

@@ -75,20 +75,31 @@ def xingfu_residents(server: DemoServer) -> list[str]:
                 .join(Household, Household.id == Resident.household_id)
                 .join(Room, Room.id == Household.room_id)
                 .join(Building, Building.id == Room.building_id)
-                .where(Building.community_id == "cm_xingfu", Resident.status == "active",
-                       Resident.is_decoy.is_(False))
+                .where(
+                    Building.community_id == "cm_xingfu",
+                    Resident.status == "active",
+                    Resident.is_decoy.is_(False),
+                )
                 .order_by(Resident.id)
             )
-        )  # fmt: skip
+        )
 
 
 def grant_all(server: DemoServer, service: ConsentService, residents: list[str]) -> dict[str, str]:
     ids = {}
     with server.runtime.transaction() as session:
         for resident in residents:
-            consent = service.grant(session, Grant(
-                resident_id=resident, recipient=COMPANY, purpose=PURPOSE, channel="self",
-                recorded_by="bench", separate=True))  # fmt: skip
+            consent = service.grant(
+                session,
+                Grant(
+                    resident_id=resident,
+                    recipient=COMPANY,
+                    purpose=PURPOSE,
+                    channel="self",
+                    recorded_by="bench",
+                    separate=True,
+                ),
+            )
             ids[resident] = consent.id
     return ids
 
@@ -104,8 +115,9 @@ def revocation_latency(
         results: list[tuple[float, float, int]] = []
         stop = threading.Event()
 
-        def reader(resident: str = resident, results: list[Any] = results,
-                   stop: threading.Event = stop) -> None:  # fmt: skip
+        def reader(
+            resident: str = resident, results: list[Any] = results, stop: threading.Event = stop
+        ) -> None:
             with httpx.Client(base_url=server.url, timeout=30) as client:
                 while not stop.is_set():
                     started = time.monotonic()
@@ -145,10 +157,16 @@ def http_reads(server: DemoServer, token: str, purpose: str, residents: list[str
 
 def gate_lists(server: DemoServer, gate: Gate, rounds: int) -> float:
     with server.runtime.vault.sessions() as session:
-        buildings = tuple(session.scalars(select(OrganisationBuilding.building_id).where(
-            OrganisationBuilding.organisation_id == COMPANY)))  # fmt: skip
-    subject = Subject(type="property_company", organisation=COMPANY, buildings=buildings,
-                      client="bench")  # fmt: skip
+        buildings = tuple(
+            session.scalars(
+                select(OrganisationBuilding.building_id).where(
+                    OrganisationBuilding.organisation_id == COMPANY
+                )
+            )
+        )
+    subject = Subject(
+        type="property_company", organisation=COMPANY, buildings=buildings, client="bench"
+    )
     rows = 0
     started = time.perf_counter()
     for _ in range(rounds):
@@ -180,14 +198,18 @@ def main() -> None:
             subset = residents[:150]
             consent_rps = http_reads(server, company, PURPOSE, subset)
             statutory_rps = http_reads(server, owners, "owners-vote", subset)
-            print(f"(b) HTTP reads/s: property-notice (consent checked) {consent_rps:.0f}, "
-                  f"owners-vote (contract, no check) {statutory_rps:.0f}, "
-                  f"ratio {consent_rps / statutory_rps:.2f}")  # fmt: skip
+            print(
+                f"(b) HTTP reads/s: property-notice (consent checked) {consent_rps:.0f}, "
+                f"owners-vote (contract, no check) {statutory_rps:.0f}, "
+                f"ratio {consent_rps / statutory_rps:.2f}"
+            )
             engine = server.app.state.gate.engine
             on = gate_lists(server, Gate(server.runtime, engine, service), 20)
             off = gate_lists(server, Gate(server.runtime, engine, EveryoneConsents()), 20)
-            print(f"(b) gate list rows/s, property-notice: checks on {on:.0f}, "
-                  f"off {off:.0f}, ratio on/off {on / off:.2f}")  # fmt: skip
+            print(
+                f"(b) gate list rows/s, property-notice: checks on {on:.0f}, "
+                f"off {off:.0f}, ratio on/off {on / off:.2f}"
+            )
 
             # (a)
             latencies, violations = revocation_latency(
@@ -195,10 +217,12 @@ def main() -> None:
             )
             ms = sorted(x * 1000 for x in latencies)
             p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
-            print(f"(a) revocation commit -> first refused read, {len(ms)} trials, "
-                  f"{args.readers} readers: median {statistics.median(ms):.1f} ms, "
-                  f"p95 {p95:.1f} ms, max {ms[-1]:.1f} ms; reads started after the commit "
-                  f"that still got data: {violations}")  # fmt: skip
+            print(
+                f"(a) revocation commit -> first refused read, {len(ms)} trials, "
+                f"{args.readers} readers: median {statistics.median(ms):.1f} ms, "
+                f"p95 {p95:.1f} ms, max {ms[-1]:.1f} ms; reads started after the commit "
+                f"that still got data: {violations}"
+            )
 
 
 if __name__ == "__main__":

@@ -48,15 +48,22 @@ def _row(
 ) -> dict[str, Any]:
     person = actor["kind"] == "user"
     row: dict[str, Any] = {
-        "entry_id": f"e_{n:09d}", "recorded_at": at, "kind": "access",
-        "action": "read" if person else "list", "outcome": outcome, "channel": "api",
-        "subject_type": actor["type"], "organisation": actor["org"],
+        "entry_id": f"e_{n:09d}",
+        "recorded_at": at,
+        "kind": "access",
+        "action": "read" if person else "list",
+        "outcome": outcome,
+        "channel": "api",
+        "subject_type": actor["type"],
+        "organisation": actor["org"],
         "user": actor["name"] if person else None,
         "client": "cl_pages" if person else actor["name"],
-        "purpose": actor["purpose"], "resident_id": resident if outcome == "allowed" else None,
+        "purpose": actor["purpose"],
+        "resident_id": resident if outcome == "allowed" else None,
         "fields": actor["fields"] if outcome == "allowed" else {},
-        "details": {}, "reason": None if outcome == "allowed" else "not-found",
-    }  # fmt: skip
+        "details": {},
+        "reason": None if outcome == "allowed" else "not-found",
+    }
     for column in ENTRY_COLUMN_NAMES:
         row.setdefault(column, None)
     row["canonical"] = canonical_bytes(row)
@@ -67,22 +74,31 @@ def _actors(rng: random.Random, workers: int, systems: int) -> list[dict[str, An
     actors = []
     for i in range(workers):
         counter = i % 3 == 0  # community workers at the counter see welfare in clear
-        actors.append({
-            "kind": "user", "name": f"worker-{i:03d}", "org": f"org_rc_{i % 4}",
-            "type": "community_worker" if counter else "grid_worker",
-            "purpose": "counter-service" if counter else "grid-service",
-            "fields": {"name": "clear", "low_income_status": "clear" if counter else "masked"},
-            "rate": rng.uniform(4, 35),  # distinct residents per working hour, on average
-            "residents": [f"r_{i:04d}{j:012d}" for j in range(600)],
-        })  # fmt: skip
+        actors.append(
+            {
+                "kind": "user",
+                "name": f"worker-{i:03d}",
+                "org": f"org_rc_{i % 4}",
+                "type": "community_worker" if counter else "grid_worker",
+                "purpose": "counter-service" if counter else "grid-service",
+                "fields": {"name": "clear", "low_income_status": "clear" if counter else "masked"},
+                "rate": rng.uniform(4, 35),  # distinct residents per working hour, on average
+                "residents": [f"r_{i:04d}{j:012d}" for j in range(600)],
+            }
+        )
     for i in range(systems):
-        actors.append({
-            "kind": "client", "name": f"cl_dept_{i}", "org": f"org_dept_{i}",
-            "type": "department", "purpose": "subsidy-review",
-            "fields": {"name": "clear", "low_income_status": "clear"},
-            "rate": rng.uniform(80, 140),  # a morning batch job
-            "residents": [f"r_d{i:03d}{j:012d}" for j in range(3000)],
-        })  # fmt: skip
+        actors.append(
+            {
+                "kind": "client",
+                "name": f"cl_dept_{i}",
+                "org": f"org_dept_{i}",
+                "type": "department",
+                "purpose": "subsidy-review",
+                "fields": {"name": "clear", "low_income_status": "clear"},
+                "rate": rng.uniform(80, 140),  # a morning batch job
+                "residents": [f"r_d{i:03d}{j:012d}" for j in range(3000)],
+            }
+        )
     return actors
 
 
@@ -98,8 +114,15 @@ def _poisson(rng: random.Random, mean: float) -> int:
         k += 1
 
 
-def generate(runtime: Any, actors: list[dict[str, Any]], *, days: int, start: datetime,
-             rng: random.Random, scraper_day: int) -> datetime:  # fmt: skip
+def generate(
+    runtime: Any,
+    actors: list[dict[str, Any]],
+    *,
+    days: int,
+    start: datetime,
+    rng: random.Random,
+    scraper_day: int,
+) -> datetime:
     """Insert the month; return the hour the scraper worked."""
     n = 0
     scraper = actors[0]
@@ -152,8 +175,10 @@ def main() -> int:
         settings = Settings(home=Path(home), database_url=f"sqlite:///{home}/v.db")
         runtime = init_runtime(settings)
         # Midnight China time, days ago, so every scan window lies in the past.
-        start = (datetime.now(CHINA).replace(hour=0, minute=0, second=0, microsecond=0)
-                 - timedelta(days=args.days)).astimezone(UTC)  # fmt: skip
+        start = (
+            datetime.now(CHINA).replace(hour=0, minute=0, second=0, microsecond=0)
+            - timedelta(days=args.days)
+        ).astimezone(UTC)
         actors = _actors(rng, args.workers, args.systems)
         began = time.perf_counter()
         scraped_at = generate(
@@ -161,8 +186,10 @@ def main() -> int:
         )
         with runtime.vault.sessions() as session:
             total = session.scalar(select(func.count()).select_from(AuditEntry))
-        print(f"generated {total:,} entries for {len(actors)} actors over {args.days} days "
-              f"in {time.perf_counter() - began:.1f} s")  # fmt: skip
+        print(
+            f"generated {total:,} entries for {len(actors)} actors over {args.days} days "
+            f"in {time.perf_counter() - began:.1f} s"
+        )
         rules = DetectionRules(suspend_on=frozenset())
         detector = Detector(runtime.audit, rules, SENSITIVE)
         first = start + timedelta(days=rules.baseline_days)
@@ -174,23 +201,31 @@ def main() -> int:
                 alerts += [(moment, a) for a in detector.scan(session, moment)]
                 scans.append(time.perf_counter() - t)
                 t = time.perf_counter()
-                session.scalar(select(func.count()).select_from(AuditEntry).where(
-                    AuditEntry.recorded_at >= moment - rules.window,
-                    AuditEntry.recorded_at < moment))  # fmt: skip
+                session.scalar(
+                    select(func.count())
+                    .select_from(AuditEntry)
+                    .where(
+                        AuditEntry.recorded_at >= moment - rules.window,
+                        AuditEntry.recorded_at < moment,
+                    )
+                )
                 baseline_times.append(time.perf_counter() - t)
             moment += timedelta(hours=1)
         runtime.close()
     window_end = scraped_at + timedelta(hours=1)
     caught = [
-        a for m, a in alerts
+        a
+        for m, a in alerts
         if a.actor == actors[0]["name"] and scraped_at < m <= window_end + rules.window
-    ]  # fmt: skip
+    ]
     false = [a for m, a in alerts if a not in caught]
     actor_days = len(actors) * (args.days - rules.baseline_days)
     print(f"scans: {len(scans)} (hourly, days {rules.baseline_days + 1}-{args.days})")
-    print(f"false alerts: {len(false)} over {actor_days} actor-days = "
-          f"{len(false) / actor_days:.4f} per actor-day; by kind: "
-          f"{dict(Counter(a.kind for a in false)) or '{}'}")  # fmt: skip
+    print(
+        f"false alerts: {len(false)} over {actor_days} actor-days = "
+        f"{len(false) / actor_days:.4f} per actor-day; by kind: "
+        f"{dict(Counter(a.kind for a in false)) or '{}'}"
+    )
     verdict = "caught: " + ", ".join(a.kind for a in caught) if caught else "MISSED"
     scale = actors[0]["rate"] * 10
     print(f"planted scraper ({actors[0]['name']}, ~{scale:.0f} residents in an hour): {verdict}")

@@ -177,10 +177,13 @@ def ensure_hierarchy(runtime: Runtime, communities: int) -> None:
         if session.get(Organisation, ORGANISATION) is None:
             session.add(
                 Organisation(
-                    id=ORGANISATION, type="department", name_zh="示范区民政局",
-                    name_en="District Civil Affairs Bureau", office_phone="0571-80000001",
+                    id=ORGANISATION,
+                    type="department",
+                    name_zh="示范区民政局",
+                    name_en="District Civil Affairs Bureau",
+                    office_phone="0571-80000001",
                 )
-            )  # fmt: skip
+            )
         for k in range(communities):
             cid = community_id(k)
             if cid in have:
@@ -213,9 +216,14 @@ def credentials(runtime: Runtime) -> dict[str, str]:
         return dict(json.loads(path.read_text()))
     with runtime.transaction() as session:
         client_id, secret = register_client(
-            session, runtime.audit, ORGANISATION, "confidential", CLIENT_SCOPES, (PURPOSE,),
+            session,
+            runtime.audit,
+            ORGANISATION,
+            "confidential",
+            CLIENT_SCOPES,
+            (PURPOSE,),
             actor=IMPORT_ACTOR,
-        )  # fmt: skip
+        )
     path.write_text(json.dumps({"client_id": client_id, "client_secret": secret or ""}))
     path.chmod(0o600)
     return {"client_id": client_id, "client_secret": secret or ""}
@@ -767,16 +775,28 @@ def draft_like(sample: AuditEntry, resident_id: str) -> EntryDraft:
     """A new read entry of the sample's shape: same caller, purpose, fields and decision
     it reused; a new resident, request and decision id (as each request has its own)."""
     return EntryDraft(
-        action=sample.action, outcome=sample.outcome, channel=sample.channel, kind=sample.kind,
-        subject_type=sample.subject_type, organisation=sample.organisation,
-        client=sample.client, user=sample.user, on_behalf_of=sample.on_behalf_of,
-        purpose=sample.purpose, legal_basis=sample.legal_basis, consent_id=sample.consent_id,
-        resident_id=resident_id, resident_pseudonym=sample.resident_pseudonym,
-        fields=dict(sample.fields), decision_id=f"dec_{uuid.uuid4().hex}",
-        evaluation_id=sample.evaluation_id, policy_revision=sample.policy_revision,
-        request_id=_like(sample.request_id, "req_", 32), reason=sample.reason,
+        action=sample.action,
+        outcome=sample.outcome,
+        channel=sample.channel,
+        kind=sample.kind,
+        subject_type=sample.subject_type,
+        organisation=sample.organisation,
+        client=sample.client,
+        user=sample.user,
+        on_behalf_of=sample.on_behalf_of,
+        purpose=sample.purpose,
+        legal_basis=sample.legal_basis,
+        consent_id=sample.consent_id,
+        resident_id=resident_id,
+        resident_pseudonym=sample.resident_pseudonym,
+        fields=dict(sample.fields),
+        decision_id=f"dec_{uuid.uuid4().hex}",
+        evaluation_id=sample.evaluation_id,
+        policy_revision=sample.policy_revision,
+        request_id=_like(sample.request_id, "req_", 32),
+        reason=sample.reason,
         details=dict(sample.details),
-    )  # fmt: skip
+    )
 
 
 def phase_audit(runtime: Runtime, entries: int, batch: int, seed: int) -> None:

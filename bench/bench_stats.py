@@ -74,17 +74,31 @@ def main() -> None:
 
         cases: list[tuple[str, Callable[[], object]]] = [
             ("baseline: SQL COUNT ... GROUP BY building", baseline),
-            ("residents by building, suppressed", lambda: service.query(
-                access(), "residents", "building")),
-            ("disability by building, suppressed", lambda: service.query(
-                access(), "disability", "building")),
-            ("disability by building, Laplace (OpenDP)", lambda: service.query(
-                access(), "disability", "building", noise="laplace", epsilon=0.5)),
-            ("disability by building, Gaussian (OpenDP)", lambda: service.query(
-                access(), "disability", "building", noise="gaussian", epsilon=0.5)),
-            ("age-bands by building, suppressed", lambda: service.query(
-                access(), "age-bands", "building")),
-        ]  # fmt: skip
+            (
+                "residents by building, suppressed",
+                lambda: service.query(access(), "residents", "building"),
+            ),
+            (
+                "disability by building, suppressed",
+                lambda: service.query(access(), "disability", "building"),
+            ),
+            (
+                "disability by building, Laplace (OpenDP)",
+                lambda: service.query(
+                    access(), "disability", "building", noise="laplace", epsilon=0.5
+                ),
+            ),
+            (
+                "disability by building, Gaussian (OpenDP)",
+                lambda: service.query(
+                    access(), "disability", "building", noise="gaussian", epsilon=0.5
+                ),
+            ),
+            (
+                "age-bands by building, suppressed",
+                lambda: service.query(access(), "age-bands", "building"),
+            ),
+        ]
         base = None
         print(f"{'query':48} {'median ms':>10} {'x baseline':>11}")
         for name, fn in cases:

@@ -77,8 +77,12 @@ class Made:
 
 
 def _access(subject: Subject, organisation: str, n: int) -> Access:
-    return Access(subject=subject, purpose=PURPOSES[organisation], request_id=f"req-bench-{n}",
-                  justification="bench")  # fmt: skip
+    return Access(
+        subject=subject,
+        purpose=PURPOSES[organisation],
+        request_id=f"req-bench-{n}",
+        justification="bench",
+    )
 
 
 def _export(gate: Gate, access: Access, fmt: str, filters: dict[str, str], fp: bool) -> list[str]:
@@ -107,8 +111,12 @@ def main() -> int:  # noqa: PLR0915 - one linear script: setup, exports, trials,
     args = parser.parse_args()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as home:
-        settings = Settings(home=Path(home), database_url=f"sqlite:///{home}/vault.db",
-                                 rate_limit_bulk=10**6, alert_suspend_on="none")  # fmt: skip
+        settings = Settings(
+            home=Path(home),
+            database_url=f"sqlite:///{home}/vault.db",
+            rate_limit_bulk=10**6,
+            alert_suspend_on="none",
+        )
         runtime = init_runtime(settings)
         with runtime.transaction() as session:
             populate(session, runtime.vault.store, args.residents)
@@ -129,19 +137,25 @@ def main() -> int:  # noqa: PLR0915 - one linear script: setup, exports, trials,
             records = all_exports(session)
         for record, m in zip(records, made, strict=True):
             m.export_id = record.id
-        print(f"{len(made)} exports of {args.residents} residents made in "
-              f"{time.perf_counter() - started:.0f} s; decoys per export: "
-              f"{statistics.mean(len(r.decoys) for r in records):.1f}")  # fmt: skip
+        print(
+            f"{len(made)} exports of {args.residents} residents made in "
+            f"{time.perf_counter() - started:.0f} s; decoys per export: "
+            f"{statistics.mean(len(r.decoys) for r in records):.1f}"
+        )
         master = fingerprint_master(runtime.vault.keyring)
         marks = mark_key(master)
         pseudonyms = Pseudonyms(runtime.vault.keyring)
         by_org = {org: sum(m.organisation == org for m in made) for org in PURPOSES}
 
-        print(f"\ntracing accuracy over {args.trials} leaks each (chance = "
-              f"{1 / len(made):.3f}; pseudonyms alone = a guess among the organisation's "
-              f"exports)")  # fmt: skip
-        print(f"{'rows':>5} {'leak':<16} {'accuracy':>9} {'pseudonyms':>11} {'chance':>7} "
-              f"{'median posterior':>17} {'s/trace':>8}")  # fmt: skip
+        print(
+            f"\ntracing accuracy over {args.trials} leaks each (chance = "
+            f"{1 / len(made):.3f}; pseudonyms alone = a guess among the organisation's "
+            f"exports)"
+        )
+        print(
+            f"{'rows':>5} {'leak':<16} {'accuracy':>9} {'pseudonyms':>11} {'chance':>7} "
+            f"{'median posterior':>17} {'s/trace':>8}"
+        )
         results: dict[tuple[int, str], float] = {}
         for size in SIZES:
             for mode in MODES:
@@ -161,18 +175,22 @@ def main() -> int:  # noqa: PLR0915 - one linear script: setup, exports, trials,
                     else:
                         body = "".join(lines)
                     t0 = time.perf_counter()
-                    scored = score_exports(read_leak(body.encode()), records, master, marks,
-                                           pseudonyms)  # fmt: skip
+                    scored = score_exports(
+                        read_leak(body.encode()), records, master, marks, pseudonyms
+                    )
                     spent += time.perf_counter() - t0
                     hits += scored[0].record.id == target.export_id
-                    posteriors.append(next(s.posterior for s in scored
-                                           if s.record.id == target.export_id))  # fmt: skip
+                    posteriors.append(
+                        next(s.posterior for s in scored if s.record.id == target.export_id)
+                    )
                     baseline += 1 / by_org[target.organisation]
                 accuracy = hits / args.trials
                 results[(size, mode)] = accuracy
-                print(f"{size:>5} {mode:<16} {accuracy:>9.2f} {baseline / args.trials:>11.3f} "
-                      f"{1 / len(made):>7.3f} {statistics.median(posteriors):>17.4f} "
-                      f"{spent / args.trials:>8.2f}")  # fmt: skip
+                print(
+                    f"{size:>5} {mode:<16} {accuracy:>9.2f} {baseline / args.trials:>11.3f} "
+                    f"{1 / len(made):>7.3f} {statistics.median(posteriors):>17.4f} "
+                    f"{spent / args.trials:>8.2f}"
+                )
 
         close = getattr(gate.engine, "close", None)
         if close is not None:
@@ -185,8 +203,12 @@ def main() -> int:  # noqa: PLR0915 - one linear script: setup, exports, trials,
 def _throughput(residents: int, repeats: int) -> None:
     """The same full-street NDJSON export, alternately with and without fingerprinting."""
     with tempfile.TemporaryDirectory() as home:
-        settings = Settings(home=Path(home), database_url=f"sqlite:///{home}/vault.db",
-                                 rate_limit_bulk=10**6, alert_suspend_on="none")  # fmt: skip
+        settings = Settings(
+            home=Path(home),
+            database_url=f"sqlite:///{home}/vault.db",
+            rate_limit_bulk=10**6,
+            alert_suspend_on="none",
+        )
         runtime = init_runtime(settings)
         with runtime.transaction() as session:
             populate(session, runtime.vault.store, residents)
@@ -201,8 +223,10 @@ def _throughput(residents: int, repeats: int) -> None:
             lines = _export(gate, _access(subject, CIVIL, n), "ndjson", {}, fp)
             samples[fp].append(len(lines) / (time.perf_counter() - t0))
         plain, marked = statistics.median(samples[False]), statistics.median(samples[True])
-        print(f"\nexport throughput, {residents} residents, NDJSON, through the gate "
-              f"(rows/s, median of {repeats}; every row audited before it goes out)")  # fmt: skip
+        print(
+            f"\nexport throughput, {residents} residents, NDJSON, through the gate "
+            f"(rows/s, median of {repeats}; every row audited before it goes out)"
+        )
         print(f"  without fingerprinting {plain:8.0f} rows/s")
         print(f"  with fingerprinting    {marked:8.0f} rows/s   ratio {marked / plain:.2f}")
         close = getattr(gate.engine, "close", None)

@@ -122,34 +122,62 @@ class BreakGlass:
         resident_id = named.resident_id if named.reachable else None
         now = utcnow()
         grant = BreakGlassGrant(
-            id=new_id("bg"), user=opener.user, subject_type=opener.subject_type,
+            id=new_id("bg"),
+            user=opener.user,
+            subject_type=opener.subject_type,
             organisation=opener.organisation,
             # The id as given: what a stored grant would echo for a vault id.
-            resident_id=resident_id or named.given[:GIVEN_LENGTH], purpose=purpose,
-            justification=reason[:2000], created_at=now,
-            expires_at=now + timedelta(minutes=span), review_status="pending",
-            reviewed_by=None, reviewed_at=None, review_note=None,
-        )  # fmt: skip
+            resident_id=resident_id or named.given[:GIVEN_LENGTH],
+            purpose=purpose,
+            justification=reason[:2000],
+            created_at=now,
+            expires_at=now + timedelta(minutes=span),
+            review_status="pending",
+            reviewed_by=None,
+            reviewed_at=None,
+            review_note=None,
+        )
         if resident_id is None:
             self.audit.record(session, [self._unmatched(session, opener, named, grant)])
             return grant  # transient: never added to the session
         session.add(grant)
-        session.add(ResidentNotification(
-            id=new_id("nt"), resident_id=resident_id, kind="break-glass", reference=grant.id,
-            text_zh=f"{_role_zh(opener.subject_type)}（{opener.user}）因紧急情况查看了您的信息："
-                    f"{reason[:200]}。审计员将复核此次访问。",
-            text_en=f"A {_role_en(opener.subject_type)} ({opener.user}) opened your record in "
-                    f"an emergency: {reason[:200]}. An auditor will review this access.",
-            created_at=now,
-        ))  # fmt: skip
-        self.audit.record(session, [EntryDraft(
-            action=OPENED, outcome="allowed", channel=opener.channel,
-            kind="access", subject_type=opener.subject_type, organisation=opener.organisation,
-            user=opener.user, purpose=purpose, legal_basis="vital-interests",
-            resident_id=resident_id, request_id=opener.request_id, reason="break-glass",
-            details={"grant": grant.id, "expires_at": grant.expires_at.isoformat(),
-                     "justification": reason[:500]},
-        )])  # fmt: skip
+        session.add(
+            ResidentNotification(
+                id=new_id("nt"),
+                resident_id=resident_id,
+                kind="break-glass",
+                reference=grant.id,
+                text_zh=f"{_role_zh(opener.subject_type)}（{opener.user}）因紧急情况查看了您的信息："
+                f"{reason[:200]}。审计员将复核此次访问。",
+                text_en=f"A {_role_en(opener.subject_type)} ({opener.user}) opened your record in "
+                f"an emergency: {reason[:200]}. An auditor will review this access.",
+                created_at=now,
+            )
+        )
+        self.audit.record(
+            session,
+            [
+                EntryDraft(
+                    action=OPENED,
+                    outcome="allowed",
+                    channel=opener.channel,
+                    kind="access",
+                    subject_type=opener.subject_type,
+                    organisation=opener.organisation,
+                    user=opener.user,
+                    purpose=purpose,
+                    legal_basis="vital-interests",
+                    resident_id=resident_id,
+                    request_id=opener.request_id,
+                    reason="break-glass",
+                    details={
+                        "grant": grant.id,
+                        "expires_at": grant.expires_at.isoformat(),
+                        "justification": reason[:500],
+                    },
+                )
+            ],
+        )
         return grant
 
     @staticmethod
@@ -165,17 +193,28 @@ class BreakGlass:
         decoy = row is not None and row.is_decoy
         given = named.given[:GIVEN_LENGTH]
         return EntryDraft(
-            action=OPENED, outcome="denied", channel=opener.channel,
-            kind="decoy" if decoy else "access", subject_type=opener.subject_type,
-            organisation=opener.organisation, user=opener.user, purpose=grant.purpose,
-            legal_basis="vital-interests", resident_id=row.id if row is not None else None,
+            action=OPENED,
+            outcome="denied",
+            channel=opener.channel,
+            kind="decoy" if decoy else "access",
+            subject_type=opener.subject_type,
+            organisation=opener.organisation,
+            user=opener.user,
+            purpose=grant.purpose,
+            legal_basis="vital-interests",
+            resident_id=row.id if row is not None else None,
             resident_pseudonym=given if is_pseudonym(given) else None,
-            request_id=opener.request_id, reason="not-found",
-            details={"grant": grant.id, "stored": False, "given": given,
-                     "justification": grant.justification[:500],
-                     **({"unresolved": True} if row is None else {}),
-                     **({"decoy": True} if decoy else {})},
-        )  # fmt: skip
+            request_id=opener.request_id,
+            reason="not-found",
+            details={
+                "grant": grant.id,
+                "stored": False,
+                "given": given,
+                "justification": grant.justification[:500],
+                **({"unresolved": True} if row is None else {}),
+                **({"decoy": True} if decoy else {}),
+            },
+        )
 
     def active(
         self, session: Session, user: str | None, resident_id: str, now: datetime | None = None
@@ -220,12 +259,23 @@ class BreakGlass:
         grant.reviewed_by = reviewer
         grant.reviewed_at = utcnow()
         grant.review_note = (note or "")[:2000] or None
-        self.audit.record(session, [EntryDraft(
-            action="break_glass.reviewed", outcome="allowed", channel="api", kind="event",
-            subject_type="auditor", user=reviewer, resident_id=grant.resident_id,
-            reason=outcome, details={"grant": grant.id, "worker": grant.user},
-            request_id=request_id,
-        )])  # fmt: skip
+        self.audit.record(
+            session,
+            [
+                EntryDraft(
+                    action="break_glass.reviewed",
+                    outcome="allowed",
+                    channel="api",
+                    kind="event",
+                    subject_type="auditor",
+                    user=reviewer,
+                    resident_id=grant.resident_id,
+                    reason=outcome,
+                    details={"grant": grant.id, "worker": grant.user},
+                    request_id=request_id,
+                )
+            ],
+        )
         return grant
 
 

@@ -363,13 +363,24 @@ class ConsentService:
         self._check_evidence(grant)
         previous = self._previous(session, grant, now)
         consent = Consent(
-            id=new_id("cn"), resident_id=resident.id, recipient=organisation.id,
-            purpose=grant.purpose, fields=fields, categories=list(grant.categories or []),
-            legal_basis="consent", separate=grant.separate, channel=grant.channel,
-            recorded_by=grant.recorded_by, guardian_id=grant.guardian_id, notice_version=notice,
-            granted_at=now, expires_at=expires, supersedes=grant.supersedes,
-            request_id=grant.request_id, witness=grant.witness,
-        )  # fmt: skip
+            id=new_id("cn"),
+            resident_id=resident.id,
+            recipient=organisation.id,
+            purpose=grant.purpose,
+            fields=fields,
+            categories=list(grant.categories or []),
+            legal_basis="consent",
+            separate=grant.separate,
+            channel=grant.channel,
+            recorded_by=grant.recorded_by,
+            guardian_id=grant.guardian_id,
+            notice_version=notice,
+            granted_at=now,
+            expires_at=expires,
+            supersedes=grant.supersedes,
+            request_id=grant.request_id,
+            witness=grant.witness,
+        )
         if grant.evidence:
             key = self.store.data_keys.get(session, resident.id, resident.key_version)
             consent.evidence_sha256 = hashlib.sha256(grant.evidence).hexdigest()
@@ -381,20 +392,44 @@ class ConsentService:
         session.add(consent)
         session.flush()
         actor = Actor(
-            name=grant.recorded_by, subject_type=grant.subject_type or "resident",
-            channel=grant.channel, client=grant.client, request_id=grant.audit_request_id,
-        )  # fmt: skip
-        drafts = [self._event("consent.granted", consent, actor, details={
-            "separate": consent.separate, "expires_at": _iso(consent.expires_at),
-            "notice_version": notice, "supersedes": grant.supersedes,
-            "evidence_sha256": consent.evidence_sha256, "witness": grant.witness,
-            "guardian": grant.guardian_id, "consent_request": grant.request_id})]  # fmt: skip
+            name=grant.recorded_by,
+            subject_type=grant.subject_type or "resident",
+            channel=grant.channel,
+            client=grant.client,
+            request_id=grant.audit_request_id,
+        )
+        drafts = [
+            self._event(
+                "consent.granted",
+                consent,
+                actor,
+                details={
+                    "separate": consent.separate,
+                    "expires_at": _iso(consent.expires_at),
+                    "notice_version": notice,
+                    "supersedes": grant.supersedes,
+                    "evidence_sha256": consent.evidence_sha256,
+                    "witness": grant.witness,
+                    "guardian": grant.guardian_id,
+                    "consent_request": grant.request_id,
+                },
+            )
+        ]
         if previous is not None:
-            session.add(ConsentRevocation(
-                consent_id=previous.id, revoked_at=now, revoked_by=grant.recorded_by,
-                channel=grant.channel, reason="superseded"))  # fmt: skip
-            drafts.append(self._event("consent.superseded", previous, actor,
-                                      details={"superseded_by": consent.id}))  # fmt: skip
+            session.add(
+                ConsentRevocation(
+                    consent_id=previous.id,
+                    revoked_at=now,
+                    revoked_by=grant.recorded_by,
+                    channel=grant.channel,
+                    reason="superseded",
+                )
+            )
+            drafts.append(
+                self._event(
+                    "consent.superseded", previous, actor, details={"superseded_by": consent.id}
+                )
+            )
         session.flush()
         self.issue_receipt(session, consent, "granted")
         self.audit.record(session, drafts)
@@ -421,9 +456,10 @@ class ConsentService:
             return
         if not grant.evidence:
             raise InvalidConsent(
-                "协助办理须上传签字的同意书扫描件", "assisted consent needs the signed form",
+                "协助办理须上传签字的同意书扫描件",
+                "assisted consent needs the signed form",
                 "evidence",
-            )  # fmt: skip
+            )
         if not grant.witness:
             raise InvalidConsent(
                 "协助办理须有见证人", "assisted consent needs a witness", "witness"
@@ -458,9 +494,15 @@ class ConsentService:
             raise ConsentNotFound("未找到该同意", "no such consent")
         if session.get(ConsentRevocation, consent_id) is not None:
             raise ConsentConflict("该同意已撤回或已变更", "already revoked or superseded")
-        session.add(ConsentRevocation(
-            consent_id=consent.id, revoked_at=self.clock(), revoked_by=actor.name,
-            channel=actor.channel, reason="revoked"))  # fmt: skip
+        session.add(
+            ConsentRevocation(
+                consent_id=consent.id,
+                revoked_at=self.clock(),
+                revoked_by=actor.name,
+                channel=actor.channel,
+                reason="revoked",
+            )
+        )
         session.flush()
         self.issue_receipt(session, consent, "revoked")
         self.audit.record(session, [self._event("consent.revoked", consent, actor)])
@@ -490,19 +532,40 @@ class ConsentService:
         self._resident(session, resident_id)
         chosen = self._fields(spec, fields, None)
         row = ConsentRequest(
-            id=new_id("crq"), resident_id=resident_id, recipient=recipient, purpose=purpose,
-            fields=chosen, separate=separate, message=message, requested_by=actor.name,
-            requested_at=self.clock(), status="pending",
-        )  # fmt: skip
+            id=new_id("crq"),
+            resident_id=resident_id,
+            recipient=recipient,
+            purpose=purpose,
+            fields=chosen,
+            separate=separate,
+            message=message,
+            requested_by=actor.name,
+            requested_at=self.clock(),
+            status="pending",
+        )
         session.add(row)
         session.flush()
-        self.audit.record(session, [EntryDraft(
-            action="consent.requested", outcome="allowed", channel="api", kind="event",
-            subject_type=actor.subject_type, organisation=recipient, client=actor.client,
-            user=None if actor.client == actor.name else actor.name, purpose=purpose,
-            legal_basis="consent", resident_id=resident_id, fields=dict.fromkeys(chosen, "asked"),
-            request_id=actor.request_id, details={"consent_request": row.id,
-                                                  "separate": separate})])  # fmt: skip
+        self.audit.record(
+            session,
+            [
+                EntryDraft(
+                    action="consent.requested",
+                    outcome="allowed",
+                    channel="api",
+                    kind="event",
+                    subject_type=actor.subject_type,
+                    organisation=recipient,
+                    client=actor.client,
+                    user=None if actor.client == actor.name else actor.name,
+                    purpose=purpose,
+                    legal_basis="consent",
+                    resident_id=resident_id,
+                    fields=dict.fromkeys(chosen, "asked"),
+                    request_id=actor.request_id,
+                    details={"consent_request": row.id, "separate": separate},
+                )
+            ],
+        )
         return row
 
     def requests_for(self, session: Session, resident_ids: Sequence[str]) -> list[ConsentRequest]:
@@ -533,22 +596,49 @@ class ConsentService:
             raise ConsentConflict("该请求已答复", "the request was already answered")
         consent: Consent | None = None
         if accept:
-            consent = self.grant(session, Grant(
-                resident_id=row.resident_id, recipient=row.recipient, purpose=row.purpose,
-                channel="guardian" if guardian_id else "self", recorded_by=actor.name,
-                fields=list(row.fields), separate=row.separate, expires_at=expires_at,
-                notice_version=notice_version, guardian_id=guardian_id, request_id=row.id,
-                subject_type=actor.subject_type, client=actor.client,
-                audit_request_id=actor.request_id))  # fmt: skip
+            consent = self.grant(
+                session,
+                Grant(
+                    resident_id=row.resident_id,
+                    recipient=row.recipient,
+                    purpose=row.purpose,
+                    channel="guardian" if guardian_id else "self",
+                    recorded_by=actor.name,
+                    fields=list(row.fields),
+                    separate=row.separate,
+                    expires_at=expires_at,
+                    notice_version=notice_version,
+                    guardian_id=guardian_id,
+                    request_id=row.id,
+                    subject_type=actor.subject_type,
+                    client=actor.client,
+                    audit_request_id=actor.request_id,
+                ),
+            )
         row.status = "granted" if accept else "refused"
         row.answered_at = self.clock()
         row.consent_id = consent.id if consent else None
-        self.audit.record(session, [EntryDraft(
-            action="consent.request_answered", outcome="allowed", channel="api", kind="event",
-            subject_type=actor.subject_type, organisation=row.recipient, client=actor.client,
-            user=actor.name, purpose=row.purpose, legal_basis="consent",
-            consent_id=row.consent_id, resident_id=row.resident_id, request_id=actor.request_id,
-            details={"consent_request": row.id, "answer": row.status})])  # fmt: skip
+        self.audit.record(
+            session,
+            [
+                EntryDraft(
+                    action="consent.request_answered",
+                    outcome="allowed",
+                    channel="api",
+                    kind="event",
+                    subject_type=actor.subject_type,
+                    organisation=row.recipient,
+                    client=actor.client,
+                    user=actor.name,
+                    purpose=row.purpose,
+                    legal_basis="consent",
+                    consent_id=row.consent_id,
+                    resident_id=row.resident_id,
+                    request_id=actor.request_id,
+                    details={"consent_request": row.id, "answer": row.status},
+                )
+            ],
+        )
         return row, consent
 
     # -- reading -------------------------------------------------------------------------
@@ -580,24 +670,39 @@ class ConsentService:
             status = "active"
         spec = self.purposes.get(consent.purpose, {})
         return {
-            "kind": "consent", "consent_id": consent.id, "resident_id": consent.resident_id,
-            "recipient": consent.recipient, "purpose": consent.purpose,
-            "purpose_name": spec.get("name"), "fields": list(consent.fields),
-            "categories": list(consent.categories or []), "legal_basis": consent.legal_basis,
-            "legal_reference": spec.get("legal_reference"), "separate": consent.separate,
-            "channel": consent.channel, "recorded_by": consent.recorded_by,
-            "guardian_id": consent.guardian_id, "notice_version": consent.notice_version,
-            "granted_at": _iso(consent.granted_at), "expires_at": _iso(consent.expires_at),
+            "kind": "consent",
+            "consent_id": consent.id,
+            "resident_id": consent.resident_id,
+            "recipient": consent.recipient,
+            "purpose": consent.purpose,
+            "purpose_name": spec.get("name"),
+            "fields": list(consent.fields),
+            "categories": list(consent.categories or []),
+            "legal_basis": consent.legal_basis,
+            "legal_reference": spec.get("legal_reference"),
+            "separate": consent.separate,
+            "channel": consent.channel,
+            "recorded_by": consent.recorded_by,
+            "guardian_id": consent.guardian_id,
+            "notice_version": consent.notice_version,
+            "granted_at": _iso(consent.granted_at),
+            "expires_at": _iso(consent.expires_at),
             "revoked_at": _iso(revocation.revoked_at) if revocation else None,
             "revoked_by": revocation.revoked_by if revocation else None,
-            "supersedes": consent.supersedes, "status": status,
+            "supersedes": consent.supersedes,
+            "status": status,
             "requires_consent": True,
-            "evidence": ({"sha256": consent.evidence_sha256,
-                          "media_type": consent.evidence_media_type,
-                          "encrypted": consent.evidence_blob is not None,
-                          "witness": consent.witness}
-                         if consent.evidence_sha256 else None),
-        }  # fmt: skip
+            "evidence": (
+                {
+                    "sha256": consent.evidence_sha256,
+                    "media_type": consent.evidence_media_type,
+                    "encrypted": consent.evidence_blob is not None,
+                    "witness": consent.witness,
+                }
+                if consent.evidence_sha256
+                else None
+            ),
+        }
 
     def open_evidence(self, session: Session, consent: Consent) -> bytes:
         """The scanned form in clear, for the resident's own download (never to recipients)."""
@@ -613,16 +718,23 @@ class ConsentService:
             basis = spec.get("legal_basis")
             if basis == "consent":
                 continue
-            items.append({
-                "kind": "legal-basis", "purpose": code, "purpose_name": spec.get("name"),
-                "legal_basis": basis, "legal_basis_label": BASIS_LABELS.get(str(basis)),
-                "legal_reference": spec.get("legal_reference"),
-                "fields": self.purpose_fields(spec),
-                "recipient_types": list(spec.get("recipient_types") or []),
-                "retention_days": spec.get("retention_days"),
-                "notice_version": spec.get("notice_version"),
-                "requires_consent": False, "note": NOT_NEEDED, "status": "in-force",
-            })  # fmt: skip
+            items.append(
+                {
+                    "kind": "legal-basis",
+                    "purpose": code,
+                    "purpose_name": spec.get("name"),
+                    "legal_basis": basis,
+                    "legal_basis_label": BASIS_LABELS.get(str(basis)),
+                    "legal_reference": spec.get("legal_reference"),
+                    "fields": self.purpose_fields(spec),
+                    "recipient_types": list(spec.get("recipient_types") or []),
+                    "retention_days": spec.get("retention_days"),
+                    "notice_version": spec.get("notice_version"),
+                    "requires_consent": False,
+                    "note": NOT_NEEDED,
+                    "status": "in-force",
+                }
+            )
         return items
 
     # -- receipts and audit ------------------------------------------------------------
@@ -645,9 +757,13 @@ class ConsentService:
         body = self.receipt_body(consent, revocation, organisation, event)
         kid, token = sign_receipt(session, self.keyring, body)
         row = ConsentReceipt(
-            id=str(body["consentReceiptID"]), consent_id=consent.id, event=event,
-            issued_at=self.clock(), kid=kid, jws=token,
-        )  # fmt: skip
+            id=str(body["consentReceiptID"]),
+            consent_id=consent.id,
+            event=event,
+            issued_at=self.clock(),
+            kid=kid,
+            jws=token,
+        )
         session.add(row)
         session.flush()
         return row
@@ -667,8 +783,9 @@ class ConsentService:
             else consent.recipient
         )
         spi = [n for n in consent.fields if n in self.catalogue and self.catalogue[n].sensitive]
-        categories = sorted({self.catalogue[n].category for n in consent.fields
-                             if n in self.catalogue})  # fmt: skip
+        categories = sorted(
+            {self.catalogue[n].category for n in consent.fields if n in self.catalogue}
+        )
         termination = (
             f"until {consent.expires_at.isoformat()} or revocation"
             if consent.expires_at
@@ -683,31 +800,47 @@ class ConsentService:
             "version": KANTARA_VERSION,
             "jurisdiction": "CN",
             "consentTimestamp": int(
-                (revocation.revoked_at if revocation and event == "revoked"
-                 else consent.granted_at).timestamp()),
+                (
+                    revocation.revoked_at
+                    if revocation and event == "revoked"
+                    else consent.granted_at
+                ).timestamp()
+            ),
             "collectionMethod": method,
             "consentReceiptID": f"rcpt_{new_id('x')[2:]}{event[0]}",
             "language": "zh-CN",
             "piiPrincipalId": consent.resident_id,
             "piiControllers": [
                 {**self.controller, "onBehalf": False},
-                {"piiController": recipient_name, "onBehalf": False,
-                 "contact": consent.recipient, "address": "", "email": "", "phone": ""},
+                {
+                    "piiController": recipient_name,
+                    "onBehalf": False,
+                    "contact": consent.recipient,
+                    "address": "",
+                    "email": "",
+                    "phone": "",
+                },
             ],
             "policyUrl": f"/v1/purposes#{consent.purpose}",
-            "services": [{
-                "service": f"{name.get('zh', consent.purpose)} / {name.get('en', consent.purpose)}",
-                "purposes": [{
-                    "purpose": str(name.get("en", consent.purpose)),
-                    "purposeCategory": [consent.purpose],
-                    "consentType": "EXPLICIT",
-                    "piiCategory": categories,
-                    "primaryPurpose": True,
-                    "termination": termination,
-                    "thirdPartyDisclosure": True,
-                    "thirdPartyName": recipient_name,
-                }],
-            }],
+            "services": [
+                {
+                    "service": " / ".join(
+                        str(name.get(lang, consent.purpose)) for lang in ("zh", "en")
+                    ),
+                    "purposes": [
+                        {
+                            "purpose": str(name.get("en", consent.purpose)),
+                            "purposeCategory": [consent.purpose],
+                            "consentType": "EXPLICIT",
+                            "piiCategory": categories,
+                            "primaryPurpose": True,
+                            "termination": termination,
+                            "thirdPartyDisclosure": True,
+                            "thirdPartyName": recipient_name,
+                        }
+                    ],
+                }
+            ],
             "sensitive": bool(spi),
             "spiCat": spi,
             # extensions
@@ -728,7 +861,7 @@ class ConsentService:
             "guardianId": consent.guardian_id,
             "evidenceSha256": consent.evidence_sha256,
             "witness": consent.witness,
-        }  # fmt: skip
+        }
 
     def _event(
         self,
@@ -738,16 +871,27 @@ class ConsentService:
         details: Mapping[str, Any] | None = None,
     ) -> EntryDraft:
         return EntryDraft(
-            action=action, outcome="allowed", channel="api", kind="event",
-            subject_type=actor.subject_type, organisation=consent.recipient, client=actor.client,
-            user=actor.name, on_behalf_of=consent.resident_id if actor.channel != "self" else None,
-            purpose=consent.purpose, legal_basis=consent.legal_basis, consent_id=consent.id,
-            resident_id=consent.resident_id, fields=dict.fromkeys(consent.fields, "consented"),
+            action=action,
+            outcome="allowed",
+            channel="api",
+            kind="event",
+            subject_type=actor.subject_type,
+            organisation=consent.recipient,
+            client=actor.client,
+            user=actor.name,
+            on_behalf_of=consent.resident_id if actor.channel != "self" else None,
+            purpose=consent.purpose,
+            legal_basis=consent.legal_basis,
+            consent_id=consent.id,
+            resident_id=consent.resident_id,
+            fields=dict.fromkeys(consent.fields, "consented"),
             request_id=actor.request_id,
-            details={"consent_channel": consent.channel, "actor_channel": actor.channel,
-                     **{k: v for k, v in {**actor.details, **(details or {})}.items()
-                        if v is not None}},
-        )  # fmt: skip
+            details={
+                "consent_channel": consent.channel,
+                "actor_channel": actor.channel,
+                **{k: v for k, v in {**actor.details, **(details or {})}.items() if v is not None},
+            },
+        )
 
 
 def _fourteenth(birth: date) -> datetime:

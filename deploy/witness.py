@@ -72,9 +72,17 @@ def run(url: str, key: str, state: Path, context: ssl.SSLContext | None) -> int:
             return 2
     (heads / f"{new.size:012d}.checkpoint").write_text(new_text, encoding="utf-8")
     latest_file.write_text(new_text, encoding="utf-8")
-    print(json.dumps({"event": "witness.consistent", "origin": new.origin, "tree_size": new.size,
-                      "previous": None if old is None else old.size,
-                      "at": datetime.now(UTC).isoformat()}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "event": "witness.consistent",
+                "origin": new.origin,
+                "tree_size": new.size,
+                "previous": None if old is None else old.size,
+                "at": datetime.now(UTC).isoformat(),
+            }
+        )
+    )
     return 0
 
 

@@ -382,9 +382,12 @@ def local_opa_server(
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(log.open("ab")) if log is not None else subprocess.DEVNULL
         process = subprocess.Popen(  # noqa: S603 - our own opa binary and arguments
-            args, stdout=sink, stderr=sink, stdin=subprocess.DEVNULL,
+            args,
+            stdout=sink,
+            stderr=sink,
+            stdin=subprocess.DEVNULL,
             env={**os.environ, **env} if env else None,
-        )  # fmt: skip
+        )
         try:
             _wait_healthy(process, f"http://127.0.0.1:{port}", startup_timeout)
             yield f"http://127.0.0.1:{port}"

@@ -125,14 +125,21 @@ def review_subjects(*datas: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         for kind, spec in sorted(kinds.items()):
             if spec.get("kind") in {"organisation", "worker"}:
                 roles = [kind] if spec.get("kind") == "worker" else []
-                subjects[f"type:{kind}"] = {"type": kind, "roles": roles,
-                                            "jurisdiction": _EVERYWHERE}  # fmt: skip
+                subjects[f"type:{kind}"] = {
+                    "type": kind,
+                    "roles": roles,
+                    "jurisdiction": _EVERYWHERE,
+                }
         organisations = data.get("mandates", {}).get("organisations", {})
         for org, mandate in sorted(organisations.items()):
             kind = str(mandate.get("type", ""))
             roles = [kind] if kinds.get(kind, {}).get("kind") == "worker" else []
-            subjects[f"org:{org}"] = {"type": kind, "organisation": org, "roles": roles,
-                                      "jurisdiction": _EVERYWHERE}  # fmt: skip
+            subjects[f"org:{org}"] = {
+                "type": kind,
+                "organisation": org,
+                "roles": roles,
+                "jurisdiction": _EVERYWHERE,
+            }
     return dict(sorted(subjects.items()))
 
 
@@ -151,10 +158,13 @@ class TableRow:
     @classmethod
     def of(cls, decision: Decision) -> TableRow:
         level = next(
-            (name for name in ("communities", "grids", "buildings")
-             if getattr(decision.rows, name)),
+            (
+                name
+                for name in ("communities", "grids", "buildings")
+                if getattr(decision.rows, name)
+            ),
             str(decision.rows.scope),
-        )  # fmt: skip
+        )
         return cls(
             allow=decision.allow,
             fields={n: str(t) for n, t in sorted(decision.fields.items())},
@@ -207,10 +217,15 @@ class Change:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "subject": self.subject, "purpose": self.purpose, "action": self.action,
-            "what": self.what, "name": self.name, "before": self.before, "after": self.after,
+            "subject": self.subject,
+            "purpose": self.purpose,
+            "action": self.action,
+            "what": self.what,
+            "name": self.name,
+            "before": self.before,
+            "after": self.after,
             "direction": self.direction,
-        }  # fmt: skip
+        }
 
 
 def _rank(treatment: str) -> int:
@@ -229,8 +244,16 @@ def _field_changes(key: Key, old: TableRow, new: TableRow) -> Iterator[Change]:
             direction = "gains" if _rank(after) > _rank(before) else "loses"
             yield Change(subject, purpose, action, "field", name, before, after, direction)
         elif after == "generalised" and old.levels.get(name) != new.levels.get(name):
-            yield Change(subject, purpose, action, "level", name, old.levels.get(name),
-                         new.levels.get(name), "changes")  # fmt: skip
+            yield Change(
+                subject,
+                purpose,
+                action,
+                "level",
+                name,
+                old.levels.get(name),
+                new.levels.get(name),
+                "changes",
+            )
 
 
 def diff_tables(old: Mapping[Key, TableRow], new: Mapping[Key, TableRow]) -> list[Change]:
@@ -241,9 +264,18 @@ def diff_tables(old: Mapping[Key, TableRow], new: Mapping[Key, TableRow]) -> lis
         before, after = old.get(key, denied), new.get(key, denied)
         subject, purpose, action = key
         if before.allow != after.allow:
-            changes.append(Change(subject, purpose, action, "access", None,
-                                  before.reason, after.reason,
-                                  "gains" if after.allow else "loses"))  # fmt: skip
+            changes.append(
+                Change(
+                    subject,
+                    purpose,
+                    action,
+                    "access",
+                    None,
+                    before.reason,
+                    after.reason,
+                    "gains" if after.allow else "loses",
+                )
+            )
         changes.extend(_field_changes(key, before, after))
         if before.allow and after.allow:
             for what, was, now in (

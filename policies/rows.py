@@ -92,10 +92,12 @@ def place_filter(
     terms = [
         column == value
         for column, value in (
-            (Building.community_id, community), (Building.grid_id, grid), (Building.id, building),
+            (Building.community_id, community),
+            (Building.grid_id, grid),
+            (Building.id, building),
         )
         if value
-    ]  # fmt: skip
+    ]
     return and_(*terms) if terms else true()
 
 

@@ -75,9 +75,14 @@ class DemoServer:
         password = secrets.token_urlsafe(16)
         with self.runtime.transaction() as session:
             create_user(
-                session, self.runtime.audit, username=username, password=password,
-                role="resident", resident_id=resident_id, actor="test",
-            )  # fmt: skip
+                session,
+                self.runtime.audit,
+                username=username,
+                password=password,
+                role="resident",
+                resident_id=resident_id,
+                actor="test",
+            )
         return str(self.login(username, password, "me")["access_token"])
 
     def client(self, organisation: str) -> dict[str, Any]:
@@ -232,13 +237,20 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """`resident-vault ARGS` in a process of its own, as an operator runs it (English)."""
     environment = {
-        **os.environ, "VAULT_HOME": str(home), "VAULT_DATABASE_URL": database_url,
-        "VAULT_LANG": "en", **env,
-    }  # fmt: skip
+        **os.environ,
+        "VAULT_HOME": str(home),
+        "VAULT_DATABASE_URL": database_url,
+        "VAULT_LANG": "en",
+        **env,
+    }
     return subprocess.run(
         [sys.executable, "-c", "from api.cli.main import main; main()", "--log-console", *args],
-        capture_output=True, text=True, env=environment, timeout=300, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+        check=False,
+    )
 
 
 @contextmanager

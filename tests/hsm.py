@@ -76,10 +76,22 @@ def softhsm_token() -> SoftHsmToken:
     os.environ["SOFTHSM2_CONF"] = str(conf)
     token = SoftHsmToken(SOFTHSM_MODULE, f"rv-test-{worker}", secrets.token_hex(8), conf)
     subprocess.run(
-        ["softhsm2-util", "--init-token", "--free", "--label", token.label,  # noqa: S607
-         "--so-pin", secrets.token_hex(8), "--pin", token.pin],
-        check=True, capture_output=True, env=os.environ, timeout=60,
-    )  # fmt: skip
+        [  # noqa: S607
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            token.label,
+            "--so-pin",
+            secrets.token_hex(8),
+            "--pin",
+            token.pin,
+        ],
+        check=True,
+        capture_output=True,
+        env=os.environ,
+        timeout=60,
+    )
     _token = token
     return token
 

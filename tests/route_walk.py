@@ -31,8 +31,12 @@ from tests.browser.server import prepare, sign_in
 ORIGIN = "https://testserver"
 # Resident ids and pseudonyms as any answer would carry them (vault.models.new_id, ps_...).
 RESIDENT_ID = re.compile(r"\b(r_[0-9a-f]{16}|ps_[0-9a-z]{10,})\b")
-AREA_OF_ROLE = {"resident": "portal", "grid_worker": "desk", "community_worker": "desk",
-                "auditor": "console"}  # fmt: skip
+AREA_OF_ROLE = {
+    "resident": "portal",
+    "grid_worker": "desk",
+    "community_worker": "desk",
+    "auditor": "console",
+}
 
 
 @dataclass
@@ -48,9 +52,10 @@ class World:
 
     def user(self, role: str, **match: Any) -> dict[str, Any]:
         return next(
-            u for u in self.cast["users"]
+            u
+            for u in self.cast["users"]
             if u["role"] == role and all(u.get(k) == v for k, v in match.items())
-        )  # fmt: skip
+        )
 
     def sign_in(self, role: str, **match: Any) -> dict[str, Any]:
         """Sign the TestClient in to the role's page area; returns the person."""

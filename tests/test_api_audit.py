@@ -33,10 +33,13 @@ def client(settings: Settings) -> Iterator[TestClient]:
 def _record(client: TestClient, count: int) -> list[bytes]:
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
     with runtime.transaction() as session:
-        runtime.audit.record(session, [
-            EntryDraft(action="read", outcome="allowed", channel="api", resident_id=f"r_{n}")
-            for n in range(count)
-        ])  # fmt: skip
+        runtime.audit.record(
+            session,
+            [
+                EntryDraft(action="read", outcome="allowed", channel="api", resident_id=f"r_{n}")
+                for n in range(count)
+            ],
+        )
     runtime.audit.checkpoint(runtime.vault.sessions)
     with runtime.vault.sessions() as session:
         size = runtime.audit.tree_size(session)

@@ -30,12 +30,19 @@ def runtime(tmp_path: Path, database_url: str) -> Iterator[Runtime]:
 
 def _draft(n: int, **overrides: object) -> EntryDraft:
     values: dict[str, object] = {
-        "action": "read", "outcome": "allowed", "channel": "api", "subject_type": "department",
-        "organisation": "org_civil_affairs" if n % 2 else "org_health", "user": f"u{n % 3}",
-        "purpose": "subsidy-review", "resident_id": f"r_{n:04d}",
-        "fields": {"name": "masked", "low_income_status": "clear"}, "decision_id": f"d{n}",
-        "policy_revision": "rev-test", "request_id": f"req{n}",
-    }  # fmt: skip
+        "action": "read",
+        "outcome": "allowed",
+        "channel": "api",
+        "subject_type": "department",
+        "organisation": "org_civil_affairs" if n % 2 else "org_health",
+        "user": f"u{n % 3}",
+        "purpose": "subsidy-review",
+        "resident_id": f"r_{n:04d}",
+        "fields": {"name": "masked", "low_income_status": "clear"},
+        "decision_id": f"d{n}",
+        "policy_revision": "rev-test",
+        "request_id": f"req{n}",
+    }
     values.update(overrides)
     return EntryDraft(**values)  # type: ignore[arg-type]
 

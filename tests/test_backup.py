@@ -72,11 +72,16 @@ def _cli(home: Path, url: str, *args: str, **env: str) -> subprocess.CompletedPr
         [sys.executable, "-c", "from api.cli.main import main; main()", "--log-json", *args],
         capture_output=True,
         text=True,
-        env={**clean, "VAULT_HOME": str(home), "VAULT_DATABASE_URL": url, "VAULT_LANG": "en",
-             **env},
+        env={
+            **clean,
+            "VAULT_HOME": str(home),
+            "VAULT_DATABASE_URL": url,
+            "VAULT_LANG": "en",
+            **env,
+        },
         timeout=300,
         check=False,
-    )  # fmt: skip
+    )
 
 
 def _invoke(home: Path, url: str, *args: str, **env: str) -> str:
@@ -208,9 +213,14 @@ class Source:
 
     def backup(self, path: Path) -> str:
         return _invoke(
-            self.home, self.url, "backup", "-o", str(path),
-            VAULT_BACKUP_KEY_FILE=str(self.recipient), **self.env,
-        )  # fmt: skip
+            self.home,
+            self.url,
+            "backup",
+            "-o",
+            str(path),
+            VAULT_BACKUP_KEY_FILE=str(self.recipient),
+            **self.env,
+        )
 
     def restore(self, path: Path, *extra: str, url: str | None = None) -> Any:
         return self.cli(
@@ -253,10 +263,15 @@ class Registrations(threading.Thread):
                     provenance = Provenance(actor=self.ACTOR, channel="import")
                     resident_id = store.create(session, values, provenance)
                     draft = EntryDraft(
-                        action="create", outcome="allowed", channel="cli", user=self.ACTOR,
-                        subject_type="operator", resident_id=resident_id,
-                        purpose="registration", fields=dict.fromkeys(values, "written"),
-                    )  # fmt: skip
+                        action="create",
+                        outcome="allowed",
+                        channel="cli",
+                        user=self.ACTOR,
+                        subject_type="operator",
+                        resident_id=resident_id,
+                        purpose="registration",
+                        fields=dict.fromkeys(values, "written"),
+                    )
                     audit.record(session, [draft])
                 with self._progress:
                     self.committed.append(resident_id)
@@ -392,11 +407,11 @@ def test_restore_from_sqlite_into_postgresql(
         connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
     target = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     try:
-        source.run("restore", str(archive), "--identity", str(source.identity), "--yes",
-                   url=target)  # fmt: skip
+        source.run("restore", str(archive), "--identity", str(source.identity), "--yes", url=target)
         assert _residents(source.settings(target)) == before
-        found = source.run("lookup", "--purpose", "registration", "--phone", source.phone,
-                           url=target)  # fmt: skip
+        found = source.run(
+            "lookup", "--purpose", "registration", "--phone", source.phone, url=target
+        )
         assert source.resident_id in found.split()
         assert "audit log intact" in source.run("audit", "verify", url=target)
         # That month has its partition, as if the log had always been here: it can be
@@ -438,9 +453,14 @@ def test_resident_erased_after_the_backup_stays_erased(source: Source, tmp_path:
     assert _tables(source.url) == []
 
     restored = source.run(
-        "restore", str(archive), "--identity", str(source.identity), "--tombstones",
-        str(tombstones), "--yes",
-    )  # fmt: skip
+        "restore",
+        str(archive),
+        "--identity",
+        str(source.identity),
+        "--tombstones",
+        str(tombstones),
+        "--yes",
+    )
     assert "replayed 1 erasure tombstones" in restored
     assert source.resident_id not in _residents(source.settings())
     with closing(open_vault(source.settings())) as vault_, vault_.sessions() as session:

@@ -44,10 +44,13 @@ def _closed(schema: dict[str, Any]) -> bool:
     pattern without unbounded repetition (`^(json|csv)$`)."""
     pattern = str(schema.get("pattern", ""))
     return (
-        "maxLength" in schema or "enum" in schema or schema.get("format") == "date-time"
-        or (pattern.startswith("^") and pattern.endswith("$") and not re.search(r"[*+]|,}",
-                                                                                 pattern))
-    )  # fmt: skip
+        "maxLength" in schema
+        or "enum" in schema
+        or schema.get("format") == "date-time"
+        or (
+            pattern.startswith("^") and pattern.endswith("$") and not re.search(r"[*+]|,}", pattern)
+        )
+    )
 
 
 def _parameters(world: World) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
@@ -63,8 +66,9 @@ def _fill(path: str, operation: dict[str, Any], name: str, value: Any) -> str:
     for parameter in operation.get("parameters", []):
         if parameter["in"] == "path":
             other = "1" if "integer" in _flat(parameter["schema"])["types"] else "x"
-            path = path.replace("{" + parameter["name"] + "}", str(value) if parameter[
-                "name"] == name else other)  # fmt: skip
+            path = path.replace(
+                "{" + parameter["name"] + "}", str(value) if parameter["name"] == name else other
+            )
     return path
 
 
@@ -110,9 +114,11 @@ def test_every_string_and_integer_in_a_request_body_declares_its_bounds(world: W
                 if part is None:
                     continue
                 if "string" in part["types"] and not (
-                    "maxLength" in part or "enum" in part or "const" in part
+                    "maxLength" in part
+                    or "enum" in part
+                    or "const" in part
                     or part.get("format") == "date-time"
-                ):  # fmt: skip
+                ):
                     unbounded.append(f"{model}.{where} (string)")
                 if "integer" in part["types"] and "maximum" not in part:
                     unbounded.append(f"{model}.{where} (integer)")
@@ -227,9 +233,12 @@ def test_an_oversized_justification_is_refused(world: World) -> None:
     before = world.entries_count()
     long_reason = "理" * (JUSTIFICATION_LENGTH + 1)
     response = world.call(
-        "GET", "/v1/exports/residents", token, purpose="subsidy-review",
+        "GET",
+        "/v1/exports/residents",
+        token,
+        purpose="subsidy-review",
         headers={"Justification": quote(long_reason)},
-    )  # fmt: skip
+    )
     _refused(response, "Justification")
     assert world.entries_count() == before
 
@@ -253,9 +262,18 @@ def test_an_entry_recorded_with_huge_values_is_stored_bounded(world: World) -> N
     with runtime.transaction() as session:
         [entry_id] = runtime.audit.record(
             session,
-            [EntryDraft(action="test.bounds", outcome="allowed", channel="api", kind="event",
-                        purpose="p" * 60_000, user="u" * 60_000, details={"given": "d" * 60_000})],
-        )  # fmt: skip
+            [
+                EntryDraft(
+                    action="test.bounds",
+                    outcome="allowed",
+                    channel="api",
+                    kind="event",
+                    purpose="p" * 60_000,
+                    user="u" * 60_000,
+                    details={"given": "d" * 60_000},
+                )
+            ],
+        )
     with runtime.vault.sessions() as session:
         stored = session.scalars(select(AuditEntry).where(AuditEntry.entry_id == entry_id)).one()
     assert stored.purpose is not None and len(stored.purpose) == CODE_LENGTH

@@ -41,13 +41,24 @@ def test_break_glass_opens_one_record_flags_notifies_and_queues(server: DemoServ
     refused = call(server, "GET", path, token, RESCUE)
     assert refused.status_code == 403
     assert refused.json()["type"] == "/problems/break-glass-required"
-    too_short = call(server, "POST", "/v1/break-glass", token,
-                     json={"resident_id": resident, "justification": "急"})  # fmt: skip
+    too_short = call(
+        server,
+        "POST",
+        "/v1/break-glass",
+        token,
+        json={"resident_id": resident, "justification": "急"},
+    )
     assert too_short.status_code == 422
     why = "邻居报告老人跌倒无法应答，需联系紧急联系人并告知急救人员病史"
     # The reason as API.md's Justification header (percent-encoded UTF-8), or in the body.
-    opened = call(server, "POST", "/v1/break-glass", token, json={"resident_id": resident},
-                  headers={"Justification": quote(why)})  # fmt: skip
+    opened = call(
+        server,
+        "POST",
+        "/v1/break-glass",
+        token,
+        json={"resident_id": resident},
+        headers={"Justification": quote(why)},
+    )
     assert opened.status_code == 201, opened.text
     grant = opened.json()
     assert grant["review_status"] == "pending" and grant["expires_at"] > grant["created_at"]
@@ -64,8 +75,9 @@ def test_break_glass_opens_one_record_flags_notifies_and_queues(server: DemoServ
     assert entry.details["break_glass"] == grant["grant_id"] and entry.purpose == RESCUE
     assert entry.legal_basis == "vital-interests"
     # One resident only: another one stays closed, and lists never open.
-    neighbour = residents_in(server, "cm_hexie" if resident in residents_in(server, "cm_hexie")
-                             else "cm_xingfu")[1]  # fmt: skip
+    neighbour = residents_in(
+        server, "cm_hexie" if resident in residents_in(server, "cm_hexie") else "cm_xingfu"
+    )[1]
     other = call(server, "GET", f"/v1/residents/{neighbour}", token, RESCUE)
     assert other.status_code == 403
     listing = call(server, "GET", "/v1/residents", token, RESCUE)
@@ -82,11 +94,21 @@ def test_break_glass_opens_one_record_flags_notifies_and_queues(server: DemoServ
     queue = call(server, "GET", "/v1/audit/break-glass", auditor).json()["items"]
     queued = next(g for g in queue if g["grant_id"] == grant["grant_id"])
     assert queued["accesses"] == 1 and queued["worker"] == worker["username"]
-    reviewed = call(server, "POST", f"/v1/audit/break-glass/{grant['grant_id']}/review",
-                    auditor, json={"outcome": "justified", "note": "急救中心记录相符"})  # fmt: skip
+    reviewed = call(
+        server,
+        "POST",
+        f"/v1/audit/break-glass/{grant['grant_id']}/review",
+        auditor,
+        json={"outcome": "justified", "note": "急救中心记录相符"},
+    )
     assert reviewed.status_code == 200 and reviewed.json()["review_status"] == "justified"
-    again = call(server, "POST", f"/v1/audit/break-glass/{grant['grant_id']}/review",
-                 auditor, json={"outcome": "unjustified"})  # fmt: skip
+    again = call(
+        server,
+        "POST",
+        f"/v1/audit/break-glass/{grant['grant_id']}/review",
+        auditor,
+        json={"outcome": "unjustified"},
+    )
     assert again.status_code == 409
     pending = call(server, "GET", "/v1/audit/break-glass", auditor).json()["items"]
     assert grant["grant_id"] not in {g["grant_id"] for g in pending}
@@ -97,10 +119,17 @@ def test_a_grant_expires(server: DemoServer) -> None:
     resident = residents_in(server, "cm_hexie")[-1]
     if worker["jurisdiction"]["community"] == "cm_hexie":
         resident = residents_in(server, "cm_xingfu")[-1]
-    opened = call(server, "POST", "/v1/break-glass", token, json={
-        "resident_id": resident, "justification": "火灾疏散，需确认独居老人是否在家",
-        "minutes": 5,
-    })  # fmt: skip
+    opened = call(
+        server,
+        "POST",
+        "/v1/break-glass",
+        token,
+        json={
+            "resident_id": resident,
+            "justification": "火灾疏散，需确认独居老人是否在家",
+            "minutes": 5,
+        },
+    )
     assert opened.status_code == 201, opened.text
     assert call(server, "GET", f"/v1/residents/{resident}", token, RESCUE).status_code == 200
     with server.runtime.transaction() as session:  # five minutes later
@@ -117,9 +146,24 @@ def test_a_grant_expires(server: DemoServer) -> None:
 def test_only_workers_break_glass(server: DemoServer) -> None:
     department = server.client_token("org_civil_affairs")
     resident = residents_in(server, "cm_xingfu")[0]
-    refused = call(server, "POST", "/v1/break-glass", department, json={
-        "resident_id": resident, "justification": "想看看这个人的病史记录",
-    })  # fmt: skip
+    refused = call(
+        server,
+        "POST",
+        "/v1/break-glass",
+        department,
+        json={
+            "resident_id": resident,
+            "justification": "想看看这个人的病史记录",
+        },
+    )
     assert refused.status_code == 403
-    assert call(server, "GET", f"/v1/residents/{server.pseudonym('org_civil_affairs', resident)}",
-                department, RESCUE).status_code == 403  # fmt: skip
+    assert (
+        call(
+            server,
+            "GET",
+            f"/v1/residents/{server.pseudonym('org_civil_affairs', resident)}",
+            department,
+            RESCUE,
+        ).status_code
+        == 403
+    )

@@ -35,48 +35,78 @@ def test_planted_canaries_never_leak(tmp_path: Path, capfd: pytest.CaptureFixtur
             seen.append(response.text)
             return response
 
-        def call(method: str, path: str, token: str, purpose: str | None = None,
-                 **kwargs: object) -> httpx.Response:  # fmt: skip
+        def call(
+            method: str, path: str, token: str, purpose: str | None = None, **kwargs: object
+        ) -> httpx.Response:
             headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}  # type: ignore[dict-item]
             if purpose:
                 headers["Purpose"] = purpose
-            return keep(httpx.request(method, f"{server.url}{path}", headers=headers,
-                                      timeout=30, **kwargs))  # type: ignore[arg-type]  # fmt: skip
+            return keep(
+                httpx.request(method, f"{server.url}{path}", headers=headers, timeout=30, **kwargs)
+            )  # type: ignore[arg-type]
 
         # A property company (masked phone, no ID number), with and without consent.
         company = server.client_token("org_anju_property")
         me = server.resident_token(resident)
-        httpx.post(f"{server.url}/v1/me/consents", headers={"Authorization": f"Bearer {me}"},
-                   json={"recipient": "org_anju_property", "purpose": "property-notice",
-                         "separate": True, "fields": ["phone", "address"]})  # fmt: skip
+        httpx.post(
+            f"{server.url}/v1/me/consents",
+            headers={"Authorization": f"Bearer {me}"},
+            json={
+                "recipient": "org_anju_property",
+                "purpose": "property-notice",
+                "separate": True,
+                "fields": ["phone", "address"],
+            },
+        )
         named = server.pseudonym("org_anju_property", resident)
         read = call("GET", f"/v1/residents/{named}", company, "property-notice")
         assert read.status_code == 200 and read.json()["treatments"]["phone"] == "masked"
         call("GET", "/v1/residents", company, "property-notice")
-        call("GET", "/v1/exports/residents", company, "property-notice",
-             params={"format": "csv"})  # fmt: skip
+        call("GET", "/v1/exports/residents", company, "property-notice", params={"format": "csv"})
         # Searches by the identifier itself: POST bodies, answered without echoing it.
-        call("POST", "/v1/residents/search", company, "property-notice",
-             json={"phone": values["phone"]})  # fmt: skip
-        call("POST", "/v1/residents/search", company, "property-notice",
-             json={"id_number": values["id_number"] + "X"})  # fmt: skip
+        call(
+            "POST",
+            "/v1/residents/search",
+            company,
+            "property-notice",
+            json={"phone": values["phone"]},
+        )
+        call(
+            "POST",
+            "/v1/residents/search",
+            company,
+            "property-notice",
+            json={"id_number": values["id_number"] + "X"},
+        )
         # Refusals, explanations and dry runs of every kind.
         call("GET", f"/v1/residents/{named}", company, "subsidy-review")
         call("POST", "/v1/decisions/explain", company, json={"purpose": "subsidy-review"})
         call("GET", f"/v1/decisions/{read.headers['Decision-Id']}", company)
         # A grid worker of the other community, and bad input carrying the canary.
         worker = next(
-            u for u in server.credentials["users"]
+            u
+            for u in server.credentials["users"]
             if u["role"] == "grid_worker" and u["jurisdiction"]["community"] == "cm_hexie"
-        )  # fmt: skip
-        token = server.login(worker["username"], worker["password"],
-                             "residents:read residents:write")["access_token"]  # fmt: skip
+        )
+        token = server.login(
+            worker["username"], worker["password"], "residents:read residents:write"
+        )["access_token"]
         other = residents_in(server, "cm_hexie")[0]
         call("GET", f"/v1/residents/{resident}", token, "grid-service")
-        call("PATCH", f"/v1/residents/{other}", token, "grid-service",
-             json={"fields": {"phone": values["phone"] + "0"}})  # fmt: skip
-        call("PATCH", f"/v1/residents/{other}", token, "grid-service",
-             json={"fields": {"id_number": values["id_number"][:-1]}})  # fmt: skip
+        call(
+            "PATCH",
+            f"/v1/residents/{other}",
+            token,
+            "grid-service",
+            json={"fields": {"phone": values["phone"] + "0"}},
+        )
+        call(
+            "PATCH",
+            f"/v1/residents/{other}",
+            token,
+            "grid-service",
+            json={"fields": {"id_number": values["id_number"][:-1]}},
+        )
         call("GET", f"/v1/residents/{resident}", token, "emergency-rescue")  # no grant
         # The resident's own views may show them; the departments' clear fields may too.
         own = httpx.get(f"{server.url}/v1/me", headers={"Authorization": f"Bearer {me}"})
@@ -84,8 +114,12 @@ def test_planted_canaries_never_leak(tmp_path: Path, capfd: pytest.CaptureFixtur
         auditor = server.user("auditor")
         audit = server.login(auditor["username"], auditor["password"], "audit:read")
         call("GET", "/v1/audit/entries", audit["access_token"], params={"resident_id": resident})
-        call("GET", "/v1/audit/entries", audit["access_token"],
-             params={"resident_id": resident, "format": "csv"})  # fmt: skip
+        call(
+            "GET",
+            "/v1/audit/entries",
+            audit["access_token"],
+            params={"resident_id": resident, "format": "csv"},
+        )
         call("GET", "/v1/audit/alerts", audit["access_token"])
         call("GET", "/v1/audit/break-glass", audit["access_token"], params={"status": "all"})
         call("GET", "/v1/organisations/org_anju_property/visibility", audit["access_token"])

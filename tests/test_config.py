@@ -357,9 +357,10 @@ def test_documentation_lists_every_setting_as_generated() -> None:
 
     doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
     missing = [
-        f"VAULT_{name.upper()}" for name in Settings.model_fields
+        f"VAULT_{name.upper()}"
+        for name in Settings.model_fields
         if f"`VAULT_{name.upper()}`" not in doc
-    ]  # fmt: skip
+    ]
     assert missing == [], f"docs/configuration.md misses {missing}"
     table = doc.split(DOC_BEGIN, 1)[1].split(DOC_END, 1)[0].strip()
     assert table == settings_markdown_table().strip(), (

@@ -75,9 +75,12 @@ def company_read(server: DemoServer, token: str, resident_id: str) -> httpx.Resp
 
 def grant(server: DemoServer, token: str, **body: Any) -> httpx.Response:
     return call(
-        server, "POST", "/v1/me/consents", token,
+        server,
+        "POST",
+        "/v1/me/consents",
+        token,
         json={"recipient": COMPANY, "purpose": PURPOSE, "separate": True, **body},
-    )  # fmt: skip
+    )
 
 
 def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
@@ -101,8 +104,12 @@ def subject_for_client(session: Any, organisation: str) -> Subject:
             )
         )
     )
-    return Subject(type="property_company", organisation=organisation, buildings=buildings,
-                   client="test-export")  # fmt: skip
+    return Subject(
+        type="property_company",
+        organisation=organisation,
+        buildings=buildings,
+        client="test-export",
+    )
 
 
 def keys(server: DemoServer) -> dict[str, Any]:
@@ -128,7 +135,7 @@ def test_data_flows_only_with_a_matching_consent(server: DemoServer) -> None:
         token,
         json={"recipient": OTHER_COMPANY, "purpose": PURPOSE, "separate": True},
     )
-    assert other.status_code == 201, other.text  # fmt: skip
+    assert other.status_code == 201, other.text
     assert_problem(company_read(server, company, resident), 403, "consent-required")
     granted = grant(server, token, fields=["phone"])
     assert granted.status_code == 201, granted.text
@@ -146,9 +153,10 @@ def test_data_flows_only_with_a_matching_consent(server: DemoServer) -> None:
     if "phone" in stored:
         assert record["fields"]["phone"] != stored["phone"]
     entry = next(
-        e for e in _entries(server, decision_id=body.headers["Decision-Id"])
+        e
+        for e in _entries(server, decision_id=body.headers["Decision-Id"])
         if e.outcome == "allowed"
-    )  # fmt: skip
+    )
     assert entry.consent_id == granted.json()["consent_id"]
     # The owner's other consent (another company) is on the resident's list; so are the
     # purposes that need no consent, with their legal reference.
@@ -180,23 +188,45 @@ def test_general_consent_never_covers_provision_or_sensitive_fields(server: Demo
     # Art. 29: for the residents' committee of the resident's own community, a general
     # consent covers ordinary fields but never a sensitive one.
     committee = "org_rc_xingfu"
-    registry = {"community-care-offer": {
-        "name": {"zh": "社区关爱活动", "en": "Community care offers"}, "legal_basis": "consent",
-        "recipient_types": ["residents_committee"], "notice_version": "t1",
-        "fields": {"phone": "masked", "health_conditions": "generalised"}}}  # fmt: skip
+    registry = {
+        "community-care-offer": {
+            "name": {"zh": "社区关爱活动", "en": "Community care offers"},
+            "legal_basis": "consent",
+            "recipient_types": ["residents_committee"],
+            "notice_version": "t1",
+            "fields": {"phone": "masked", "health_conditions": "generalised"},
+        }
+    }
     consents = service(server, purposes=registry)
     wanted = ["phone", "health_conditions"]
     care = "community-care-offer"
     with server.runtime.transaction() as session:
-        consents.grant(session, Grant(resident_id=resident, recipient=committee,
-                       purpose=care, channel="self", recorded_by="t"))  # fmt: skip
+        consents.grant(
+            session,
+            Grant(
+                resident_id=resident,
+                recipient=committee,
+                purpose=care,
+                channel="self",
+                recorded_by="t",
+            ),
+        )
     with server.runtime.vault.sessions() as session:
         cover = consents.consenting(session, committee, care, [resident], wanted)
     assert cover[resident].fields == {"phone"}
     with server.runtime.transaction() as session:
-        consents.grant(session, Grant(resident_id=resident, recipient=committee,
-                       purpose=care, channel="self", recorded_by="t",
-                       fields=["health_conditions"], separate=True))  # fmt: skip
+        consents.grant(
+            session,
+            Grant(
+                resident_id=resident,
+                recipient=committee,
+                purpose=care,
+                channel="self",
+                recorded_by="t",
+                fields=["health_conditions"],
+                separate=True,
+            ),
+        )
     with server.runtime.vault.sessions() as session:
         cover = consents.consenting(session, committee, care, [resident], wanted)
     assert cover[resident].fields == {"phone", "health_conditions"}
@@ -204,8 +234,12 @@ def test_general_consent_never_covers_provision_or_sensitive_fields(server: Demo
     # The other community's committee is another organisation: general consent is void.
     other = "org_rc_hexie"
     with server.runtime.transaction() as session:
-        consents.grant(session, Grant(resident_id=resident, recipient=other,
-                       purpose=care, channel="self", recorded_by="t"))  # fmt: skip
+        consents.grant(
+            session,
+            Grant(
+                resident_id=resident, recipient=other, purpose=care, channel="self", recorded_by="t"
+            ),
+        )
     with server.runtime.vault.sessions() as session:
         assert consents.consenting(session, other, care, [resident], wanted) == {}
 
@@ -331,16 +365,24 @@ def test_guardian_consent_for_a_minor_ends_when_the_child_turns_14(server: DemoS
 
 def test_assisted_consent_with_evidence(server: DemoServer) -> None:
     worker = server.user("community_worker")
-    token = str(server.login(worker["username"], worker["password"],
-                             "consents:read consents:write")["access_token"])  # fmt: skip
+    token = str(
+        server.login(worker["username"], worker["password"], "consents:read consents:write")[
+            "access_token"
+        ]
+    )
     resident = fresh_resident(server)
     form = b"%PDF-1.4 signed consent form " + secrets.token_bytes(64)
     body = {
-        "resident_id": resident, "recipient": COMPANY, "purpose": PURPOSE, "separate": True,
-        "evidence": {"content_base64": base64.b64encode(form).decode(),
-                     "media_type": "application/pdf"},
+        "resident_id": resident,
+        "recipient": COMPANY,
+        "purpose": PURPOSE,
+        "separate": True,
+        "evidence": {
+            "content_base64": base64.b64encode(form).decode(),
+            "media_type": "application/pdf",
+        },
         "witness": "王芳 (SQ-XF-002)",
-    }  # fmt: skip
+    }
     response = call(server, "POST", "/v1/consents", token, json=body)
     assert response.status_code == 201, response.text
     consent_id = response.json()["consent_id"]
@@ -361,14 +403,23 @@ def test_assisted_consent_with_evidence(server: DemoServer) -> None:
     read = company_read(server, company, resident)
     assert read.status_code == 200
     assert base64.b64encode(form).decode()[:40] not in read.text
-    assert_problem(call(server, "GET", f"/v1/consents/{consent_id}/receipt", company),
-                   404, "not-found")  # fmt: skip
+    assert_problem(
+        call(server, "GET", f"/v1/consents/{consent_id}/receipt", company), 404, "not-found"
+    )
     event = _entries(server, action="consent.granted", consent_id=consent_id)[0]
     assert event.user == worker["username"] and event.on_behalf_of == resident
     # Bad inputs: no evidence, bad base64, a resident outside the worker's area.
-    assert_problem(call(server, "POST", "/v1/consents", token,
-                        json={k: v for k, v in body.items() if k != "evidence"}),
-                   422, "validation-error")  # fmt: skip
+    assert_problem(
+        call(
+            server,
+            "POST",
+            "/v1/consents",
+            token,
+            json={k: v for k, v in body.items() if k != "evidence"},
+        ),
+        422,
+        "validation-error",
+    )
     bad = {**body, "evidence": {"content_base64": "***", "media_type": "application/pdf"}}
     assert_problem(call(server, "POST", "/v1/consents", token, json=bad), 422, "validation-error")
     outside = {**body, "resident_id": fresh_resident(server, "cm_hexie")}
@@ -384,9 +435,19 @@ def test_receipts_verify_offline_and_fail_when_altered(server: DemoServer) -> No
     assert response.headers["content-type"].startswith("application/jose")
     jwks = keys(server)
     receipt = verify_receipt(response.text, jwks)
-    for name in ("version", "jurisdiction", "consentTimestamp", "collectionMethod",
-                 "consentReceiptID", "piiPrincipalId", "piiControllers", "policyUrl",
-                 "services", "sensitive", "spiCat"):  # fmt: skip
+    for name in (
+        "version",
+        "jurisdiction",
+        "consentTimestamp",
+        "collectionMethod",
+        "consentReceiptID",
+        "piiPrincipalId",
+        "piiControllers",
+        "policyUrl",
+        "services",
+        "sensitive",
+        "spiCat",
+    ):
         assert name in receipt
     assert receipt["piiPrincipalId"] == resident and receipt["event"] == "granted"
     purpose = receipt["services"][0]["purposes"][0]
@@ -415,8 +476,9 @@ def test_receipts_verify_offline_and_fail_when_altered(server: DemoServer) -> No
     assert events == {"granted", "revoked"}
     # Someone else's receipt is not found.
     other = resident_token(server, fresh_resident(server))
-    assert_problem(call(server, "GET", f"/v1/consents/{consent_id}/receipt", other),
-                   404, "not-found")  # fmt: skip
+    assert_problem(
+        call(server, "GET", f"/v1/consents/{consent_id}/receipt", other), 404, "not-found"
+    )
 
 
 def test_export_and_list_leave_out_non_consenting_residents(server: DemoServer) -> None:
@@ -468,11 +530,16 @@ def test_consent_requests_from_organisations(server: DemoServer) -> None:
             "message": "停水通知",
         },
     )
-    assert asked.status_code == 201, asked.text  # fmt: skip
+    assert asked.status_code == 201, asked.text
     assert asked.json()["resident_id"] == server.pseudonym(COMPANY, resident)
     # The vault id itself opens nothing for an organisation.
-    by_vault_id = call(server, "POST", "/v1/consent-requests", company,
-                       json={"resident_id": resident, "purpose": PURPOSE})  # fmt: skip
+    by_vault_id = call(
+        server,
+        "POST",
+        "/v1/consent-requests",
+        company,
+        json={"resident_id": resident, "purpose": PURPOSE},
+    )
     assert_problem(by_vault_id, 404, "not-found")
     request_id = asked.json()["request_id"]
     pending = call(server, "GET", "/v1/me/consent-requests", token).json()["items"]
@@ -480,7 +547,7 @@ def test_consent_requests_from_organisations(server: DemoServer) -> None:
     answered = call(
         server, "POST", f"/v1/me/consent-requests/{request_id}/answer", token, json={"accept": True}
     )
-    assert answered.status_code == 200, answered.text  # fmt: skip
+    assert answered.status_code == 200, answered.text
     assert answered.json()["status"] == "granted"
     assert company_read(server, company, resident).status_code == 200
     again = call(
@@ -490,15 +557,24 @@ def test_consent_requests_from_organisations(server: DemoServer) -> None:
         token,
         json={"accept": False},
     )
-    assert_problem(again, 409, "conflict")  # fmt: skip
+    assert_problem(again, 409, "conflict")
     # A refusal records nothing but the answer; the company still sees nothing of another.
     second = fresh_resident(server)
     second_token = resident_token(server, second)
-    asked = call(server, "POST", "/v1/consent-requests", company,
-                 json={"resident_id": server.pseudonym(COMPANY, second),
-                       "purpose": PURPOSE}).json()  # fmt: skip
-    refused = call(server, "POST", f"/v1/me/consent-requests/{asked['request_id']}/answer",
-                   second_token, json={"accept": False})  # fmt: skip
+    asked = call(
+        server,
+        "POST",
+        "/v1/consent-requests",
+        company,
+        json={"resident_id": server.pseudonym(COMPANY, second), "purpose": PURPOSE},
+    ).json()
+    refused = call(
+        server,
+        "POST",
+        f"/v1/me/consent-requests/{asked['request_id']}/answer",
+        second_token,
+        json={"accept": False},
+    )
     assert refused.json()["status"] == "refused"
     assert_problem(company_read(server, company, second), 403, "consent-required")
     # Refusing never blocks services that do not depend on consent: the resident's own
@@ -517,10 +593,17 @@ def test_consent_requests_from_organisations(server: DemoServer) -> None:
         404,
         "not-found",
     )
-    assert_problem(call(server, "POST", "/v1/consent-requests", company,
-                        json={"resident_id": server.pseudonym(COMPANY, second),
-                              "purpose": "subsidy-review"}),
-                   422, "validation-error")  # fmt: skip
+    assert_problem(
+        call(
+            server,
+            "POST",
+            "/v1/consent-requests",
+            company,
+            json={"resident_id": server.pseudonym(COMPANY, second), "purpose": "subsidy-review"},
+        ),
+        422,
+        "validation-error",
+    )
     assert _entries(server, action="consent.requested", resident_id=second)
 
 
@@ -539,8 +622,7 @@ def test_bad_input_is_a_problem(server: DemoServer) -> None:
     ]
     for case in cases:
         assert_problem(grant(server, token, **case), 422, "validation-error")
-    assert_problem(call(server, "POST", "/v1/me/consents/cn_nope/revoke", token), 404,
-                   "not-found")  # fmt: skip
+    assert_problem(call(server, "POST", "/v1/me/consents/cn_nope/revoke", token), 404, "not-found")
     company = server.client_token(COMPANY)
     assert_problem(call(server, "GET", "/v1/me/consents", company), 403, "insufficient-scope")
     assert_problem(call(server, "POST", "/v1/consents", token, json={}), 403, "insufficient-scope")
@@ -562,51 +644,87 @@ def test_a_worker_revokes_at_the_counter_and_the_next_read_is_refused(
     server: DemoServer,
 ) -> None:
     worker = server.user("community_worker")
-    token = str(server.login(worker["username"], worker["password"],
-                             "consents:read consents:write")["access_token"])  # fmt: skip
+    token = str(
+        server.login(worker["username"], worker["password"], "consents:read consents:write")[
+            "access_token"
+        ]
+    )
     resident = fresh_resident(server)
     form = b"%PDF-1.4 signed form " + secrets.token_bytes(16)
-    granted = call(server, "POST", "/v1/consents", token, json={
-        "resident_id": resident, "recipient": COMPANY, "purpose": PURPOSE, "separate": True,
-        "evidence": {"content_base64": base64.b64encode(form).decode()},
-        "witness": "李明 (SQ-XF-003)"})  # fmt: skip
+    granted = call(
+        server,
+        "POST",
+        "/v1/consents",
+        token,
+        json={
+            "resident_id": resident,
+            "recipient": COMPANY,
+            "purpose": PURPOSE,
+            "separate": True,
+            "evidence": {"content_base64": base64.b64encode(form).decode()},
+            "witness": "李明 (SQ-XF-003)",
+        },
+    )
     assert granted.status_code == 201, granted.text
     consent_id = granted.json()["consent_id"]
     company = server.client_token(COMPANY)
     assert company_read(server, company, resident).status_code == 200
-    revoked = call(server, "POST", f"/v1/consents/{consent_id}/revoke", token,
-                   json={"witness": "李明 (SQ-XF-003)"})  # fmt: skip
+    revoked = call(
+        server,
+        "POST",
+        f"/v1/consents/{consent_id}/revoke",
+        token,
+        json={"witness": "李明 (SQ-XF-003)"},
+    )
     assert revoked.status_code == 200, revoked.text
     assert revoked.json()["receipt"]
     assert_problem(company_read(server, company, resident), 403, "consent-required")
     (event,) = _entries(server, action="consent.revoked", consent_id=consent_id)
     assert event.user == worker["username"] and event.on_behalf_of == resident
     assert event.details["witness"] == "李明 (SQ-XF-003)"
-    again = call(server, "POST", f"/v1/consents/{consent_id}/revoke", token,
-                 json={"witness": "x"})  # fmt: skip
+    again = call(server, "POST", f"/v1/consents/{consent_id}/revoke", token, json={"witness": "x"})
     assert again.status_code == 409
 
 
 def test_workers_consent_actions_are_reported_to_auditors(server: DemoServer) -> None:
     worker = server.user("community_worker")
-    token = str(server.login(worker["username"], worker["password"],
-                             "consents:read consents:write")["access_token"])  # fmt: skip
+    token = str(
+        server.login(worker["username"], worker["password"], "consents:read consents:write")[
+            "access_token"
+        ]
+    )
     resident = fresh_resident(server)
-    granted = call(server, "POST", "/v1/consents", token, json={
-        "resident_id": resident, "recipient": COMPANY, "purpose": PURPOSE, "separate": True,
-        "evidence": {"content_base64": base64.b64encode(b"%PDF form").decode()},
-        "witness": "W"})  # fmt: skip
+    granted = call(
+        server,
+        "POST",
+        "/v1/consents",
+        token,
+        json={
+            "resident_id": resident,
+            "recipient": COMPANY,
+            "purpose": PURPOSE,
+            "separate": True,
+            "evidence": {"content_base64": base64.b64encode(b"%PDF form").decode()},
+            "witness": "W",
+        },
+    )
     assert granted.status_code == 201
     auditor = server.user("auditor")
-    audit_token = str(server.login(auditor["username"], auditor["password"],
-                                   "audit:read")["access_token"])  # fmt: skip
+    audit_token = str(
+        server.login(auditor["username"], auditor["password"], "audit:read")["access_token"]
+    )
     report = call(server, "GET", "/v1/audit/reports/consent-actions", audit_token)
     assert report.status_code == 200, report.text
     rows = [r for r in report.json()["items"] if r["user"] == worker["username"]]
     assert any(r["action"] == "consent.granted" and r["count"] >= 1 for r in rows)
     server.runtime.audit.integrate(server.runtime.vault.sessions)
-    searched = call(server, "GET", "/v1/audit/entries", audit_token,
-                    params={"action": "consent.*", "user": worker["username"]})  # fmt: skip
+    searched = call(
+        server,
+        "GET",
+        "/v1/audit/entries",
+        audit_token,
+        params={"action": "consent.*", "user": worker["username"]},
+    )
     assert searched.status_code == 200
     assert searched.json()["items"]
     assert all(i["action"].startswith("consent.") for i in searched.json()["items"])

@@ -95,17 +95,26 @@ def _file(client: TestClient, resident_id: str, field: str, value: str, note: st
     username, password = f"r-{secrets.token_hex(4)}", secrets.token_urlsafe(12)
     with runtime.transaction() as session:
         create_user(
-            session, runtime.audit, username=username, password=password, role="resident",
-            resident_id=resident_id, actor="test",
-        )  # fmt: skip
+            session,
+            runtime.audit,
+            username=username,
+            password=password,
+            role="resident",
+            resident_id=resident_id,
+            actor="test",
+        )
     client.cookies.clear()
     sign_in(client, "portal", username, password)
     page = client.get("/portal/correction")
     sent = client.post(
         "/portal/correction",
-        data={"csrf_token": hidden_fields(page.text)["csrf_token"], "field": field,
-              "value": value, "note": note},
-    )  # fmt: skip
+        data={
+            "csrf_token": hidden_fields(page.text)["csrf_token"],
+            "field": field,
+            "value": value,
+            "note": note,
+        },
+    )
     assert sent.status_code == 200, sent.text[:300]
     with runtime.vault.sessions() as session:
         found = session.scalars(
@@ -133,9 +142,10 @@ def _refused(call: Any) -> CorrectionError:
 def _read(client: TestClient, resident_id: str, purpose: str) -> Any:
     """What the API's read gives the signed-in worker for this resident and purpose."""
     return client.get(
-        f"/v1/residents/{resident_id}", params={"purpose": purpose},
+        f"/v1/residents/{resident_id}",
+        params={"purpose": purpose},
         headers={"Authorization": f"Bearer {_bearer(client)}"},
-    )  # fmt: skip
+    )
 
 
 def test_a_grid_worker_cannot_list_open_or_resolve_another_grids_correction(
@@ -186,8 +196,10 @@ def test_a_field_the_workers_read_withholds_is_neither_listed_nor_opened(
         )
         [denied] = _entries(client, request_id=worker.request_id, outcome="denied")
         assert (denied.action, denied.resident_id, denied.reason) == (
-            "correction.opened", resident, "policy-denied",
-        )  # fmt: skip
+            "correction.opened",
+            resident,
+            "policy-denied",
+        )
         listed = _entries(client, request_id=worker.request_id, action="correction.listed")
         assert not [e for e in listed if asked in e.details["corrections"]]
 
@@ -271,9 +283,10 @@ def test_the_desk_pages_answer_not_yours_as_not_there_and_show_the_read_treatmen
 
     # The portal listed the resident's own request back to them: a read of their own, recorded.
     [own] = [
-        e for e in _entries(client, action="correction.listed", resident_id=resident)
+        e
+        for e in _entries(client, action="correction.listed", resident_id=resident)
         if e.subject_type == "resident" and mine in e.details["corrections"]
-    ]  # fmt: skip
+    ]
     assert (own.legal_basis, own.fields["id_number"]) == ("self", "listed")
 
 
@@ -284,10 +297,15 @@ def test_a_suspended_worker_gets_no_queue_and_the_refusal_is_recorded(
     worker = _worker(client, cast, "grid_worker", username="grid.hx1")
     assert corrections.queue(gate, worker) == []  # nothing filed in that grid
     with runtime.transaction() as session:
-        session.add(Suspension(
-            id=f"su_{secrets.token_hex(6)}", actor="grid.hx1", actor_kind="user",
-            reason="test", created_at=utcnow(),
-        ))  # fmt: skip
+        session.add(
+            Suspension(
+                id=f"su_{secrets.token_hex(6)}",
+                actor="grid.hx1",
+                actor_kind="user",
+                reason="test",
+                created_at=utcnow(),
+            )
+        )
     try:
         refused = _refused(lambda: corrections.queue(gate, worker))
         assert refused.refusal is not None and refused.refusal.slug == "suspended"

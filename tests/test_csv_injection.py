@@ -99,18 +99,33 @@ def plant_residents(server: DemoServer) -> list[Planted]:
         household = neighbour.household_id
     for number, value in enumerate(VALUES):
         by_api = value[:1] not in "\t\r"
-        initial = Validated({"name": f"测试{'甲乙丙丁戊己庚辛'[number]}",
-                             "address": "幸福小区1号楼" if by_api else value})  # fmt: skip
+        initial = Validated(
+            {
+                "name": f"测试{'甲乙丙丁戊己庚辛'[number]}",
+                "address": "幸福小区1号楼" if by_api else value,
+            }
+        )
         username, password = f"csv-{secrets.token_hex(4)}", secrets.token_urlsafe(16)
         with runtime.transaction() as session:
             (resident_id,) = store.create_many(
                 session, [NewResident(initial, household)], Provenance("tests", "import")
             )
-            create_user(session, runtime.audit, username=username, password=password,
-                        role="resident", resident_id=resident_id, actor="tests")  # fmt: skip
+            create_user(
+                session,
+                runtime.audit,
+                username=username,
+                password=password,
+                role="resident",
+                resident_id=resident_id,
+                actor="tests",
+            )
         if by_api:
-            written = httpx.patch(f"{server.url}/v1/residents/{resident_id}", headers=headers,
-                                  json={"fields": {"address": value}}, timeout=30)  # fmt: skip
+            written = httpx.patch(
+                f"{server.url}/v1/residents/{resident_id}",
+                headers=headers,
+                json={"fields": {"address": value}},
+                timeout=30,
+            )
             assert written.status_code == 200, written.text
         with runtime.vault.sessions() as session:
             assert store.read(session, resident_id, ["address"]) == {"address": value}
@@ -128,15 +143,28 @@ def plant_purposes(server: DemoServer) -> list[str]:
     purposes = []
     for value in VALUES:
         if value[:1] not in "\t\r":  # HTTP strips those from a header anyway
-            refused = httpx.get(f"{server.url}/v1/residents/{server.pseudonym(PROBE, resident)}",
-                                headers={"Authorization": f"Bearer {token}", "Purpose": value},
-                                timeout=30)  # fmt: skip
+            refused = httpx.get(
+                f"{server.url}/v1/residents/{server.pseudonym(PROBE, resident)}",
+                headers={"Authorization": f"Bearer {token}", "Purpose": value},
+                timeout=30,
+            )
             assert refused.status_code == 422, refused.text
             assert refused.json()["type"] == "/problems/validation-error"
         with server.runtime.transaction() as session:
-            server.runtime.audit.record(session, [EntryDraft(
-                action="read", outcome="denied", channel="api", subject_type="department",
-                organisation=PROBE, purpose=value, resident_id=resident)])  # fmt: skip
+            server.runtime.audit.record(
+                session,
+                [
+                    EntryDraft(
+                        action="read",
+                        outcome="denied",
+                        channel="api",
+                        subject_type="department",
+                        organisation=PROBE,
+                        purpose=value,
+                        resident_id=resident,
+                    )
+                ],
+            )
         purposes.append(value)
     return purposes
 
@@ -166,11 +194,15 @@ def field_value(rows: list[list[str]], name: str) -> str:
 
 def department_export(server: DemoServer, fmt: str = "csv") -> httpx.Response:
     response = httpx.get(
-        f"{server.url}/v1/exports/residents", params={"format": fmt},
-        headers={"Authorization": f"Bearer {server.client_token(CIVIL)}", "Purpose": PURPOSE,
-                 "Justification": quote("年度复核")},
+        f"{server.url}/v1/exports/residents",
+        params={"format": fmt},
+        headers={
+            "Authorization": f"Bearer {server.client_token(CIVIL)}",
+            "Purpose": PURPOSE,
+            "Justification": quote("年度复核"),
+        },
         timeout=60,
-    )  # fmt: skip
+    )
     assert response.status_code == 200, response.text
     return response
 
@@ -208,14 +240,22 @@ def test_a_formula_in_a_resident_field_is_text_in_the_residents_own_copy(vault: 
     server = vault.server
     for planted in vault.planted:
         token = server.login(planted.username, planted.password, "me")["access_token"]
-        mine = httpx.get(f"{server.url}/v1/me/export", params={"format": "csv"},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
+        mine = httpx.get(
+            f"{server.url}/v1/me/export",
+            params={"format": "csv"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
         assert mine.status_code == 200, mine.text
         rows = rows_of(mine.text)
         assert_inert(rows)
         assert recover_cell(field_value(rows, "address")) == planted.address
-        as_json = httpx.get(f"{server.url}/v1/me/export", params={"format": "json"},
-                            headers={"Authorization": f"Bearer {token}"}, timeout=30)  # fmt: skip
+        as_json = httpx.get(
+            f"{server.url}/v1/me/export",
+            params={"format": "json"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
         assert as_json.json()["fields"]["address"] == planted.address
 
 
@@ -251,15 +291,20 @@ def test_a_formula_purpose_is_text_in_the_auditors_csv_and_raw_in_json(vault: Va
     server = vault.server
     bearer = {"Authorization": f"Bearer {auditor_token(server)}"}
     params: dict[str, str | int] = {"organisation": PROBE, "limit": 1000}
-    listed = httpx.get(f"{server.url}/v1/audit/entries", params={**params, "format": "csv"},
-                       headers=bearer, timeout=30)  # fmt: skip
+    listed = httpx.get(
+        f"{server.url}/v1/audit/entries",
+        params={**params, "format": "csv"},
+        headers=bearer,
+        timeout=30,
+    )
     assert listed.status_code == 200, listed.text
     rows = rows_of(listed.text)
     assert_inert(rows)
     purposes = column(rows, "purpose")
     assert sorted({recover_cell(p) for p in purposes} & set(VALUES)) == sorted(vault.purposes)
-    as_json = httpx.get(f"{server.url}/v1/audit/entries", params=params, headers=bearer,
-                        timeout=30).json()["items"]  # fmt: skip
+    as_json = httpx.get(
+        f"{server.url}/v1/audit/entries", params=params, headers=bearer, timeout=30
+    ).json()["items"]
     assert {e["purpose"] for e in as_json} >= set(vault.purposes)
 
 
@@ -302,8 +347,12 @@ def test_a_decoy_row_with_escaped_cells_is_recognised_as_written_and_once_resave
     """Decoy marks are digests of the raw values; the tracer reads them back from the file
     as written (quote prefixed) and as a spreadsheet re-saves it (prefix dropped)."""
     master = bytes(range(32))
-    records = [ExportRecord(id=f"exp_{i:032x}", recipient="x", pseudonymous=False, rows=1,
-                            decoys=[], decoy_marks={}) for i in range(2)]  # fmt: skip
+    records = [
+        ExportRecord(
+            id=f"exp_{i:032x}", recipient="x", pseudonymous=False, rows=1, decoys=[], decoy_marks={}
+        )
+        for i in range(2)
+    ]
     names = [f"f{i}" for i in range(len(VALUES))]
     fields = dict(zip(names, VALUES, strict=True))
     decoy = "r_00000000000000de"
@@ -315,8 +364,13 @@ def test_a_decoy_row_with_escaped_cells_is_recognised_as_written_and_once_resave
     buffer = io.StringIO()
     csv.writer(buffer).writerow(c for c in cells if c[:1] != ESCAPE)  # what a sheet shows
     for body in (written, buffer.getvalue()):
-        scored = score_exports(read_leak(body.encode()), records, master, mark_key(master),
-                               Pseudonyms(cast(Keyring, None)))  # fmt: skip
+        scored = score_exports(
+            read_leak(body.encode()),
+            records,
+            master,
+            mark_key(master),
+            Pseudonyms(cast(Keyring, None)),
+        )
         evidence = {s.record.id: s.evidence["decoys"] for s in scored}
         assert evidence[records[0].id] > -1 > evidence[records[1].id]
 

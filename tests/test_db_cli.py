@@ -372,8 +372,10 @@ def test_rolling_deploy_expand_then_restart_then_contract(
     release(new=True)
     planned = json.loads(db("current", "--json").stdout)
     assert [(p["revision"], p["phase"]) for p in planned["pending"]] == [
-        (added, "expand"), (noted, "expand"), (dropped, "contract"),
-    ]  # fmt: skip
+        (added, "expand"),
+        (noted, "expand"),
+        (dropped, "contract"),
+    ]
     assert planned["expand_target"] == noted
     assert f"contract migration {dropped} waits" in db("current").stdout
 
@@ -501,10 +503,21 @@ def test_a_command_on_a_schema_behind_says_so_in_one_line_in_both_languages(
     migrate(engine, _previous_head())
     _make_keyring(home)
     result = subprocess.run(
-        [sys.executable, "-c", "from api.cli.main import main; main()", "--log-console",
-         "--lang", lang, "keys", "list"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "from api.cli.main import main; main()",
+            "--log-console",
+            "--lang",
+            lang,
+            "keys",
+            "list",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1, result.stderr
     assert expected in result.stderr and "resident-vault db upgrade" in result.stderr

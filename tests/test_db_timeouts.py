@@ -42,10 +42,12 @@ def test_connections_carry_timeouts_pool_sizes_and_a_name(pg_settings: Settings)
             shown = {
                 name: connection.exec_driver_sql(f"SHOW {name}").scalar()
                 for name in (
-                    "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
+                    "statement_timeout",
+                    "lock_timeout",
+                    "idle_in_transaction_session_timeout",
                     "application_name",
                 )
-            }  # fmt: skip
+            }
         assert shown == {
             "statement_timeout": f"{SLOW_MS}ms",
             "lock_timeout": f"{SLOW_MS}ms",
@@ -114,18 +116,30 @@ def test_a_write_over_the_timeout_is_503_retryable_and_writes_nothing(
     engine = server.runtime.vault.engine
     with engine.begin() as connection:
         # The write's field insert sleeps past the statement timeout, on the server.
-        connection.execute(text(
-            "CREATE FUNCTION rv_slow() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$"))  # fmt: skip
-        connection.execute(text(
-            "CREATE TRIGGER rv_slow BEFORE INSERT ON resident_fields "
-            "FOR EACH STATEMENT EXECUTE FUNCTION rv_slow()"))  # fmt: skip
+        connection.execute(
+            text(
+                "CREATE FUNCTION rv_slow() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$"
+            )
+        )
+        connection.execute(
+            text(
+                "CREATE TRIGGER rv_slow BEFORE INSERT ON resident_fields "
+                "FOR EACH STATEMENT EXECUTE FUNCTION rv_slow()"
+            )
+        )
     entries_before = _entries(server)
     metrics = server.app.state.metrics
     timeouts_before = metrics.registry.get_sample_value("vault_database_timeouts_total") or 0
     try:
-        response = call(server, "PATCH", f"/v1/residents/{resident}", token, "counter-service",
-                        json={"fields": {"phone": "13600002222"}})  # fmt: skip
+        response = call(
+            server,
+            "PATCH",
+            f"/v1/residents/{resident}",
+            token,
+            "counter-service",
+            json={"fields": {"phone": "13600002222"}},
+        )
         assert response.status_code == 503, response.text
         # counted, so an operator's alert sees it (docs/operations.md)
         timeouts = metrics.registry.get_sample_value("vault_database_timeouts_total")
@@ -142,8 +156,14 @@ def test_a_write_over_the_timeout_is_503_retryable_and_writes_nothing(
     finally:
         with engine.begin() as connection:
             connection.execute(text("DROP TRIGGER rv_slow ON resident_fields"))
-    retried = call(server, "PATCH", f"/v1/residents/{resident}", token, "counter-service",
-                   json={"fields": {"phone": "13600002222"}})  # fmt: skip
+    retried = call(
+        server,
+        "PATCH",
+        f"/v1/residents/{resident}",
+        token,
+        "counter-service",
+        json={"fields": {"phone": "13600002222"}},
+    )
     assert retried.status_code == 200, retried.text
 
 

@@ -80,10 +80,11 @@ def test_a_worker_scraping_their_grid_is_alerted_and_suspended(server: DemoServe
     with server.runtime.vault.sessions() as session:
         events = list(
             session.scalars(
-                select(AuditEntry.action).where(AuditEntry.action.in_(
-                    ["alert.raised", "actor.suspended"]))
+                select(AuditEntry.action).where(
+                    AuditEntry.action.in_(["alert.raised", "actor.suspended"])
+                )
             )
-        )  # fmt: skip
+        )
     assert {"alert.raised", "actor.suspended"} <= set(events)
     # The auditor sees it, confirms it and lifts the suspension; reads work again.
     auditor = server.user("auditor")
@@ -94,8 +95,9 @@ def test_a_worker_scraping_their_grid_is_alerted_and_suspended(server: DemoServe
     assert mine_alert["kind"] == "volume" and mine_alert["suspended"] is True
     lifted = httpx.post(
         f"{server.url}/v1/audit/alerts/{mine_alert['alert_id']}/review",
-        headers=headers, json={"outcome": "confirmed", "lift_suspension": True},
-    )  # fmt: skip
+        headers=headers,
+        json={"outcome": "confirmed", "lift_suspension": True},
+    )
     assert lifted.status_code == 200 and lifted.json()["suspended"] is False
     assert get(server, f"/v1/residents/{mine[0]}", access, "grid-service").status_code == 200
 
@@ -124,12 +126,19 @@ def backdated_reads(
         at = end - timedelta(hours=hours - hour) + timedelta(minutes=30)
         for i in range(per_hour):
             row: dict[str, Any] = {
-                "entry_id": f"e_{actor}_{offset + hour:05d}_{i:05d}", "recorded_at": at,
-                "kind": "access", "action": "read", "outcome": "allowed", "channel": "api",
-                "subject_type": "grid_worker", "user": actor, "purpose": "grid-service",
-                "resident_id": f"r_{offset + hour:06d}{i:010d}", "fields": {"name": "clear"},
+                "entry_id": f"e_{actor}_{offset + hour:05d}_{i:05d}",
+                "recorded_at": at,
+                "kind": "access",
+                "action": "read",
+                "outcome": "allowed",
+                "channel": "api",
+                "subject_type": "grid_worker",
+                "user": actor,
+                "purpose": "grid-service",
+                "resident_id": f"r_{offset + hour:06d}{i:010d}",
+                "fields": {"name": "clear"},
                 "details": {},
-            }  # fmt: skip
+            }
             for column in ENTRY_COLUMN_NAMES:
                 row.setdefault(column, None)
             row["canonical"] = canonical_bytes(row)

@@ -31,10 +31,18 @@ def consenting_resident(server: DemoServer) -> tuple[str, str]:
     resident = consented or residents_in(server, "cm_xingfu")[-1]
     token = server.resident_token(resident)
     if consented is None:
-        granted = call(server, "POST", "/v1/me/consents", token, json={
-            "recipient": COMPANY, "purpose": "property-notice", "separate": True,
-            "fields": ["phone", "address"],
-        })  # fmt: skip
+        granted = call(
+            server,
+            "POST",
+            "/v1/me/consents",
+            token,
+            json={
+                "recipient": COMPANY,
+                "purpose": "property-notice",
+                "separate": True,
+                "fields": ["phone", "address"],
+            },
+        )
         assert granted.status_code == 201, granted.text
     return resident, token
 
@@ -62,8 +70,9 @@ def test_two_organisations_see_one_resident_under_unlinkable_pseudonyms(
     # One organisation's pseudonym opens nothing for the other, nor does a vault id.
     health_token = server.client_token(HEALTH)
     for given in (civil[0], sorted(everyone)[0]):
-        refused = call(server, "GET", f"/v1/residents/{given}", health_token,
-                       "public-health-followup")  # fmt: skip
+        refused = call(
+            server, "GET", f"/v1/residents/{given}", health_token, "public-health-followup"
+        )
         assert refused.status_code == 404, refused.text
     # The refusal is on record, against the resident when the pseudonym resolves for no one.
     with server.runtime.vault.sessions() as session:
@@ -80,8 +89,9 @@ def test_every_api_round_trips_the_callers_pseudonym(server: DemoServer) -> None
     first = call(server, "GET", "/v1/residents", token, purpose, params={"limit": 5}).json()
     cursor = first["next_cursor"]
     assert is_pseudonym(cursor) and cursor == first["items"][-1]["resident_id"]
-    second = call(server, "GET", "/v1/residents", token, purpose,
-                  params={"limit": 5, "cursor": cursor}).json()  # fmt: skip
+    second = call(
+        server, "GET", "/v1/residents", token, purpose, params={"limit": 5, "cursor": cursor}
+    ).json()
     everyone = listed(server, CIVIL, purpose)
     assert [i["resident_id"] for i in first["items"] + second["items"]] == everyone[:10]
     bad = call(server, "GET", "/v1/residents", token, purpose, params={"cursor": "ps_nonsense"})
@@ -92,19 +102,32 @@ def test_every_api_round_trips_the_callers_pseudonym(server: DemoServer) -> None
     assert read.status_code == 200 and read.json()["resident_id"] == pseudonym
     # Search by identifier (the ID number is a declared linking key for this purpose).
     id_number = read.json()["fields"]["id_number"]
-    found = call(server, "POST", "/v1/residents/search", token, purpose,
-                 json={"id_number": id_number})  # fmt: skip
+    found = call(
+        server, "POST", "/v1/residents/search", token, purpose, json={"id_number": id_number}
+    )
     assert [i["resident_id"] for i in found.json()["items"]] == [pseudonym]
     # Export rows name residents by pseudonym.
-    export = call(server, "GET", "/v1/exports/residents", token, purpose,
-                  params={"fields": "name,low_income_status"},
-                  headers={"Justification": quote("年度复核")})  # fmt: skip
+    export = call(
+        server,
+        "GET",
+        "/v1/exports/residents",
+        token,
+        purpose,
+        params={"fields": "name,low_income_status"},
+        headers={"Justification": quote("年度复核")},
+    )
     rows = [json.loads(line)["resident_id"] for line in export.text.splitlines()]
     assert set(everyone) <= set(rows)  # in the export's keyed order, with a few decoys
     # A write by pseudonym: no purpose lets an organisation write, so it is refused, and
     # the refusal is recorded against the resident the pseudonym stands for.
-    patched = call(server, "PATCH", f"/v1/residents/{pseudonym}", token, purpose,
-                   json={"fields": {"employment_status": "retired"}})  # fmt: skip
+    patched = call(
+        server,
+        "PATCH",
+        f"/v1/residents/{pseudonym}",
+        token,
+        purpose,
+        json={"fields": {"employment_status": "retired"}},
+    )
     assert patched.status_code == 403, patched.text
     with server.runtime.vault.sessions() as session:
         refusal = session.scalars(
@@ -135,8 +158,14 @@ def test_workers_and_residents_see_vault_ids(server: DemoServer) -> None:
 def test_generalised_values_follow_the_purposes_level(server: DemoServer) -> None:
     # Elderly-care visits: "80岁以上", never the birth date or the decade.
     token = server.client_token(CIVIL)
-    body = call(server, "GET", "/v1/residents", token, "elderly-care-visit",
-                params={"limit": 500, "fields": "birth_date"}).json()  # fmt: skip
+    body = call(
+        server,
+        "GET",
+        "/v1/residents",
+        token,
+        "elderly-care-visit",
+        params={"limit": 500, "fields": "birth_date"},
+    ).json()
     labels = {item["fields"]["birth_date"] for item in body["items"]}
     assert labels <= {"未满60岁", "60岁以上", "70岁以上", "80岁以上", "未知"}
     assert labels & {"未满60岁", "60岁以上", "70岁以上", "80岁以上"}
@@ -163,16 +192,22 @@ def test_generalised_values_follow_the_purposes_level(server: DemoServer) -> Non
 
 def test_explain_names_the_deciding_rule_when_allowed_and_refused(server: DemoServer) -> None:
     company = server.client_token(COMPANY)
-    refused = call(server, "POST", "/v1/decisions/explain", company,
-                   json={"purpose": "subsidy-review"}).json()  # fmt: skip
+    refused = call(
+        server, "POST", "/v1/decisions/explain", company, json={"purpose": "subsidy-review"}
+    ).json()
     assert refused["outcome"] == "denied"
     assert "deny:no-mandate" in refused["deciding_rules"]
     changes = {c["code"]: c for c in refused["changes"]}
     assert changes["mandate-holders"]["organisations"] == [CIVIL]
     assert "物业服务通知" in changes["other-purposes"]["text"]
-    allowed = call(server, "POST", "/v1/decisions/explain", company,
-                   json={"purpose": "property-notice", "fields": ["phone", "address", "religion"]},
-                   headers={"Accept-Language": "en"}).json()  # fmt: skip
+    allowed = call(
+        server,
+        "POST",
+        "/v1/decisions/explain",
+        company,
+        json={"purpose": "property-notice", "fields": ["phone", "address", "religion"]},
+        headers={"Accept-Language": "en"},
+    ).json()
     assert allowed["outcome"] == "allowed" and allowed["consent_required"] is True
     assert "purpose:property-notice" in allowed["deciding_rules"]
     fields = {f["field"]: f for f in allowed["fields"]}
@@ -182,8 +217,13 @@ def test_explain_names_the_deciding_rule_when_allowed_and_refused(server: DemoSe
     assert "consent-needed" in {c["code"] for c in allowed["changes"]}
     assert allowed["purpose"]["legal_basis"] == "consent"
     # Asking for another organisation is for auditors.
-    other = call(server, "POST", "/v1/decisions/explain", company,
-                 json={"purpose": "subsidy-review", "organisation": CIVIL})  # fmt: skip
+    other = call(
+        server,
+        "POST",
+        "/v1/decisions/explain",
+        company,
+        json={"purpose": "subsidy-review", "organisation": CIVIL},
+    )
     assert other.status_code == 403
 
 

@@ -40,15 +40,20 @@ def unused(server: DemoServer, *, grid: str | None = None, community: str | None
         candidates = residents_in(server, community)
     else:
         with server.runtime.vault.sessions() as session:
-            candidates = list(session.scalars(
-                select(Resident.id)
-                .join(Household, Household.id == Resident.household_id)
-                .join(Room, Room.id == Household.room_id)
-                .join(Building, Building.id == Room.building_id)
-                .where(Building.grid_id == grid, Resident.status == "active",
-                       Resident.is_decoy.is_(False))
-                .order_by(Resident.id)
-            ))  # fmt: skip
+            candidates = list(
+                session.scalars(
+                    select(Resident.id)
+                    .join(Household, Household.id == Resident.household_id)
+                    .join(Room, Room.id == Household.room_id)
+                    .join(Building, Building.id == Room.building_id)
+                    .where(
+                        Building.grid_id == grid,
+                        Resident.status == "active",
+                        Resident.is_decoy.is_(False),
+                    )
+                    .order_by(Resident.id)
+                )
+            )
     for resident_id in candidates:
         if resident_id not in taken:
             taken.add(resident_id)
@@ -59,10 +64,14 @@ def unused(server: DemoServer, *, grid: str | None = None, community: str | None
 def entries(server: DemoServer, response: httpx.Response, action: str) -> list[AuditEntry]:
     """The entries the request behind `response` recorded under `action`."""
     with server.runtime.vault.sessions() as session:
-        return list(session.scalars(
-            select(AuditEntry).where(AuditEntry.request_id == response.headers["x-request-id"],
-                                     AuditEntry.action == action)
-        ))  # fmt: skip
+        return list(
+            session.scalars(
+                select(AuditEntry).where(
+                    AuditEntry.request_id == response.headers["x-request-id"],
+                    AuditEntry.action == action,
+                )
+            )
+        )
 
 
 def shape(body: dict[str, Any]) -> dict[str, str]:
@@ -70,8 +79,13 @@ def shape(body: dict[str, Any]) -> dict[str, str]:
 
 
 def open_grant(server: DemoServer, token: str, resident_id: str) -> httpx.Response:
-    return call(server, "POST", "/v1/break-glass", token,
-                json={"resident_id": resident_id, "justification": WHY})  # fmt: skip
+    return call(
+        server,
+        "POST",
+        "/v1/break-glass",
+        token,
+        json={"resident_id": resident_id, "justification": WHY},
+    )
 
 
 # -- A: no existence oracle --------------------------------------------------------------------
@@ -123,8 +137,9 @@ def test_break_glass_answers_the_same_whoever_the_id_names(server: DemoServer) -
             assert session.get(BreakGlassGrant, entry.details["grant"]) is None, case
             told = session.scalars(
                 select(ResidentNotification).where(
-                    ResidentNotification.reference == entry.details["grant"])
-            ).all()  # fmt: skip
+                    ResidentNotification.reference == entry.details["grant"]
+                )
+            ).all()
         assert not told, case
         # The grant opens nothing: a read of that id still goes through the gate.
         read = call(server, "GET", f"/v1/residents/{given}", token, RESCUE)
@@ -144,8 +159,13 @@ def test_validation_comes_before_the_resident_and_does_not_tell_them_apart(
 ) -> None:
     _, token = person(server, "grid_worker", "residents:read", username="grid.xf1")
     for rid in (unused(server, community="cm_xingfu"), f"r_{secrets.token_hex(8)}"):
-        short = call(server, "POST", "/v1/break-glass", token,
-                     json={"resident_id": rid, "justification": "急"})  # fmt: skip
+        short = call(
+            server,
+            "POST",
+            "/v1/break-glass",
+            token,
+            json={"resident_id": rid, "justification": "急"},
+        )
         body = assert_problem(short, 422, "validation-error")
         assert [e["field"] for e in body["errors"]] == ["justification"]
 
@@ -156,49 +176,73 @@ def test_validation_comes_before_the_resident_and_does_not_tell_them_apart(
 def evidence(resident_id: str) -> dict[str, Any]:
     form = b"%PDF-1.4 signed consent form " + secrets.token_bytes(32)
     return {
-        "resident_id": resident_id, "recipient": COMPANY, "purpose": PURPOSE, "separate": True,
-        "evidence": {"content_base64": base64.b64encode(form).decode(),
-                     "media_type": "application/pdf"},
+        "resident_id": resident_id,
+        "recipient": COMPANY,
+        "purpose": PURPOSE,
+        "separate": True,
+        "evidence": {
+            "content_base64": base64.b64encode(form).decode(),
+            "media_type": "application/pdf",
+        },
         "witness": "王芳 (SQ-XF-002)",
-    }  # fmt: skip
+    }
 
 
 def test_a_grid_worker_acts_on_consents_only_within_their_grid(server: DemoServer) -> None:
-    worker, token = person(server, "grid_worker", "consents:read consents:write",
-                           username="grid.xf1")  # fmt: skip
+    worker, token = person(
+        server, "grid_worker", "consents:read consents:write", username="grid.xf1"
+    )
     grid = worker["jurisdiction"]["grids"][0]
     other_grid = next(g for g in ("gd_xf_1", "gd_xf_2") if g != grid)
     mine, theirs = unused(server, grid=grid), unused(server, grid=other_grid)
     # Recording assisted consent: the grid worker's own grid only.
-    assert_problem(call(server, "POST", "/v1/consents", token, json=evidence(theirs)),
-                   404, "not-found")  # fmt: skip
+    assert_problem(
+        call(server, "POST", "/v1/consents", token, json=evidence(theirs)), 404, "not-found"
+    )
     recorded = call(server, "POST", "/v1/consents", token, json=evidence(mine))
     assert recorded.status_code == 201, recorded.text
     # Reading a resident's consents and a consent's receipt: likewise.
-    assert_problem(call(server, "GET", "/v1/consents", token, params={"resident_id": theirs}),
-                   404, "not-found")  # fmt: skip
+    assert_problem(
+        call(server, "GET", "/v1/consents", token, params={"resident_id": theirs}), 404, "not-found"
+    )
     listed = call(server, "GET", "/v1/consents", token, params={"resident_id": mine})
     assert [c["consent_id"] for c in listed.json()["items"]] == [recorded.json()["consent_id"]]
     given = grant(server, server.resident_token(theirs))
     assert given.status_code == 201, given.text
     theirs_consent = given.json()["consent_id"]
-    assert_problem(call(server, "GET", f"/v1/consents/{theirs_consent}/receipt", token),
-                   404, "not-found")  # fmt: skip
+    assert_problem(
+        call(server, "GET", f"/v1/consents/{theirs_consent}/receipt", token), 404, "not-found"
+    )
     # Revoking at the counter: not the other grid's consent, which stays active.
-    refused = call(server, "POST", f"/v1/consents/{theirs_consent}/revoke", token,
-                   json={"witness": "李明 (WG-XF-001)"})  # fmt: skip
+    refused = call(
+        server,
+        "POST",
+        f"/v1/consents/{theirs_consent}/revoke",
+        token,
+        json={"witness": "李明 (WG-XF-001)"},
+    )
     assert_problem(refused, 404, "not-found")
     with server.runtime.vault.sessions() as session:
         assert session.get(ConsentRevocation, theirs_consent) is None
-    revoked = call(server, "POST", f"/v1/consents/{recorded.json()['consent_id']}/revoke", token,
-                   json={"witness": "李明 (WG-XF-001)"})  # fmt: skip
+    revoked = call(
+        server,
+        "POST",
+        f"/v1/consents/{recorded.json()['consent_id']}/revoke",
+        token,
+        json={"witness": "李明 (WG-XF-001)"},
+    )
     assert revoked.status_code == 200, revoked.text
     # The community worker's jurisdiction is the whole community: both grids.
     counter = server.user("community_worker")
-    community = str(server.login(counter["username"], counter["password"],
-                                 "consents:read consents:write")["access_token"])  # fmt: skip
-    assert call(server, "GET", "/v1/consents", community,
-                params={"resident_id": theirs}).status_code == 200  # fmt: skip
+    community = str(
+        server.login(counter["username"], counter["password"], "consents:read consents:write")[
+            "access_token"
+        ]
+    )
+    assert (
+        call(server, "GET", "/v1/consents", community, params={"resident_id": theirs}).status_code
+        == 200
+    )
 
 
 # -- C: listing grants is a read ---------------------------------------------------------------

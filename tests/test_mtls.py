@@ -57,9 +57,13 @@ def register_department_clients(server: TlsServer, pki: Pki) -> None:
     """The certificate clients every test below uses, kept in `server.extra`."""
     civil = server.client("org_civil_affairs")
     department = [
-        "--organisation", "org_civil_affairs", "--scopes", SCOPE,
-        "--purposes", " ".join(civil["purposes"]),
-    ]  # fmt: skip
+        "--organisation",
+        "org_civil_affairs",
+        "--scopes",
+        SCOPE,
+        "--purposes",
+        " ".join(civil["purposes"]),
+    ]
     # The DN as an operator might type it: spaces and lower-case names do not matter.
     typed_dn = ", ".join(
         f"{part.split('=', 1)[0].lower()}={part.split('=', 1)[1]}"

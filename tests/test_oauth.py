@@ -144,24 +144,45 @@ def w(tmp_path: Path, database_url: str) -> Iterator[World]:
             ["subsidy-review"],
         )
         web_id, _ = register_client(
-            session, audit, None, "public", ["me residents:read residents:write audit:read"], [],
-            [REDIRECT], first_party=True,
-        )  # fmt: skip
+            session,
+            audit,
+            None,
+            "public",
+            ["me residents:read residents:write audit:read"],
+            [],
+            [REDIRECT],
+            first_party=True,
+        )
         create_user(
-            session, audit, username="worker1", password=passwords["worker1"], role="grid_worker",
-            organisation_id="org_rc", jurisdiction={"community": "cm_1", "grids": ["gd_1"]},
-        )  # fmt: skip
+            session,
+            audit,
+            username="worker1",
+            password=passwords["worker1"],
+            role="grid_worker",
+            organisation_id="org_rc",
+            jurisdiction={"community": "cm_1", "grids": ["gd_1"]},
+        )
         create_user(
-            session, audit, username="resident1", password=passwords["resident1"],
-            role="resident", resident_id=resident_id,
-        )  # fmt: skip
+            session,
+            audit,
+            username="resident1",
+            password=passwords["resident1"],
+            role="resident",
+            resident_id=resident_id,
+        )
     assert dept_secret is not None
     app = _app(runtime, _settings())
     with TestClient(app, base_url=BASE) as client:
         yield World(
-            runtime, client, app.state.oauth_server, dept_id, dept_secret, web_id, resident_id,
+            runtime,
+            client,
+            app.state.oauth_server,
+            dept_id,
+            dept_secret,
+            web_id,
+            resident_id,
             passwords,
-        )  # fmt: skip
+        )
     runtime.close()
 
 
@@ -260,10 +281,16 @@ def _sign(w: World, **changes: Any) -> str:
     """A token signed by the server's own key, with chosen claims."""
     now = int(time.time())
     claims = {
-        "iss": BASE, "sub": w.dept_id, "aud": f"{BASE}/v1", "client_id": w.dept_id,
-        "scope": "residents:read", "iat": now, "exp": now + 300, "jti": secrets.token_hex(8),
+        "iss": BASE,
+        "sub": w.dept_id,
+        "aud": f"{BASE}/v1",
+        "client_id": w.dept_id,
+        "scope": "residents:read",
+        "iat": now,
+        "exp": now + 300,
+        "jti": secrets.token_hex(8),
         "org": "org_dept",
-    }  # fmt: skip
+    }
     claims.update(changes)
     with w.runtime.transaction() as session:
         token: str = w.server.signer.sign(session, claims)
@@ -306,10 +333,15 @@ def test_client_credentials_give_an_rfc9068_jwt_signed_by_a_published_key(w: Wor
     assert {"jti", "scope"} <= set(claims) and "role" not in claims
     principal = _get(w, body["access_token"]).json()
     assert principal == {
-        "subject": w.dept_id, "client_id": w.dept_id, "username": None, "role": None,
-        "organisation": "org_dept", "resident_id": None,
-        "scopes": ["residents:read", "stats:read"], "external": False,
-    }  # fmt: skip
+        "subject": w.dept_id,
+        "client_id": w.dept_id,
+        "username": None,
+        "role": None,
+        "organisation": "org_dept",
+        "resident_id": None,
+        "scopes": ["residents:read", "stats:read"],
+        "external": False,
+    }
     narrower = _client_token(w, scope="stats:read").json()
     assert _parts(narrower["access_token"])[1]["scope"] == "stats:read"
     beyond = _client_token(w, scope="residents:write")
@@ -427,9 +459,15 @@ def test_a_person_gets_only_the_scopes_of_their_role(w: World) -> None:
 def test_another_partys_client_shows_what_it_asks_for_and_can_be_refused(w: World) -> None:
     with w.runtime.transaction() as session:
         app_id, secret = register_client(
-            session, w.runtime.audit, None, "public", ["residents:read"], [], [REDIRECT],
+            session,
+            w.runtime.audit,
+            None,
+            "public",
+            ["residents:read"],
+            [],
+            [REDIRECT],
             name="Volunteer app",
-        )  # fmt: skip
+        )
     assert secret is None
     _, challenge = _pkce()
     params = _authorize_params(w, challenge, client_id=app_id, scope="residents:read")
@@ -516,15 +554,23 @@ def test_refresh_can_narrow_but_not_widen_the_scope(w: World) -> None:
     tokens = _person_tokens(w)
     narrow = w.client.post(
         "/oauth/token",
-        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"],
-              "client_id": w.web_id, "scope": "residents:read"},
-    )  # fmt: skip
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "client_id": w.web_id,
+            "scope": "residents:read",
+        },
+    )
     assert narrow.status_code == 200 and narrow.json()["scope"] == "residents:read"
     wide = w.client.post(
         "/oauth/token",
-        data={"grant_type": "refresh_token", "refresh_token": narrow.json()["refresh_token"],
-              "client_id": w.web_id, "scope": "residents:read audit:read"},
-    )  # fmt: skip
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": narrow.json()["refresh_token"],
+            "client_id": w.web_id,
+            "scope": "residents:read audit:read",
+        },
+    )
     assert wide.status_code == 400 and wide.json()["error"] == "invalid_scope"
 
 
@@ -645,18 +691,30 @@ def test_a_revoked_clients_tokens_fail_on_the_next_request(w: World) -> None:
 def test_an_external_issuers_token_is_accepted_with_its_claims_mapped(w: World) -> None:
     now = int(time.time())
     claims = {
-        "iss": EXTERNAL_ISSUER, "aud": f"{BASE}/v1", "sub": "sso-8841", "azp": "gov-portal",
-        "preferred_username": "worker1", "vault_role": "gridman", "org_id": "org_rc",
-        "scope": "openid residents:read audit:read", "iat": now, "exp": now + 300,
+        "iss": EXTERNAL_ISSUER,
+        "aud": f"{BASE}/v1",
+        "sub": "sso-8841",
+        "azp": "gov-portal",
+        "preferred_username": "worker1",
+        "vault_role": "gridman",
+        "org_id": "org_rc",
+        "scope": "openid residents:read audit:read",
+        "iat": now,
+        "exp": now + 300,
         "jti": "ext-jti-1",
-    }  # fmt: skip
+    }
     token = jwt.encode({"alg": "RS256", "kid": "sso-1"}, claims, EXTERNAL_KEY)
     principal = _get(w, token).json()
     assert principal == {
-        "subject": "ext:gov-sso:sso-8841", "client_id": "gov-portal", "username": "worker1",
-        "role": "grid_worker", "organisation": "org_rc", "resident_id": None,
-        "scopes": ["residents:read"], "external": True,
-    }  # fmt: skip
+        "subject": "ext:gov-sso:sso-8841",
+        "client_id": "gov-portal",
+        "username": "worker1",
+        "role": "grid_worker",
+        "organisation": "org_rc",
+        "resident_id": None,
+        "scopes": ["residents:read"],
+        "external": True,
+    }
     wrong_aud = jwt.encode({"alg": "RS256", "kid": "sso-1"}, {**claims, "aud": "x"}, EXTERNAL_KEY)
     _assert_invalid_token(_get(w, wrong_aud), "wrong audience")
     unknown_role = {**claims, "vault_role": "mayor"}

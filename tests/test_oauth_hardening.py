@@ -343,9 +343,14 @@ def test_introspection_tells_only_the_tokens_audience_its_client_or_an_introspec
     claims = {
         "iss": oauth.settings.resolved_issuer,
         "aud": [oauth.settings.resolved_audience, stranger["client_id"]],
-        "sub": health["client_id"], "client_id": health["client_id"], "scope": "residents:read",
-        "iat": now, "exp": now + 300, "jti": secrets.token_urlsafe(16), "org": "org_health",
-    }  # fmt: skip
+        "sub": health["client_id"],
+        "client_id": health["client_id"],
+        "scope": "residents:read",
+        "iat": now,
+        "exp": now + 300,
+        "jti": secrets.token_urlsafe(16),
+        "org": "org_health",
+    }
     with server.runtime.transaction() as session:
         shared = oauth.signer.sign(session, claims)
     assert introspect(shared, stranger_auth)["active"] is True

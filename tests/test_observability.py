@@ -113,10 +113,12 @@ def test_database_that_stops_taking_connections_is_not_ready(tmp_path: Path) -> 
             with admin.connect() as conn:  # the database goes away under the running service
                 conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
                 conn.execute(
-                    text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE datname = :name AND pid <> pg_backend_pid()"),
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
                     {"name": name},
-                )  # fmt: skip
+                )
             try:
                 ready = httpx.get(f"{demo.url}/readyz", timeout=30)
                 assert ready.status_code == 503
@@ -179,17 +181,29 @@ def test_metrics_count_requests_decisions_denials_and_limits(server: DemoServer)
     before = scrape(server)
     token = server.client_token(READER)
     resident = residents_in(server, "cm_xingfu")[0]
-    read = call(server, "GET", f"/v1/residents/{server.pseudonym(READER, resident)}", token,
-                PURPOSE)  # fmt: skip
+    read = call(
+        server, "GET", f"/v1/residents/{server.pseudonym(READER, resident)}", token, PURPOSE
+    )
     assert read.status_code == 200, read.text
-    outside = call(server, "GET", f"/v1/residents/{server.pseudonym(READER, resident)}", token,
-                   "property-notice")  # fmt: skip
+    outside = call(
+        server,
+        "GET",
+        f"/v1/residents/{server.pseudonym(READER, resident)}",
+        token,
+        "property-notice",
+    )
     assert outside.status_code == 403, outside.text
     exports = [
-        call(server, "GET", "/v1/exports/residents", token, PURPOSE,
-             params={"format": "ndjson", "community": "cm_xingfu", "fields": "name"})
+        call(
+            server,
+            "GET",
+            "/v1/exports/residents",
+            token,
+            PURPOSE,
+            params={"format": "ndjson", "community": "cm_xingfu", "fields": "name"},
+        )
         for _ in range(3)
-    ]  # fmt: skip
+    ]
     assert [e.status_code for e in exports][-1] == 429, [e.text for e in exports]
     after = scrape(server)
 
@@ -225,8 +239,9 @@ def test_metrics_count_requests_decisions_denials_and_limits(server: DemoServer)
 
 
 def test_metrics_can_be_switched_off(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'v.db'}",
-                             metrics_enabled=False)  # fmt: skip
+    settings = Settings(
+        home=tmp_path, database_url=f"sqlite:///{tmp_path / 'v.db'}", metrics_enabled=False
+    )
     init_runtime(settings).close()
     with TestClient(create_app(settings, background=False)) as client:
         assert client.get("/metrics").status_code == 404
@@ -240,9 +255,11 @@ def test_metrics_can_be_switched_off(tmp_path: Path) -> None:
 def traced_server(home: Path, provider: TracerProvider) -> Iterator[DemoServer]:
     """A demo service with tracing on and spans kept in memory."""
     settings = Settings(
-        home=home, database_url=f"sqlite:///{home / 'vault.db'}", checkpoint_interval_seconds=0.5,
+        home=home,
+        database_url=f"sqlite:///{home / 'vault.db'}",
+        checkpoint_interval_seconds=0.5,
         tracing_enabled=True,
-    )  # fmt: skip
+    )
     runtime = init_runtime(settings)
     try:
         with runtime.transaction() as session:
@@ -286,25 +303,43 @@ def test_spans_and_metrics_carry_no_personal_data(tmp_path: Path) -> None:
         secrets_ = [canary, pseudonym, values["phone"], values["id_number"]]
         token = server.client_token(READER)
         # A read by pseudonym, with the canary's phone as a client's request id.
-        read = call(server, "GET", f"/v1/residents/{pseudonym}", token, PURPOSE,
-                    headers={"X-Request-ID": values["phone"]})  # fmt: skip
+        read = call(
+            server,
+            "GET",
+            f"/v1/residents/{pseudonym}",
+            token,
+            PURPOSE,
+            headers={"X-Request-ID": values["phone"]},
+        )
         assert read.status_code == 200, read.text
         # A vault id in the path of an organisation's request (refused: not its name for it).
         assert call(server, "GET", f"/v1/residents/{canary}", token, PURPOSE).status_code == 404
         # The purpose as a query parameter, beside the canary's id number.
-        queried = call(server, "GET", f"/v1/residents/{pseudonym}", token,
-                       params={"purpose": PURPOSE, "note": values["id_number"]})  # fmt: skip
+        queried = call(
+            server,
+            "GET",
+            f"/v1/residents/{pseudonym}",
+            token,
+            params={"purpose": PURPOSE, "note": values["id_number"]},
+        )
         assert queried.status_code == 200, queried.text
         for identifier in ({"phone": values["phone"]}, {"id_number": values["id_number"]}):
             found = call(server, "POST", "/v1/residents/search", token, PURPOSE, json=identifier)
             assert found.status_code == 200, found.text
             assert pseudonym in [i["resident_id"] for i in found.json()["items"]]
         export = call(
-            server, "GET", "/v1/exports/residents", token, PURPOSE,
-            params={"format": "ndjson", "community": "cm_xingfu",
-                    "fields": "name,phone,id_number,low_income_status"},
+            server,
+            "GET",
+            "/v1/exports/residents",
+            token,
+            PURPOSE,
+            params={
+                "format": "ndjson",
+                "community": "cm_xingfu",
+                "fields": "name,phone,id_number,low_income_status",
+            },
             headers={"Justification": quote("年度复核")},
-        )  # fmt: skip
+        )
         assert export.status_code == 200, export.text
         assert pseudonym in export.text
         resident = server.resident_token(canary)
@@ -315,10 +350,17 @@ def test_spans_and_metrics_carry_no_personal_data(tmp_path: Path) -> None:
 
     requests = [s for s in spans if s.attributes and "http.route" in s.attributes]
     routes = {s.attributes["http.route"] for s in requests if s.attributes}
-    assert {"/v1/residents/{resident_id}", "/v1/residents/search", "/v1/exports/residents",
-            "/v1/me"} <= routes  # fmt: skip
-    first = next(s for s in requests if s.attributes and
-                 s.attributes.get("vault.decision_id") == read.headers["Decision-Id"])  # fmt: skip
+    assert {
+        "/v1/residents/{resident_id}",
+        "/v1/residents/search",
+        "/v1/exports/residents",
+        "/v1/me",
+    } <= routes
+    first = next(
+        s
+        for s in requests
+        if s.attributes and s.attributes.get("vault.decision_id") == read.headers["Decision-Id"]
+    )
     assert first.attributes is not None
     assert first.attributes["vault.policy.revision"] == read.headers["Policy-Revision"]
     assert first.attributes["http.response.status_code"] == 200

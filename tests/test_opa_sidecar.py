@@ -106,23 +106,31 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
 
     publish(shipped)
     log = work / "decisions.log"
-    with bundle_server(served) as bundles_url, local_opa_server(
-        opa,
-        config=DEPLOY / "config.yaml",
-        # Poll every second here; the shipped configuration polls every 30-60 s.
-        overrides=[
-            "bundles.vault.polling.min_delay_seconds=1",
-            "bundles.vault.polling.max_delay_seconds=1",
-            f"persistence_directory={work / 'opa-persist'}",
-        ],
-        files=[DEPLOY / "mask.rego"],
-        env={"VAULT_BUNDLE_SERVICE_URL": bundles_url},
-        log=log,
-    ) as url:  # fmt: skip
+    with (
+        bundle_server(served) as bundles_url,
+        local_opa_server(
+            opa,
+            config=DEPLOY / "config.yaml",
+            # Poll every second here; the shipped configuration polls every 30-60 s.
+            overrides=[
+                "bundles.vault.polling.min_delay_seconds=1",
+                "bundles.vault.polling.max_delay_seconds=1",
+                f"persistence_directory={work / 'opa-persist'}",
+            ],
+            files=[DEPLOY / "mask.rego"],
+            env={"VAULT_BUNDLE_SERVICE_URL": bundles_url},
+            log=log,
+        ) as url,
+    ):
         yield Sidecar(
-            url, log, publish, built.stdout.strip().splitlines()[0], modified_policy.revision,
-            shipped, modified,
-        )  # fmt: skip
+            url,
+            log,
+            publish,
+            built.stdout.strip().splitlines()[0],
+            modified_policy.revision,
+            shipped,
+            modified,
+        )
 
 
 @contextlib.contextmanager
@@ -214,10 +222,14 @@ def test_decision_log_correlates_with_audit_and_holds_no_personal_data(
     # Even a caller that sends personal data to OPA directly gets it masked out of the log.
     httpx.post(
         f"{sidecar.url}/v1/data/vault/decision/decision",
-        json={"input": {"subject": {"type": "department", "user": resident,
-                                    "phone": values["phone"]},
-                        "id_number": values["id_number"], "pseudonym": pseudonym}},
-    )  # fmt: skip
+        json={
+            "input": {
+                "subject": {"type": "department", "user": resident, "phone": values["phone"]},
+                "id_number": values["id_number"],
+                "pseudonym": pseudonym,
+            }
+        },
+    )
     decision_ids = {read.headers["Decision-Id"], found.headers["Decision-Id"]}
 
     def logged() -> list[dict[str, Any]]:
@@ -284,9 +296,10 @@ def test_another_revision_is_refused_until_the_expected_one_is_back(
         assert events and events[-1]["cause"] == "revision-mismatch"
         # Nothing was read under the refused revision: no access entry was written for it.
         assert not [
-            e for e in _entries(service) - entries_before
+            e
+            for e in _entries(service) - entries_before
             if e[1] == sidecar.modified and e[0] == "access"
-        ]  # fmt: skip
+        ]
     finally:
         _publish_and_wait(sidecar, sidecar.shipped_bundle, sidecar.shipped)
     _until(lambda: _read(service, resident, token).status_code == 200, "acceptance again")
@@ -320,8 +333,15 @@ def test_a_pinned_revision_is_accepted_and_recorded(
 
 def test_opa_down_is_not_ready_and_refuses(tmp_path: Path) -> None:
     """No OPA at the configured URL: the service starts, says not ready, and refuses."""
-    dead = Sidecar(f"http://127.0.0.1:{free_port()}", tmp_path / "none.log", lambda _: None,
-                   load_bundle().revision, "", tmp_path, tmp_path)  # fmt: skip
+    dead = Sidecar(
+        f"http://127.0.0.1:{free_port()}",
+        tmp_path / "none.log",
+        lambda _: None,
+        load_bundle().revision,
+        "",
+        tmp_path,
+        tmp_path,
+    )
     with service_on(dead, tmp_path / "home") as server:
         token = server.client_token(READER)
         refused = _read(server, residents_in(server, "cm_xingfu")[0], token)

@@ -44,9 +44,10 @@ def cast(served: tuple[TestClient, dict[str, Any]]) -> dict[str, Any]:
 
 def _user(cast: dict[str, Any], role: str, **match: Any) -> dict[str, Any]:
     return next(
-        u for u in cast["users"]
+        u
+        for u in cast["users"]
         if u["role"] == role and all(u.get(k) == v for k, v in match.items())
-    )  # fmt: skip
+    )
 
 
 def _runtime(client: TestClient) -> Any:
@@ -139,9 +140,11 @@ def test_a_form_post_without_the_csrf_token_or_from_another_origin_does_nothing(
     wrong = client.post(path, data={"csrf_token": "guess"}, follow_redirects=False)
     token = _csrf(client, "/portal/consents")
     elsewhere = client.post(
-        path, data={"csrf_token": token}, headers={"Origin": "https://evil.example"},
+        path,
+        data={"csrf_token": token},
+        headers={"Origin": "https://evil.example"},
         follow_redirects=False,
-    )  # fmt: skip
+    )
     for refused in (missing, wrong, elsewhere):
         assert refused.status_code == 403
         assert "操作未执行" in refused.text
@@ -168,8 +171,11 @@ def test_a_page_view_writes_the_same_audit_entry_as_the_api(
     entry = after[-1]
     assert entry.request_id == page.headers["x-request-id"]
     assert (entry.subject_type, entry.user, entry.legal_basis, entry.outcome) == (
-        "resident", resident["username"], "self", "allowed",
-    )  # fmt: skip
+        "resident",
+        resident["username"],
+        "self",
+        "allowed",
+    )
     assert entry.fields.get("id_number") == "clear"
     # The timeline lists the entry, and a resident cannot open the auditors' console.
     assert "谁查看了我的信息" in client.get("/portal/accesses").text
@@ -187,9 +193,13 @@ def test_desk_search_takes_the_number_only_in_a_post(
     token = _csrf(client, "/desk/")
     found = client.post(
         "/desk/search",
-        data={"csrf_token": token, "by": "phone", "value": "13900000000",
-              "purpose": "counter-service"},
-    )  # fmt: skip
+        data={
+            "csrf_token": token,
+            "by": "phone",
+            "value": "13900000000",
+            "purpose": "counter-service",
+        },
+    )
     assert found.status_code == 200
     assert "没有找到" in found.text
     searched = _entries(client, user=worker["username"], action="search")
@@ -216,9 +226,10 @@ def test_a_correction_request_goes_to_the_community_queue_sealed_and_audited(
     worker = _user(cast, "community_worker")
     community = worker["jurisdiction"]["community"]
     resident = next(
-        u for u in cast["users"]
+        u
+        for u in cast["users"]
         if u["role"] == "resident" and _community_of(client, u["resident_id"]) == community
-    )  # fmt: skip
+    )
     sign_in(client, "portal", resident["username"], resident["password"])
     token = _csrf(client, "/portal/correction")
     sent = client.post(
@@ -281,9 +292,10 @@ def test_the_timeline_names_the_worker_by_role_and_badge(
     worker = _user(cast, "community_worker")
     community = worker["jurisdiction"]["community"]
     resident = next(
-        u for u in cast["users"]
+        u
+        for u in cast["users"]
         if u["role"] == "resident" and _community_of(client, u["resident_id"]) == community
-    )  # fmt: skip
+    )
     with _runtime(client).vault.sessions() as session:
         id_number = _runtime(client).vault.store.read(
             session, resident["resident_id"], ["id_number"]
@@ -291,9 +303,13 @@ def test_the_timeline_names_the_worker_by_role_and_badge(
     sign_in(client, "desk", worker["username"], worker["password"])
     found = client.post(
         "/desk/search",
-        data={"csrf_token": _csrf(client, "/desk/"), "by": "id_number", "value": id_number,
-              "purpose": "counter-service"},
-    )  # fmt: skip
+        data={
+            "csrf_token": _csrf(client, "/desk/"),
+            "by": "id_number",
+            "value": id_number,
+            "purpose": "counter-service",
+        },
+    )
     assert resident["resident_id"] in found.text
     assert id_number not in str(found.url)
 
@@ -348,11 +364,13 @@ def test_a_resident_answers_a_request_and_gives_consent_on_the_page(
     gate = client.app.state.gate  # type: ignore[attr-defined]
     asked = client.post(
         "/v1/consent-requests",
-        json={"resident_id": gate.pseudonyms.of(company, resident["resident_id"]),
-              "purpose": "property-notice",
-              "message": "物业通知需要您的手机号"},
+        json={
+            "resident_id": gate.pseudonyms.of(company, resident["resident_id"]),
+            "purpose": "property-notice",
+            "message": "物业通知需要您的手机号",
+        },
         headers={"Authorization": f"Bearer {token}"},
-    )  # fmt: skip
+    )
     assert asked.status_code == 201, asked.text
     request_id = asked.json()["request_id"]
 

@@ -75,20 +75,30 @@ def test_a_manifest_reads_back_as_written(spans: list[tuple[int, int]], size: in
         ranges.append((first, first + length))
         start = first + length + 2
     manifest = Manifest(
-        origin="vault.example.gov.cn/log", partition="audit_entries_2026_01",
-        from_at=datetime(2026, 1, 1, tzinfo=UTC), to_at=datetime(2026, 2, 1, tzinfo=UTC),
-        entries=sum(b - a + 1 for a, b in ranges), leaf_ranges=tuple(ranges),
-        leaf_digest="ab" * 32, checkpoint_size=size,
-    )  # fmt: skip
+        origin="vault.example.gov.cn/log",
+        partition="audit_entries_2026_01",
+        from_at=datetime(2026, 1, 1, tzinfo=UTC),
+        to_at=datetime(2026, 2, 1, tzinfo=UTC),
+        entries=sum(b - a + 1 for a, b in ranges),
+        leaf_ranges=tuple(ranges),
+        leaf_digest="ab" * 32,
+        checkpoint_size=size,
+    )
     assert Manifest.parse(manifest.body()) == manifest
 
 
 def test_two_manifests_claiming_one_leaf_are_refused() -> None:
     def manifest(name: str, first: int, last: int) -> Manifest:
         return Manifest(
-            "log", name, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC),
-            last - first + 1, ((first, last),), "00" * 32, 100,
-        )  # fmt: skip
+            "log",
+            name,
+            datetime(2026, 1, 1, tzinfo=UTC),
+            datetime(2026, 2, 1, tzinfo=UTC),
+            last - first + 1,
+            ((first, last),),
+            "00" * 32,
+            100,
+        )
 
     with pytest.raises(VerificationFailed, match="both claim leaf 5"):
         ArchivedLeaves([manifest("a", 0, 5), manifest("b", 5, 9)])
@@ -195,9 +205,14 @@ def test_an_archived_month_leaves_a_log_that_still_verifies(
             select(AuditEntry.details).where(AuditEntry.action == "audit.partition_archived")
         ).all()
         assert events == [
-            {"partition": report.partition, "entries": 30, "file": archive.name,
-             "file_sha256": report.file_sha256, "dropped": False}
-        ]  # fmt: skip
+            {
+                "partition": report.partition,
+                "entries": 30,
+                "file": archive.name,
+                "file_sha256": report.file_sha256,
+                "dropped": False,
+            }
+        ]
         result = verify_log(session, runtime.audit.verifier_key)
         assert result.archived == 30
         assert verify_archives_against_log(session, [report])
@@ -304,9 +319,14 @@ def test_an_archive_of_another_partition_history_is_not_accepted(
     archive = _archive_last_month(runtime, tmp_path / "archives")
     report = verify_archive_file(archive, runtime.audit.verifier_key)
     forged = type(report)(
-        report.path, "audit_entries_1999_01", report.entries, report.from_at, report.to_at,
-        report.manifest, report.file_sha256,
-    )  # fmt: skip
+        report.path,
+        "audit_entries_1999_01",
+        report.entries,
+        report.from_at,
+        report.to_at,
+        report.manifest,
+        report.file_sha256,
+    )
     with runtime.vault.sessions() as session, pytest.raises(VerificationFailed, match="no record"):
         verify_archives_against_log(session, [forged])
 
@@ -327,9 +347,17 @@ def test_an_operator_archives_a_month_and_an_auditor_verifies_it(
 
     archives = tmp_path / "archives"
     detached = run_cli(
-        home, pg_url, "audit", "partitions", "detach",
-        "--before", _this_month(), "--archive", str(archives), "--drop",
-    )  # fmt: skip
+        home,
+        pg_url,
+        "audit",
+        "partitions",
+        "detach",
+        "--before",
+        _this_month(),
+        "--archive",
+        str(archives),
+        "--drop",
+    )
     assert detached.returncode == 0, detached.stderr
     assert f"archived and detached {partition}: 12 entries" in detached.stdout
     archive = archives / f"{partition}.rvaudit.jsonl.gz"
@@ -342,13 +370,31 @@ def test_an_operator_archives_a_month_and_an_auditor_verifies_it(
     assert f"archive {archive.name} intact: {partition}, 12 entries" in verified.stdout
 
     key = runtime.audit.verifier_key
-    alone = run_cli(home, "sqlite:///nowhere", "audit", "verify", "--archive-only", "--key", key,
-                 "--archive", str(archive))  # fmt: skip
+    alone = run_cli(
+        home,
+        "sqlite:///nowhere",
+        "audit",
+        "verify",
+        "--archive-only",
+        "--key",
+        key,
+        "--archive",
+        str(archive),
+    )
     assert alone.returncode == 0, alone.stderr
     assert "12 entries" in alone.stdout
 
-    again = run_cli(home, pg_url, "audit", "partitions", "detach", "--before", "2999-01",
-                 "--archive", str(archives))  # fmt: skip
+    again = run_cli(
+        home,
+        pg_url,
+        "audit",
+        "partitions",
+        "detach",
+        "--before",
+        "2999-01",
+        "--archive",
+        str(archives),
+    )
     assert again.returncode == 1
     assert again.stderr.strip().count("\n") == 0
     assert "over" in again.stderr
@@ -427,18 +473,44 @@ def test_a_restored_log_still_accounts_for_its_archived_months(
     home = runtime.vault.settings.home
     _record(runtime, 8, at=_last_month())
     archives = tmp_path / "archives"
-    assert run_cli(home, pg_url, "audit", "partitions", "detach", "--before", _this_month(),
-                "--archive", str(archives), "--drop").returncode == 0  # fmt: skip
+    assert (
+        run_cli(
+            home,
+            pg_url,
+            "audit",
+            "partitions",
+            "detach",
+            "--before",
+            _this_month(),
+            "--archive",
+            str(archives),
+            "--drop",
+        ).returncode
+        == 0
+    )
     keys = tmp_path / "keys"
     assert run_cli(home, pg_url, "backup", "keygen", "-o", str(keys)).returncode == 0
     backup = tmp_path / "vault.rvbackup"
-    made = run_cli(home, pg_url, "backup", "-o", str(backup),
-                VAULT_BACKUP_KEY_FILE=str(keys / "backup-recipient.pem"))  # fmt: skip
+    made = run_cli(
+        home,
+        pg_url,
+        "backup",
+        "-o",
+        str(backup),
+        VAULT_BACKUP_KEY_FILE=str(keys / "backup-recipient.pem"),
+    )
     assert made.returncode == 0, made.stderr
     runtime.close()
     with fresh_database(None, "rv_part_restored", empty=True) as target:
-        restored = run_cli(home, target, "restore", str(backup), "--identity",
-                        str(keys / "backup-identity.pem"), "--yes")  # fmt: skip
+        restored = run_cli(
+            home,
+            target,
+            "restore",
+            str(backup),
+            "--identity",
+            str(keys / "backup-identity.pem"),
+            "--yes",
+        )
         assert restored.returncode == 0, restored.stderr + restored.stdout
         archive = archives / f"audit_entries_{_last_month():%Y_%m}.rvaudit.jsonl.gz"
         verified = run_cli(home, target, "audit", "verify", "--archive", str(archive))

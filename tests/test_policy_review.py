@@ -75,8 +75,11 @@ def test_diff_reports_a_planted_change_exactly(tmp_path: Path) -> None:
         table = policy_table(
             engine, data, review_subjects(data), purposes=["elderly-care-visit"], actions=["read"]
         )
-    shown = {n for n, t in table["org:org_health", "elderly-care-visit", "read"].fields.items()
-             if t != "denied"}  # fmt: skip
+    shown = {
+        n
+        for n, t in table["org:org_health", "elderly-care-visit", "read"].fields.items()
+        if t != "denied"
+    }
     gained = {c["name"] for c in rest if c["what"] == "field" and c["action"] == "read"}
     assert gained == shown
 
@@ -144,9 +147,17 @@ def test_explain_on_the_command_line() -> None:
     assert explained["outcome"] == "denied"
     assert "deny:no-mandate" in explained["deciding_rules"]
     text = run_cli(
-        "--lang", "en", "policy", "explain", "--as", "org_civil_affairs",
-        "--purpose", "subsidy-review", "--field", "id_number",
-    )  # fmt: skip
+        "--lang",
+        "en",
+        "policy",
+        "explain",
+        "--as",
+        "org_civil_affairs",
+        "--purpose",
+        "subsidy-review",
+        "--field",
+        "id_number",
+    )
     assert text.returncode == 0, text.stderr
     assert "linking key" in text.stdout and "ID number" in text.stdout
     unknown = run_cli("policy", "explain", "--as", "nobody", "--purpose", "subsidy-review")

@@ -239,8 +239,12 @@ def test_a_refusal_carries_its_message_decision_id_and_wait() -> None:
 
 def test_not_found_says_the_same_with_or_without_a_decision() -> None:
     _, outside, headers = _get(NotInScope(None, decision_id=ACCESS.decision_id))
-    assert outside == {"type": "/problems/not-found", "title": "未找到", "status": 404,
-                       "detail": "未找到"}  # fmt: skip
+    assert outside == {
+        "type": "/problems/not-found",
+        "title": "未找到",
+        "status": 404,
+        "detail": "未找到",
+    }
     assert "policy-revision" not in headers
 
 
@@ -257,8 +261,9 @@ def test_validation_errors_name_their_field() -> None:
     assert headers["decision-id"] == ACCESS.decision_id
     _, body, _ = _get(InvalidLogCursor("invalid cursor"), "en")
     assert body["errors"] == [{"field": "cursor", "message": "invalid cursor"}]
-    _, body, _ = _get(BreakGlassError(Message("error.break-glass.minutes", {"most": 240}),
-                                      field="minutes"))  # fmt: skip
+    _, body, _ = _get(
+        BreakGlassError(Message("error.break-glass.minutes", {"most": 240}), field="minutes")
+    )
     assert body["errors"] == [{"field": "minutes", "message": "有效期须在1到240分钟之间"}]
     # consent.services words its refusals in both languages: one message all the same
     _, body, _ = _get(InvalidConsent("未知字段", "unknown field 'x'", "fields"), "en")

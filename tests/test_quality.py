@@ -29,9 +29,11 @@ def test_decoys_never_appear_in_the_quality_report(vault: Vault) -> None:
         # number shared across households, and an ID number a real resident holds.
         for decoy in decoys[:3]:
             store.update(
-                session, decoy, {phone: COMMITTEE_OFFICE_PHONES["cm_xingfu"]},
+                session,
+                decoy,
+                {phone: COMMITTEE_OFFICE_PHONES["cm_xingfu"]},
                 Provenance(actor="test", channel="system"),
-            )  # fmt: skip
+            )
         store.update(session, decoys[3], identity, Provenance(actor="test", channel="system"))
     with vault.sessions() as session:
         issues = run_checks(session, store)

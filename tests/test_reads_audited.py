@@ -95,28 +95,44 @@ def _stage(world: World) -> Stage:
     company = _company_serving(world, guardian)
     other = next(c for c in ("org_anju_property", "org_yijia_property") if c != company)
     stage = Stage(
-        guardian=guardian, wards=list(world.user("resident", username="resident.guardian")[
-            "children"]), worker_resident=worker_resident, worker_phone=str(phone),
-        grid_resident=grid_resident, worker_company="org_yijia_property", company=company,
-        other=other, property_pseudonym=_pseudonym(world, company, guardian),
-        dept_pseudonym=_pseudonym(world, "org_civil_affairs", guardian), consent_id="",
+        guardian=guardian,
+        wards=list(world.user("resident", username="resident.guardian")["children"]),
+        worker_resident=worker_resident,
+        worker_phone=str(phone),
+        grid_resident=grid_resident,
+        worker_company="org_yijia_property",
+        company=company,
+        other=other,
+        property_pseudonym=_pseudonym(world, company, guardian),
+        dept_pseudonym=_pseudonym(world, "org_civil_affairs", guardian),
+        consent_id="",
         assisted_id="",
-        entry_index=-1, export_id="", correction_id="", alert_id=None, grant_id="",
-    )  # fmt: skip
+        entry_index=-1,
+        export_id="",
+        correction_id="",
+        alert_id=None,
+        grant_id="",
+    )
     stage.consent_id = _granted(world, company)
     stage.assisted_id = _assisted(world, stage)
     _asked(world, stage)
     export = world.call(
-        "GET", "/v1/exports/residents", world.bearers["org_civil_affairs"],
-        purpose="subsidy-review", headers=JUSTIFIED,
+        "GET",
+        "/v1/exports/residents",
+        world.bearers["org_civil_affairs"],
+        purpose="subsidy-review",
+        headers=JUSTIFIED,
         params={"fields": "name", "community": "cm_xingfu"},
-    )  # fmt: skip
+    )
     assert export.status_code == 200, export.text
     stage.export_id = _last_export(world)
     grant = world.call(
-        "POST", "/v1/break-glass", world.bearers["grid_worker"], purpose="emergency-rescue",
+        "POST",
+        "/v1/break-glass",
+        world.bearers["grid_worker"],
+        purpose="emergency-rescue",
         json={"resident_id": grid_resident, "justification": "fire in the stairwell"},
-    )  # fmt: skip
+    )
     assert grant.status_code == 201, grant.text
     stage.grant_id = str(grant.json()["grant_id"])
     # The correction is filed by a resident of the community worker's community (the demo
@@ -124,16 +140,25 @@ def _stage(world: World) -> Stage:
     password = secrets.token_urlsafe(16)
     with world.runtime.transaction() as session:
         create_user(
-            session, world.runtime.audit, username="walk.resident", password=password,
-            role="resident", resident_id=worker_resident, actor="tests",
-        )  # fmt: skip
+            session,
+            world.runtime.audit,
+            username="walk.resident",
+            password=password,
+            role="resident",
+            resident_id=worker_resident,
+            actor="tests",
+        )
     world.client.cookies.clear()
     assert sign_in(world.client, "portal", "walk.resident", password).status_code == 200
     filed = world.client.post(
         "/portal/correction",
-        data={"csrf_token": _csrf(world, "/portal/correction"), "field": "phone",
-              "value": "13912345678", "note": "new number"},
-    )  # fmt: skip
+        data={
+            "csrf_token": _csrf(world, "/portal/correction"),
+            "field": "phone",
+            "value": "13912345678",
+            "note": "new number",
+        },
+    )
     assert filed.status_code == 200, filed.text[:300]
     with world.runtime.vault.sessions() as session:
         stage.correction_id = str(
@@ -346,13 +371,18 @@ def _fill(path: str, stage: Stage, role: str | None) -> str:
         "community_worker": stage.worker_resident,
     }.get(role or "", stage.worker_resident)
     values = {
-        "index": str(stage.entry_index), "report": "sensitive-reads",
-        "alert_id": stage.alert_id or "al_none", "resident_id": resident,
-        "export_id": stage.export_id, "consent_id": stage.consent_id,
+        "index": str(stage.entry_index),
+        "report": "sensitive-reads",
+        "alert_id": stage.alert_id or "al_none",
+        "resident_id": resident,
+        "export_id": stage.export_id,
+        "consent_id": stage.consent_id,
         "decision_id": "dec_none",
-        "organisation": "org_civil_affairs", "grant_id": stage.grant_id,
-        "measure": "residents", "fmt": "csv",
-    }  # fmt: skip
+        "organisation": "org_civil_affairs",
+        "grant_id": stage.grant_id,
+        "measure": "residents",
+        "fmt": "csv",
+    }
     for name, value in values.items():
         path = path.replace("{" + name + "}", value)
     return path
@@ -367,8 +397,11 @@ def _staged(method: str, path: str, case: Case, stage: Stage) -> Case:
     if (method, path) == ("POST", "/v1/consent-requests"):
         case.json = {"resident_id": stage.property_pseudonym, "purpose": "property-notice"}
     if (method, path) == ("POST", "/v1/break-glass"):
-        case.json = {"resident_id": stage.grid_resident, "reason": "gas leak reported",
-                     "justification": "gas leak reported"}  # fmt: skip
+        case.json = {
+            "resident_id": stage.grid_resident,
+            "reason": "gas leak reported",
+            "justification": "gas leak reported",
+        }
     if (method, path) == ("POST", "/v1/residents/search"):
         case.json = {"phone": stage.worker_phone}
     if path == "/v1/consents" and method == "GET":
@@ -376,11 +409,14 @@ def _staged(method: str, path: str, case: Case, stage: Stage) -> Case:
     if path == "/desk/receipts/{consent_id}":
         case.params = {"resident_id": stage.worker_resident}
     if path == "/desk/search":
-        case.form = {"by": "phone", "value": stage.worker_phone,
-                     "purpose": "counter-service"}  # fmt: skip
+        case.form = {"by": "phone", "value": stage.worker_phone, "purpose": "counter-service"}
     if path == "/desk/consents":
-        case.form = {"resident_id": stage.worker_resident, "recipient": "org_yijia_property",
-                     "purpose": "property-notice", "witness": "王五"}  # fmt: skip
+        case.form = {
+            "resident_id": stage.worker_resident,
+            "recipient": "org_yijia_property",
+            "purpose": "property-notice",
+            "witness": "王五",
+        }
         case.files = {"form": ("form.pdf", b"%PDF-1.4 signed", "application/pdf")}
     return case
 
@@ -389,8 +425,11 @@ def _target(world: World, method: str, path: str, stage: Stage, role: str | None
     """The path to call; a revocation or an answer gets a fresh consent or request of its
     own (made by another request just before), so the walk's order does not matter."""
     if method == "POST" and path.endswith("{consent_id}/revoke"):
-        fresh = _assisted(world, stage) if path.startswith(("/v1/consents", "/desk")) else (
-            _granted(world, stage.other))  # fmt: skip
+        fresh = (
+            _assisted(world, stage)
+            if path.startswith(("/v1/consents", "/desk"))
+            else (_granted(world, stage.other))
+        )
         return path.replace("{consent_id}", fresh)
     if method == "POST" and path.endswith("{request_id}/answer"):
         return path.replace("{request_id}", _asked(world, stage))
@@ -403,9 +442,11 @@ def _target(world: World, method: str, path: str, stage: Stage, role: str | None
 
 def _granted(world: World, recipient: str) -> str:
     answer = world.call(
-        "POST", "/v1/me/consents", world.bearers["resident"],
+        "POST",
+        "/v1/me/consents",
+        world.bearers["resident"],
         json={"recipient": recipient, "purpose": "property-notice", "separate": True},
-    )  # fmt: skip
+    )
     assert answer.status_code == 201, answer.text
     return str(answer.json()["consent_id"])
 
@@ -413,10 +454,13 @@ def _granted(world: World, recipient: str) -> str:
 def _assisted_body(stage: Stage) -> dict[str, Any]:
     """An assisted consent at the counter, with a scanned form and a witness."""
     return {
-        "resident_id": stage.worker_resident, "recipient": stage.worker_company,
-        "purpose": "property-notice", "separate": True, "witness": "王五",
+        "resident_id": stage.worker_resident,
+        "recipient": stage.worker_company,
+        "purpose": "property-notice",
+        "separate": True,
+        "witness": "王五",
         "evidence": {"content_base64": base64.b64encode(b"%PDF-1.4 form").decode()},
-    }  # fmt: skip
+    }
 
 
 def _assisted(world: World, stage: Stage) -> str:
@@ -429,9 +473,11 @@ def _assisted(world: World, stage: Stage) -> str:
 
 def _asked(world: World, stage: Stage) -> str:
     answer = world.call(
-        "POST", "/v1/consent-requests", world.bearers[stage.company],
+        "POST",
+        "/v1/consent-requests",
+        world.bearers[stage.company],
         json={"resident_id": stage.property_pseudonym, "purpose": "property-notice"},
-    )  # fmt: skip
+    )
     assert answer.status_code == 201, answer.text
     return str(answer.json()["request_id"])
 
@@ -502,9 +548,15 @@ def _run(world: World, stage: Stage, method: str, path: str, case: Case) -> Any:
         )
     bearer = world.bearers.get(case.role) if case.role else None
     return world.call(
-        method, target, bearer, purpose=case.purpose, params=case.params or None,
-        json=case.json, data=case.form, headers=case.headers,
-    )  # fmt: skip
+        method,
+        target,
+        bearer,
+        purpose=case.purpose,
+        params=case.params or None,
+        json=case.json,
+        data=case.form,
+        headers=case.headers,
+    )
 
 
 def test_every_route_is_in_the_table(world: World) -> None:
@@ -535,9 +587,11 @@ def test_the_red_teams_case_a_workers_read_of_consents_is_recorded(
     world: World, stage: Stage
 ) -> None:
     response = world.call(
-        "GET", "/v1/consents", world.bearers["community_worker"],
+        "GET",
+        "/v1/consents",
+        world.bearers["community_worker"],
         params={"resident_id": stage.worker_resident},
-    )  # fmt: skip
+    )
     assert response.status_code == 200, response.text
     assert response.json()["items"], "the staged assisted consent is listed"
     entries = world.entries_of(response.headers["x-request-id"])

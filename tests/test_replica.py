@@ -80,10 +80,14 @@ def listed(server: DemoServer, token: str, purpose: str = PURPOSE) -> list[str]:
 
 def exported(server: DemoServer, token: str) -> list[dict[str, Any]]:
     response = call(
-        server, "GET", "/v1/exports/residents", token, PURPOSE,
+        server,
+        "GET",
+        "/v1/exports/residents",
+        token,
+        PURPOSE,
         params={"format": "ndjson", "community": COMMUNITY, "fields": "name,low_income_status"},
         headers={"Justification": quote("年度低保复核（副本测试）")},
-    )  # fmt: skip
+    )
     assert response.status_code == 200, response.text
     rows = [json.loads(line) for line in response.text.splitlines()]
     assert entries_on_primary(server, decision_id=response.headers["Decision-Id"]) == len(rows)
@@ -112,8 +116,14 @@ def add_resident(server: DemoServer, seed: int) -> str:
 
 def residents_total(server: DemoServer, token: str) -> int:
     """The jurisdiction's published resident count (the statistics read path)."""
-    response = call(server, "GET", "/v1/stats/residents", token, "community-statistics",
-                    params={"by": "community"})  # fmt: skip
+    response = call(
+        server,
+        "GET",
+        "/v1/stats/residents",
+        token,
+        "community-statistics",
+        params={"by": "community"},
+    )
     assert response.status_code == 200, response.text
     total = next(t for t in response.json()["totals"] if t["level"] == "jurisdiction")
     return int(total["values"]["total"])
@@ -186,9 +196,10 @@ def test_an_erased_resident_is_never_decrypted_from_a_lagging_replica(
 def test_consent_revoked_on_the_primary_is_honoured_at_once(server: DemoServer) -> None:
     company = server.client_token(COMPANY)
     resident = next(
-        r for r in residents_in(server, COMMUNITY)
+        r
+        for r in residents_in(server, COMMUNITY)
         if server.pseudonym(COMPANY, r) not in listed(server, company, CONSENT_PURPOSE)
-    )  # fmt: skip
+    )
     own = server.resident_token(resident)
     body = {"recipient": COMPANY, "purpose": CONSENT_PURPOSE, "separate": True}
     granted = call(server, "POST", "/v1/me/consents", own, json=body)

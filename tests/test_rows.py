@@ -98,9 +98,11 @@ def towns(draw: st.DrawFn) -> Town:
     )
     return Town(
         tuple(homes),
-        tuple(Person(f"rs_{i:02d}", home, status, decoy)
-              for i, (home, status, decoy) in enumerate(people)),
-    )  # fmt: skip
+        tuple(
+            Person(f"rs_{i:02d}", home, status, decoy)
+            for i, (home, status, decoy) in enumerate(people)
+        ),
+    )
 
 
 def _some(ids: Sequence[str], stranger: str) -> st.SearchStrategy[tuple[str, ...]]:
@@ -146,8 +148,11 @@ def _build(session: Session, town: Town) -> None:
         household_id = None
         if person.home is not None:
             household_id = household(session, buildings[person.home.building], person.id[3:]).id
-        session.add(Resident(id=person.id, household_id=household_id, status=person.status,
-                             is_decoy=person.decoy))  # fmt: skip
+        session.add(
+            Resident(
+                id=person.id, household_id=household_id, status=person.status, is_decoy=person.decoy
+            )
+        )
     session.flush()
 
 
@@ -236,10 +241,19 @@ def test_a_place_narrows_the_rows_and_never_widens_them(
     community = data.draw(st.sampled_from([None, *case.town.communities, "cm_elsewhere"]))
     grid = data.draw(st.sampled_from([None, *case.town.grids]))
     building = data.draw(st.sampled_from([None, *case.town.buildings]))
-    at = {p.id for p in case.town.people if p.home is not None and all(
-        want is None or have == want for have, want in ((p.home.community, community),
-                                                        (p.home.grid, grid),
-                                                        (p.home.building, building)))}  # fmt: skip
+    at = {
+        p.id
+        for p in case.town.people
+        if p.home is not None
+        and all(
+            want is None or have == want
+            for have, want in (
+                (p.home.community, community),
+                (p.home.grid, grid),
+                (p.home.building, building),
+            )
+        )
+    }
     query = with_building(select(Resident.id)).where(
         row_filter(case.rows, resident_id=case.resident_id, children=case.children),
         place_filter(community=community, grid=grid, building=building),
@@ -259,16 +273,25 @@ def test_every_id_is_a_bound_parameter(case: Case) -> None:
         row_filter(case.rows, resident_id=case.resident_id, children=case.children)
     )
     sql = str(query.compile())
-    for value in (*case.rows.communities, *case.rows.grids, *case.rows.buildings,
-                  *case.children, case.resident_id or "rs_"):  # fmt: skip
+    for value in (
+        *case.rows.communities,
+        *case.rows.grids,
+        *case.rows.buildings,
+        *case.children,
+        case.resident_id or "rs_",
+    ):
         assert value not in sql
 
 
 def _constraints(scope: RowScope, **ids: tuple[str, ...]) -> RowConstraints:
     return RowConstraints(
-        scope=scope, communities=ids.get("communities", ()), grids=ids.get("grids", ()),
-        buildings=ids.get("buildings", ()), consent_required=False, legal_basis="statutory-duty",
-    )  # fmt: skip
+        scope=scope,
+        communities=ids.get("communities", ()),
+        grids=ids.get("grids", ()),
+        buildings=ids.get("buildings", ()),
+        consent_required=False,
+        legal_basis="statutory-duty",
+    )
 
 
 EAST = Home("bd_000", "gd_00", "cm_0")
@@ -299,14 +322,26 @@ TOWN = Town(
         (_constraints(RowScope.CHILDREN), "rs_01", ("rs_02", "rs_04"), {"rs_02"}),
         (_constraints(RowScope.CHILDREN), "rs_01", (), set()),
         (_constraints(RowScope.JURISDICTION), None, (), set()),
-        (_constraints(RowScope.JURISDICTION, communities=("cm_0",)), None, (),
-         {"rs_01", "rs_02", "rs_05"}),
-        (_constraints(RowScope.JURISDICTION, grids=("gd_01", "gd_10")), None, (),
-         {"rs_02", "rs_03"}),
-        (_constraints(RowScope.JURISDICTION, buildings=("bd_100",)), "rs_01", ("rs_02",),
-         {"rs_03"}),
+        (
+            _constraints(RowScope.JURISDICTION, communities=("cm_0",)),
+            None,
+            (),
+            {"rs_01", "rs_02", "rs_05"},
+        ),
+        (
+            _constraints(RowScope.JURISDICTION, grids=("gd_01", "gd_10")),
+            None,
+            (),
+            {"rs_02", "rs_03"},
+        ),
+        (
+            _constraints(RowScope.JURISDICTION, buildings=("bd_100",)),
+            "rs_01",
+            ("rs_02",),
+            {"rs_03"},
+        ),
     ],
-)  # fmt: skip
+)
 def test_each_scope(
     vault: Vault,
     rows: RowConstraints,
@@ -332,8 +367,11 @@ def test_area_scopes_and_the_rows_document() -> None:
     ]
     rows = _constraints(RowScope.JURISDICTION, grids=("gd_01",))
     assert rows_document(rows) == {
-        "scope": "jurisdiction", "communities": [], "grids": ["gd_01"], "buildings": [],
-    }  # fmt: skip
+        "scope": "jurisdiction",
+        "communities": [],
+        "grids": ["gd_01"],
+        "buildings": [],
+    }
 
 
 def test_the_recorded_input_is_the_decision_input_without_the_fields() -> None:
@@ -341,6 +379,9 @@ def test_the_recorded_input_is_the_decision_input_without_the_fields() -> None:
     doc = decision_input(subject, purpose="subsidy-review", action="list", target="other")
     assert doc["fields"]
     assert recorded_input(doc, 3) == {
-        "subject": subject, "purpose": "subsidy-review", "action": "list", "target": "other",
+        "subject": subject,
+        "purpose": "subsidy-review",
+        "action": "list",
+        "target": "other",
         "catalogue_version": 3,
-    }  # fmt: skip
+    }

@@ -51,12 +51,25 @@ MOVED: dict[str, type[LayerSettings]] = {
 
 # Every VAULT_<NAME> setting there was before the split: none lost, none renamed.
 BEFORE = {
-    "home", "database_url", "database_replica_url", "database_pool_size",
-    "database_max_overflow", "database_pool_timeout_seconds",
-    "database_statement_timeout_ms", "migrate_on_start", "crypto_suite", "keyring",
-    "pkcs11_module", "pkcs11_token_label", "pkcs11_pin", "pkcs11_key_prefix",
-    "data_key_cache_size", "data_key_cache_seconds", "backup_key_file", *MOVED,
-}  # fmt: skip
+    "home",
+    "database_url",
+    "database_replica_url",
+    "database_pool_size",
+    "database_max_overflow",
+    "database_pool_timeout_seconds",
+    "database_statement_timeout_ms",
+    "migrate_on_start",
+    "crypto_suite",
+    "keyring",
+    "pkcs11_module",
+    "pkcs11_token_label",
+    "pkcs11_pin",
+    "pkcs11_key_prefix",
+    "data_key_cache_size",
+    "data_key_cache_seconds",
+    "backup_key_file",
+    *MOVED,
+}
 
 # Each package's model lives in that package.
 HOMES = {
@@ -95,8 +108,10 @@ def test_the_composed_model_has_every_field_of_every_model() -> None:
     for layer in (*LAYERS, RuntimeSettings):
         assert issubclass(Settings, layer)
     assert set(RuntimeSettings.model_fields) == {
-        *VaultSettings.model_fields, *AuditSettings.model_fields, *AccessSettings.model_fields
-    }  # fmt: skip
+        *VaultSettings.model_fields,
+        *AuditSettings.model_fields,
+        *AccessSettings.model_fields,
+    }
 
 
 def test_vault_config_keeps_only_the_vaults_own() -> None:

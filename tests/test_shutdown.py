@@ -38,8 +38,17 @@ def service(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path
         VAULT_LANG="en",
     )
     port = free_port()
-    command = [sys.executable, "-c", "from api.cli.main import main; main()", "serve",
-               "--port", str(port), "--demo", "--residents", str(RESIDENTS)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-c",
+        "from api.cli.main import main; main()",
+        "serve",
+        "--port",
+        str(port),
+        "--demo",
+        "--residents",
+        str(RESIDENTS),
+    ]
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
@@ -73,18 +82,25 @@ def test_sigterm_finishes_the_export_then_checkpoints_it(
         data={"grant_type": "client_credentials", "scope": " ".join(client["scopes"])},
         auth=(client["client_id"], client["client_secret"]),
     ).json()["access_token"]
-    headers = {"Authorization": f"Bearer {token}", "Purpose": "subsidy-review",
-               "Justification": "annual-review"}  # fmt: skip
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Purpose": "subsidy-review",
+        "Justification": "annual-review",
+    }
     # The same export without interruption: what a whole body holds.
-    whole = httpx.get(f"{url}/v1/exports/residents", params={"format": "ndjson"},
-                      headers=headers, timeout=120)  # fmt: skip
+    whole = httpx.get(
+        f"{url}/v1/exports/residents", params={"format": "ndjson"}, headers=headers, timeout=120
+    )
     assert whole.status_code == 200, whole.text
     expected = len(whole.text.splitlines())
     lines: list[str] = []
     with httpx.stream(
-        "GET", f"{url}/v1/exports/residents", params={"format": "ndjson"}, headers=headers,
+        "GET",
+        f"{url}/v1/exports/residents",
+        params={"format": "ndjson"},
+        headers=headers,
         timeout=120,
-    ) as export:  # fmt: skip
+    ) as export:
         assert export.status_code == 200
         export_id = export.headers["Export-Id"]
         decision_id = export.headers["Decision-Id"]
@@ -106,10 +122,12 @@ def test_sigterm_finishes_the_export_then_checkpoints_it(
     try:
         with engine.connect() as connection:
             entries = connection.scalar(
-                select(func.count()).select_from(AuditEntry)
-                .where(AuditEntry.decision_id == decision_id,
-                       AuditEntry.kind.in_(("access", "decoy")))
-            )  # fmt: skip
+                select(func.count())
+                .select_from(AuditEntry)
+                .where(
+                    AuditEntry.decision_id == decision_id, AuditEntry.kind.in_(("access", "decoy"))
+                )
+            )
 
             total = connection.scalar(select(func.count()).select_from(AuditEntry))
             last = connection.scalar(select(func.max(AuditCheckpoint.tree_size)))

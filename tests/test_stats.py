@@ -137,8 +137,12 @@ def tables(draw: st.DrawFn) -> Table:
             places.append(Place(f"c{c}g{g}", "grid", f"c{c}"))
             for b in range(draw(st.integers(1, 4))):
                 places.append(Place(f"c{c}g{g}b{b}", "building", f"c{c}g{g}"))
-    ordered = sorted(places, key=lambda p: ("jurisdiction", "community", "grid").index(p.level)
-                     if p.level != "building" else 3)  # fmt: skip
+    ordered = sorted(
+        places,
+        key=lambda p: (
+            ("jurisdiction", "community", "grid").index(p.level) if p.level != "building" else 3
+        ),
+    )
     categories = draw(st.sampled_from([(TOTAL,), ("a", "b", TOTAL), ("a", "b", "c", TOTAL)]))
     parts = [c for c in categories if c != TOTAL] or [TOTAL]
     small = st.one_of(st.integers(0, 4), st.integers(0, 30))
@@ -168,8 +172,9 @@ def test_no_suppressed_cell_is_pinned_by_linear_programming(table: Table, k: int
     """The attacker solves min and max of each suppressed cell subject to every published
     number, every sum and non-negativity: the interval never closes on one value."""
     hidden = suppress(table, k)
-    for cell, (low, high) in intervals(table.places, table.categories,
-                                       published_of(table, hidden)).items():  # fmt: skip
+    for cell, (low, high) in intervals(
+        table.places, table.categories, published_of(table, hidden)
+    ).items():
         # A zero chosen as a complement can be pinned at 0 by non-negativity; that says
         # "nobody" of a cell that could have been published. No cell counting people is.
         if table.values[cell] > 0:
@@ -184,16 +189,29 @@ def test_a_bridge_between_two_protected_blocks_is_caught() -> None:
     ]
     table = Table(places, ("a", "b", "c", "d", TOTAL))
     # Blocks {b0,b1}x{a,b} and {b2,b3}x{c,d}; the bridge b1:c links them.
-    pattern = {("b0", "a"), ("b0", "b"), ("b1", "a"), ("b1", "b"), ("b2", "c"), ("b2", "d"),
-               ("b3", "c"), ("b3", "d"), ("b1", "c"), ("b2", "b")}  # fmt: skip
+    pattern = {
+        ("b0", "a"),
+        ("b0", "b"),
+        ("b1", "a"),
+        ("b1", "b"),
+        ("b2", "c"),
+        ("b2", "d"),
+        ("b3", "c"),
+        ("b3", "d"),
+        ("b1", "c"),
+        ("b2", "b"),
+    }
     assert determined(table.relations(), pattern) == set()  # b2:b closes a cycle: safe
     bridge = pattern - {("b2", "b")}
     assert ("b1", "c") in determined(table.relations(), bridge)
 
 
 def test_fixed_totals_keep_the_state_the_residents_table_gave_them() -> None:
-    places = [Place("all", "jurisdiction", None), Place("b0", "building", "all"),
-              Place("b1", "building", "all")]  # fmt: skip
+    places = [
+        Place("all", "jurisdiction", None),
+        Place("b0", "building", "all"),
+        Place("b1", "building", "all"),
+    ]
     table = Table(
         places, ("a", "b", TOTAL), {("b0", "a"): 2, ("b0", "b"): 9, ("b1", "a"): 8, ("b1", "b"): 7}
     ).rolled_up()
@@ -205,8 +223,12 @@ def test_fixed_totals_keep_the_state_the_residents_table_gave_them() -> None:
 
 
 def test_attribute_cells_where_almost_everyone_has_it_are_suppressed() -> None:
-    places = [Place("all", "jurisdiction", None), Place("b0", "building", "all"),
-              Place("b1", "building", "all"), Place("b2", "building", "all")]  # fmt: skip
+    places = [
+        Place("all", "jurisdiction", None),
+        Place("b0", "building", "all"),
+        Place("b1", "building", "all"),
+        Place("b2", "building", "all"),
+    ]
     table = Table(
         places, (TOTAL,), {("b0", TOTAL): 9, ("b1", TOTAL): 20, ("b2", TOTAL): 30}
     ).rolled_up()
@@ -332,13 +354,20 @@ def test_decoys_are_never_counted(server: DemoServer) -> None:
         ).one()
         decoys = []
         for person in make_household(rng, address="示范区示范街道幸福社区1号楼", size_hint=6):
-            person.update(elderly_living_alone=True, low_income_status="dibao",
-                          subsidy_amount="900.00",
-                          disability={"category": "visual", "grade": 2})  # fmt: skip
-            decoys.append(store.create(
-                session, person, Provenance(actor="test", channel="test"),
-                household_id=household,
-            ))  # fmt: skip
+            person.update(
+                elderly_living_alone=True,
+                low_income_status="dibao",
+                subsidy_amount="900.00",
+                disability={"category": "visual", "grade": 2},
+            )
+            decoys.append(
+                store.create(
+                    session,
+                    person,
+                    Provenance(actor="test", channel="test"),
+                    household_id=household,
+                )
+            )
         session.execute(update(Resident).where(Resident.id.in_(decoys)).values(is_decoy=True))
     for name, earlier in before.items():
         after = stats(server, token, name, by="building").json()
@@ -357,8 +386,9 @@ def test_checks_run_in_the_contract_order(server: DemoServer) -> None:
     assert_problem(stats(server, token, "residents", purpose=None), 400, "purpose-required")
     assert_problem(stats(server, token, "residents", purpose="no-such"), 422, "unknown-purpose")
     # A purpose of theirs, but not one for statistics.
-    assert_problem(stats(server, token, "residents", purpose="subsidy-review"), 403,
-                   "policy-denied")  # fmt: skip
+    assert_problem(
+        stats(server, token, "residents", purpose="subsidy-review"), 403, "policy-denied"
+    )
     body = assert_problem(stats(server, token, "residents", by="room"), 422, "validation-error")
     assert body["errors"][0]["field"] == "by"
     assert_problem(stats(server, token, "no-such-measure"), 404, "not-found")
@@ -388,7 +418,7 @@ def test_a_measure_whose_field_the_purpose_denies_is_refused(
         Unit.RESIDENTS,
         lambda _s, v, _t: (TOTAL, 1) if v != "none" else None,
     )
-    monkeypatch.setitem(MEASURES, believers.name, believers)  # fmt: skip
+    monkeypatch.setitem(MEASURES, believers.name, believers)
     token = server.client_token("org_civil_affairs")
     response = stats(server, token, "religious-believers")
     body = assert_problem(response, 403, "policy-denied")
@@ -425,15 +455,24 @@ def test_every_query_is_audited_with_its_cells_suppressions_and_epsilon(
     assert recorded.details["epsilon"] == pytest.approx(0.25)
     assert recorded.details["mechanism"] == "laplace"
     # Only counts and names are recorded: no value of any resident.
-    assert set(recorded.details) == {"measure", "by", "cells", "suppressed", "epsilon",
-                                     "delta", "mechanism", "period"}  # fmt: skip
+    assert set(recorded.details) == {
+        "measure",
+        "by",
+        "cells",
+        "suppressed",
+        "epsilon",
+        "delta",
+        "mechanism",
+        "period",
+    }
     assert "dibao" not in json.dumps(recorded.details)
 
 
 def test_noisy_answers_are_consistent_and_charged_to_the_budget(server: DemoServer) -> None:
     token = server.client_token("org_civil_affairs")
-    before = httpx.get(f"{server.url}/v1/stats/budget",
-                       headers={"Authorization": f"Bearer {token}"}).json()  # fmt: skip
+    before = httpx.get(
+        f"{server.url}/v1/stats/budget", headers={"Authorization": f"Bearer {token}"}
+    ).json()
     response = stats(server, token, "age-bands", by="building", noise="gaussian", epsilon=0.5)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -469,8 +508,9 @@ def test_budget_exhaustion_refuses_further_noisy_queries(server: DemoServer) -> 
     assert "renews" in assert_problem(english, 429, "budget-exhausted")["detail"]
     assert entry(server, refused.headers["Decision-Id"]).reason == "budget-exhausted"
     assert stats(server, token, "disability", by="community").status_code == 200
-    too_much = stats(server, server.client_token("org_civil_affairs"), "residents",
-                     dp="true", epsilon=5)  # fmt: skip
+    too_much = stats(
+        server, server.client_token("org_civil_affairs"), "residents", dp="true", epsilon=5
+    )
     assert_problem(too_much, 422, "validation-error")
     # The ledger is the log: a fresh service over the same database agrees.
     with server.runtime.vault.sessions() as session:
@@ -486,8 +526,9 @@ def test_budget_exhaustion_refuses_further_noisy_queries(server: DemoServer) -> 
         )
     assert spent == pytest.approx(3.0)
     fresh = StatsService(server.app.state.gate, StatsSettings())
-    budget_now = httpx.get(f"{server.url}/v1/stats/budget",
-                           headers={"Authorization": f"Bearer {token}"}).json()  # fmt: skip
+    budget_now = httpx.get(
+        f"{server.url}/v1/stats/budget", headers={"Authorization": f"Bearer {token}"}
+    ).json()
     assert budget_now["epsilon_remaining"] == pytest.approx(0.0, abs=1e-6)
     assert fresh.settings.epsilon_per_month == 3.0
 
@@ -496,5 +537,11 @@ def test_measures_are_listed(server: DemoServer) -> None:
     token = server.client_token("org_civil_affairs")
     listed = httpx.get(f"{server.url}/v1/stats", headers={"Authorization": f"Bearer {token}"})
     names = {m["measure"] for m in listed.json()["items"]}
-    assert {"residents", "elderly-living-alone", "low-income-households", "disability",
-            "subsidy-amount", "age-bands"} <= names  # fmt: skip
+    assert {
+        "residents",
+        "elderly-living-alone",
+        "low-income-households",
+        "disability",
+        "subsidy-amount",
+        "age-bands",
+    } <= names

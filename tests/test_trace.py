@@ -68,8 +68,11 @@ PLAN: list[tuple[str, str, dict[str, str], int]] = [
     (CIVIL, "csv", {"fields": "name,phone,birth_date,address,low_income_status"}, 5),
 ]
 # Generous limits: this module exports on purpose, far beyond a normal hour's bulk reads.
-ENV = {"VAULT_RATE_LIMIT_BULK": "100000", "VAULT_ALERT_SUSPEND_ON": "none",
-       "VAULT_ALERT_SCAN_SECONDS": "3600"}  # fmt: skip
+ENV = {
+    "VAULT_RATE_LIMIT_BULK": "100000",
+    "VAULT_ALERT_SUSPEND_ON": "none",
+    "VAULT_ALERT_SCAN_SECONDS": "3600",
+}
 
 
 @dataclass
@@ -120,13 +123,18 @@ def export(
     response = httpx.get(
         f"{server.url}/v1/exports/residents",
         params={"format": fmt, **filters},
-        headers={"Authorization": f"Bearer {token}", "Purpose": PURPOSES[organisation],
-                 "Justification": quote("年度复核"), "X-Request-ID": request_id},
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Purpose": PURPOSES[organisation],
+            "Justification": quote("年度复核"),
+            "X-Request-ID": request_id,
+        },
         timeout=60,
-    )  # fmt: skip
+    )
     assert response.status_code == 200, response.text
-    return Made(response.headers["Export-Id"], request_id, organisation, fmt, filters,
-                response.text)  # fmt: skip
+    return Made(
+        response.headers["Export-Id"], request_id, organisation, fmt, filters, response.text
+    )
 
 
 def run_cli(vault: Vault, args: list[str]) -> Any:
@@ -199,9 +207,10 @@ def test_a_reshuffled_subset_with_columns_cut_is_still_traced(vault: Vault, tmp_
     # a leaker keeps the columns that say something, so seven that hold values.
     parsed = [csv_cells(line) for line in picked]
     filled = [
-        i for i in range(len(parsed[0]))
+        i
+        for i in range(len(parsed[0]))
         if all(cells[i][0] for cells in parsed) and not parsed[0][i][0].startswith("ps_")
-    ]  # fmt: skip
+    ]
     keep = filled[:7]
     assert len(keep) >= 4
     cut = []
@@ -256,7 +265,10 @@ def test_each_export_is_recorded_and_its_summary_is_the_owners_only(vault: Vault
     record = records[made.export_id]
     _, rows = rows_of(made)
     assert (record.request_id, record.organisation, record.state) == (
-        made.request_id, CIVIL, "complete")  # fmt: skip
+        made.request_id,
+        CIVIL,
+        "complete",
+    )
     assert record.rows == len(rows) and record.decoys and record.purpose == "subsidy-review"
     # No secret and no personal value in the record: only ids, counts and keyed digests.
     assert "secret" not in json.dumps(record.filters) and all(
@@ -265,9 +277,13 @@ def test_each_export_is_recorded_and_its_summary_is_the_owners_only(vault: Vault
     url = f"{server.url}/v1/exports/{made.export_id}"
     own = httpx.get(url, headers={"Authorization": f"Bearer {server.client_token(CIVIL)}"})
     assert own.json() == {
-        "export_id": made.export_id, "state": "complete", "rows": len(rows), "left_out": 0,
-        "purpose": "subsidy-review", "format": "ndjson",
-    }  # fmt: skip
+        "export_id": made.export_id,
+        "state": "complete",
+        "rows": len(rows),
+        "left_out": 0,
+        "purpose": "subsidy-review",
+        "format": "ndjson",
+    }
     other = httpx.get(url, headers={"Authorization": f"Bearer {server.client_token(HEALTH)}"})
     assert other.status_code == 404
     assert other.headers["content-type"].startswith("application/problem+json")
@@ -279,8 +295,9 @@ def test_every_decoy_row_was_audited_before_it_was_sent_and_marked_decoy(vault: 
     with server.runtime.vault.sessions() as session:
         record = session.get(ExportRecord, made.export_id)
         assert record is not None
-        entries = list(session.scalars(
-            select(AuditEntry).where(AuditEntry.decision_id == record.decision_id)))  # fmt: skip
+        entries = list(
+            session.scalars(select(AuditEntry).where(AuditEntry.decision_id == record.decision_id))
+        )
     _, rows = rows_of(made)
     assert len(entries) == len(rows)
     decoy_entries = [e for e in entries if e.kind == "decoy"]
@@ -299,8 +316,11 @@ def decoys(server: DemoServer) -> list[str]:
 
 def real(server: DemoServer) -> list[str]:
     with server.runtime.vault.sessions() as session:
-        return list(session.scalars(select(Resident.id).where(
-            Resident.is_decoy.is_(False), Resident.status == "active")))  # fmt: skip
+        return list(
+            session.scalars(
+                select(Resident.id).where(Resident.is_decoy.is_(False), Resident.status == "active")
+            )
+        )
 
 
 def test_decoys_never_appear_in_lists_reads_searches_or_statistics(vault: Vault) -> None:
@@ -315,24 +335,29 @@ def test_decoys_never_appear_in_lists_reads_searches_or_statistics(vault: Vault)
     assert not names & {server.pseudonym(CIVIL, d) for d in planted}
     # Each decoy was in some export, under the organisation's pseudonym; reading it is 404.
     for decoy in planted[:5]:
-        read = httpx.get(f"{server.url}/v1/residents/{server.pseudonym(CIVIL, decoy)}",
-                         headers=headers)  # fmt: skip
+        read = httpx.get(
+            f"{server.url}/v1/residents/{server.pseudonym(CIVIL, decoy)}", headers=headers
+        )
         assert read.status_code == 404
         with server.runtime.vault.sessions() as session:
             phone = server.runtime.vault.store.read(session, decoy, ["phone"]).get("phone")
         if phone:
-            found = httpx.post(f"{server.url}/v1/residents/search", json={"phone": phone},
-                               headers=headers)  # fmt: skip
+            found = httpx.post(
+                f"{server.url}/v1/residents/search", json={"phone": phone}, headers=headers
+            )
             assert server.pseudonym(CIVIL, decoy) not in found.text
 
 
 def test_decoys_are_not_counted_in_statistics(vault: Vault) -> None:
     server = vault.server
     assert decoys(server)
-    headers = {"Authorization": f"Bearer {server.client_token(CIVIL)}",
-               "Purpose": "community-statistics"}  # fmt: skip
-    stats = httpx.get(f"{server.url}/v1/stats/residents", params={"by": "community"},
-                      headers=headers)  # fmt: skip
+    headers = {
+        "Authorization": f"Bearer {server.client_token(CIVIL)}",
+        "Purpose": "community-statistics",
+    }
+    stats = httpx.get(
+        f"{server.url}/v1/stats/residents", params={"by": "community"}, headers=headers
+    )
     assert stats.status_code == 200, stats.text
     assert str(len(real(server))) in json.dumps(stats.json()["totals"])
 
@@ -344,13 +369,13 @@ def test_decoys_never_appear_in_reports_of_real_accesses_or_residents_views(
     planted = set(decoys(server))
     with server.runtime.vault.sessions() as session:
         per_day = accesses_per_day(session, EntryFilter())
-        real_accesses = session.scalars(
-            select(AuditEntry).where(AuditEntry.kind == "access")).all()  # fmt: skip
+        real_accesses = session.scalars(select(AuditEntry).where(AuditEntry.kind == "access")).all()
         sensitive = ["low_income_status", "health_conditions"]
-        reported = [*sensitive_reads(session, EntryFilter(), sensitive),
-                    *out_of_hours(session, EntryFilter())]  # fmt: skip
-        decoy_entries = session.scalars(
-            select(AuditEntry).where(AuditEntry.kind == "decoy")).all()  # fmt: skip
+        reported = [
+            *sensitive_reads(session, EntryFilter(), sensitive),
+            *out_of_hours(session, EntryFilter()),
+        ]
+        decoy_entries = session.scalars(select(AuditEntry).where(AuditEntry.kind == "decoy")).all()
     assert decoy_entries and {e.resident_id for e in decoy_entries} <= planted
     assert sum(row["count"] for row in per_day) == len(real_accesses)
     assert not {e.resident_id for e in reported} & planted
@@ -387,18 +412,24 @@ def test_csv_quoting_reads_back_the_same_and_shows_the_keyed_bits(
         assert quoted == key.bit("csv", text)
 
 
-values = st.one_of(st.text(max_size=8), st.integers(), st.booleans(), st.lists(st.text(max_size=4),
-                   max_size=3))  # fmt: skip
+values = st.one_of(
+    st.text(max_size=8), st.integers(), st.booleans(), st.lists(st.text(max_size=4), max_size=3)
+)
 
 
 @settings(max_examples=200, deadline=None)
-@given(key=keys, fields=st.dictionaries(st.from_regex(r"[a-z_]{1,10}", fullmatch=True), values,
-                                        max_size=6))  # fmt: skip
+@given(
+    key=keys,
+    fields=st.dictionaries(st.from_regex(r"[a-z_]{1,10}", fullmatch=True), values, max_size=6),
+)
 def test_ndjson_reads_back_the_same_and_shows_the_keyed_choices(
     key: ExportKey, fields: dict[str, Any]
 ) -> None:
-    record = {"resident_id": "ps_abc", "fields": fields,
-              "treatments": dict.fromkeys(fields, "clear")}  # fmt: skip
+    record = {
+        "resident_id": "ps_abc",
+        "fields": fields,
+        "treatments": dict.fromkeys(fields, "clear"),
+    }
     line = ndjson_line(record, key)
     assert json.loads(line) == record and line.endswith("\n") and "\n" not in line[:-1]
     for (channel, text), value in ndjson_observations(line, json.loads(line)).items():
@@ -406,8 +437,11 @@ def test_ndjson_reads_back_the_same_and_shows_the_keyed_choices(
 
 
 @settings(max_examples=100, deadline=None)
-@given(key=keys, ids=st.lists(st.text(min_size=1, max_size=10), min_size=2, max_size=40,
-                              unique=True), data=st.data())  # fmt: skip
+@given(
+    key=keys,
+    ids=st.lists(st.text(min_size=1, max_size=10), min_size=2, max_size=40, unique=True),
+    data=st.data(),
+)
 def test_any_subset_of_an_export_keeps_its_keyed_order(
     key: ExportKey, ids: list[str], data: st.DataObject
 ) -> None:
@@ -426,17 +460,28 @@ def test_a_consent_based_export_gets_decoys_in_proportion_shown_like_consenting_
     server = vault.server
     company, purpose = "org_anju_property", "property-notice"
     with server.runtime.vault.sessions() as session:
-        xingfu = list(session.scalars(
-            select(Resident.id).join(Household).join(Room).join(Building)
-            .where(Building.community_id == "cm_xingfu", Resident.is_decoy.is_(False))
-            .order_by(Resident.id).limit(2)))  # fmt: skip
+        xingfu = list(
+            session.scalars(
+                select(Resident.id)
+                .join(Household)
+                .join(Room)
+                .join(Building)
+                .where(Building.community_id == "cm_xingfu", Resident.is_decoy.is_(False))
+                .order_by(Resident.id)
+                .limit(2)
+            )
+        )
     for resident in xingfu:  # two residents consent to the company's notices
         granted = httpx.post(
             f"{server.url}/v1/me/consents",
-            json={"recipient": company, "purpose": purpose, "separate": True,
-                  "fields": ["phone", "address"]},
+            json={
+                "recipient": company,
+                "purpose": purpose,
+                "separate": True,
+                "fields": ["phone", "address"],
+            },
             headers={"Authorization": f"Bearer {server.resident_token(resident)}"},
-        )  # fmt: skip
+        )
         assert granted.status_code == 201, granted.text
     data = copy.deepcopy(load_bundle().data)
     data["purposes"][purpose]["actions"] = [*data["purposes"][purpose]["actions"], "export"]
@@ -478,8 +523,13 @@ def test_a_decoy_row_is_recognised_by_its_content_with_the_id_cut_and_the_file_r
     buffer = io.StringIO()
     csv.writer(buffer).writerows(row[1:] for row in leaked)  # no id column, no header
     master = fingerprint_master(server.runtime.vault.keyring)
-    scored = score_exports(read_leak(buffer.getvalue().encode()), records, master,
-                           mark_key(master), Pseudonyms(server.runtime.vault.keyring))  # fmt: skip
+    scored = score_exports(
+        read_leak(buffer.getvalue().encode()),
+        records,
+        master,
+        mark_key(master),
+        Pseudonyms(server.runtime.vault.keyring),
+    )
     with_decoy = {r.id for r in records if decoy in r.decoys}
     assert made.export_id in with_decoy and len(with_decoy) < len(records)
     evidence = {s.record.id: s.evidence["decoys"] for s in scored}
@@ -490,20 +540,33 @@ def test_a_decoy_row_is_recognised_by_its_content_with_the_id_cut_and_the_file_r
 
 
 @settings(max_examples=50, deadline=None)
-@given(master=st.binary(min_size=32, max_size=32),
-       names=st.lists(st.from_regex(r"[a-z]{3,8}", fullmatch=True), min_size=4, max_size=22,
-                      unique=True))  # fmt: skip
+@given(
+    master=st.binary(min_size=32, max_size=32),
+    names=st.lists(
+        st.from_regex(r"[a-z]{3,8}", fullmatch=True), min_size=4, max_size=22, unique=True
+    ),
+)
 def test_only_the_right_export_gains_from_a_rewritten_files_column_order(
     master: bytes, names: list[str]
 ) -> None:
     """What survives a spreadsheet: the header. Its order is evidence for the export that
     chose it, and none for any other (their orders are as good as random)."""
-    records = [ExportRecord(id=f"exp_{i:032x}", recipient="x", pseudonymous=False, rows=10,
-                            decoys=[], decoy_marks={}) for i in range(2)]  # fmt: skip
+    records = [
+        ExportRecord(
+            id=f"exp_{i:032x}",
+            recipient="x",
+            pseudonymous=False,
+            rows=10,
+            decoys=[],
+            decoy_marks={},
+        )
+        for i in range(2)
+    ]
     header = column_order(ExportKey.derive(master, records[0].id), names)
     body = ",".join(["resident_id", *header]) + "\r\n" + ",".join(["", *names]) + "\r\n"
-    scored = score_exports(read_leak(body.encode()), records, master, mark_key(master),
-                           Pseudonyms(cast(Keyring, None)))  # fmt: skip
+    scored = score_exports(
+        read_leak(body.encode()), records, master, mark_key(master), Pseudonyms(cast(Keyring, None))
+    )
     evidence = {s.record.id: s.evidence["columns"] for s in scored}
     assert evidence[records[0].id] > 2
     if header != column_order(ExportKey.derive(master, records[1].id), names):

@@ -51,8 +51,12 @@ CONFIG_FILE_ENV = "VAULT_CONFIG_FILE"
 FILE_SUFFIX = "_FILE"
 # Where a value came from, as `config check` prints it.
 SOURCE_DEFAULT, SOURCE_INIT, SOURCE_ENV, SOURCE_SECRET_FILE, SOURCE_FILE = (
-    "default", "argument", "env", "secret-file", "file",
-)  # fmt: skip
+    "default",
+    "argument",
+    "env",
+    "secret-file",
+    "file",
+)
 # Database URLs carry passwords: treated like secrets (never echoed, redacted on display).
 URL_FIELDS = ("database_url", "database_replica_url")
 
@@ -344,9 +348,10 @@ class VaultSettings(LayerSettings):
     pkcs11_token_label: str | None = Field(default=None, description="token to use")
     pkcs11_pin: SecretStr | None = Field(default=None, description="user PIN (secret)")
     pkcs11_key_prefix: str = Field(
-        default="rv", pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        default="rv",
+        pattern=r"^[A-Za-z0-9_.-]{1,32}$",
         description="label prefix of this vault's objects, so vaults can share a token",
-    )  # fmt: skip
+    )
     data_key_cache_size: int = Field(
         default=10_000, ge=0, description="unwrapped data keys kept in memory (LRU); 0 disables"
     )

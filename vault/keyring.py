@@ -255,9 +255,11 @@ class LocalKeyring:
                 if self._psk is None:  # another process may have made it meanwhile
                     self._psk = os.urandom(32)
         return HKDF(
-            algorithm=hashes.SHA256(), length=64, salt=None,
+            algorithm=hashes.SHA256(),
+            length=64,
+            salt=None,
             info=b"resident-vault/pseudonym/v1\x00" + recipient.encode(),
-        ).derive(self._psk)  # fmt: skip
+        ).derive(self._psk)
 
     def _signing_key(self, name: str) -> Ed25519PrivateKey:
         if name not in self._signing:

@@ -321,9 +321,13 @@ def migrate_to_pkcs11(
     if not complete:
         objects.write_data(record_label, record)  # the switch: the token is now a keyring
     log.info(
-        "keyring.migrated", token=objects.token_label, prefix=objects.prefix,
-        keks=len(material.keks), data_keys_checked=checked, resumed=bool(present),
-    )  # fmt: skip
+        "keyring.migrated",
+        token=objects.token_label,
+        prefix=objects.prefix,
+        keks=len(material.keks),
+        data_keys_checked=checked,
+        resumed=bool(present),
+    )
     return MigrationReport(
         token_label=objects.token_label,
         prefix=objects.prefix,

@@ -69,23 +69,36 @@ _PSEUDONYM_INFO = b"resident-vault/pseudonym/v1\x00"
 _KEK_REFRESH_SECONDS = 5.0
 # Mechanisms the keyring needs; a module without one fails at start-up, not on first use.
 _REQUIRED = (
-    Mechanism.AES_KEY_GEN, Mechanism.AES_GCM, Mechanism.GENERIC_SECRET_KEY_GEN,
-    Mechanism.SHA256_HMAC, Mechanism.EC_EDWARDS_KEY_PAIR_GEN, Mechanism.EDDSA,
-)  # fmt: skip
+    Mechanism.AES_KEY_GEN,
+    Mechanism.AES_GCM,
+    Mechanism.GENERIC_SECRET_KEY_GEN,
+    Mechanism.SHA256_HMAC,
+    Mechanism.EC_EDWARDS_KEY_PAIR_GEN,
+    Mechanism.EDDSA,
+)
 # Errors a decryption raises when the sealed bytes or the context are wrong (SoftHSM says
 # GeneralError for a failed GCM tag); anything else is a real fault and propagates.
 _OPEN_FAILURES = (
-    p11.GeneralError, p11.FunctionFailed, p11.EncryptedDataInvalid, p11.EncryptedDataLenRange,
-    p11.DataLenRange, p11.ArgumentsBad, p11.MechanismParamInvalid,
-)  # fmt: skip
+    p11.GeneralError,
+    p11.FunctionFailed,
+    p11.EncryptedDataInvalid,
+    p11.EncryptedDataLenRange,
+    p11.DataLenRange,
+    p11.ArgumentsBad,
+    p11.MechanismParamInvalid,
+)
 
 # The module lost our session: the HSM restarted, failed over or was unplugged. Reconnect
 # (log in again, look the keys up again) and retry once; if the token is still gone the
 # error propagates and readiness reports the keyring until it is back.
 _SESSION_LOST = (
-    p11.SessionHandleInvalid, p11.SessionClosed, p11.DeviceRemoved, p11.TokenNotPresent,
-    p11.UserNotLoggedIn, p11.DeviceError,
-)  # fmt: skip
+    p11.SessionHandleInvalid,
+    p11.SessionClosed,
+    p11.DeviceRemoved,
+    p11.TokenNotPresent,
+    p11.UserNotLoggedIn,
+    p11.DeviceError,
+)
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -328,23 +341,41 @@ class TokenObjects:
     def create_aes_key(self, label: str, value: bytes | None = None) -> KeyHandle:
         """An AES-256 key for CKM_AES_GCM only; generated in the token unless imported."""
         template: dict[Attribute, Any] = {
-            Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
-            Attribute.EXTRACTABLE: False, Attribute.MODIFIABLE: False,
-            Attribute.ENCRYPT: True, Attribute.DECRYPT: True, Attribute.WRAP: False,
-            Attribute.UNWRAP: False, Attribute.SIGN: False, Attribute.VERIFY: False,
-            Attribute.DERIVE: False, Attribute.LABEL: label, Attribute.ID: os.urandom(16),
-        }  # fmt: skip
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: True,
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: False,
+            Attribute.MODIFIABLE: False,
+            Attribute.ENCRYPT: True,
+            Attribute.DECRYPT: True,
+            Attribute.WRAP: False,
+            Attribute.UNWRAP: False,
+            Attribute.SIGN: False,
+            Attribute.VERIFY: False,
+            Attribute.DERIVE: False,
+            Attribute.LABEL: label,
+            Attribute.ID: os.urandom(16),
+        }
         return self._create_secret(KeyType.AES, label, template, value)
 
     def create_hmac_key(self, label: str, value: bytes | None = None) -> KeyHandle:
         """A GENERIC_SECRET for HMAC (sign/verify only); generated unless imported."""
         template: dict[Attribute, Any] = {
-            Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
-            Attribute.EXTRACTABLE: False, Attribute.MODIFIABLE: False,
-            Attribute.SIGN: True, Attribute.VERIFY: True, Attribute.ENCRYPT: False,
-            Attribute.DECRYPT: False, Attribute.WRAP: False, Attribute.UNWRAP: False,
-            Attribute.DERIVE: False, Attribute.LABEL: label, Attribute.ID: os.urandom(16),
-        }  # fmt: skip
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: True,
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: False,
+            Attribute.MODIFIABLE: False,
+            Attribute.SIGN: True,
+            Attribute.VERIFY: True,
+            Attribute.ENCRYPT: False,
+            Attribute.DECRYPT: False,
+            Attribute.WRAP: False,
+            Attribute.UNWRAP: False,
+            Attribute.DERIVE: False,
+            Attribute.LABEL: label,
+            Attribute.ID: os.urandom(16),
+        }
         return self._create_secret(KeyType.GENERIC_SECRET, label, template, value)
 
     def _create_secret(
@@ -373,16 +404,29 @@ class TokenObjects:
         params = encode_named_curve_parameters(_ED25519_OID)
         object_id = os.urandom(16)
         private_template: dict[Attribute, Any] = {
-            Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
-            Attribute.EXTRACTABLE: False, Attribute.MODIFIABLE: False, Attribute.SIGN: True,
-            Attribute.DECRYPT: False, Attribute.UNWRAP: False, Attribute.DERIVE: False,
-            Attribute.LABEL: label, Attribute.ID: object_id,
-        }  # fmt: skip
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: True,
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: False,
+            Attribute.MODIFIABLE: False,
+            Attribute.SIGN: True,
+            Attribute.DECRYPT: False,
+            Attribute.UNWRAP: False,
+            Attribute.DERIVE: False,
+            Attribute.LABEL: label,
+            Attribute.ID: object_id,
+        }
         public_template: dict[Attribute, Any] = {
-            Attribute.TOKEN: True, Attribute.PRIVATE: False, Attribute.MODIFIABLE: False,
-            Attribute.VERIFY: True, Attribute.ENCRYPT: False, Attribute.WRAP: False,
-            Attribute.DERIVE: False, Attribute.LABEL: label, Attribute.ID: object_id,
-        }  # fmt: skip
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: False,
+            Attribute.MODIFIABLE: False,
+            Attribute.VERIFY: True,
+            Attribute.ENCRYPT: False,
+            Attribute.WRAP: False,
+            Attribute.DERIVE: False,
+            Attribute.LABEL: label,
+            Attribute.ID: object_id,
+        }
         with self.session() as session:
             self._refuse_existing(ObjectClass.PRIVATE_KEY, label)
             self._refuse_existing(ObjectClass.PUBLIC_KEY, label)

@@ -61,8 +61,10 @@ def _plan(
     key = fingerprint.key
     treatments = gate._wanted(decision, requested)
     with gate.runtime.transaction() as session:
-        real = [(r[0], r[1], r[2]) for r in session.execute(
-            _placed(gate._scoped(access, decision), place))]  # fmt: skip
+        real = [
+            (r[0], r[1], r[2])
+            for r in session.execute(_placed(gate._scoped(access, decision), place))
+        ]
         # With a consent-based purpose, decoys are as many as the consenting residents
         # warrant, and each shows the fields one of their consents covers.
         covers = gate._consent_for(session, access, decision, [r[0] for r in real], treatments)
@@ -73,8 +75,14 @@ def _plan(
             wanted = fingerprint.decoys_for(exported)
             decoys = _pool(session, gate, access, decision, place)
             if len(decoys) < pool_target(wanted):
-                _grow(session, gate, access=access, decision=decision, place=place,
-                      count=pool_target(wanted) - len(decoys))  # fmt: skip
+                _grow(
+                    session,
+                    gate,
+                    access=access,
+                    decision=decision,
+                    place=place,
+                    count=pool_target(wanted) - len(decoys),
+                )
                 decoys = _pool(session, gate, access, decision, place)
             decoys = sorted(decoys, key=lambda d: key.decoy_rank(d[0]))[:wanted]
         views: dict[str, RecordView] = {}
@@ -86,8 +94,9 @@ def _plan(
                 if consenting:
                     like = consenting[key.choice("decoy-cover", rid, len(consenting))]
                     mine = _narrowed(treatments, covers[like])
-                shown = gate._render(values.get(rid, {}), mine, _names(building, community),
-                                     decision.levels)  # fmt: skip
+                shown = gate._render(
+                    values.get(rid, {}), mine, _names(building, community), decision.levels
+                )
                 views[rid] = RecordView(gate.present(access, decision, rid), shown, mine)
     fingerprint.decoys = [d[0] for d in decoys]
     fingerprint.decoy_views = list(views.values())
@@ -114,12 +123,24 @@ def _grow(
     buildings = sorted(set(session.scalars(query.with_only_columns(Building.id).distinct())))
     created = create_decoys(session, gate.runtime.vault.store, buildings, count)
     subject = access.subject
-    gate.runtime.audit.record(session, [EntryDraft(
-        action="decoy.created", outcome="allowed", channel=access.channel, kind="event",
-        subject_type=subject.type, organisation=subject.organisation, client=subject.client,
-        user=subject.user, purpose=access.purpose, request_id=access.request_id,
-        details={"count": len(created)},
-    )])  # fmt: skip
+    gate.runtime.audit.record(
+        session,
+        [
+            EntryDraft(
+                action="decoy.created",
+                outcome="allowed",
+                channel=access.channel,
+                kind="event",
+                subject_type=subject.type,
+                organisation=subject.organisation,
+                client=subject.client,
+                user=subject.user,
+                purpose=access.purpose,
+                request_id=access.request_id,
+                details={"count": len(created)},
+            )
+        ],
+    )
 
 
 def fingerprinted_batches(
@@ -135,9 +156,13 @@ def fingerprinted_batches(
 ) -> Iterator[list[RecordView]]:
     """Plan now (so the decoys are known before the first row), stream later."""
     planned, decoy_views = _plan(
-        gate, access=access, decision=decision, place=place, requested=requested,
+        gate,
+        access=access,
+        decision=decision,
+        place=place,
+        requested=requested,
         fingerprint=fingerprint,
-    )  # fmt: skip
+    )
     key = fingerprint.key
 
     def batches() -> Iterator[list[RecordView]]:
@@ -150,16 +175,29 @@ def fingerprinted_batches(
                 current = {r[0]: (r[0], r[1], r[2]) for r in read.execute(query)} if ids else {}
                 rows = [current[i] for i in ids if i in current]
                 views, left_out = gate._views(
-                    session, access, decision, rows, requested=requested, action="export",
+                    session,
+                    access,
+                    decision,
+                    rows,
+                    requested=requested,
+                    action="export",
                     read=read,
-                )  # fmt: skip
+                )
                 decoys = [p for p in chunk if p.decoy]
-                gate.runtime.audit.record(session, [
-                    _decoy_entry(gate, access=access, decision=decision,
-                                 view=decoy_views[p.resident_id], vault_id=p.resident_id,
-                                 export_id=fingerprint.export_id)
-                    for p in decoys
-                ])  # fmt: skip
+                gate.runtime.audit.record(
+                    session,
+                    [
+                        _decoy_entry(
+                            gate,
+                            access=access,
+                            decision=decision,
+                            view=decoy_views[p.resident_id],
+                            vault_id=p.resident_id,
+                            export_id=fingerprint.export_id,
+                        )
+                        for p in decoys
+                    ],
+                )
             merged = views + [decoy_views[p.resident_id] for p in decoys]
             merged.sort(key=lambda v: key.order_key(v.resident_id))
             summary["rows"] += len(merged)
@@ -182,8 +220,13 @@ def _decoy_entry(
     """A decoy row's entry: like any export entry, but of kind `decoy`, so reports of real
     accesses (kind `access`) and residents' views never count it."""
     entry = gate._entry(
-        access, "export", "allowed", decision, resident_id=vault_id,
-        fields=view.treatments, pseudonym=view.resident_id if decision.pseudonymous else None,
+        access,
+        "export",
+        "allowed",
+        decision,
+        resident_id=vault_id,
+        fields=view.treatments,
+        pseudonym=view.resident_id if decision.pseudonymous else None,
         details={"decoy": True, "export_id": export_id},
-    )  # fmt: skip
+    )
     return dataclasses.replace(entry, kind=DECOY_KIND)

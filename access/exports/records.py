@@ -102,15 +102,26 @@ class ExportStart:
 def start_export(session: Session, start: ExportStart) -> None:
     session.add(
         ExportRecord(
-            id=start.export_id, state="running", subject_type=start.subject_type,
-            organisation=start.organisation, client=start.client, user=start.user,
-            recipient=start.recipient, pseudonymous=start.pseudonymous,
-            request_id=start.request_id[:64], decision_id=start.decision_id,
-            purpose=start.purpose, format=start.format, filters=start.filters, rows=0,
-            left_out=0, decoys=start.decoys, decoy_marks=start.decoy_marks,
+            id=start.export_id,
+            state="running",
+            subject_type=start.subject_type,
+            organisation=start.organisation,
+            client=start.client,
+            user=start.user,
+            recipient=start.recipient,
+            pseudonymous=start.pseudonymous,
+            request_id=start.request_id[:64],
+            decision_id=start.decision_id,
+            purpose=start.purpose,
+            format=start.format,
+            filters=start.filters,
+            rows=0,
+            left_out=0,
+            decoys=start.decoys,
+            decoy_marks=start.decoy_marks,
             fingerprint_version=FINGERPRINT_VERSION,
         )
-    )  # fmt: skip
+    )
 
 
 def complete_export(session: Session, export_id: str, rows: int, left_out: int) -> None:
@@ -158,25 +169,41 @@ def open_export(
     master = fingerprint_master(gate.runtime.vault.keyring)
     fingerprint = Fingerprint(export_id, ExportKey.derive(master, export_id))
     decision, batches, summary = gate.export(
-        access, community=community, grid=grid, building=building, requested=requested,
+        access,
+        community=community,
+        grid=grid,
+        building=building,
+        requested=requested,
         fingerprint=fingerprint if fingerprinted else None,
-    )  # fmt: skip
+    )
     key = fingerprint.key if fingerprinted else None
     if fingerprinted:
         marks = mark_key(master)
         subject = access.subject
         start = ExportStart(
-            export_id=export_id, subject_type=subject.type, organisation=subject.organisation,
-            client=subject.client, user=subject.user, recipient=gate.recipient(subject),
-            pseudonymous=decision.pseudonymous, request_id=access.request_id,
-            decision_id=access.decision_id, purpose=access.purpose, format=format,
-            filters={"community": community, "grid": grid, "building": building,
-                     "fields": list(requested) if requested else None},
+            export_id=export_id,
+            subject_type=subject.type,
+            organisation=subject.organisation,
+            client=subject.client,
+            user=subject.user,
+            recipient=gate.recipient(subject),
+            pseudonymous=decision.pseudonymous,
+            request_id=access.request_id,
+            decision_id=access.decision_id,
+            purpose=access.purpose,
+            format=format,
+            filters={
+                "community": community,
+                "grid": grid,
+                "building": building,
+                "fields": list(requested) if requested else None,
+            },
             decoys=list(fingerprint.decoys),
-            decoy_marks={vault_id: sorted(row_marks(marks, view.resident_id, view.fields))
-                         for vault_id, view in zip(fingerprint.decoys, fingerprint.decoy_views,
-                                                   strict=True)},
-        )  # fmt: skip
+            decoy_marks={
+                vault_id: sorted(row_marks(marks, view.resident_id, view.fields))
+                for vault_id, view in zip(fingerprint.decoys, fingerprint.decoy_views, strict=True)
+            },
+        )
         with gate.runtime.transaction() as session:
             start_export(session, start)
 
@@ -185,17 +212,19 @@ def open_export(
         for batch in batches:
             for view in batch:
                 if columns is None:  # the export's keyed column order
-                    columns = column_order(key, list(view.treatments)) if key else [
-                        *view.treatments]  # fmt: skip
+                    columns = (
+                        column_order(key, list(view.treatments)) if key else [*view.treatments]
+                    )
                     if format == "csv":
                         yield csv_header(csv_row(["resident_id", *columns]))
                 if format == "ndjson":
                     record = {
                         "resident_id": view.resident_id,
                         "fields": {n: view.fields[n] for n in columns if n in view.fields},
-                        "treatments": {n: view.treatments[n] for n in columns
-                                       if n in view.treatments},
-                    }  # fmt: skip
+                        "treatments": {
+                            n: view.treatments[n] for n in columns if n in view.treatments
+                        },
+                    }
                     yield ndjson_line(record, key)
                     continue
                 # Neutralised before csv_line keys its quoting, so the bit is keyed on the

@@ -114,9 +114,13 @@ def read_leak(data: bytes) -> Leak:
         # Formatting bits are keyed on the cells as written; decoy marks on the values, so
         # the `'` a formula-like cell was written with (or lost in a spreadsheet) is undone.
         texts = [v for v in (recover_cell(t) for t, _ in cells) if v]
-        rows.append(LeakedRow(ids[0] if ids else None,
-                              {("csv", t): q for t, q in csv_observations(cells).items()},
-                              texts))  # fmt: skip
+        rows.append(
+            LeakedRow(
+                ids[0] if ids else None,
+                {("csv", t): q for t, q in csv_observations(cells).items()},
+                texts,
+            )
+        )
     if not rows or all(len(r.texts) < 2 for r in rows):
         raise LeakUnreadable(
             "文件不是 NDJSON 或 CSV 导出", "the file is not an NDJSON or CSV export"
@@ -221,8 +225,11 @@ def _columns(key: ExportKey, orders: set[tuple[str, ...]]) -> float:
     for order in orders:
         any_order = -math.lgamma(len(order) + 1)
         # Kept: this order, but for a slip spread over all the others.
-        kept = math.log(1 - _EPS_FORMAT) if list(order) == column_order(key, order) else (
-            math.log(_EPS_FORMAT) + any_order)  # fmt: skip
+        kept = (
+            math.log(1 - _EPS_FORMAT)
+            if list(order) == column_order(key, order)
+            else (math.log(_EPS_FORMAT) + any_order)
+        )
         found += _mixture(kept, any_order)
     return found
 
@@ -263,9 +270,10 @@ def score_exports(
             "key_order": _format(key, observations, keys_order=True),
             "order": _order(key, ids),
             "columns": _columns(key, leak.columns),
-            "decoys": sum(math.log(1 - _EPS_DECOY) if d in included else math.log(_EPS_DECOY)
-                          for d in decoys),
-        }  # fmt: skip
+            "decoys": sum(
+                math.log(1 - _EPS_DECOY) if d in included else math.log(_EPS_DECOY) for d in decoys
+            ),
+        }
         scored.append(Scored(record, sum(evidence.values()), evidence=evidence))
     if scored:
         top = max(s.score for s in scored)
@@ -284,12 +292,19 @@ def summary(scored: Sequence[Scored], leak: Leak, decoys: int | None = None) -> 
     def about(s: Scored) -> dict[str, Any]:
         r = s.record
         return {
-            "export_id": r.id, "request_id": r.request_id, "decision_id": r.decision_id,
-            "organisation": r.organisation, "client": r.client, "user": r.user,
-            "purpose": r.purpose, "created_at": r.created_at.isoformat(), "format": r.format,
-            "filters": r.filters, "posterior": s.posterior,
+            "export_id": r.id,
+            "request_id": r.request_id,
+            "decision_id": r.decision_id,
+            "organisation": r.organisation,
+            "client": r.client,
+            "user": r.user,
+            "purpose": r.purpose,
+            "created_at": r.created_at.isoformat(),
+            "format": r.format,
+            "filters": r.filters,
+            "posterior": s.posterior,
             "evidence": {k: round(v, 2) for k, v in s.evidence.items()},
-        }  # fmt: skip
+        }
 
     gap = best.score - runner.score if runner else math.inf
     return {

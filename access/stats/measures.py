@@ -95,8 +95,17 @@ def _subsidy(_spec: FieldSpec | None, value: Any, _today: date) -> tuple[str, in
 
 
 AGE_BANDS: Final = (
-    "0-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70-79", "80-89", "90+",
-)  # fmt: skip
+    "0-9",
+    "10-19",
+    "20-29",
+    "30-39",
+    "40-49",
+    "50-59",
+    "60-69",
+    "70-79",
+    "80-89",
+    "90+",
+)
 UNKNOWN_BAND: Final = "unknown"
 
 
@@ -113,27 +122,52 @@ MEASURES: Final[dict[str, Measure]] = {
     for m in (
         Measure("residents", "常住居民人数", "Residents", None, Unit.RESIDENTS, _everyone),
         Measure(
-            "elderly-living-alone", "独居老人人数", "Elderly people living alone",
-            "elderly_living_alone", Unit.RESIDENTS, _true, attribute=True,
+            "elderly-living-alone",
+            "独居老人人数",
+            "Elderly people living alone",
+            "elderly_living_alone",
+            Unit.RESIDENTS,
+            _true,
+            attribute=True,
         ),
         Measure(
-            "low-income-households", "低保户数", "Households receiving dibao",
-            "low_income_status", Unit.HOUSEHOLDS, _dibao, attribute=True,
+            "low-income-households",
+            "低保户数",
+            "Households receiving dibao",
+            "low_income_status",
+            Unit.HOUSEHOLDS,
+            _dibao,
+            attribute=True,
         ),
         Measure(
-            "disability", "残疾人数", "Residents with a disability", "disability",
-            Unit.RESIDENTS, _disabled, attribute=True,
+            "disability",
+            "残疾人数",
+            "Residents with a disability",
+            "disability",
+            Unit.RESIDENTS,
+            _disabled,
+            attribute=True,
         ),
         Measure(
-            "subsidy-amount", "每月补贴总额（元）", "Monthly subsidies, total (CNY)",
-            "subsidy_amount", Unit.YUAN, _subsidy, bound=3000,
+            "subsidy-amount",
+            "每月补贴总额（元）",
+            "Monthly subsidies, total (CNY)",
+            "subsidy_amount",
+            Unit.YUAN,
+            _subsidy,
+            bound=3000,
         ),
         Measure(
-            "age-bands", "各年龄段人数", "Residents by age band", "birth_date",
-            Unit.RESIDENTS, _age_band, categories=(*AGE_BANDS, UNKNOWN_BAND, TOTAL),
+            "age-bands",
+            "各年龄段人数",
+            "Residents by age band",
+            "birth_date",
+            Unit.RESIDENTS,
+            _age_band,
+            categories=(*AGE_BANDS, UNKNOWN_BAND, TOTAL),
         ),
     )
-}  # fmt: skip
+}
 
 
 def measure(name: str) -> Measure | None:

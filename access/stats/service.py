@@ -65,11 +65,14 @@ class BudgetExhausted(GateError):
     slug = "budget-exhausted"
 
     def __init__(self, budget: Budget, decision: Decision | None, access: Access) -> None:
-        message = Message("error.stats.budget-exhausted", {
-            # ISO 8601 in China time, with its offset, in both languages
-            "remaining": budget.remaining,
-            "renews_at": budget.renews_at.astimezone(CHINA).isoformat(timespec="seconds"),
-        })  # fmt: skip
+        message = Message(
+            "error.stats.budget-exhausted",
+            {
+                # ISO 8601 in China time, with its offset, in both languages
+                "remaining": budget.remaining,
+                "renews_at": budget.renews_at.astimezone(CHINA).isoformat(timespec="seconds"),
+            },
+        )
         wait = (budget.renews_at - utcnow()).total_seconds()
         super().__init__(message, decision, decision_id=access.decision_id, retry_after=wait)
         self.budget = budget
@@ -209,9 +212,10 @@ class StatsService:
             )
         if measure.field is not None and str(decision.treatment(measure.field)) == "denied":
             raise PolicyDenied(
-                Message("error.stats.field-denied", {"field": measure.field}), decision,
+                Message("error.stats.field-denied", {"field": measure.field}),
+                decision,
                 decision_id=access.decision_id,
-            )  # fmt: skip
+            )
         return decision, measure, mechanism, spend
 
     def query(
@@ -230,9 +234,14 @@ class StatsService:
             if mechanism is None:
                 return self._suppressed(access, decision, measure, by, today)
             return self._noisy(
-                access, decision=decision, measure=measure, by=by, mechanism=mechanism,
-                spend=spend, today=today,
-            )  # fmt: skip
+                access,
+                decision=decision,
+                measure=measure,
+                by=by,
+                mechanism=mechanism,
+                spend=spend,
+                today=today,
+            )
 
     def _scope(self, access: Access, decision: Decision) -> tuple[list[str], Scoped]:
         if not by_area(decision.rows):
@@ -297,14 +306,27 @@ class StatsService:
         with self.gate.runtime.transaction() as session:
             budget = self.budget(access, session)
             self._record(
-                session, access, decision=decision, measure=measure, by=by, cells=cells,
-                totals=totals, suppressed=suppressed,
+                session,
+                access,
+                decision=decision,
+                measure=measure,
+                by=by,
+                cells=cells,
+                totals=totals,
+                suppressed=suppressed,
                 details={"threshold": k, "epsilon": 0.0, "period": budget.period},
-            )  # fmt: skip
+            )
         return StatsResult(
-            measure, by, tuple(measure.categories), cells, totals, decision, disclosure, budget,
+            measure,
+            by,
+            tuple(measure.categories),
+            cells,
+            totals,
+            decision,
+            disclosure,
+            budget,
             suppressed,
-        )  # fmt: skip
+        )
 
     def _noisy(
         self,
@@ -339,13 +361,24 @@ class StatsService:
             table = Table(above, measure.categories, leaf).rolled_up()
             cells, totals = _publish(above, table, by, set())
             self._record(
-                session, access, decision=decision, measure=measure, by=by, cells=cells,
-                totals=totals, suppressed=0,
-                details={"epsilon": noisy.epsilon, "delta": noisy.delta,
-                         "mechanism": str(mechanism), "period": budget.period},
-            )  # fmt: skip
-            budget = Budget(budget.period, budget.total, budget.spent + noisy.epsilon,
-                            budget.renews_at)  # fmt: skip
+                session,
+                access,
+                decision=decision,
+                measure=measure,
+                by=by,
+                cells=cells,
+                totals=totals,
+                suppressed=0,
+                details={
+                    "epsilon": noisy.epsilon,
+                    "delta": noisy.delta,
+                    "mechanism": str(mechanism),
+                    "period": budget.period,
+                },
+            )
+            budget = Budget(
+                budget.period, budget.total, budget.spent + noisy.epsilon, budget.renews_at
+            )
         disclosure = {
             "method": "differential-privacy",
             "mechanism": str(mechanism),
@@ -376,16 +409,35 @@ class StatsService:
         subject = access.subject
         fields = {measure.field: str(decision.treatment(measure.field))} if measure.field else {}
         published = sum(len(p.values) for p in (*cells, *totals))
-        self.gate.runtime.audit.record(session, [EntryDraft(
-            action=ACTION, outcome="allowed", channel=access.channel, kind="access",
-            subject_type=subject.type, organisation=subject.organisation,
-            client=subject.client, user=subject.user, purpose=access.purpose,
-            legal_basis=decision.rows.legal_basis, fields=fields,
-            decision_id=access.decision_id, evaluation_id=decision.evaluation_id,
-            policy_revision=decision.revision, request_id=access.request_id,
-            details={"measure": measure.name, "by": by, "cells": published,
-                     "suppressed": suppressed, **details},
-        )])  # fmt: skip
+        self.gate.runtime.audit.record(
+            session,
+            [
+                EntryDraft(
+                    action=ACTION,
+                    outcome="allowed",
+                    channel=access.channel,
+                    kind="access",
+                    subject_type=subject.type,
+                    organisation=subject.organisation,
+                    client=subject.client,
+                    user=subject.user,
+                    purpose=access.purpose,
+                    legal_basis=decision.rows.legal_basis,
+                    fields=fields,
+                    decision_id=access.decision_id,
+                    evaluation_id=decision.evaluation_id,
+                    policy_revision=decision.revision,
+                    request_id=access.request_id,
+                    details={
+                        "measure": measure.name,
+                        "by": by,
+                        "cells": published,
+                        "suppressed": suppressed,
+                        **details,
+                    },
+                )
+            ],
+        )
 
 
 def _publish(

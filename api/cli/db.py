@@ -293,8 +293,13 @@ def db_upgrade(
                 + (_database_error(exc) if isinstance(exc, SQLAlchemyError) else str(exc))
                 + say("cli.db.upgrade.see-current")
             )
-    log.info("schema.upgraded", revision_from=plan.current, revision_to=plan.target,
-             migrations=len(plan.steps), phase=phase.value)  # fmt: skip
+    log.info(
+        "schema.upgraded",
+        revision_from=plan.current,
+        revision_to=plan.target,
+        migrations=len(plan.steps),
+        phase=phase.value,
+    )
     applied = _listed(plan.steps)
     at_head = plan.target == plan.head
     out.print(

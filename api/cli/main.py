@@ -243,12 +243,15 @@ def serve(
     # Uvicorn re-raises SIGTERM once it has stopped gracefully; a clean stop exits 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
-        application, host=host, port=port, log_level="warning",
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
         # SIGTERM: stop accepting, let in-flight requests and their audit entries finish
         # (up to the grace), then the lifespan signs a checkpoint that covers them.
         timeout_graceful_shutdown=math.ceil(_settings().shutdown_grace_seconds),
         **transport.uvicorn_kwargs,
-    )  # fmt: skip
+    )
 
 
 def _exit_cleanly(_signal: int, _frame: object) -> None:
@@ -266,10 +269,17 @@ def _access(
     action: str, actor: str, resident_id: str, purpose: str, fields: dict[str, str], **extra: Any
 ) -> EntryDraft:
     return EntryDraft(
-        action=action, outcome="allowed", channel="cli", kind="access", user=actor,
-        subject_type="operator", resident_id=resident_id, purpose=purpose, fields=fields,
+        action=action,
+        outcome="allowed",
+        channel="cli",
+        kind="access",
+        user=actor,
+        subject_type="operator",
+        resident_id=resident_id,
+        purpose=purpose,
+        fields=fields,
         **extra,
-    )  # fmt: skip
+    )
 
 
 # -- data commands -----------------------------------------------------------------------
@@ -288,9 +298,13 @@ def import_command(
     with _runtime() as rt, _progress() as bar, rt.transaction() as session:
         task = bar.add_task(say("cli.import.progress"), total=None)
         report = import_csv(
-            session, rt.vault.store, file, provenance, dry_run=dry_run,
+            session,
+            rt.vault.store,
+            file,
+            provenance,
+            dry_run=dry_run,
             progress=lambda n: bar.advance(task, n),
-        )  # fmt: skip
+        )
         if report.ok and not dry_run:
             rt.audit.record(
                 session,
@@ -343,10 +357,18 @@ def export(
         # PIPL Art. 45: the resident's own copy. Recorded before anything is written out.
         rt.audit.record(
             session,
-            [_access("export", operator_name(actor), resident_id, "portability",
-                     dict.fromkeys(record, "clear"), on_behalf_of=resident_id,
-                     legal_basis="self")],
-        )  # fmt: skip
+            [
+                _access(
+                    "export",
+                    operator_name(actor),
+                    resident_id,
+                    "portability",
+                    dict.fromkeys(record, "clear"),
+                    on_behalf_of=resident_id,
+                    legal_basis="self",
+                )
+            ],
+        )
     document: dict[str, Any] = {
         "resident_id": resident_id,
         "exported_at": datetime.now(UTC).isoformat(),
@@ -444,12 +466,18 @@ def quality(actor: Annotated[str | None, typer.Option()] = None) -> None:
         rt.audit.record(
             session,
             [
-                _access("quality-check", who, issue.resident_id, "data-quality",
-                        {issue.field: "checked"}, reason=issue.code)
+                _access(
+                    "quality-check",
+                    who,
+                    issue.resident_id,
+                    "data-quality",
+                    {issue.field: "checked"},
+                    reason=issue.code,
+                )
                 for issue in issues
             ]
             + [_event("quality.checked", who, {"findings": len(issues)}, purpose="data-quality")],
-        )  # fmt: skip
+        )
     if not issues:
         out.print(say("cli.quality.none-found"))
         return
@@ -482,10 +510,13 @@ def fields() -> None:
     catalogue = default_catalogue()
     for spec in catalogue:
         table.add_row(
-            spec.name, spec.label.text(lang), catalogue.categories[spec.category].text(lang),
-            say("cli.fields.yes") if spec.sensitive else "", spec.grade,
+            spec.name,
+            spec.label.text(lang),
+            catalogue.categories[spec.category].text(lang),
+            say("cli.fields.yes") if spec.sensitive else "",
+            spec.grade,
             say("cli.fields.yes") if spec.searchable else "",
-        )  # fmt: skip
+        )
     out.print(table)
 
 
@@ -509,11 +540,18 @@ def keys_rotate(
         vault = rt.vault
         task = bar.add_task(say("cli.keys.rotate.progress-rewrap"), total=None)
         report = rotate_kek(
-            vault.sessions, vault.store, batch_size=batch_size,
+            vault.sessions,
+            vault.store,
+            batch_size=batch_size,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )  # fmt: skip
-        events = [_event("keys.kek_rotated", who, {"kek": report.target,
-                         "rewrapped": report.processed, "resumed": report.resumed})]  # fmt: skip
+        )
+        events = [
+            _event(
+                "keys.kek_rotated",
+                who,
+                {"kek": report.target, "rewrapped": report.processed, "resumed": report.resumed},
+            )
+        ]
         out.print(
             say("cli.keys.rotate.kek-done", target=report.target, processed=report.processed)
             + (say("cli.keys.rotate.resumed") if report.resumed else "")
@@ -521,9 +559,11 @@ def keys_rotate(
         if data_keys:
             task = bar.add_task(say("cli.keys.rotate.progress-reseal"), total=None)
             dk = rotate_data_keys(
-                vault.sessions, vault.store, batch_size=max(1, batch_size // 2),
+                vault.sessions,
+                vault.store,
+                batch_size=max(1, batch_size // 2),
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )  # fmt: skip
+            )
             events.append(_event("keys.data_keys_rotated", who, {"residents": dk.processed}))
             out.print(say("cli.keys.rotate.data-keys-done", processed=dk.processed))
         if destroy_retired:
@@ -627,7 +667,7 @@ def audit_verify(
             raise CliError(
                 say("cli.audit.verify.archive-only-args"),
                 code=2,
-            )  # fmt: skip
+            )
         for report in [verify_archive_file(path, key) for path in archives]:
             out.print(_archive_line(report))
         return
@@ -635,9 +675,10 @@ def audit_verify(
         verifier = key or rt.audit.verifier_key
         reports = [verify_archive_file(path, verifier) for path in archives]
         result = verify_log(
-            session, verifier,
+            session,
+            verifier,
             external_checkpoint=against.read_text(encoding="utf-8") if against else None,
-        )  # fmt: skip
+        )
         verify_archives_against_log(session, reports)
     out.print(
         say("cli.audit.verify.intact", entries=result.entries, checkpoints=result.checkpoints)
@@ -665,9 +706,10 @@ def partitions_list() -> None:
     with _runtime() as rt, rt.vault.engine.connect() as connection:
         partitions = list_partitions(connection)
         archived = connection.execute(
-            select(AuditArchive.partition, AuditArchive.entries, AuditArchive.archived_at)
-            .order_by(AuditArchive.from_at)
-        ).all()  # fmt: skip
+            select(AuditArchive.partition, AuditArchive.entries, AuditArchive.archived_at).order_by(
+                AuditArchive.from_at
+            )
+        ).all()
     # Plain columns, one partition a line: read by people and by scripts (no truncation).
     headings = (
         say("cli.audit.partitions.list.column.partition"),
@@ -681,11 +723,15 @@ def partitions_list() -> None:
     for p in partitions:
         out.print(
             "\t".join(
-                (p.name, p.lower.isoformat() if p.lower else default,
-                 p.upper.isoformat() if p.upper else "-", str(p.rows_estimate),
-                 f"{p.total_bytes / 2**20:.1f} MiB")
+                (
+                    p.name,
+                    p.lower.isoformat() if p.lower else default,
+                    p.upper.isoformat() if p.upper else "-",
+                    str(p.rows_estimate),
+                    f"{p.total_bytes / 2**20:.1f} MiB",
+                )
             )
-        )  # fmt: skip
+        )
     for name, entries, archived_at in archived:
         out.print(
             say(
@@ -724,9 +770,14 @@ def partitions_detach(
 
     with _runtime() as rt:
         done = detach_before(
-            rt.vault.sessions, rt.audit, before, archive_dir, actor=operator_name(None),
-            drop=drop, progress=progress,
-        )  # fmt: skip
+            rt.vault.sessions,
+            rt.audit,
+            before,
+            archive_dir,
+            actor=operator_name(None),
+            drop=drop,
+            progress=progress,
+        )
     if not done:
         out.print(say("cli.audit.partitions.detach.none", before=before))
     for item in done:

@@ -101,9 +101,10 @@ def explain_command(
     with EmbeddedEngine(bundle) as engine:
         decision = engine.evaluate(decision_input(subject, purpose=purpose, action=action))
     explainer = Explainer(
-        data, catalogue_fields(catalogue),
+        data,
+        catalogue_fields(catalogue),
         {k: {"zh": v.zh, "en": v.en} for k, v in catalogue.categories.items()},
-    )  # fmt: skip
+    )
     explained = explainer.explain(
         decision, purpose=purpose, action=action, lang=lang, fields=field or None
     )

@@ -275,12 +275,14 @@ def create_app(
     gate = Gate(runtime, policy)
     metrics = (
         Metrics(
-            runtime, policy, purposes=load_bundle().data.get("purposes", {}),
+            runtime,
+            policy,
+            purposes=load_bundle().data.get("purposes", {}),
             expected_revision=getattr(innermost(policy), "expected_revision", None),
         )
         if settings.metrics_enabled
         else None
-    )  # fmt: skip
+    )
     gate.observer = metrics
     note_revision = revision_recorder(runtime)
     try:
@@ -293,9 +295,14 @@ def create_app(
     detector = detector_for(runtime)
 
     lifespan = _lifespan(
-        runtime, policy, detector=detector, metrics=metrics, note_revision=note_revision,
-        tracing=tracing, background=background,
-    )  # fmt: skip
+        runtime,
+        policy,
+        detector=detector,
+        metrics=metrics,
+        note_revision=note_revision,
+        tracing=tracing,
+        background=background,
+    )
 
     app = FastAPI(title="Resident data vault / 居民数据保险库", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
@@ -313,10 +320,14 @@ def create_app(
     install_oauth(app, runtime)
     # The API's routers, in one list: each is included and its scopes documented.
     routers = [
-        audit_router, residents_router, me_router, consent_router, decisions_router,
+        audit_router,
+        residents_router,
+        me_router,
+        consent_router,
+        decisions_router,
         breakglass_router,
         stats_router,
-    ]  # fmt: skip
+    ]
     for router in routers:
         app.include_router(router)
     install_pages(app)  # /portal/, /desk/, /console/ and their static files

@@ -193,38 +193,50 @@ class Metrics:
         self.registry = CollectorRegistry()
         registry = self.registry
         self.requests = Counter(
-            "vault_http_requests", "HTTP requests by method, route template and status",
-            ["method", "route", "status"], registry=registry,
-        )  # fmt: skip
+            "vault_http_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=registry,
+        )
         self.latency = Histogram(
             "vault_http_request_duration_seconds",
             "Time to the last byte of the response, by method and route template",
-            ["method", "route"], buckets=_LATENCY_BUCKETS, registry=registry,
-        )  # fmt: skip
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.decisions = Counter(
-            "vault_policy_decisions", "Access decisions the gate made, by outcome and purpose",
-            ["outcome", "purpose"], registry=registry,
-        )  # fmt: skip
+            "vault_policy_decisions",
+            "Access decisions the gate made, by outcome and purpose",
+            ["outcome", "purpose"],
+            registry=registry,
+        )
         self.denials = Counter(
-            "vault_policy_denials", "Denied decisions by the policy's reason code",
-            ["reason"], registry=registry,
-        )  # fmt: skip
+            "vault_policy_denials",
+            "Denied decisions by the policy's reason code",
+            ["reason"],
+            registry=registry,
+        )
         self.refusals = Counter(
             "vault_access_refusals",
             "Refused accesses the gate recorded, by problem (policy-denied, consent-required, "
             "not-found, rate-limited, ...)",
-            ["problem"], registry=registry,
-        )  # fmt: skip
+            ["problem"],
+            registry=registry,
+        )
         self.rate_limited = Counter(
-            "vault_rate_limit_rejections", "Requests refused by a rate limit or privacy budget",
-            ["problem"], registry=registry,
-        )  # fmt: skip
+            "vault_rate_limit_rejections",
+            "Requests refused by a rate limit or privacy budget",
+            ["problem"],
+            registry=registry,
+        )
         self.policy_unavailable = Counter(
             "vault_policy_unavailable",
             "Requests refused because no trusted decision could be made (OPA down, "
             "unexpected bundle revision, engine fault)",
-            ["cause"], registry=registry,
-        )  # fmt: skip
+            ["cause"],
+            registry=registry,
+        )
         self.database_timeouts = Counter(
             "vault_database_timeouts",
             "Requests refused (503 database-timeout) for a statement or lock timeout or no "
@@ -232,13 +244,17 @@ class Metrics:
             registry=registry,
         )
         self.alerts = Counter(
-            "vault_alerts_raised", "Insider-abuse alerts raised, by kind",
-            ["kind"], registry=registry,
-        )  # fmt: skip
+            "vault_alerts_raised",
+            "Insider-abuse alerts raised, by kind",
+            ["kind"],
+            registry=registry,
+        )
         self.readiness_failures = Counter(
-            "vault_readiness_failures", "Readiness checks that failed, by check",
-            ["check"], registry=registry,
-        )  # fmt: skip
+            "vault_readiness_failures",
+            "Readiness checks that failed, by check",
+            ["check"],
+            registry=registry,
+        )
         registry.register(_StateCollector(self))
 
     # -- the gate's observer ---------------------------------------------------------------
@@ -702,9 +718,14 @@ class Telemetry:
 
     @staticmethod
     def _finish(
-        span: trace.Span, scope: Scope, *, method: str, route: str, status: int,
+        span: trace.Span,
+        scope: Scope,
+        *,
+        method: str,
+        route: str,
+        status: int,
         seen: dict[str, str],
-    ) -> None:  # fmt: skip
+    ) -> None:
         span.update_name(f"{method} {route}")
         span.set_attribute("http.route", route)
         span.set_attribute("http.response.status_code", status)

@@ -39,15 +39,20 @@ def install_openapi(app: FastAPI, routers: Sequence[APIRouter], purposes: dict[s
             description="居民数据保险库 API / Resident data vault API. Contract: docs/api.md.",
         )
         scopes = {s.value: f"{s.zh} / {s.en}" for s in Scope}
-        schema.setdefault("components", {})["securitySchemes"] = {"oauth2": {
-            "type": "oauth2",
-            "flows": {
-                "clientCredentials": {"tokenUrl": "/oauth/token", "scopes": scopes},
-                "authorizationCode": {"authorizationUrl": "/oauth/authorize",
-                                      "tokenUrl": "/oauth/token",
-                                      "refreshUrl": "/oauth/token", "scopes": scopes},
-            },
-        }}  # fmt: skip
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "oauth2": {
+                "type": "oauth2",
+                "flows": {
+                    "clientCredentials": {"tokenUrl": "/oauth/token", "scopes": scopes},
+                    "authorizationCode": {
+                        "authorizationUrl": "/oauth/authorize",
+                        "tokenUrl": "/oauth/token",
+                        "refreshUrl": "/oauth/token",
+                        "scopes": scopes,
+                    },
+                },
+            }
+        }
         codes = sorted(purposes)
         for route in (r for router in routers for r in router.routes):
             if not isinstance(route, APIRoute):
@@ -62,12 +67,16 @@ def install_openapi(app: FastAPI, routers: Sequence[APIRouter], purposes: dict[s
                 operation["security"] = [{"oauth2": required}]
                 if PURPOSE_SCOPES & set(required):
                     operation["x-purposes"] = codes
-                    operation.setdefault("parameters", []).append({
-                        "name": "Purpose", "in": "header", "required": False,
-                        "description": "用途代码（或 purpose 查询参数）/ purpose code "
-                                       "(or the purpose query parameter); one of x-purposes",
-                        "schema": {"type": "string", "enum": codes},
-                    })  # fmt: skip
+                    operation.setdefault("parameters", []).append(
+                        {
+                            "name": "Purpose",
+                            "in": "header",
+                            "required": False,
+                            "description": "用途代码（或 purpose 查询参数）/ purpose code "
+                            "(or the purpose query parameter); one of x-purposes",
+                            "schema": {"type": "string", "enum": codes},
+                        }
+                    )
         app.openapi_schema = schema
         return schema
 

@@ -23,9 +23,10 @@ class HttpSettings(LayerSettings):
         default=None, description="CA of departmental client certificates (mutual TLS)"
     )
     tls_client_auth: str = Field(
-        default="none", pattern=r"^(none|optional|required)$",
+        default="none",
+        pattern=r"^(none|optional|required)$",
         description="client certificates: none, optional or required (needs the client CA)",
-    )  # fmt: skip
+    )
     forwarded_allow_ips: str | None = Field(
         default=None, description="reverse proxies trusted for X-Forwarded-* (comma-separated)"
     )

@@ -657,16 +657,27 @@ def _demo_people(session: Session) -> list[dict[str, Any]]:
         organisation = _committee_of(session, area["community"]) if area else None
         if area and organisation:
             people.append(
-                {"username": username, "role": "grid_worker", "organisation": organisation,
-                 "jurisdiction": area, "purposes": list(WORKER_PURPOSES), "badge": badge}
-            )  # fmt: skip
+                {
+                    "username": username,
+                    "role": "grid_worker",
+                    "organisation": organisation,
+                    "jurisdiction": area,
+                    "purposes": list(WORKER_PURPOSES),
+                    "badge": badge,
+                }
+            )
     organisation = _committee_of(session, "cm_xingfu")
     if organisation:
         people.append(
-            {"username": "community.xf", "role": "community_worker", "organisation": organisation,
-             "jurisdiction": _community_area(session, "cm_xingfu"),
-             "purposes": list(WORKER_PURPOSES), "badge": "SQ-XF-001"}
-        )  # fmt: skip
+            {
+                "username": "community.xf",
+                "role": "community_worker",
+                "organisation": organisation,
+                "jurisdiction": _community_area(session, "cm_xingfu"),
+                "purposes": list(WORKER_PURPOSES),
+                "badge": "SQ-XF-001",
+            }
+        )
     people.append({"username": "auditor", "role": "auditor"})
     wards: set[str] = set()
     guardian = _guardian(session)
@@ -674,9 +685,13 @@ def _demo_people(session: Session) -> list[dict[str, Any]]:
         guardian_id, children = guardian
         wards = set(children)
         people.append(
-            {"username": "resident.guardian", "role": "resident", "resident_id": guardian_id,
-             "children": children}
-        )  # fmt: skip
+            {
+                "username": "resident.guardian",
+                "role": "resident",
+                "resident_id": guardian_id,
+                "children": children,
+            }
+        )
     # Two more residents, from different communities where there are residents in both.
     taken = {p.get("resident_id") for p in people} | wards
     groups = [[r for r in g if r not in taken] for g in _residents_by_community(session).values()]
@@ -710,25 +725,45 @@ def create_demo_accounts(session: Session, runtime: Runtime) -> dict[str, Any]:
             session, audit, organisation.id, "confidential", scopes, plan[1], actor=DEMO_ACTOR
         )
         clients.append(
-            {"client_id": client_id, "client_secret": secret, "organisation": organisation.id,
-             "organisation_type": organisation.type, "scopes": scopes,
-             "purposes": list(plan[1])}
-        )  # fmt: skip
+            {
+                "client_id": client_id,
+                "client_secret": secret,
+                "organisation": organisation.id,
+                "organisation_type": organisation.type,
+                "scopes": scopes,
+                "purposes": list(plan[1]),
+            }
+        )
     redirect_uris = [f"{origin}{path}" for path in WEB_REDIRECT_PATHS for origin in WEB_ORIGINS]
     web_scopes = [s.value for s in Scope if s in PEOPLE_SCOPES]
     web_id, _ = register_client(
-        session, audit, None, "public", web_scopes, (), redirect_uris, first_party=True,
-        name="居民数据保险库网页 / Resident vault pages", actor=DEMO_ACTOR,
-    )  # fmt: skip
+        session,
+        audit,
+        None,
+        "public",
+        web_scopes,
+        (),
+        redirect_uris,
+        first_party=True,
+        name="居民数据保险库网页 / Resident vault pages",
+        actor=DEMO_ACTOR,
+    )
     users: list[dict[str, Any]] = []
     for person in _demo_people(session):
         password = _password()
         create_user(
-            session, audit, username=person["username"], password=password, role=person["role"],
-            organisation_id=person.get("organisation"), resident_id=person.get("resident_id"),
-            badge_number=person.get("badge"), jurisdiction=person.get("jurisdiction"),
-            purposes=person.get("purposes", ()), actor=DEMO_ACTOR,
-        )  # fmt: skip
+            session,
+            audit,
+            username=person["username"],
+            password=password,
+            role=person["role"],
+            organisation_id=person.get("organisation"),
+            resident_id=person.get("resident_id"),
+            badge_number=person.get("badge"),
+            jurisdiction=person.get("jurisdiction"),
+            purposes=person.get("purposes", ()),
+            actor=DEMO_ACTOR,
+        )
         entry = {"username": person["username"], "password": password, "role": person["role"]}
         for key in ("organisation", "resident_id", "children", "jurisdiction", "purposes"):
             if person.get(key):

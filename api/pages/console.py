@@ -80,12 +80,17 @@ async def search(request: Request) -> Response:
         catalogue = _runtime(request).vault.store.catalogue
         form = {k: request.query_params.get(k, "") for k in (*FILTERS, "since", "until")}
         return _page(
-            request, session, "console/search.html", items=page["items"], form=form,
-            next_cursor=page.get("next_cursor"), fields=list(catalogue.names),
+            request,
+            session,
+            "console/search.html",
+            items=page["items"],
+            form=form,
+            next_cursor=page.get("next_cursor"),
+            fields=list(catalogue.names),
             export_query=urlencode(
                 [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
             ),
-        )  # fmt: skip
+        )
 
     return await view(request, AREA, body)
 
@@ -94,9 +99,10 @@ async def search(request: Request) -> Response:
 async def export(request: Request) -> Response:
     async def body(session: PageSession, api: Api) -> Response:
         response = await api.raw(
-            "GET", "/v1/audit/entries", params={**_filters(request), "format": "csv",
-                                                "limit": 1000},
-        )  # fmt: skip
+            "GET",
+            "/v1/audit/entries",
+            params={**_filters(request), "format": "csv", "limit": 1000},
+        )
         if response.status_code != 200:
             raise ApiRefused(response.status_code, response.json())
         headers = {**SECURITY_HEADERS, "Content-Disposition": 'attachment; filename="audit.csv"'}
@@ -123,14 +129,16 @@ async def charts(request: Request) -> Response:
         )
         org_label = {"-": message("console.no_org", lang)}
         made = [
-            bar_chart("per-org", message("console.per_org", lang), [
-                (org_label.get(o) or names.organisation(o), n) for o, n in by_org.most_common()
-            ]),
+            bar_chart(
+                "per-org",
+                message("console.per_org", lang),
+                [(org_label.get(o) or names.organisation(o), n) for o, n in by_org.most_common()],
+            ),
             bar_chart("per-day", message("console.per_day", lang), sorted(by_day.items())[-31:]),
             bar_chart(
                 "denied-day", message("console.denied_day", lang), sorted(denied_days.items())[-31:]
             ),
-        ]  # fmt: skip
+        ]
         return _page(request, session, "console/charts.html", charts=made)
 
     return await view(request, AREA, body)
@@ -150,9 +158,13 @@ async def anomalies(request: Request) -> Response:
         alerts = (await api.get("/v1/audit/alerts", params={"status": "all"}))["items"][:100]
         grants = (await api.get("/v1/audit/break-glass"))["items"][:100]
         return _page(
-            request, session, "console/anomalies.html", reports=reports, alerts=alerts,
+            request,
+            session,
+            "console/anomalies.html",
+            reports=reports,
+            alerts=alerts,
             grants=grants,
-        )  # fmt: skip
+        )
 
     return await view(request, AREA, body)
 
@@ -184,8 +196,9 @@ async def heads(request: Request) -> Response:
                 else:
                     proof = await api.get(
                         "/v1/audit/proofs/consistency",
-                        params={"first": previous[0], "second": head.size}, auth=False,
-                    )  # fmt: skip
+                        params={"first": previous[0], "second": head.size},
+                        auth=False,
+                    )
                     hashes = [base64.b64decode(h) for h in proof["hashes"]]
                     row["consistent"] = verify_consistency(
                         previous[0], head.size, previous[1], head.root, hashes

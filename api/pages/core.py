@@ -70,16 +70,21 @@ AREA_SCOPES: dict[str, str] = {
 }
 NAV: dict[str, list[tuple[str, str]]] = {
     "portal": [
-        ("/portal/", "portal.record"), ("/portal/accesses", "portal.accesses"),
-        ("/portal/consents", "portal.consents"), ("/portal/children", "portal.children"),
-        ("/portal/download", "portal.download"), ("/portal/correction", "portal.correction"),
+        ("/portal/", "portal.record"),
+        ("/portal/accesses", "portal.accesses"),
+        ("/portal/consents", "portal.consents"),
+        ("/portal/children", "portal.children"),
+        ("/portal/download", "portal.download"),
+        ("/portal/correction", "portal.correction"),
     ],
     "desk": [("/desk/", "desk.find"), ("/desk/corrections", "desk.corrections")],
     "console": [
-        ("/console/", "console.search"), ("/console/charts", "console.charts"),
-        ("/console/anomalies", "console.anomalies"), ("/console/heads", "console.heads"),
+        ("/console/", "console.search"),
+        ("/console/charts", "console.charts"),
+        ("/console/anomalies", "console.anomalies"),
+        ("/console/heads", "console.heads"),
     ],
-}  # fmt: skip
+}
 CSRF_FIELD = "csrf_token"
 SESSION_SECONDS = 8 * 3600
 LOGIN_SECONDS = 600
@@ -292,9 +297,14 @@ def remember_preferences(request: Request, response: Response) -> None:
         value = request.query_params.get(query)
         if value in {*LANGS, "large", "normal"}:
             response.set_cookie(
-                cookie, value, max_age=365 * 86400, path="/", secure=True, httponly=True,
+                cookie,
+                value,
+                max_age=365 * 86400,
+                path="/",
+                secure=True,
+                httponly=True,
                 samesite="lax",
-            )  # fmt: skip
+            )
 
 
 def error_page(
@@ -551,12 +561,18 @@ async def begin_login(request: Request, area: str) -> Response:
     session.login_area = area
     session.login_started = time.time()
     session.client_id = client_id
-    query = urlencode({
-        "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
-        "scope": AREA_SCOPES[area], "state": session.login_state,
-        "code_challenge": _challenge(session.login_verifier), "code_challenge_method": "S256",
-        "lang": lang_of(request),
-    })  # fmt: skip
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "scope": AREA_SCOPES[area],
+            "state": session.login_state,
+            "code_challenge": _challenge(session.login_verifier),
+            "code_challenge_method": "S256",
+            "lang": lang_of(request),
+        }
+    )
     response = redirect(f"/oauth/authorize?{query}")
     set_session_cookie(request, response, session)
     return response
@@ -582,12 +598,14 @@ async def finish_login(request: Request, area: str) -> Response:
         "POST",
         "/oauth/token",
         form={
-            "grant_type": "authorization_code", "code": code,
-            "redirect_uri": callback_uri(request, area), "client_id": session.client_id or "",
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": callback_uri(request, area),
+            "client_id": session.client_id or "",
             "code_verifier": verifier,
         },
         auth=False,
-    )  # fmt: skip
+    )
     if response.status_code != 200:
         log.info("pages.login_failed", area=area, status=response.status_code)
         return error_page(request, "login.failed", area=area)
@@ -608,9 +626,11 @@ async def logout(request: Request, area: str) -> Response:
             for token in (session.refresh_token, session.access_token):
                 if token:
                     await api.raw(
-                        "POST", "/oauth/revoke",
-                        form={"token": token, "client_id": session.client_id or ""}, auth=False,
-                    )  # fmt: skip
+                        "POST",
+                        "/oauth/revoke",
+                        form={"token": token, "client_id": session.client_id or ""},
+                        auth=False,
+                    )
         store_of(request).drop(session)
     response = redirect(f"/{area}/")
     response.delete_cookie(cookie_name(request, "rv_pages"), path="/", secure=True, httponly=True)
@@ -659,9 +679,13 @@ async def _handled(request: Request, area: str, session: PageSession, call: Any)
     except ApiRefused as refused:
         status = refused.status if refused.status in (403, 404, 409, 422) else 400
         return error_page(
-            request, "error.title", status=status, session=session, area=area,
+            request,
+            "error.title",
+            status=status,
+            session=session,
+            area=area,
             detail=refused.detail,
-        )  # fmt: skip
+        )
     return response
 
 

@@ -68,9 +68,12 @@ async def home(request: Request) -> Response:
     async def body(session: PageSession, api: Api) -> Response:
         names = names_for(_runtime(request), lang_of(request))
         return _page(
-            request, session, "desk/home.html", names=names,
+            request,
+            session,
+            "desk/home.html",
+            names=names,
             purposes=_purposes(names, session.role),
-        )  # fmt: skip
+        )
 
     return await view(request, AREA, body)
 
@@ -82,20 +85,29 @@ async def _resident_page(
     people = []
     for record in found:
         consents = await api.get("/v1/consents", params={"resident_id": record["resident_id"]})
-        people.append({
-            "resident_id": record["resident_id"],
-            "rows": _record_rows(request, record, set()),
-            "treatments": record["treatments"],
-            "consents": consents["items"],
-        })  # fmt: skip
+        people.append(
+            {
+                "resident_id": record["resident_id"],
+                "rows": _record_rows(request, record, set()),
+                "treatments": record["treatments"],
+                "consents": consents["items"],
+            }
+        )
     offers = [{"purpose": p} for p in names.consent_purposes()]
     recipients = sorted({o for p in names.consent_purposes() for o in names.recipients_for(p)})
     return _page(
-        request, session, "desk/resident.html", names=names, people=people, purpose=purpose,
-        purposes=_purposes(names, session.role), offers=offers, recipients=recipients,
+        request,
+        session,
+        "desk/resident.html",
+        names=names,
+        people=people,
+        purpose=purpose,
+        purposes=_purposes(names, session.role),
+        offers=offers,
+        recipients=recipients,
         notice=names.notice(purpose) if purpose in names.purposes else None,
         legal_basis=(names.purposes.get(purpose) or {}).get("legal_basis"),
-    )  # fmt: skip
+    )
 
 
 @router.post("/search")
@@ -144,14 +156,18 @@ async def record_assisted(request: Request) -> Response:
         granted = await api.post(
             "/v1/consents",
             json_body={
-                "resident_id": resident_id, "recipient": form_text(form, "recipient", 32),
-                "purpose": purpose, "separate": True,
+                "resident_id": resident_id,
+                "recipient": form_text(form, "recipient", 32),
+                "purpose": purpose,
+                "separate": True,
                 "notice_version": names.notice(purpose).get("version"),
                 "witness": form_text(form, "witness", 128),
-                "evidence": {"content_base64": base64.b64encode(content).decode(),
-                             "media_type": media},
+                "evidence": {
+                    "content_base64": base64.b64encode(content).decode(),
+                    "media_type": media,
+                },
             },
-        )  # fmt: skip
+        )
         query = urlencode({"resident_id": resident_id})
         return redirect(f"/desk/receipts/{quote(granted['consent_id'])}?{query}")
 
@@ -202,10 +218,16 @@ async def receipt(request: Request, consent_id: PathId) -> Response:
             raise ApiRefused(response.status_code, response.json())
         jws = response.text
         return _page(
-            request, session, "desk/receipt.html", consent=consent, jws=jws,
-            claims=_receipt_claims(jws), fingerprint=hashlib.sha256(jws.encode()).hexdigest(),
-            signature_ok=await receipt_signature_ok(api, jws), back="/desk/",
-        )  # fmt: skip
+            request,
+            session,
+            "desk/receipt.html",
+            consent=consent,
+            jws=jws,
+            claims=_receipt_claims(jws),
+            fingerprint=hashlib.sha256(jws.encode()).hexdigest(),
+            signature_ok=await receipt_signature_ok(api, jws),
+            back="/desk/",
+        )
 
     return await view(request, AREA, body)
 

@@ -71,10 +71,14 @@ def _record_rows(
             shown = label.text(lang_of(request))
         if name in hidden and spec is not None:
             shown = _text(mask_value(spec, value))
-        rows.append({
-            "name": name, "value": shown, "treatment": treatment,
-            "hidden": name in hidden,
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "value": shown,
+                "treatment": treatment,
+                "hidden": name in hidden,
+            }
+        )
     return rows
 
 
@@ -100,10 +104,12 @@ async def home(request: Request) -> Response:
     async def body(session: PageSession, api: Api) -> Response:
         record = await api.get("/v1/me")
         return _page(
-            request, session, "portal/home.html",
+            request,
+            session,
+            "portal/home.html",
             rows=_record_rows(request, record, session.hidden_fields),
             resident_id=record["resident_id"],
-        )  # fmt: skip
+        )
 
     return await view(request, AREA, body)
 
@@ -137,9 +143,13 @@ async def accesses(request: Request) -> Response:
         others_only = request.query_params.get("others") == "1"
         page = await api.get("/v1/me/accesses", params={"limit": 50, "cursor": cursor})
         return _page(
-            request, session, "portal/accesses.html", others_only=others_only,
-            items=_access_rows(page["items"], others_only), next_cursor=page.get("next_cursor"),
-        )  # fmt: skip
+            request,
+            session,
+            "portal/accesses.html",
+            others_only=others_only,
+            items=_access_rows(page["items"], others_only),
+            next_cursor=page.get("next_cursor"),
+        )
 
     return await view(request, AREA, body)
 
@@ -152,8 +162,10 @@ async def access_proof(request: Request, index: Index) -> Response:
         response = await api.raw("GET", f"/v1/me/accesses/{index}/proof")
         if response.status_code != 200:
             raise ApiRefused(response.status_code, response.json())
-        headers = {**SECURITY_HEADERS, "Content-Disposition":
-                   f'attachment; filename="access-{index}.tlog-proof"'}  # fmt: skip
+        headers = {
+            **SECURITY_HEADERS,
+            "Content-Disposition": f'attachment; filename="access-{index}.tlog-proof"',
+        }
         return Response(response.text, media_type="text/plain; charset=utf-8", headers=headers)
 
     return await view(request, AREA, body)
@@ -208,10 +220,16 @@ async def consents(request: Request) -> Response:
         ]
         actor = await run_in_threadpool(session_actor, request, session)
         return _page(
-            request, session, "portal/consents.html", names=names, groups=groups,
+            request,
+            session,
+            "portal/consents.html",
+            names=names,
+            groups=groups,
             pending=[r for r in asked["items"] if r["status"] == "pending"],
-            legal=mine["legal_bases"], offers=offers, me=actor.subject.resident_id,
-        )  # fmt: skip
+            legal=mine["legal_bases"],
+            offers=offers,
+            me=actor.subject.resident_id,
+        )
 
     return await view(request, AREA, body)
 
@@ -232,9 +250,11 @@ async def grant(request: Request) -> Response:
         purpose = form_text(form, "purpose", 64)
         names = names_for(_runtime(request), lang_of(request))
         payload: dict[str, Any] = {
-            "recipient": form_text(form, "recipient", 32), "purpose": purpose,
-            "separate": True, "notice_version": names.notice(purpose).get("version"),
-        }  # fmt: skip
+            "recipient": form_text(form, "recipient", 32),
+            "purpose": purpose,
+            "separate": True,
+            "notice_version": names.notice(purpose).get("version"),
+        }
         ward = form_text(form, "on_behalf_of", 32)
         if ward:
             payload["on_behalf_of"] = ward
@@ -262,8 +282,10 @@ async def receipt(request: Request, consent_id: PathId) -> Response:
         response = await api.raw("GET", f"/v1/consents/{consent_id}/receipt")
         if response.status_code != 200:
             raise ApiRefused(response.status_code, response.json())
-        headers = {**SECURITY_HEADERS, "Content-Disposition":
-                   f'attachment; filename="consent-{consent_id}.jws"'}  # fmt: skip
+        headers = {
+            **SECURITY_HEADERS,
+            "Content-Disposition": f'attachment; filename="consent-{consent_id}.jws"',
+        }
         return Response(response.content, media_type="application/jose", headers=headers)
 
     return await view(request, AREA, body)
@@ -283,10 +305,15 @@ async def receipt_view(request: Request, consent_id: PathId) -> Response:
             raise ApiRefused(response.status_code, response.json())
         jws = response.text
         return _page(
-            request, session, "desk/receipt.html", consent=consent, jws=jws,
+            request,
+            session,
+            "desk/receipt.html",
+            consent=consent,
+            jws=jws,
             fingerprint=hashlib.sha256(jws.encode()).hexdigest(),
-            signature_ok=await receipt_signature_ok(api, jws), back="/portal/consents",
-        )  # fmt: skip
+            signature_ok=await receipt_signature_ok(api, jws),
+            back="/portal/consents",
+        )
 
     return await view(request, AREA, body)
 
@@ -311,8 +338,10 @@ async def export(request: Request, fmt: str) -> Response:
         if response.status_code != 200:
             raise ApiRefused(response.status_code, response.json())
         media = "application/json" if fmt == "json" else "text/csv; charset=utf-8"
-        headers = {**SECURITY_HEADERS, "Content-Disposition":
-                   f'attachment; filename="my-data.{fmt}"'}  # fmt: skip
+        headers = {
+            **SECURITY_HEADERS,
+            "Content-Disposition": f'attachment; filename="my-data.{fmt}"',
+        }
         return Response(response.content, media_type=media, headers=headers)
 
     return await view(request, AREA, body)
@@ -351,9 +380,14 @@ async def correction_form(request: Request) -> Response:
             raise correction_refusal(error, lang_of(request)) from None
         catalogue = _runtime(request).vault.store.catalogue
         return _page(
-            request, session, "portal/correction.html", fields=list(catalogue.names),
-            mine=mine, wards=list(actor.subject.children), me=actor.subject.resident_id,
-        )  # fmt: skip
+            request,
+            session,
+            "portal/correction.html",
+            fields=list(catalogue.names),
+            mine=mine,
+            wards=list(actor.subject.children),
+            me=actor.subject.resident_id,
+        )
 
     return await view(request, AREA, body)
 
@@ -365,12 +399,16 @@ async def correction_submit(request: Request) -> Response:
         actor = await run_in_threadpool(session_actor, request, session)
         resident = form_text(form, "resident_id", 32) or actor.subject.resident_id or ""
         try:
-            await run_in_threadpool(lambda: corrections.request_correction(
-                _runtime(request), actor, resident_id=resident,
-                field=form_text(form, "field", 64),
-                value=form_text(form, "value", corrections.MAX_VALUE),
-                note=form_text(form, "note", corrections.MAX_NOTE),
-            ))  # fmt: skip
+            await run_in_threadpool(
+                lambda: corrections.request_correction(
+                    _runtime(request),
+                    actor,
+                    resident_id=resident,
+                    field=form_text(form, "field", 64),
+                    value=form_text(form, "value", corrections.MAX_VALUE),
+                    note=form_text(form, "note", corrections.MAX_NOTE),
+                )
+            )
         except corrections.CorrectionError as error:
             raise ApiRefused(422, {"title": error.key}) from None
         session.flash = "portal.correction.sent"

@@ -36,15 +36,17 @@ def upgrade() -> None:
         sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("resolved_by", sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(
-            ["community_id"], ["communities.id"],
+            ["community_id"],
+            ["communities.id"],
             name=op.f("fk_correction_requests_community_id_communities"),
         ),
         sa.ForeignKeyConstraint(
-            ["resident_id"], ["residents.id"],
+            ["resident_id"],
+            ["residents.id"],
             name=op.f("fk_correction_requests_resident_id_residents"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_correction_requests")),
-    )  # fmt: skip
+    )
     with op.batch_alter_table("correction_requests", schema=None) as batch_op:
         batch_op.create_index(
             batch_op.f("ix_correction_requests_community_id"), ["community_id"], unique=False

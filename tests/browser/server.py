@@ -36,11 +36,17 @@ def prepare(
         with runtime.transaction() as session:
             credentials = create_demo_accounts(session, runtime)
             register_client(
-                session, runtime.audit, None, "public",
-                [s.value for s in Scope if s in PEOPLE_SCOPES], (),
-                [f"{origin}/{area}/callback" for area in AREAS], first_party=True,
-                name="pages under test", actor="tests",
-            )  # fmt: skip
+                session,
+                runtime.audit,
+                None,
+                "public",
+                [s.value for s in Scope if s in PEOPLE_SCOPES],
+                (),
+                [f"{origin}/{area}/callback" for area in AREAS],
+                first_party=True,
+                name="pages under test",
+                actor="tests",
+            )
     finally:
         runtime.close()
     return settings, credentials

@@ -147,12 +147,18 @@ def _record_search(
         session,
         [
             EntryDraft(
-                action=action, outcome="allowed", channel="api", kind="event",
-                subject_type="auditor", user=principal.username, client=principal.client_id,
-                request_id=request.state.request_id, details={**searched, **details},
+                action=action,
+                outcome="allowed",
+                channel="api",
+                kind="event",
+                subject_type="auditor",
+                user=principal.username,
+                client=principal.client_id,
+                request_id=request.state.request_id,
+                details={**searched, **details},
             )
         ],
-    )  # fmt: skip
+    )
 
 
 @router.get("/entries", summary="Search the log (scope audit:read)", response_model=None)
@@ -228,14 +234,23 @@ def entry(
             return problem(request, "not-found")
         if auditor:
             _record_search(
-                runtime, session, request, principal, "audit.entry_read",
-                EntryFilter(resident_id=found.resident_id), index=str(index),
-            )  # fmt: skip
+                runtime,
+                session,
+                request,
+                principal,
+                "audit.entry_read",
+                EntryFilter(resident_id=found.resident_id),
+                index=str(index),
+            )
         elif subject is not None:
             record_reads(
-                runtime, session, subject=subject, request_id=request.state.request_id,
-                action="me.access_entry", resident_ids=[found.resident_id],
-            )  # fmt: skip
+                runtime,
+                session,
+                subject=subject,
+                request_id=request.state.request_id,
+                action="me.access_entry",
+                resident_ids=[found.resident_id],
+            )
     body = entry_summary(index, found)
     body["canonical"] = base64.b64encode(found.canonical).decode()
     return JSONResponse(body)
@@ -286,13 +301,21 @@ def report(
 
 def _alert_view(alert: AuditAlert, suspended: bool) -> dict[str, Any]:
     return {
-        "alert_id": alert.id, "kind": alert.kind, "actor": alert.actor,
-        "actor_kind": alert.actor_kind, "organisation": alert.organisation,
-        "window_start": alert.window_start.isoformat(), "window_end": alert.window_end.isoformat(),
-        "observed": alert.observed, "threshold": alert.threshold, "details": alert.details,
-        "status": alert.status, "created_at": alert.created_at.isoformat(),
-        "reviewed_by": alert.reviewed_by, "suspended": suspended,
-    }  # fmt: skip
+        "alert_id": alert.id,
+        "kind": alert.kind,
+        "actor": alert.actor,
+        "actor_kind": alert.actor_kind,
+        "organisation": alert.organisation,
+        "window_start": alert.window_start.isoformat(),
+        "window_end": alert.window_end.isoformat(),
+        "observed": alert.observed,
+        "threshold": alert.threshold,
+        "details": alert.details,
+        "status": alert.status,
+        "created_at": alert.created_at.isoformat(),
+        "reviewed_by": alert.reviewed_by,
+        "suspended": suspended,
+    }
 
 
 @router.get("/alerts", summary="Insider-abuse alerts (scope audit:read)")
@@ -318,8 +341,10 @@ class AlertReview(BaseModel):
     lift_suspension: bool = False
 
 
-@router.post("/alerts/{alert_id}/review", summary="Confirm or dismiss an alert, and lift the "
-             "actor's suspension (scope audit:read)")  # fmt: skip
+@router.post(
+    "/alerts/{alert_id}/review",
+    summary="Confirm or dismiss an alert, and lift the actor's suspension (scope audit:read)",
+)
 def review_alert(
     request: Request,
     alert_id: PathId,

@@ -45,21 +45,31 @@ class OpenBody(BaseModel):
 
 def _grant_view(grant: BreakGlassGrant, accesses: int | None = None) -> dict[str, Any]:
     view: dict[str, Any] = {
-        "grant_id": grant.id, "worker": grant.user, "subject_type": grant.subject_type,
-        "organisation": grant.organisation, "resident_id": grant.resident_id,
-        "purpose": grant.purpose, "justification": grant.justification,
-        "created_at": grant.created_at.isoformat(), "expires_at": grant.expires_at.isoformat(),
-        "review_status": grant.review_status, "reviewed_by": grant.reviewed_by,
+        "grant_id": grant.id,
+        "worker": grant.user,
+        "subject_type": grant.subject_type,
+        "organisation": grant.organisation,
+        "resident_id": grant.resident_id,
+        "purpose": grant.purpose,
+        "justification": grant.justification,
+        "created_at": grant.created_at.isoformat(),
+        "expires_at": grant.expires_at.isoformat(),
+        "review_status": grant.review_status,
+        "reviewed_by": grant.reviewed_by,
         "reviewed_at": grant.reviewed_at.isoformat() if grant.reviewed_at else None,
         "review_note": grant.review_note,
-    }  # fmt: skip
+    }
     if accesses is not None:
         view["accesses"] = accesses
     return view
 
 
-@router.post("/break-glass", status_code=201, summary="Open an emergency (break-glass) grant "
-             "for one resident, with a written justification (workers)")  # fmt: skip
+@router.post(
+    "/break-glass",
+    status_code=201,
+    summary="Open an emergency (break-glass) grant "
+    "for one resident, with a written justification (workers)",
+)
 def open_grant(
     request: Request,
     body: OpenBody,
@@ -83,12 +93,17 @@ def open_grant(
     with gate.denials_recorded(access, "break-glass", _recordable(given)):
         decision = gate.decide(access, "read")
         if not decision.obligations.break_glass:
-            return problem(request, "validation-error", errors=[
-                {"field": "purpose", "message": "not a break-glass purpose"}])  # fmt: skip
+            return problem(
+                request,
+                "validation-error",
+                errors=[{"field": "purpose", "message": "not a break-glass purpose"}],
+            )
     opener = Opener(
-        user=subject.user, subject_type=subject.type, organisation=subject.organisation,
+        user=subject.user,
+        subject_type=subject.type,
+        organisation=subject.organisation,
         request_id=request.state.request_id,
-    )  # fmt: skip
+    )
     with gate.runtime.transaction() as session:
         # Whom the id names, as a read would find them: the caller's kind of id, within
         # the decision's rows (for break-glass every active resident; never a decoy).
@@ -100,9 +115,13 @@ def open_grant(
         )
         # A BreakGlassError names only the request's own fields: nothing about the resident.
         grant = gate.break_glass.open(
-            session, opener, Named(given, resident_id, reachable), purpose=body.purpose,
-            justification=reason, minutes=body.minutes,
-        )  # fmt: skip
+            session,
+            opener,
+            Named(given, resident_id, reachable),
+            purpose=body.purpose,
+            justification=reason,
+            minutes=body.minutes,
+        )
         view = _grant_view(grant)
     return JSONResponse(view, status_code=201, headers={"Decision-Id": access.decision_id})
 
@@ -142,9 +161,14 @@ def review_queue(
         # The queue names residents and what befell them (the justification): a read of each.
         auditor = Subject(type="auditor", user=principal.username, client=principal.client_id)
         record_reads(
-            gate.runtime, session, subject=auditor, request_id=request.state.request_id,
-            action="break_glass.queue", resident_ids=concerned, items=concerned,
-        )  # fmt: skip
+            gate.runtime,
+            session,
+            subject=auditor,
+            request_id=request.state.request_id,
+            action="break_glass.queue",
+            resident_ids=concerned,
+            items=concerned,
+        )
     return JSONResponse({"items": items})
 
 
@@ -153,8 +177,10 @@ class ReviewBody(BaseModel):
     note: str | None = Field(default=None, max_length=2000)
 
 
-@router.post("/audit/break-glass/{grant_id}/review",
-             summary="Mark a break-glass access justified or not (scope audit:read)")  # fmt: skip
+@router.post(
+    "/audit/break-glass/{grant_id}/review",
+    summary="Mark a break-glass access justified or not (scope audit:read)",
+)
 def review_grant(
     request: Request, grant_id: PathId, body: ReviewBody, principal: Auditor
 ) -> Response:
@@ -163,9 +189,13 @@ def review_grant(
     with gate.runtime.transaction() as session:
         # BreakGlassNotFound (404) or BreakGlassConflict (409, already reviewed).
         grant = gate.break_glass.review(
-            session, grant_id, reviewer, body.outcome, body.note,
+            session,
+            grant_id,
+            reviewer,
+            body.outcome,
+            body.note,
             request_id=request.state.request_id,
-        )  # fmt: skip
+        )
         view = _grant_view(grant)
     return JSONResponse(view)
 
@@ -182,17 +212,25 @@ def my_notifications(request: Request, principal: Me) -> Response:
         rows = notifications_of(session, list(concerned))
         items = [
             {
-                "notification_id": n.id, "resident_id": n.resident_id, "kind": n.kind,
-                "text": n.text_en if lang == "en" else n.text_zh, "reference": n.reference,
+                "notification_id": n.id,
+                "resident_id": n.resident_id,
+                "kind": n.kind,
+                "text": n.text_en if lang == "en" else n.text_zh,
+                "reference": n.reference,
                 "created_at": n.created_at.isoformat(),
             }
             for n in rows
-        ]  # fmt: skip
+        ]
         for n in rows:
             concerned[n.resident_id].append(n.id)
         # A guardian reads their wards' notifications too: each resident's on the record.
         record_reads(
-            runtime, session, subject=subject, request_id=request.state.request_id,
-            action="notifications.list", resident_ids=concerned, items=concerned,
-        )  # fmt: skip
+            runtime,
+            session,
+            subject=subject,
+            request_id=request.state.request_id,
+            action="notifications.list",
+            resident_ids=concerned,
+            items=concerned,
+        )
     return JSONResponse({"items": items})

@@ -61,10 +61,13 @@ def _not_a_resident(request: Request) -> Response:
 
 def _actor(request: Request, subject: Subject, channel: str) -> Actor:
     return Actor(
-        name=subject.user or subject.client or "?", subject_type=subject.type, channel=channel,
-        client=subject.client, organisation=subject.organisation,
+        name=subject.user or subject.client or "?",
+        subject_type=subject.type,
+        channel=channel,
+        client=subject.client,
+        organisation=subject.organisation,
         request_id=request.state.request_id,
-    )  # fmt: skip
+    )
 
 
 def _within(request: Request, subject: Subject, resident_id: str) -> bool:
@@ -105,8 +108,11 @@ class MyGrant(GrantFields):
     on_behalf_of: str | None = Field(default=None, max_length=32)
 
 
-@router.get("/me/consents", summary="My consents (and my wards'), and the purposes that do "
-            "not need my consent, with their legal basis")  # fmt: skip
+@router.get(
+    "/me/consents",
+    summary="My consents (and my wards'), and the purposes that do "
+    "not need my consent, with their legal basis",
+)
 def my_consents(request: Request, principal: Me) -> Response:
     subject = subject_of(request, principal)
     if subject.resident_id is None:
@@ -117,14 +123,21 @@ def my_consents(request: Request, principal: Me) -> Response:
     with runtime.transaction() as session:
         items = service.consents_of(session, family)
         record_reads(
-            runtime, session, subject=subject, request_id=request.state.request_id,
-            action="consents.list", resident_ids=family,
-        )  # fmt: skip
+            runtime,
+            session,
+            subject=subject,
+            request_id=request.state.request_id,
+            action="consents.list",
+            resident_ids=family,
+        )
     return JSONResponse({"items": items, "legal_bases": service.legal_bases()})
 
 
-@router.post("/me/consents", status_code=201, summary="Give consent (for myself, or for a ward "
-             "as their guardian with on_behalf_of)")  # fmt: skip
+@router.post(
+    "/me/consents",
+    status_code=201,
+    summary="Give consent (for myself, or for a ward as their guardian with on_behalf_of)",
+)
 def grant_my_consent(request: Request, body: MyGrant, principal: Me) -> Response:
     subject = subject_of(request, principal)
     if subject.resident_id is None:
@@ -135,14 +148,21 @@ def grant_my_consent(request: Request, body: MyGrant, principal: Me) -> Response
     guardian = ward is not None and ward != subject.resident_id
     grant = Grant(
         resident_id=ward if guardian and ward else subject.resident_id,
-        recipient=body.recipient, purpose=body.purpose,
-        channel="guardian" if guardian else "self", recorded_by=subject.user or "?",
-        fields=body.fields, categories=body.categories, separate=body.separate,
-        expires_at=body.expires_at, notice_version=body.notice_version,
-        guardian_id=subject.resident_id if guardian else None, supersedes=body.supersedes,
-        subject_type=subject.type, client=subject.client,
+        recipient=body.recipient,
+        purpose=body.purpose,
+        channel="guardian" if guardian else "self",
+        recorded_by=subject.user or "?",
+        fields=body.fields,
+        categories=body.categories,
+        separate=body.separate,
+        expires_at=body.expires_at,
+        notice_version=body.notice_version,
+        guardian_id=subject.resident_id if guardian else None,
+        supersedes=body.supersedes,
+        subject_type=subject.type,
+        client=subject.client,
         audit_request_id=request.state.request_id,
-    )  # fmt: skip
+    )
     return _granted(request, grant)
 
 
@@ -183,24 +203,34 @@ def my_consent_requests(request: Request, principal: Me) -> Response:
         rows = service.requests_for(session, family)
         items = [_request_view(service, row) for row in rows]
         record_reads(
-            runtime, session, subject=subject, request_id=request.state.request_id,
-            action="consent_requests.list", resident_ids=family,
-        )  # fmt: skip
+            runtime,
+            session,
+            subject=subject,
+            request_id=request.state.request_id,
+            action="consent_requests.list",
+            resident_ids=family,
+        )
     return JSONResponse({"items": items})
 
 
 def _request_view(service: ConsentService, row: ConsentRequest) -> dict[str, Any]:
     spec = service.purposes.get(row.purpose, {})
     return {
-        "request_id": row.id, "resident_id": row.resident_id, "recipient": row.recipient,
-        "purpose": row.purpose, "purpose_name": spec.get("name"),
+        "request_id": row.id,
+        "resident_id": row.resident_id,
+        "recipient": row.recipient,
+        "purpose": row.purpose,
+        "purpose_name": spec.get("name"),
         "legal_reference": spec.get("legal_reference"),
-        "notice_version": spec.get("notice_version"), "fields": list(row.fields),
-        "separate": row.separate, "message": row.message, "status": row.status,
+        "notice_version": spec.get("notice_version"),
+        "fields": list(row.fields),
+        "separate": row.separate,
+        "message": row.message,
+        "status": row.status,
         "requested_at": row.requested_at.isoformat(),
         "answered_at": row.answered_at.isoformat() if row.answered_at else None,
         "consent_id": row.consent_id,
-    }  # fmt: skip
+    }
 
 
 class Answer(BaseModel):
@@ -209,8 +239,10 @@ class Answer(BaseModel):
     notice_version: str | None = Field(default=None, max_length=32)
 
 
-@router.post("/me/consent-requests/{request_id}/answer", summary="Answer a request: accept "
-             "(a consent is recorded) or refuse")  # fmt: skip
+@router.post(
+    "/me/consent-requests/{request_id}/answer",
+    summary="Answer a request: accept (a consent is recorded) or refuse",
+)
 def answer_request(request: Request, request_id: PathId, body: Answer, principal: Me) -> Response:
     subject = subject_of(request, principal)
     if subject.resident_id is None:
@@ -225,11 +257,15 @@ def answer_request(request: Request, request_id: PathId, body: Answer, principal
             else None
         )
         row, consent = service.answer(
-            session, request_id, owned, accept=body.accept,
+            session,
+            request_id,
+            owned,
+            accept=body.accept,
             actor=_actor(request, subject, "guardian" if guardian else "self"),
-            guardian_id=guardian, expires_at=body.expires_at,
+            guardian_id=guardian,
+            expires_at=body.expires_at,
             notice_version=body.notice_version,
-        )  # fmt: skip
+        )
         view = _request_view(service, row)
         if consent is not None:
             view["consent"] = service.describe(consent, None)
@@ -253,9 +289,13 @@ def resident_consents(
     with runtime.transaction() as session:
         items = service.consents_of(session, [resident_id])
         record_reads(
-            runtime, session, subject=subject, request_id=request.state.request_id,
-            action="consents.list", resident_ids=[resident_id],
-        )  # fmt: skip
+            runtime,
+            session,
+            subject=subject,
+            request_id=request.state.request_id,
+            action="consents.list",
+            resident_ids=[resident_id],
+        )
     return JSONResponse({"items": items})
 
 
@@ -270,8 +310,11 @@ class AssistedGrant(GrantFields):
     witness: str = Field(min_length=1, max_length=128)
 
 
-@router.post("/consents", status_code=201, summary="Record assisted consent with the signed "
-             "form and a witness (scope consents:write)")  # fmt: skip
+@router.post(
+    "/consents",
+    status_code=201,
+    summary="Record assisted consent with the signed form and a witness (scope consents:write)",
+)
 def record_assisted(request: Request, body: AssistedGrant, principal: ConsentWriter) -> Response:
     subject = subject_of(request, principal)
     if not _within(request, subject, body.resident_id):
@@ -285,15 +328,24 @@ def record_assisted(request: Request, body: AssistedGrant, principal: ConsentWri
     if len(evidence) > MAX_EVIDENCE_BYTES:
         return problem(request, "payload-too-large")
     grant = Grant(
-        resident_id=body.resident_id, recipient=body.recipient, purpose=body.purpose,
-        channel="assisted", recorded_by=subject.user or subject.client or "?",
-        fields=body.fields, categories=body.categories, separate=body.separate,
-        expires_at=body.expires_at, notice_version=body.notice_version,
-        supersedes=body.supersedes, evidence=evidence,
-        evidence_media_type=body.evidence.media_type, witness=body.witness,
-        subject_type=subject.type, client=subject.client,
+        resident_id=body.resident_id,
+        recipient=body.recipient,
+        purpose=body.purpose,
+        channel="assisted",
+        recorded_by=subject.user or subject.client or "?",
+        fields=body.fields,
+        categories=body.categories,
+        separate=body.separate,
+        expires_at=body.expires_at,
+        notice_version=body.notice_version,
+        supersedes=body.supersedes,
+        evidence=evidence,
+        evidence_media_type=body.evidence.media_type,
+        witness=body.witness,
+        subject_type=subject.type,
+        client=subject.client,
         audit_request_id=request.state.request_id,
-    )  # fmt: skip
+    )
     return _granted(request, grant)
 
 
@@ -301,8 +353,11 @@ class AssistedRevocation(BaseModel):
     witness: str = Field(min_length=1, max_length=128)
 
 
-@router.post("/consents/{consent_id}/revoke", summary="Revoke a consent at the counter, for "
-             "the resident, with a witness (scope consents:write)")  # fmt: skip
+@router.post(
+    "/consents/{consent_id}/revoke",
+    summary="Revoke a consent at the counter, for "
+    "the resident, with a witness (scope consents:write)",
+)
 def revoke_assisted(
     request: Request, consent_id: PathId, body: AssistedRevocation, principal: ConsentWriter
 ) -> Response:
@@ -328,8 +383,11 @@ class RequestBody(BaseModel):
     message: str | None = Field(default=None, max_length=500)
 
 
-@router.post("/consent-requests", status_code=201, summary="Ask a resident for consent "
-             "(scope consents:request)")  # fmt: skip
+@router.post(
+    "/consent-requests",
+    status_code=201,
+    summary="Ask a resident for consent (scope consents:request)",
+)
 def request_consent(request: Request, body: RequestBody, principal: ConsentAsker) -> Response:
     subject = subject_of(request, principal)
     gate = gate_of(request)
@@ -345,10 +403,15 @@ def request_consent(request: Request, body: RequestBody, principal: ConsentAsker
     service = service_of(request)
     with gate.runtime.transaction() as session:
         row = service.request(
-            session, resident_id=resident_id, recipient=subject.organisation,
-            purpose=body.purpose, fields=body.fields, separate=body.separate,
-            message=body.message, actor=_actor(request, subject, "self"),
-        )  # fmt: skip
+            session,
+            resident_id=resident_id,
+            recipient=subject.organisation,
+            purpose=body.purpose,
+            fields=body.fields,
+            separate=body.separate,
+            message=body.message,
+            actor=_actor(request, subject, "self"),
+        )
         view = {**_request_view(service, row), "resident_id": given}
     return JSONResponse(view, status_code=201)
 
@@ -379,9 +442,13 @@ def consent_receipt(request: Request, consent_id: PathId, principal: AnyCaller) 
             return problem(request, "not-found")
         token = service.receipt(session, consent_id).jws
         record_reads(
-            runtime, session, subject=subject, request_id=request.state.request_id,
-            action="consent.receipt", resident_ids=[consent.resident_id],
-        )  # fmt: skip
+            runtime,
+            session,
+            subject=subject,
+            request_id=request.state.request_id,
+            action="consent.receipt",
+            resident_ids=[consent.resident_id],
+        )
     return Response(
         token,
         media_type=MEDIA_TYPE,

@@ -52,16 +52,21 @@ class ExplainBody(BaseModel):
     )
 
 
-@router.post("/decisions/explain", summary="Explain a request before making it: why it is "
-             "allowed or refused, each field's treatment and what would change it")  # fmt: skip
+@router.post(
+    "/decisions/explain",
+    summary="Explain a request before making it: why it is "
+    "allowed or refused, each field's treatment and what would change it",
+)
 def explain_request(request: Request, body: ExplainBody, principal: Anyone) -> Response:
     gate = gate_of(request)
     if body.organisation is not None:
         if Scope.AUDIT_READ not in principal.scopes:
             return problem(
-                request, "insufficient-scope", detail="explaining for another organisation "
-                "needs audit:read", status=403,
-            )  # fmt: skip
+                request,
+                "insufficient-scope",
+                detail="explaining for another organisation needs audit:read",
+                status=403,
+            )
         with gate.runtime.vault.sessions() as session:
             if session.get(Organisation, body.organisation) is None:
                 return problem(request, "not-found")
@@ -71,20 +76,27 @@ def explain_request(request: Request, body: ExplainBody, principal: Anyone) -> R
     unknown = [f for f in body.fields or () if f not in gate.catalogue]
     if unknown:
         return problem(
-            request, "validation-error",
+            request,
+            "validation-error",
             errors=[{"field": "fields", "message": f"unknown field {name}"} for name in unknown],
-        )  # fmt: skip
+        )
     decision = gate.hypothetical(subject, body.purpose, body.action)
     explained = explainer_of(request).explain(
-        decision, purpose=body.purpose, action=body.action, lang=lang_of(request),
+        decision,
+        purpose=body.purpose,
+        action=body.action,
+        lang=lang_of(request),
         fields=body.fields,
-    )  # fmt: skip
+    )
     explained["subject"] = {"type": subject.type, "organisation": subject.organisation}
     return JSONResponse(explained, headers={"Policy-Revision": decision.revision})
 
 
-@router.get("/decisions/{decision_id}", summary="Explain a past decision, from the evaluation "
-            "recorded in the audit log (the caller it concerns, or audit:read)")  # fmt: skip
+@router.get(
+    "/decisions/{decision_id}",
+    summary="Explain a past decision, from the evaluation "
+    "recorded in the audit log (the caller it concerns, or audit:read)",
+)
 def explain_past(request: Request, decision_id: PathId, principal: Anyone) -> Response:
     gate = gate_of(request)
     with gate.runtime.vault.sessions() as session:
@@ -113,13 +125,18 @@ def explain_past(request: Request, decision_id: PathId, principal: Anyone) -> Re
     body: dict[str, Any] = {
         "decision_id": decision_id,
         "recorded": {
-            "action": first.action, "outcome": first.outcome, "reason": first.reason,
-            "purpose": first.purpose, "legal_basis": first.legal_basis,
-            "organisation": first.organisation, "policy_revision": first.policy_revision,
-            "evaluation_id": first.evaluation_id, "entries": len(entries),
+            "action": first.action,
+            "outcome": first.outcome,
+            "reason": first.reason,
+            "purpose": first.purpose,
+            "legal_basis": first.legal_basis,
+            "organisation": first.organisation,
+            "policy_revision": first.policy_revision,
+            "evaluation_id": first.evaluation_id,
+            "entries": len(entries),
             "recorded_at": first.recorded_at.isoformat(),
         },
-    }  # fmt: skip
+    }
     if evaluation is not None and first.evaluation_id is not None:
         evaluation_id = first.evaluation_id
         result = evaluation.details.get("result")
@@ -187,20 +204,30 @@ def visibility_view(
             line = explainer.field_lines(seen.decision, name, lang, seen.purpose)
             line["treatment"] = treatment  # narrowed by the resident's consents
             fields.append(line)
-            by_field[name].append({
-                "who": who, "purpose": seen.purpose,
+            by_field[name].append(
+                {
+                    "who": who,
+                    "purpose": seen.purpose,
+                    "purpose_name": explainer.purpose_name(seen.purpose, lang),
+                    "treatment": treatment,
+                    "legal_basis": basis,
+                    "legal_basis_text": explainer.legal_basis(basis, lang),
+                }
+            )
+        combinations.append(
+            {
+                "who": who,
+                "purpose": seen.purpose,
                 "purpose_name": explainer.purpose_name(seen.purpose, lang),
-                "treatment": treatment, "legal_basis": basis,
+                "legal_basis": basis,
                 "legal_basis_text": explainer.legal_basis(basis, lang),
-            })  # fmt: skip
-        combinations.append({
-            "who": who, "purpose": seen.purpose,
-            "purpose_name": explainer.purpose_name(seen.purpose, lang),
-            "legal_basis": basis, "legal_basis_text": explainer.legal_basis(basis, lang),
-            "status": seen.status, "identifier": seen.decision.identifier,
-            "treatments": seen.treatments, "fields": fields,
-            "summary": _status_text(seen.status, lang),
-        })  # fmt: skip
+                "status": seen.status,
+                "identifier": seen.decision.identifier,
+                "treatments": seen.treatments,
+                "fields": fields,
+                "summary": _status_text(seen.status, lang),
+            }
+        )
     return {
         "combinations": combinations,
         "fields": {
@@ -232,8 +259,11 @@ def organisation_names(gate: Gate, lang: str) -> dict[str, str]:
         }
 
 
-@router.get("/me/visibility", summary="Who can see each of my fields, and why (a dry run of "
-            "every organisation and worker x purpose against my record and consents)")  # fmt: skip
+@router.get(
+    "/me/visibility",
+    summary="Who can see each of my fields, and why (a dry run of "
+    "every organisation and worker x purpose against my record and consents)",
+)
 def my_visibility(request: Request, principal: Me) -> Response:
     subject = subject_of(request, principal)
     if subject.resident_id is None:
@@ -252,9 +282,12 @@ def my_visibility(request: Request, principal: Me) -> Response:
 # -- what an organisation sees (auditors, policy authors) ----------------------------------------
 
 
-@router.get("/organisations/{organisation}/visibility", summary="What an organisation sees: "
-            "every purpose x action with each field's treatment and the deciding rules "
-            "(scope audit:read)")  # fmt: skip
+@router.get(
+    "/organisations/{organisation}/visibility",
+    summary="What an organisation sees: "
+    "every purpose x action with each field's treatment and the deciding rules "
+    "(scope audit:read)",
+)
 def organisation_visibility(request: Request, organisation: PathId, principal: Auditor) -> Response:
     gate = gate_of(request)
     explainer = explainer_of(request)
@@ -267,16 +300,21 @@ def organisation_visibility(request: Request, organisation: PathId, principal: A
     for purpose in sorted(explainer.purposes):
         for action in ACTIONS:
             decision = gate.hypothetical(subject, purpose, action)
-            rows.append({
-                "purpose": purpose, "purpose_name": explainer.purpose_name(purpose, lang),
-                "action": action, "allowed": decision.allow,
-                "reason": {"code": decision.reason.code, "text": decision.reason.text(lang)},
-                "rules": list(decision.rules),
-                "consent_required": decision.rows.consent_required,
-                "identifier": decision.identifier,
-                "fields": {n: str(t) for n, t in sorted(decision.fields.items())
-                           if str(t) != "denied"},
-            })  # fmt: skip
+            rows.append(
+                {
+                    "purpose": purpose,
+                    "purpose_name": explainer.purpose_name(purpose, lang),
+                    "action": action,
+                    "allowed": decision.allow,
+                    "reason": {"code": decision.reason.code, "text": decision.reason.text(lang)},
+                    "rules": list(decision.rules),
+                    "consent_required": decision.rows.consent_required,
+                    "identifier": decision.identifier,
+                    "fields": {
+                        n: str(t) for n, t in sorted(decision.fields.items()) if str(t) != "denied"
+                    },
+                }
+            )
     return JSONResponse(
         {"organisation": organisation, "type": subject.type, "items": rows},
         headers={"Policy-Revision": gate.engine.revision},

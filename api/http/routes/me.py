@@ -99,9 +99,13 @@ def my_accesses(
                 }
             items.append(summary)
         record_reads(
-            runtime, session, subject=access.subject, request_id=access.request_id,
-            action="me.accesses", resident_ids=[access.subject.resident_id],
-        )  # fmt: skip
+            runtime,
+            session,
+            subject=access.subject,
+            request_id=access.request_id,
+            action="me.accesses",
+            resident_ids=[access.subject.resident_id],
+        )
     return JSONResponse({"items": items, "next_cursor": page.next_cursor})
 
 
@@ -131,9 +135,13 @@ def my_access_proof(request: Request, index: Index, principal: Me) -> Response:
         hashes = runtime.audit.inclusion_proof(session, index, head.tree_size)
         document = format_tlog_proof(entry.canonical, index, hashes, head.checkpoint)
         record_reads(
-            runtime, session, subject=access.subject, request_id=access.request_id,
-            action="me.access_proof", resident_ids=[entry.resident_id],
-        )  # fmt: skip
+            runtime,
+            session,
+            subject=access.subject,
+            request_id=access.request_id,
+            action="me.access_proof",
+            resident_ids=[entry.resident_id],
+        )
     return PlainTextResponse(
         document,
         headers={"Content-Disposition": f'attachment; filename="access-{index}.tlog-proof"'},

@@ -51,9 +51,11 @@ def _access(
     declared = declared_purpose(request, purpose)
     reason = declared_justification(justification)
     return Access(
-        subject=subject_of(request, principal), purpose=declared,
-        request_id=request.state.request_id, justification=reason,
-    )  # fmt: skip
+        subject=subject_of(request, principal),
+        purpose=declared,
+        request_id=request.state.request_id,
+        justification=reason,
+    )
 
 
 def decision_headers(access: Access, decision: Decision | None) -> dict[str, str]:
@@ -215,9 +217,14 @@ def export_residents(
     and recorded in the `exports` table before its first row is sent."""
     access = _access(request, principal, purpose, justification)
     opened = open_export(
-        gate_of(request), access, format=format, community=community, grid=grid,
-        building=building, requested=_fields(fields),
-    )  # fmt: skip
+        gate_of(request),
+        access,
+        format=format,
+        community=community,
+        grid=grid,
+        building=building,
+        requested=_fields(fields),
+    )
     decision, export_id = opened.decision, opened.export_id
 
     # A sync iterator: Starlette runs it in a worker thread, so the database work of each
@@ -242,7 +249,11 @@ def export_summary(request: Request, export_id: PathId, principal: Reader) -> Re
         ):
             return problem(request, "not-found")
         body = {
-            "export_id": record.id, "state": record.state, "rows": record.rows,
-            "left_out": record.left_out, "purpose": record.purpose, "format": record.format,
-        }  # fmt: skip
+            "export_id": record.id,
+            "state": record.state,
+            "rows": record.rows,
+            "left_out": record.left_out,
+            "purpose": record.purpose,
+            "format": record.format,
+        }
     return JSONResponse(body)

@@ -77,11 +77,16 @@ def list_measures(request: Request, principal: StatsReader) -> dict[str, Any]:
     lang = lang_of(request)
     return {
         "items": [
-            {"measure": m.name, "label": m.label(lang), "unit": str(m.unit), "field": m.field,
-             "categories": list(m.categories)}
+            {
+                "measure": m.name,
+                "label": m.label(lang),
+                "unit": str(m.unit),
+                "field": m.field,
+                "categories": list(m.categories),
+            }
             for m in MEASURES.values()
         ]
-    }  # fmt: skip
+    }
 
 
 @router.get("/stats/budget", summary="This month's differential-privacy budget (stats:read)")
