@@ -34,10 +34,16 @@ TEMPLATE_ID = re.compile(r"""\b_\(\s*(['"])([^'"]+)\1\s*([,)~])""")
 
 @cache
 def catalogue(lang: str) -> dict[str, str]:
-    path = ROOT / "vault" / "locale" / LOCALES[lang] / "LC_MESSAGES" / "messages.po"
-    with path.open("rb") as handle:
-        entries = read_po(handle, locale=LOCALES[lang])
-    return {str(m.id): str(m.string) for m in entries if m.id}
+    """Every entry of every `.po` file of `lang` (messages.po, cli.po), read as files."""
+    found: dict[str, str] = {}
+    for path in sorted((ROOT / "vault" / "locale" / LOCALES[lang] / "LC_MESSAGES").glob("*.po")):
+        with path.open("rb") as handle:
+            entries = read_po(handle, locale=LOCALES[lang])
+        for m in entries:
+            if m.id:
+                assert str(m.id) not in found, f"{m.id} is in two files"
+                found[str(m.id)] = str(m.string)
+    return found
 
 
 def _python_files() -> Iterator[Path]:

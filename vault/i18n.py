@@ -1,7 +1,7 @@
 """The one catalogue of user-facing text, Simplified Chinese by default and English beside
 it, and the one place a language is picked.
 
-Text lives in gettext catalogues (`vault/locale/<locale>/LC_MESSAGES/messages.po`), read
+Text lives in gettext catalogues (`vault/locale/<locale>/LC_MESSAGES/*.po`), read
 with Babel and compiled in memory when first used, so there is no build step and a
 translator edits ordinary `.po` files. Message ids are short dotted names
 (`problem.not-found.title`, `portal.download.csv`); both languages have a catalogue, so an
@@ -23,6 +23,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, Final
 
+from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
@@ -46,12 +47,31 @@ _LOCALE_DIRS: Final = {"zh": "zh_CN", "en": "en"}
 
 @cache
 def translations(lang: str) -> gettext.GNUTranslations:
-    """The compiled catalogue of one language (`zh` or `en`)."""
+    """The compiled catalogue of one language (`zh` or `en`): every `.po` file of its
+    folder merged into one (`messages.po` for the domain, the API and the pages; `cli.po`
+    for the command line), so a floor keeps its text in a file of its own while there is
+    still one catalogue. An id written in two files is a mistake and refuses to load."""
     folder = resources.files("vault") / "locale" / _LOCALE_DIRS[lang] / "LC_MESSAGES"
-    with (folder / "messages.po").open("rb") as handle:
-        catalog = read_po(handle, locale=_LOCALE_DIRS[lang])
+    merged: Catalog | None = None
+    for source in sorted(
+        (entry for entry in folder.iterdir() if entry.name.endswith(".po")),
+        key=lambda entry: entry.name,
+    ):
+        with source.open("rb") as handle:
+            catalog = read_po(handle, locale=_LOCALE_DIRS[lang])
+        if merged is None:
+            merged = catalog
+            continue
+        for message in catalog:
+            if not message.id:
+                continue  # the header
+            if message.id in merged:
+                raise ValueError(f"message id {message.id!r} is in two catalogue files")
+            merged[message.id] = message
+    if merged is None:
+        raise FileNotFoundError(f"no catalogue for {lang!r} in {folder}")
     compiled = io.BytesIO()
-    write_mo(compiled, catalog)
+    write_mo(compiled, merged)
     compiled.seek(0)
     return gettext.GNUTranslations(compiled)
 
