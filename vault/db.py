@@ -40,6 +40,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from vault.config import VaultSettings
 from vault.errors import ConfigurationError
+from vault.i18n import Message
 from vault.models import Base, DataKeyRecord
 
 APPLICATION_NAME = "resident-vault"
@@ -326,29 +327,33 @@ def require_runnable_schema(engine: Engine) -> SchemaState:
 def schema_problem(state: SchemaState) -> SchemaMismatch | None:
     """Why this code cannot run on a schema in `state` (what start-up refuses), or None."""
     if state.missing:
+        if state.current is None:
+            return SchemaMismatch(Message("db.schema.empty", {"head": state.missing[-1]}))
         return SchemaMismatch(
-            f"数据库结构落后于程序（{state.current or '空'} → {state.missing[-1]}）：请先运行 "
-            "resident-vault db upgrade",
-            f"the database schema is behind this code ({state.current or 'empty'} -> "
-            f"{state.missing[-1]}): run `resident-vault db upgrade`",
+            Message("db.schema.behind", {"current": state.current, "head": state.missing[-1]})
         )
     contracted = sorted(rev for rev, phase in state.ahead.items() if phase != "expand")
     if contracted:
-        return SchemaMismatch(
-            f"数据库结构比程序新，且含收缩迁移（{', '.join(contracted)}）：请升级程序",
-            f"the database schema is ahead of this code by non-expand migrations "
-            f"({', '.join(contracted)}): deploy the newer code",
-        )
+        return SchemaMismatch(Message("db.schema.ahead", {"revisions": ", ".join(contracted)}))
     return None
 
 
 class SchemaMismatch(ConfigurationError):
     """The schema and the code do not fit; the message says which way and what to run."""
 
-    def __init__(self, message_zh: str, message_en: str) -> None:
-        super().__init__(message_en)
-        self.message_zh = message_zh
-        self.message_en = message_en
+    message: Message
+
+    def __init__(self, message: Message) -> None:
+        super().__init__(message.text("en"))
+        self.message = message
+
+    @property
+    def message_zh(self) -> str:
+        return self.message.text("zh")
+
+    @property
+    def message_en(self) -> str:
+        return self.message.text("en")
 
 
 class UpgradeRefused(SchemaMismatch):
@@ -388,11 +393,10 @@ def plan_upgrade(
     if state.ahead:
         newer = ", ".join(sorted(state.ahead))
         raise UpgradeRefused(
-            f"数据库结构（{state.current}）比程序（{state.head}）新，含本程序没有的迁移 {newer}："
-            "本程序不会改动它；请用新版本的程序运行 resident-vault db upgrade",
-            f"the database schema ({state.current}) is ahead of this code ({state.head}) by "
-            f"{newer}: this code will not touch it; run `resident-vault db upgrade` from the "
-            "newer release",
+            Message(
+                "db.upgrade.ahead",
+                {"current": state.current, "head": state.head, "revisions": newer},
+            )
         )
     pending = [(revision, phases.get(revision, "unknown")) for revision in state.behind]
     end = len(pending)
@@ -404,15 +408,10 @@ def plan_upgrade(
             end = 0
         elif to in phases:
             raise UpgradeRefused(
-                f"迁移 {to} 已应用（数据库在 {state.current}）；db upgrade 不会降级",
-                f"migration {to} is already applied (the database is at {state.current}); "
-                "db upgrade never downgrades",
+                Message("db.upgrade.applied", {"target": to, "current": state.current})
             )
         else:
-            raise UpgradeRefused(
-                f"本程序没有迁移 {to}（最新为 {state.head}）",
-                f"this code has no migration {to} (its head is {state.head})",
-            )
+            raise UpgradeRefused(Message("db.upgrade.unknown", {"target": to, "head": state.head}))
     if expand_only:
         end = next((i for i, (_, phase) in enumerate(pending[:end]) if phase != "expand"), end)
     return UpgradePlan(state.current, state.head, tuple(pending[:end]), tuple(pending[end:]))

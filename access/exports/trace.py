@@ -45,6 +45,7 @@ from access.exports.fingerprints import (
     ndjson_observations,
 )
 from access.exports.records import ExportRecord
+from vault.i18n import Message
 from vault.pseudonyms import Pseudonyms, is_pseudonym
 from vault.spreadsheet import recover_cell
 
@@ -61,10 +62,9 @@ _KEPT = 0.5  # prior that formatting (or order) survived the leak
 class LeakUnreadable(Exception):
     """The file is not an export we could have written: one line for the user."""
 
-    def __init__(self, zh: str, en: str) -> None:
-        super().__init__(en)
-        self.zh = zh
-        self.en = en
+    def __init__(self, message_id: str, **values: object) -> None:
+        self.message = Message(message_id, values)
+        super().__init__(self.message.text("en"))
 
 
 @dataclass
@@ -94,10 +94,10 @@ def read_leak(data: bytes) -> Leak:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise LeakUnreadable("文件不是 UTF-8 文本", "the file is not UTF-8 text") from exc
+        raise LeakUnreadable("trace.leak.not-utf8") from exc
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
-        raise LeakUnreadable("文件中没有数据行", "the file has no rows")
+        raise LeakUnreadable("trace.leak.empty")
     if lines[0].lstrip().startswith("{"):
         leak = Leak("ndjson", [])
         for n, line in enumerate(lines, 1):
@@ -122,9 +122,7 @@ def read_leak(data: bytes) -> Leak:
             )
         )
     if not rows or all(len(r.texts) < 2 for r in rows):
-        raise LeakUnreadable(
-            "文件不是 NDJSON 或 CSV 导出", "the file is not an NDJSON or CSV export"
-        )
+        raise LeakUnreadable("trace.leak.not-export")
     return Leak("csv", rows, columns)
 
 
@@ -132,9 +130,9 @@ def _ndjson_row(number: int, line: str, columns: set[tuple[str, ...]]) -> Leaked
     try:
         record = json.loads(line)
     except ValueError as exc:
-        raise LeakUnreadable(f"第 {number} 行不是 JSON", f"line {number} is not JSON") from exc
+        raise LeakUnreadable("trace.leak.not-json", line=number) from exc
     if not isinstance(record, dict):
-        raise LeakUnreadable(f"第 {number} 行不是 JSON 对象", f"line {number} is not an object")
+        raise LeakUnreadable("trace.leak.not-object", line=number)
     rid = record.get("resident_id")
     resident_id = rid if isinstance(rid, str) and _ID.match(rid) else None
     fields = record.get("fields")

@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from access.runtime import operator_name
-from api.cli.lang import either, say
+from api.cli.lang import current, say
 from api.settings import Settings
 from audit import AuditLog, EntryDraft, operator_event
 from audit.models import AuditEntry
@@ -173,7 +173,7 @@ def db_current(
         lines.append(
             say(
                 "cli.db.current.cannot-run",
-                problem=either(problem.message_zh, problem.message_en),
+                problem=problem.message.text(current()),
             )
         )
     for line in lines:
@@ -197,7 +197,7 @@ def _planned(engine: Engine, to: str | None, expand_only: bool) -> UpgradePlan:
     try:
         return plan_upgrade(state, to=to, expand_only=expand_only)
     except UpgradeRefused as exc:
-        _fail(either(exc.message_zh, exc.message_en), EXIT_AHEAD if state.ahead else EXIT_FAILED)
+        _fail(exc.message.text(current()), EXIT_AHEAD if state.ahead else EXIT_FAILED)
 
 
 def _upgrade_event(plan: UpgradePlan, phase: UpgradePhase, who: str) -> EntryDraft:

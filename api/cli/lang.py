@@ -15,7 +15,7 @@ import click
 
 from vault.i18n import negotiate, text
 
-__all__ = ["choose", "current", "either", "say"]
+__all__ = ["choose", "current", "say"]
 
 # The root command's `--lang`, kept for what is printed after Click has returned (the
 # one-line error of `main()`); reset by every run of the root command.
@@ -42,10 +42,3 @@ def current() -> str:
 def say(message_id: str, /, **values: Any) -> str:
     """The catalogue's text of `message_id` in the command line's language."""
     return text(message_id, current(), **values)
-
-
-def either(zh: str, en: str) -> str:
-    """One of two texts handed up from a floor below that has no message id for them yet
-    (an import row's problem, `InvalidValue`, `SchemaMismatch`, `LeakUnreadable`), chosen
-    by the same picker. Nothing in `api/cli` writes its own text this way."""
-    return en if current() == "en" else zh

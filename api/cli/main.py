@@ -31,7 +31,7 @@ from api.cli.backup import RestoreFailed, backup_app, restore, tombstones_app
 from api.cli.clients import clients_app, token_keys_app
 from api.cli.config import config_app
 from api.cli.db import db_app
-from api.cli.lang import choose, current, either, say
+from api.cli.lang import choose, current, say
 from api.cli.policy import policy_app
 from api.cli.trace import trace
 from api.logging import configure_logging
@@ -328,7 +328,7 @@ def import_command(
                 "cli.import.row-error",
                 line=error.line,
                 column=error.column,
-                problem=either(error.message_zh, error.message_en),
+                problem=error.message(current()),
             )
         )
     if not report.ok:
@@ -808,7 +808,7 @@ def _one_line(exc: BaseException) -> str:  # noqa: PLR0911 - one branch per erro
     if isinstance(exc, ValidationFailed):
         return "; ".join(f"{p.field}: {p.message(current())}" for p in exc.problems)
     if isinstance(exc, InvalidValue):
-        return either(exc.message_zh, exc.message_en)
+        return exc.message.text(current())
     if isinstance(exc, ResidentNotFound):
         return say("cli.error.no-resident")
     if isinstance(exc, UnknownField):
@@ -819,7 +819,7 @@ def _one_line(exc: BaseException) -> str:  # noqa: PLR0911 - one branch per erro
     if isinstance(exc, BackupError | RestoreFailed):
         return str(exc)
     if isinstance(exc, SchemaMismatch):  # start-up refusals name `db upgrade`, both languages
-        return either(exc.message_zh, exc.message_en)
+        return exc.message.text(current())
     if isinstance(exc, ConfigurationError | VerificationFailed | AuditError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"

@@ -20,7 +20,7 @@ from access.exports.fingerprints import fingerprint_master, mark_key
 from access.exports.records import all_exports
 from access.exports.trace import LeakUnreadable, read_leak, score_exports, summary
 from access.runtime import open_runtime
-from api.cli.lang import either, say
+from api.cli.lang import current, say
 from api.settings import Settings
 from vault.pseudonyms import Pseudonyms
 
@@ -51,7 +51,7 @@ def trace(
         leak = read_leak(data)
     except LeakUnreadable as exc:
         raise _fail(
-            say("cli.trace.unreadable-leak", file=leaked_file, problem=either(exc.zh, exc.en))
+            say("cli.trace.unreadable-leak", file=leaked_file, problem=exc.message.text(current()))
         ) from exc
     runtime = open_runtime(Settings())
     try:
