@@ -22,11 +22,11 @@ from typing import Any, Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from access.gate import Access, FieldView, Gate, GateError, NotInScope, Subject
+from access.gate import FieldView, Gate, GateError, NotInScope
 from access.models import CorrectionRequest
 from access.reads import record_reads
 from access.runtime import Runtime
-from access.subjects import Caller, subject_for
+from access.subjects import Access, Caller, Subject, subject_for
 from audit import EntryDraft
 from policies import Decision
 from vault.crypto import open_field, seal_field
@@ -69,16 +69,11 @@ def _aad(request_id: str) -> str:
 
 
 def _entry(actor: Actor, action: str, row: CorrectionRequest, treatment: str) -> EntryDraft:
-    subject = actor.subject
-    return EntryDraft(
-        action=action,
-        outcome="allowed",
+    return actor.subject.entry(
+        action,
+        "allowed",
         channel="web",
         kind="event",
-        subject_type=subject.type,
-        organisation=subject.organisation,
-        client=subject.client,
-        user=subject.user,
         resident_id=row.resident_id,
         fields={row.field: treatment},
         request_id=actor.request_id,

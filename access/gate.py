@@ -10,10 +10,9 @@ problem details.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Final, Protocol
 
 from sqlalchemy import ColumnElement, Select, select
@@ -23,6 +22,8 @@ from access.exports.batches import fingerprinted_batches
 from access.exports.fingerprints import Fingerprint
 from access.limits import RateLimiter
 from access.runtime import Runtime
+from access.subjects import Access, Subject
+from access.views import EVERYWHERE, Place, RecordView, narrowed_to, place_context
 from audit import EntryDraft
 from audit.detection import is_suspended
 from consent import ConsentCover, ConsentService
@@ -70,19 +71,25 @@ class GateError(Exception):
 
 
 class PurposeRequired(GateError):
+    """No purpose was declared: every access names why it is made."""
+
     slug = "purpose-required"
 
 
 class UnknownPurpose(GateError):
+    """The purpose is well formed but not in the registry; the attempt is still recorded."""
+
     slug = "unknown-purpose"
 
 
 class PolicyDenied(GateError):
+    """Policy refuses this caller the action for this purpose (the decision says why)."""
+
     slug = "policy-denied"
 
 
 class ConsentRequired(GateError):
-    slug = "consent-required"
+    slug = "consent-required"  # the purpose rests on consent, and no consent covers it
 
 
 class NotInScope(GateError):
@@ -95,10 +102,15 @@ class NotInScope(GateError):
 
 
 class JustificationRequired(GateError):
+    """The purpose asks for a written reason (`Justification`) and none was given; the
+    reason is kept in the access's audit entry, for the auditors' review."""
+
     slug = "justification-required"
 
 
 class InvalidCursor(GateError):
+    """A page cursor this listing did not hand out."""
+
     slug = "validation-error"
     field = "cursor"
 
@@ -110,7 +122,7 @@ class Suspended(GateError):
 
 
 class RateLimited(GateError):
-    slug = "rate-limited"
+    slug = "rate-limited"  # `retry_after` says when to try again
 
 
 class BreakGlassRequired(GateError):
@@ -119,49 +131,7 @@ class BreakGlassRequired(GateError):
     slug = "break-glass-required"
 
 
-# -- who is asking --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Subject:
-    """Who is asking, as policy sees them; built from the token and the database."""
-
-    type: str
-    organisation: str | None = None
-    roles: tuple[str, ...] = ()
-    communities: tuple[str, ...] = ()
-    grids: tuple[str, ...] = ()
-    buildings: tuple[str, ...] = ()
-    client: str | None = None
-    user: str | None = None
-    resident_id: str | None = None
-    children: tuple[str, ...] = ()
-
-    def policy_input(self) -> dict[str, Any]:
-        subject: dict[str, Any] = {
-            "type": self.type,
-            "roles": list(self.roles),
-            "jurisdiction": {
-                "communities": list(self.communities),
-                "grids": list(self.grids),
-                "buildings": list(self.buildings),
-            },
-        }
-        if self.organisation:
-            subject["organisation"] = self.organisation
-        return subject
-
-
-@dataclass(frozen=True)
-class Access:
-    """One request: who, for what purpose, with which ids for correlation."""
-
-    subject: Subject
-    purpose: str | None
-    request_id: str
-    channel: str = "api"
-    justification: str | None = None
-    decision_id: str = field(default_factory=lambda: f"dec_{uuid.uuid4().hex}")
+# -- who is asking and what the gate answers ------------------------------------------------
 
 
 class GateObserver(Protocol):
@@ -190,27 +160,6 @@ class ConsentLookup(Protocol):
         """resident id -> the consents and the subset of `fields` they cover, for residents
         whose active, unexpired consents cover at least one of `fields`."""
         ...
-
-
-@dataclass(frozen=True)
-class Place:
-    """Optional narrowing of a list to one community, grid or building (within scope)."""
-
-    community: str | None = None
-    grid: str | None = None
-    building: str | None = None
-
-    def filter(self) -> ColumnElement[bool]:
-        return row_sql.place_filter(
-            community=self.community, grid=self.grid, building=self.building
-        )
-
-
-@dataclass(frozen=True)
-class RecordView:
-    resident_id: str
-    fields: dict[str, Any]
-    treatments: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -388,24 +337,16 @@ class Gate:
         """Each fresh evaluation goes into the log with the policy's whole answer, so any
         past decision can be explained from the signed record, whatever the policy says
         today. Cached decisions name this evaluation; there is one per cache miss."""
-        subject = access.subject
         with self.runtime.transaction() as session:
             self.runtime.audit.record(
                 session,
                 [
-                    EntryDraft(
-                        action=EVALUATION_ACTION,
-                        outcome="allowed" if decision.allow else "denied",
-                        channel=access.channel,
+                    access.entry(
+                        EVALUATION_ACTION,
+                        "allowed" if decision.allow else "denied",
                         kind="event",
-                        subject_type=subject.type,
-                        organisation=subject.organisation,
-                        client=subject.client,
-                        user=subject.user,
-                        purpose=access.purpose,
                         evaluation_id=decision.evaluation_id,
                         policy_revision=decision.revision,
-                        request_id=access.request_id,
                         details={
                             "input": recorded_input(input, self.catalogue.version),
                             "result": decision.to_result(),
@@ -472,7 +413,7 @@ class Gate:
             decision.rows, resident_id=subject.resident_id, children=subject.children
         )
 
-    def _scoped(
+    def scoped_rows(
         self, access: Access, decision: Decision, *, decoys: bool = False
     ) -> Select[str, str, str]:
         """Residents within the decision's rows, with their building's and community's
@@ -489,13 +430,13 @@ class Gate:
         """Whether the decision's rows hold this resident (active, not a decoy): the very
         check a read makes, for routes outside the gate that act on one resident."""
         found = session.execute(
-            self._scoped(access, decision).where(Resident.id == resident_id)
+            self.scoped_rows(access, decision).where(Resident.id == resident_id)
         ).first()
         return found is not None
 
     # -- reading -------------------------------------------------------------------------
 
-    def _wanted(self, decision: Decision, requested: Sequence[str] | None) -> dict[str, str]:
+    def treatments_for(self, decision: Decision, requested: Sequence[str] | None) -> dict[str, str]:
         """Treatments of the fields asked for (`?fields=`), or of every catalogue field, so
         the caller sees what was withheld as well as what was shown."""
         names = list(requested) if requested else list(self.catalogue.names)
@@ -504,7 +445,7 @@ class Gate:
                 raise UnknownField(name)
         return {name: str(decision.treatment(name)) for name in names}
 
-    def _render(
+    def render(
         self,
         values: Mapping[str, Any],
         treatments: Mapping[str, str],
@@ -549,7 +490,9 @@ class Gate:
                 )
                 fetch = [n for n, t in treatments.items() if t != "denied"]
                 values = self.runtime.vault.store.read(session, resident_id, fetch)
-                shown = self._render(values, treatments, _names(row[1], row[2]), decision.levels)
+                shown = self.render(
+                    values, treatments, place_context(row[1], row[2]), decision.levels
+                )
                 presented = self.present(access, decision, resident_id)
                 view = RecordView(presented, shown, treatments)
                 self.runtime.audit.record(
@@ -601,10 +544,10 @@ class Gate:
         Raises ConsentRequired, then NotInScope, in the order docs/api.md gives. The resident's
         dry run (`visibility`) uses this very method, so it cannot differ from a read."""
         row = session.execute(
-            self._scoped(access, decision).where(Resident.id == resident_id)
+            self.scoped_rows(access, decision).where(Resident.id == resident_id)
         ).first()
-        treatments = self._wanted(decision, requested)
-        cover = self._consent_for(session, access, decision, [resident_id], treatments)
+        treatments = self.treatments_for(decision, requested)
+        cover = self.consent_covers(session, access, decision, [resident_id], treatments)
         if decision.rows.consent_required:
             if resident_id not in cover:
                 raise ConsentRequired(
@@ -612,7 +555,7 @@ class Gate:
                     decision,
                     decision_id=access.decision_id,
                 )
-            treatments = _narrowed(treatments, cover[resident_id])
+            treatments = narrowed_to(treatments, cover[resident_id])
         if row is None:
             raise NotInScope(decision, decision_id=access.decision_id)
         return row, treatments, cover
@@ -668,7 +611,7 @@ class Gate:
             )
         return found
 
-    def _consent_for(
+    def consent_covers(
         self,
         session: Session,
         access: Access,
@@ -689,9 +632,7 @@ class Gate:
         self,
         access: Access,
         *,
-        community: str | None = None,
-        grid: str | None = None,
-        building: str | None = None,
+        place: Place = EVERYWHERE,
         requested: Sequence[str] | None = None,
         limit: int = 50,
         cursor: str | None = None,
@@ -708,23 +649,23 @@ class Gate:
                     raise InvalidCursor(
                         Message("error.invalid-cursor"), decision, decision_id=access.decision_id
                     )
-        with self.runtime.transaction() as session, self._reading(session) as read:
+        with self.runtime.transaction() as session, self.reading(session) as read:
             page = self._page(
                 read,
                 access,
                 decision,
-                place=Place(community, grid, building),
+                place=place,
                 limit=limit,
                 cursor=after,
             )
-            items, left_out = self._views(
+            items, left_out = self.record_views(
                 session, access, decision, page[0], requested=requested, action=action, read=read
             )
         next_cursor = self.present(access, decision, page[1]) if page[1] else None
         return Listing(items, next_cursor, left_out, decision)
 
     @contextmanager
-    def _reading(self, session: Session) -> Iterator[Session]:
+    def reading(self, session: Session) -> Iterator[Session]:
         """Where a list or an export reads residents' rows: the read replica's session
         (data keys from the primary, see vault.db), or `session` when there is none."""
         vault = self.runtime.vault
@@ -744,7 +685,7 @@ class Gate:
         limit: int,
         cursor: str | None,
     ) -> tuple[list[tuple[str, str, str]], str | None]:
-        query = self._scoped(access, decision).where(place.filter())
+        query = self.scoped_rows(access, decision).where(place.filter())
         if cursor:
             query = query.where(Resident.id > cursor)
         rows = [
@@ -754,7 +695,7 @@ class Gate:
         next_cursor = rows[limit - 1][0] if len(rows) > limit else None
         return rows[:limit], next_cursor
 
-    def _views(
+    def record_views(
         self,
         session: Session,
         access: Access,
@@ -774,13 +715,13 @@ class Gate:
         (`session`), so a replica's lag never shows an erased resident or a revoked consent."""
         if read is not None and read is not session:
             rows = _still_active(session, rows)
-        treatments = self._wanted(decision, requested)
-        covers = self._consent_for(session, access, decision, [r[0] for r in rows], treatments)
+        treatments = self.treatments_for(decision, requested)
+        covers = self.consent_covers(session, access, decision, [r[0] for r in rows], treatments)
         per_resident: dict[str, dict[str, str]] = {}
         if decision.rows.consent_required:
             kept = [row for row in rows if row[0] in covers]
             for rid, _, _ in kept:
-                per_resident[rid] = _narrowed(treatments, covers[rid])
+                per_resident[rid] = narrowed_to(treatments, covers[rid])
             fetch = sorted(
                 {n for t in per_resident.values() for n, v in t.items() if v != "denied"}
             )
@@ -792,8 +733,8 @@ class Gate:
         entries = []
         for rid, building, community in kept:
             mine = per_resident.get(rid, treatments)
-            shown = self._render(
-                values.get(rid, {}), mine, _names(building, community), decision.levels
+            shown = self.render(
+                values.get(rid, {}), mine, place_context(building, community), decision.levels
             )
             presented = self.present(access, decision, rid)
             views.append(RecordView(presented, shown, mine))
@@ -816,9 +757,7 @@ class Gate:
         self,
         access: Access,
         *,
-        community: str | None = None,
-        grid: str | None = None,
-        building: str | None = None,
+        place: Place = EVERYWHERE,
         requested: Sequence[str] | None = None,
         batch_size: int = 500,
         fingerprint: Fingerprint | None = None,
@@ -844,7 +783,7 @@ class Gate:
                     self,
                     access=access,
                     decision=decision,
-                    place=Place(community, grid, building),
+                    place=place,
                     requested=requested,
                     batch_size=batch_size,
                     fingerprint=fingerprint,
@@ -856,16 +795,16 @@ class Gate:
         def batches() -> Iterator[list[RecordView]]:
             cursor: str | None = None
             while True:
-                with self.runtime.transaction() as session, self._reading(session) as read:
+                with self.runtime.transaction() as session, self.reading(session) as read:
                     rows, cursor = self._page(
                         read,
                         access,
                         decision,
-                        place=Place(community, grid, building),
+                        place=place,
                         limit=batch_size,
                         cursor=cursor,
                     )
-                    views, left_out = self._views(
+                    views, left_out = self.record_views(
                         session,
                         access,
                         decision,
@@ -900,13 +839,13 @@ class Gate:
                 [
                     (r[0], r[1], r[2])
                     for r in session.execute(
-                        self._scoped(access, decision).where(Resident.id.in_(ids))
+                        self.scoped_rows(access, decision).where(Resident.id.in_(ids))
                     )
                 ]
                 if ids
                 else []
             )
-            items, left_out = self._views(
+            items, left_out = self.record_views(
                 session, access, decision, rows, requested=requested, action=action
             )
             if not items:
@@ -965,7 +904,7 @@ class Gate:
                 else:
                     if (
                         session.execute(
-                            self._scoped(access, decision).where(Resident.id == resident_id)
+                            self.scoped_rows(access, decision).where(Resident.id == resident_id)
                         ).first()
                         is None
                     ):
@@ -993,7 +932,7 @@ class Gate:
     def scoped_ids(self, access: Access, decision: Decision) -> Select[str]:
         """The ids of residents within the decision's rows (no decoys), as a subquery a
         service narrows its own table with before it pages."""
-        return self._scoped(access, decision).with_only_columns(Resident.id)
+        return self.scoped_rows(access, decision).with_only_columns(Resident.id)
 
     def field_views(
         self,
@@ -1014,19 +953,19 @@ class Gate:
         ids = sorted({rid for rid, _ in known})
         rows = {
             r[0]: r
-            for r in session.execute(self._scoped(access, decision).where(Resident.id.in_(ids)))
+            for r in session.execute(self.scoped_rows(access, decision).where(Resident.id.in_(ids)))
         }
-        treatments = self._wanted(decision, sorted({name for _, name in known}))
-        covers = self._consent_for(session, access, decision, list(rows), treatments)
+        treatments = self.treatments_for(decision, sorted({name for _, name in known}))
+        covers = self.consent_covers(session, access, decision, list(rows), treatments)
         found: dict[tuple[str, str], FieldView] = {}
         for rid, name in known:
             row = rows.get(rid)
             if row is None or (decision.rows.consent_required and rid not in covers):
                 continue
-            mine = _narrowed(treatments, covers[rid]) if rid in covers else treatments
+            mine = narrowed_to(treatments, covers[rid]) if rid in covers else treatments
             if mine[name] != "denied":
                 found[rid, name] = FieldView(
-                    rid, name, mine[name], _names(row[1], row[2]), covers.get(rid)
+                    rid, name, mine[name], place_context(row[1], row[2]), covers.get(rid)
                 )
         return found
 
@@ -1050,13 +989,17 @@ class Gate:
                 decision_id=access.decision_id,
             )
         return FieldView(
-            resident_id, name, treatments[name], _names(row[1], row[2]), cover.get(resident_id)
+            resident_id,
+            name,
+            treatments[name],
+            place_context(row[1], row[2]),
+            cover.get(resident_id),
         )
 
     def render_field(self, decision: Decision, view: FieldView, value: Any) -> Any:
         """`value` of the view's field as a read shows it: clear, masked, or generalised at
         the decision's level; None if the treatment withholds it."""
-        return self._render(
+        return self.render(
             {view.field: value}, {view.field: view.treatment}, view.context, decision.levels
         ).get(view.field)
 
@@ -1104,17 +1047,9 @@ class Gate:
         details: Mapping[str, Any] | None = None,
         pseudonym: str | None = None,
     ) -> EntryDraft:
-        subject = access.subject
-        return EntryDraft(
-            action=action,
-            outcome=outcome,
-            channel=access.channel,
-            kind="access",
-            subject_type=subject.type,
-            organisation=subject.organisation,
-            client=subject.client,
-            user=subject.user,
-            purpose=access.purpose,
+        return access.entry(
+            action,
+            outcome,
             legal_basis=decision.rows.legal_basis if decision else None,
             consent_id=consent_id,
             resident_id=resident_id,
@@ -1123,7 +1058,6 @@ class Gate:
             decision_id=access.decision_id,
             evaluation_id=decision.evaluation_id if decision else None,
             policy_revision=decision.revision if decision else self.engine.revision,
-            request_id=access.request_id,
             reason=reason,
             details={
                 **(details or {}),
@@ -1145,15 +1079,6 @@ def _still_active(session: Session, rows: list[tuple[str, str, str]]) -> list[tu
         )
     )
     return [row for row in rows if row[0] in active]
-
-
-def _names(building: str | None, community: str | None) -> dict[str, str | None]:
-    return {"building": building, "community": community}
-
-
-def _narrowed(treatments: Mapping[str, str], cover: ConsentCover) -> dict[str, str]:
-    """A resident's treatments: fields their consents do not cover are denied."""
-    return {n: (t if n in cover.fields else "denied") for n, t in treatments.items()}
 
 
 def _consent_ids(cover: ConsentCover | None) -> dict[str, Any]:

@@ -13,9 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy.orm import Session
 
-from access.gate import Subject
 from access.runtime import Runtime
-from audit import EntryDraft
+from access.subjects import Subject
 
 LISTED_ITEMS = 100  # ids named in one entry's details, beside their count
 
@@ -41,15 +40,11 @@ def record_reads(
     runtime.audit.record(
         session,
         [
-            EntryDraft(
-                action=action,
-                outcome="allowed",
+            subject.entry(
+                action,
+                "allowed",
                 channel=channel,
                 kind="access",
-                subject_type=subject.type,
-                organisation=subject.organisation,
-                client=subject.client,
-                user=subject.user,
                 purpose=purpose,
                 resident_id=resident_id,
                 request_id=request_id,

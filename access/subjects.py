@@ -1,4 +1,5 @@
-"""Who is asking: build the policy's subject from a verified token and the database.
+"""Who is asking (`Subject`), in which request (`Access`), and how a subject is built from a
+verified token and the database.
 
 Organisations, their jurisdictions, users' roles and guardianships are database records,
 the one source of truth; the token only says who the caller is.
@@ -6,12 +7,14 @@ the one source of truth; the token only says who the caller is.
 
 from __future__ import annotations
 
-from typing import Protocol
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from access.gate import Subject
+from audit import EntryDraft
 from vault.accounts import User
 from vault.models import (
     Guardianship,
@@ -20,6 +23,80 @@ from vault.models import (
     OrganisationCommunity,
     utcnow,
 )
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who is asking, as policy sees them; built from the token and the database."""
+
+    type: str
+    organisation: str | None = None
+    roles: tuple[str, ...] = ()
+    communities: tuple[str, ...] = ()
+    grids: tuple[str, ...] = ()
+    buildings: tuple[str, ...] = ()
+    client: str | None = None
+    user: str | None = None
+    resident_id: str | None = None
+    children: tuple[str, ...] = ()
+
+    def policy_input(self) -> dict[str, Any]:
+        subject: dict[str, Any] = {
+            "type": self.type,
+            "roles": list(self.roles),
+            "jurisdiction": {
+                "communities": list(self.communities),
+                "grids": list(self.grids),
+                "buildings": list(self.buildings),
+            },
+        }
+        if self.organisation:
+            subject["organisation"] = self.organisation
+        return subject
+
+    def entry(
+        self, action: str, outcome: str, *, channel: str, kind: str, **recorded: Any
+    ) -> EntryDraft:
+        """An audit entry of something this subject did, with who they are filled in: the
+        one place the access layer turns a subject into an entry's actor columns.
+        `recorded` is the rest of `audit.EntryDraft` (purpose, resident, fields, ...)."""
+        return EntryDraft(
+            action=action,
+            outcome=outcome,
+            channel=channel,
+            kind=kind,
+            subject_type=self.type,
+            organisation=self.organisation,
+            client=self.client,
+            user=self.user,
+            **recorded,
+        )
+
+
+@dataclass(frozen=True)
+class Access:
+    """One request: who, for what purpose, with which ids for correlation."""
+
+    subject: Subject
+    purpose: str | None
+    request_id: str
+    channel: str = "api"
+    justification: str | None = None
+    decision_id: str = field(default_factory=lambda: f"dec_{uuid.uuid4().hex}")
+
+    def entry(
+        self, action: str, outcome: str, *, kind: str = "access", **recorded: Any
+    ) -> EntryDraft:
+        """An audit entry of this request: its subject, channel, purpose and request id."""
+        return self.subject.entry(
+            action,
+            outcome,
+            channel=self.channel,
+            kind=kind,
+            purpose=self.purpose,
+            request_id=self.request_id,
+            **recorded,
+        )
 
 
 class Caller(Protocol):

@@ -37,7 +37,8 @@ from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from access.gate import Access, Gate, Subject
+from access.gate import Gate
+from access.subjects import Access, Subject
 from consent import Actor, ConsentCover, ConsentService, Grant
 from tests.demo_server import DemoServer, run_demo_server
 from vault.models import (

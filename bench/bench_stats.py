@@ -23,12 +23,12 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from access.gate import Access, Gate
+from access.gate import Gate
 from access.runtime import init_runtime
 from access.settings import StatsSettings
 from access.stats.service import StatsService
 from access.stats.tables import residents_query
-from access.subjects import organisation_subject
+from access.subjects import Access, organisation_subject
 from api.http.app import policy_engine
 from api.settings import Settings
 from vault.demo import populate

@@ -44,9 +44,10 @@ except ImportError:  # a checkout without `pip install -e .`
 from access.exports.fingerprints import fingerprint_master, mark_key
 from access.exports.records import all_exports, open_export
 from access.exports.trace import read_leak, score_exports
-from access.gate import Access, Gate, Subject
+from access.gate import Gate
 from access.runtime import init_runtime
-from access.subjects import organisation_subject
+from access.subjects import Access, Subject, organisation_subject
+from access.views import Place
 from api.http.app import policy_engine
 from api.settings import Settings
 from vault.demo import populate
@@ -86,7 +87,7 @@ def _access(subject: Subject, organisation: str, n: int) -> Access:
 
 
 def _export(gate: Gate, access: Access, fmt: str, filters: dict[str, str], fp: bool) -> list[str]:
-    opened = open_export(gate, access, format=fmt, fingerprinted=fp, **filters)
+    opened = open_export(gate, access, format=fmt, fingerprinted=fp, place=Place(**filters))
     return list(opened.lines)
 
 

@@ -22,7 +22,8 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError
 
-from access.gate import Access, Gate, Subject
+from access.gate import Gate
+from access.subjects import Access, Subject
 from audit.models import AuditEntry
 from consent import ConsentService, Grant, ReceiptInvalid, verify_receipt
 from consent.models import Consent, ConsentReceipt, ConsentRevocation

@@ -21,11 +21,12 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from access.gate import Access, NotInScope, PolicyDenied, RateLimited, Subject
+from access.gate import NotInScope, PolicyDenied, RateLimited
 from access.runtime import init_runtime
 from access.stats.service import BadStatsQuery, Budget, BudgetExhausted
+from access.subjects import Access, Subject
 from api.http.app import create_app
-from api.http.problems import PROBLEMS, TITLES, install_problem_handlers
+from api.http.problems import PROBLEMS, STATUSES, TITLES, install_problem_handlers
 from audit.errors import InvalidLogCursor
 from consent.breakglass import BreakGlassConflict, BreakGlassError
 from consent.errors import InvalidConsent
@@ -73,7 +74,7 @@ def test_the_docs_name_the_problems_they_list() -> None:
 def test_each_documented_problem_has_its_status(slug: str, status: int | None) -> None:
     assert slug in TITLES, f"docs name /problems/{slug}; api/http/problems.py does not"
     if status is not None:
-        assert TITLES[slug][0] == status, slug
+        assert STATUSES[slug] == status, slug
 
 
 def test_each_documented_problem_is_served(tmp_path: Path) -> None:
@@ -85,7 +86,7 @@ def test_each_documented_problem_is_served(tmp_path: Path) -> None:
     for slug in sorted({*documented(), *PROBLEMS.values()}):
         page = client.get(f"/problems/{slug}")
         assert page.status_code == 200, slug
-        status, zh, en = TITLES[slug]
+        status, zh, en = STATUSES[slug], TITLES[slug].text("zh"), TITLES[slug].text("en")
         assert zh in page.text and en in page.text and str(status) in page.text
 
 
@@ -265,11 +266,12 @@ def test_validation_errors_name_their_field() -> None:
         BreakGlassError(Message("error.break-glass.minutes", {"most": 240}), field="minutes")
     )
     assert body["errors"] == [{"field": "minutes", "message": "有效期须在1到240分钟之间"}]
-    # consent.services words its refusals in both languages: one message all the same
-    _, body, _ = _get(InvalidConsent("未知字段", "unknown field 'x'", "fields"), "en")
+    refused = InvalidConsent(Message("error.consent.unknown-field", {"name": "x"}), field="fields")
+    _, body, _ = _get(refused, "en")
     assert body["errors"] == [{"field": "fields", "message": "unknown field 'x'"}]
-    _, body, _ = _get(ValidationFailed([FieldProblem("phone", "format", "手机号有误", "bad")]))
-    assert body["errors"] == [{"field": "phone", "message": "手机号有误"}]
+    problem = FieldProblem("phone", "phone-length", Message("validation.phone-length"))
+    _, body, _ = _get(ValidationFailed([problem]))
+    assert body["errors"] == [{"field": "phone", "message": "手机号码应为11位"}]
 
 
 def test_a_spent_budget_comes_with_the_budget_and_the_wait() -> None:

@@ -44,8 +44,8 @@ from access.exports.fingerprints import (
 )
 from access.exports.records import ExportRecord, open_export
 from access.exports.trace import read_leak, score_exports
-from access.gate import Access, Gate
-from access.subjects import organisation_subject
+from access.gate import Gate
+from access.subjects import Access, organisation_subject
 from api.cli.main import app as cli_app
 from audit.models import AuditEntry
 from audit.queries import EntryFilter, accesses_per_day, out_of_hours, sensitive_reads

@@ -5,7 +5,7 @@ resident in scope (ids and building/community names only, nothing decrypted) plu
 decoys the export's secret picks from the pool in that scope, sorted by the keyed hash of
 the id the caller sees. Batches then go out in that order; each batch re-checks scope
 (an erasure or a move since the plan takes effect), decrypts and renders through the
-gate's own `_views` (consent, treatments, audit entries), renders its decoys the same way,
+gate's own `record_views` (consent, treatments, audit entries), renders its decoys the same way,
 and commits every entry, decoys' ones marked `decoy`, before the batch is handed out.
 """
 
@@ -26,7 +26,9 @@ from policies.rows import by_area
 from vault.models import Building, Resident
 
 if TYPE_CHECKING:
-    from access.gate import Access, Gate, Place, RecordView
+    from access.gate import Gate
+    from access.subjects import Access
+    from access.views import Place, RecordView
 
 DECOY_KIND = "decoy"
 
@@ -56,18 +58,18 @@ def _plan(
     requested: Sequence[str] | None,
     fingerprint: Fingerprint,
 ) -> tuple[list[_Planned], dict[str, RecordView]]:
-    from access.gate import RecordView, _names, _narrowed  # noqa: PLC0415 - gate imports us
+    from access.views import RecordView, narrowed_to, place_context  # noqa: PLC0415 - gate imports us
 
     key = fingerprint.key
-    treatments = gate._wanted(decision, requested)
+    treatments = gate.treatments_for(decision, requested)
     with gate.runtime.transaction() as session:
         real = [
             (r[0], r[1], r[2])
-            for r in session.execute(_placed(gate._scoped(access, decision), place))
+            for r in session.execute(_placed(gate.scoped_rows(access, decision), place))
         ]
         # With a consent-based purpose, decoys are as many as the consenting residents
         # warrant, and each shows the fields one of their consents covers.
-        covers = gate._consent_for(session, access, decision, [r[0] for r in real], treatments)
+        covers = gate.consent_covers(session, access, decision, [r[0] for r in real], treatments)
         consenting = sorted(covers)
         exported = len(consenting) if decision.rows.consent_required else len(real)
         decoys: list[tuple[str, str, str]] = []
@@ -93,9 +95,9 @@ def _plan(
                 mine = treatments
                 if consenting:
                     like = consenting[key.choice("decoy-cover", rid, len(consenting))]
-                    mine = _narrowed(treatments, covers[like])
-                shown = gate._render(
-                    values.get(rid, {}), mine, _names(building, community), decision.levels
+                    mine = narrowed_to(treatments, covers[like])
+                shown = gate.render(
+                    values.get(rid, {}), mine, place_context(building, community), decision.levels
                 )
                 views[rid] = RecordView(gate.present(access, decision, rid), shown, mine)
     fingerprint.decoys = [d[0] for d in decoys]
@@ -111,7 +113,7 @@ def _plan(
 def _pool(
     session: Session, gate: Gate, access: Access, decision: Decision, place: Place
 ) -> list[tuple[str, str, str]]:
-    query = _placed(gate._scoped(access, decision, decoys=True), place)
+    query = _placed(gate.scoped_rows(access, decision, decoys=True), place)
     return [(r[0], r[1], r[2]) for r in session.execute(query.order_by(Resident.id))]
 
 
@@ -119,27 +121,12 @@ def _grow(
     session: Session, gate: Gate, *, access: Access, decision: Decision, place: Place, count: int
 ) -> None:
     """New decoys in the buildings the export covers, recorded as an operational event."""
-    query = _placed(gate._scoped(access, decision), place)
+    query = _placed(gate.scoped_rows(access, decision), place)
     buildings = sorted(set(session.scalars(query.with_only_columns(Building.id).distinct())))
     created = create_decoys(session, gate.runtime.vault.store, buildings, count)
-    subject = access.subject
     gate.runtime.audit.record(
         session,
-        [
-            EntryDraft(
-                action="decoy.created",
-                outcome="allowed",
-                channel=access.channel,
-                kind="event",
-                subject_type=subject.type,
-                organisation=subject.organisation,
-                client=subject.client,
-                user=subject.user,
-                purpose=access.purpose,
-                request_id=access.request_id,
-                details={"count": len(created)},
-            )
-        ],
+        [access.entry("decoy.created", "allowed", kind="event", details={"count": len(created)})],
     )
 
 
@@ -169,12 +156,12 @@ def fingerprinted_batches(
         for start in range(0, len(planned), batch_size):
             chunk = planned[start : start + batch_size]
             # Rows and ciphertexts from the read replica, if any; entries on the primary.
-            with gate.runtime.transaction() as session, gate._reading(session) as read:
+            with gate.runtime.transaction() as session, gate.reading(session) as read:
                 ids = [p.resident_id for p in chunk if not p.decoy]
-                query = gate._scoped(access, decision).where(Resident.id.in_(ids))
+                query = gate.scoped_rows(access, decision).where(Resident.id.in_(ids))
                 current = {r[0]: (r[0], r[1], r[2]) for r in read.execute(query)} if ids else {}
                 rows = [current[i] for i in ids if i in current]
-                views, left_out = gate._views(
+                views, left_out = gate.record_views(
                     session,
                     access,
                     decision,
@@ -219,14 +206,12 @@ def _decoy_entry(
 ) -> EntryDraft:
     """A decoy row's entry: like any export entry, but of kind `decoy`, so reports of real
     accesses (kind `access`) and residents' views never count it."""
-    entry = gate._entry(
+    entry = gate.access_entry(
         access,
         "export",
-        "allowed",
         decision,
         resident_id=vault_id,
         fields=view.treatments,
-        pseudonym=view.resident_id if decision.pseudonymous else None,
         details={"decoy": True, "export_id": export_id},
     )
     return dataclasses.replace(entry, kind=DECOY_KIND)

@@ -32,11 +32,13 @@ from access.exports.fingerprints import (
     ndjson_line,
     row_marks,
 )
+from access.views import EVERYWHERE, Place
 from vault.models import Base, TZDateTime, utcnow
 from vault.spreadsheet import csv_row
 
 if TYPE_CHECKING:
-    from access.gate import Access, Gate
+    from access.gate import Gate
+    from access.subjects import Access
     from policies import Decision
 
 __all__ = [
@@ -155,9 +157,7 @@ def open_export(
     access: Access,
     *,
     format: str,
-    community: str | None = None,
-    grid: str | None = None,
-    building: str | None = None,
+    place: Place = EVERYWHERE,
     requested: Sequence[str] | None = None,
     fingerprinted: bool = True,
 ) -> OpenExport:
@@ -170,9 +170,7 @@ def open_export(
     fingerprint = Fingerprint(export_id, ExportKey.derive(master, export_id))
     decision, batches, summary = gate.export(
         access,
-        community=community,
-        grid=grid,
-        building=building,
+        place=place,
         requested=requested,
         fingerprint=fingerprint if fingerprinted else None,
     )
@@ -193,9 +191,9 @@ def open_export(
             purpose=access.purpose,
             format=format,
             filters={
-                "community": community,
-                "grid": grid,
-                "building": building,
+                "community": place.community,
+                "grid": place.grid,
+                "building": place.building,
                 "fields": list(requested) if requested else None,
             },
             decoys=list(fingerprint.decoys),

@@ -21,13 +21,13 @@ from typing import Any, Final
 from sqlalchemy import ColumnElement, select, text
 from sqlalchemy.orm import Session
 
-from access.gate import Access, Gate, GateError, PolicyDenied
+from access.gate import Gate, GateError, PolicyDenied
 from access.settings import StatsSettings
 from access.stats.disclosure import Cell, Place, Table, suppress
 from access.stats.measures import MEASURES, TOTAL, Measure
 from access.stats.noise import Mechanism, release
 from access.stats.tables import LEVELS, Counted, Scoped, count, places, residents_query
-from audit import EntryDraft
+from access.subjects import Access
 from audit.models import AuditEntry
 from policies import Decision
 from policies.rows import building_filter, by_area
@@ -305,28 +305,24 @@ class StatsService:
         }
         with self.gate.runtime.transaction() as session:
             budget = self.budget(access, session)
+            result = StatsResult(
+                measure,
+                by,
+                tuple(measure.categories),
+                cells,
+                totals,
+                decision,
+                disclosure,
+                budget,
+                suppressed,
+            )
             self._record(
                 session,
                 access,
-                decision=decision,
-                measure=measure,
-                by=by,
-                cells=cells,
-                totals=totals,
-                suppressed=suppressed,
+                result,
                 details={"threshold": k, "epsilon": 0.0, "period": budget.period},
             )
-        return StatsResult(
-            measure,
-            by,
-            tuple(measure.categories),
-            cells,
-            totals,
-            decision,
-            disclosure,
-            budget,
-            suppressed,
-        )
+        return result
 
     def _noisy(
         self,
@@ -360,15 +356,26 @@ class StatsService:
             above = [p for p in tree if LEVELS.index(p.level) <= LEVELS.index(by)]
             table = Table(above, measure.categories, leaf).rolled_up()
             cells, totals = _publish(above, table, by, set())
+            disclosure = {
+                "method": "differential-privacy",
+                "mechanism": str(mechanism),
+                "epsilon": noisy.epsilon,
+                "delta": noisy.delta or None,
+                "scale": noisy.scale,
+                "note_zh": "数值已加入差分隐私噪声（OpenDP），合计由加噪后的数值相加得到",
+                "note_en": "values carry differentially private noise (OpenDP); totals are "
+                "sums of the noisy values",
+            }
+            spent = Budget(
+                budget.period, budget.total, budget.spent + noisy.epsilon, budget.renews_at
+            )
+            result = StatsResult(
+                measure, by, tuple(measure.categories), cells, totals, decision, disclosure, spent
+            )
             self._record(
                 session,
                 access,
-                decision=decision,
-                measure=measure,
-                by=by,
-                cells=cells,
-                totals=totals,
-                suppressed=0,
+                result,
                 details={
                     "epsilon": noisy.epsilon,
                     "delta": noisy.delta,
@@ -376,63 +383,31 @@ class StatsService:
                     "period": budget.period,
                 },
             )
-            budget = Budget(
-                budget.period, budget.total, budget.spent + noisy.epsilon, budget.renews_at
-            )
-        disclosure = {
-            "method": "differential-privacy",
-            "mechanism": str(mechanism),
-            "epsilon": noisy.epsilon,
-            "delta": noisy.delta or None,
-            "scale": noisy.scale,
-            "note_zh": "数值已加入差分隐私噪声（OpenDP），合计由加噪后的数值相加得到",
-            "note_en": "values carry differentially private noise (OpenDP); totals are sums "
-            "of the noisy values",
-        }
-        return StatsResult(
-            measure, by, tuple(measure.categories), cells, totals, decision, disclosure, budget
-        )
+        return result
 
     def _record(
-        self,
-        session: Session,
-        access: Access,
-        *,
-        decision: Decision,
-        measure: Measure,
-        by: str,
-        cells: list[PublishedPlace],
-        totals: list[PublishedPlace],
-        suppressed: int,
-        details: dict[str, Any],
+        self, session: Session, access: Access, result: StatsResult, details: dict[str, Any]
     ) -> None:
-        subject = access.subject
+        """The table's one audit entry: which measure, by what, how many cells published."""
+        measure, decision = result.measure, result.decision
         fields = {measure.field: str(decision.treatment(measure.field))} if measure.field else {}
-        published = sum(len(p.values) for p in (*cells, *totals))
+        published = sum(len(p.values) for p in (*result.cells, *result.totals))
         self.gate.runtime.audit.record(
             session,
             [
-                EntryDraft(
-                    action=ACTION,
-                    outcome="allowed",
-                    channel=access.channel,
-                    kind="access",
-                    subject_type=subject.type,
-                    organisation=subject.organisation,
-                    client=subject.client,
-                    user=subject.user,
-                    purpose=access.purpose,
+                access.entry(
+                    ACTION,
+                    "allowed",
                     legal_basis=decision.rows.legal_basis,
                     fields=fields,
                     decision_id=access.decision_id,
                     evaluation_id=decision.evaluation_id,
                     policy_revision=decision.revision,
-                    request_id=access.request_id,
                     details={
                         "measure": measure.name,
-                        "by": by,
+                        "by": result.by,
                         "cells": published,
-                        "suppressed": suppressed,
+                        "suppressed": result.suppressed,
                         **details,
                     },
                 )

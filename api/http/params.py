@@ -12,9 +12,11 @@ import re
 from typing import Annotated
 from urllib.parse import unquote
 
-from fastapi import Path, Query, Request
+from fastapi import Depends, Path, Query, Request
 
+from access.views import Place
 from vault.errors import FieldProblem, ValidationFailed
+from vault.i18n import Message
 
 # The largest integer JSON and JavaScript carry exactly (the pages verify proofs in the
 # browser); leaf indexes and tree sizes stay far below it for any real log.
@@ -44,6 +46,14 @@ Index = Annotated[int, Path(ge=0, le=MAX_INTEGER, description="leaf index in the
 PathId = Annotated[str, Path(max_length=ID_LENGTH)]
 PathCode = Annotated[str, Path(max_length=CODE_LENGTH)]
 QueryId = Annotated[str | None, Query(max_length=ID_LENGTH)]
+
+
+def place_query(community: QueryId = None, grid: QueryId = None, building: QueryId = None) -> Place:
+    """`?community=`, `?grid=`, `?building=`: a list or an export narrowed within scope."""
+    return Place(community, grid, building)
+
+
+QueryPlace = Annotated[Place, Depends(place_query)]
 QueryCode = Annotated[str | None, Query(max_length=CODE_LENGTH)]
 QueryUser = Annotated[str | None, Query(max_length=USER_LENGTH)]
 QueryPurpose = Annotated[
@@ -55,8 +65,8 @@ QueryFields = Annotated[
 QueryCursor = Annotated[str | None, Query(max_length=CURSOR_LENGTH)]
 
 
-def _refuse(field: str, zh: str, en: str) -> ValidationFailed:
-    return ValidationFailed([FieldProblem(field, "out-of-bounds", zh, en)])
+def _refuse(field: str, message: Message) -> ValidationFailed:
+    return ValidationFailed([FieldProblem(field, "out-of-bounds", message)])
 
 
 def declared_purpose(request: Request, query: str | None) -> str | None:
@@ -69,12 +79,7 @@ def declared_purpose(request: Request, query: str | None) -> str | None:
     if not declared:
         return None
     if not _PURPOSE.match(declared):
-        raise _refuse(
-            "Purpose",
-            f"用途代码至多 {CODE_LENGTH} 个字符，仅限小写字母、数字和连字符",
-            f"a purpose code has at most {CODE_LENGTH} characters: lowercase letters, digits "
-            "and hyphens",
-        )
+        raise _refuse("Purpose", Message("error.bounds.purpose", {"most": CODE_LENGTH}))
     return declared
 
 
@@ -85,8 +90,6 @@ def declared_justification(given: str | None) -> str | None:
     text = unquote(given).strip()
     if len(text) > JUSTIFICATION_LENGTH or _CONTROL.search(text):
         raise _refuse(
-            "Justification",
-            f"理由至多 {JUSTIFICATION_LENGTH} 个字符，且不含控制字符",
-            f"a justification has at most {JUSTIFICATION_LENGTH} characters, no control characters",
+            "Justification", Message("error.bounds.justification", {"most": JUSTIFICATION_LENGTH})
         )
     return text or None

@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
-from access.gate import Access, PolicyDenied, Subject
+from access.gate import PolicyDenied
 from access.reads import record_reads
+from access.subjects import Access, Subject
 from api.http.params import PathId
 from api.http.problems import lang_of, problem
 from api.http.routes.residents import gate_of, subject_of

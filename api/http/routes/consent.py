@@ -18,8 +18,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from access.gate import Access, Subject
 from access.reads import record_reads
+from access.subjects import Access, Subject
 from api.http.params import PathId
 from api.http.problems import problem
 from api.http.routes.residents import gate_of, subject_of

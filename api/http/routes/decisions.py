@@ -17,8 +17,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from access.gate import EVALUATION_ACTION, Access, Gate, Subject, Visibility
-from access.subjects import organisation_subject, visibility_subjects
+from access.gate import EVALUATION_ACTION, Gate, Visibility
+from access.subjects import Access, Subject, organisation_subject, visibility_subjects
 from api.http.params import PathId
 from api.http.problems import lang_of, problem
 from api.http.routes.residents import gate_of, subject_of

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from access.gate import Access
 from access.reads import record_reads
+from access.subjects import Access
 from api.http.params import Index, QueryCursor
 from api.http.problems import problem
 from api.http.routes.residents import decision_headers, gate_of, record_view, subject_of

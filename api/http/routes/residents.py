@@ -13,15 +13,16 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from access.exports.records import find_export, open_export
-from access.gate import Access, Gate, Listing, RecordView, Subject
-from access.subjects import subject_for
+from access.gate import Gate, Listing
+from access.subjects import Access, Subject, subject_for
+from access.views import RecordView
 from api.http.params import (
     ID_LENGTH,
     JUSTIFICATION_LENGTH,
     PathId,
     QueryCursor,
     QueryFields,
-    QueryId,
+    QueryPlace,
     QueryPurpose,
     declared_justification,
     declared_purpose,
@@ -103,10 +104,8 @@ def read_resident(
 def list_residents(
     request: Request,
     principal: Reader,
+    place: QueryPlace,
     purpose: QueryPurpose = None,
-    community: QueryId = None,
-    grid: QueryId = None,
-    building: QueryId = None,
     fields: QueryFields = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: QueryCursor = None,
@@ -114,9 +113,7 @@ def list_residents(
     access = _access(request, principal, purpose)
     listing = gate_of(request).list_residents(
         access,
-        community=community,
-        grid=grid,
-        building=building,
+        place=place,
         requested=_fields(fields),
         limit=limit,
         cursor=cursor,
@@ -205,11 +202,9 @@ def update_resident(
 def export_residents(
     request: Request,
     principal: Reader,
+    place: QueryPlace,
     purpose: QueryPurpose = None,
     format: Annotated[str, Query(pattern="^(ndjson|csv)$")] = "ndjson",
-    community: QueryId = None,
-    grid: QueryId = None,
-    building: QueryId = None,
     fields: QueryFields = None,
     justification: Annotated[str | None, Header(max_length=9 * JUSTIFICATION_LENGTH)] = None,
 ) -> Response:
@@ -220,9 +215,7 @@ def export_residents(
         gate_of(request),
         access,
         format=format,
-        community=community,
-        grid=grid,
-        building=building,
+        place=place,
         requested=_fields(fields),
     )
     decision, export_id = opened.decision, opened.export_id

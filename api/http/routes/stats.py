@@ -13,9 +13,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from access.gate import Access
 from access.stats.measures import MEASURES
 from access.stats.service import PublishedPlace, StatsResult, StatsService
+from access.subjects import Access
 from api.http.params import PathCode, QueryPurpose, declared_purpose
 from api.http.problems import lang_of
 from api.http.routes.residents import decision_headers, subject_of
