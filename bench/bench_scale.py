@@ -355,8 +355,8 @@ def import_batch(runtime: Runtime, path: Path) -> int:
         report = import_csv(session, runtime.vault.store, path, provenance)
         if not report.ok:
             first = report.errors[0]
-            message = f"import refused: line {first.line}: {first.message_en}"
-            if all(e.column == "id_number" and "already" in e.message_en for e in report.errors):
+            message = f"import refused: line {first.line}: {first.message('en')}"
+            if all(e.column == "id_number" and "already" in e.message("en") for e in report.errors):
                 raise StoredMeanwhile(message)
             raise RuntimeError(message)
         runtime.audit.record(session, import_drafts(report.created, path.name))

@@ -8,24 +8,18 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from vault.errors import given_text
 from vault.i18n import Message
 
 
 class ConsentError(Exception):
-    """A consent operation that cannot be done as asked.
-
-    `message` is a `vault.i18n.Message`. `consent.services` still words its refusals in
-    both languages (`InvalidConsent("未知字段", "unknown field 'x'", "fields")`): two strings
-    are taken as that one message (`vault.errors.given_text`)."""
+    """A consent operation that cannot be done as asked; `message` says why (a
+    `vault.i18n.Message`, `error.consent.*`)."""
 
     slug: ClassVar[str] = "validation-error"
 
-    def __init__(self, message: Message | str, en: str = "", field: str | None = None) -> None:
-        self.message: Message = (
-            message if isinstance(message, Message) else given_text(message, en or message)
-        )
-        super().__init__(self.message.text("en"))
+    def __init__(self, message: Message, *, field: str | None = None) -> None:
+        super().__init__(message.text("en"))
+        self.message: Message = message
         self.field = field
 
 

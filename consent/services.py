@@ -41,6 +41,7 @@ from consent.models import CHANNELS, Consent, ConsentReceipt, ConsentRequest, Co
 from consent.receipts import KANTARA_VERSION, sign_receipt
 from policies.bundle import load_bundle
 from vault.crypto import open_field, seal_field
+from vault.i18n import Message
 from vault.models import (
     Building,
     Guardianship,
@@ -234,13 +235,11 @@ class ConsentService:
     def purpose_spec(self, purpose: str) -> Mapping[str, Any]:
         spec = self.purposes.get(purpose)
         if spec is None:
-            raise InvalidConsent("未登记的用途", f"unknown purpose {purpose!r}", "purpose")
-        if spec.get("legal_basis") != "consent":
             raise InvalidConsent(
-                "该用途的法律依据不是同意，无需也不能登记同意",
-                "this purpose does not rest on consent; there is nothing to consent to",
-                "purpose",
+                Message("error.consent.unknown-purpose", {"purpose": purpose}), field="purpose"
             )
+        if spec.get("legal_basis") != "consent":
+            raise InvalidConsent(Message("error.consent.not-by-consent"), field="purpose")
         return spec
 
     def purpose_fields(self, spec: Mapping[str, Any]) -> list[str]:
@@ -258,14 +257,11 @@ class ConsentService:
         organisation = session.get(Organisation, recipient)
         if organisation is None:
             raise InvalidConsent(
-                "未知的接收机构", f"unknown organisation {recipient!r}", "recipient"
+                Message("error.consent.unknown-recipient", {"recipient": recipient}),
+                field="recipient",
             )
         if organisation.type not in (spec.get("recipient_types") or []):
-            raise InvalidConsent(
-                "该用途不向此类机构提供信息",
-                "this purpose does not provide data to that kind of organisation",
-                "recipient",
-            )
+            raise InvalidConsent(Message("error.consent.recipient-type"), field="recipient")
         return organisation
 
     def _fields(
@@ -278,30 +274,34 @@ class ConsentService:
         chosen: list[str] = []
         for name in fields or ():
             if name not in self.catalogue:
-                raise InvalidConsent("未知字段", f"unknown field {name!r}", "fields")
+                raise InvalidConsent(
+                    Message("error.consent.unknown-field", {"name": name}), field="fields"
+                )
             chosen.append(name)
         for category in categories or ():
             if category not in self.catalogue.categories:
-                raise InvalidConsent("未知类别", f"unknown category {category!r}", "categories")
+                raise InvalidConsent(
+                    Message("error.consent.unknown-category", {"category": category}),
+                    field="categories",
+                )
             chosen += [s.name for s in self.catalogue.by_category(category) if s.name in allowed]
         if not fields and not categories:
             chosen = list(allowed)
         outside = sorted({n for n in chosen if n not in allowed})
         if outside:
             raise InvalidConsent(
-                f"该用途不使用这些字段：{', '.join(outside)}",
-                f"the purpose does not use: {', '.join(outside)}",
-                "fields",
+                Message("error.consent.fields-unused", {"fields": ", ".join(outside)}),
+                field="fields",
             )
         result = list(dict.fromkeys(chosen))
         if not result:
-            raise InvalidConsent("未选择任何字段", "no fields chosen", "fields")
+            raise InvalidConsent(Message("error.consent.no-fields"), field="fields")
         return result
 
     def _resident(self, session: Session, resident_id: str) -> Resident:
         resident = session.get(Resident, resident_id)
         if resident is None or resident.status != "active" or resident.is_decoy:
-            raise ConsentNotFound("未找到该居民", "no such resident", "resident_id")
+            raise ConsentNotFound(Message("error.consent.no-resident"), field="resident_id")
         return resident
 
     def ward_limit(
@@ -317,7 +317,7 @@ class ConsentService:
             )
         ).first()
         if ship is None:
-            raise ConsentNotFound("您不是该居民的监护人", "not a ward of yours", "on_behalf_of")
+            raise ConsentNotFound(Message("error.consent.not-a-ward"), field="on_behalf_of")
         limit = ship.until
         if ship.basis == "parent":
             birth = self._birth_date(session, ward_id)
@@ -325,11 +325,7 @@ class ConsentService:
                 turns = _fourteenth(birth)
                 limit = turns if limit is None else min(limit, turns)
         if limit is not None and limit <= now:
-            raise InvalidConsent(
-                "孩子已满十四周岁，须由其本人同意",
-                "the child is 14 or older and consents for themselves",
-                "on_behalf_of",
-            )
+            raise InvalidConsent(Message("error.consent.ward-fourteen"), field="on_behalf_of")
         return limit
 
     def _birth_date(self, session: Session, resident_id: str) -> date | None:
@@ -347,7 +343,10 @@ class ConsentService:
     def grant(self, session: Session, grant: Grant) -> Consent:
         now = self.clock()
         if grant.channel not in CHANNELS:
-            raise InvalidConsent("未知的渠道", f"unknown channel {grant.channel!r}", "channel")
+            raise InvalidConsent(
+                Message("error.consent.unknown-channel", {"channel": grant.channel}),
+                field="channel",
+            )
         spec = self.purpose_spec(grant.purpose)
         organisation = self._recipient(session, grant.recipient, spec)
         resident = self._resident(session, grant.resident_id)
@@ -355,9 +354,8 @@ class ConsentService:
         notice = str(spec.get("notice_version") or "")
         if grant.notice_version is not None and grant.notice_version != notice:
             raise InvalidConsent(
-                "所示告知书不是现行版本，请重新阅读",
-                f"the notice shown is not the current one ({notice})",
-                "notice_version",
+                Message("error.consent.notice-outdated", {"notice": notice}),
+                field="notice_version",
             )
         expires = self._expiry(session, grant, now)
         self._check_evidence(grant)
@@ -439,12 +437,14 @@ class ConsentService:
         expires = grant.expires_at
         if expires is not None:
             if expires.tzinfo is None:
-                raise InvalidConsent("时间须带时区", "give times with a zone", "expires_at")
+                raise InvalidConsent(Message("error.consent.time-zone"), field="expires_at")
             if expires <= now:
-                raise InvalidConsent("到期时间已过", "expires_at is in the past", "expires_at")
+                raise InvalidConsent(Message("error.consent.expired"), field="expires_at")
         if grant.channel == "guardian":
             if not grant.guardian_id:
-                raise InvalidConsent("缺少监护人", "a guardian is required", "on_behalf_of")
+                raise InvalidConsent(
+                    Message("error.consent.guardian-required"), field="on_behalf_of"
+                )
             limit = self.ward_limit(session, grant.guardian_id, grant.resident_id, now)
             if limit is not None and (expires is None or expires > limit):
                 expires = limit
@@ -455,15 +455,9 @@ class ConsentService:
         if grant.channel != "assisted":
             return
         if not grant.evidence:
-            raise InvalidConsent(
-                "协助办理须上传签字的同意书扫描件",
-                "assisted consent needs the signed form",
-                "evidence",
-            )
+            raise InvalidConsent(Message("error.consent.evidence-required"), field="evidence")
         if not grant.witness:
-            raise InvalidConsent(
-                "协助办理须有见证人", "assisted consent needs a witness", "witness"
-            )
+            raise InvalidConsent(Message("error.consent.witness-required"), field="witness")
 
     def _previous(self, session: Session, grant: Grant, now: datetime) -> Consent | None:
         """The consent a change supersedes: the same resident's, recipient and purpose,
@@ -472,17 +466,11 @@ class ConsentService:
             return None
         previous = session.get(Consent, grant.supersedes)
         if previous is None or previous.resident_id != grant.resident_id:
-            raise ConsentNotFound("未找到要变更的同意", "no such consent", "supersedes")
+            raise ConsentNotFound(Message("error.consent.supersedes-none"), field="supersedes")
         if (previous.recipient, previous.purpose) != (grant.recipient, grant.purpose):
-            raise InvalidConsent(
-                "变更只能针对同一接收方和用途",
-                "a change keeps the recipient and purpose",
-                "supersedes",
-            )
+            raise InvalidConsent(Message("error.consent.supersedes-other"), field="supersedes")
         if not self._is_active(session, previous, now):
-            raise ConsentConflict(
-                "该同意已撤回、已变更或已过期", "that consent is no longer active", "supersedes"
-            )
+            raise ConsentConflict(Message("error.consent.supersedes-inactive"), field="supersedes")
         return previous
 
     def revoke(
@@ -491,9 +479,9 @@ class ConsentService:
         """Revoke one of these residents' consents; the next look-up no longer sees it."""
         consent = session.get(Consent, consent_id)
         if consent is None or consent.resident_id not in set(resident_ids):
-            raise ConsentNotFound("未找到该同意", "no such consent")
+            raise ConsentNotFound(Message("error.consent.not-found"))
         if session.get(ConsentRevocation, consent_id) is not None:
-            raise ConsentConflict("该同意已撤回或已变更", "already revoked or superseded")
+            raise ConsentConflict(Message("error.consent.revoked"))
         session.add(
             ConsentRevocation(
                 consent_id=consent.id,
@@ -591,9 +579,9 @@ class ConsentService:
     ) -> tuple[ConsentRequest, Consent | None]:
         row = session.get(ConsentRequest, request_id)
         if row is None or row.resident_id not in set(resident_ids):
-            raise ConsentNotFound("未找到该请求", "no such request")
+            raise ConsentNotFound(Message("error.consent.request-not-found"))
         if row.status != "pending":
-            raise ConsentConflict("该请求已答复", "the request was already answered")
+            raise ConsentConflict(Message("error.consent.request-answered"))
         consent: Consent | None = None
         if accept:
             consent = self.grant(
@@ -656,7 +644,7 @@ class ConsentService:
     def get(self, session: Session, consent_id: str) -> tuple[Consent, ConsentRevocation | None]:
         consent = session.get(Consent, consent_id)
         if consent is None:
-            raise ConsentNotFound("未找到该同意", "no such consent")
+            raise ConsentNotFound(Message("error.consent.not-found"))
         return consent, session.get(ConsentRevocation, consent_id)
 
     def describe(self, consent: Consent, revocation: ConsentRevocation | None) -> dict[str, Any]:
@@ -707,7 +695,7 @@ class ConsentService:
     def open_evidence(self, session: Session, consent: Consent) -> bytes:
         """The scanned form in clear, for the resident's own download (never to recipients)."""
         if consent.evidence_blob is None or consent.evidence_key_version is None:
-            raise ConsentNotFound("没有同意书", "no evidence on record")
+            raise ConsentNotFound(Message("error.consent.no-evidence"))
         key = self.store.data_keys.get(session, consent.resident_id, consent.evidence_key_version)
         return open_field(key, f"consent_evidence:{consent.id}", consent.evidence_blob)
 
@@ -748,7 +736,7 @@ class ConsentService:
             .limit(1)
         ).first()
         if row is None:
-            raise ConsentNotFound("未找到回执", "no receipt")
+            raise ConsentNotFound(Message("error.consent.no-receipt"))
         return row
 
     def issue_receipt(self, session: Session, consent: Consent, event: str) -> ConsentReceipt:

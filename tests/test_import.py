@@ -66,7 +66,7 @@ def test_mixed_file_reports_each_bad_row_and_imports_nothing(vault: Vault, tmp_p
     assert by_line == {(3, "id_number"), (4, "phone"), (5, "building_id"), (6, "id_number")}
     assert report.rows == 5 and report.imported == 0
     assert _count(vault) == 0
-    assert all("12345" not in e.message_en for e in report.errors)
+    assert all("12345" not in e.message("en") for e in report.errors)
 
 
 def test_good_file_imports_households_and_dry_run_writes_nothing(

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from access.runtime import init_runtime
 from api.http.app import create_app
-from api.http.problems import TITLES
+from api.http.problems import STATUSES, TITLES
 from api.settings import Settings
 
 ROOT = Path(__file__).parent.parent
@@ -35,8 +35,11 @@ def test_every_problem_the_code_names_has_titles_in_both_languages() -> None:
     named = _named_slugs()
     assert {"justification-required", "database-timeout", "policy-denied"} <= named
     assert sorted(named - set(TITLES)) == []
-    for slug, (status, zh, en) in TITLES.items():
-        assert 400 <= status < 600 and slug not in (zh, en)
+    assert set(STATUSES) == set(TITLES)
+    for slug, title in TITLES.items():
+        zh, en = title.text("zh"), title.text("en")
+        assert 400 <= STATUSES[slug] < 600 and slug not in (zh, en)
+        assert title.id not in (zh, en)  # the catalogue has it in both languages
 
 
 def test_each_problem_type_has_its_page(tmp_path: Path) -> None:
@@ -46,4 +49,4 @@ def test_each_problem_type_has_its_page(tmp_path: Path) -> None:
     for slug in ("justification-required", "method-not-allowed", "database-timeout"):
         page = client.get(f"/problems/{slug}")
         assert page.status_code == 200, slug
-        assert TITLES[slug][2] in page.text
+        assert TITLES[slug].text("en") in page.text

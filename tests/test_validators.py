@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from vault.catalogue import default_catalogue
 from vault.errors import CatalogueError, InvalidValue
+from vault.i18n import LANGS, Message, known
 from vault.validators import (
     ETHNIC_GROUPS,
     PROVINCE_CODES,
@@ -61,7 +63,7 @@ def rejects(field: str, raw: Any) -> InvalidValue:
 
 def assert_no_echo(err: InvalidValue, raw: str) -> None:
     """Messages go to logs and API responses: they must not contain the value."""
-    for message in (err.message_zh, err.message_en):
+    for message in (err.message.text("zh"), err.message.text("en")):
         assert raw.strip() not in message
         assert not re.search(r"\d{6,}", message), message
 
@@ -143,7 +145,10 @@ def test_bad_id_numbers(raw: str, code: str) -> None:
 
 def test_wrong_check_digit_message() -> None:
     err = rejects("id_number", "11010519491231002Y".replace("Y", "1"))
-    assert (err.message_zh, err.message_en) == ("身份证号校验码错误", "the check digit is wrong")
+    assert (err.message.text("zh"), err.message.text("en")) == (
+        "身份证号校验码错误",
+        "the check digit is wrong",
+    )
 
 
 def test_id_number_must_be_text() -> None:
@@ -411,7 +416,8 @@ def test_emergency_contact() -> None:
     }
     bad_phone = rejects("emergency_contact", {**raw, "phone": "12345"})
     assert bad_phone.code == "phone.phone-length"
-    assert bad_phone.message_zh.startswith("联系人电话")
+    assert bad_phone.message.text("zh") == "联系人电话：手机号码应为11位"
+    assert bad_phone.message.text("en") == "contact phone: a mobile number has 11 digits"
     assert rejects("emergency_contact", {**raw, "name": "李4"}).code == "name.name-digits"
     assert rejects("emergency_contact", {**raw, "relation": " "}).code == "relation.empty"
     missing = rejects("emergency_contact", {"name": "李四", "phone": "13900000000"})
@@ -534,7 +540,7 @@ def test_a_good_record_is_normalised() -> None:
 def test_birth_date_mismatch_is_caught() -> None:
     _, problems = validate_record(CATALOGUE, {**GOOD, "birth_date": "1990-03-08"})
     assert [(p.field, p.code) for p in problems] == [("id_number", "id-birth-date-mismatch")]
-    assert "1990" not in problems[0].message_zh + problems[0].message_en
+    assert "1990" not in problems[0].message("zh") + problems[0].message("en")
 
 
 def test_gender_mismatch_is_caught() -> None:
@@ -576,3 +582,44 @@ def test_all_problems_are_collected() -> None:
 def test_an_invalid_side_skips_the_cross_check() -> None:
     _, problems = validate_record(CATALOGUE, {**GOOD, "birth_date": "1990-02-30"})
     assert [p.code for p in problems] == ["not-a-date"]
+
+
+# --------------------------------------------------------------------------- messages
+
+_KEYS = st.sampled_from(["name", "phone", "relation", "date", "kind", "description", "category"])
+_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.dates()
+    | st.text(max_size=24)
+    | st.sampled_from(["11010519491231002X", "13812345678", "2999-01-01", "视力", "[", "{"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS | st.text(max_size=4), inner),
+    max_leaves=10,
+)
+
+
+def _ids(message: Message) -> Iterator[str]:
+    """The message's id and those of the messages among its values (a nested part's)."""
+    yield message.id
+    for value in message.values.values():
+        if isinstance(value, Message):
+            yield from _ids(value)
+
+
+@given(st.sampled_from(sorted(SPEC)), _VALUES)
+def test_every_refusal_is_a_catalogue_message_in_both_languages(field: str, raw: Any) -> None:
+    """Whatever a validator refuses, it says so by catalogue id: every id (a nested part's
+    too) is in the catalogue, and each language's text is whole, no `{placeholder}` left."""
+    try:
+        validate(field, raw)
+    except InvalidValue as err:
+        message = err.message
+    else:
+        return  # accepted: nothing to say
+    assert all(known(message_id) for message_id in _ids(message)), message
+    for lang in LANGS:
+        shown = message.text(lang)
+        assert shown.strip() and not re.search(r"[{}]", shown), (lang, shown)
+    assert message.text("zh") != message.text("en")

@@ -10,16 +10,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from vault.i18n import Message
+from vault import i18n
+from vault.i18n import DEFAULT_LANG, Message
 
 GIVEN_TEXT = "text.given"
 
 
 def given_text(zh: str, en: str) -> Message:
-    """Text that arrives already written in both languages (a validator's composed message,
-    a policy bundle's reason): a `Message` all the same, shown through the catalogue's
-    `text.given` entry, so every error is read one way."""
+    """Text that arrives from outside the code already written in both languages (a policy
+    bundle's reasons, which a district writes in its Rego data): a `Message` all the same,
+    shown through the catalogue's `text.given` entry, so every error is read one way. Text
+    the code writes itself has a catalogue id of its own instead."""
     return Message(GIVEN_TEXT, {"zh": zh, "en": en})
+
+
+class Composed(Message):
+    """A message whose values may be messages themselves, each shown in the same language:
+    a part's name and its own problem (`validation.nested`: "联系人电话：手机号码应为11位",
+    "contact phone: a mobile number has 11 digits"), so a sentence built of sentences still
+    translates whole."""
+
+    def text(self, lang: str = DEFAULT_LANG) -> str:
+        values = {
+            name: value.text(lang) if isinstance(value, Message) else value
+            for name, value in self.values.items()
+        }
+        return i18n.text(self.id, lang, **values)
 
 
 class VaultError(Exception):
@@ -40,38 +56,26 @@ class ConfigurationError(VaultError):
 
 @dataclass(frozen=True)
 class FieldProblem:
-    """One field's validation failure, in both languages the product speaks."""
+    """One field's validation failure: its code and what to tell the caller."""
 
     field: str
     code: str
-    message_zh: str
-    message_en: str
+    detail: Message
 
-    def message(self, lang: str = "zh") -> str:
-        return self.message_en if lang.startswith("en") else self.message_zh
+    def message(self, lang: str = DEFAULT_LANG) -> str:
+        return self.detail.text(lang)
 
 
 class InvalidValue(VaultError):
-    """Raised by a validator for one value; the caller attaches the field name.
-
-    The validators compose their texts in both languages (`vault.validators`), so the
-    message is `given_text`; `message_zh`/`message_en` read it back for them."""
+    """Raised by a validator for one value; the caller attaches the field name."""
 
     slug = "validation-error"
     field = ""
 
-    def __init__(self, code: str, message_zh: str, message_en: str) -> None:
-        super().__init__(message_en)
+    def __init__(self, code: str, message: Message) -> None:
+        super().__init__(message.text("en"))
         self.code = code
-        self.message: Message = given_text(message_zh, message_en)
-
-    @property
-    def message_zh(self) -> str:
-        return self.message.text("zh")
-
-    @property
-    def message_en(self) -> str:
-        return self.message.text("en")
+        self.message: Message = message
 
 
 class ValidationFailed(VaultError):
@@ -80,7 +84,7 @@ class ValidationFailed(VaultError):
     slug = "validation-error"
 
     def __init__(self, problems: list[FieldProblem]) -> None:
-        super().__init__("; ".join(f"{p.field}: {p.message_en}" for p in problems))
+        super().__init__("; ".join(f"{p.field}: {p.message('en')}" for p in problems))
         self.problems = problems
 
 

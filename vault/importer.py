@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from vault.blind_index import digest, normalise_for_index
 from vault.errors import ValidationFailed
+from vault.i18n import DEFAULT_LANG, Message
 from vault.models import BlindIndexEntry, Building, Household, Room, new_id, utcnow
 from vault.services import NewResident, Provenance, ResidentStore, bulk_insert
 
@@ -29,13 +30,14 @@ _JSON_TYPES = frozenset({"list", "object"})
 
 @dataclass(frozen=True)
 class RowError:
+    """One cell's (or column's) problem, by line: what to tell the operator as a message."""
+
     line: int
     column: str
-    message_zh: str
-    message_en: str
+    detail: Message
 
-    def message(self, lang: str = "zh") -> str:
-        return self.message_en if lang.startswith("en") else self.message_zh
+    def message(self, lang: str = DEFAULT_LANG) -> str:
+        return self.detail.text(lang)
 
 
 @dataclass
@@ -75,13 +77,13 @@ def _cells(
             try:
                 values[column] = json.loads(cell)
             except ValueError:
-                report.errors.append(RowError(line, column, "不是有效的 JSON", "not valid JSON"))
+                report.errors.append(RowError(line, column, Message("import.not-json")))
                 ok = False
         else:
             values[column] = cell
     missing = [c for c in ("building_id", "unit", "room") if not (raw.get(c) or "").strip()]
     for column in missing:
-        report.errors.append(RowError(line, column, "必填", "required"))
+        report.errors.append(RowError(line, column, Message("import.required")))
     if missing or not ok:
         return None
     unit, room = raw["unit"].strip(), raw["room"].strip()
@@ -96,7 +98,7 @@ def read_rows(store: ResidentStore, path: Path, report: ImportReport) -> Iterato
         header = reader.fieldnames or []
         unknown = [c for c in header if c not in STRUCTURE_COLUMNS and c not in store.catalogue]
         for column in unknown:
-            report.errors.append(RowError(1, column, "未知的列", "unknown column"))
+            report.errors.append(RowError(1, column, Message("import.unknown-column")))
         if unknown:
             return
         line = 1
@@ -127,9 +129,7 @@ def import_csv(
         try:
             valid.append((row, store.validate(row.values)))
         except ValidationFailed as failed:
-            report.errors += [
-                RowError(row.line, p.field, p.message_zh, p.message_en) for p in failed.problems
-            ]
+            report.errors += [RowError(row.line, p.field, p.detail) for p in failed.problems]
         if progress:
             progress(1)
     _check_buildings(session, valid, report)
@@ -160,7 +160,7 @@ def _check_buildings(
     for row, _ in rows:
         if row.building_id not in known:
             report.errors.append(
-                RowError(row.line, "building_id", "楼栋不存在", "no such building")
+                RowError(row.line, "building_id", Message("import.no-such-building"))
             )
 
 
@@ -180,12 +180,7 @@ def _check_duplicates(
             mac = digest(store.keyring, spec, normalise_for_index(spec, str(values[spec.name])))
             if mac in seen:
                 report.errors.append(
-                    RowError(
-                        row.line,
-                        spec.name,
-                        f"与第 {seen[mac]} 行重复",
-                        f"duplicates line {seen[mac]}",
-                    )
+                    RowError(row.line, spec.name, Message("import.duplicate", {"line": seen[mac]}))
                 )
             seen[mac] = row.line
         existing = set()
@@ -200,14 +195,7 @@ def _check_duplicates(
                 )
             )
         for mac in existing:
-            report.errors.append(
-                RowError(
-                    seen[mac],
-                    spec.name,
-                    "该身份证号已在库中",
-                    "this ID number is already in the vault",
-                )
-            )
+            report.errors.append(RowError(seen[mac], spec.name, Message("import.already-stored")))
     report.errors.sort(key=lambda e: e.line)
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from vault.blind_index import digest, normalise_for_index
 from vault.errors import InvalidValue
+from vault.i18n import DEFAULT_LANG, Message
 from vault.models import BlindIndexEntry, Community, Organisation, Resident
 from vault.services import ResidentStore
 from vault.validators import validate_record
@@ -27,11 +28,10 @@ class QualityIssue:
     resident_id: str
     field: str
     code: str
-    message_zh: str
-    message_en: str
+    detail: Message
 
-    def message(self, lang: str = "zh") -> str:
-        return self.message_en if lang.startswith("en") else self.message_zh
+    def message(self, lang: str = DEFAULT_LANG) -> str:
+        return self.detail.text(lang)
 
 
 def _identifier_field(store: ResidentStore, validator: str) -> str | None:
@@ -75,9 +75,7 @@ def shared_phones(
             resident_id,
             phone,
             "shared-phone",
-            f"该手机号被至少 {min_households} 户无关住户共用，可能是占位号码",
-            f"this phone number is shared by at least {min_households} unrelated households; "
-            "likely a placeholder",
+            Message("quality.shared-phone", {"households": min_households}),
         )
 
 
@@ -112,8 +110,7 @@ def office_phones(session: Session, store: ResidentStore) -> Iterator[QualityIss
             resident_id,
             phone,
             "office-phone",
-            "手机号与机构或社区的办公电话相同",
-            "the phone number is an office's number",
+            Message("quality.office-phone"),
         )
 
 
@@ -138,8 +135,7 @@ def duplicate_id_numbers(session: Session, store: ResidentStore) -> Iterator[Qua
             resident_id,
             id_field,
             "duplicate-id-number",
-            "身份证号与另一位居民重复",
-            "the ID number is also held by another resident",
+            Message("quality.duplicate-id-number"),
         )
 
 
@@ -168,8 +164,7 @@ def inconsistent_id_numbers(
                     resident_id,
                     problem.field,
                     f"invalid-{problem.code}",
-                    problem.message_zh,
-                    problem.message_en,
+                    problem.detail,
                 )
 
 

@@ -9,6 +9,8 @@ the same bytes (`normalise_id_number`, `normalise_phone`).
 
 Error messages are shown to users and written to logs, so they say what is wrong and never
 repeat the value itself: a log line must not become a copy of the ID number it rejected.
+Each is a catalogue message (`validation.<code>`, or `validation.<code>.<which>` where one
+code has several wordings), so its two languages live in `vault/locale`, not here.
 
 Layers, in the order `validate_value` applies them:
 
@@ -32,7 +34,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from vault.catalogue import Catalogue, FieldSpec
-from vault.errors import CatalogueError, FieldProblem, InvalidValue
+from vault.errors import CatalogueError, Composed, FieldProblem, InvalidValue
+from vault.i18n import Message
 
 __all__ = [
     "DISABILITY_CATEGORIES",
@@ -79,16 +82,14 @@ def china_today() -> date:
 # --------------------------------------------------------------------------- helpers
 
 
-def _problem(code: str, zh: str, en: str) -> InvalidValue:
-    return InvalidValue(code, zh, en)
-
-
-def _wrong_type(zh_kind: str, en_kind: str) -> InvalidValue:
-    return _problem("wrong-type", f"应为{zh_kind}", f"must be {en_kind}")
+def _wrong_type(message: Message) -> InvalidValue:
+    """The value is of the wrong kind; `message` is the whole sentence (one id per kind, so
+    each language words it its own way)."""
+    return InvalidValue("wrong-type", message)
 
 
 def _required() -> InvalidValue:
-    return _problem("required", "缺少值", "a value is required")
+    return InvalidValue("required", Message("validation.required"))
 
 
 # Full-width ASCII (U+FF01-U+FF5E) and the ideographic space are what Chinese input methods
@@ -116,18 +117,14 @@ def _clean_text(raw: Any, max_length: int | None) -> str:
     if raw is None:
         raise _required()
     if not isinstance(raw, str):
-        raise _wrong_type("文本", "text")
+        raise _wrong_type(Message("validation.wrong-type.text"))
     text = raw.strip()
     if not text:
-        raise _problem("empty", "不能为空", "must not be empty")
+        raise InvalidValue("empty", Message("validation.empty"))
     if any(_bad_text_char(c) for c in text):
-        raise _problem("control-characters", "包含不允许的控制字符", "contains control characters")
+        raise InvalidValue("control-characters", Message("validation.control-characters"))
     if max_length is not None and len(text) > max_length:
-        raise _problem(
-            "too-long",
-            f"不能超过{max_length}个字符",
-            f"must be at most {max_length} characters",
-        )
+        raise InvalidValue("too-long", Message("validation.too-long", {"max": max_length}))
     return text
 
 
@@ -143,39 +140,35 @@ def _parse_iso_date(raw: Any) -> date:
     if raw is None:
         raise _required()
     if isinstance(raw, datetime):  # a datetime is a date subclass; a timestamp is not a date
-        raise _wrong_type("日期（YYYY-MM-DD）", "a date (YYYY-MM-DD)")
+        raise _wrong_type(Message("validation.wrong-type.date"))
     if isinstance(raw, date):
         return raw
     if not isinstance(raw, str):
-        raise _wrong_type("日期（YYYY-MM-DD）", "a date (YYYY-MM-DD)")
+        raise _wrong_type(Message("validation.wrong-type.date"))
     text = raw.strip()
     if not _ISO_DATE.fullmatch(text):
-        raise _problem(
-            "not-a-date",
-            "日期格式应为YYYY-MM-DD",
-            "a date must be written YYYY-MM-DD",
-        )
+        raise InvalidValue("not-a-date", Message("validation.not-a-date.format"))
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise _problem("not-a-date", "不是有效的日期", "is not a real calendar date") from None
+        raise InvalidValue("not-a-date", Message("validation.not-a-date.calendar")) from None
 
 
 def _past_date(raw: Any) -> date:
     day = _parse_iso_date(raw)
     if day > china_today():
-        raise _problem("date-in-future", "日期不能晚于今天", "the date must not be in the future")
+        raise InvalidValue("date-in-future", Message("validation.date-in-future"))
     if day < MIN_DATE:
-        raise _problem(
-            "date-too-early", "日期不能早于1900年1月1日", "the date must not be before 1900-01-01"
-        )
+        raise InvalidValue("date-too-early", Message("validation.date-too-early"))
     return day
 
 
-def _nested(part: str, zh_part: str, en_part: str, err: InvalidValue) -> InvalidValue:
-    """Re-raise a sub-value's problem with the part it concerns in its code and messages."""
-    return _problem(
-        f"{part}.{err.code}", f"{zh_part}：{err.message_zh}", f"{en_part}: {err.message_en}"
+def _nested(part: str, name: Message, err: InvalidValue) -> InvalidValue:
+    """Re-raise a sub-value's problem with the part it concerns in its code and message
+    (`name` is the part's own message, shown in the same language as the problem)."""
+    return InvalidValue(
+        f"{part}.{err.code}",
+        Composed("validation.nested", {"part": name, "problem": err.message}),
     )
 
 
@@ -190,18 +183,16 @@ def _require_mapping(
     if raw is None:
         raise _required()
     if not isinstance(raw, Mapping):
-        raise _wrong_type("对象", "an object")
+        raise _wrong_type(Message("validation.wrong-type.object"))
     allowed = [*required, *optional]
     if any(key not in allowed for key in raw):
         # Name the keys we allow, not the ones we got: a key can carry data too.
         names = ", ".join(allowed)
-        raise _problem(
-            "unexpected-key", f"只允许以下项：{names}", f"only these keys are allowed: {names}"
-        )
+        raise InvalidValue("unexpected-key", Message("validation.unexpected-key", {"names": names}))
     missing = [k for k in required if k not in raw]
     if missing:
         names = ", ".join(missing)
-        raise _problem("missing-key", f"缺少必填项：{names}", f"is missing: {names}")
+        raise InvalidValue("missing-key", Message("validation.missing-key", {"names": names}))
     return raw
 
 
@@ -209,12 +200,10 @@ def _require_list(raw: Any) -> Sequence[Any]:
     if raw is None:
         raise _required()
     if isinstance(raw, str | bytes) or not isinstance(raw, Sequence):
-        raise _wrong_type("列表", "a list")
+        raise _wrong_type(Message("validation.wrong-type.list"))
     if len(raw) > MAX_LIST_ITEMS:
-        raise _problem(
-            "too-many-items",
-            f"最多{MAX_LIST_ITEMS}项",
-            f"may have at most {MAX_LIST_ITEMS} items",
+        raise InvalidValue(
+            "too-many-items", Message("validation.too-many-items", {"most": MAX_LIST_ITEMS})
         )
     return raw
 
@@ -282,44 +271,24 @@ def _gb11643(raw: Any, spec: FieldSpec) -> str:
     if raw is None:
         raise _required()
     if not isinstance(raw, str):
-        raise _wrong_type("文本形式的身份证号", "an ID number written as text")
+        raise _wrong_type(Message("validation.wrong-type.id-number"))
     number = normalise_id_number(raw)
     if len(number) != 18:
-        raise _problem("id-length", "身份证号应为18位", "an ID number has 18 characters")
+        raise InvalidValue("id-length", Message("validation.id-length"))
     if not set(number[:17]) <= _DIGITS or not (number[17] in _DIGITS or number[17] == "X"):
-        raise _problem(
-            "id-format",
-            "身份证号前17位应为数字，最后一位为数字或X",
-            "an ID number is 17 digits followed by a digit or X",
-        )
+        raise InvalidValue("id-format", Message("validation.id-format"))
     if int(number[:2]) not in PROVINCE_CODES:
-        raise _problem(
-            "id-region",
-            "身份证号前两位不是有效的省级行政区划代码",
-            "the first two digits are not a valid province code",
-        )
+        raise InvalidValue("id-region", Message("validation.id-region"))
     try:
         born = id_birth_date(number)
     except ValueError:
-        raise _problem(
-            "id-birth-date",
-            "身份证号中的出生日期不是有效日期",
-            "the birth date in the ID number is not a real date",
-        ) from None
+        raise InvalidValue("id-birth-date", Message("validation.id-birth-date")) from None
     if born > china_today():
-        raise _problem(
-            "id-birth-date-future",
-            "身份证号中的出生日期晚于今天",
-            "the birth date in the ID number is in the future",
-        )
+        raise InvalidValue("id-birth-date-future", Message("validation.id-birth-date-future"))
     if born < MIN_DATE:
-        raise _problem(
-            "id-birth-date-too-early",
-            "身份证号中的出生日期早于1900年",
-            "the birth date in the ID number is before 1900",
-        )
+        raise InvalidValue("id-birth-date-too-early", Message("validation.id-birth-date-too-early"))
     if id_check_char(number[:17]) != number[17]:
-        raise _problem("id-check-digit", "身份证号校验码错误", "the check digit is wrong")
+        raise InvalidValue("id-check-digit", Message("validation.id-check-digit"))
     return number
 
 
@@ -350,20 +319,14 @@ def _cn_mobile(raw: Any, spec: FieldSpec | None = None) -> str:
     if raw is None:
         raise _required()
     if not isinstance(raw, str):
-        raise _wrong_type("文本形式的手机号码", "a phone number written as text")
+        raise _wrong_type(Message("validation.wrong-type.phone"))
     number = normalise_phone(raw)
     if not number or not set(number) <= _DIGITS:
-        raise _problem(
-            "phone-format",
-            "手机号码只能包含数字（可带+86前缀）",
-            "a mobile number contains only digits (optionally after +86)",
-        )
+        raise InvalidValue("phone-format", Message("validation.phone-format"))
     if len(number) != 11:
-        raise _problem("phone-length", "手机号码应为11位", "a mobile number has 11 digits")
+        raise InvalidValue("phone-length", Message("validation.phone-length"))
     if number[0] != "1" or number[1] not in "3456789":
-        raise _problem(
-            "phone-prefix", "手机号码应以13至19开头", "a mobile number starts with 13 to 19"
-        )
+        raise InvalidValue("phone-prefix", Message("validation.phone-prefix"))
     return number
 
 
@@ -404,32 +367,22 @@ def _person_name(raw: Any, max_length: int = _NAME_MAX) -> str:
     if raw is None:
         raise _required()
     if not isinstance(raw, str):
-        raise _wrong_type("文本", "text")
+        raise _wrong_type(Message("validation.wrong-type.text"))
     name = " ".join(raw.translate(_FULLWIDTH).translate(_MIDDLE_DOTS).split())
     name = re.sub(r"\s*·\s*", "·", name)
     if not name:
-        raise _problem("empty", "不能为空", "must not be empty")
+        raise InvalidValue("empty", Message("validation.empty"))
     limit = min(max_length, _NAME_MAX)
     if len(name) > limit:
-        raise _problem(
-            "too-long", f"姓名不能超过{limit}个字符", f"must be at most {limit} characters"
-        )
+        raise InvalidValue("too-long", Message("validation.too-long.name", {"max": limit}))
     if any(unicodedata.category(c) == "Nd" for c in name):
-        raise _problem("name-digits", "姓名不能包含数字", "a name must not contain digits")
+        raise InvalidValue("name-digits", Message("validation.name-digits"))
     if not all(_is_cjk(c) or _is_latin_letter(c) or c in " ·'-" for c in name):
-        raise _problem(
-            "name-characters",
-            "姓名只能包含汉字、拉丁字母、空格和间隔号",
-            "a name may contain only Chinese characters, Latin letters, spaces and the middle dot",
-        )
+        raise InvalidValue("name-characters", Message("validation.name-characters"))
     if not any(_is_cjk(c) or _is_latin_letter(c) for c in name) or re.search(
         r"^[·'\-]|[·'\-]$|··", name
     ):
-        raise _problem(
-            "name-format",
-            "姓名格式不正确：间隔号等符号不能在开头、结尾或连续出现",
-            "a name cannot start or end with, or repeat, the middle dot or other marks",
-        )
+        raise InvalidValue("name-format", Message("validation.name-format"))
     return name
 
 
@@ -457,7 +410,8 @@ def _validate_text_list(raw: Any, spec: FieldSpec) -> list[str]:
         try:
             out.append(_clean_text(item, spec.max_length))
         except InvalidValue as err:
-            raise _nested(f"item{index}", f"第{index}项", f"item {index}", err) from None
+            part = Message("validation.part.item", {"index": index})
+            raise _nested(f"item{index}", part, err) from None
     return out
 
 
@@ -535,7 +489,7 @@ def _validate_ethnicity(raw: Any, spec: FieldSpec) -> str:
         return text
     if text + "族" in ETHNICITIES:
         return text + "族"
-    raise _problem("ethnicity-unknown", "不是有效的民族名称", "is not a recognised ethnic group")
+    raise InvalidValue("ethnicity-unknown", Message("validation.ethnicity-unknown"))
 
 
 # --------------------------------------------------------------------------- disability
@@ -558,7 +512,7 @@ _GRADE_WORDS: Final = {"一": 1, "二": 2, "三": 3, "四": 4}
 
 def _disability_category(raw: Any) -> str:
     if not isinstance(raw, str):
-        raise _wrong_type("残疾类别文字", "a disability category name")
+        raise _wrong_type(Message("validation.wrong-type.disability-category"))
     word = raw.strip()
     if word.lower() in _NO_DISABILITY_WORDS:
         return "none"
@@ -567,11 +521,7 @@ def _disability_category(raw: Any) -> str:
     word = word.removesuffix("残疾")
     if word in _DISABILITY_BY_ZH:
         return _DISABILITY_BY_ZH[word]
-    raise _problem(
-        "disability-category",
-        "残疾类别应为视力、听力、言语、肢体、智力、精神或多重",
-        "the category must be visual, hearing, speech, physical, intellectual, mental or multiple",
-    )
+    raise InvalidValue("disability-category", Message("validation.disability-category"))
 
 
 def _disability_grade(raw: Any) -> int:
@@ -582,9 +532,7 @@ def _disability_grade(raw: Any) -> int:
         word = raw.strip().removesuffix("级")
         grade = int(word) if word in {"1", "2", "3", "4"} else _GRADE_WORDS.get(word)
     if grade is None or not 1 <= grade <= 4:
-        raise _problem(
-            "disability-grade", "残疾等级应为1至4级", "the disability grade must be 1 to 4"
-        )
+        raise InvalidValue("disability-grade", Message("validation.disability-grade"))
     return grade
 
 
@@ -599,20 +547,18 @@ def _validate_disability(raw: Any, spec: FieldSpec) -> dict[str, Any]:
         return {"category": "none"}
     if isinstance(raw, str):
         _disability_category(raw)  # a bare known category still lacks its grade
-        raise _problem("missing-key", "缺少必填项：grade", "is missing: grade")
+        raise InvalidValue("missing-key", Message("validation.missing-key", {"names": "grade"}))
     record = _require_mapping(raw, required=("category",), optional=("grade",))
     category = _disability_category(record["category"])
     grade = record.get("grade")
     if category == "none":
         if grade not in (None, ""):
-            raise _problem(
-                "disability-grade-unexpected",
-                "无残疾时不应填写残疾等级",
-                "a grade is not expected when there is no disability",
+            raise InvalidValue(
+                "disability-grade-unexpected", Message("validation.disability-grade-unexpected")
             )
         return {"category": "none"}
     if grade is None:
-        raise _problem("missing-key", "缺少必填项：grade", "is missing: grade")
+        raise InvalidValue("missing-key", Message("validation.missing-key", {"names": "grade"}))
     return {"category": category, "grade": _disability_grade(grade)}
 
 
@@ -642,19 +588,15 @@ def _validate_money(raw: Any, spec: FieldSpec) -> str:
         else:
             raise TypeError
     except (TypeError, InvalidOperation):
-        raise _problem("not-a-number", "应为金额数字", "must be an amount of money") from None
+        raise InvalidValue("not-a-number", Message("validation.not-a-number.money")) from None
     if not amount.is_finite():
-        raise _problem("not-a-number", "应为金额数字", "must be an amount of money")
+        raise InvalidValue("not-a-number", Message("validation.not-a-number.money"))
     if amount < 0:
-        raise _problem("money-negative", "金额不能为负数", "an amount cannot be negative")
+        raise InvalidValue("money-negative", Message("validation.money-negative"))
     if amount >= _MONEY_LIMIT:
-        raise _problem(
-            "money-too-large", "金额应小于1000万元", "an amount must be below 10,000,000"
-        )
+        raise InvalidValue("money-too-large", Message("validation.money-too-large"))
     if amount != amount.quantize(_CENT):
-        raise _problem(
-            "money-decimals", "金额最多保留两位小数", "an amount has at most two decimals"
-        )
+        raise InvalidValue("money-decimals", Message("validation.money-decimals"))
     return f"{amount.quantize(_CENT) + 0:.2f}"  # + 0 turns -0.00 into 0.00
 
 
@@ -667,15 +609,15 @@ def _validate_emergency_contact(raw: Any, spec: FieldSpec) -> dict[str, str]:
     try:
         name = _person_name(record["name"])
     except InvalidValue as err:
-        raise _nested("name", "联系人姓名", "contact name", err) from None
+        raise _nested("name", Message("validation.part.contact-name"), err) from None
     try:
         phone = _cn_mobile(record["phone"])
     except InvalidValue as err:
-        raise _nested("phone", "联系人电话", "contact phone", err) from None
+        raise _nested("phone", Message("validation.part.contact-phone"), err) from None
     try:
         relation = _clean_text(record["relation"], 20)
     except InvalidValue as err:
-        raise _nested("relation", "与本人关系", "relation", err) from None
+        raise _nested("relation", Message("validation.part.relation"), err) from None
     return {"name": name, "phone": phone, "relation": relation}
 
 
@@ -698,31 +640,17 @@ def _validate_cn_plate(raw: Any, spec: FieldSpec) -> str:
     if raw is None:
         raise _required()
     if not isinstance(raw, str):
-        raise _wrong_type("文本", "text")
+        raise _wrong_type(Message("validation.wrong-type.text"))
     plate = _PLATE_SEPARATORS.sub("", raw.translate(_FULLWIDTH))
     plate = "".join(c.upper() if "a" <= c <= "z" else c for c in plate)
     if len(plate) not in (7, 8):
-        raise _problem(
-            "plate-length",
-            "车牌号应为7位（新能源车8位）",
-            "a plate has 7 characters (8 for new-energy vehicles)",
-        )
+        raise InvalidValue("plate-length", Message("validation.plate-length"))
     if plate[0] not in PLATE_PROVINCES:
-        raise _problem(
-            "plate-province", "车牌号首字应为省份简称", "a plate starts with a province character"
-        )
+        raise InvalidValue("plate-province", Message("validation.plate-province"))
     if not ("A" <= plate[1] <= "Z") or not set(plate[2:]) <= _PLATE_SERIAL:
-        raise _problem(
-            "plate-format",
-            "车牌号第二位应为字母，其后为字母或数字",
-            "a plate's second character is a letter, followed by letters and digits",
-        )
+        raise InvalidValue("plate-format", Message("validation.plate-format"))
     if set(plate[2:]) & {"I", "O"}:
-        raise _problem(
-            "plate-letter-io",
-            "车牌号序号中不能有字母I或O",
-            "a plate's serial never contains the letters I or O",
-        )
+        raise InvalidValue("plate-letter-io", Message("validation.plate-letter-io"))
     return plate
 
 
@@ -736,28 +664,26 @@ def _validate_integrity_records(raw: Any, spec: FieldSpec) -> list[dict[str, str
     entries = _require_list(raw)
     out: list[dict[str, str]] = []
     for index, entry in enumerate(entries, start=1):
-        zh_part, en_part = f"第{index}条", f"entry {index}"
+        at = {"index": index}
         try:
             record = _require_mapping(entry, required=("date", "kind", "description"))
         except InvalidValue as err:
-            raise _nested(f"entry{index}", zh_part, en_part, err) from None
+            raise _nested(f"entry{index}", Message("validation.part.entry", at), err) from None
         try:
             day = _past_date(record["date"]).isoformat()
         except InvalidValue as err:
-            raise _nested(f"entry{index}.date", f"{zh_part}日期", f"{en_part} date", err) from None
+            part = Message("validation.part.entry-date", at)
+            raise _nested(f"entry{index}.date", part, err) from None
         kind = record["kind"]
         if not isinstance(kind, str) or kind.strip() not in _INTEGRITY_KINDS:
-            raise _problem(
-                f"entry{index}.kind.not-in-enum",
-                f"{zh_part}类型应为positive（正面）或negative（负面）",
-                f"{en_part} kind must be positive or negative",
+            raise InvalidValue(
+                f"entry{index}.kind.not-in-enum", Message("validation.not-in-enum.entry-kind", at)
             )
         try:
             description = _clean_text(record["description"], spec.max_length)
         except InvalidValue as err:
-            raise _nested(
-                f"entry{index}.description", f"{zh_part}描述", f"{en_part} description", err
-            ) from None
+            part = Message("validation.part.entry-description", at)
+            raise _nested(f"entry{index}.description", part, err) from None
         out.append({"date": day, "kind": kind.strip(), "description": description})
     return out
 
@@ -816,7 +742,7 @@ def _type_enum(raw: Any, spec: FieldSpec) -> str:
     if raw is None:
         raise _required()
     if not isinstance(raw, str):
-        raise _wrong_type("文本", "text")
+        raise _wrong_type(Message("validation.wrong-type.text"))
     word = raw.strip()
     if word in spec.values:
         return word
@@ -827,7 +753,7 @@ def _type_enum(raw: Any, spec: FieldSpec) -> str:
     keys = by_label.get(word) or by_label.get(word.casefold()) or []
     if len(keys) == 1:
         return keys[0]
-    raise _problem("not-in-enum", "不是允许的选项", "is not one of the allowed values")
+    raise InvalidValue("not-in-enum", Message("validation.not-in-enum"))
 
 
 def _type_boolean(raw: Any, spec: FieldSpec) -> bool:
@@ -843,7 +769,7 @@ def _type_boolean(raw: Any, spec: FieldSpec) -> bool:
             return True
         if word in _FALSE_WORDS:
             return False
-    raise _problem("not-a-boolean", "应为“是”或“否”", "must be true or false")
+    raise InvalidValue("not-a-boolean", Message("validation.not-a-boolean"))
 
 
 def _type_number(raw: Any, spec: FieldSpec) -> int | float:
@@ -854,7 +780,7 @@ def _type_number(raw: Any, spec: FieldSpec) -> int | float:
     """
     if raw is None:
         raise _required()
-    not_a_number = _problem("not-a-number", "应为数字", "must be a number")
+    not_a_number = InvalidValue("not-a-number", Message("validation.not-a-number"))
     if isinstance(raw, bool):
         raise not_a_number
     if isinstance(raw, int):
@@ -875,9 +801,7 @@ def _type_number(raw: Any, spec: FieldSpec) -> int | float:
         return int(number)
     as_float = float(number)
     if Decimal(repr(as_float)) != number:
-        raise _problem(
-            "number-too-precise", "数字的精度超出范围", "has more precision than can be stored"
-        )
+        raise InvalidValue("number-too-precise", Message("validation.number-too-precise"))
     return as_float
 
 
@@ -887,7 +811,7 @@ def _decode_json_text(raw: Any, opener: str) -> Any:
         try:
             return json.loads(raw)
         except ValueError:
-            raise _problem("not-json", "不是有效的JSON文本", "is not valid JSON text") from None
+            raise InvalidValue("not-json", Message("validation.not-json")) from None
     return raw
 
 
@@ -906,7 +830,7 @@ def _type_object(raw: Any, spec: FieldSpec) -> Any:
     if value is None:
         raise _required()
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-        raise _wrong_type("对象", "an object")
+        raise _wrong_type(Message("validation.wrong-type.object"))
     return dict(value)
 
 
@@ -941,8 +865,7 @@ class _Match:
 
     implied: Callable[[Any], Any]  # this field's normal form -> the other field's normal form
     code: str
-    message_zh: str
-    message_en: str
+    message: Message
 
 
 _MATCHES: Final[Mapping[str, Mapping[str, _Match]]] = {
@@ -950,14 +873,12 @@ _MATCHES: Final[Mapping[str, Mapping[str, _Match]]] = {
         "birth_date": _Match(
             lambda number: id_birth_date(number).isoformat(),
             "id-birth-date-mismatch",
-            "身份证号中的出生日期与出生日期不一致",
-            "the birth date in the ID number does not match the date of birth",
+            Message("validation.id-birth-date-mismatch"),
         ),
         "gender": _Match(
             id_gender,
             "id-gender-mismatch",
-            "身份证号第17位表示的性别与性别不一致",
-            "the gender encoded in the ID number (17th digit) does not match the gender",
+            Message("validation.id-gender-mismatch"),
         ),
     }
 }
@@ -1001,12 +922,14 @@ def validate_record(
     problems: list[FieldProblem] = []
     for name, raw in values.items():
         if name not in catalogue:
-            problems.append(FieldProblem(name, "unknown-field", "未知字段", "unknown field"))
+            problems.append(
+                FieldProblem(name, "unknown-field", Message("error.vault.unknown-field"))
+            )
             continue
         try:
             normalised[name] = validate_value(catalogue[name], raw)
         except InvalidValue as err:
-            problems.append(FieldProblem(name, err.code, err.message_zh, err.message_en))
+            problems.append(FieldProblem(name, err.code, err.message))
 
     def current(name: str) -> Any:
         """The field's valid normal form after this write, or None if unknown or invalid."""
@@ -1028,5 +951,5 @@ def validate_record(
             if mine is None or theirs is None or match.implied(mine) == theirs:
                 continue
             where = spec.name if spec.name in values else other
-            problems.append(FieldProblem(where, match.code, match.message_zh, match.message_en))
+            problems.append(FieldProblem(where, match.code, match.message))
     return normalised, problems

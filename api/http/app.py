@@ -35,7 +35,7 @@ from api.http.observability import (
     tracer_for,
 )
 from api.http.openapi import install_openapi
-from api.http.problems import TITLES, install_problem_handlers, problem
+from api.http.problems import STATUSES, TITLES, install_problem_handlers, problem
 from api.http.routes.audit import router as audit_router
 from api.http.routes.breakglass import router as breakglass_router
 from api.http.routes.consent import router as consent_router
@@ -372,7 +372,7 @@ def create_app(
             return HTMLResponse(
                 "<!doctype html><title>404</title><p>未知问题 / Unknown problem", status_code=404
             )
-        status, zh, en = TITLES[slug]
+        status, zh, en = STATUSES[slug], TITLES[slug].text("zh"), TITLES[slug].text("en")
         return HTMLResponse(
             f'<!doctype html><html lang="zh-CN"><meta charset="utf-8"><title>{zh} / {en}</title>'
             f'<h1>{zh}</h1><p lang="en">{en} (HTTP {status})</p></html>'

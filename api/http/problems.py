@@ -1,7 +1,7 @@
 """RFC 9457 problem details: the one place domain errors become HTTP responses.
 
 `PROBLEMS` is the table: every domain error class (raised below `api/`, none of them
-knowing HTTP) and the problem it answers with; the status is the slug's in `TITLES`. One
+knowing HTTP) and the problem it answers with; the status is the slug's in `STATUSES`. One
 handler, registered for each class in the table, builds the body (`type`
 `/problems/<slug>`, the title, the status, `detail` = the error's message in the request's
 language, `errors` for a validation error, `budget` for a spent privacy budget) and the
@@ -61,41 +61,56 @@ log = structlog.get_logger(__name__)
 PROBLEM_TYPE = "application/problem+json"
 DATABASE_RETRY_AFTER_SECONDS = 2
 
-TITLES: dict[str, tuple[int, str, str]] = {
-    "purpose-required": (400, "缺少用途声明", "Purpose required"),
-    "unknown-purpose": (422, "未登记的用途", "Unknown purpose"),
-    "validation-error": (422, "输入有误", "Validation error"),
-    "invalid-token": (401, "令牌无效", "Invalid token"),
-    "insufficient-scope": (403, "权限范围不足", "Insufficient scope"),
-    "policy-denied": (403, "策略不允许", "Denied by policy"),
-    "consent-required": (403, "需要居民同意", "Consent required"),
-    "break-glass-required": (403, "须先登记紧急访问", "Break-glass grant required"),
-    "suspended": (403, "账号已暂停，待审计复核", "Suspended pending review"),
-    "justification-required": (403, "须说明理由", "Justification required"),
-    "not-found": (404, "未找到", "Not found"),
-    "method-not-allowed": (405, "不支持该请求方法", "Method not allowed"),
-    "proof-unavailable": (404, "暂无证明", "Proof unavailable"),
-    "conflict": (409, "记录已被修改", "The record was changed"),
-    "payload-too-large": (413, "请求体过大", "Payload too large"),
-    "rate-limited": (429, "请求过于频繁", "Rate limited"),
-    "budget-exhausted": (429, "隐私预算已用尽", "Privacy budget exhausted"),
-    "audit-unavailable": (
-        503,
-        "审计日志不可用，未返回任何数据",
-        "Audit log unavailable; nothing was returned",
-    ),
-    "not-ready": (503, "服务未就绪", "Not ready"),
-    "policy-unavailable": (
-        503,
-        "访问策略暂不可用，未返回任何数据",
-        "Access policy unavailable; nothing was returned",
-    ),
-    "database-timeout": (
-        503,
-        "数据库繁忙，本次请求未执行，请稍后重试",
-        "Database busy; nothing was done, retry later",
-    ),
-    "internal-error": (500, "服务器内部错误", "Internal error"),
+# Each problem type's status, and its title (a catalogue message, shown in the request's
+# language); the two tables name the same slugs.
+STATUSES: Final[dict[str, int]] = {
+    "purpose-required": 400,
+    "unknown-purpose": 422,
+    "validation-error": 422,
+    "invalid-token": 401,
+    "insufficient-scope": 403,
+    "policy-denied": 403,
+    "consent-required": 403,
+    "break-glass-required": 403,
+    "suspended": 403,
+    "justification-required": 403,
+    "not-found": 404,
+    "method-not-allowed": 405,
+    "proof-unavailable": 404,
+    "conflict": 409,
+    "payload-too-large": 413,
+    "rate-limited": 429,
+    "budget-exhausted": 429,
+    "audit-unavailable": 503,
+    "not-ready": 503,
+    "policy-unavailable": 503,
+    "database-timeout": 503,
+    "internal-error": 500,
+}
+
+TITLES: Final[dict[str, Message]] = {
+    "purpose-required": Message("problem.purpose-required.title"),
+    "unknown-purpose": Message("problem.unknown-purpose.title"),
+    "validation-error": Message("problem.validation-error.title"),
+    "invalid-token": Message("problem.invalid-token.title"),
+    "insufficient-scope": Message("problem.insufficient-scope.title"),
+    "policy-denied": Message("problem.policy-denied.title"),
+    "consent-required": Message("problem.consent-required.title"),
+    "break-glass-required": Message("problem.break-glass-required.title"),
+    "suspended": Message("problem.suspended.title"),
+    "justification-required": Message("problem.justification-required.title"),
+    "not-found": Message("problem.not-found.title"),
+    "method-not-allowed": Message("problem.method-not-allowed.title"),
+    "proof-unavailable": Message("problem.proof-unavailable.title"),
+    "conflict": Message("problem.conflict.title"),
+    "payload-too-large": Message("problem.payload-too-large.title"),
+    "rate-limited": Message("problem.rate-limited.title"),
+    "budget-exhausted": Message("problem.budget-exhausted.title"),
+    "audit-unavailable": Message("problem.audit-unavailable.title"),
+    "not-ready": Message("problem.not-ready.title"),
+    "policy-unavailable": Message("problem.policy-unavailable.title"),
+    "database-timeout": Message("problem.database-timeout.title"),
+    "internal-error": Message("problem.internal-error.title"),
 }
 
 # Each domain error and its problem, in the order of docs/api.md's list ("Common slugs"),
@@ -161,10 +176,11 @@ def slug_of(error: BaseException) -> str:
 def problem(
     request: Request, slug: str, detail: str | None = None, status: int | None = None, **extra: Any
 ) -> JSONResponse:
-    code, zh, en = TITLES.get(slug, (status or 500, slug, slug))
+    code = STATUSES.get(slug, status or 500)
+    title = TITLES.get(slug)
     body: dict[str, Any] = {
         "type": f"/problems/{slug}",
-        "title": en if lang_of(request) == "en" else zh,
+        "title": title.text(lang_of(request)) if title is not None else slug,
         "status": status or code,
         **extra,
     }
