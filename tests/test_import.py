@@ -67,6 +67,10 @@ def test_mixed_file_reports_each_bad_row_and_imports_nothing(vault: Vault, tmp_p
     assert report.rows == 5 and report.imported == 0
     assert _count(vault) == 0
     assert all("12345" not in e.message("en") for e in report.errors)
+    said = {(e.line, e.column): (e.message("zh"), e.message("en")) for e in report.errors}
+    assert said[(5, "building_id")] == ("楼栋不存在", "no such building")
+    assert said[(6, "id_number")] == ("与第 2 行重复", "duplicates line 2")
+    assert said[(4, "phone")] == ("手机号码应为11位", "a mobile number has 11 digits")
 
 
 def test_good_file_imports_households_and_dry_run_writes_nothing(
@@ -96,6 +100,7 @@ def test_good_file_imports_households_and_dry_run_writes_nothing(
     with vault.sessions() as session, session.begin():
         again = import_csv(session, vault.store, path, IMPORTER)
     assert {e.column for e in again.errors} == {"id_number"} and again.imported == 0
+    assert {e.message("en") for e in again.errors} == {"this ID number is already in the vault"}
 
 
 def test_unknown_column_is_refused(vault: Vault, tmp_path: Path) -> None:
@@ -104,3 +109,4 @@ def test_unknown_column_is_refused(vault: Vault, tmp_path: Path) -> None:
     with vault.sessions() as session, session.begin():
         report = import_csv(session, vault.store, path, IMPORTER)
     assert [(e.line, e.column) for e in report.errors] == [(1, "shoe_size")]
+    assert report.errors[0].message("zh") == "未知的列"

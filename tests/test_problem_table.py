@@ -269,6 +269,8 @@ def test_validation_errors_name_their_field() -> None:
     refused = InvalidConsent(Message("error.consent.unknown-field", {"name": "x"}), field="fields")
     _, body, _ = _get(refused, "en")
     assert body["errors"] == [{"field": "fields", "message": "unknown field 'x'"}]
+    _, body, _ = _get(refused)
+    assert body["errors"] == [{"field": "fields", "message": "未知字段：'x'"}]
     problem = FieldProblem("phone", "phone-length", Message("validation.phone-length"))
     _, body, _ = _get(ValidationFailed([problem]))
     assert body["errors"] == [{"field": "phone", "message": "手机号码应为11位"}]

@@ -42,3 +42,11 @@ def test_decoys_never_appear_in_the_quality_report(vault: Vault) -> None:
     assert flagged.isdisjoint(decoys)
     # The real holder of the ID number is not reported as a duplicate because of a decoy.
     assert real not in {i.resident_id for i in issues if i.code == "duplicate-id-number"}
+    # Each finding says what it found in both languages, as it always has.
+    shared = next(i for i in issues if i.code == "shared-phone")
+    assert shared.message("zh") == "该手机号被至少 3 户无关住户共用，可能是占位号码"
+    assert shared.message("en") == (
+        "this phone number is shared by at least 3 unrelated households; likely a placeholder"
+    )
+    office = next(i for i in issues if i.code == "office-phone")
+    assert office.message("en") == "the phone number is an office's number"
