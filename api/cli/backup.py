@@ -26,7 +26,7 @@ import os
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,13 +35,13 @@ import structlog
 import typer
 from alembic.runtime.migration import MigrationContext
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from rich.console import Console
 from sqlalchemy import Connection, Engine, Table, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from access.runtime import Runtime, open_runtime, operator_name
-from api.cli.lang import say
+from access.runtime import Runtime, operator_name
+from api.cli.common import Actor, argument, err, group, operator_access, option, out, runtime
+from api.cli.lang import help_text, say
 from api.models import metadata
 from api.settings import Settings
 from audit import AuditLog, EntryDraft, VerificationFailed, operator_event
@@ -71,13 +71,8 @@ from vault.models import DataKeyRecord, Erasure, Resident
 
 log = structlog.get_logger(__name__)
 
-backup_app = typer.Typer(
-    help="加密备份 / Encrypted backup", invoke_without_command=True, no_args_is_help=False
-)
-tombstones_app = typer.Typer(help="删除记录 / Erasure tombstones", no_args_is_help=True)
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+backup_app = group("cli.help.backup", invoke_without_command=True, no_args_is_help=False)
+tombstones_app = group("cli.help.audit.tombstones")
 
 TOMBSTONES_FORMAT = "resident-vault-tombstones/1"
 SAMPLE_SIZE = 20
@@ -86,8 +81,8 @@ SCHEMA_TABLES = frozenset({"schema_phases"})
 EXIT_UNREADABLE = 2
 
 
-class RestoreFailed(VaultError):
-    """One line saying what failed; exit code 1."""
+class RestoreFailed(BackupError):
+    """One line saying what failed; exit code 1 (shown as a BackupError is)."""
 
 
 def backed_up_tables() -> list[Table]:
@@ -176,26 +171,14 @@ def create_backup(runtime: Runtime, output: Path, recipient_path: Path) -> Backu
     with output.open("rb") as handle:
         digest = hashlib.file_digest(handle, "sha256")
     summary = BackupSummary(output, manifest, writer.bytes_written, digest.hexdigest())
+    details = {
+        "file_sha256": summary.sha256,
+        "rows": summary.rows,
+        "audit_tree_size": manifest["audit"]["tree_size"],
+        "created_at": manifest["created_at"],
+    }
     with runtime.transaction() as session:
-        runtime.audit.record(
-            session,
-            [
-                EntryDraft(
-                    action="backup.created",
-                    outcome="allowed",
-                    channel="cli",
-                    kind="event",
-                    user=operator_name(),
-                    subject_type="operator",
-                    details={
-                        "file_sha256": summary.sha256,
-                        "rows": summary.rows,
-                        "audit_tree_size": manifest["audit"]["tree_size"],
-                        "created_at": manifest["created_at"],
-                    },
-                )
-            ],
-        )
+        runtime.audit.record(session, [operator_event("backup.created", operator_name(), details)])
     log.info("backup.created", rows=summary.rows, bytes=summary.bytes_written)
     return summary
 
@@ -211,26 +194,20 @@ def write_backup_tables(
 @backup_app.callback()
 def backup(
     ctx: typer.Context,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="the backup file")] = None,
-    recipient: Annotated[
-        Path | None,
-        typer.Option(help="public key to encrypt to (default: VAULT_BACKUP_KEY_FILE)"),
-    ] = None,
+    output: Annotated[Path | None, option("cli.help.backup.output", "--output", "-o")] = None,
+    recipient: Annotated[Path | None, option("cli.help.backup.recipient")] = None,
 ) -> None:
-    """写一份一致的加密备份 / Write one consistent, encrypted backup of every table."""
+    """Write one consistent, encrypted backup of every table (the group's help says so)."""
     if ctx.invoked_subcommand is not None:
         return
     if output is None:
         raise BackupError(say("cli.backup.no-output"))
-    settings = Settings()
-    key_path = recipient or settings.backup_key_file
+    configured = Settings()
+    key_path = recipient or configured.backup_key_file
     if key_path is None:
         raise BackupError(say("cli.backup.no-key"))
-    runtime = open_runtime(settings)
-    try:
-        summary = create_backup(runtime, output, key_path)
-    finally:
-        runtime.close()
+    with runtime(configured) as rt:
+        summary = create_backup(rt, output, key_path)
     manifest = summary.manifest
     out.print(
         say(
@@ -250,21 +227,14 @@ def backup(
     )
 
 
-@backup_app.command("keygen")
+@backup_app.command("keygen", help=help_text("cli.help.backup.keygen"))
 def backup_keygen(
-    output: Annotated[Path, typer.Option("--output", "-o", help="directory for the key pair")],
+    output: Annotated[Path, option("cli.help.backup.keygen.output", "--output", "-o")],
 ) -> None:
-    """生成备份密钥对 / Make the X25519 key pair backups are encrypted to."""
+    """Make the X25519 key pair backups are encrypted to."""
     pair = generate_key_pair(output)
-    out.print(
-        say(
-            "cli.backup.keygen.written",
-            public_path=pair.public_path,
-            private_path=pair.private_path,
-            fingerprint=pair.fingerprint,
-        ),
-        markup=False,
-    )
+    # The message names the fields of KeyPair it shows.
+    out.print(say("cli.backup.keygen.written", **asdict(pair)), markup=False)
 
 
 # -- tombstones ----------------------------------------------------------------------------
@@ -333,21 +303,10 @@ def export_tombstones(runtime: Runtime, output: Path) -> int:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(document, handle, ensure_ascii=False, indent=1)
     os.replace(partial, output)
+    details = {"tombstones": len(items), "tree_size": head.tree_size}
+    event = operator_event("audit.tombstones_exported", operator_name(), details)
     with runtime.transaction() as session:
-        runtime.audit.record(
-            session,
-            [
-                EntryDraft(
-                    action="audit.tombstones_exported",
-                    outcome="allowed",
-                    channel="cli",
-                    kind="event",
-                    user=operator_name(),
-                    subject_type="operator",
-                    details={"tombstones": len(items), "tree_size": head.tree_size},
-                )
-            ],
-        )
+        runtime.audit.record(session, [event])
     return len(items)
 
 
@@ -388,16 +347,13 @@ def read_tombstones(path: Path, verifier_key: str) -> list[Tombstone]:
     return found
 
 
-@tombstones_app.command("export")
+@tombstones_app.command("export", help=help_text("cli.help.audit.tombstones.export"))
 def tombstones_export(
-    output: Annotated[Path, typer.Option("--output", "-o", help="the tombstones file")],
+    output: Annotated[Path, option("cli.help.audit.tombstones.export.output", "--output", "-o")],
 ) -> None:
-    """导出删除记录（含证明，不含个人信息）/ Export the log's erasure tombstones, with proofs."""
-    runtime = open_runtime(Settings())
-    try:
-        count = export_tombstones(runtime, output)
-    finally:
-        runtime.close()
+    """Export the log's erasure tombstones, with proofs (no personal data)."""
+    with runtime() as rt:
+        count = export_tombstones(rt, output)
     out.print(
         say("cli.audit.tombstones.export.exported", count=count, output=output),
         markup=False,
@@ -646,15 +602,11 @@ def _replay(
     audit.record(
         session,
         [
-            EntryDraft(
-                action="resident.erasure_replayed",
-                outcome="allowed",
-                channel="cli",
-                kind="event",
-                user=who,
-                subject_type="operator",
+            operator_event(
+                "resident.erasure_replayed",
+                who,
+                {"erased_at": t_.erased_at.isoformat(), "tombstone_index": t_.index},
                 resident_id=t_.resident_id,
-                details={"erased_at": t_.erased_at.isoformat(), "tombstone_index": t_.index},
             )
             for t_ in fresh
         ],
@@ -712,35 +664,22 @@ def _prove_sample(
                 raise RestoreFailed(
                     f"resident {resident_id} is not found by the blind index of {spec.name}"
                 )
+        checked = dict.fromkeys(record, "checked")
         drafts.append(
-            EntryDraft(
-                action="restore-verify",
-                outcome="allowed",
-                channel="cli",
-                kind="access",
-                user=who,
-                subject_type="operator",
-                resident_id=resident_id,
-                purpose="backup-verification",
-                fields=dict.fromkeys(record, "checked"),
-            )
+            operator_access("restore-verify", who, resident_id, "backup-verification", checked)
         )
     audit.record(session, drafts)
     return len(chosen)
 
 
 def restore(
-    archive: Annotated[Path, typer.Argument(help="the backup file")],
-    identity: Annotated[Path, typer.Option(help="the backup private key (from backup keygen)")],
-    tombstones: Annotated[
-        Path | None, typer.Option(help="erasure tombstones exported from the live log")
-    ] = None,
-    yes: Annotated[bool, typer.Option("--yes", help="confirm: writes the target database")] = False,
-    actor: Annotated[
-        str | None, typer.Option(help="who restores, for the audit log (default: cli:LOGIN)")
-    ] = None,
+    archive: Annotated[Path, argument("cli.help.main.restore.archive")],
+    identity: Annotated[Path, option("cli.help.main.restore.identity")],
+    tombstones: Annotated[Path | None, option("cli.help.main.restore.tombstones")] = None,
+    yes: Annotated[bool, option("cli.help.main.restore.yes", "--yes")] = False,
+    actor: Actor = None,
 ) -> None:
-    """恢复备份到空数据库并验证 / Restore a backup into an empty database and prove it."""
+    """Restore a backup into an empty database and prove it (registered by api.cli.main)."""
     if not yes:
         raise RestoreFailed(say("cli.restore.needs-yes"))
     report = restore_backup(Settings(), archive, identity, tombstones, actor=actor)

@@ -7,22 +7,21 @@ and never shown again.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from access.runtime import Runtime, open_runtime, operator_name
-from api.cli.lang import current, say
+from api.cli.common import Actor, AsJson, err, group, option, out, print_listing, table
+from api.cli.lang import current, help_text, say
 from api.http.tls import pem_thumbprint
 from api.oauth.config import OAuthSettings
 from api.oauth.keys import published_keys
 from api.oauth.service import (
+    ClientInfo,
     MutualTls,
     RegistrationError,
     UnknownClient,
@@ -34,13 +33,8 @@ from api.oauth.service import (
 from api.settings import Settings
 from vault.errors import VaultError
 
-clients_app = typer.Typer(help="OAuth 客户端 / OAuth clients", no_args_is_help=True)
-token_keys_app = typer.Typer(
-    help="访问令牌签名密钥 / Access-token signing keys", no_args_is_help=True
-)
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+clients_app = group("cli.help.clients")
+token_keys_app = group("cli.help.keys.tokens")
 
 
 def _open_runtime() -> Runtime:
@@ -68,64 +62,32 @@ def _runtime() -> Iterator[Runtime]:
         runtime.close()
 
 
-@clients_app.command("add")
+@clients_app.command("add", help=help_text("cli.help.clients.add"))
 def add(
     *,
-    scopes: Annotated[
-        list[str], typer.Option("--scopes", help="e.g. 'residents:read stats:read' (repeatable)")
-    ],
-    organisation: Annotated[
-        str | None, typer.Option("--organisation", help="organisation id (confidential)")
-    ] = None,
-    purposes: Annotated[
-        list[str] | None, typer.Option("--purposes", help="purpose codes (repeatable)")
-    ] = None,
-    public: Annotated[
-        bool, typer.Option("--public", help="a browser application: PKCE, no secret")
-    ] = False,
-    redirect_uri: Annotated[
-        list[str] | None, typer.Option("--redirect-uri", help="exact callback URL (repeatable)")
-    ] = None,
+    scopes: Annotated[list[str], option("cli.help.clients.add.scopes", "--scopes")],
+    organisation: Annotated[str | None, option("cli.help.clients.add.organisation")] = None,
+    purposes: Annotated[list[str] | None, option("cli.help.clients.add.purposes")] = None,
+    public: Annotated[bool, option("cli.help.clients.add.public", "--public")] = False,
+    redirect_uri: Annotated[list[str] | None, option("cli.help.clients.add.redirect-uri")] = None,
     first_party: Annotated[
-        bool, typer.Option("--first-party", help="our own pages: no approval screen")
+        bool, option("cli.help.clients.add.first-party", "--first-party")
     ] = False,
-    name: Annotated[str | None, typer.Option(help="display name")] = None,
-    actor: Annotated[str | None, typer.Option(help="who registers it (audit log)")] = None,
+    name: Annotated[str | None, option("cli.help.clients.add.name")] = None,
+    actor: Actor = None,
     tls_client_auth: Annotated[
-        str | None,
-        typer.Option(
-            "--tls-client-auth",
-            metavar="SUBJECT_DN",
-            help="authenticate by certificate (RFC 8705 tls_client_auth) with this subject DN",
-        ),
+        str | None, option("cli.help.clients.add.tls-client-auth", metavar="SUBJECT_DN")
     ] = None,
     tls_client_auth_san: Annotated[
-        str | None,
-        typer.Option(
-            "--tls-client-auth-san",
-            metavar="KIND:VALUE",
-            help="…or with this SAN instead: dns:, uri:, ip: or email: and the value",
-        ),
+        str | None, option("cli.help.clients.add.tls-client-auth-san", metavar="KIND:VALUE")
     ] = None,
     self_signed_cert: Annotated[
         list[Path] | None,
-        typer.Option(
-            "--self-signed-cert",
-            exists=True,
-            dir_okay=False,
-            readable=True,
-            help="authenticate by this self-signed certificate, PEM (repeatable)",
-        ),
+        option("cli.help.clients.add.self-signed-cert", exists=True, dir_okay=False, readable=True),
     ] = None,
-    cert_bound: Annotated[
-        bool,
-        typer.Option(
-            "--cert-bound",
-            help="bind its access tokens to its certificate (RFC 8705 section 3)",
-        ),
-    ] = False,
+    cert_bound: Annotated[bool, option("cli.help.clients.add.cert-bound", "--cert-bound")] = False,
 ) -> None:
-    """登记客户端（机密客户端的密钥只显示这一次）/ Register a client (a secret is shown once)."""
+    """Register a client (a confidential client's secret is shown once)."""
     codes = [p for value in purposes or [] for p in value.replace(",", " ").split()]
     try:
         thumbprints = tuple(pem_thumbprint(path) for path in self_signed_cert or [])
@@ -160,73 +122,63 @@ def add(
         err.print(say("cli.clients.add.store-secret"))
 
 
-@clients_app.command("list")
+@clients_app.command("list", help=help_text("cli.help.clients.list"))
 def list_command(
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines")] = False,
-    active: Annotated[bool, typer.Option("--active", help="leave out revoked clients")] = False,
+    as_json: AsJson = False,
+    active: Annotated[bool, option("cli.help.clients.list.active", "--active")] = False,
 ) -> None:
-    """列出客户端（不含密钥）/ List clients (never their secrets)."""
+    """List clients (never their secrets)."""
     with _runtime() as runtime, runtime.vault.sessions() as session:
         clients = list_clients(session, include_revoked=not active)
-    if as_json:
-        for c in clients:
-            out.print(
-                json.dumps(
-                    {
-                        "client_id": c.client_id,
-                        "name": c.name,
-                        "kind": c.kind,
-                        "organisation": c.organisation_id,
-                        "scopes": c.scopes,
-                        "purposes": c.purposes,
-                        "redirect_uris": c.redirect_uris,
-                        "created_at": c.created_at.isoformat(),
-                        "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
-                        # RFC 8705 metadata, for certificate clients only: a secret
-                        # client's listing stays as it was.
-                        **c.mutual_tls,
-                    },
-                    ensure_ascii=False,
-                )
-            )
-        return
-    table = Table(
-        say("cli.clients.list.column.client"),
-        say("cli.clients.list.column.kind"),
-        say("cli.clients.list.column.organisation"),
-        say("cli.clients.list.column.scopes"),
-        say("cli.clients.list.column.purposes"),
-        say("cli.clients.list.column.status"),
+    print_listing(
+        clients,
+        columns=[
+            ("cli.clients.list.column.client", lambda c: c.client_id),
+            ("cli.clients.list.column.kind", _kind),
+            ("cli.clients.list.column.organisation", lambda c: c.organisation_id or "-"),
+            ("cli.clients.list.column.scopes", lambda c: " ".join(c.scopes)),
+            ("cli.clients.list.column.purposes", lambda c: " ".join(c.purposes) or "-"),
+            ("cli.clients.list.column.status", _status),
+        ],
+        record=_record,
+        as_json=as_json,
     )
-    for c in clients:
-        status = (
-            say("cli.clients.list.revoked", revoked_at=c.revoked_at)
-            if c.revoked_at
-            else say("cli.clients.list.active")
-        )
-        kind = (
-            say("cli.clients.list.public")
-            if c.kind == "public"
-            else say("cli.clients.list.confidential")
-        )
-        table.add_row(
-            c.client_id,
-            kind,
-            c.organisation_id or "-",
-            " ".join(c.scopes),
-            " ".join(c.purposes) or "-",
-            status,
-        )
-    out.print(table)
 
 
-@clients_app.command("revoke")
+def _record(c: ClientInfo) -> dict[str, Any]:
+    return {
+        "client_id": c.client_id,
+        "name": c.name,
+        "kind": c.kind,
+        "organisation": c.organisation_id,
+        "scopes": c.scopes,
+        "purposes": c.purposes,
+        "redirect_uris": c.redirect_uris,
+        "created_at": c.created_at.isoformat(),
+        "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
+        # RFC 8705 metadata, for certificate clients only: a secret client's listing
+        # stays as it was.
+        **c.mutual_tls,
+    }
+
+
+def _kind(c: ClientInfo) -> str:
+    return say("cli.clients.list.public" if c.kind == "public" else "cli.clients.list.confidential")
+
+
+def _status(c: ClientInfo) -> str:
+    if c.revoked_at:
+        return say("cli.clients.list.revoked", revoked_at=c.revoked_at)
+    return say("cli.clients.list.active")
+
+
+@clients_app.command("revoke", help=help_text("cli.help.clients.revoke"))
 def revoke(
     client_id: Annotated[str, typer.Argument()],
-    reason: Annotated[str | None, typer.Option(help="kept in the audit log")] = None,
-    actor: Annotated[str | None, typer.Option()] = None,
+    reason: Annotated[str | None, option("cli.help.clients.revoke.reason")] = None,
+    actor: Actor = None,
 ) -> None:
-    """吊销客户端：其令牌在下一次请求时失效 / Revoke a client: its tokens fail on next use."""
+    """Revoke a client: its tokens fail on next use."""
     with _runtime() as runtime:
         try:
             with runtime.transaction() as session:
@@ -241,11 +193,9 @@ def revoke(
         out.print(say("cli.clients.revoke.already", client_id=client_id))
 
 
-@token_keys_app.command("rotate")
-def rotate(
-    actor: Annotated[str | None, typer.Option()] = None,
-) -> None:
-    """启用新的令牌签名密钥；旧密钥在其令牌过期前仍公布 / Activate a new token signing key."""
+@token_keys_app.command("rotate", help=help_text("cli.help.keys.tokens.rotate"))
+def rotate(actor: Actor = None) -> None:
+    """Activate a new token signing key; the old one stays published until its tokens expire."""
     settings = OAuthSettings()
     # A token signed just before the rotation is accepted until its expiry plus the leeway.
     lifetime = settings.access_token_seconds + settings.clock_leeway_seconds
@@ -262,17 +212,17 @@ def rotate(
         err.print(say("cli.keys.tokens.rotate.restart-hint"))
 
 
-@token_keys_app.command("list")
+@token_keys_app.command("list", help=help_text("cli.help.keys.tokens.list"))
 def list_keys() -> None:
-    """列出公布中的令牌签名密钥 / List the published token signing keys."""
+    """List the published token signing keys."""
     with _runtime() as runtime, runtime.vault.sessions() as session:
         keys = published_keys(session)
-    table = Table(
-        "kid",
-        say("cli.keys.tokens.list.column.created"),
-        say("cli.keys.tokens.list.column.retired"),
+    listing = table(
+        "cli.keys.tokens.list.column.kid",
+        "cli.keys.tokens.list.column.created",
+        "cli.keys.tokens.list.column.retired",
     )
     for key in keys:
         retired = key.retired_at.isoformat(timespec="seconds") if key.retired_at else "-"
-        table.add_row(key.kid, key.created_at.isoformat(timespec="seconds"), retired)
-    out.print(table)
+        listing.add_row(key.kid, key.created_at.isoformat(timespec="seconds"), retired)
+    out.print(listing)

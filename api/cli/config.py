@@ -14,18 +14,15 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import SecretStr
-from rich.console import Console
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from api.cli.lang import say
+from api.cli.common import err, group, option, out
+from api.cli.lang import help_text, say
 from api.settings import LAYERS, Settings
 from vault.config import URL_FIELDS, SettingsInvalid, env_name, secret_file_env_name
 
-config_app = typer.Typer(help="配置 / Configuration", no_args_is_help=True)
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+config_app = group("cli.help.config")
 
 REDACTED = "********"
 
@@ -70,11 +67,11 @@ def effective_settings(settings: Settings) -> list[tuple[str, str, str]]:
     return rows
 
 
-@config_app.command("check")
+@config_app.command("check", help=help_text("cli.help.config.check"))
 def config_check(
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="problems only")] = False,
+    quiet: Annotated[bool, option("cli.help.config.check.quiet", "--quiet", "-q")] = False,
 ) -> None:
-    """校验配置并显示生效值（密钥已隐去）/ Validate the configuration, show it redacted."""
+    """Validate the configuration, show it redacted."""
     try:
         settings = Settings()
     except SettingsInvalid as exc:
@@ -131,7 +128,7 @@ def settings_markdown_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-@config_app.command("doc", hidden=True)
+@config_app.command("doc", hidden=True, help=help_text("cli.help.config.doc"))
 def config_doc() -> None:
     """The settings table of docs/configuration.md, generated from the settings themselves."""
     out.print(DOC_BEGIN, markup=False)

@@ -33,7 +33,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from access.runtime import operator_name
-from api.cli.lang import current, say
+from api.cli.common import Actor, err, fail, group, option, out
+from api.cli.lang import current, help_text, say
 from api.settings import Settings
 from audit import AuditLog, EntryDraft, operator_event
 from audit.models import AuditEntry
@@ -54,10 +55,7 @@ from vault.errors import VaultError
 
 log = structlog.get_logger(__name__)
 
-db_app = typer.Typer(help="数据库结构 / Database schema", no_args_is_help=True)
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+db_app = group("cli.help.db")
 
 EXIT_FAILED = 1
 EXIT_BEHIND = 3
@@ -72,8 +70,7 @@ class UpgradePhase(StrEnum):
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    err.print(f"resident-vault: {message}", markup=False)
-    raise typer.Exit(code)
+    raise fail(message, code)
 
 
 def _database_error(exc: SQLAlchemyError) -> str:
@@ -131,16 +128,11 @@ def state_document(state: SchemaState) -> dict[str, Any]:
     }
 
 
-@db_app.command("current")
+@db_app.command("current", help=help_text("cli.help.db.current"))
 def db_current(
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
+    as_json: Annotated[bool, option("cli.help.db.current.json", "--json")] = False,
 ) -> None:
-    """数据库结构版本及本程序能否运行 / The schema's revision and whether this code runs on it.
-
-    Exit 0 when this code can run on the schema (only its contracts may be pending), 3
-    when the schema lacks a migration it needs (run `resident-vault db upgrade`), 4 when
-    the schema is ahead of it by a migration that is not an expand.
-    """
+    """The schema's revision and whether this code runs on it (exit 0, 3 behind, 4 ahead)."""
     settings = Settings()
     try:
         with _engine(settings) as engine:
@@ -248,30 +240,15 @@ def _migration_engine(settings: Settings) -> Iterator[tuple[Engine, AuditLog | N
         vault.close()
 
 
-@db_app.command("upgrade")
+@db_app.command("upgrade", help=help_text("cli.help.db.upgrade"))
 def db_upgrade(
-    to: Annotated[
-        str | None, typer.Option("--to", metavar="REV", help="stop at this revision (included)")
-    ] = None,
-    phase: Annotated[
-        UpgradePhase,
-        typer.Option(
-            help="expand: only up to the first contract migration, while old code still serves"
-        ),
-    ] = UpgradePhase.ALL,
-    sql: Annotated[
-        bool, typer.Option("--sql", help="print the SQL for review (PostgreSQL) and apply nothing")
-    ] = False,
-    actor: Annotated[str | None, typer.Option(help="who runs the upgrade (audit log)")] = None,
+    to: Annotated[str | None, option("cli.help.db.upgrade.to", "--to", metavar="REV")] = None,
+    phase: Annotated[UpgradePhase, option("cli.help.db.upgrade.phase")] = UpgradePhase.ALL,
+    sql: Annotated[bool, option("cli.help.db.upgrade.sql", "--sql")] = False,
+    actor: Actor = None,
 ) -> None:
-    """应用待执行的迁移 / Apply pending migrations, recording each one's phase.
-
-    Refuses a schema ahead of this code (exit 4). With --phase expand it stops before the
-    first contract migration, so a rolling deploy can expand while the old code serves and
-    run `db upgrade` again once no node runs the old code. With --sql it prints the
-    migrations as one PostgreSQL transaction (Alembic offline mode) for a DBA to review or
-    apply with psql, and changes nothing.
-    """
+    """Apply pending migrations, recording each one's phase (the help says when to use
+    --phase expand and --sql)."""
     settings = Settings()
     expand_only = phase is UpgradePhase.EXPAND
     if sql:

@@ -4,6 +4,12 @@ The language is `--lang` on the root command (which Typer also reads from VAULT_
 VAULT_LANG when a command group runs on its own (tests invoke `db_app`, `clients_app`),
 through `vault.i18n.negotiate`: Simplified Chinese unless told otherwise. Every message is
 a catalogue id (`cli.<command>.<name>`, `vault/locale/`), shown with `say(id, **values)`.
+
+Help is the exception. Click renders `--help` from strings fixed when the app is built,
+before `--lang` is parsed, so `help_text(id)` (the `cli.help.<group>.<command>[.<option>]`
+ids) reads VAULT_LANG alone, through the same `negotiate`, when the module declaring the
+command is imported: `VAULT_LANG=en resident-vault --help` is English, `--lang en --help`
+is not.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import click
 
 from vault.i18n import negotiate, text
 
-__all__ = ["choose", "current", "say"]
+__all__ = ["choose", "current", "help_text", "say"]
 
 # The root command's `--lang`, kept for what is printed after Click has returned (the
 # one-line error of `main()`); reset by every run of the root command.
@@ -42,3 +48,9 @@ def current() -> str:
 def say(message_id: str, /, **values: Any) -> str:
     """The catalogue's text of `message_id` in the command line's language."""
     return text(message_id, current(), **values)
+
+
+def help_text(message_id: str, /) -> str:
+    """The catalogue's text of a `cli.help.*` id in VAULT_LANG's language (Chinese unless
+    told otherwise), for help fixed at import time; `--lang` cannot reach it."""
+    return text(message_id, negotiate(None, os.environ.get("VAULT_LANG")))

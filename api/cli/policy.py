@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from access.runtime import open_runtime
 from access.subjects import organisation_subject
+from api.cli.common import argument, err, fail, group, option, out, runtime, settings
 from api.cli.lang import current as current_lang
-from api.cli.lang import say
-from api.settings import Settings
+from api.cli.lang import help_text, say
 from policies import PolicyError, build_bundle, load_bundle
 from policies.bundle import find_opa
 from policies.explain import Explainer
@@ -39,15 +37,13 @@ from policies.review import (
 from vault.catalogue import default_catalogue
 from vault.models import Organisation
 
-policy_app = typer.Typer(help="访问策略 / Access policy", no_args_is_help=True)
+policy_app = group("cli.help.policy")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+EXIT_UNREADABLE = 2  # the input could not be read (1 is `diff --fail-on-change`'s)
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"resident-vault: {message}", markup=False)
-    return typer.Exit(2)
+    return fail(message, EXIT_UNREADABLE)
 
 
 def _subject(label: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -66,28 +62,24 @@ def _subject(label: str, data: dict[str, Any]) -> dict[str, Any]:
 def _vault_organisation(organisation: str) -> dict[str, Any] | None:
     """The organisation as the vault records it (type, communities, buildings), if there is
     a vault here and it knows the organisation."""
-    settings = Settings()
-    if not settings.keyring_path.exists():
+    configured = settings()
+    if not configured.keyring_path.exists():
         return None
-    runtime = open_runtime(settings)
-    try:
-        with runtime.vault.sessions() as session:
-            if session.get(Organisation, organisation) is None:
-                return None
-            return organisation_subject(session, organisation).policy_input()
-    finally:
-        runtime.close()
+    with runtime(configured) as rt, rt.vault.sessions() as session:
+        if session.get(Organisation, organisation) is None:
+            return None
+        return organisation_subject(session, organisation).policy_input()
 
 
-@policy_app.command("explain")
+@policy_app.command("explain", help=help_text("cli.help.policy.explain"))
 def explain_command(
-    as_: Annotated[str, typer.Option("--as", help="organisation id or subject type")],
-    purpose: Annotated[str | None, typer.Option(help="purpose code")] = None,
-    action: Annotated[str, typer.Option(help="read | list | search | export | write")] = "read",
-    field: Annotated[list[str] | None, typer.Option(help="only these fields (repeatable)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="the explanation as JSON")] = False,
+    as_: Annotated[str, option("cli.help.policy.explain.as", "--as")],
+    purpose: Annotated[str | None, option("cli.help.policy.explain.purpose")] = None,
+    action: Annotated[str, option("cli.help.policy.explain.action")] = "read",
+    field: Annotated[list[str] | None, option("cli.help.policy.explain.field")] = None,
+    as_json: Annotated[bool, option("cli.help.policy.explain.json", "--json")] = False,
 ) -> None:
-    """说明一次访问为何被允许或拒绝 / Explain why an access is allowed or refused."""
+    """Explain why an access is allowed or refused."""
     lang = current_lang()
     bundle = load_bundle()
     data = bundle.data
@@ -137,14 +129,14 @@ def _change_text(change: Change) -> str:
     return f"{sign} {where}: {what} {change.before} → {change.after}"
 
 
-@policy_app.command("diff")
+@policy_app.command("diff", help=help_text("cli.help.policy.diff"))
 def diff_command(
-    old: Annotated[Path, typer.Argument(help="the policy before: a directory or a bundle")],
-    new: Annotated[Path, typer.Argument(help="the policy after: a directory or a bundle")],
-    as_json: Annotated[bool, typer.Option("--json", help="the changes as JSON lines")] = False,
-    fail_on_change: Annotated[bool, typer.Option(help="exit 1 when anything changes")] = False,
+    old: Annotated[Path, argument("cli.help.policy.diff.old")],
+    new: Annotated[Path, argument("cli.help.policy.diff.new")],
+    as_json: Annotated[bool, option("cli.help.policy.diff.json", "--json")] = False,
+    fail_on_change: Annotated[bool, option("cli.help.policy.diff.fail-on-change")] = False,
 ) -> None:
-    """比较两个策略版本下各机构能看到什么 / What each organisation gains or loses."""
+    """What each organisation gains or loses between two revisions of the policy."""
     try:
         before, after = load_policy(old), load_policy(new)
         subjects = review_subjects(before.data, after.data)
@@ -185,15 +177,11 @@ def diff_command(
         raise typer.Exit(1)
 
 
-@policy_app.command("bundle")
+@policy_app.command("bundle", help=help_text("cli.help.policy.bundle"))
 def bundle_command(
-    output: Annotated[Path, typer.Option("-o", "--output", help="the bundle file (.tar.gz)")],
+    output: Annotated[Path, option("cli.help.policy.bundle.output", "-o", "--output")],
 ) -> None:
-    """构建 OPA 策略包（含版本号）/ Build the OPA bundle of the shipped policy, with its revision.
-
-    Prints the revision: the service accepts decisions from an OPA server only under it
-    (VAULT_OPA_EXPECTED_REVISION unset), so publish this file and deploy this release together.
-    """
+    """Build the OPA bundle of the shipped policy and print its revision."""
     opa = find_opa()
     if opa is None:
         raise _fail(say("cli.policy.bundle.no-opa"))

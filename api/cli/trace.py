@@ -13,59 +13,46 @@ import math
 from pathlib import Path
 from typing import Annotated, Any
 
-import typer
-from rich.console import Console
-
 from access.exports.fingerprints import fingerprint_master, mark_key
 from access.exports.records import all_exports
 from access.exports.trace import LeakUnreadable, read_leak, score_exports, summary
-from access.runtime import open_runtime
+from api.cli.common import argument, fail, option, out, runtime
 from api.cli.lang import current, say
-from api.settings import Settings
 from vault.pseudonyms import Pseudonyms
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 MAX_BYTES = 512 * 1024 * 1024
-
-
-def _fail(message: str) -> typer.Exit:
-    err.print(f"resident-vault: {message}", markup=False)
-    return typer.Exit(2)
+EXIT_UNREADABLE = 2  # every refusal of `trace`: the file, or no export to compare it with
 
 
 def trace(
-    leaked_file: Annotated[Path, typer.Argument(help="泄露的文件 / the leaked file")],
-    as_json: Annotated[bool, typer.Option("--json", help="JSON 输出 / print JSON")] = False,
+    leaked_file: Annotated[Path, argument("cli.help.main.trace.leaked-file")],
+    as_json: Annotated[bool, option("cli.help.main.trace.json", "--json")] = False,
 ) -> None:
-    """追查泄露文件来自哪次导出 / Trace a leaked file to the export it came from."""
+    """Trace a leaked file to the export it came from (registered by api.cli.main)."""
     try:
         if leaked_file.stat().st_size > MAX_BYTES:
-            raise _fail(say("cli.trace.too-large"))
+            raise fail(say("cli.trace.too-large"), EXIT_UNREADABLE)
         data = leaked_file.read_bytes()
     except OSError as exc:
-        raise _fail(
-            say("cli.trace.unreadable", leaked_file=leaked_file, strerror=exc.strerror)
+        raise fail(
+            say("cli.trace.unreadable", leaked_file=leaked_file, strerror=exc.strerror),
+            EXIT_UNREADABLE,
         ) from exc
     try:
         leak = read_leak(data)
     except LeakUnreadable as exc:
-        raise _fail(
-            say("cli.trace.unreadable-leak", file=leaked_file, problem=exc.message.text(current()))
+        problem = exc.message.text(current())
+        raise fail(
+            say("cli.trace.unreadable-leak", file=leaked_file, problem=problem), EXIT_UNREADABLE
         ) from exc
-    runtime = open_runtime(Settings())
-    try:
-        with runtime.vault.sessions() as session:
-            records = all_exports(session)
-            if not records:
-                raise _fail(say("cli.trace.no-exports"))
-            master = fingerprint_master(runtime.vault.keyring)
-            scored = score_exports(
-                leak, records, master, mark_key(master), Pseudonyms(runtime.vault.keyring)
-            )
-            answer = summary(scored, leak)
-    finally:
-        runtime.close()
+    with runtime() as rt, rt.vault.sessions() as session:
+        records = all_exports(session)
+        if not records:
+            raise fail(say("cli.trace.no-exports"), EXIT_UNREADABLE)
+        keyring = rt.vault.keyring
+        master = fingerprint_master(keyring)
+        scored = score_exports(leak, records, master, mark_key(master), Pseudonyms(keyring))
+        answer = summary(scored, leak)
     if as_json:
         out.print(json.dumps(answer, ensure_ascii=False), markup=False)
         return
