@@ -22,7 +22,8 @@ from typing import Any, Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from access.gate import FieldView, Gate, GateError, NotInScope
+from access.errors import GateError, NotInScope
+from access.gate import FieldView, Gate
 from access.models import CorrectionRequest
 from access.reads import record_reads
 from access.runtime import Runtime

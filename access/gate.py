@@ -13,11 +13,24 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Final, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 
+from access.errors import (
+    BreakGlassRequired,
+    ConsentRequired,
+    GateError,
+    InvalidCursor,
+    JustificationRequired,
+    NotInScope,
+    PolicyDenied,
+    PurposeRequired,
+    RateLimited,
+    Suspended,
+    UnknownPurpose,
+)
 from access.exports.batches import fingerprinted_batches
 from access.exports.fingerprints import Fingerprint
 from access.limits import RateLimiter
@@ -40,95 +53,6 @@ from vault.pseudonyms import Pseudonyms, is_pseudonym
 from vault.services import Provenance
 
 EVALUATION_ACTION = "policy.evaluated"
-
-
-# -- errors -------------------------------------------------------------------------------
-
-NOT_FOUND: Final = Message("error.not-found")
-
-
-class GateError(Exception):
-    """A refusal: the problem docs/api.md names for it (`slug`), what to tell the caller
-    (`message`, a catalogue message), the decision when policy was asked, the decision id
-    of the refused access (`Access.decision_id`, set where it is raised) and, for a refusal
-    that passes, how many seconds to wait (`retry_after`)."""
-
-    slug: ClassVar[str] = "policy-denied"
-
-    def __init__(
-        self,
-        message: Message,
-        decision: Decision | None = None,
-        *,
-        decision_id: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message.text("en"))
-        self.message = message
-        self.decision = decision
-        self.decision_id = decision_id
-        self.retry_after = retry_after
-
-
-class PurposeRequired(GateError):
-    """No purpose was declared: every access names why it is made."""
-
-    slug = "purpose-required"
-
-
-class UnknownPurpose(GateError):
-    """The purpose is well formed but not in the registry; the attempt is still recorded."""
-
-    slug = "unknown-purpose"
-
-
-class PolicyDenied(GateError):
-    """Policy refuses this caller the action for this purpose (the decision says why)."""
-
-    slug = "policy-denied"
-
-
-class ConsentRequired(GateError):
-    slug = "consent-required"  # the purpose rests on consent, and no consent covers it
-
-
-class NotInScope(GateError):
-    """404: the same whether the resident does not exist or is outside the caller's scope."""
-
-    slug = "not-found"
-
-    def __init__(self, decision: Decision | None, *, decision_id: str | None = None) -> None:
-        super().__init__(NOT_FOUND, decision, decision_id=decision_id)
-
-
-class JustificationRequired(GateError):
-    """The purpose asks for a written reason (`Justification`) and none was given; the
-    reason is kept in the access's audit entry, for the auditors' review."""
-
-    slug = "justification-required"
-
-
-class InvalidCursor(GateError):
-    """A page cursor this listing did not hand out."""
-
-    slug = "validation-error"
-    field = "cursor"
-
-
-class Suspended(GateError):
-    """The caller is suspended pending review after an insider-abuse alert."""
-
-    slug = "suspended"
-
-
-class RateLimited(GateError):
-    slug = "rate-limited"  # `retry_after` says when to try again
-
-
-class BreakGlassRequired(GateError):
-    """A break-glass purpose without an active grant for this worker and resident."""
-
-    slug = "break-glass-required"
 
 
 # -- who is asking and what the gate answers ------------------------------------------------

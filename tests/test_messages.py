@@ -25,9 +25,9 @@ PACKAGES = ("vault", "audit", "policies", "consent", "access", "api", "migration
 LOCALES = {"zh": "zh_CN", "en": "en"}
 TEMPLATES = ROOT / "api" / "pages" / "templates"
 # Functions whose first string argument is a message id: the catalogue's own (`text`,
-# `Message`, `Composed`), the command line's `say`, the pages' `message`; `error_page` takes
+# `Message`), the command line's `say`, the pages' `message`; `error_page` takes
 # it second.
-ID_FIRST = {"text", "Message", "Composed", "say", "message"}
+ID_FIRST = {"text", "Message", "say", "message"}
 ID_SECOND = {"error_page"}
 MESSAGE_ID = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*")
 TEMPLATE_ID = re.compile(r"""\b_\(\s*(['"])([^'"]+)\1\s*([,)~])""")

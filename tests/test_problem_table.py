@@ -21,7 +21,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from access.gate import NotInScope, PolicyDenied, RateLimited
+from access.errors import NotInScope, PolicyDenied, RateLimited
 from access.runtime import init_runtime
 from access.stats.service import BadStatsQuery, Budget, BudgetExhausted
 from access.subjects import Access, Subject

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from vault import i18n
 from vault.i18n import DEFAULT_LANG, Message
 
 GIVEN_TEXT = "text.given"
@@ -22,20 +21,6 @@ def given_text(zh: str, en: str) -> Message:
     shown through the catalogue's `text.given` entry, so every error is read one way. Text
     the code writes itself has a catalogue id of its own instead."""
     return Message(GIVEN_TEXT, {"zh": zh, "en": en})
-
-
-class Composed(Message):
-    """A message whose values may be messages themselves, each shown in the same language:
-    a part's name and its own problem (`validation.nested`: "联系人电话：手机号码应为11位",
-    "contact phone: a mobile number has 11 digits"), so a sentence built of sentences still
-    translates whole."""
-
-    def text(self, lang: str = DEFAULT_LANG) -> str:
-        values = {
-            name: value.text(lang) if isinstance(value, Message) else value
-            for name, value in self.values.items()
-        }
-        return i18n.text(self.id, lang, **values)
 
 
 class VaultError(Exception):

@@ -131,7 +131,14 @@ class Message:
     values: Mapping[str, Any] = field(default_factory=dict)
 
     def text(self, lang: str = DEFAULT_LANG) -> str:
-        return text(self.id, lang, **self.values)
+        """The text in `lang`; a value that is itself a `Message` (a part's name, a nested
+        problem) is shown in the same language, so a sentence built of sentences still
+        translates whole."""
+        values = {
+            name: value.text(lang) if isinstance(value, Message) else value
+            for name, value in self.values.items()
+        }
+        return text(self.id, lang, **values)
 
     def __str__(self) -> str:
         return self.text(DEFAULT_LANG)

@@ -34,7 +34,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from vault.catalogue import Catalogue, FieldSpec
-from vault.errors import CatalogueError, Composed, FieldProblem, InvalidValue
+from vault.errors import CatalogueError, FieldProblem, InvalidValue
 from vault.i18n import Message
 
 __all__ = [
@@ -168,7 +168,7 @@ def _nested(part: str, name: Message, err: InvalidValue) -> InvalidValue:
     (`name` is the part's own message, shown in the same language as the problem)."""
     return InvalidValue(
         f"{part}.{err.code}",
-        Composed("validation.nested", {"part": name, "problem": err.message}),
+        Message("validation.nested", {"part": name, "problem": err.message}),
     )
 
 

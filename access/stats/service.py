@@ -21,7 +21,8 @@ from typing import Any, Final
 from sqlalchemy import ColumnElement, select, text
 from sqlalchemy.orm import Session
 
-from access.gate import Gate, GateError, PolicyDenied
+from access.errors import GateError, PolicyDenied
+from access.gate import Gate
 from access.settings import StatsSettings
 from access.stats.disclosure import Cell, Place, Table, suppress
 from access.stats.measures import MEASURES, TOTAL, Measure

@@ -19,10 +19,14 @@ PURPOSE_SCOPES = {Scope.RESIDENTS_READ.value, Scope.RESIDENTS_WRITE.value, Scope
 
 
 def _scopes_of(route: APIRoute) -> list[str] | None:
-    for dependency in route.dependant.dependencies:
+    """The scopes a route requires, wherever among its dependencies (and theirs) they are."""
+    waiting = list(route.dependant.dependencies)
+    while waiting:
+        dependency = waiting.pop(0)
         required = getattr(dependency.call, "required_scopes", None)
         if required is not None:
             return list(required)
+        waiting.extend(dependency.dependencies)
     return None
 
 

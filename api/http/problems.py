@@ -22,12 +22,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from access.gate import (
+from access.errors import (
     BreakGlassRequired,
     ConsentRequired,
     GateError,
     InvalidCursor,
     JustificationRequired,
+    NotAResident,
     NotInScope,
     PolicyDenied,
     PurposeRequired,
@@ -143,6 +144,7 @@ PROBLEMS: Final[dict[type[Exception], str]] = {
     BreakGlassRequired: "break-glass-required",
     JustificationRequired: "justification-required",
     Suspended: "suspended",
+    NotAResident: "insufficient-scope",  # a route for residents' own records
     BudgetExhausted: "budget-exhausted",  # with `budget` and Retry-After
     ProofUnavailable: "proof-unavailable",
     StaleRecord: "conflict",

@@ -249,12 +249,17 @@ class _TlsScope:
         await self.app(scope, receive, send)
 
 
+def _see_tls(protocol: H11Protocol | Any, transport: asyncio.Transport) -> None:
+    """Wrap the protocol's app so each request on a TLS connection carries its details."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is not None:
+        protocol.app = _TlsScope(protocol.app, tls_extension(ssl_object))
+
+
 class TlsH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            self.app = _TlsScope(self.app, tls_extension(ssl_object))
+        _see_tls(self, transport)
 
 
 def tls_protocol_class() -> type[asyncio.Protocol]:
@@ -269,9 +274,7 @@ def tls_protocol_class() -> type[asyncio.Protocol]:
     class TlsHttpToolsProtocol(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            ssl_object = transport.get_extra_info("ssl_object")
-            if ssl_object is not None:
-                self.app = _TlsScope(self.app, tls_extension(ssl_object))
+            _see_tls(self, transport)
 
     return TlsHttpToolsProtocol
 

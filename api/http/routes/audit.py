@@ -7,6 +7,7 @@ served only to auditors and to the resident they concern (with the access gate).
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -16,9 +17,9 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from access.reads import record_reads
 from access.runtime import Runtime
 from access.subjects import subject_for
+from api.http.context import reads_recorded, runtime_of
 from api.http.params import (
     MAX_INTEGER,
     Index,
@@ -49,11 +50,6 @@ from audit.queries import (
 router = APIRouter(prefix="/v1/audit", tags=["audit log"])
 
 
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
 def _b64(hashes: list[bytes]) -> list[str]:
     return [base64.b64encode(h).decode() for h in hashes]
 
@@ -61,7 +57,7 @@ def _b64(hashes: list[bytes]) -> list[str]:
 @router.get("/checkpoint", response_class=PlainTextResponse)
 def latest_checkpoint(request: Request) -> Response:
     """The latest signed tree head, as a C2SP checkpoint (text/plain)."""
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     with runtime.vault.sessions() as session:
         head = runtime.audit.latest_checkpoint(session)
     if head is None:
@@ -76,7 +72,7 @@ def checkpoints(
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> dict[str, Any]:
     """Tree-head history: each checkpoint with the (unsigned) time it was signed."""
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     with runtime.vault.sessions() as session:
         heads = session.scalars(
             select(AuditCheckpoint)
@@ -102,10 +98,10 @@ def inclusion(
     index: int = Query(ge=0, le=MAX_INTEGER),
     tree_size: int = Query(ge=1, le=MAX_INTEGER),
 ) -> dict[str, Any]:
-    runtime = _runtime(request)
-    with runtime.vault.sessions() as session:
-        hashes = runtime.audit.inclusion_proof(session, index, tree_size)
-    return {"index": index, "tree_size": tree_size, "hashes": _b64(hashes)}
+    """Proof that entry `index` is in the tree of size `tree_size`."""
+    log = runtime_of(request).audit
+    hashes = _proof(request, lambda session: log.inclusion_proof(session, index, tree_size))
+    return {"index": index, "tree_size": tree_size, "hashes": hashes}
 
 
 @router.get("/proofs/consistency", response_model=None)
@@ -115,16 +111,21 @@ def consistency(
     second: int = Query(ge=1, le=MAX_INTEGER),
 ) -> dict[str, Any]:
     """Proof that the tree of size `first` is a prefix of the tree of size `second`."""
-    runtime = _runtime(request)
-    with runtime.vault.sessions() as session:
-        hashes = runtime.audit.consistency_proof(session, first, second)
-    return {"first": first, "second": second, "hashes": _b64(hashes)}
+    log = runtime_of(request).audit
+    hashes = _proof(request, lambda session: log.consistency_proof(session, first, second))
+    return {"first": first, "second": second, "hashes": hashes}
+
+
+def _proof(request: Request, prove: Callable[[Session], list[bytes]]) -> list[str]:
+    """A proof's hashes, base64 as the tlog clients read them."""
+    with runtime_of(request).vault.sessions() as session:
+        return _b64(prove(session))
 
 
 @router.get("/public-key", response_class=PlainTextResponse)
 def public_key(request: Request) -> PlainTextResponse:
     """The log's verifier key: `<origin>+<key id hex>+<base64(0x01 || public key)>`."""
-    return PlainTextResponse(_runtime(request).audit.verifier_key + "\n")
+    return PlainTextResponse(runtime_of(request).audit.verifier_key + "\n")
 
 
 # -- entries: auditors, and residents for entries about themselves ---------------------------
@@ -180,7 +181,7 @@ def entries(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: QueryCursor = None,
 ) -> Response:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     wanted = EntryFilter(
         organisation=organisation,
         client=client,
@@ -218,7 +219,7 @@ def entry(
     index: Index,
     principal: Annotated[Principal, Depends(require_scopes())],
 ) -> Response:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     with runtime.transaction() as session:
         found = runtime.audit.entry_at(session, index)
         subject = subject_for(session, principal) if principal.username is not None else None
@@ -243,14 +244,7 @@ def entry(
                 index=str(index),
             )
         elif subject is not None:
-            record_reads(
-                runtime,
-                session,
-                subject=subject,
-                request_id=request.state.request_id,
-                action="me.access_entry",
-                resident_ids=[found.resident_id],
-            )
+            reads_recorded(request, session, subject, "me.access_entry", [found.resident_id])
     body = entry_summary(index, found)
     body["canonical"] = base64.b64encode(found.canonical).decode()
     return JSONResponse(body)
@@ -276,7 +270,7 @@ def report(
     sensitive fields in clear, and accesses outside 08:00-18:00 or at weekends."""
     if report not in REPORTS:
         return problem(request, "not-found", detail=f"reports: {', '.join(REPORTS)}")
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     wanted = EntryFilter(organisation=organisation, user=user, since=since, until=until)
     with runtime.transaction() as session:
         _record_search(runtime, session, request, principal, "audit.report", wanted, report=report)
@@ -324,7 +318,7 @@ def list_alerts(
     principal: Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))],
     status: Annotated[str, Query(pattern="^(open|confirmed|dismissed|all)$")] = "open",
 ) -> Response:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     with runtime.vault.sessions() as session:
         query = select(AuditAlert).order_by(AuditAlert.created_at.desc()).limit(500)
         if status != "all":
@@ -351,7 +345,7 @@ def review_alert(
     body: AlertReview,
     principal: Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))],
 ) -> Response:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     detector: Detector = request.app.state.detector
     reviewer = principal.username or principal.client_id
     with runtime.transaction() as session:

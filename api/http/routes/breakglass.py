@@ -12,12 +12,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
-from access.gate import PolicyDenied
-from access.reads import record_reads
+from access.errors import PolicyDenied
 from access.subjects import Access, Subject
+from api.http.context import Myself, gate_of, reads_recorded, subject_of
 from api.http.params import PathId
 from api.http.problems import lang_of, problem
-from api.http.routes.residents import gate_of, subject_of
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
 from audit.models import AuditEntry
@@ -30,7 +29,6 @@ router = APIRouter(prefix="/v1", tags=["break-glass"])
 
 Reader = Annotated[Principal, Depends(require_scopes(Scope.RESIDENTS_READ))]
 Auditor = Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))]
-Me = Annotated[Principal, Depends(require_scopes(Scope.ME))]
 
 WORKERS = ("grid_worker", "community_worker")
 RESIDENT_ID_LENGTH = 32  # the audit log's resident_id column; every vault id fits
@@ -161,15 +159,7 @@ def review_queue(
             concerned.setdefault(grant.resident_id, []).append(grant.id)
         # The queue names residents and what befell them (the justification): a read of each.
         auditor = Subject(type="auditor", user=principal.username, client=principal.client_id)
-        record_reads(
-            gate.runtime,
-            session,
-            subject=auditor,
-            request_id=request.state.request_id,
-            action="break_glass.queue",
-            resident_ids=concerned,
-            items=concerned,
-        )
+        reads_recorded(request, session, auditor, "break_glass.queue", concerned, items=concerned)
     return JSONResponse({"items": items})
 
 
@@ -202,12 +192,10 @@ def review_grant(
 
 
 @router.get("/me/notifications", summary="What I have been told: emergency accesses and the like")
-def my_notifications(request: Request, principal: Me) -> Response:
-    subject = subject_of(request, principal)
-    if subject.resident_id is None:
-        return problem(request, "insufficient-scope", detail="only residents", status=403)
+def my_notifications(request: Request, own: Myself) -> Response:
+    subject = own.subject
     lang = lang_of(request)
-    concerned: dict[str, list[str]] = {subject.resident_id: [], **{c: [] for c in subject.children}}
+    concerned: dict[str, list[str]] = {own.resident_id: [], **{c: [] for c in subject.children}}
     runtime = gate_of(request).runtime
     with runtime.transaction() as session:
         rows = notifications_of(session, list(concerned))
@@ -225,13 +213,5 @@ def my_notifications(request: Request, principal: Me) -> Response:
         for n in rows:
             concerned[n.resident_id].append(n.id)
         # A guardian reads their wards' notifications too: each resident's on the record.
-        record_reads(
-            runtime,
-            session,
-            subject=subject,
-            request_id=request.state.request_id,
-            action="notifications.list",
-            resident_ids=concerned,
-            items=concerned,
-        )
+        reads_recorded(request, session, subject, "notifications.list", concerned, items=concerned)
     return JSONResponse({"items": items})

@@ -18,11 +18,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from access.reads import record_reads
 from access.subjects import Access, Subject
+from api.http.context import Myself, gate_of, reads_recorded, subject_of
 from api.http.params import PathId
 from api.http.problems import problem
-from api.http.routes.residents import gate_of, subject_of
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
 from consent import Actor, ConsentNotFound, ConsentService, Grant
@@ -33,7 +32,6 @@ from vault.i18n import Message
 
 router = APIRouter(prefix="/v1", tags=["consent"])
 
-Me = Annotated[Principal, Depends(require_scopes(Scope.ME))]
 ConsentReader = Annotated[Principal, Depends(require_scopes(Scope.CONSENTS_READ))]
 ConsentWriter = Annotated[Principal, Depends(require_scopes(Scope.CONSENTS_WRITE))]
 ConsentAsker = Annotated[Principal, Depends(require_scopes(Scope.CONSENTS_REQUEST))]
@@ -51,12 +49,6 @@ def service_of(request: Request) -> ConsentService:
 
 def _invalid(request: Request, field: str, message: str) -> Response:
     return problem(request, "validation-error", errors=[{"field": field, "message": message}])
-
-
-def _not_a_resident(request: Request) -> Response:
-    return problem(
-        request, "insufficient-scope", detail="only residents have consents here", status=403
-    )
 
 
 def _actor(request: Request, subject: Subject, channel: str) -> Actor:
@@ -113,23 +105,14 @@ class MyGrant(GrantFields):
     summary="My consents (and my wards'), and the purposes that do "
     "not need my consent, with their legal basis",
 )
-def my_consents(request: Request, principal: Me) -> Response:
-    subject = subject_of(request, principal)
-    if subject.resident_id is None:
-        return _not_a_resident(request)
+def my_consents(request: Request, own: Myself) -> Response:
+    subject = own.subject
     service = service_of(request)
     runtime = gate_of(request).runtime
-    family = [subject.resident_id, *subject.children]
+    family = own.family
     with runtime.transaction() as session:
         items = service.consents_of(session, family)
-        record_reads(
-            runtime,
-            session,
-            subject=subject,
-            request_id=request.state.request_id,
-            action="consents.list",
-            resident_ids=family,
-        )
+        reads_recorded(request, session, subject, "consents.list", family)
     return JSONResponse({"items": items, "legal_bases": service.legal_bases()})
 
 
@@ -138,16 +121,14 @@ def my_consents(request: Request, principal: Me) -> Response:
     status_code=201,
     summary="Give consent (for myself, or for a ward as their guardian with on_behalf_of)",
 )
-def grant_my_consent(request: Request, body: MyGrant, principal: Me) -> Response:
-    subject = subject_of(request, principal)
-    if subject.resident_id is None:
-        return _not_a_resident(request)
+def grant_my_consent(request: Request, body: MyGrant, own: Myself) -> Response:
+    subject = own.subject
     ward = body.on_behalf_of
-    if ward is not None and ward != subject.resident_id and ward not in subject.children:
+    if ward is not None and ward != own.resident_id and ward not in subject.children:
         return problem(request, "not-found", detail="not a ward of yours")
-    guardian = ward is not None and ward != subject.resident_id
+    guardian = ward is not None and ward != own.resident_id
     grant = Grant(
-        resident_id=ward if guardian and ward else subject.resident_id,
+        resident_id=ward if guardian and ward else own.resident_id,
         recipient=body.recipient,
         purpose=body.purpose,
         channel="guardian" if guardian else "self",
@@ -157,7 +138,7 @@ def grant_my_consent(request: Request, body: MyGrant, principal: Me) -> Response
         separate=body.separate,
         expires_at=body.expires_at,
         notice_version=body.notice_version,
-        guardian_id=subject.resident_id if guardian else None,
+        guardian_id=own.resident_id if guardian else None,
         supersedes=body.supersedes,
         subject_type=subject.type,
         client=subject.client,
@@ -178,12 +159,10 @@ def _granted(request: Request, grant: Grant) -> Response:
 
 
 @router.post("/me/consents/{consent_id}/revoke", summary="Revoke my consent (or a ward's)")
-def revoke_my_consent(request: Request, consent_id: PathId, principal: Me) -> Response:
-    subject = subject_of(request, principal)
-    if subject.resident_id is None:
-        return _not_a_resident(request)
+def revoke_my_consent(request: Request, consent_id: PathId, own: Myself) -> Response:
+    subject = own.subject
     service = service_of(request)
-    owned = [subject.resident_id, *subject.children]
+    owned = own.family
     with gate_of(request).runtime.transaction() as session:
         consent = service.revoke(session, consent_id, owned, _actor(request, subject, "self"))
         consent_view = service.describe(consent, service.get(session, consent_id)[1])
@@ -192,24 +171,15 @@ def revoke_my_consent(request: Request, consent_id: PathId, principal: Me) -> Re
 
 
 @router.get("/me/consent-requests", summary="Requests for my consent from organisations")
-def my_consent_requests(request: Request, principal: Me) -> Response:
-    subject = subject_of(request, principal)
-    if subject.resident_id is None:
-        return _not_a_resident(request)
+def my_consent_requests(request: Request, own: Myself) -> Response:
+    subject = own.subject
     service = service_of(request)
     runtime = gate_of(request).runtime
-    family = [subject.resident_id, *subject.children]
+    family = own.family
     with runtime.transaction() as session:
         rows = service.requests_for(session, family)
         items = [_request_view(service, row) for row in rows]
-        record_reads(
-            runtime,
-            session,
-            subject=subject,
-            request_id=request.state.request_id,
-            action="consent_requests.list",
-            resident_ids=family,
-        )
+        reads_recorded(request, session, subject, "consent_requests.list", family)
     return JSONResponse({"items": items})
 
 
@@ -243,18 +213,14 @@ class Answer(BaseModel):
     "/me/consent-requests/{request_id}/answer",
     summary="Answer a request: accept (a consent is recorded) or refuse",
 )
-def answer_request(request: Request, request_id: PathId, body: Answer, principal: Me) -> Response:
-    subject = subject_of(request, principal)
-    if subject.resident_id is None:
-        return _not_a_resident(request)
+def answer_request(request: Request, request_id: PathId, body: Answer, own: Myself) -> Response:
+    subject = own.subject
     service = service_of(request)
-    owned = [subject.resident_id, *subject.children]
+    owned = own.family
     with gate_of(request).runtime.transaction() as session:
         row = session.get(ConsentRequest, request_id)
         guardian = (
-            subject.resident_id
-            if row is not None and row.resident_id != subject.resident_id
-            else None
+            own.resident_id if row is not None and row.resident_id != own.resident_id else None
         )
         row, consent = service.answer(
             session,
@@ -288,14 +254,7 @@ def resident_consents(
     runtime = gate_of(request).runtime
     with runtime.transaction() as session:
         items = service.consents_of(session, [resident_id])
-        record_reads(
-            runtime,
-            session,
-            subject=subject,
-            request_id=request.state.request_id,
-            action="consents.list",
-            resident_ids=[resident_id],
-        )
+        reads_recorded(request, session, subject, "consents.list", [resident_id])
     return JSONResponse({"items": items})
 
 
@@ -441,14 +400,7 @@ def consent_receipt(request: Request, consent_id: PathId, principal: AnyCaller) 
         if not (owner or reader):
             return problem(request, "not-found")
         token = service.receipt(session, consent_id).jws
-        record_reads(
-            runtime,
-            session,
-            subject=subject,
-            request_id=request.state.request_id,
-            action="consent.receipt",
-            resident_ids=[consent.resident_id],
-        )
+        reads_recorded(request, session, subject, "consent.receipt", [consent.resident_id])
     return Response(
         token,
         media_type=MEDIA_TYPE,

@@ -19,9 +19,9 @@ from sqlalchemy import select
 
 from access.gate import EVALUATION_ACTION, Gate, Visibility
 from access.subjects import Access, Subject, organisation_subject, visibility_subjects
+from api.http.context import Myself, gate_of, subject_of
 from api.http.params import PathId
 from api.http.problems import lang_of, problem
-from api.http.routes.residents import gate_of, subject_of
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
 from audit.models import AuditEntry
@@ -33,7 +33,6 @@ router = APIRouter(prefix="/v1", tags=["explanations"])
 
 Anyone = Annotated[Principal, Depends(require_scopes())]
 Auditor = Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))]
-Me = Annotated[Principal, Depends(require_scopes(Scope.ME))]
 
 ACTIONS = ("read", "list", "search", "export", "write")
 
@@ -264,19 +263,17 @@ def organisation_names(gate: Gate, lang: str) -> dict[str, str]:
     summary="Who can see each of my fields, and why (a dry run of "
     "every organisation and worker x purpose against my record and consents)",
 )
-def my_visibility(request: Request, principal: Me) -> Response:
-    subject = subject_of(request, principal)
-    if subject.resident_id is None:
-        return problem(request, "insufficient-scope", detail="only residents", status=403)
+def my_visibility(request: Request, own: Myself) -> Response:
+    subject = own.subject
     gate = gate_of(request)
     access = Access(subject=subject, purpose=None, request_id=request.state.request_id)
     purposes = sorted(explainer_of(request).purposes)
     with gate.runtime.vault.sessions() as session:
-        subjects = visibility_subjects(session, _community_of(gate, subject.resident_id))
-    found = gate.visibility(access, subject.resident_id, subjects, purposes)
+        subjects = visibility_subjects(session, _community_of(gate, own.resident_id))
+    found = gate.visibility(access, own.resident_id, subjects, purposes)
     lang = lang_of(request)
     body = visibility_view(explainer_of(request), found, organisation_names(gate, lang), lang)
-    return JSONResponse({"resident_id": subject.resident_id, **body})
+    return JSONResponse({"resident_id": own.resident_id, **body})
 
 
 # -- what an organisation sees (auditors, policy authors) ----------------------------------------

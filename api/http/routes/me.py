@@ -12,16 +12,18 @@ import io
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from access.reads import record_reads
-from access.subjects import Access
+from api.http.context import (
+    Myself,
+    decision_headers,
+    gate_of,
+    reads_recorded,
+    record_view,
+)
 from api.http.params import Index, QueryCursor
 from api.http.problems import problem
-from api.http.routes.residents import decision_headers, gate_of, record_view, subject_of
-from api.oauth.scopes import Scope
-from api.oauth.tokens import Principal, require_scopes
 from audit.checkpoint import format_tlog_proof
 from audit.models import AuditEntry
 from audit.queries import EntryFilter, entry_summary, search
@@ -29,28 +31,11 @@ from vault.spreadsheet import csv_row
 
 router = APIRouter(prefix="/v1/me", tags=["me (residents)"])
 
-Me = Annotated[Principal, Depends(require_scopes(Scope.ME))]
-
-
-def _access(request: Request, principal: Principal, purpose: str | None = None) -> Access:
-    subject = subject_of(request, principal)
-    return Access(
-        subject=subject, purpose=purpose, request_id=request.state.request_id, channel="api"
-    )
-
-
-def _not_a_resident(request: Request) -> Response:
-    return problem(
-        request, "insufficient-scope", detail="only residents have a record here", status=403
-    )
-
 
 @router.get("", summary="My record, as the vault holds it")
-def my_record(request: Request, principal: Me) -> Response:
-    access = _access(request, principal)
-    if access.subject.resident_id is None:
-        return _not_a_resident(request)
-    view, decision = gate_of(request).read(access, access.subject.resident_id, target="self")
+def my_record(request: Request, own: Myself) -> Response:
+    access = own.access()
+    view, decision = gate_of(request).read(access, own.resident_id, target="self")
     return JSONResponse(
         record_view(view),
         headers=decision_headers(access, decision),
@@ -58,10 +43,8 @@ def my_record(request: Request, principal: Me) -> Response:
 
 
 @router.get("/children", summary="My minor children's records (guardian)")
-def my_children(request: Request, principal: Me) -> Response:
-    access = _access(request, principal)
-    if access.subject.resident_id is None:
-        return _not_a_resident(request)
+def my_children(request: Request, own: Myself) -> Response:
+    access = own.access()
     items = []
     for ward in access.subject.children:
         view, _ = gate_of(request).read(access, ward, target="child")
@@ -72,21 +55,17 @@ def my_children(request: Request, principal: Me) -> Response:
 @router.get("/accesses", summary="Who accessed my data: every entry about me, with proofs")
 def my_accesses(
     request: Request,
-    principal: Me,
+    own: Myself,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: QueryCursor = None,
 ) -> Response:
-    access = _access(request, principal)
-    if access.subject.resident_id is None:
-        return _not_a_resident(request)
+    access = own.access()
     runtime = gate_of(request).runtime
     items = []
     # One transaction and one checkpoint for the whole page: every proof is against the same
     # head, and the read of the page is itself recorded before it is answered.
     with runtime.transaction() as session:
-        page = search(
-            session, EntryFilter(resident_id=access.subject.resident_id), limit=limit, cursor=cursor
-        )
+        page = search(session, EntryFilter(resident_id=own.resident_id), limit=limit, cursor=cursor)
         head = runtime.audit.latest_checkpoint(session)
         for index, entry in page.items:
             summary = entry_summary(index, entry)
@@ -98,14 +77,7 @@ def my_accesses(
                     "hashes": [base64.b64encode(h).decode() for h in hashes],
                 }
             items.append(summary)
-        record_reads(
-            runtime,
-            session,
-            subject=access.subject,
-            request_id=access.request_id,
-            action="me.accesses",
-            resident_ids=[access.subject.resident_id],
-        )
+        reads_recorded(request, session, access.subject, "me.accesses", [own.resident_id])
     return JSONResponse({"items": items, "next_cursor": page.next_cursor})
 
 
@@ -114,17 +86,12 @@ def my_accesses(
     response_class=PlainTextResponse,
     summary="An entry about me as a C2SP tlog-proof file, verifiable offline",
 )
-def my_access_proof(request: Request, index: Index, principal: Me) -> Response:
-    access = _access(request, principal)
+def my_access_proof(request: Request, index: Index, own: Myself) -> Response:
     runtime = gate_of(request).runtime
     with runtime.transaction() as session:
         entry: AuditEntry | None = runtime.audit.entry_at(session, index)
         head = runtime.audit.latest_checkpoint(session)
-        if (
-            entry is None
-            or access.subject.resident_id is None
-            or entry.resident_id != access.subject.resident_id
-        ):
+        if entry is None or entry.resident_id != own.resident_id:
             return problem(request, "not-found")
         if head is None or index >= head.tree_size:
             return problem(
@@ -134,14 +101,7 @@ def my_access_proof(request: Request, index: Index, principal: Me) -> Response:
             )
         hashes = runtime.audit.inclusion_proof(session, index, head.tree_size)
         document = format_tlog_proof(entry.canonical, index, hashes, head.checkpoint)
-        record_reads(
-            runtime,
-            session,
-            subject=access.subject,
-            request_id=access.request_id,
-            action="me.access_proof",
-            resident_ids=[entry.resident_id],
-        )
+        reads_recorded(request, session, own.subject, "me.access_proof", [entry.resident_id])
     return PlainTextResponse(
         document,
         headers={"Content-Disposition": f'attachment; filename="access-{index}.tlog-proof"'},
@@ -151,13 +111,11 @@ def my_access_proof(request: Request, index: Index, principal: Me) -> Response:
 @router.get("/export", summary="My data, to take elsewhere (JSON or CSV)")
 def my_export(
     request: Request,
-    principal: Me,
+    own: Myself,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
 ) -> Response:
-    access = _access(request, principal, purpose="portability")
-    if access.subject.resident_id is None:
-        return _not_a_resident(request)
-    view, decision = gate_of(request).read(access, access.subject.resident_id, target="self")
+    access = own.access("portability")
+    view, decision = gate_of(request).read(access, own.resident_id, target="self")
     headers = decision_headers(access, decision)
     if format == "json":
         body: dict[str, Any] = {"resident_id": view.resident_id, "fields": view.fields}

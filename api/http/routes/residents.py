@@ -13,9 +13,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from access.exports.records import find_export, open_export
-from access.gate import Gate, Listing
-from access.subjects import Access, Subject, subject_for
-from access.views import RecordView
+from access.gate import Listing
+from access.subjects import Access
+from api.http.context import access_of, decision_headers, gate_of, record_view
 from api.http.params import (
     ID_LENGTH,
     JUSTIFICATION_LENGTH,
@@ -24,54 +24,12 @@ from api.http.params import (
     QueryFields,
     QueryPlace,
     QueryPurpose,
-    declared_justification,
-    declared_purpose,
 )
 from api.http.problems import problem
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
-from policies import Decision
 
 router = APIRouter(prefix="/v1", tags=["residents"])
-
-
-def gate_of(request: Request) -> Gate:
-    gate: Gate = request.app.state.gate
-    return gate
-
-
-def subject_of(request: Request, principal: Principal) -> Subject:
-    """Who is asking, as policy sees them (token + database)."""
-    with gate_of(request).runtime.vault.sessions() as session:
-        return subject_for(session, principal)
-
-
-def _access(
-    request: Request, principal: Principal, purpose: str | None, justification: str | None = None
-) -> Access:
-    declared = declared_purpose(request, purpose)
-    reason = declared_justification(justification)
-    return Access(
-        subject=subject_of(request, principal),
-        purpose=declared,
-        request_id=request.state.request_id,
-        justification=reason,
-    )
-
-
-def decision_headers(access: Access, decision: Decision | None) -> dict[str, str]:
-    headers = {"Decision-Id": access.decision_id}
-    if decision is not None:
-        headers["Policy-Revision"] = decision.revision
-    return headers
-
-
-def record_view(view: RecordView) -> dict[str, Any]:
-    return {"resident_id": view.resident_id, "fields": view.fields, "treatments": view.treatments}
-
-
-def _fields(fields: str | None) -> list[str] | None:
-    return [f.strip() for f in fields.split(",") if f.strip()] if fields else None
 
 
 def _listing(access: Access, listing: Listing) -> JSONResponse:
@@ -87,34 +45,59 @@ Reader = Annotated[Principal, Depends(require_scopes(Scope.RESIDENTS_READ))]
 Writer = Annotated[Principal, Depends(require_scopes(Scope.RESIDENTS_WRITE))]
 
 
+def _reading(request: Request, principal: Reader, purpose: QueryPurpose = None) -> Access:
+    return access_of(request, principal, purpose)
+
+
+def _writing(request: Request, principal: Writer, purpose: QueryPurpose = None) -> Access:
+    return access_of(request, principal, purpose)
+
+
+def _exporting(
+    request: Request,
+    principal: Reader,
+    purpose: QueryPurpose = None,
+    # percent-encoded UTF-8 may take up to 9 characters a character (api/http/params.py)
+    justification: Annotated[str | None, Header(max_length=9 * JUSTIFICATION_LENGTH)] = None,
+) -> Access:
+    return access_of(request, principal, purpose, justification)
+
+
+def _requested(fields: QueryFields = None) -> list[str] | None:
+    """`?fields=a,b`: the fields asked for; None asks for every field."""
+    return [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+
+
+ReadAccess = Annotated[Access, Depends(_reading)]  # residents:read, with its purpose
+WriteAccess = Annotated[Access, Depends(_writing)]  # residents:write, with its purpose
+ExportAccess = Annotated[Access, Depends(_exporting)]  # an export may name a Justification
+Requested = Annotated[list[str] | None, Depends(_requested)]
+
+
 @router.get("/residents/{resident_id}", summary="Read one resident (scope residents:read)")
 def read_resident(
     request: Request,
     resident_id: PathId,
-    principal: Reader,
-    purpose: QueryPurpose = None,
-    fields: QueryFields = None,
+    access: ReadAccess,
+    requested: Requested,
 ) -> Response:
-    access = _access(request, principal, purpose)
-    view, decision = gate_of(request).read(access, resident_id, _fields(fields))
+    view, decision = gate_of(request).read(access, resident_id, requested)
     return JSONResponse(record_view(view), headers=decision_headers(access, decision))
 
 
 @router.get("/residents", summary="List residents in scope (scope residents:read)")
 def list_residents(
     request: Request,
-    principal: Reader,
+    access: ReadAccess,
     place: QueryPlace,
-    purpose: QueryPurpose = None,
-    fields: QueryFields = None,
+    requested: Requested,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: QueryCursor = None,
 ) -> Response:
-    access = _access(request, principal, purpose)
     listing = gate_of(request).list_residents(
         access,
         place=place,
-        requested=_fields(fields),
+        requested=requested,
         limit=limit,
         cursor=cursor,
     )
@@ -133,11 +116,9 @@ class SearchBody(BaseModel):
 def search_residents(
     request: Request,
     body: SearchBody,
-    principal: Reader,
-    purpose: QueryPurpose = None,
-    fields: QueryFields = None,
+    access: ReadAccess,
+    requested: Requested,
 ) -> Response:
-    access = _access(request, principal, purpose)
     given = {k: v for k, v in body.model_dump().items() if v}
     if len(given) != 1:
         return problem(
@@ -148,9 +129,7 @@ def search_residents(
     validator = {"id_number": "gb11643", "phone": "cn_mobile"}[next(iter(given))]
     catalogue = gate_of(request).catalogue
     field_name = next(s.name for s in catalogue.searchable if s.validator == validator)
-    listing = gate_of(request).search(
-        access, field_name, next(iter(given.values())), _fields(fields)
-    )
+    listing = gate_of(request).search(access, field_name, next(iter(given.values())), requested)
     return _listing(access, listing)
 
 
@@ -163,10 +142,8 @@ class ResidentWrite(BaseModel):
 def create_resident(
     request: Request,
     body: ResidentWrite,
-    principal: Writer,
-    purpose: QueryPurpose = None,
+    access: WriteAccess,
 ) -> Response:
-    access = _access(request, principal, purpose)
     resident_id, decision = gate_of(request).write(
         access, None, body.fields, household_id=body.household_id
     )
@@ -180,10 +157,8 @@ def update_resident(
     request: Request,
     resident_id: PathId,
     body: Annotated[dict[str, Any], Body()],
-    principal: Writer,
-    purpose: QueryPurpose = None,
+    access: WriteAccess,
 ) -> Response:
-    access = _access(request, principal, purpose)
     values = body.get("fields", body)
     if not isinstance(values, dict):
         return problem(
@@ -201,22 +176,19 @@ def update_resident(
 @router.get("/exports/residents", summary="Streamed bulk export (NDJSON or CSV)")
 def export_residents(
     request: Request,
-    principal: Reader,
+    access: ExportAccess,
     place: QueryPlace,
-    purpose: QueryPurpose = None,
+    requested: Requested,
     format: Annotated[str, Query(pattern="^(ndjson|csv)$")] = "ndjson",
-    fields: QueryFields = None,
-    justification: Annotated[str | None, Header(max_length=9 * JUSTIFICATION_LENGTH)] = None,
 ) -> Response:
     """Every export is fingerprinted for its recipient and request (docs/traceable-exports.md)
     and recorded in the `exports` table before its first row is sent."""
-    access = _access(request, principal, purpose, justification)
     opened = open_export(
         gate_of(request),
         access,
         format=format,
         place=place,
-        requested=_fields(fields),
+        requested=requested,
     )
     decision, export_id = opened.decision, opened.export_id
 

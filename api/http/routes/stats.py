@@ -16,9 +16,9 @@ from fastapi.responses import JSONResponse, Response
 from access.stats.measures import MEASURES
 from access.stats.service import PublishedPlace, StatsResult, StatsService
 from access.subjects import Access
+from api.http.context import decision_headers, subject_of
 from api.http.params import PathCode, QueryPurpose, declared_purpose
 from api.http.problems import lang_of
-from api.http.routes.residents import decision_headers, subject_of
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
 
