@@ -137,7 +137,10 @@ class Gate:
         self.catalogue: Catalogue = runtime.vault.store.catalogue
         self.field_input = catalogue_fields(self.catalogue)
         self.pseudonyms = Pseudonyms(runtime.vault.keyring)
-        self.break_glass = BreakGlass(runtime.audit)
+        settings = runtime.settings
+        self.break_glass = BreakGlass(
+            runtime.audit, settings.break_glass_minutes, settings.break_glass_max_minutes
+        )
         settings = runtime.settings
         self.limiter = RateLimiter(
             {

@@ -1,9 +1,9 @@
 """Access's settings: per-caller rate limits (`AccessSettings`, `VAULT_<NAME>`) and the
 statistics' suppression threshold and privacy budget (`StatsSettings`, `VAULT_STATS_*`).
 
-`RuntimeSettings` is what one access runs on: the vault's, the audit log's and access's
-own settings in one object (`access.runtime.open_runtime` takes it). `api.settings.Settings`
-composes it with the layers above, so the service's settings are one.
+`RuntimeSettings` is what one access runs on: the vault's, the audit log's, consent's and
+access's own settings in one object (`access.runtime.open_runtime` takes it).
+`api.settings.Settings` composes it with the layers above, so the service's settings are one.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from audit.settings import AuditSettings
+from consent.settings import ConsentSettings
 from vault.config import LayerSettings, VaultSettings
 
 
@@ -30,8 +31,9 @@ class AccessSettings(LayerSettings):
     )
 
 
-class RuntimeSettings(AccessSettings, AuditSettings, VaultSettings):
-    """The settings one access needs: the vault's, its audit log's and access's own."""
+class RuntimeSettings(AccessSettings, ConsentSettings, AuditSettings, VaultSettings):
+    """The settings one access needs: the vault's, its audit log's, consent's and access's
+    own."""
 
 
 class StatsSettings(BaseSettings):

@@ -1,7 +1,8 @@
 """The service's settings, composed once: every package's own model in one flat object.
 
 Each package declares its own (`vault.config.VaultSettings`, `audit.settings`,
-`policies.settings`, `access.settings`, `api.http.settings`); `Settings` inherits them all,
+`policies.settings`, `consent.settings`, `access.settings`, `api.http.settings`,
+`api.pages.settings`); `Settings` inherits them all,
 so `Settings(home=..., checkpoint_interval_seconds=0.3)` and `VAULT_<NAME>` work as one,
 every problem of every layer is named at once, and a key of the configuration file that
 is no setting of any layer is a typo. Code below `api` takes the narrowest model it needs
@@ -19,7 +20,9 @@ from typing import ClassVar
 from access.runtime import Runtime
 from access.settings import AccessSettings, RuntimeSettings
 from api.http.settings import HttpSettings
+from api.pages.settings import PagesSettings
 from audit.settings import AuditSettings
+from consent.settings import ConsentSettings
 from policies.settings import PoliciesSettings
 from vault.config import LayerSettings, VaultSettings
 
@@ -29,12 +32,14 @@ LAYERS: tuple[type[LayerSettings], ...] = (
     VaultSettings,
     AuditSettings,
     PoliciesSettings,
+    ConsentSettings,
     AccessSettings,
     HttpSettings,
+    PagesSettings,
 )
 
 
-class Settings(HttpSettings, PoliciesSettings, RuntimeSettings):
+class Settings(PagesSettings, HttpSettings, PoliciesSettings, RuntimeSettings):
     """Every setting of the service. Constructing one validates it all, or raises
     `SettingsInvalid` naming every problem."""
 

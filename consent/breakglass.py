@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 MIN_JUSTIFICATION = 10  # characters: a reason, not a tick box
-MAX_MINUTES = 240
+MAX_MINUTES = 240  # the default of VAULT_BREAK_GLASS_MAX_MINUTES
 REVIEW_OUTCOMES = ("justified", "unjustified")
 GIVEN_LENGTH = 64  # an id as a worker gave it, kept in the log: a pseudonym fits
 OPENED = "break_glass.opened"
@@ -86,9 +86,10 @@ class Named:
 
 
 class BreakGlass:
-    def __init__(self, audit: AuditLog, minutes: int = 60) -> None:
+    def __init__(self, audit: AuditLog, minutes: int = 60, most: int = MAX_MINUTES) -> None:
         self.audit = audit
-        self.minutes = minutes
+        self.minutes = minutes  # VAULT_BREAK_GLASS_MINUTES
+        self.most = most  # VAULT_BREAK_GLASS_MAX_MINUTES
 
     def open(
         self,
@@ -115,9 +116,9 @@ class BreakGlass:
                 field="justification",
             )
         span = minutes or self.minutes
-        if not 1 <= span <= MAX_MINUTES:
+        if not 1 <= span <= self.most:
             raise BreakGlassError(
-                Message("error.break-glass.minutes", {"most": MAX_MINUTES}), field="minutes"
+                Message("error.break-glass.minutes", {"most": self.most}), field="minutes"
             )
         resident_id = named.resident_id if named.reachable else None
         now = utcnow()

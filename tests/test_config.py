@@ -317,6 +317,28 @@ def test_config_check_lists_problems_and_exits_1(tmp_path: Path) -> None:
     assert not any(secret in result.stderr for secret in SECRETS)
 
 
+def test_config_check_validates_and_shows_the_prefixed_groups(tmp_path: Path) -> None:
+    """VAULT_OAUTH_* and VAULT_STATS_* are checked with the rest: a bad one is a problem
+    line (before, config check passed and the service failed at start)."""
+    home = {"VAULT_HOME": str(tmp_path / "home")}
+    good = _run_cli({**home, "VAULT_STATS_THRESHOLD": "7"}, "config", "check")
+    assert good.returncode == 0, good.stderr
+    lines = {line.split()[0]: line for line in good.stdout.splitlines() if line.strip()}
+    assert lines["VAULT_STATS_THRESHOLD"].split()[1:] == ["7", "env"]
+    assert lines["VAULT_OAUTH_ACCESS_TOKEN_SECONDS"].split()[1:] == ["300", "default"]
+    assert lines["VAULT_BREAK_GLASS_MAX_MINUTES"].split()[1:] == ["240", "default"]
+    assert lines["VAULT_PAGE_SESSION_SECONDS"].split()[1:] == ["28800", "default"]
+    env = {**home, "VAULT_STATS_THRESHOLD": "1", "VAULT_OAUTH_ACCESS_TOKEN_SECONDS": "5"}
+    bad = _run_cli({**env, "VAULT_BREAK_GLASS_MINUTES": "500"}, "config", "check")
+    assert bad.returncode == 1
+    problems = [line.strip() for line in bad.stderr.splitlines() if line.startswith("  ")]
+    assert [line.split(":")[0].split(" ")[0] for line in problems] == [
+        "VAULT_BREAK_GLASS_MINUTES",
+        "VAULT_OAUTH_ACCESS_TOKEN_SECONDS",
+        "VAULT_STATS_THRESHOLD",
+    ]
+
+
 def test_any_command_refuses_a_bad_configuration_with_its_lines(tmp_path: Path) -> None:
     env = {
         "VAULT_HOME": str(tmp_path / "home"),

@@ -9,16 +9,20 @@ listed all at once, one line each, and the exit code is 1; warnings alone exit 0
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from access.settings import StatsSettings
 from api.cli.common import err, group, option, out
 from api.cli.lang import help_text, say
+from api.oauth.config import OAuthSettings
 from api.settings import LAYERS, Settings
 from vault.config import URL_FIELDS, SettingsInvalid, env_name, secret_file_env_name
 
@@ -67,24 +71,57 @@ def effective_settings(settings: Settings) -> list[tuple[str, str, str]]:
     return rows
 
 
+# Settings with a prefix of their own (VAULT_OAUTH_*, VAULT_STATS_*), read from the
+# environment only: validated and shown beside the composed ones.
+PREFIXED: tuple[type[BaseSettings], ...] = (OAuthSettings, StatsSettings)
+
+
+def _prefix(model: type[BaseSettings]) -> str:
+    return str(model.model_config.get("env_prefix", ""))
+
+
+def prefixed_settings() -> tuple[list[tuple[str, str, str]], list[str]]:
+    """(rows, problems) of the prefixed models, as `effective_settings` gives the others'."""
+    rows: list[tuple[str, str, str]] = []
+    problems: list[str] = []
+    for model in PREFIXED:
+        prefix = _prefix(model)
+        try:
+            instance = model()
+        except ValidationError as exc:
+            problems += [
+                f"{prefix}{str(error['loc'][0]).upper() if error['loc'] else ''}: {error['msg']}"
+                for error in exc.errors()
+            ]
+            continue
+        for name in type(instance).model_fields:
+            variable = f"{prefix}{name.upper()}"
+            value = redacted_value(name, getattr(instance, name))
+            rows.append((variable, value, "env" if variable in os.environ else "default"))
+    return rows, problems
+
+
 @config_app.command("check", help=help_text("cli.help.config.check"))
 def config_check(
     quiet: Annotated[bool, option("cli.help.config.check.quiet", "--quiet", "-q")] = False,
 ) -> None:
     """Validate the configuration, show it redacted."""
+    others, problems = prefixed_settings()
     try:
         settings = Settings()
     except SettingsInvalid as exc:
-        heading = say("cli.error.settings-heading", problems=len(exc.problems))
+        problems = exc.problems + problems
+    if problems:
+        heading = say("cli.error.settings-heading", problems=len(problems))
         err.print(f"resident-vault: {heading}", markup=False)
-        for problem in exc.problems:
+        for problem in problems:
             err.print(f"  {problem}", markup=False)
         raise typer.Exit(1) from None
     for warning in settings.config_warnings:
         err.print(say("cli.config.check.warning", warning=warning), markup=False)
     if quiet:
         return
-    rows = effective_settings(settings)
+    rows = effective_settings(settings) + others
     width = max(len(variable) for variable, _, _ in rows)
     value_width = min(48, max(len(value) for _, value, _ in rows))
     for variable, value, source in rows:
@@ -125,6 +162,19 @@ def settings_markdown_table() -> str:
             if name in secret:
                 meaning += f"; secret: also as `{secret_file_env_name(name)}`"
             lines.append(f"| `{env_name(name)}` | `{name}` | {_default_text(name)} | {meaning} |")
+    for model in PREFIXED:
+        lines += [
+            "",
+            f"### `{model.__module__}`: `{model.__name__}` (environment only)",
+            "",
+            "| Environment variable | Default | Meaning |",
+            "|---|---|---|",
+        ]
+        for name, info in model.model_fields.items():
+            default = info.get_default(call_default_factory=True)
+            shown = "unset" if default in (None, []) else f"`{redacted_value(name, default)}`"
+            meaning = (info.description or "").replace("|", "\\|")
+            lines.append(f"| `{_prefix(model)}{name.upper()}` | {shown} | {meaning} |")
     return "\n".join(lines) + "\n"
 
 

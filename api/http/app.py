@@ -330,7 +330,7 @@ def create_app(
     ]
     for router in routers:
         app.include_router(router)
-    install_pages(app)  # /portal/, /desk/, /console/ and their static files
+    install_pages(app, settings)  # /portal/, /desk/, /console/ and their static files
     # Telemetry inside RequestContext, so the request id is known to it.
     app.add_middleware(Telemetry, metrics=metrics, tracer=tracing.tracer if tracing else None)
     app.add_middleware(RequestContext, max_body=settings.max_body_bytes)

@@ -86,8 +86,6 @@ NAV: dict[str, list[tuple[str, str]]] = {
     ],
 }
 CSRF_FIELD = "csrf_token"
-SESSION_SECONDS = 8 * 3600
-LOGIN_SECONDS = 600
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 CSP = (
@@ -137,8 +135,9 @@ class PageSession:
 class SessionStore:
     """Sessions in memory, per process (like export summaries); a restart signs people out."""
 
-    def __init__(self, max_age: float = SESSION_SECONDS) -> None:
-        self.max_age = max_age
+    def __init__(self, max_age: float = 8 * 3600, *, login_seconds: float = 600) -> None:
+        self.max_age = max_age  # VAULT_PAGE_SESSION_SECONDS
+        self.login_seconds = login_seconds  # VAULT_PAGE_LOGIN_SECONDS
         self._items: dict[str, PageSession] = {}
         self._lock = threading.Lock()
 
@@ -587,7 +586,7 @@ async def finish_login(request: Request, area: str) -> Response:
         or session.login_state is None
         or session.login_area != area
         or not secrets.compare_digest(state.encode(), session.login_state.encode())
-        or time.time() - session.login_started > LOGIN_SECONDS
+        or time.time() - session.login_started > store_of(request).login_seconds
         or not code
     ):
         return error_page(request, "login.failed", area=area)

@@ -24,6 +24,7 @@ from api.pages.core import (
 )
 from api.pages.desk import router as desk_router
 from api.pages.portal import router as portal_router
+from api.pages.settings import PagesSettings
 
 
 def _sign_in_router(area: str) -> APIRouter:
@@ -50,8 +51,11 @@ def _sign_in_router(area: str) -> APIRouter:
     return router
 
 
-def install_pages(app: FastAPI) -> None:
-    app.state.page_sessions = SessionStore()
+def install_pages(app: FastAPI, settings: PagesSettings | None = None) -> None:
+    settings = settings or PagesSettings()
+    app.state.page_sessions = SessionStore(
+        settings.page_session_seconds, login_seconds=settings.page_login_seconds
+    )
     for area in AREAS:
         app.include_router(_sign_in_router(area))
     app.include_router(portal_router)
