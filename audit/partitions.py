@@ -50,6 +50,7 @@ from audit.errors import AuditError, VerificationFailed
 from audit.log import SIGNING_KEY_NAME, AuditLog, canonical_bytes, operator_event
 from audit.merkle import leaf_hash
 from audit.models import AuditArchive
+from vault.i18n import Message
 from vault.models import utcnow
 
 ARCHIVE_FORMAT = "resident-vault audit archive v1"
@@ -63,7 +64,16 @@ DETACH_LOCK_TIMEOUT = "5s"
 
 
 class PartitionError(AuditError):
-    """A partition operation was refused; the message says why and what to do."""
+    """A partition operation was refused; the message says why and what to do. Most are
+    for the operator who runs the maintenance and stay English; a refusal anyone running
+    the command line meets carries a catalogue `Message` (shown in their language)."""
+
+    def __init__(self, detail: str | Message) -> None:
+        if isinstance(detail, Message):
+            super().__init__(detail.text("en"))  # logs and tracebacks read English
+            self.message = detail
+        else:
+            super().__init__(detail)
 
 
 # -- partitions ----------------------------------------------------------------------------
@@ -84,10 +94,7 @@ class Partition:
 
 def require_postgresql(connection: Connection) -> None:
     if connection.dialect.name != "postgresql":
-        raise PartitionError(
-            "audit partitions need PostgreSQL: on SQLite the log is one table "
-            "(分区仅适用于 PostgreSQL)"
-        )
+        raise PartitionError(Message("error.audit.partitions-need-postgresql"))
 
 
 def _bound(expression: str) -> tuple[datetime | None, datetime | None]:

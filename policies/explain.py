@@ -14,27 +14,31 @@ from typing import Any
 
 from policies.interfaces import Decision
 from policies.rows import rows_document
+from vault.i18n import Message
 
 __all__ = ["TREATMENT_WORDS", "Explainer"]
 
-TREATMENT_WORDS: Mapping[str, tuple[str, str]] = {
-    "clear": ("明文显示", "shown in full"),
-    "masked": ("遮蔽显示", "masked"),
-    "generalised": ("概括显示", "generalised"),
-    "denied": ("不提供", "not shown"),
+# The code's own words, from the catalogue (`explain.*`); a treatment or basis the code does
+# not know is shown as its code.
+TREATMENT_WORDS: Mapping[str, Message] = {
+    "clear": Message("explain.treatment.clear"),
+    "masked": Message("explain.treatment.masked"),
+    "generalised": Message("explain.treatment.generalised"),
+    "denied": Message("explain.treatment.denied"),
 }
 
-LEGAL_BASES: Mapping[str, tuple[str, str]] = {
-    "consent": ("个人同意", "the resident's consent"),
-    "statutory-duty": ("履行法定职责", "a statutory duty"),
-    "public-health-emergency": ("突发公共卫生事件应对", "a public-health emergency"),
-    "contract": ("履行合同所必需", "a contract the resident is party to"),
-    "self": ("本人查看", "the resident themself"),
+LEGAL_BASES: Mapping[str, Message] = {
+    "consent": Message("explain.basis.consent"),
+    "statutory-duty": Message("explain.basis.statutory-duty"),
+    "public-health-emergency": Message("explain.basis.public-health-emergency"),
+    "contract": Message("explain.basis.contract"),
+    "self": Message("explain.basis.self"),
 }
 
 
-def _pick(pair: tuple[str, str], lang: str) -> str:
-    return pair[1] if lang.startswith("en") else pair[0]
+def _word(words: Mapping[str, Message], code: str, lang: str) -> str:
+    found = words.get(code)
+    return found.text(lang) if found is not None else code
 
 
 def _label(value: Any, lang: str, fallback: str) -> str:
@@ -78,7 +82,7 @@ class Explainer:
         return _label(self.fields.get(name, {}).get("label"), lang, name)
 
     def treatment(self, treatment: str, lang: str) -> str:
-        return _pick(TREATMENT_WORDS.get(treatment, (treatment, treatment)), lang)
+        return _word(TREATMENT_WORDS, treatment, lang)
 
     def subject_type(self, kind: str, lang: str) -> str:
         return _label(self.subject_types.get(kind), lang, kind)
@@ -86,10 +90,10 @@ class Explainer:
     def legal_basis(self, basis: str | None, lang: str) -> str | None:
         if basis is None:
             return None
-        return _pick(LEGAL_BASES.get(basis, (basis, basis)), lang)
+        return _word(LEGAL_BASES, basis, lang)
 
     def _joined(self, items: Sequence[str], lang: str) -> str:
-        return (", " if lang.startswith("en") else "、").join(items)
+        return Message("explain.list-separator").text(lang).join(items)
 
     # -- one field ------------------------------------------------------------------------
 
@@ -145,9 +149,13 @@ class Explainer:
             if isinstance(purposes, Mapping):
                 values["purposes"] = self._joined(
                     [
-                        f"{self.purpose_name(p, lang)}（{self.treatment(str(t), lang)}）"
-                        if not lang.startswith("en")
-                        else f"{self.purpose_name(p, lang)} ({self.treatment(str(t), lang)})"
+                        Message(
+                            "explain.purpose-treatment",
+                            {
+                                "purpose": self.purpose_name(p, lang),
+                                "treatment": self.treatment(str(t), lang),
+                            },
+                        ).text(lang)
                         for p, t in sorted(purposes.items())
                     ],
                     lang,
@@ -225,22 +233,18 @@ class Explainer:
         return explained
 
     def summary(self, decision: Decision, purpose: str | None, lang: str) -> str:
-        en = lang.startswith("en")
         if not decision.allow:
             return decision.reason.text(lang)
         shown = [n for n, t in sorted(decision.fields.items()) if str(t) != "denied"]
-        labels = self._joined([self.field_label(n, lang) for n in shown], lang)
-        basis = self.legal_basis(decision.rows.legal_basis, lang) or ""
-        name = self.purpose_name(purpose, lang)
-        if en:
-            text = f"Allowed for “{name}” on the basis of {basis}; fields provided: {labels}."
-            if decision.rows.consent_required:
-                text += " Only residents who have consented are included."
-            return text
-        text = f"依据“{basis}”，为“{name}”允许访问；提供的字段：{labels}。"
+        values = {
+            "basis": self.legal_basis(decision.rows.legal_basis, lang) or "",
+            "purpose": self.purpose_name(purpose, lang),
+            "fields": self._joined([self.field_label(n, lang) for n in shown], lang),
+        }
+        # One whole sentence per case, so each language orders its own words.
         if decision.rows.consent_required:
-            text += "仅包括已同意的居民。"
-        return text
+            return Message("explain.summary.allowed-consented", values).text(lang)
+        return Message("explain.summary.allowed", values).text(lang)
 
 
 def _plain(value: Any) -> Any:

@@ -103,3 +103,9 @@ def test_bad_proof_requests_get_problem_details(
 def test_problem_types_resolve_to_pages(client: TestClient) -> None:
     page = client.get("/problems/audit-unavailable")
     assert page.status_code == 200 and "审计日志不可用" in page.text
+    # A type nobody defined is a 404 page in the request's language, from the catalogue.
+    unknown = client.get("/problems/no-such-problem")
+    assert unknown.status_code == 404 and "未知问题" in unknown.text
+    english = client.get("/problems/no-such-problem", headers={"Accept-Language": "en"})
+    assert english.status_code == 404 and "Unknown problem" in english.text
+    assert "未知" not in english.text and english.headers["content-language"] == "en"

@@ -150,6 +150,53 @@ def test_every_id_the_code_names_is_in_both_catalogues() -> None:
         assert missing == {}, lang
 
 
+def _given_names(node: ast.Call, name: str) -> set[str] | None:
+    """The value names a call fills: `Message(id, {...})`'s keys, `text(id, lang, k=...)`'s
+    keywords; None when the code builds them (`**values`, a variable), so they are unknown."""
+    if name != "Message":
+        if any(k.arg is None for k in node.keywords):
+            return None
+        return {str(k.arg) for k in node.keywords}
+    if node.keywords:
+        return None
+    if len(node.args) < 2:
+        return set()
+    values = node.args[1]
+    if isinstance(values, ast.Dict) and all(isinstance(k, ast.Constant) for k in values.keys):
+        return {str(k.value) for k in values.keys if isinstance(k, ast.Constant)}
+    return None
+
+
+def test_every_message_the_code_fills_names_its_placeholders() -> None:
+    """A call names exactly the catalogue's placeholders: one missing fails when shown
+    (`str.format`), one the catalogue lacks is lost."""
+    zh = catalogue("zh")
+    checked: set[str] = set()
+    differ: dict[str, tuple[list[str], list[str]]] = {}
+    for path in _python_files():
+        where = str(path.relative_to(ROOT))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = _name(node.func)
+            if name not in ID_FIRST or not node.args:
+                continue
+            key = _literal(node.args[0])
+            if key is None or key not in zh or _given(key):
+                continue
+            given = _given_names(node, name)
+            if given is None:
+                continue
+            checked.add(key)
+            if given != placeholders(zh[key]):
+                differ[f"{where}:{node.lineno} {key}"] = (
+                    sorted(given),
+                    sorted(placeholders(zh[key])),
+                )
+    assert len(checked) > 150
+    assert differ == {}
+
+
 def test_every_id_the_templates_name_is_in_both_catalogues() -> None:
     ids, prefixes = template_ids()
     ids |= oauth_template_ids()

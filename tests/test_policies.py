@@ -480,3 +480,38 @@ def test_explanations_name_the_deciding_rule_on_both_engines(  # noqa: PLR0917 -
     else:
         shown = [f for f in embedded_zh["fields"] if f["treatment"] != "denied"]
         assert shown and all(f["because"] for f in shown)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+@pytest.mark.parametrize(
+    ("label", "purpose", "action"),
+    [
+        ("civil_affairs", "subsidy-review", "read"),
+        ("anju_property", "property-notice", "list"),  # consent-required: the longer sentence
+        ("anju_property", "subsidy-review", "read"),
+    ],
+)
+def test_an_explanation_in_english_has_no_chinese(
+    engine: EmbeddedEngine, label: str, purpose: str, action: str
+) -> None:
+    """Each sentence is one catalogue (or policy data) text, so none mixes the languages."""
+    explainer = Explainer(load_bundle().data, catalogue_fields(default_catalogue()))
+    decision = engine.evaluate(decision_input(SUBJECTS[label], purpose=purpose, action=action))
+    english = explainer.explain(decision, purpose=purpose, action=action, lang="en")
+    chinese = explainer.explain(decision, purpose=purpose, action=action, lang="zh")
+    han = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
+    assert [s for s in _strings(english) if han.search(s)] == []
+    assert han.search(chinese["summary"])
+    if decision.allow and decision.rows.consent_required:
+        assert english["summary"].endswith("Only residents who have consented are included.")
+        assert chinese["summary"].endswith("仅包括已同意的居民。")

@@ -279,8 +279,10 @@ def test_bad_tls_files_stop_start_up_with_the_reason(
     }[case]
     with pytest.raises(TransportConfigError) as raised:
         uvicorn_options(_settings(tmp_path, **values))
-    assert expected in raised.value.message("en")
-    assert "\n" not in raised.value.message("en") and "\n" not in raised.value.message("zh")
+    assert expected in raised.value.message.text("en")
+    assert "\n" not in raised.value.message.text("en") and "\n" not in raised.value.message.text(
+        "zh"
+    )
 
 
 def test_serve_with_a_mismatched_key_exits_with_one_line(tmp_path: Path, pki: Pki) -> None:

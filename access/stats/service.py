@@ -32,6 +32,7 @@ from access.subjects import Access
 from audit.models import AuditEntry
 from policies import Decision
 from policies.rows import building_filter, by_area
+from vault import i18n
 from vault.i18n import Message
 from vault.models import Building, utcnow
 
@@ -301,8 +302,8 @@ class StatsService:
             "method": "suppression",
             "threshold": k,
             "suppressed": suppressed,
-            "note_zh": f"少于 {k} 的单元格及可由相减推出的单元格不予公布",
-            "note_en": f"cells under {k}, and cells that subtraction would reveal, are withheld",
+            "note_zh": i18n.text("stats.note.suppression", "zh", k=k),
+            "note_en": i18n.text("stats.note.suppression", "en", k=k),
         }
         with self.gate.runtime.transaction() as session:
             budget = self.budget(access, session)
@@ -363,9 +364,8 @@ class StatsService:
                 "epsilon": noisy.epsilon,
                 "delta": noisy.delta or None,
                 "scale": noisy.scale,
-                "note_zh": "数值已加入差分隐私噪声（OpenDP），合计由加噪后的数值相加得到",
-                "note_en": "values carry differentially private noise (OpenDP); totals are "
-                "sums of the noisy values",
+                "note_zh": i18n.text("stats.note.noise", "zh"),
+                "note_en": i18n.text("stats.note.noise", "en"),
             }
             spent = Budget(
                 budget.period, budget.total, budget.spent + noisy.epsilon, budget.renews_at

@@ -111,7 +111,7 @@ def add(
                     mutual_tls=mutual_tls,
                 )
         except RegistrationError as exc:
-            raise _fail(exc.message(current())) from None
+            raise _fail(exc.message.text(current())) from None
     out.print(f"client_id: {client_id}")
     if mutual_tls.auth_method is not None:
         out.print(f"token_endpoint_auth_method: {mutual_tls.auth_method}")

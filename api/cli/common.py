@@ -33,6 +33,7 @@ from access.runtime import Runtime, open_runtime
 from api.cli.lang import current, help_text, say
 from api.settings import Settings
 from audit import AuditError, EntryDraft, VerificationFailed
+from audit.partitions import PartitionError
 from vault.backup import BackupError
 from vault.config import SettingsInvalid
 from vault.db import SchemaMismatch
@@ -212,6 +213,8 @@ def one_line(exc: BaseException) -> str:  # noqa: PLR0911 - one branch per error
         heading = say("cli.error.settings-heading", problems=len(exc.problems))
         return heading + "".join(f"\n  {problem}" for problem in exc.problems)
     if isinstance(exc, SchemaMismatch):  # start-up refusals name `db upgrade`, both languages
+        return exc.message.text(current())
+    if isinstance(exc, PartitionError) and exc.message is not None:
         return exc.message.text(current())
     if isinstance(exc, BackupError | ConfigurationError | VerificationFailed | AuditError):
         return str(exc)

@@ -169,7 +169,7 @@ def serve(
     try:
         transport = uvicorn_options(settings())
     except TransportConfigError as exc:
-        raise CliError(exc.message(current())) from None
+        raise CliError(exc.message.text(current())) from None
     scheme = transport.scheme
     # Tokens name the server that issued them; default the issuer to where this one listens.
     os.environ.setdefault("VAULT_OAUTH_ISSUER", f"{scheme}://{host}:{port}")

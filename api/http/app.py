@@ -10,6 +10,7 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from html import escape
 from typing import Any
 
 import structlog
@@ -35,7 +36,7 @@ from api.http.observability import (
     tracer_for,
 )
 from api.http.openapi import install_openapi
-from api.http.problems import STATUSES, TITLES, install_problem_handlers, problem
+from api.http.problems import STATUSES, TITLES, install_problem_handlers, lang_of, problem
 from api.http.routes.audit import router as audit_router
 from api.http.routes.breakglass import router as breakglass_router
 from api.http.routes.consent import router as consent_router
@@ -54,6 +55,7 @@ from consent.notices import notice
 from policies import CachedEngine, PolicyEngine, PolicyError, load_bundle
 from policies.explain import Explainer
 from policies.settings import PoliciesSettings
+from vault.i18n import HTML_LANG, text
 
 log = structlog.get_logger(__name__)
 
@@ -366,11 +368,15 @@ def create_app(
         }
 
     @app.get("/problems/{slug}", response_class=HTMLResponse, include_in_schema=False)
-    async def problem_page(slug: str) -> HTMLResponse:
+    async def problem_page(slug: str, request: Request) -> HTMLResponse:
         """The page a problem's `type` points at: what it means, in both languages."""
         if slug not in TITLES:
+            lang = lang_of(request)
             return HTMLResponse(
-                "<!doctype html><title>404</title><p>未知问题 / Unknown problem", status_code=404
+                f'<!doctype html><html lang="{HTML_LANG[lang]}"><meta charset="utf-8">'
+                f"<title>404</title><p>{escape(text('problem.page.unknown', lang))}</html>",
+                status_code=404,
+                headers={"Content-Language": HTML_LANG[lang]},
             )
         status, zh, en = STATUSES[slug], TITLES[slug].text("zh"), TITLES[slug].text("en")
         return HTMLResponse(

@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from api.http.settings import HttpSettings
+from vault.i18n import Message
 
 log = structlog.get_logger(__name__)
 
@@ -65,31 +66,31 @@ MAX_CERTIFICATE_BYTES = 16 * 1024
 
 
 class TransportConfigError(Exception):
-    """TLS settings the service cannot start with; the message in both languages."""
+    """TLS settings the service cannot start with; `message` says why, shown in the
+    operator's language (`exc.message.text(lang)`)."""
 
-    def __init__(self, zh: str, en: str) -> None:
-        super().__init__(en)
-        self.zh = zh
-        self.en = en
-
-    def message(self, lang: str = "zh") -> str:
-        return self.en if lang.startswith("en") else self.zh
+    def __init__(self, message: Message) -> None:
+        super().__init__(message.text("en"))  # logs and tracebacks read English
+        self.message = message
 
 
 # -- the server's side -------------------------------------------------------------------------
 
 
-def _read(path: Path, what_zh: str, what_en: str, env: str) -> bytes:
+def _read(path: Path, what: Message, env: str) -> bytes:
+    """The file's bytes; `what` names the file in the sentence (`error.tls.file.*`)."""
     if not path.is_file():
         raise TransportConfigError(
-            f"{what_zh}文件不存在：{path}（{env}）", f"{what_en} file not found: {path} ({env})"
+            Message("error.tls.file-missing", {"what": what, "path": str(path), "env": env})
         )
     try:
         return path.read_bytes()
     except OSError as exc:
         raise TransportConfigError(
-            f"无法读取{what_zh}文件 {path}：{exc.strerror}（{env}）",
-            f"cannot read the {what_en} file {path}: {exc.strerror} ({env})",
+            Message(
+                "error.tls.file-unreadable",
+                {"what": what, "path": str(path), "reason": exc.strerror, "env": env},
+            )
         ) from None
 
 
@@ -100,7 +101,7 @@ def _certificates(data: bytes, path: Path, env: str) -> list[x509.Certificate]:
         certificates = []
     if not certificates:
         raise TransportConfigError(
-            f"{path} 不是 PEM 格式的证书（{env}）", f"{path} holds no PEM certificate ({env})"
+            Message("error.tls.not-certificate", {"path": str(path), "env": env})
         )
     return certificates
 
@@ -110,13 +111,11 @@ def _private_key(data: bytes, path: Path) -> CertificateIssuerPrivateKeyTypes:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
         raise TransportConfigError(
-            f"私钥 {path} 有口令保护；请提供未加密的私钥文件（权限 0600）",
-            f"the private key {path} is encrypted; give an unencrypted key file (mode 0600)",
+            Message("error.tls.key-encrypted", {"path": str(path)})
         ) from None
     except ValueError:
         raise TransportConfigError(
-            f"{path} 不是 PEM 格式的私钥（VAULT_TLS_KEY_FILE）",
-            f"{path} holds no PEM private key (VAULT_TLS_KEY_FILE)",
+            Message("error.tls.not-key", {"path": str(path), "env": "VAULT_TLS_KEY_FILE"})
         ) from None
     return key  # type: ignore[return-value]
 
@@ -133,52 +132,38 @@ def check_tls_files(settings: HttpSettings, now: datetime | None = None) -> None
     cert_file, key_file = settings.tls_cert_file, settings.tls_key_file
     if cert_file is None and key_file is None:
         if settings.tls_client_auth != "none":
-            raise TransportConfigError(
-                "双向 TLS（VAULT_TLS_CLIENT_AUTH）需要服务器证书：请设置 VAULT_TLS_CERT_FILE 和 "
-                "VAULT_TLS_KEY_FILE",
-                "mutual TLS (VAULT_TLS_CLIENT_AUTH) needs a server certificate: set "
-                "VAULT_TLS_CERT_FILE and VAULT_TLS_KEY_FILE",
-            )
+            raise TransportConfigError(Message("error.tls.client-auth-needs-certificate"))
         return
     if cert_file is None or key_file is None:
-        raise TransportConfigError(
-            "VAULT_TLS_CERT_FILE 与 VAULT_TLS_KEY_FILE 须同时设置",
-            "set both VAULT_TLS_CERT_FILE and VAULT_TLS_KEY_FILE",
-        )
+        raise TransportConfigError(Message("error.tls.certificate-and-key"))
     chain = _certificates(
-        _read(cert_file, "证书", "certificate", "VAULT_TLS_CERT_FILE"),
+        _read(cert_file, Message("error.tls.file.certificate"), "VAULT_TLS_CERT_FILE"),
         cert_file,
         "VAULT_TLS_CERT_FILE",
     )
-    key = _private_key(_read(key_file, "私钥", "private key", "VAULT_TLS_KEY_FILE"), key_file)
+    key = _private_key(
+        _read(key_file, Message("error.tls.file.private-key"), "VAULT_TLS_KEY_FILE"), key_file
+    )
     if _public_der(chain[0].public_key()) != _public_der(key.public_key()):
         raise TransportConfigError(
-            f"私钥 {key_file} 与证书 {cert_file} 不匹配",
-            f"the private key {key_file} does not match the certificate {cert_file}",
+            Message("error.tls.key-mismatch", {"key": str(key_file), "certificate": str(cert_file)})
         )
     expires = chain[0].not_valid_after_utc
     if expires <= (now or datetime.now(UTC)):
         raise TransportConfigError(
-            f"证书 {cert_file} 已于 {expires.isoformat()} 过期",
-            f"the certificate {cert_file} expired at {expires.isoformat()}",
+            Message(
+                "error.tls.certificate-expired",
+                {"certificate": str(cert_file), "expired": expires.isoformat()},
+            )
         )
     ca_file = settings.tls_client_ca_file
     if settings.tls_client_auth != "none" and ca_file is None:
-        raise TransportConfigError(
-            "VAULT_TLS_CLIENT_AUTH 需要 VAULT_TLS_CLIENT_CA_FILE（签发部门证书的 CA）",
-            "VAULT_TLS_CLIENT_AUTH needs VAULT_TLS_CLIENT_CA_FILE (the CA of departments' "
-            "certificates)",
-        )
+        raise TransportConfigError(Message("error.tls.client-auth-needs-ca"))
     if ca_file is not None:
         if settings.tls_client_auth == "none":
-            raise TransportConfigError(
-                "已设置 VAULT_TLS_CLIENT_CA_FILE，但 VAULT_TLS_CLIENT_AUTH 为 none：请设为 "
-                "optional 或 required",
-                "VAULT_TLS_CLIENT_CA_FILE is set but VAULT_TLS_CLIENT_AUTH is none: set it to "
-                "optional or required",
-            )
+            raise TransportConfigError(Message("error.tls.ca-without-client-auth"))
         _certificates(
-            _read(ca_file, "客户端 CA ", "client CA", "VAULT_TLS_CLIENT_CA_FILE"),
+            _read(ca_file, Message("error.tls.file.client-ca"), "VAULT_TLS_CLIENT_CA_FILE"),
             ca_file,
             "VAULT_TLS_CLIENT_CA_FILE",
         )
@@ -199,9 +184,7 @@ def server_context(settings: HttpSettings) -> ssl.SSLContext | None:
         if settings.tls_client_ca_file is not None:
             context.load_verify_locations(cafile=settings.tls_client_ca_file)
     except ssl.SSLError as exc:  # checked above; anything left is OpenSSL's to say
-        raise TransportConfigError(
-            f"TLS 配置无效：{exc.reason}", f"invalid TLS configuration: {exc.reason}"
-        ) from None
+        raise TransportConfigError(Message("error.tls.invalid", {"reason": exc.reason})) from None
     context.verify_mode = {
         "none": ssl.CERT_NONE,
         "optional": ssl.CERT_OPTIONAL,

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Final
 
+from vault.i18n import Message
+
 
 class Scope(StrEnum):
     RESIDENTS_READ = "residents:read"
@@ -26,36 +28,33 @@ class Scope(StrEnum):
     INTROSPECT = "introspect"
 
     @property
+    def label(self) -> Message:
+        """What the scope lets a client do, from the catalogue (`scope.*`)."""
+        return _DESCRIPTIONS[self]
+
+    @property
     def zh(self) -> str:
-        return _DESCRIPTIONS[self][0]
+        return self.label.text("zh")
 
     @property
     def en(self) -> str:
-        return _DESCRIPTIONS[self][1]
+        return self.label.text("en")
 
     def description(self, lang: str = "zh") -> str:
-        return self.en if lang.startswith("en") else self.zh
+        return self.label.text(lang)
 
 
-_DESCRIPTIONS: Final[dict[Scope, tuple[str, str]]] = {
-    Scope.RESIDENTS_READ: (
-        "查阅居民信息（按用途和策略）",
-        "Read residents' records (by purpose and policy)",
-    ),
-    Scope.RESIDENTS_WRITE: ("登记和更新居民信息", "Register and update residents' records"),
-    Scope.CONSENTS_READ: ("查阅居民的授权同意记录", "Read residents' consent records"),
-    Scope.CONSENTS_WRITE: (
-        "代居民登记授权同意（协助办理）",
-        "Record consent on a resident's behalf (assisted)",
-    ),
-    Scope.CONSENTS_REQUEST: ("向居民发起授权同意请求", "Ask residents for consent"),
-    Scope.AUDIT_READ: ("查阅审计日志", "Read the audit log"),
-    Scope.STATS_READ: ("查阅统计数据（经披露控制）", "Read statistics (with disclosure control)"),
-    Scope.ME: ("查看和管理本人的信息与授权", "See and manage my own record and consents"),
-    Scope.INTROSPECT: (
-        "查询任意访问令牌的状态（资源服务器）",
-        "Look up any access token's status (resource servers)",
-    ),
+# Ids are the scope's value with "." for ":", so they stay plain dotted names.
+_DESCRIPTIONS: Final[dict[Scope, Message]] = {
+    Scope.RESIDENTS_READ: Message("scope.residents.read"),
+    Scope.RESIDENTS_WRITE: Message("scope.residents.write"),
+    Scope.CONSENTS_READ: Message("scope.consents.read"),
+    Scope.CONSENTS_WRITE: Message("scope.consents.write"),
+    Scope.CONSENTS_REQUEST: Message("scope.consents.request"),
+    Scope.AUDIT_READ: Message("scope.audit.read"),
+    Scope.STATS_READ: Message("scope.stats.read"),
+    Scope.ME: Message("scope.me"),
+    Scope.INTROSPECT: Message("scope.introspect"),
 }
 
 

@@ -44,6 +44,7 @@ from audit import AuditLog, EntryDraft
 from consent import ConsentService
 from consent.demo import create_demo_consents
 from vault.accounts import User
+from vault.i18n import Message
 from vault.interfaces import Keyring
 from vault.models import (
     Building,
@@ -68,15 +69,12 @@ DEMO_CREDENTIALS_FILE = "demo-credentials.json"
 
 
 class RegistrationError(ValueError):
-    """A client or account that cannot be registered as asked; says why in both languages."""
+    """A client or account that cannot be registered as asked; `message` says why, shown
+    in the caller's language (`exc.message.text(lang)`)."""
 
-    def __init__(self, zh: str, en: str) -> None:
-        super().__init__(en)
-        self.zh = zh
-        self.en = en
-
-    def message(self, lang: str = "zh") -> str:
-        return self.en if lang.startswith("en") else self.zh
+    def __init__(self, message: Message) -> None:
+        super().__init__(message.text("en"))  # logs and tracebacks read English
+        self.message = message
 
 
 class UnknownClient(LookupError):
@@ -126,20 +124,14 @@ def _check_redirect_uri(uri: str) -> None:
     secure = parts.scheme == "https" or (parts.scheme == "http" and loopback)
     if secure and parts.netloc and not parts.fragment:
         return
-    raise RegistrationError(
-        f"回调地址须为 https（本机可用 http），且不含片段：{uri}",
-        f"redirect URIs must be https (http only on loopback) without a fragment: {uri}",
-    )
+    raise RegistrationError(Message("error.oauth.redirect-uri", {"uri": uri}))
 
 
 def _check_purposes(purposes: Iterable[str]) -> list[str]:
     result = list(dict.fromkeys(purposes))
     for code in result:
         if not PURPOSE_CODE.match(code):
-            raise RegistrationError(
-                f"用途代码须为小写字母、数字和连字符：{code}",
-                f"purpose codes are lowercase words joined by hyphens: {code}",
-            )
+            raise RegistrationError(Message("error.oauth.purpose-code", {"code": code}))
     return result
 
 
@@ -176,37 +168,25 @@ def _checked_mutual_tls(mtls: MutualTls, kind: str) -> MutualTls:
     if mtls == MutualTls():
         return mtls
     if kind != "confidential":
-        raise RegistrationError(
-            "只有机密客户端（机构系统）可使用证书", "only confidential clients use certificates"
-        )
+        raise RegistrationError(Message("error.oauth.certificate-not-confidential"))
     chosen = [x for x in (mtls.subject_dn, mtls.san, mtls.self_signed or None) if x]
     if len(chosen) > 1:
-        raise RegistrationError(
-            "主题 DN、SAN 与自签名证书只能选一种",
-            "give one of subject DN, SAN and self-signed certificate",
-        )
+        raise RegistrationError(Message("error.oauth.certificate-one-method"))
     subject_dn = mtls.subject_dn
     if subject_dn is not None:
         try:
             subject_dn = canonical_dn(subject_dn)
         except ValueError:
             raise RegistrationError(
-                f"主题 DN 格式无效（RFC 4514，如 CN=民政局,O=示例区）：{subject_dn}",
-                f"not an RFC 4514 subject DN (e.g. CN=Civil Affairs,O=Example): {subject_dn}",
+                Message("error.oauth.subject-dn", {"subject_dn": subject_dn})
             ) from None
     if mtls.san is not None:
         san_kind, _, value = mtls.san.partition(":")
         if san_kind not in _SAN_KINDS or not value:
-            raise RegistrationError(
-                f"SAN 须写作 dns:、uri:、ip: 或 email: 加值：{mtls.san}",
-                f"a SAN is dns:, uri:, ip: or email: and its value: {mtls.san}",
-            )
+            raise RegistrationError(Message("error.oauth.san", {"san": mtls.san}))
     for thumbprint in mtls.self_signed:
         if not _THUMBPRINT.match(thumbprint):
-            raise RegistrationError(
-                f"证书指纹须为 x5t#S256（43 个 base64url 字符）：{thumbprint}",
-                f"a thumbprint is an x5t#S256 (43 base64url characters): {thumbprint}",
-            )
+            raise RegistrationError(Message("error.oauth.thumbprint", {"thumbprint": thumbprint}))
     return MutualTls(
         subject_dn, mtls.san, tuple(dict.fromkeys(mtls.self_signed)), mtls.certificate_bound
     )
@@ -233,9 +213,9 @@ def _scopes(values: Iterable[str]) -> list[Scope]:
     try:
         scopes = parse_scopes(values)
     except ValueError as exc:
-        raise RegistrationError(f"未知的权限范围：{exc}", str(exc)) from None
+        raise RegistrationError(Message("error.oauth.unknown-scope", {"error": str(exc)})) from None
     if not scopes:
-        raise RegistrationError("至少需要一个权限范围", "give at least one scope")
+        raise RegistrationError(Message("error.oauth.no-scope"))
     return scopes
 
 
@@ -263,31 +243,25 @@ def register_client(  # noqa: PLR0917 - the positional form the CLI and callers 
       refresh tokens; scopes of people; one or more exact redirect URIs.
     """
     if kind not in KINDS:
-        raise RegistrationError(f"未知的客户端类型：{kind}", f"unknown client kind: {kind}")
+        raise RegistrationError(Message("error.oauth.unknown-kind", {"kind": kind}))
     mtls = _checked_mutual_tls(mutual_tls or MutualTls(), kind)
     wanted = _scopes(scopes)
     purpose_codes = _check_purposes(purposes)
     organisation = session.get(Organisation, organisation_id) if organisation_id else None
     if organisation_id and organisation is None:
         raise RegistrationError(
-            f"机构不存在：{organisation_id}", f"no such organisation: {organisation_id}"
+            Message("error.oauth.no-organisation", {"organisation": organisation_id})
         )
     if kind == "confidential":
         if organisation is None:
-            raise RegistrationError(
-                "机密客户端须属于一个机构", "a confidential client belongs to an organisation"
-            )
+            raise RegistrationError(Message("error.oauth.confidential-organisation"))
         if redirect_uris:
-            raise RegistrationError(
-                "机密客户端不使用回调地址", "confidential clients take no redirect URIs"
-            )
+            raise RegistrationError(Message("error.oauth.confidential-redirect"))
         ceiling = ORGANISATION_SCOPES.get(organisation.type, frozenset())
         grant_types = ["client_credentials"]
     else:
         if not redirect_uris:
-            raise RegistrationError(
-                "公开客户端至少需要一个回调地址", "a public client needs a redirect URI"
-            )
+            raise RegistrationError(Message("error.oauth.public-redirect"))
         for uri in redirect_uris:
             _check_redirect_uri(uri)
         ceiling = PEOPLE_SCOPES
@@ -295,10 +269,7 @@ def register_client(  # noqa: PLR0917 - the positional form the CLI and callers 
     wanted = [s for s in Scope if s in wanted]  # registry order
     beyond = [s.value for s in wanted if s not in ceiling]
     if beyond:
-        raise RegistrationError(
-            f"该类客户端不能持有这些权限范围：{' '.join(beyond)}",
-            f"this kind of client cannot hold: {' '.join(beyond)}",
-        )
+        raise RegistrationError(Message("error.oauth.scopes-beyond", {"scopes": " ".join(beyond)}))
     client_id = new_id("cl")
     auth_method = mtls.auth_method
     secret = new_client_secret() if kind == "confidential" and auth_method is None else None
@@ -457,7 +428,7 @@ def _jurisdiction(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     community = value.get("community")
     if not isinstance(community, str) or not community:
-        raise RegistrationError("辖区须写明社区", "a jurisdiction names its community")
+        raise RegistrationError(Message("error.oauth.jurisdiction-community"))
     return {
         "community": community,
         "grids": [str(g) for g in value.get("grids") or ()],
@@ -481,33 +452,26 @@ def create_user(
 ) -> str:
     """Create a person's account; returns its id. The password is kept as an Argon2 hash."""
     if not USERNAME.match(username):
-        raise RegistrationError(
-            "用户名须为 2-64 位小写字母、数字、点、下划线或连字符",
-            "usernames are 2-64 lowercase letters, digits, dots, underscores or hyphens",
-        )
+        raise RegistrationError(Message("error.oauth.username"))
     if role not in ROLES:
-        raise RegistrationError(f"未知的角色：{role}", f"unknown role: {role}")
+        raise RegistrationError(Message("error.oauth.unknown-role", {"role": role}))
     if len(password) < MIN_PASSWORD_LENGTH:
         raise RegistrationError(
-            f"密码至少 {MIN_PASSWORD_LENGTH} 位",
-            f"passwords have at least {MIN_PASSWORD_LENGTH} characters",
+            Message("error.oauth.password-short", {"length": MIN_PASSWORD_LENGTH})
         )
     if session.scalars(select(User.id).where(User.username == username)).first():
-        raise RegistrationError(f"用户名已存在：{username}", f"username taken: {username}")
+        raise RegistrationError(Message("error.oauth.username-taken", {"username": username}))
     if role == "resident" and not resident_id:
-        raise RegistrationError("居民账号须关联居民编号", "a resident's account names the resident")
+        raise RegistrationError(Message("error.oauth.resident-account"))
     if resident_id and session.get(Resident, resident_id) is None:
-        raise RegistrationError(f"居民不存在：{resident_id}", f"no such resident: {resident_id}")
+        raise RegistrationError(Message("error.oauth.no-resident", {"resident": resident_id}))
     if organisation_id and session.get(Organisation, organisation_id) is None:
         raise RegistrationError(
-            f"机构不存在：{organisation_id}", f"no such organisation: {organisation_id}"
+            Message("error.oauth.no-organisation", {"organisation": organisation_id})
         )
     area = _jurisdiction(jurisdiction)
     if role in ("grid_worker", "community_worker") and (organisation_id is None or area is None):
-        raise RegistrationError(
-            "网格员和社区工作者须有所属机构和辖区",
-            "grid and community workers have an organisation and a jurisdiction",
-        )
+        raise RegistrationError(Message("error.oauth.worker-area"))
     user_id = new_id("u")
     session.add(
         User(
@@ -711,9 +675,7 @@ def create_demo_accounts(session: Session, runtime: Runtime) -> dict[str, Any]:
     """
     audit = runtime.audit
     if session.scalars(select(OAuthClient.client_id).limit(1)).first() is not None:
-        raise RegistrationError(
-            "已有客户端，不再创建演示账号", "clients exist; demo accounts not made"
-        )
+        raise RegistrationError(Message("error.oauth.demo-exists"))
     clients: list[dict[str, Any]] = []
     for organisation in session.scalars(select(Organisation).order_by(Organisation.id)):
         plan = DEMO_CLIENTS.get(organisation.id) or DEMO_TYPE_DEFAULTS.get(organisation.type)

@@ -10,7 +10,7 @@ request gets.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -27,6 +27,7 @@ from api.oauth.tokens import Principal, require_scopes
 from audit.models import AuditEntry
 from policies import Decision
 from policies.explain import Explainer
+from vault.i18n import Message
 from vault.models import Building, Household, Organisation, Resident, Room
 
 router = APIRouter(prefix="/v1", tags=["explanations"])
@@ -236,18 +237,17 @@ def visibility_view(
     }
 
 
+_STATUS_TEXTS: Final[dict[str, Message]] = {
+    "allowed": Message("visibility.status.allowed"),
+    "consented": Message("visibility.status.consented"),
+    "needs-consent": Message("visibility.status.needs-consent"),
+    "break-glass": Message("visibility.status.break-glass"),
+}
+
+
 def _status_text(status: str, lang: str) -> str:
-    texts = {
-        "allowed": ("依据法定职责等，无需您的同意", "On a basis other than your consent"),
-        "consented": ("依据您的同意", "Because you consented"),
-        "needs-consent": ("须经您同意才能查看，目前看不到", "Sees nothing unless you consent"),
-        "break-glass": (
-            "仅在紧急情况下、登记理由后可查看，事后通知您并由审计员复核",
-            "Only in an emergency, with a written reason; you are told and an auditor reviews it",
-        ),
-    }
-    zh, en = texts.get(status, (status, status))
-    return en if lang == "en" else zh
+    found = _STATUS_TEXTS.get(status)
+    return found.text(lang) if found is not None else status  # a new status shows its code
 
 
 def organisation_names(gate: Gate, lang: str) -> dict[str, str]:
