@@ -422,24 +422,18 @@ class Gate:
                 )
                 presented = self.present(access, decision, resident_id)
                 view = RecordView(presented, shown, treatments)
-                self.runtime.audit.record(
-                    session,
-                    [
-                        self._entry(
-                            access,
-                            action,
-                            "allowed",
-                            decision,
-                            resident_id=resident_id,
-                            fields={
-                                n: t for n, t in treatments.items() if n in values or t == "denied"
-                            },
-                            pseudonym=presented if decision.pseudonymous else None,
-                            details={"break_glass": grant} if grant else None,
-                            **_consent_ids(cover.get(resident_id)),
-                        )
-                    ],
+                read = {n: t for n, t in treatments.items() if n in values or t == "denied"}
+                entry = self.access_entry(
+                    access,
+                    action,
+                    decision,
+                    resident_id=resident_id,
+                    fields=read,
+                    cover=cover.get(resident_id),
+                    details={"break_glass": grant} if grant else None,
+                    presented=presented,
                 )
+                self.runtime.audit.record(session, [entry])
             return view, decision
 
     def _grant_for(
@@ -666,15 +660,14 @@ class Gate:
             presented = self.present(access, decision, rid)
             views.append(RecordView(presented, shown, mine))
             entries.append(
-                self._entry(
+                self.access_entry(
                     access,
                     action,
-                    "allowed",
                     decision,
                     resident_id=rid,
                     fields=mine,
-                    pseudonym=presented if decision.pseudonymous else None,
-                    **_consent_ids(covers.get(rid)),
+                    cover=covers.get(rid),
+                    presented=presented,
                 )
             )
         self.runtime.audit.record(session, entries)
@@ -838,17 +831,12 @@ class Gate:
                         raise NotInScope(decision, decision_id=access.decision_id)
                     self.runtime.vault.store.update(session, resident_id, values, provenance)
                 presented = self.present(access, decision, resident_id)
+                written = dict.fromkeys(values, "written")
                 self.runtime.audit.record(
                     session,
                     [
-                        self._entry(
-                            access,
-                            action,
-                            "allowed",
-                            decision,
-                            resident_id=resident_id,
-                            fields=dict.fromkeys(values, "written"),
-                            pseudonym=presented if decision.pseudonymous else None,
+                        self.access_entry(
+                            access, action, decision, resident_id=resident_id, fields=written
                         )
                     ],
                 )
@@ -940,11 +928,13 @@ class Gate:
         fields: Mapping[str, str],
         cover: ConsentCover | None = None,
         details: Mapping[str, Any] | None = None,
+        presented: str | None = None,
     ) -> EntryDraft:
-        """An allowed access's entry as the gate writes its own (purpose, legal basis,
-        decision, evaluation, consent, pseudonym), for a service outside the gate to record
-        in the transaction that answers."""
-        presented = self.present(access, decision, resident_id)
+        """An allowed access's entry about one resident (purpose, legal basis, decision,
+        evaluation, consent, pseudonym), as the gate writes its own and for a service
+        outside the gate to record in the transaction that answers. `presented` is the id
+        the caller was shown, when already worked out."""
+        presented = presented or self.present(access, decision, resident_id)
         return self._entry(
             access,
             action,
