@@ -25,12 +25,13 @@ from typing import Annotated, Any
 
 import typer
 
-from access.runtime import init_runtime, operator_name
+from access.runtime import Runtime, init_runtime, operator_name
 from api.cli.audit import audit_app
 from api.cli.backup import backup_app, restore
 from api.cli.clients import clients_app
 from api.cli.common import (
     Actor,
+    AsJson,
     CliError,
     err,
     group,
@@ -38,6 +39,7 @@ from api.cli.common import (
     operator_access,
     option,
     out,
+    print_listing,
     progress,
     runtime,
     settings,
@@ -164,6 +166,7 @@ def serve(
 
     from api.http.app import create_app  # noqa: PLC0415
     from api.http.tls import TransportConfigError, uvicorn_options  # noqa: PLC0415
+    from api.pages.clients import listen_origins  # noqa: PLC0415
 
     # TLS files are checked before anything starts (VAULT_TLS_*, docs/transport-security.md).
     try:
@@ -171,12 +174,19 @@ def serve(
     except TransportConfigError as exc:
         raise CliError(exc.message.text(current())) from None
     scheme = transport.scheme
-    # Tokens name the server that issued them; default the issuer to where this one listens.
-    os.environ.setdefault("VAULT_OAUTH_ISSUER", f"{scheme}://{host}:{port}")
+    public = settings().public_origins  # VAULT_PUBLIC_URL
+    # Tokens name the server that issued them; default the issuer to where people reach
+    # this one (the public URL), else to where it listens.
+    os.environ.setdefault(
+        "VAULT_OAUTH_ISSUER", public[0] if public else f"{scheme}://{host}:{port}"
+    )
     if demo and not keyring_exists(settings()):  # a key file, or a keyring in the HSM
         _initialise(True, residents, settings().crypto_suite)
     application = create_app(settings())
     out.print(say("cli.serve.serving", scheme=scheme, host=host, port=port))
+    _follow_pages_origins(
+        application.state.runtime, [*public, *(listen_origins(scheme, host, port) if demo else [])]
+    )
     # Uvicorn re-raises SIGTERM once it has stopped gracefully; a clean stop exits 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
@@ -189,6 +199,36 @@ def serve(
         timeout_graceful_shutdown=math.ceil(settings().shutdown_grace_seconds),
         **transport.uvicorn_kwargs,
     )
+
+
+def _follow_pages_origins(rt: Runtime, origins: list[str]) -> None:
+    """Give the pages' client the callback addresses of the origins people use (the
+    public URL; with --demo also where this listens), so a port or a host name that
+    changed needs no manual registration (docs/deployment.md §9)."""
+    from api.oauth.service import RegistrationError  # noqa: PLC0415
+    from api.pages.clients import follow_origins  # noqa: PLC0415
+
+    if not origins:
+        out.print(say("cli.serve.pages-unconfigured"))
+        return
+    try:
+        with rt.transaction() as session:
+            done = follow_origins(session, rt, origins)
+    except RegistrationError as exc:
+        raise CliError(exc.message.text(current())) from None
+    out.print(
+        say("cli.serve.pages", origins=" ".join(dict.fromkeys(origins)), client=done.client_id)
+    )
+    for old in done.revoked:
+        out.print(say("cli.serve.pages-revoked", client=old))
+    if done.missing_scopes:
+        err.print(
+            say(
+                "cli.serve.pages-scopes",
+                client=done.client_id,
+                scopes=" ".join(done.missing_scopes),
+            )
+        )
 
 
 def _exit_cleanly(_signal: int, _frame: object) -> None:
@@ -407,30 +447,40 @@ def quality(actor: Actor = None) -> None:
 
 
 @app.command(help=help_text("cli.help.main.fields"))
-def fields() -> None:
-    """The field catalogue."""
-    from vault.catalogue import default_catalogue  # noqa: PLC0415
+def fields(as_json: AsJson = False) -> None:
+    """The field catalogue, with each enum's allowed values (what a CSV import accepts)."""
+    from vault.catalogue import FieldSpec, default_catalogue  # noqa: PLC0415
 
     lang = current()
-    listing = table(
-        "cli.fields.column.field",
-        "cli.fields.column.label",
-        "cli.fields.column.category",
-        "cli.fields.column.sensitive",
-        "cli.fields.column.grade",
-        "cli.fields.column.searchable",
-    )
     catalogue = default_catalogue()
-    for spec in catalogue:
-        listing.add_row(
-            spec.name,
-            spec.label.text(lang),
-            catalogue.categories[spec.category].text(lang),
-            say("cli.fields.yes") if spec.sensitive else "",
-            spec.grade,
-            say("cli.fields.yes") if spec.searchable else "",
-        )
-    out.print(listing)
+
+    def values(spec: FieldSpec) -> str:
+        return ", ".join(f"{code} ({label.text(lang)})" for code, label in spec.values.items())
+
+    print_listing(
+        list(catalogue),
+        columns=[
+            ("cli.fields.column.field", lambda spec: spec.name),
+            ("cli.fields.column.label", lambda spec: spec.label.text(lang)),
+            (
+                "cli.fields.column.category",
+                lambda spec: catalogue.categories[spec.category].text(lang),
+            ),
+            (
+                "cli.fields.column.sensitive",
+                lambda spec: say("cli.fields.yes") if spec.sensitive else "",
+            ),
+            ("cli.fields.column.grade", lambda spec: spec.grade),
+            (
+                "cli.fields.column.searchable",
+                lambda spec: say("cli.fields.yes") if spec.searchable else "",
+            ),
+            ("cli.fields.column.values", values),
+        ],
+        # The public metadata of GET /v1/fields: "values" only for an enum, with both labels.
+        record=lambda spec: spec.public_metadata(),
+        as_json=as_json,
+    )
 
 
 # -- entry point -------------------------------------------------------------------------

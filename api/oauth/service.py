@@ -507,10 +507,60 @@ def create_user(
 
 DEMO_ACTOR = "demo-setup"
 WEB_REDIRECT_PATHS = ("/portal/callback", "/desk/callback", "/console/callback")
-# `serve --demo` on its default port, over plain HTTP or with VAULT_TLS_* set.
+# The demo's first registration only: `serve` then makes the pages' client follow the
+# origin it listens on and VAULT_PUBLIC_URL (api.pages.clients.follow_origins).
 WEB_ORIGINS = tuple(
     f"{scheme}://{host}:8000" for scheme in ("http", "https") for host in ("127.0.0.1", "localhost")
 )
+
+
+def web_redirect_uris(origins: Iterable[str]) -> list[str]:
+    """The pages' callback addresses at each origin, origin by origin."""
+    return [f"{origin}{path}" for origin in dict.fromkeys(origins) for path in WEB_REDIRECT_PATHS]
+
+
+def update_redirect_uris(
+    session: Session,
+    audit: AuditLog,
+    client_id: str,
+    redirect_uris: Sequence[str],
+    *,
+    reason: str | None = None,
+    actor: str | None = None,
+) -> bool:
+    """Replace an active public client's redirect URIs, recorded like its registration
+    (`oauth.client_updated`, before and after). False if they were these already."""
+    client = session.get(OAuthClient, client_id, with_for_update=True)  # nodes start at once
+    if client is None or client.revoked_at is not None:
+        raise UnknownClient(client_id)
+    if client.kind != "public":
+        raise RegistrationError(Message("error.oauth.confidential-redirect"))
+    if not redirect_uris:
+        raise RegistrationError(Message("error.oauth.public-redirect"))
+    for uri in redirect_uris:
+        _check_redirect_uri(uri)
+    wanted = list(dict.fromkeys(redirect_uris))
+    before = list(client.redirect_uris or [])
+    if wanted == before:
+        return False
+    client.redirect_uris = wanted
+    session.flush()
+    audit.record(
+        session,
+        [
+            _event(
+                "oauth.client_updated",
+                actor,
+                organisation=client.organisation_id,
+                client=client_id,
+                reason=reason,
+                details={"redirect_uris": wanted, "previous_redirect_uris": before},
+            )
+        ],
+    )
+    log.info("oauth.client_updated", client=client_id, redirect_uris=len(wanted))
+    return True
+
 
 _DEPARTMENT = (Scope.RESIDENTS_READ, Scope.STATS_READ, Scope.CONSENTS_REQUEST)
 _COMPANY = (Scope.RESIDENTS_READ, Scope.CONSENTS_REQUEST)
@@ -667,8 +717,11 @@ def _demo_people(session: Session) -> list[dict[str, Any]]:
     return people
 
 
-def create_demo_accounts(session: Session, runtime: Runtime) -> dict[str, Any]:
-    """Clients for every organisation, the pages' public client and a cast of people.
+def create_demo_accounts(
+    session: Session, runtime: Runtime, *, web_origins: Sequence[str] = WEB_ORIGINS
+) -> dict[str, Any]:
+    """Clients for every organisation, the pages' public client (for `web_origins`) and a
+    cast of people.
 
     Returns their credentials in the demo-credentials.json format of docs/api.md; the
     passwords and secrets exist nowhere else. Refuses to run twice.
@@ -696,7 +749,7 @@ def create_demo_accounts(session: Session, runtime: Runtime) -> dict[str, Any]:
                 "purposes": list(plan[1]),
             }
         )
-    redirect_uris = [f"{origin}{path}" for path in WEB_REDIRECT_PATHS for origin in WEB_ORIGINS]
+    redirect_uris = [f"{origin}{path}" for path in WEB_REDIRECT_PATHS for origin in web_origins]
     web_scopes = [s.value for s in Scope if s in PEOPLE_SCOPES]
     web_id, _ = register_client(
         session,
@@ -779,5 +832,7 @@ __all__ = [
     "register_client",
     "revoke_client",
     "rotate_token_key",
+    "update_redirect_uris",
+    "web_redirect_uris",
     "write_demo_credentials",
 ]

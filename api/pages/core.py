@@ -42,14 +42,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import select
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 
 from access.corrections import Actor, CorrectionError, actor_for
 from access.runtime import Runtime
-from api.oauth.models import OAuthClient
 from api.oauth.tokens import InvalidToken
+from api.pages.clients import AREA_SCOPES, choose_callback, pages_clients
 from api.pages.messages import HTML_LANG, LANGS, label
 from vault.i18n import gettext_for, negotiate
 
@@ -62,11 +61,6 @@ AREA_ROLES: dict[str, tuple[str, ...]] = {
     "portal": ("resident",),
     "desk": ("grid_worker", "community_worker"),
     "console": ("auditor",),
-}
-AREA_SCOPES: dict[str, str] = {
-    "portal": "me",
-    "desk": "residents:read residents:write consents:read consents:write",
-    "console": "audit:read",
 }
 NAV: dict[str, list[tuple[str, str]]] = {
     "portal": [
@@ -123,6 +117,7 @@ class PageSession:
     login_state: str | None = None
     login_verifier: str | None = None
     login_area: str | None = None
+    login_redirect_uri: str | None = None
     login_started: float = 0.0
     hidden_fields: set[str] = field(default_factory=set)
     flash: str | None = None
@@ -519,27 +514,40 @@ def _claims(jwt: str) -> dict[str, Any]:
 
 
 def origin_of(request: Request) -> str:
+    """The origin this request came to, as the scheme (X-Forwarded-Proto from a trusted
+    proxy, api.http.middleware) and the Host header say."""
     return f"{request.url.scheme}://{request.url.netloc}"
+
+
+def public_origins(request: Request) -> tuple[str, ...]:
+    """VAULT_PUBLIC_URL's origins (install_pages keeps them on the app)."""
+    return tuple(getattr(request.app.state, "public_origins", ()))
 
 
 def callback_uri(request: Request, area: str) -> str:
     return f"{origin_of(request)}/{area}/callback"
 
 
-def pages_client_id(runtime: Runtime, redirect_uri: str) -> str | None:
-    """Our first-party public client registered for this exact callback address."""
+def callback_candidates(request: Request, area: str) -> list[str]:
+    """Where the browser may be, most likely first: the request's own origin, then the
+    configured public ones, those of the request's host name first. Behind a proxy whose
+    forwarded scheme is not believed, or that rewrites Host, the request's origin is not
+    the browser's, and the public URL is the reliable answer."""
+    host = request.url.hostname
+    public = public_origins(request)
+    ordered = [
+        origin_of(request),
+        *(o for o in public if urlsplit(o).hostname == host),
+        *public,
+    ]
+    return [f"{origin}/{area}/callback" for origin in dict.fromkeys(ordered)]
+
+
+def pages_client_id(runtime: Runtime, candidates: list[str]) -> tuple[str, str] | None:
+    """(client id, redirect URI) of our first-party public client: the newest registered
+    with one of these exact callback addresses (api.pages.clients)."""
     with runtime.vault.sessions() as db:
-        clients = db.scalars(
-            select(OAuthClient).where(
-                OAuthClient.kind == "public",
-                OAuthClient.first_party.is_(True),
-                OAuthClient.revoked_at.is_(None),
-            )
-        ).all()
-        for client in clients:
-            if redirect_uri in (client.redirect_uris or []):
-                return client.client_id
-    return None
+        return choose_callback(pages_clients(db), candidates)
 
 
 def _challenge(verifier: str) -> str:
@@ -549,17 +557,20 @@ def _challenge(verifier: str) -> str:
 
 async def begin_login(request: Request, area: str) -> Response:
     runtime: Runtime = request.app.state.runtime
-    redirect_uri = callback_uri(request, area)
-    client_id = pages_client_id(runtime, redirect_uri)
-    if client_id is None:
-        log.warning("pages.no_client", redirect_uri=redirect_uri)
+    candidates = callback_candidates(request, area)
+    chosen = pages_client_id(runtime, candidates)
+    if chosen is None:
+        # No active pages' client has this address: VAULT_PUBLIC_URL (docs/deployment.md).
+        log.warning("pages.no_client", redirect_uri=candidates[0], tried=len(candidates))
         return error_page(request, "login.failed", status=503, area=area)
+    client_id, redirect_uri = chosen
     session = current_session(request) or store_of(request).new()
     session.login_state = secrets.token_urlsafe(24)
     session.login_verifier = secrets.token_urlsafe(48)
     session.login_area = area
     session.login_started = time.time()
     session.client_id = client_id
+    session.login_redirect_uri = redirect_uri
     query = urlencode(
         {
             "response_type": "code",
@@ -591,7 +602,8 @@ async def finish_login(request: Request, area: str) -> Response:
     ):
         return error_page(request, "login.failed", area=area)
     verifier = session.login_verifier or ""
-    session.login_state = session.login_verifier = None
+    redirect_uri = session.login_redirect_uri or callback_uri(request, area)
+    session.login_state = session.login_verifier = session.login_redirect_uri = None
     api = Api(request, None)
     response = await api.raw(
         "POST",
@@ -599,7 +611,7 @@ async def finish_login(request: Request, area: str) -> Response:
         form={
             "grant_type": "authorization_code",
             "code": code,
-            "redirect_uri": callback_uri(request, area),
+            "redirect_uri": redirect_uri,
             "client_id": session.client_id or "",
             "code_verifier": verifier,
         },
@@ -645,7 +657,9 @@ def same_origin(request: Request) -> bool:
     if sent is None or sent == "null":
         return sent is None
     parts = urlsplit(sent)
-    return f"{parts.scheme}://{parts.netloc}" == origin_of(request)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    # Ours: where the request came to, or a configured public origin (behind a proxy).
+    return origin == origin_of(request) or origin in public_origins(request)
 
 
 def csrf_ok(request: Request, session: PageSession | None, token: str | None) -> bool:

@@ -53,6 +53,7 @@ def _sign_in_router(area: str) -> APIRouter:
 
 def install_pages(app: FastAPI, settings: PagesSettings | None = None) -> None:
     settings = settings or PagesSettings()
+    app.state.public_origins = settings.public_origins  # VAULT_PUBLIC_URL
     app.state.page_sessions = SessionStore(
         settings.page_session_seconds, login_seconds=settings.page_login_seconds
     )

@@ -8,7 +8,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -72,7 +72,11 @@ def page(chromium: Any) -> Iterator[Any]:
     assert not errors, f"errors in the page: {errors}"
 
 
-def sign_in(page: Any, server: PagesServer, area: str, user: dict[str, Any]) -> None:
+class Reachable(Protocol):
+    url: str
+
+
+def sign_in(page: Any, server: Reachable, area: str, user: dict[str, Any]) -> None:
     """Through the service's own login form (OAuth authorization code with PKCE)."""
     page.goto(f"{server.url}/{area}/")
     page.get_by_role("link", name="登录", exact=True).click()

@@ -1,6 +1,7 @@
 """A demo service for page tests: demo data and accounts, plus the pages' public client
-registered for the callback addresses of this test's origin (a free port, or
-https://testserver for in-process tests)."""
+registered for the callback addresses of this test's origin (https://testserver for
+in-process tests). The browser tests' server, on a free port, instead has the demo's own
+client follow the address it listens on, as `serve --demo` does (api.pages.clients)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from access.runtime import Runtime, init_runtime
 from api.http.app import create_app
 from api.oauth.scopes import PEOPLE_SCOPES, Scope
 from api.oauth.service import create_demo_accounts, register_client
+from api.pages.clients import follow_origins, listen_origins
 from api.settings import Settings
 from tests.demo_server import free_port, serving
 from vault.demo import populate
@@ -26,8 +28,15 @@ AREAS = ("portal", "desk", "console")
 
 
 def prepare(
-    home: Path, database_url: str, origin: str, residents: int = 60
+    home: Path,
+    database_url: str,
+    origin: str,
+    residents: int = 60,
+    *,
+    follow: list[str] | None = None,
 ) -> tuple[Settings, dict[str, Any]]:
+    """With `follow`, the demo's pages' client is made to follow those origins (what
+    `serve` does at start) and no client of its own is registered for `origin`."""
     settings = Settings(home=home, database_url=database_url, checkpoint_interval_seconds=0.3)
     runtime = init_runtime(settings)
     try:
@@ -35,6 +44,11 @@ def prepare(
             populate(session, runtime.vault.store, residents)
         with runtime.transaction() as session:
             credentials = create_demo_accounts(session, runtime)
+        if follow is not None:
+            with runtime.transaction() as session:
+                follow_origins(session, runtime, follow)
+            return settings, credentials
+        with runtime.transaction() as session:
             register_client(
                 session,
                 runtime.audit,
@@ -87,7 +101,10 @@ class PagesServer:
 def run_pages_server(home: Path, database_url: str) -> Iterator[PagesServer]:
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
-    settings, credentials = prepare(home, database_url, origin)
+    # As `serve --demo --port <port>`: the demo registered its client for port 8000 only.
+    settings, credentials = prepare(
+        home, database_url, origin, follow=listen_origins("http", "127.0.0.1", port)
+    )
     app = create_app(settings)
     with serving(app, port):
         yield PagesServer(origin, credentials, app)
