@@ -22,12 +22,44 @@ class AuditSettings(LayerSettings):
     checkpoint_interval_seconds: float = Field(
         default=10.0, gt=0, description="how often a grown audit log gets a signed checkpoint"
     )
-    # Insider-abuse detection (audit.detection): how often to scan, and what suspends.
+    # Insider-abuse detection (audit.detection): how often to scan, what is normal work,
+    # and what suspends. Defaults let a worker list their grid twice in a day and a
+    # department export its mandate's population once; docs/leakage-controls.md.
     alert_scan_seconds: float = Field(
         default=60.0, gt=0, description="how often the log is scanned for insider abuse"
     )
     alert_volume_floor: int = Field(
-        default=50, ge=1, description="fewest reads in a window that can raise a volume alert"
+        default=200,
+        ge=1,
+        description="fewest resident-reads in the volume window that can raise a volume alert",
+    )
+    alert_volume_window_hours: int = Field(
+        default=24,
+        ge=1,
+        le=168,
+        description="the window of the volume and sensitive-bulk alerts, in hours",
+    )
+    alert_volume_factor: float = Field(
+        default=3.0,
+        gt=0,
+        description="a volume alert needs more resident-reads than this many usual days",
+    )
+    alert_jurisdiction_passes: float = Field(
+        default=3.0,
+        ge=0,
+        description="a volume alert needs more resident-reads than this many passes over "
+        "the residents the actor's jurisdiction or mandate covers",
+    )
+    alert_baseline_days: int = Field(
+        default=14,
+        ge=1,
+        le=90,
+        description="the days of history an actor's usual day is taken from",
+    )
+    alert_sensitive_floor: int = Field(
+        default=100,
+        ge=1,
+        description="fewest reads with sensitive fields in clear for a sensitive-bulk alert",
     )
     alert_suspend_on: str = Field(
         default="volume", description="comma-separated alert kinds that suspend the actor"

@@ -6,7 +6,8 @@ some overtime and evening calls, departments' morning batch jobs, the odd refusa
 it hour by hour with the default rules, and prints:
 
 1. false alerts per actor-day over the last 16 days (the first 14 are the baseline);
-2. whether a scraper planted on day 25 (one worker reading 10x their usual) is caught;
+2. whether a scraper planted on day 25 (one worker reading 5x their usual day, in an
+   afternoon) is caught;
 3. the median time of one scan beside a baseline: one COUNT over the same window.
 
     python bench/bench_detection.py                 # 30 workers, 8 systems, 30 days
@@ -123,10 +124,10 @@ def generate(
     rng: random.Random,
     scraper_day: int,
 ) -> datetime:
-    """Insert the month; return the hour the scraper worked."""
+    """Insert the month; return the hour the scraper started."""
     n = 0
     scraper = actors[0]
-    scraped_at = start + timedelta(days=scraper_day, hours=14)
+    scraped_at = start + timedelta(days=scraper_day, hours=13)
     for day in range(days):
         rows: list[dict[str, Any]] = []
         base = start + timedelta(days=day)
@@ -152,9 +153,9 @@ def generate(
                 for _ in range(_poisson(rng, 0.15)):  # a mistyped id now and then
                     rows.append(_row(n, at_hour + timedelta(minutes=5), actor, "", "denied"))
                     n += 1
-        if day == scraper_day:  # the planted attack: ten times the usual, in one hour
-            for resident in rng.sample(scraper["residents"], int(scraper["rate"] * 10) + 50):
-                at = scraped_at + timedelta(seconds=rng.uniform(0, 3599))
+        if day == scraper_day:  # the planted attack: four usual days more, in five hours
+            for resident in rng.choices(scraper["residents"], k=int(scraper["rate"] * 40)):
+                at = scraped_at + timedelta(seconds=rng.uniform(0, 5 * 3600 - 1))
                 rows.append(_row(n, at, scraper, resident, "allowed"))
                 n += 1
         with runtime.transaction() as session:
@@ -212,11 +213,11 @@ def main() -> int:
                 baseline_times.append(time.perf_counter() - t)
             moment += timedelta(hours=1)
         runtime.close()
-    window_end = scraped_at + timedelta(hours=1)
+    window_end = scraped_at + timedelta(hours=5)
     caught = [
         a
         for m, a in alerts
-        if a.actor == actors[0]["name"] and scraped_at < m <= window_end + rules.window
+        if a.actor == actors[0]["name"] and scraped_at < m <= window_end + rules.volume_window
     ]
     false = [a for m, a in alerts if a not in caught]
     actor_days = len(actors) * (args.days - rules.baseline_days)
@@ -227,8 +228,8 @@ def main() -> int:
         f"{dict(Counter(a.kind for a in false)) or '{}'}"
     )
     verdict = "caught: " + ", ".join(a.kind for a in caught) if caught else "MISSED"
-    scale = actors[0]["rate"] * 10
-    print(f"planted scraper ({actors[0]['name']}, ~{scale:.0f} residents in an hour): {verdict}")
+    scale = actors[0]["rate"] * 50
+    print(f"planted scraper ({actors[0]['name']}, ~{scale:.0f} resident-reads in a day): {verdict}")
     scan_ms = statistics.median(scans) * 1000
     base_ms = statistics.median(baseline_times) * 1000
     print(f"{'one scan (median)':<28} {scan_ms:8.2f} ms")

@@ -1,9 +1,10 @@
 """Insider-abuse detection and rate limits: the attacks tried for real.
 
-A grid worker scraping their own grid (every read allowed, one by one) is caught by the
-volume rule and suspended; a department probing outside its reach is caught by repeated
-refusals; an actor's usual busy hour does not alarm, ten times it does; rate limits
-answer 429 with Retry-After.
+A grid worker scraping their own grid (every read allowed, one by one, pass after pass
+beyond what their jurisdiction explains) is caught by the volume rule, suspended, and
+lifted with a reason; a department probing outside its reach is caught by repeated
+refusals; an actor's usual day does not alarm, five times it does; rate limits answer 429
+with Retry-After. The normal day is in test_detection_normal_day.py.
 """
 
 from __future__ import annotations
@@ -64,15 +65,21 @@ def test_a_worker_scraping_their_grid_is_alerted_and_suspended(server: DemoServe
             )
         )
     assert len(mine) >= 10
-    for resident in mine:  # every read is within policy: only the pattern gives it away
-        assert get(server, f"/v1/residents/{resident}", access, "grid-service").status_code == 200
+    passes = 4  # one more than the default's three passes over the jurisdiction
+    for _ in range(passes):  # every read is within policy: only the pattern gives it away
+        for resident in mine:
+            assert (
+                get(server, f"/v1/residents/{resident}", access, "grid-service").status_code == 200
+            )
     # The reads happen now, whatever the hour: only volume is under test, not the night rule.
+    # A small demo grid: the floor is lowered to it, the jurisdiction rule is the default.
     watch = detector(
         server, volume_floor=len(mine), off_hours_residents=10**6, suspend_on=frozenset({"volume"})
     )
     raised = [a for a in scan(server, watch) if a.actor == worker["username"]]
     assert [(a.kind, a.suspended) for a in raised] == [("volume", True)]
-    assert raised[0].observed == len(mine)
+    assert raised[0].observed == passes * len(mine)
+    assert raised[0].threshold == 3 * len(mine) + 1
     assert not [a for a in scan(server, watch) if a.actor == worker["username"]]  # once
     # Suspended: the next read is refused, and the refusal is on record.
     refused = get(server, f"/v1/residents/{mine[0]}", access, "grid-service")
@@ -86,20 +93,37 @@ def test_a_worker_scraping_their_grid_is_alerted_and_suspended(server: DemoServe
             )
         )
     assert {"alert.raised", "actor.suspended"} <= set(events)
-    # The auditor sees it, confirms it and lifts the suspension; reads work again.
+    # The auditor sees it, with what it saw, confirms it and lifts the suspension with a
+    # reason; reads work again, and lifting again is a conflict.
     auditor = server.user("auditor")
     audit = server.login(auditor["username"], auditor["password"], "audit:read")["access_token"]
-    headers = {"Authorization": f"Bearer {audit}"}
+    headers = {"Authorization": f"Bearer {audit}", "Accept-Language": "en"}
     alerts = httpx.get(f"{server.url}/v1/audit/alerts", headers=headers).json()["items"]
     mine_alert = next(a for a in alerts if a["actor"] == worker["username"])
     assert mine_alert["kind"] == "volume" and mine_alert["suspended"] is True
-    lifted = httpx.post(
+    assert mine_alert["details"]["jurisdiction"] == len(mine)
+    assert mine_alert["details"]["message"]["id"] == "alert.volume"
+    listed = httpx.get(f"{server.url}/v1/audit/suspensions", headers=headers).json()["items"]
+    assert worker["username"] in {s["actor"] for s in listed}
+    reviewed = httpx.post(
         f"{server.url}/v1/audit/alerts/{mine_alert['alert_id']}/review",
         headers=headers,
-        json={"outcome": "confirmed", "lift_suspension": True},
+        json={"outcome": "confirmed"},
     )
+    assert reviewed.status_code == 200 and reviewed.json()["suspended"] is True
+    lift = f"{server.url}/v1/audit/suspensions/{worker['username']}/lift"
+    why = {"reason": "confirmed with the grid office: a census"}
+    lifted = httpx.post(lift, headers=headers, json=why)
     assert lifted.status_code == 200 and lifted.json()["suspended"] is False
     assert get(server, f"/v1/residents/{mine[0]}", access, "grid-service").status_code == 200
+    again = httpx.post(lift, headers=headers, json=why)
+    assert again.status_code == 409
+    assert again.json()["detail"] == f"{worker['username']} is not suspended: nothing to lift"
+    with server.runtime.vault.sessions() as session:
+        entry = session.scalars(
+            select(AuditEntry).where(AuditEntry.action == "suspension.lifted")
+        ).all()[-1]
+    assert entry.user == auditor["username"] and entry.details["why"] == why["reason"]
 
 
 def test_probing_outside_the_mandate_raises_repeated_denials(server: DemoServer) -> None:
@@ -147,23 +171,28 @@ def backdated_reads(
         session.execute(insert(AuditEntry), rows)
 
 
-def test_an_actors_usual_pattern_does_not_alarm_but_ten_times_it_does(tmp_path: Path) -> None:
+def test_an_actors_usual_day_does_not_alarm_but_five_times_it_does(tmp_path: Path) -> None:
     settings_ = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'v.db'}")
     runtime = init_runtime(settings_)
     try:
         now = utcnow()
         # Reads end now, whatever the hour: the night rule is not what this test is about.
-        rules = DetectionRules(volume_floor=30, volume_factor=4.0, off_hours_residents=10**6)
-        watch = Detector(runtime.audit, rules, [])
-        backdated_reads(runtime, "busy", per_hour=40, hours=72, end=now - timedelta(hours=1))
-        backdated_reads(runtime, "busy", per_hour=45, hours=1, end=now, offset=500)
+        watch = Detector(runtime.audit, DetectionRules(off_hours_residents=10**6), [])
+        # 25 an hour for 12 hours a day over the fortnight before today: 300 a day.
+        for day in range(2, 16):
+            end = now - timedelta(days=day) + timedelta(hours=12)
+            backdated_reads(runtime, "busy", per_hour=25, hours=12, end=end, offset=day * 100)
+        backdated_reads(runtime, "busy", per_hour=35, hours=10, end=now, offset=5000)
         with runtime.transaction() as session:
-            assert watch.scan(session, now) == []  # 45 against a usual 40: normal
-        backdated_reads(runtime, "busy", per_hour=200, hours=1, end=now, offset=900)
+            assert watch.scan(session, now) == []  # 350 against a usual 300: normal
+        backdated_reads(runtime, "busy", per_hour=115, hours=10, end=now, offset=6000)
+        # A fresh detector: the first keeps the past hours it counted, and the log never
+        # writes into the past as this test does.
+        watch = Detector(runtime.audit, DetectionRules(off_hours_residents=10**6), [])
         with runtime.transaction() as session:
             raised = watch.scan(session, now)
         assert [(a.kind, a.actor) for a in raised] == [("volume", "busy")]
-        assert raised[0].threshold == 160 and raised[0].observed == 245
+        assert raised[0].threshold == 3 * 300 + 1 and raised[0].observed == 1500
     finally:
         runtime.close()
 

@@ -6,6 +6,8 @@
     resident-vault audit public-key
     resident-vault audit partitions list | ensure [--months N] | detach --before YYYY-MM
     resident-vault audit tombstones export -o FILE   # from api.cli.backup
+    resident-vault audit suspensions list [--json]   # actors suspended by detection
+    resident-vault audit suspensions lift ACTOR --reason TEXT [--actor WHO]
 
 Verification needs only the log (and the archive files of detached months); with
 `--archive-only` and `--key` it needs no vault at all.
@@ -16,15 +18,28 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from sqlalchemy import select
 
 from access.runtime import operator_name
 from api.cli.backup import tombstones_app
-from api.cli.common import CliError, err, group, option, out, runtime
-from api.cli.lang import help_text, say
-from audit.models import AuditArchive
+from api.cli.common import (
+    Actor,
+    AsJson,
+    CliError,
+    argument,
+    err,
+    fail,
+    group,
+    option,
+    out,
+    print_listing,
+    runtime,
+)
+from api.cli.lang import current, help_text, say
+from audit.detection import LiftRefused, active_suspensions, lift_suspension
+from audit.models import AuditAlert, AuditArchive, Suspension
 from audit.partitions import (
     ArchiveReport,
     detach_before,
@@ -34,11 +49,14 @@ from audit.partitions import (
     verify_archives_against_log,
 )
 from audit.verify import verify_log
+from vault.i18n import Message
 
 audit_app = group("cli.help.audit")
 audit_app.add_typer(tombstones_app, name="tombstones")
 partitions_app = group("cli.help.audit.partitions")
 audit_app.add_typer(partitions_app, name="partitions")
+suspensions_app = group("cli.help.audit.suspensions")
+audit_app.add_typer(suspensions_app, name="suspensions")
 
 
 @audit_app.command("checkpoint", help=help_text("cli.help.audit.checkpoint"))
@@ -189,3 +207,82 @@ def audit_public_key() -> None:
     """The log's verifier key (C2SP note format)."""
     with runtime() as rt:
         out.print(rt.audit.verifier_key)
+
+
+# -- suspensions ---------------------------------------------------------------------------
+
+
+def _saw(alert: AuditAlert | None) -> str:
+    """The alert's own message (what it saw), in the command line's language."""
+    message = (alert.details or {}).get("message") if alert is not None else None
+    if not isinstance(message, dict) or not isinstance(message.get("id"), str):
+        return "-"
+    return Message(message["id"], dict(message.get("values") or {})).text(current())
+
+
+@suspensions_app.command("list", help=help_text("cli.help.audit.suspensions.list"))
+def suspensions_list(as_json: AsJson = False) -> None:
+    """Actors suspended pending review, with what the alert saw."""
+    with runtime() as rt, rt.vault.sessions() as session:
+        found = active_suspensions(session)
+        alerts = {
+            a.id: a
+            for a in session.scalars(
+                select(AuditAlert).where(AuditAlert.id.in_([s.alert_id for s in found]))
+            )
+        }
+        rows = [(s, alerts.get(s.alert_id or "")) for s in found]
+
+    def record(row: tuple[Suspension, AuditAlert | None]) -> dict[str, Any]:
+        suspension, alert = row
+        return {
+            "suspension_id": suspension.id,
+            "actor": suspension.actor,
+            "actor_kind": suspension.actor_kind,
+            "since": suspension.created_at.isoformat(),
+            "reason": suspension.reason,
+            "alert_id": suspension.alert_id,
+            "alert_kind": alert.kind if alert else None,
+            "details": alert.details if alert else {},
+            "saw": _saw(alert),
+        }
+
+    if not rows and not as_json:
+        out.print(say("cli.audit.suspensions.none"))
+        return
+    print_listing(
+        rows,
+        columns=[
+            ("cli.audit.suspensions.column.actor", lambda r: r[0].actor),
+            ("cli.audit.suspensions.column.since", lambda r: r[0].created_at.isoformat()),
+            ("cli.audit.suspensions.column.alert", lambda r: r[0].alert_id or "-"),
+            ("cli.audit.suspensions.column.saw", lambda r: _saw(r[1])),
+        ],
+        record=record,
+        as_json=as_json,
+    )
+
+
+@suspensions_app.command("lift", help=help_text("cli.help.audit.suspensions.lift"))
+def suspensions_lift(
+    actor_id: Annotated[str, argument("cli.help.audit.suspensions.lift.actor-id")],
+    reason: Annotated[str, option("cli.help.audit.suspensions.lift.reason", "--reason")],
+    actor: Actor = None,
+) -> None:
+    """Lift a suspension after review; who and why go to the audit log."""
+    who = operator_name(actor)
+    with runtime() as rt:
+        try:
+            with rt.transaction() as session:
+                lifted = lift_suspension(
+                    session,
+                    rt.audit,
+                    actor_id,
+                    lifted_by=who,
+                    reason=reason,
+                    channel="cli",
+                    subject_type="operator",
+                )
+        except LiftRefused as refused:  # nothing was written: the transaction rolled back
+            raise fail(refused.message.text(current())) from None
+    out.print(say("cli.audit.suspensions.lifted", actor=actor_id, count=len(lifted), by=who))

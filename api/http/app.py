@@ -111,10 +111,7 @@ async def _policy_loop(engine: PolicyEngine, note: Callable[[str], None], every:
 
 def detector_for(runtime: Runtime) -> Detector:
     settings = runtime.settings
-    rules = DetectionRules(
-        volume_floor=settings.alert_volume_floor,
-        suspend_on=frozenset(k.strip() for k in settings.alert_suspend_on.split(",") if k.strip()),
-    )
+    rules = DetectionRules.from_settings(settings)
     sensitive = [spec.name for spec in runtime.vault.store.catalogue if spec.sensitive]
     return Detector(runtime.audit, rules, sensitive)
 

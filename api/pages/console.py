@@ -1,7 +1,8 @@
 """The auditor console: search and filter the log (CSV export), charts of accesses per
 organisation and per day and of denied attempts, the anomaly list (the audit reports) and
 the tree-head history with each head verified (signature, and consistency with the one
-before). All of it through `/v1/audit/...` with the auditor's own token.
+before), and the actors suspended by detection, each with a button to lift it and a
+required reason. All of it through `/v1/audit/...` with the auditor's own token.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import base64
 from collections import Counter
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.datastructures import FormData
 
 from access.runtime import Runtime
 from api.pages.charts import bar_chart
@@ -24,14 +26,19 @@ from api.pages.core import (
     ApiRefused,
     PageRoute,
     PageSession,
+    form_text,
     lang_of,
+    posted,
+    redirect,
     render,
     view,
 )
 from api.pages.messages import message
 from api.pages.names import names_for
 from audit.checkpoint import CheckpointError, verify_checkpoint
+from audit.detection import LIFT_REASON_MAX, LIFT_REASON_MIN
 from audit.merkle import verify_consistency
+from vault.i18n import Message
 
 AREA = "console"
 router = APIRouter(prefix="/console", include_in_schema=False, route_class=PageRoute)
@@ -44,8 +51,19 @@ def _runtime(request: Request) -> Runtime:
 
 
 def _page(request: Request, session: PageSession, template: str, **context: Any) -> Response:
+    flash, session.flash = session.flash, None
     names = names_for(_runtime(request), lang_of(request))
-    return render(request, template, {"names": names, **context}, session=session, area=AREA)
+    return render(
+        request, template, {"names": names, "flash": flash, **context}, session=session, area=AREA
+    )
+
+
+def _saw(alert: dict[str, Any], lang: str) -> str:
+    """What an alert saw, in its own catalogue message (older alerts have none)."""
+    message = (alert.get("details") or {}).get("message")
+    if not isinstance(message, dict) or not isinstance(message.get("id"), str):
+        return ""
+    return Message(message["id"], dict(message.get("values") or {})).text(lang)
 
 
 def _local_time(value: str) -> str | None:
@@ -155,7 +173,14 @@ async def anomalies(request: Request) -> Response:
         ):
             found = await api.get(f"/v1/audit/reports/{report}")
             reports.append({"key": key, "entries": found["items"][:50], "total": found["total"]})
+        lang = lang_of(request)
         alerts = (await api.get("/v1/audit/alerts", params={"status": "all"}))["items"][:100]
+        for alert in alerts:
+            alert["saw"] = _saw(alert, lang)
+        saw = {a["alert_id"]: a["saw"] for a in alerts}
+        suspensions = (await api.get("/v1/audit/suspensions"))["items"]
+        for suspension in suspensions:
+            suspension["saw"] = saw.get(suspension.get("alert_id") or "", "")
         grants = (await api.get("/v1/audit/break-glass"))["items"][:100]
         return _page(
             request,
@@ -163,10 +188,28 @@ async def anomalies(request: Request) -> Response:
             "console/anomalies.html",
             reports=reports,
             alerts=alerts,
+            suspensions=suspensions,
+            reason_min=LIFT_REASON_MIN,
+            reason_max=LIFT_REASON_MAX,
             grants=grants,
         )
 
     return await view(request, AREA, body)
+
+
+@router.post("/suspensions/{actor}/lift")
+async def lift(request: Request, actor: str) -> Response:
+    """Lift a suspension: the reason is required, and the API writes it to the log."""
+
+    async def body(session: PageSession, api: Api, form: FormData) -> Response:
+        await api.post(
+            f"/v1/audit/suspensions/{quote(actor[:128], safe='')}/lift",
+            json_body={"reason": form_text(form, "reason", LIFT_REASON_MAX)},
+        )
+        session.flash = "console.lifted_msg"
+        return redirect("/console/anomalies#suspensions")
+
+    return await posted(request, AREA, body)
 
 
 @router.get("/heads")

@@ -12,8 +12,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,6 +23,7 @@ from access.subjects import subject_for
 from api.http.context import reads_recorded, runtime_of
 from api.http.params import (
     MAX_INTEGER,
+    USER_LENGTH,
     Index,
     PathCode,
     PathId,
@@ -29,11 +31,18 @@ from api.http.params import (
     QueryCursor,
     QueryUser,
 )
-from api.http.problems import problem
+from api.http.problems import lang_of, problem
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
 from audit import EntryDraft
-from audit.detection import Detector, is_suspended
+from audit.detection import (
+    LIFT_REASON_MAX,
+    Detector,
+    LiftRefused,
+    active_suspensions,
+    is_suspended,
+    lift_suspension,
+)
 from audit.models import AuditAlert, AuditCheckpoint
 from audit.queries import (
     EntryFilter,
@@ -333,6 +342,7 @@ def list_alerts(
 class AlertReview(BaseModel):
     outcome: Literal["confirmed", "dismissed"]
     lift_suspension: bool = False
+    reason: str | None = Field(default=None, max_length=LIFT_REASON_MAX)
 
 
 @router.post(
@@ -349,8 +359,64 @@ def review_alert(
     detector: Detector = request.app.state.detector
     reviewer = principal.username or principal.client_id
     with runtime.transaction() as session:
-        alert = detector.review(session, alert_id, reviewer, body.outcome, body.lift_suspension)
+        try:
+            alert = detector.review(
+                session, alert_id, reviewer, body.outcome, body.lift_suspension, reason=body.reason
+            )
+        except LiftRefused as refused:
+            return _refused(request, refused)
         if alert is None:
             return problem(request, "not-found")
         view = _alert_view(alert, is_suspended(session, alert.actor, alert.actor))
     return JSONResponse(view)
+
+
+def _refused(request: Request, refused: LiftRefused) -> Response:
+    return problem(request, refused.slug, detail=refused.message.text(lang_of(request)))
+
+
+@router.get("/suspensions", summary="Actors suspended pending review (scope audit:read)")
+def list_suspensions(
+    request: Request,
+    principal: Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))],
+) -> Response:
+    runtime = runtime_of(request)
+    with runtime.vault.sessions() as session:
+        items = [
+            {
+                "suspension_id": s.id,
+                "actor": s.actor,
+                "actor_kind": s.actor_kind,
+                "alert_id": s.alert_id,
+                "reason": s.reason,
+                "created_at": s.created_at.isoformat(),
+            }
+            for s in active_suspensions(session)
+        ]
+    return JSONResponse({"items": items})
+
+
+class SuspensionLift(BaseModel):
+    reason: str = Field(max_length=LIFT_REASON_MAX)
+
+
+@router.post(
+    "/suspensions/{actor}/lift",
+    summary="Lift an actor's suspension, with a reason the log keeps (scope audit:read)",
+)
+def lift_actor(
+    request: Request,
+    actor: Annotated[str, PathParam(max_length=USER_LENGTH)],
+    body: SuspensionLift,
+    principal: Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))],
+) -> Response:
+    runtime = runtime_of(request)
+    reviewer = principal.username or principal.client_id
+    try:
+        with runtime.transaction() as session:
+            lifted = lift_suspension(
+                session, runtime.audit, actor, lifted_by=reviewer, reason=body.reason
+            )
+    except LiftRefused as refused:
+        return _refused(request, refused)
+    return JSONResponse({"actor": actor, "lifted": [s.id for s in lifted], "suspended": False})
