@@ -80,6 +80,7 @@ ADDED = {
     "break_glass_max_minutes",
     "page_session_seconds",
     "page_login_seconds",
+    "public_url",
     # Alerts that fit the work (issue 19): detection relative to jurisdiction and history.
     "alert_volume_window_hours",
     "alert_volume_factor",
