@@ -120,7 +120,9 @@ def _organisation_scope(
     session: Session, organisation_id: str
 ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     organisation = session.get(Organisation, organisation_id)
-    kind = organisation.type if organisation is not None else "unknown"
+    if organisation is None or organisation.retired_at is not None:
+        return "unknown", (), ()  # a retired organisation gives its callers nothing
+    kind = organisation.type
     communities = tuple(
         session.scalars(
             select(OrganisationCommunity.community_id).where(
@@ -196,6 +198,11 @@ def visibility_subjects(session: Session, community_id: str | None) -> list[Subj
 
 
 def _person(session: Session, user: User, client_id: str | None) -> Subject:
+    if user.organisation_id is not None and user.role != "resident":
+        organisation = session.get(Organisation, user.organisation_id)
+        if organisation is None or organisation.retired_at is not None:
+            # A worker of a retired organisation serves no one through it.
+            return Subject(type="unknown", user=user.username, client=client_id)
     jurisdiction = user.jurisdiction or {}
     community = jurisdiction.get("community")
     return Subject(

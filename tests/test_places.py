@@ -1,5 +1,5 @@
-"""`resident-vault places`: a district's places from commands alone, each change audited,
-each refusal one line with nothing written (issue 19)."""
+"""`resident-vault places` and `orgs`: a district's places and organisations from commands
+alone, each change audited, each refusal one line with nothing written (issue 19)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from access.subjects import organisation_subject
 from api.cli.main import app
 from audit.models import AuditEntry
 from vault.models import Building
@@ -160,3 +161,38 @@ def test_a_place_people_live_in_is_not_retired(tmp_path: Path, database_url: str
     total = sum(r["residents"] for r in places.values() if r["kind"] == "building")
     streets = sum(r["residents"] for r in places.values() if r["kind"] == "street")
     assert total == streets == 30
+
+
+def test_organisations_are_added_listed_and_retired_from_commands(
+    tmp_path: Path, database_url: str
+) -> None:
+    home = tmp_path / "home"
+    _ok(home, database_url, "init", "--demo", "--residents", "20")
+    add = ["orgs", "add", "org_ca_east", "--kind", "department", "--name", "东城民政科"]
+    add += ["--name-en", "East civil affairs", "--place", "cm_xingfu", "--place", "cm_hexie"]
+    _ok(home, database_url, *add, "--actor", "ops:li")
+    listed = _ok(home, database_url, "orgs", "list", "--json")
+    rows = {r["id"]: r for r in map(json.loads, listed.splitlines()) if r.get("id")}
+    assert rows["org_ca_east"]["communities"] == ["cm_hexie", "cm_xingfu"]
+    assert rows["org_ca_east"]["name"] == {"zh": "东城民政科", "en": "East civil affairs"}
+    assert [e.user for e in _entries(database_url, "organisation.added")] == ["ops:li"]
+    for args, says in (
+        (["add", "org_x", "--kind", "street_office", "--name", "X"], "unknown kind"),
+        (["add", "org_x", "--kind", "department", "--name", "X", "--place", "cm_no"], "no such"),
+        (["add", "org_ca_east", "--kind", "department", "--name", "X"], "already in use"),
+        (["retire", "org_nobody"], "no such organisation"),
+    ):
+        refused = _run(home, database_url, "orgs", *args)
+        assert refused.returncode == 1 and says in refused.stderr, refused.stderr
+    assert len(_entries(database_url, "organisation.added")) == 1
+
+    # A retired organisation's systems are asked about as nobody: deny by default.
+    engine = create_engine(database_url)
+    with Session(engine) as session:
+        assert organisation_subject(session, "org_civil_affairs").type == "department"
+    _ok(home, database_url, "orgs", "retire", "org_civil_affairs")
+    with Session(engine) as session:
+        retired = organisation_subject(session, "org_civil_affairs")
+        assert (retired.type, retired.communities) == ("unknown", ())
+    engine.dispose()
+    assert "org_civil_affairs" not in _ok(home, database_url, "orgs", "list")

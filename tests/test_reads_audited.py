@@ -234,6 +234,11 @@ def _api_cases() -> CaseTable:
         ("POST", "/v1/audit/alerts/{alert_id}/review"): Case(
             NOBODY, "auditor", json={"outcome": "dismissed"}
         ),
+        # Suspensions name workers and systems, never residents.
+        ("GET", "/v1/audit/suspensions"): Case(NOBODY, "auditor"),
+        ("POST", "/v1/audit/suspensions/{actor}/lift"): Case(
+            NOBODY, "auditor", json={"reason": "reviewed: ordinary work"}
+        ),
         ("GET", "/v1/residents/{resident_id}"): Case(NAMES, "org_civil_affairs", "subsidy-review"),
         ("PATCH", "/v1/residents/{resident_id}"): lambda s: Case(
             WRITE,
@@ -360,6 +365,12 @@ def _page_cases() -> CaseTable:
         ("GET", "/console/export.csv"): Case(SEARCH, "auditor"),
         ("GET", "/console/charts"): Case(NOBODY, "auditor"),
         ("GET", "/console/anomalies"): Case(SEARCH, "auditor"),
+        ("POST", "/console/suspensions/{actor}/lift"): Case(
+            NOBODY,
+            "auditor",
+            form={"reason": "reviewed: ordinary work"},
+            csrf_from="/console/anomalies",
+        ),
         ("GET", "/console/heads"): Case(NOBODY, "auditor"),
     }
 
@@ -374,6 +385,7 @@ def _fill(path: str, stage: Stage, role: str | None) -> str:
         "index": str(stage.entry_index),
         "report": "sensitive-reads",
         "alert_id": stage.alert_id or "al_none",
+        "actor": "walk.nobody",
         "resident_id": resident,
         "export_id": stage.export_id,
         "consent_id": stage.consent_id,

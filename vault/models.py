@@ -75,6 +75,7 @@ class Street(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
     district: Mapped[str] = mapped_column(String(100))
+    retired_at: Mapped[datetime | None] = mapped_column(TZDateTime())  # vault.places
 
 
 class Community(Base):
@@ -83,6 +84,7 @@ class Community(Base):
     street_id: Mapped[str] = mapped_column(ForeignKey("streets.id"), index=True)
     name: Mapped[str] = mapped_column(String(100))
     office_phone: Mapped[str | None] = mapped_column(String(20))
+    retired_at: Mapped[datetime | None] = mapped_column(TZDateTime())  # vault.places
 
 
 class Grid(Base):
@@ -90,6 +92,7 @@ class Grid(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     community_id: Mapped[str] = mapped_column(ForeignKey("communities.id"), index=True)
     name: Mapped[str] = mapped_column(String(100))
+    retired_at: Mapped[datetime | None] = mapped_column(TZDateTime())  # vault.places
 
 
 class Building(Base):
@@ -98,6 +101,7 @@ class Building(Base):
     community_id: Mapped[str] = mapped_column(ForeignKey("communities.id"), index=True)
     grid_id: Mapped[str] = mapped_column(ForeignKey("grids.id"), index=True)
     name: Mapped[str] = mapped_column(String(100))
+    retired_at: Mapped[datetime | None] = mapped_column(TZDateTime())  # vault.places
 
 
 class Room(Base):
@@ -132,6 +136,7 @@ class Organisation(Base):
     # Public office number; residents' phones equal to it are flagged as placeholders.
     office_phone: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(TZDateTime())
     communities: Mapped[list[Community]] = relationship(secondary="organisation_communities")
     buildings: Mapped[list[Building]] = relationship(secondary="organisation_buildings")
 

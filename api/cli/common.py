@@ -218,6 +218,8 @@ def one_line(exc: BaseException) -> str:  # noqa: PLR0911 - one branch per error
         return exc.message.text(current())
     if isinstance(exc, BackupError | ConfigurationError | VerificationFailed | AuditError):
         return str(exc)
+    if isinstance(exc, VaultError) and exc.message is not None:  # e.g. vault.places
+        return exc.message.text(current())
     return f"{type(exc).__name__}: {exc}"
 
 

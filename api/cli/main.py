@@ -49,6 +49,8 @@ from api.cli.config import config_app
 from api.cli.db import db_app
 from api.cli.keys import keys_app
 from api.cli.lang import choose, current, help_text, say
+from api.cli.orgs import orgs_app
+from api.cli.places import places_app
 from api.cli.policy import policy_app
 from api.cli.trace import trace
 from api.logging import configure_logging
@@ -70,6 +72,8 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(config_app, name="config")
 app.add_typer(backup_app, name="backup")
 app.add_typer(db_app, name="db")
+app.add_typer(places_app, name="places")
+app.add_typer(orgs_app, name="orgs")
 app.command("restore", help=help_text("cli.help.main.restore"))(restore)
 app.command("trace", help=help_text("cli.help.main.trace"))(trace)
 

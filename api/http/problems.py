@@ -37,6 +37,7 @@ from access.errors import (
     UnknownPurpose,
 )
 from access.stats.service import BadStatsQuery, BudgetExhausted, UnknownMeasure
+from audit.detection import LiftRefused, ReasonRequired
 from audit.errors import (
     AuditError,
     AuditUnavailable,
@@ -56,6 +57,7 @@ from vault.errors import (
     VaultError,
 )
 from vault.i18n import Message, negotiate
+from vault.places import PlaceConflict, PlaceError
 
 log = structlog.get_logger(__name__)
 
@@ -147,6 +149,10 @@ PROBLEMS: Final[dict[type[Exception], str]] = {
     NotAResident: "insufficient-scope",  # a route for residents' own records
     BudgetExhausted: "budget-exhausted",  # with `budget` and Retry-After
     ProofUnavailable: "proof-unavailable",
+    LiftRefused: "conflict",  # not suspended: nothing to lift
+    ReasonRequired: "validation-error",  # a lift names why
+    PlaceError: "validation-error",  # the district's places and organisations
+    PlaceConflict: "conflict",  # e.g. retiring a place people live in
     StaleRecord: "conflict",
     ConsentConflict: "conflict",
     BreakGlassConflict: "conflict",

@@ -31,14 +31,13 @@ from api.http.params import (
     QueryCursor,
     QueryUser,
 )
-from api.http.problems import lang_of, problem
+from api.http.problems import problem
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
 from audit import EntryDraft
 from audit.detection import (
     LIFT_REASON_MAX,
     Detector,
-    LiftRefused,
     active_suspensions,
     is_suspended,
     lift_suspension,
@@ -359,20 +358,14 @@ def review_alert(
     detector: Detector = request.app.state.detector
     reviewer = principal.username or principal.client_id
     with runtime.transaction() as session:
-        try:
-            alert = detector.review(
-                session, alert_id, reviewer, body.outcome, body.lift_suspension, reason=body.reason
-            )
-        except LiftRefused as refused:
-            return _refused(request, refused)
+        # LiftRefused (409, or 422 without a reason) is answered by api.http.problems.
+        alert = detector.review(
+            session, alert_id, reviewer, body.outcome, body.lift_suspension, reason=body.reason
+        )
         if alert is None:
             return problem(request, "not-found")
         view = _alert_view(alert, is_suspended(session, alert.actor, alert.actor))
     return JSONResponse(view)
-
-
-def _refused(request: Request, refused: LiftRefused) -> Response:
-    return problem(request, refused.slug, detail=refused.message.text(lang_of(request)))
 
 
 @router.get("/suspensions", summary="Actors suspended pending review (scope audit:read)")
@@ -412,11 +405,8 @@ def lift_actor(
 ) -> Response:
     runtime = runtime_of(request)
     reviewer = principal.username or principal.client_id
-    try:
-        with runtime.transaction() as session:
-            lifted = lift_suspension(
-                session, runtime.audit, actor, lifted_by=reviewer, reason=body.reason
-            )
-    except LiftRefused as refused:
-        return _refused(request, refused)
+    with runtime.transaction() as session:
+        lifted = lift_suspension(
+            session, runtime.audit, actor, lifted_by=reviewer, reason=body.reason
+        )
     return JSONResponse({"actor": actor, "lifted": [s.id for s in lifted], "suspended": False})
