@@ -193,38 +193,49 @@ def list_places(session: Session, *, retired: bool = False) -> list[PlaceRow]:
         if not retired:
             query = query.where(model.retired_at.is_(None))
         found: list[AnyPlace] = list(session.scalars(query))
-        rows += [_row(session, kind, place) for place in found]
+        living = _residents_by(session, kind)  # one grouped count per kind, not per place
+        rows += [_row(session, kind, place, living.get(place.id, 0)) for place in found]
     return rows
 
 
-def _row(session: Session, kind: str, place: Street | Community | Grid | Building) -> PlaceRow:
+def _row(session: Session, kind: str, place: AnyPlace, residents: int | None = None) -> PlaceRow:
     parent = {
         "street": None,
         "community": getattr(place, "street_id", None),
         "grid": getattr(place, "community_id", None),
         "building": getattr(place, "grid_id", None),
     }[kind]
-    residents = _residents(session, kind, place.id)
+    if residents is None:
+        residents = _residents(session, kind, place.id)
     return PlaceRow(kind, place.id, place.name, parent, residents, place.retired_at is not None)
 
 
-def _residents(session: Session, kind: str, place_id: str) -> int:
-    """Active residents (decoys are not people) living in the place."""
+def _place_column(kind: str) -> Any:
+    """The column naming the place of `kind` a resident lives in (their building's)."""
+    return {
+        "building": Building.id,
+        "grid": Building.grid_id,
+        "community": Building.community_id,
+        "street": Community.street_id,
+    }[kind]
+
+
+def _residents_by(session: Session, kind: str, place_id: str | None = None) -> dict[str, int]:
+    """Active residents (decoys are not people) per place of `kind`, or of one place."""
+    column = _place_column(kind)
     query = (
-        select(func.count(Resident.id))
+        select(column, func.count(Resident.id))
         .join(Household, Household.id == Resident.household_id)
         .join(Room, Room.id == Household.room_id)
         .join(Building, Building.id == Room.building_id)
+        .join(Community, Community.id == Building.community_id)
         .where(Resident.status == "active", Resident.is_decoy.is_(False))
+        .group_by(column)
     )
-    if kind == "building":
-        query = query.where(Building.id == place_id)
-    elif kind == "grid":
-        query = query.where(Building.grid_id == place_id)
-    elif kind == "community":
-        query = query.where(Building.community_id == place_id)
-    else:
-        query = query.join(Community, Community.id == Building.community_id).where(
-            Community.street_id == place_id
-        )
-    return int(session.scalar(query) or 0)
+    if place_id is not None:
+        query = query.where(column == place_id)
+    return {str(place): int(count) for place, count in session.execute(query)}
+
+
+def _residents(session: Session, kind: str, place_id: str) -> int:
+    return _residents_by(session, kind, place_id).get(place_id, 0)

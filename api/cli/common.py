@@ -178,6 +178,22 @@ def print_listing(
     out.print(rows)
 
 
+def print_change(
+    message_id: str, record: Mapping[str, Any], *, as_json: bool, **values: Any
+) -> None:
+    """What a command that changed something prints: its catalogue line, or with `--json`
+    the changed record as one JSON object."""
+    if as_json:
+        sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    else:
+        out.print(say(message_id, **values), markup=False)
+
+
+def status_text(retired: bool) -> str:
+    """A place's or organisation's status column: in use, or retired."""
+    return say("cli.places.status.retired" if retired else "cli.places.status.active")
+
+
 # -- the one-line error path ---------------------------------------------------------------
 
 

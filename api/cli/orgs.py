@@ -24,11 +24,12 @@ from api.cli.common import (
     group,
     one_line_errors,
     option,
-    out,
+    print_change,
     print_listing,
     runtime,
+    status_text,
 )
-from api.cli.lang import help_text, say
+from api.cli.lang import help_text
 from audit import operator_event
 from vault.organisations import (
     OrganisationRow,
@@ -40,13 +41,6 @@ from vault.organisations import (
 orgs_app = group("cli.help.orgs")
 
 OrgId = Annotated[str, argument("cli.help.orgs.id", metavar="ID")]
-
-
-def _changed(message_id: str, row: OrganisationRow, as_json: bool) -> None:
-    if as_json:
-        print_listing([row], columns=[], record=OrganisationRow.record, as_json=True)
-    else:
-        out.print(say(message_id, id=row.id), markup=False)
 
 
 @orgs_app.command("add", help=help_text("cli.help.orgs.add"))
@@ -74,7 +68,7 @@ def orgs_add(  # noqa: PLR0917 - a Typer command's parameters are its options
         details["buildings"] = list(row.buildings)
         event = operator_event("organisation.added", operator_name(actor), details)
         rt.audit.record(session, [event])
-    _changed("cli.orgs.added", row, as_json)
+    print_change("cli.orgs.added", row.record(), as_json=as_json, id=row.id)
 
 
 @orgs_app.command("retire", help=help_text("cli.help.orgs.retire"))
@@ -83,11 +77,7 @@ def orgs_retire(organisation_id: OrgId, actor: Actor = None, as_json: AsJson = F
         row = retire_organisation(session, organisation_id)
         event = operator_event("organisation.retired", operator_name(actor), {"id": row.id})
         rt.audit.record(session, [event])
-    _changed("cli.orgs.retired", row, as_json)
-
-
-def _status(row: OrganisationRow) -> str:
-    return say("cli.places.status.retired" if row.retired else "cli.places.status.active")
+    print_change("cli.orgs.retired", row.record(), as_json=as_json, id=row.id)
 
 
 @orgs_app.command("list", help=help_text("cli.help.orgs.list"))
@@ -104,7 +94,7 @@ def orgs_list(
             ("cli.places.column.kind", lambda r: r.kind),
             ("cli.places.column.name", lambda r: r.name_zh),
             ("cli.orgs.column.serves", lambda r: " ".join((*r.communities, *r.buildings)) or "-"),
-            ("cli.places.column.status", _status),
+            ("cli.places.column.status", lambda r: status_text(r.retired)),
         ],
         record=OrganisationRow.record,
         as_json=as_json,

@@ -23,11 +23,12 @@ from api.cli.common import (
     group,
     one_line_errors,
     option,
-    out,
+    print_change,
     print_listing,
     runtime,
+    status_text,
 )
-from api.cli.lang import help_text, say
+from api.cli.lang import help_text
 from audit import operator_event
 from vault.places import PlaceRow, add_place, list_places, move_place, retire_place
 
@@ -35,13 +36,6 @@ places_app = group("cli.help.places")
 
 Kind = Annotated[str, argument("cli.help.places.kind", metavar="street|community|grid|building")]
 PlaceId = Annotated[str, argument("cli.help.places.id", metavar="ID")]
-
-
-def _changed(action: str, row: PlaceRow, as_json: bool) -> None:
-    if as_json:
-        print_listing([row], columns=[], record=PlaceRow.record, as_json=True)
-    else:
-        out.print(say(f"cli.places.{action}", kind=row.kind, id=row.id), markup=False)
 
 
 @places_app.command("add", help=help_text("cli.help.places.add"))
@@ -57,7 +51,7 @@ def places_add(  # noqa: PLR0917 - a Typer command's parameters are its options
         row = add_place(session, kind, place_id, name, parent)
         details = {"kind": kind, "id": place_id, "parent": parent}
         rt.audit.record(session, [operator_event("place.added", operator_name(actor), details)])
-    _changed("added", row, as_json)
+    print_change("cli.places.added", row.record(), as_json=as_json, kind=row.kind, id=row.id)
 
 
 @places_app.command("move", help=help_text("cli.help.places.move"))
@@ -72,7 +66,7 @@ def places_move(
         row = move_place(session, kind, place_id, parent)
         details = {"kind": kind, "id": place_id, "parent": parent}
         rt.audit.record(session, [operator_event("place.moved", operator_name(actor), details)])
-    _changed("moved", row, as_json)
+    print_change("cli.places.moved", row.record(), as_json=as_json, kind=row.kind, id=row.id)
 
 
 @places_app.command("retire", help=help_text("cli.help.places.retire"))
@@ -83,11 +77,7 @@ def places_retire(
         row = retire_place(session, kind, place_id)
         details = {"kind": kind, "id": place_id}
         rt.audit.record(session, [operator_event("place.retired", operator_name(actor), details)])
-    _changed("retired", row, as_json)
-
-
-def _status(row: PlaceRow) -> str:
-    return say("cli.places.status.retired" if row.retired else "cli.places.status.active")
+    print_change("cli.places.retired", row.record(), as_json=as_json, kind=row.kind, id=row.id)
 
 
 @places_app.command("list", help=help_text("cli.help.places.list"))
@@ -105,7 +95,7 @@ def places_list(
             ("cli.places.column.name", lambda r: r.name),
             ("cli.places.column.parent", lambda r: r.parent or "-"),
             ("cli.places.column.residents", lambda r: str(r.residents)),
-            ("cli.places.column.status", _status),
+            ("cli.places.column.status", lambda r: status_text(r.retired)),
         ],
         record=PlaceRow.record,
         as_json=as_json,
