@@ -50,6 +50,7 @@ from vault.i18n import Message
 from vault.masking import generalise_value, mask_value
 from vault.models import Building, Community, Resident
 from vault.pseudonyms import Pseudonyms, is_pseudonym
+from vault.purposes import LivePurposes
 from vault.services import Provenance
 
 EVALUATION_ACTION = "policy.evaluated"
@@ -132,7 +133,7 @@ class Gate:
         self.runtime = runtime
         self.engine = engine
         self.consents: ConsentLookup = consents or ConsentService(
-            runtime.vault.store, runtime.audit
+            runtime.vault.store, runtime.audit, purposes=LivePurposes(runtime.vault.sessions)
         )
         self.catalogue: Catalogue = runtime.vault.store.catalogue
         self.field_input = catalogue_fields(self.catalogue)

@@ -13,6 +13,9 @@ import audit.models
 import consent.models
 import vault.accounts
 import vault.db
+import vault.mandates
+import vault.policy_data
+import vault.purposes
 from vault.models import Base
 
 MODEL_MODULES = (
@@ -23,5 +26,8 @@ MODEL_MODULES = (
     access.models,
     access.exports.records,
     vault.db,
+    vault.purposes,
+    vault.mandates,
+    vault.policy_data,
 )
 metadata = Base.metadata

@@ -5,8 +5,11 @@ an OPA bundle expects: `policies/vault/data.json` is the document at `data.vault
 package sits in the folder its path names. The revision is a hash over both, so any change
 to policy or data makes a new revision, and cached decisions of the old one are dropped.
 
-In production the data document comes from the database (organisations, their mandates
-and jurisdictions); pass it to `load_bundle(data=...)` or `PolicyBundle.with_data`.
+The district's own data (its purpose registry and its organisations' mandates) is not
+shipped: it comes from the database at a data revision (`policies.district`) and sits at
+`data.district` (`PolicyBundle.with_district`), beside the bundle's root, so an OPA server
+that runs the shipped bundle takes it through its data API. A decision's revision names
+both: the bundle's `rev-…` and, after `.d`, the data revision (`rev-46f5f871f874487f.d42`).
 """
 
 from __future__ import annotations
@@ -32,11 +35,14 @@ __all__ = [
     "BUNDLE_ROOTS",
     "DATA_PATH",
     "DATA_ROOT",
+    "DISTRICT_ROOT",
     "ENTRYPOINT",
     "OPA_VERSION",
     "PolicyBundle",
     "build_bundle",
     "canonical_json",
+    "code_revision",
+    "combined_revision",
     "find_opa",
     "load_bundle",
     "modules_digest",
@@ -52,6 +58,8 @@ ENTRYPOINT = "vault/decision/decision"
 """The decision document, as an OPA path (`data.vault.decision.decision`)."""
 DATA_ROOT = "vault"
 """The data document lives at `data.vault`."""
+DISTRICT_ROOT = "district"
+"""The district's data (purpose registry, mandates) lives at `data.district`."""
 DATA_PATH = "vault/data.json"
 """Where the shipped data document sits, relative to the `policies` package."""
 _TEST_SUFFIX = "_test.rego"
@@ -91,6 +99,16 @@ def _revision(sources_digest: str, data_json: str) -> str:
     return "rev-" + digest.hexdigest()[:16]
 
 
+def combined_revision(revision: str, data_revision: str | None) -> str:
+    """`rev-…` alone, or `rev-….d<data revision>` when district data is loaded."""
+    return revision if data_revision is None else f"{revision}.d{data_revision}"
+
+
+def code_revision(revision: str) -> str:
+    """The policy's own revision (the bundle's) of a decision's `rev-….d<data>`."""
+    return revision.split(".d", 1)[0]
+
+
 @dataclass(frozen=True, eq=False)
 class PolicyBundle:
     """The Rego modules (path -> source, tests excluded) and the data document at data.vault.
@@ -100,6 +118,7 @@ class PolicyBundle:
 
     modules: Mapping[str, str]
     data_json: str
+    district_json: str | None = None
 
     @cached_property
     def sources_digest(self) -> str:
@@ -109,6 +128,38 @@ class PolicyBundle:
     def revision(self) -> str:
         return _revision(self.sources_digest, self.data_json)
 
+    @cached_property
+    def data_revision(self) -> str | None:
+        """The district data's revision (its `revision`), None without district data."""
+        district = self.district
+        return None if district is None else str(district.get("revision", "0"))
+
+    @cached_property
+    def decision_revision(self) -> str:
+        """What decisions under this bundle name: the revision, and the data revision."""
+        return combined_revision(self.revision, self.data_revision)
+
+    @property
+    def district(self) -> dict[str, Any] | None:
+        """A fresh copy of the district's data (the content of data.district), if any."""
+        if self.district_json is None:
+            return None
+        district: dict[str, Any] = json.loads(self.district_json)
+        return district
+
+    def with_district(self, district: Mapping[str, Any] | None) -> PolicyBundle:
+        """The same policy with the district's data from the database (None: without)."""
+        return PolicyBundle(
+            modules=self.modules,
+            data_json=self.data_json,
+            district_json=None if district is None else _data_json(district),
+        )
+
+    def district_data(self) -> dict[str, Any]:
+        """The district's data, else the shipped purposes and no organisation mandates
+        (what the policy itself falls back to), for readers other than the policy."""
+        return self.district or {"purposes": self.data.get("purposes", {}), "mandates": {}}
+
     @property
     def data(self) -> dict[str, Any]:
         """A fresh copy of the data document (the content of data.vault)."""
@@ -117,11 +168,15 @@ class PolicyBundle:
 
     def with_data(self, data: Mapping[str, Any]) -> PolicyBundle:
         """The same policy with another data document (e.g. exported from the database)."""
-        return PolicyBundle(modules=self.modules, data_json=_data_json(data))
+        return PolicyBundle(
+            modules=self.modules, data_json=_data_json(data), district_json=self.district_json
+        )
 
     def data_document(self) -> dict[str, Any]:
-        """The whole `data` an engine loads: the document under its root."""
-        return {DATA_ROOT: self.data}
+        """The whole `data` an engine loads: the document under its root, and the
+        district's beside it."""
+        district = self.district
+        return {DATA_ROOT: self.data} | ({} if district is None else {DISTRICT_ROOT: district})
 
     def write(self, directory: Path) -> Path:
         """Write the modules and data as an OPA bundle directory; returns `directory`."""

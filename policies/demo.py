@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from vault.demo import BUILDINGS_PER_GRID, COMMUNITIES, GRIDS_PER_COMMUNITY
+from policies.bundle import PolicyBundle, load_bundle
+from vault.demo import BUILDINGS_PER_GRID, COMMUNITIES, DEMO_MANDATES, GRIDS_PER_COMMUNITY
 
-__all__ = ["demo_subjects", "jurisdiction_of"]
+__all__ = ["demo_bundle", "demo_district", "demo_subjects", "jurisdiction_of"]
 
 
 def _grids(short: str) -> list[str]:
@@ -88,3 +89,23 @@ def demo_subjects() -> dict[str, dict[str, Any]]:
         "resident_guardian": {"type": "resident", "roles": [], "jurisdiction": jurisdiction_of()},
         "auditor": {"type": "auditor", "roles": ["auditor"], "jurisdiction": jurisdiction_of()},
     }
+
+
+def demo_district() -> dict[str, Any]:
+    """The district data the demo vault's database gives the policy (`policies.district`):
+    the shipped purposes, and the demo departments' mandates for each purpose as a whole.
+    For tests and benchmarks that ask an engine with no database behind it."""
+    purposes = load_bundle().data["purposes"]
+    return {
+        "revision": "demo",
+        "purposes": purposes,
+        "mandates": {
+            org: {"type": "department", "purposes": list(codes), "grants": {}}
+            for org, codes in DEMO_MANDATES.items()
+        },
+    }
+
+
+def demo_bundle() -> PolicyBundle:
+    """The shipped policy with the demo district's data."""
+    return load_bundle().with_district(demo_district())

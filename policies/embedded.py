@@ -96,7 +96,7 @@ class EmbeddedEngine:
 
     @property
     def revision(self) -> str:
-        return self._bundle.revision
+        return self._bundle.decision_revision
 
     @property
     def bundle(self) -> PolicyBundle:
@@ -105,7 +105,12 @@ class EmbeddedEngine:
     def set_data(self, data: Mapping[str, Any]) -> str:
         """Load another data document (e.g. exported from the database); the new revision."""
         self._load(self._bundle.with_data(data))
-        return self._bundle.revision
+        return self._bundle.decision_revision
+
+    def load_district(self, district: Mapping[str, Any]) -> str:
+        """Load the district's data (`policies.district`); the new revision."""
+        self._load(self._bundle.with_district(district))
+        return self._bundle.decision_revision
 
     def _load(self, bundle: PolicyBundle) -> None:
         with self._swap:
@@ -131,7 +136,7 @@ class EmbeddedEngine:
                 break
         return Decision.from_result(
             result,
-            revision=bundle.revision,
+            revision=bundle.decision_revision,
             evaluation_id=str(uuid.uuid4()),
             field_names=names,
         )

@@ -6,7 +6,10 @@ revision the server actually evaluated with from each response's provenance and 
 insist on an expected one. For development and tests it can instead push the modules
 and data itself (`OpaServerEngine.push`). When the server keeps decision logs, the
 response's `decision_id` becomes the decision's `evaluation_id`, so audit entries and
-OPA's decision log correlate.
+OPA's decision log correlate. The district's data (purpose registry and mandates, from
+the database: `policies.district`) is put at `data.district` through OPA's data API
+(`load_district`) on the first request after it changes, beside the bundle, which owns
+only `data.vault`.
 
 Transport is opa-python-client's synchronous `OpaClient`. Its `ssl` option only picks
 the URL scheme, so certificate verification is set here explicitly (`verify`: True, a
@@ -39,7 +42,13 @@ from opa_client.errors import (
     RegoParseError,
 )
 
-from policies.bundle import DATA_ROOT, PolicyBundle, load_bundle
+from policies.bundle import (
+    DATA_ROOT,
+    DISTRICT_ROOT,
+    PolicyBundle,
+    combined_revision,
+    load_bundle,
+)
 from policies.errors import PolicyEngineFault, PolicyError, PolicyUnavailable
 from policies.inputs import field_names
 from policies.interfaces import Decision
@@ -103,6 +112,8 @@ class OpaServerEngine:
         self._expected = expected_revision
         self._ttl = revision_ttl
         self._pushed: PolicyBundle | None = None
+        # The district data revision this engine last put at data.district, if any.
+        self._district: str | None = None
         self._revision: str | None = None
         self._revision_read_at = float("-inf")
         self._lock = threading.Lock()
@@ -118,6 +129,9 @@ class OpaServerEngine:
 
     @property
     def revision(self) -> str:
+        return combined_revision(self._code_revision(), self._district)
+
+    def _code_revision(self) -> str:
         if self._pushed is not None:
             return self._pushed.revision
         if self._revision is None or time.monotonic() - self._revision_read_at > self._ttl:
@@ -182,14 +196,16 @@ class OpaServerEngine:
         so each decision gets a fresh UUID as its evaluation id."""
         names = [field_names(case) for case in inputs]
         chunks = [list(inputs[i : i + chunk_size]) for i in range(0, len(inputs), chunk_size)]
-        before = self.revision if self._pushed is not None else self.server_revision()
+        before = self._code_revision() if self._pushed is not None else self.server_revision()
+        district = self._district
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             answers = list(pool.map(self._query_batch, chunks))
-        after = self.revision if self._pushed is not None else self.server_revision()
-        if before != after:
+        after = self._code_revision() if self._pushed is not None else self.server_revision()
+        if before != after or district != self._district:
             raise PolicyEngineFault(f"the server moved from {before} to {after} during a batch")
         if self._pushed is None:
             self._remember(after)
+        after = combined_revision(after, district)
         results = [result for answer in answers for result in answer]
         if len(results) != len(inputs):
             raise PolicyEngineFault("the OPA server returned too few decisions")
@@ -239,6 +255,9 @@ class OpaServerEngine:
         return response
 
     def _revision_of(self, response: Mapping[str, Any]) -> str:
+        return combined_revision(self._bundle_revision_of(response), self._district)
+
+    def _bundle_revision_of(self, response: Mapping[str, Any]) -> str:
         provenance = response.get("provenance")
         bundles = provenance.get("bundles") if isinstance(provenance, Mapping) else None
         if self._pushed is not None:
@@ -279,7 +298,10 @@ class OpaServerEngine:
         except (requests.RequestException, ConnectionsError) as exc:
             raise PolicyUnavailable(f"OPA server unreachable at {self.url}: {exc}") from exc
         self._pushed = bundle
-        return bundle.revision
+        district = bundle.district
+        if district is not None:
+            return self.load_district(district)
+        return self.revision
 
     def _push_modules(self, modules: Mapping[str, str]) -> None:
         # A module that calls another's functions compiles only once that one is loaded:
@@ -295,6 +317,17 @@ class OpaServerEngine:
             if len(failures) == len(pending):
                 raise next(iter(failures.values()))
             pending = {path: modules[path] for path in failures}
+
+    def load_district(self, district: Mapping[str, Any]) -> str:
+        """Put the district's data at data.district through the data API (beside the
+        bundle, which owns only data.vault); the new revision."""
+        try:
+            if not self._client.update_or_create_data(dict(district), DISTRICT_ROOT):
+                raise PolicyEngineFault("the OPA server refused the district data")
+        except (requests.RequestException, ConnectionsError) as exc:
+            raise PolicyUnavailable(f"OPA server unreachable at {self.url}: {exc}") from exc
+        self._district = str(district.get("revision", "0"))
+        return self.revision
 
     def set_data(self, data: Mapping[str, Any]) -> str:
         """Push another data document with the same modules; the new revision."""

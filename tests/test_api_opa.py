@@ -16,6 +16,7 @@ import pytest
 
 from audit.models import AuditEntry
 from policies import CachedEngine, OpaServerEngine, build_bundle, load_bundle
+from policies.bundle import code_revision
 from policies.opa_server import local_opa_server
 from tests.conftest import IN_CI
 from tests.demo_server import DemoServer, residents_where, run_demo_server
@@ -64,7 +65,9 @@ def test_opa_server_decides_like_the_embedded_engine(
     resident = residents_where(opa_server)[0]
     response = _read(opa_server, resident)
     assert response.status_code == 200, response.text
-    assert response.headers["Policy-Revision"] == load_bundle().revision
+    # The bundle's revision, then the district data's (policies.district).
+    assert code_revision(response.headers["Policy-Revision"]) == load_bundle().revision
+    assert ".d" in response.headers["Policy-Revision"]
     embedded = EmbeddedEngine()
     try:
         with run_demo_server(

@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from api.cli.main import app as cli
 from audit.models import AuditEntry
 from policies import OpaServerEngine, build_bundle, load_bundle
+from policies.bundle import code_revision
 from policies.opa_server import free_port, local_opa_server
 from tests.demo_server import DemoServer, call, residents_in, run_demo_server
 from tests.test_api_opa import _opa
@@ -200,10 +201,10 @@ def test_service_serves_decisions_under_the_shipped_revision(
     resident = residents_in(service, "cm_xingfu")[0]
     response = _read(service, resident, token)
     assert response.status_code == 200, response.text
-    assert response.headers["Policy-Revision"] == sidecar.shipped
+    assert code_revision(response.headers["Policy-Revision"]) == sidecar.shipped
     ready = httpx.get(f"{service.url}/readyz")
     assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"]["policy"]["revision"] == sidecar.shipped
+    assert code_revision(ready.json()["checks"]["policy"]["revision"]) == sidecar.shipped
 
 
 def test_decision_log_correlates_with_audit_and_holds_no_personal_data(
@@ -319,10 +320,10 @@ def test_a_pinned_revision_is_accepted_and_recorded(
             token = pinned.client_token(READER)
             response = _read(pinned, residents_in(pinned, "cm_xingfu")[0], token)
             assert response.status_code == 200, response.text
-            assert response.headers["Policy-Revision"] == sidecar.modified
+            assert code_revision(response.headers["Policy-Revision"]) == sidecar.modified
             assert httpx.get(f"{pinned.url}/readyz").status_code == 200
             recorded = {
-                (action, revision)
+                (action, code_revision(revision or ""))
                 for _kind, revision, action in _entries(pinned)
                 if action == "policy.revision_in_force"
             }

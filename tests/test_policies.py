@@ -33,7 +33,7 @@ from policies import (
 )
 from policies.build_wasm import WASM_PATH, compile_wasm, source_modules
 from policies.bundle import PolicyBundle, build_bundle, policy_revision
-from policies.demo import demo_subjects
+from policies.demo import demo_bundle, demo_district, demo_subjects
 from policies.embedded import EmbeddedEngine, shipped_wasm
 from policies.explain import Explainer
 from policies.inputs import ACTIONS, TARGETS, catalogue_fields
@@ -64,7 +64,7 @@ def _opa(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="session")
 def engine() -> Iterator[EmbeddedEngine]:
-    with EmbeddedEngine() as embedded:
+    with EmbeddedEngine(demo_bundle()) as embedded:
         yield embedded
 
 
@@ -83,6 +83,7 @@ def opa_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
 def server_engine(opa_server: tuple[str, Path]) -> Iterator[OpaServerEngine]:
     url, _ = opa_server
     with OpaServerEngine(url, expected_revision=load_bundle().revision, timeout=10) as server:
+        server.load_district(demo_district())  # what the vault puts there from its database
         yield server
 
 
@@ -283,8 +284,12 @@ def test_revision_names_policy_and_data() -> None:
     reordered = dict(reversed(list(bundle.data.items())))
     assert bundle.with_data(reordered).revision == bundle.revision
     changed = bundle.data
-    changed["mandates"]["organisations"]["org_health"]["purposes"] = []
+    changed["mandates"]["subject_types"]["department"]["purposes"] = ["subsidy-review"]
     assert bundle.with_data(changed).revision != bundle.revision
+    # The district's data is named apart, after the policy's revision.
+    district = bundle.with_district(demo_district() | {"revision": "42"})
+    assert district.revision == bundle.revision
+    assert district.decision_revision == f"{bundle.revision}.d42"
     edited = dict(bundle.modules)
     edited["vault/decision/decision.rego"] += "\n"
     assert policy_revision(edited, bundle.data) != bundle.revision
@@ -393,7 +398,7 @@ def test_server_revision_is_checked(opa_server: tuple[str, Path]) -> None:
 
 
 def test_pushed_policy_agrees_and_follows_data(engine: EmbeddedEngine) -> None:
-    with local_opa_server(_opa_bin()) as url, OpaServerEngine.push(url) as server:
+    with local_opa_server(_opa_bin()) as url, OpaServerEngine.push(url, demo_bundle()) as server:
         with OpaServerEngine(url) as bundle_mode, pytest.raises(PolicyEngineFault):
             _ = bundle_mode.revision  # this server runs no bundle
         assert server.revision == engine.revision
@@ -401,10 +406,10 @@ def test_pushed_policy_agrees_and_follows_data(engine: EmbeddedEngine) -> None:
             for purpose in ("subsidy-review", "property-notice", "grid-service"):
                 case = decision_input(SUBJECTS[label], purpose=purpose, action="read")
                 assert server.evaluate(case).to_result() == engine.evaluate(case).to_result()
-        data = load_bundle().data
-        data["mandates"]["organisations"]["org_civil_affairs"]["purposes"] = []
-        revision = server.set_data(data)
-        assert revision != engine.revision == load_bundle().revision
+        district = demo_district() | {"revision": "43"}
+        district["mandates"]["org_civil_affairs"]["purposes"] = []
+        revision = server.load_district(district)
+        assert revision != engine.revision == demo_bundle().decision_revision
         decision = server.evaluate(
             decision_input(SUBJECTS["civil_affairs"], purpose="subsidy-review", action="read")
         )
@@ -421,13 +426,13 @@ def test_unreachable_server_is_unavailable() -> None:
 
 def test_embedded_data_swap_keeps_revision_and_decision_together() -> None:
     """Decisions evaluated while the data is swapped name the revision of their data."""
-    bundle = load_bundle()
-    closed = bundle.data
-    closed["mandates"]["organisations"]["org_civil_affairs"]["purposes"] = []
-    allowed_under = bundle.revision
+    bundle = demo_bundle()
+    closed = demo_district() | {"revision": "closed"}
+    closed["mandates"]["org_civil_affairs"]["purposes"] = []
+    allowed_under = bundle.decision_revision
     case = decision_input(SUBJECTS["civil_affairs"], purpose="subsidy-review", action="read")
     with EmbeddedEngine(bundle) as swapping:
-        denied_under = bundle.with_data(closed).revision
+        denied_under = bundle.with_district(closed).decision_revision
 
         def evaluate(_: int) -> Decision:
             return swapping.evaluate(case)
@@ -435,7 +440,7 @@ def test_embedded_data_swap_keeps_revision_and_decision_together() -> None:
         with ThreadPoolExecutor(max_workers=3) as pool:
             futures = [pool.submit(evaluate, i) for i in range(150)]
             for i in range(20):
-                swapping.set_data(closed if i % 2 == 0 else bundle.data)
+                swapping.load_district(closed if i % 2 == 0 else demo_district())
             results = [f.result() for f in futures]
     for decision in results:
         assert decision.revision == (allowed_under if decision.allow else denied_under)

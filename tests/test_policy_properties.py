@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from policies import CachedEngine, Decision, RowScope, Treatment, load_bundle
 from policies.cache import cache_key
-from policies.demo import demo_subjects
+from policies.demo import demo_bundle, demo_district, demo_subjects
 from policies.embedded import EmbeddedEngine
 from policies.inputs import ACTIONS, SUBJECT_TYPES, TARGETS, catalogue_fields, decision_input
 from policies.interfaces import TREATMENT_RANK
@@ -53,7 +53,7 @@ field_lists = st.lists(st.sampled_from(FIELDS), unique_by=lambda f: f["name"], m
 def _mandated(subject: Mapping[str, Any]) -> list[str]:
     """The purposes the data document grants a demo subject (the type's, or its own)."""
     mandates = DATA["mandates"]
-    own = mandates["organisations"].get(subject.get("organisation"), {})
+    own = demo_district()["mandates"].get(subject.get("organisation"), {})
     if own.get("type") == subject["type"] and "purposes" in own:
         return list(own["purposes"])
     return list(mandates["subject_types"].get(subject["type"], {}).get("purposes", []))
@@ -86,7 +86,7 @@ inputs = st.one_of(
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[EmbeddedEngine]:
-    with EmbeddedEngine() as embedded:
+    with EmbeddedEngine(demo_bundle()) as embedded:
         yield embedded
 
 
@@ -229,15 +229,15 @@ def test_non_text_parts_count_as_absent(
 
 
 def _no_civil_affairs_mandate() -> dict[str, Any]:
-    data = load_bundle().data
-    data["mandates"]["organisations"]["org_civil_affairs"]["purposes"] = []
-    return data
+    district = demo_district() | {"revision": "revoked"}
+    district["mandates"]["org_civil_affairs"]["purposes"] = []
+    return district
 
 
 @pytest.fixture(scope="module")
 def swappable() -> Iterator[EmbeddedEngine]:
     """An engine of its own, since this test changes its data."""
-    with EmbeddedEngine() as embedded:
+    with EmbeddedEngine(demo_bundle()) as embedded:
         yield embedded
 
 
@@ -247,13 +247,13 @@ def test_cache_key_follows_the_revision(swappable: EmbeddedEngine, case: dict[st
     civil_affairs = decision_input(
         SUBJECTS["civil_affairs"], purpose="subsidy-review", action="read", fields=FIELDS
     )
-    shipped = load_bundle().data
+    shipped = demo_district()
     cached = CachedEngine(swappable)
     before: Decision = cached.evaluate(civil_affairs)
     cached.evaluate(case)
     old_revision = cached.revision
     try:
-        new_revision = swappable.set_data(_no_civil_affairs_mandate())
+        new_revision = swappable.load_district(_no_civil_affairs_mandate())
         assert new_revision != old_revision == before.revision
         after = cached.evaluate(civil_affairs)
         assert not after.from_cache
@@ -263,4 +263,4 @@ def test_cache_key_follows_the_revision(swappable: EmbeddedEngine, case: dict[st
         assert stats.revision == new_revision
         assert stats.entries == 1 and stats.invalidations == 1
     finally:
-        assert swappable.set_data(shipped) == old_revision
+        assert swappable.load_district(shipped) == old_revision

@@ -38,8 +38,9 @@ def plant(data: dict[str, Any]) -> None:
     # 1. Property notices also show the name, masked. (Asking for the phone in clear would
     #    change nothing: it is a linking key the purpose does not declare, so it stays masked.)
     data["purposes"]["property-notice"]["fields"]["name"] = "masked"
-    # 2. The health commission gains elderly-care visits.
-    data["mandates"]["organisations"]["org_health"]["purposes"].append("elderly-care-visit")
+    # 2. Every department gains elderly-care visits by default (a subject type's mandate
+    #    is policy; an organisation's own is the district's data, in the database).
+    data["mandates"]["subject_types"]["department"]["purposes"].append("elderly-care-visit")
 
 
 def changes_of(output: str) -> list[dict[str, Any]]:
@@ -64,12 +65,12 @@ def test_diff_reports_a_planted_change_exactly(tmp_path: Path) -> None:
         for c in named
     )
     rest = [c for c in changes if c["purpose"] != "property-notice"]
-    assert {c["subject"] for c in rest} == {"org:org_health"}
+    assert {c["subject"] for c in rest} == {"type:department"}
     assert {c["purpose"] for c in rest} == {"elderly-care-visit"}
     access = sorted(c["action"] for c in rest if c["what"] == "access")
     assert access == ["list", "read", "search"]  # the purpose's actions, now allowed
     assert all(c["direction"] == "gains" for c in rest)
-    # The fields gained are exactly what the new policy shows org_health for the purpose.
+    # The fields gained are exactly what the new policy shows a department for the purpose.
     with EmbeddedEngine(load_policy(new)) as engine:
         data = load_policy(new).data
         table = policy_table(
@@ -77,7 +78,7 @@ def test_diff_reports_a_planted_change_exactly(tmp_path: Path) -> None:
         )
     shown = {
         n
-        for n, t in table["org:org_health", "elderly-care-visit", "read"].fields.items()
+        for n, t in table["type:department", "elderly-care-visit", "read"].fields.items()
         if t != "denied"
     }
     gained = {c["name"] for c in rest if c["what"] == "field" and c["action"] == "read"}
@@ -93,7 +94,7 @@ def test_no_change_means_an_empty_diff_and_a_clean_exit(tmp_path: Path) -> None:
     new = write_policy(tmp_path / "new", plant)
     changed = run_cli("--lang", "en", "policy", "diff", str(old), str(new), "--fail-on-change")
     assert changed.returncode == 1
-    assert "org:org_health" in changed.stdout and "name denied → masked" in changed.stdout
+    assert "type:department" in changed.stdout and "name denied → masked" in changed.stdout
 
 
 def test_diff_of_a_bundle_and_bad_input(tmp_path: Path) -> None:
@@ -138,7 +139,7 @@ def test_a_rego_change_is_compiled_and_compared(tmp_path: Path) -> None:
     assert all((c.what, c.before, c.after) == ("field", "masked", "denied") for c in changes)
 
 
-def test_explain_on_the_command_line() -> None:
+def test_explain_on_the_command_line(tmp_path: Path) -> None:
     done = run_cli(
         "policy", "explain", "--as", "property_company", "--purpose", "subsidy-review", "--json"
     )
@@ -146,17 +147,29 @@ def test_explain_on_the_command_line() -> None:
     explained = json.loads(done.stdout)
     assert explained["outcome"] == "denied"
     assert "deny:no-mandate" in explained["deciding_rules"]
+    # An organisation of the vault here, with the mandate its database gives it.
+    home = tmp_path / "vault"
+    for step in (
+        ["init"],
+        ["places", "add", "street", "st_x", "--name", "X"],
+        ["places", "add", "community", "cm_x", "--name", "X", "--parent", "st_x"],
+        ["orgs", "add", "org_ca_x", "--kind", "department", "--name", "X", "--place", "cm_x"],
+        ["mandates", "grant", "org_ca_x", "--purpose", "subsidy-review", "--action", "read"],
+    ):
+        made = run_cli(*step, home=home)
+        assert made.returncode == 0, made.stderr
     text = run_cli(
         "--lang",
         "en",
         "policy",
         "explain",
         "--as",
-        "org_civil_affairs",
+        "org_ca_x",
         "--purpose",
         "subsidy-review",
         "--field",
         "id_number",
+        home=home,
     )
     assert text.returncode == 0, text.stderr
     assert "linking key" in text.stdout and "ID number" in text.stdout

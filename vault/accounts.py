@@ -22,7 +22,8 @@ class User(Base):
     __tablename__ = "oauth_users"
     __table_args__ = (
         CheckConstraint(
-            "role IN ('resident', 'grid_worker', 'community_worker', 'auditor')", name="role"
+            "role IN ('resident', 'grid_worker', 'community_worker', 'auditor', 'operator')",
+            name="role",
         ),
     )
 

@@ -11,10 +11,12 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Final
 
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from vault.mandates import grant_mandate
 from vault.models import (
     Building,
     Community,
@@ -27,6 +29,7 @@ from vault.models import (
     Room,
     Street,
 )
+from vault.purposes import RegisteredPurpose
 from vault.services import NewResident, Provenance, ResidentStore
 from vault.synthetic import make_household
 
@@ -171,7 +174,32 @@ def _organisations(session: Session, buildings: list[tuple[Building, str]]) -> i
         )
         session.add_all(OrganisationBuilding(organisation_id=org_id, building_id=b) for b in served)
     session.flush()
+    _mandates(session)
     return len(organisations)
+
+
+# The demo departments' mandates: each purpose for every action it permits, every field.
+DEMO_MANDATES: Final = {
+    "org_civil_affairs": ("subsidy-review", "elderly-care-visit", "community-statistics"),
+    "org_health": ("public-health-followup", "community-statistics"),
+    "org_public_security": ("household-registration-check",),
+}
+
+
+def _mandates(session: Session) -> None:
+    for org_id, purposes in DEMO_MANDATES.items():
+        for code in purposes:
+            registered = session.get(RegisteredPurpose, code)
+            if registered is None:  # a registry without the shipped purpose
+                continue
+            grant_mandate(
+                session,
+                org_id,
+                code,
+                registered.definition["actions"],
+                field_categories={},
+                actor="demo",
+            )
 
 
 def _rooms(buildings: list[tuple[Building, str]]) -> list[tuple[Room, str]]:

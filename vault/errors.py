@@ -115,3 +115,18 @@ class StaleRecord(VaultError):
         super().__init__("the record was changed by someone else; read it again")
         self.resident_id = resident_id
         self.message: Message = Message("error.vault.stale-record")
+
+
+class DistrictError(VaultError):
+    """A change to the district's policy data (its purposes or mandates) that cannot be made
+    as asked; nothing was written."""
+
+    slug: ClassVar[str] = "validation-error"
+
+    def __init__(self, message: Message) -> None:
+        super().__init__(message.text("en"))
+        self.message = message
+
+
+class DistrictConflict(DistrictError):
+    slug = "conflict"  # e.g. a purpose code that is already registered

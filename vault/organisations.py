@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from vault.i18n import Message
@@ -90,6 +90,44 @@ def add_organisation(
     )
     session.flush()
     return _row(session, session.get_one(Organisation, organisation_id))
+
+
+def change_organisation(
+    session: Session,
+    organisation_id: str,
+    *,
+    name: str,
+    name_en: str | None = None,
+    communities: Sequence[str] = (),
+    buildings: Sequence[str] = (),
+) -> OrganisationRow:
+    """Rename an organisation in service, or change the places it serves (its kind, which
+    its mandates are written for, never changes: retire it and add another)."""
+    organisation = session.get(Organisation, organisation_id)
+    if organisation is None:
+        raise PlaceError(Message("error.org.unknown", {"id": organisation_id}))
+    if organisation.retired_at is not None:
+        raise PlaceConflict(Message("error.org.retired", {"id": organisation_id}))
+    names = [n.strip() for n in (name, name_en or name)]
+    if any(not n or len(n) > NAME_LENGTH for n in names):
+        raise PlaceError(Message("error.place.name", {"most": NAME_LENGTH}))
+    for place_id in communities:
+        _active(session.get(Community, place_id), "community", place_id)
+    for place_id in buildings:
+        _active(session.get(Building, place_id), "building", place_id)
+    organisation.name_zh, organisation.name_en = names
+    for link in (OrganisationCommunity, OrganisationBuilding):
+        session.execute(delete(link).where(link.organisation_id == organisation_id))
+    session.add_all(
+        OrganisationCommunity(organisation_id=organisation_id, community_id=c)
+        for c in dict.fromkeys(communities)
+    )
+    session.add_all(
+        OrganisationBuilding(organisation_id=organisation_id, building_id=b)
+        for b in dict.fromkeys(buildings)
+    )
+    session.flush()
+    return _row(session, organisation)
 
 
 def _active(place: Community | Building | None, kind: str, place_id: str) -> None:

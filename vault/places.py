@@ -156,6 +156,17 @@ def move_place(session: Session, kind: str, place_id: str, parent: str) -> Place
     return _row(session, kind, place)
 
 
+def rename_place(session: Session, kind: str, place_id: str, name: str) -> PlaceRow:
+    """Give a place another name (its id, which the audit entries name, stays)."""
+    place = _place(session, kind, place_id)
+    name = name.strip()
+    if not name or len(name) > NAME_LENGTH:
+        raise PlaceError(Message("error.place.name", {"most": NAME_LENGTH}))
+    place.name = name
+    session.flush()
+    return _row(session, kind, place)
+
+
 def retire_place(session: Session, kind: str, place_id: str) -> PlaceRow:
     """Retire a place: refused while residents live in it or places under it are in use."""
     place = _place(session, kind, place_id)

@@ -375,6 +375,12 @@ class RestoreReport:
     missing_keks: list[str] = field(default_factory=list)
 
 
+# Tables a new schema already holds rows in (migration 0015 seeds the purpose registry and
+# its first data revision): an empty target still counts as empty, and the load replaces
+# them with the backup's. In the order they can be emptied (mandates refer to purposes).
+SEEDED_BY_MIGRATIONS = ("mandates", "purposes", "policy_data_changes")
+
+
 def _check_target_empty(
     engine_tables: Sequence[str], connection: Connection, tables: Sequence[Table], revision: str
 ) -> bool:
@@ -382,7 +388,11 @@ def _check_target_empty(
     ours = [name for name in engine_tables if name != "alembic_version"]
     if not ours:
         return True
-    filled = {name: n for name, n in count_rows(connection, tables).items() if n}
+    filled = {
+        name: n
+        for name, n in count_rows(connection, tables).items()
+        if n and name not in SEEDED_BY_MIGRATIONS
+    }
     if filled:
         raise RestoreFailed(
             f"the target database is not empty ({len(filled)} tables hold rows, e.g. "
@@ -488,6 +498,8 @@ def _load_rows(
     """Every row in one transaction (with the audit partitions they need): all or none."""
     try:
         with archive.open("rb") as source, engine.begin() as connection:
+            for name in SEEDED_BY_MIGRATIONS:  # the backup holds these rows as they were
+                connection.execute(tables[name].delete())
             _audit_partitions_for(connection, manifest["audit"].get("first_recorded_at"))
             read_backup(
                 decrypted_lines(source, identity),

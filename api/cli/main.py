@@ -47,11 +47,14 @@ from api.cli.common import (
 )
 from api.cli.config import config_app
 from api.cli.db import db_app
+from api.cli.district import district_app
 from api.cli.keys import keys_app
 from api.cli.lang import choose, current, help_text, say
+from api.cli.mandates import mandates_app
 from api.cli.orgs import orgs_app
 from api.cli.places import places_app
 from api.cli.policy import policy_app
+from api.cli.purposes import purposes_app
 from api.cli.trace import trace
 from api.logging import configure_logging
 from api.oauth.keys import ensure_oauth_keys
@@ -74,6 +77,9 @@ app.add_typer(backup_app, name="backup")
 app.add_typer(db_app, name="db")
 app.add_typer(places_app, name="places")
 app.add_typer(orgs_app, name="orgs")
+app.add_typer(mandates_app, name="mandates")
+app.add_typer(purposes_app, name="purposes")
+app.add_typer(district_app, name="district")
 app.command("restore", help=help_text("cli.help.main.restore"))(restore)
 app.command("trace", help=help_text("cli.help.main.trace"))(trace)
 

@@ -22,8 +22,9 @@ from access.subjects import organisation_subject
 from api.cli.common import argument, err, fail, group, option, out, runtime, settings
 from api.cli.lang import current as current_lang
 from api.cli.lang import help_text, say
-from policies import PolicyError, build_bundle, load_bundle
+from policies import PolicyBundle, PolicyError, build_bundle, load_bundle
 from policies.bundle import find_opa
+from policies.district import district_data
 from policies.explain import Explainer
 from policies.inputs import catalogue_fields, decision_input
 from policies.review import (
@@ -71,6 +72,16 @@ def _vault_organisation(organisation: str) -> dict[str, Any] | None:
         return organisation_subject(session, organisation).policy_input()
 
 
+def _district_bundle() -> PolicyBundle:
+    """The shipped policy with this vault's district data (its purposes and mandates), or
+    without any when there is no vault here."""
+    configured = settings()
+    if not configured.keyring_path.exists():
+        return load_bundle()
+    with runtime(configured) as rt, rt.vault.sessions() as session:
+        return load_bundle().with_district(district_data(session).document)
+
+
 @policy_app.command("explain", help=help_text("cli.help.policy.explain"))
 def explain_command(
     as_: Annotated[str, option("cli.help.policy.explain.as", "--as")],
@@ -81,8 +92,8 @@ def explain_command(
 ) -> None:
     """Explain why an access is allowed or refused."""
     lang = current_lang()
-    bundle = load_bundle()
-    data = bundle.data
+    bundle = _district_bundle()
+    data = {**bundle.data, "purposes": bundle.district_data()["purposes"]}
     subject = _subject(as_, data)
     catalogue = default_catalogue()
     unknown = [f for f in field or () if f not in catalogue]

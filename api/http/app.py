@@ -53,9 +53,11 @@ from audit.detection import DetectionRules, Detector
 from audit.models import AuditEntry
 from consent.notices import notice
 from policies import CachedEngine, PolicyEngine, PolicyError, load_bundle
+from policies.district import follow_district
 from policies.explain import Explainer
 from policies.settings import PoliciesSettings
 from vault.i18n import HTML_LANG, text
+from vault.purposes import LivePurposes, registered_purposes
 
 log = structlog.get_logger(__name__)
 
@@ -270,13 +272,15 @@ def create_app(
     configure_logging()
     runtime = open_runtime(settings)  # refuses to start without the keyring
     tracing = tracer_for(settings, tracer_provider)
-    policy = _observed(runtime, engine or policy_engine(settings), tracing)
+    # Every engine decides with the district's data from the database (policies.district).
+    followed = follow_district(engine or policy_engine(settings), runtime.vault.sessions)
+    policy = _observed(runtime, followed, tracing)
     gate = Gate(runtime, policy)
     metrics = (
         Metrics(
             runtime,
             policy,
-            purposes=load_bundle().data.get("purposes", {}),
+            purposes=LivePurposes(runtime.vault.sessions),
             expected_revision=getattr(innermost(policy), "expected_revision", None),
         )
         if settings.metrics_enabled
@@ -310,7 +314,7 @@ def create_app(
     app.state.readiness = readiness
     app.state.detector = detector
     app.state.explainer = Explainer(
-        load_bundle().data,
+        {**load_bundle().data, "purposes": LivePurposes(runtime.vault.sessions)},
         gate.field_input,
         {k: {"zh": v.zh, "en": v.en} for k, v in gate.catalogue.categories.items()},
     )
@@ -338,14 +342,15 @@ def create_app(
     install_openapi(
         app,
         routers,
-        load_bundle().data.get("purposes", {}),
+        LivePurposes(runtime.vault.sessions),
     )
 
     @app.get("/v1/purposes", tags=["metadata"])
-    async def list_purposes() -> dict[str, Any]:
+    def list_purposes() -> dict[str, Any]:
         """The purpose registry: names, legal basis and reference, fields, recipients, and
         the plain-language notice (zh/en) a consent records the version of."""
-        purposes = load_bundle().data.get("purposes", {})
+        with runtime.vault.sessions() as session:
+            purposes = registered_purposes(session)
         catalogue = runtime.vault.store.catalogue
         return {
             "items": [

@@ -57,7 +57,9 @@ from access.runtime import Runtime
 from api.http.problems import problem
 from api.http.settings import HttpSettings
 from audit.models import AuditQueue
-from policies import CachedEngine, Decision, PolicyEngine, PolicyError, PolicyUnavailable
+from policies import Decision, PolicyEngine, PolicyError, PolicyUnavailable
+from policies.bundle import code_revision
+from policies.district import is_engine
 from policies.inputs import decision_input
 
 __all__ = [
@@ -134,8 +136,8 @@ def _revision_details(exc: BaseException) -> dict[str, str]:
 def innermost(engine: PolicyEngine) -> PolicyEngine:
     """The engine that really evaluates, below caches and observers."""
     while True:
-        inner = engine.engine if isinstance(engine, (CachedEngine, ObservedEngine)) else None
-        if inner is None:
+        inner = getattr(engine, "engine", None)  # caches, observers, the district follower
+        if not is_engine(inner):
             return engine
         engine = inner
 
@@ -525,7 +527,8 @@ class Readiness:
         revision = engine.revision
         decision = engine.evaluate(_PROBE_INPUT)
         expected = getattr(engine, "expected_revision", None)
-        if decision.revision != revision or (expected is not None and revision != expected):
+        pinned = expected is not None and code_revision(revision) != expected
+        if decision.revision != revision or pinned:
             raise PolicyError("the probe decision ran under another revision")
         if self.on_revision is not None:
             self.on_revision(revision)

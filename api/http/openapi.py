@@ -6,7 +6,7 @@ data, so the document cannot drift from what the service enforces.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -30,7 +30,9 @@ def _scopes_of(route: APIRoute) -> list[str] | None:
     return None
 
 
-def install_openapi(app: FastAPI, routers: Sequence[APIRouter], purposes: dict[str, Any]) -> None:
+def install_openapi(
+    app: FastAPI, routers: Sequence[APIRouter], purposes: Mapping[str, Any]
+) -> None:
     """`routers`: those whose routes carry scopes (included routers keep their own routes)."""
 
     def openapi() -> dict[str, Any]:

@@ -49,6 +49,8 @@ from consent.errors import ConsentConflict, ConsentError, ConsentNotFound, Inval
 from policies import Decision
 from vault.db import is_timeout
 from vault.errors import (
+    DistrictConflict,
+    DistrictError,
     InvalidValue,
     ResidentNotFound,
     StaleRecord,
@@ -153,6 +155,8 @@ PROBLEMS: Final[dict[type[Exception], str]] = {
     ReasonRequired: "validation-error",  # a lift names why
     PlaceError: "validation-error",  # the district's places and organisations
     PlaceConflict: "conflict",  # e.g. retiring a place people live in
+    DistrictError: "validation-error",  # the district's purposes and mandates
+    DistrictConflict: "conflict",  # e.g. a purpose code already registered
     StaleRecord: "conflict",
     ConsentConflict: "conflict",
     BreakGlassConflict: "conflict",

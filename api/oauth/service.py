@@ -58,6 +58,7 @@ from vault.models import (
     new_id,
     utcnow,
 )
+from vault.purposes import LivePurposes
 
 log = structlog.get_logger(__name__)
 
@@ -788,7 +789,7 @@ def create_demo_accounts(
     # one lives in a building a company serves); it has its receipt and audit event.
     create_demo_consents(
         session,
-        ConsentService(runtime.vault.store, audit),
+        ConsentService(runtime.vault.store, audit, purposes=LivePurposes(runtime.vault.sessions)),
         [str(u["resident_id"]) for u in users if u.get("resident_id")],
     )
     return {

@@ -13,9 +13,9 @@ from sqlalchemy import select
 
 from access.runtime import Runtime
 from consent.notices import notice
-from policies import load_bundle
 from vault.accounts import User
 from vault.models import Organisation
+from vault.purposes import registered_purposes
 
 
 @dataclass
@@ -76,10 +76,11 @@ def names_for(runtime: Runtime, lang: str) -> Names:
             u.username: (u.role, u.badge_number)
             for u in session.scalars(select(User).where(User.role != "resident"))
         }
+        purposes = registered_purposes(session)
     return Names(
         lang=lang,
         organisations=organisations,
-        purposes=dict(load_bundle().data.get("purposes", {})),
+        purposes=purposes,
         fields={s.name: (s.label.zh, s.label.en) for s in catalogue},
         workers=workers,
         runtime=runtime,

@@ -5,8 +5,12 @@
 #   whether the caller may read, each field's treatment, the row constraints as data,
 #   the obligations, and the rules that decided. Deny by default: every part has a
 #   default, and allow needs every condition to hold, so a missing input attribute
-#   denies rather than opening the gate. The data document lives under data.vault
-#   (purposes, mandates, subject_types, actions, resident_access, reasons).
+#   denies rather than opening the gate. The policy's own data lives under data.vault
+#   (subject_types, actions, resident_access, the subject types' default mandates,
+#   reasons); the district's data under data.district (the purpose registry and the
+#   organisations' mandates, from the database at a data revision: policies/district.py).
+#   Without data.district, the purposes shipped in data.vault apply and no organisation
+#   holds a mandate of its own.
 package vault.decision
 
 import data.vault.row_constraints
@@ -57,7 +61,7 @@ fields := {name: "denied" | some field in _input_fields; name := field.name} if 
 
 fields := {name: "clear" | some field in _input_fields; name := field.name} if _resident_allowed
 
-fields := {name: treatment.for_field(field, _purpose, _pseudonymous) |
+fields := {name: _granted_treatment(field) |
 	some field in _input_fields
 	name := field.name
 } if _mandate_allowed
@@ -159,7 +163,16 @@ _purpose_code := input.purpose if {
 	input.purpose != ""
 }
 
-_purpose := data.vault.purposes[_purpose_code]
+# The purpose registry: the district's, else the one shipped with the policy.
+_purposes := data.district.purposes if {
+	is_object(data.district.purposes)
+} else := data.vault.purposes
+
+_organisation_mandates := data.district.mandates if {
+	is_object(data.district.mandates)
+} else := {}
+
+_purpose := _purposes[_purpose_code]
 
 _input_fields := [field |
 	some field in input.fields
@@ -190,7 +203,7 @@ _type_mandate := data.vault.mandates.subject_types[_subject_type] if {
 } else := {}
 
 _organisation_mandate := mandate if {
-	mandate := data.vault.mandates.organisations[_organisation]
+	mandate := _organisation_mandates[_organisation]
 	mandate.type == _subject_type
 } else := {}
 
@@ -206,13 +219,37 @@ _recipient if _subject_type in _purpose.recipient_types
 
 _purpose_action if _action in _purpose.actions
 
+# An organisation's own mandate grants a purpose for some of its actions, maybe only some
+# of its fields, on a basis of its own. A default (subject-type) mandate grants the
+# purpose as the purpose stands.
+_grant := _organisation_mandate.grants[_purpose_code]
+
+_granted_action if not _grant
+
+_granted_action if _action in _grant.actions
+
+# (A helper rule: `not is_array(_grant.fields)` fails outright when there is no grant.)
+_fields_listed if is_array(_grant.fields)
+
+_field_granted(_) if not _fields_listed
+
+_field_granted(name) if name in _grant.fields
+
+_granted_treatment(field) := treatment.for_field(field, _purpose, _pseudonymous) if {
+	_field_granted(field.name)
+} else := "denied"
+
+_legal_basis := _grant.legal_basis if {
+	is_string(_grant.legal_basis)
+} else := _purpose.legal_basis
+
 # A break-glass purpose reaches beyond the caller's jurisdiction; the gate confines it to
 # the one resident of the grant.
 _rows_level := "all" if {
 	_purpose.break_glass == true
 } else := _mandate.rows
 
-_mandate_rows := row_constraints.for_mandate(_rows_level, _jurisdiction, _purpose.legal_basis)
+_mandate_rows := row_constraints.for_mandate(_rows_level, _jurisdiction, _legal_basis)
 
 _type_identifier := data.vault.subject_types[_subject_type].identifier if {
 	data.vault.subject_types[_subject_type].identifier in {"vault-id", "pseudonym"}
@@ -226,6 +263,7 @@ _mandate_allowed if {
 	_mandated
 	_recipient
 	_purpose_action
+	_granted_action
 	_mandate_rows
 }
 
@@ -258,6 +296,8 @@ _deny_code := "unknown-subject" if {
 	not _recipient
 } else := "action-not-permitted" if {
 	not _purpose_action
+} else := "action-not-mandated" if {
+	not _granted_action
 } else := "no-jurisdiction" if {
 	not _mandate_rows
 } else := "denied"
@@ -314,7 +354,7 @@ _rules contains concat(":", ["purpose", _purpose_code]) if _mandate_allowed
 
 _rules contains concat(":", ["mandate", _mandate_source]) if _mandate_allowed
 
-_rules contains concat(":", ["legal-basis", _purpose.legal_basis]) if _mandate_allowed
+_rules contains concat(":", ["legal-basis", _legal_basis]) if _mandate_allowed
 
 _rules contains concat(":", ["rows", _mandate.rows]) if _mandate_allowed
 
@@ -342,7 +382,7 @@ _rules contains concat(":", ["linking-key", name]) if {
 _field_explanations := {name: explained |
 	some field in _input_fields
 	name := field.name
-	explained := treatment.explain_field(field, _purpose, _pseudonymous)
+	explained := _explain_granted(field)
 } if {
 	_mandate_allowed
 } else := {name: {"treatment": "clear", "source": _allow_code, "adjustments": []} |
@@ -355,6 +395,10 @@ _field_explanations := {name: explained |
 	name := field.name
 }
 
+_explain_granted(field) := treatment.explain_field(field, _purpose, _pseudonymous) if {
+	_field_granted(field.name)
+} else := {"treatment": "denied", "source": "not-in-mandate", "adjustments": []}
+
 # Other purposes of the caller's own mandate under which a field is shown more.
 _more_elsewhere[name] := better if {
 	_mandate_allowed
@@ -364,17 +408,24 @@ _more_elsewhere[name] := better if {
 	better := {code: shown |
 		some code in _mandate.purposes
 		code != _purpose_code
-		other := data.vault.purposes[code]
+		other := _purposes[code]
 		_subject_type in other.recipient_types
 		_action in other.actions
+		_field_granted_under(code, name)
 		shown := treatment.for_field(field, other, _pseudonymous)
 		treatment.ranks[shown] > treatment.ranks[fields[name]]
 	}
 	count(better) > 0
 }
 
+_fields_listed_under(code) if is_array(_organisation_mandate.grants[code].fields)
+
+_field_granted_under(code, _) if not _fields_listed_under(code)
+
+_field_granted_under(code, name) if name in _organisation_mandate.grants[code].fields
+
 _holders := sort([org |
-	some org, mandate in data.vault.mandates.organisations
+	some org, mandate in _organisation_mandates
 	_purpose_code in mandate.purposes
 ])
 
@@ -402,6 +453,10 @@ _changes contains {"code": "recipient-types", "subject_types": _purpose.recipien
 _changes contains {"code": "purpose-actions", "actions": _purpose.actions} if {
 	_denied_because == "action-not-permitted"
 	_kind in {"organisation", "worker"}
+}
+
+_changes contains {"code": "mandate-actions", "actions": _grant.actions} if {
+	_denied_because == "action-not-mandated"
 }
 
 _changes contains {"code": "jurisdiction-needed", "level": _mandate.rows} if {

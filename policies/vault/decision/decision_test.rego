@@ -55,8 +55,58 @@ _denied_everything(d) if {
 
 _code(d) := d.reason.code
 
+# The demo departments' mandates, as the database gives them (policies/district.py).
+_demo_mandates := {
+	"org_civil_affairs": {"type": "department", "purposes": ["subsidy-review", "elderly-care-visit", "community-statistics"]},
+	"org_health": {"type": "department", "purposes": ["public-health-followup", "community-statistics"]},
+	"org_public_security": {"type": "department", "purposes": ["household-registration-check"]},
+}
+
+# A mandate granting a purpose for some actions and fields only, on a basis of its own.
+_granted(actions, fields, basis) := {"org_civil_affairs": {
+	"type": "department",
+	"purposes": ["subsidy-review"],
+	"grants": {"subsidy-review": {"actions": actions, "fields": fields, "legal_basis": basis}},
+}}
+
+test_a_grant_confines_the_actions if {
+	read := decision.decision with data.district.mandates as _granted(["read"], null, null)
+		with input as _input(_civil_affairs, "subsidy-review", "read")
+	read.allow == true
+	export := decision.decision with data.district.mandates as _granted(["read"], null, null)
+		with input as _input(_civil_affairs, "subsidy-review", "export")
+	export.allow == false
+	_code(export) == "action-not-mandated"
+	{"code": "mandate-actions", "actions": ["read"]} in export.explanation.changes
+}
+
+test_a_grant_confines_the_fields if {
+	d := decision.decision with data.district.mandates as _granted(["read"], ["name"], null)
+		with input as _input(_civil_affairs, "subsidy-review", "read")
+	d.allow == true
+	d.fields.name == "clear"
+	d.fields.low_income_status == "denied"
+	d.fields.phone == "denied"
+	d.explanation.fields.phone.source == "not-in-mandate"
+}
+
+test_a_grant_on_consent_requires_consent if {
+	d := decision.decision with data.district.mandates as _granted(["read"], null, "consent")
+		with input as _input(_civil_affairs, "subsidy-review", "read")
+	d.allow == true
+	d.rows.consent_required == true
+	d.rows.legal_basis == "consent"
+}
+
+test_the_district_registry_replaces_the_shipped_one if {
+	d := decision.decision with data.district.mandates as _demo_mandates
+		with data.district.purposes as {}
+		with input as _input(_civil_affairs, "subsidy-review", "read")
+	_code(d) == "unknown-purpose"
+}
+
 test_civil_affairs_subsidy_review_sees_welfare_not_religion if {
-	d := decision.decision with input as _input(_civil_affairs, "subsidy-review", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_civil_affairs, "subsidy-review", "read")
 	d.allow == true
 	d.reason.code == "mandate"
 	d.fields.low_income_status == "clear"
@@ -78,13 +128,13 @@ test_civil_affairs_subsidy_review_sees_welfare_not_religion if {
 }
 
 test_export_of_sensitive_fields_needs_justification if {
-	d := decision.decision with input as _input(_civil_affairs, "subsidy-review", "export")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_civil_affairs, "subsidy-review", "export")
 	d.obligations == {"justification_required": true, "rate_class": "bulk", "break_glass": false}
 	"obligation:justification" in d.rules
 }
 
 test_property_company_sees_masked_contact_with_consent if {
-	d := decision.decision with input as _input(_anju, "property-notice", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_anju, "property-notice", "read")
 	d.allow == true
 	{name | some name, t in d.fields; t != "denied"} == {"phone", "address"}
 	d.fields.phone == "masked"
@@ -98,14 +148,14 @@ test_property_company_sees_masked_contact_with_consent if {
 }
 
 test_property_company_cannot_export if {
-	d := decision.decision with input as _input(_anju, "property-notice", "export")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_anju, "property-notice", "export")
 	_denied_everything(d)
 	_code(d) == "action-not-permitted"
 }
 
 test_owners_vote_under_contract if {
 	owners := object.union(_anju, {"type": "owners_committee", "organisation": "org_oc_xingfu"})
-	d := decision.decision with input as _input(owners, "owners-vote", "list")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(owners, "owners-vote", "list")
 	d.allow == true
 	d.fields.residence_type == "clear"
 	d.fields.name == "masked"
@@ -116,7 +166,7 @@ test_owners_vote_under_contract if {
 }
 
 test_grid_worker_scope_is_own_grids_and_sensitive_masked if {
-	d := decision.decision with input as _input(_grid_worker, "grid-service", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_grid_worker, "grid-service", "read")
 	d.allow == true
 	d.rows.grids == ["gd_xf_1"]
 	d.rows.communities == []
@@ -133,15 +183,15 @@ test_grid_worker_scope_is_own_grids_and_sensitive_masked if {
 
 test_grid_worker_without_grids_has_no_jurisdiction if {
 	worker := object.union(_grid_worker, {"jurisdiction": {"communities": ["cm_xingfu"], "grids": []}})
-	d := decision.decision with input as _input(worker, "grid-service", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(worker, "grid-service", "read")
 	_denied_everything(d)
 	_code(d) == "no-jurisdiction"
 }
 
 test_worker_does_not_inherit_the_committee_mandate if {
 	mandates := {"org_rc_xingfu": {"type": "residents_committee", "purposes": ["counter-service"]}}
-	d := decision.decision with input as _input(_grid_worker, "counter-service", "read")
-		with data.vault.mandates.organisations as mandates
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_grid_worker, "counter-service", "read")
+		with data.district.mandates as mandates
 	_code(d) == "no-mandate"
 }
 
@@ -151,7 +201,7 @@ test_elderly_care_visit_generalises if {
 		"organisation": "org_rc_hexie",
 		"jurisdiction": {"communities": ["cm_hexie"]},
 	}
-	d := decision.decision with input as _input(committee, "elderly-care-visit", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(committee, "elderly-care-visit", "read")
 	d.allow == true
 	d.fields.birth_date == "generalised"
 	d.fields.health_conditions == "generalised"
@@ -163,14 +213,14 @@ test_elderly_care_visit_generalises if {
 
 test_public_security_sees_id_number_in_clear if {
 	police := object.union(_civil_affairs, {"organisation": "org_public_security"})
-	d := decision.decision with input as _input(police, "household-registration-check", "search")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(police, "household-registration-check", "search")
 	d.allow == true
 	d.fields.id_number == "clear"
 	d.fields.religion == "denied"
 }
 
 test_resident_self_sees_everything_clear if {
-	d := decision.decision with input as {"subject": _resident, "action": "read", "target": "self", "fields": _fields}
+	d := decision.decision with data.district.mandates as _demo_mandates with input as {"subject": _resident, "action": "read", "target": "self", "fields": _fields}
 	d.allow == true
 	_code(d) == "self"
 	every t in d.fields {
@@ -184,12 +234,12 @@ test_resident_self_sees_everything_clear if {
 
 test_resident_export_is_bulk_without_justification if {
 	export := {"subject": _resident, "purpose": null, "action": "export", "target": "self", "fields": _fields}
-	d := decision.decision with input as export
+	d := decision.decision with data.district.mandates as _demo_mandates with input as export
 	d.obligations == {"justification_required": false, "rate_class": "bulk", "break_glass": false}
 }
 
 test_guardian_sees_child_record if {
-	d := decision.decision with input as {"subject": _resident, "action": "read", "target": "child", "fields": _fields}
+	d := decision.decision with data.district.mandates as _demo_mandates with input as {"subject": _resident, "action": "read", "target": "child", "fields": _fields}
 	d.allow == true
 	_code(d) == "guardian"
 	d.rows.scope == "children"
@@ -197,29 +247,29 @@ test_guardian_sees_child_record if {
 }
 
 test_resident_reading_another_is_denied if {
-	d := decision.decision with input as {"subject": _resident, "action": "read", "target": "other", "fields": _fields}
+	d := decision.decision with data.district.mandates as _demo_mandates with input as {"subject": _resident, "action": "read", "target": "other", "fields": _fields}
 	_denied_everything(d)
 	_code(d) == "not-own-record"
-	no_target := decision.decision with input as {"subject": _resident, "action": "read", "fields": _fields}
+	no_target := decision.decision with data.district.mandates as _demo_mandates with input as {"subject": _resident, "action": "read", "fields": _fields}
 	_code(no_target) == "not-own-record"
 }
 
 test_resident_cannot_write_or_search if {
-	d := decision.decision with input as {"subject": _resident, "action": "write", "target": "self", "fields": _fields}
+	d := decision.decision with data.district.mandates as _demo_mandates with input as {"subject": _resident, "action": "write", "target": "self", "fields": _fields}
 	_denied_everything(d)
 	_code(d) == "action-not-permitted"
 }
 
 test_auditor_never_sees_values if {
 	auditor := {"type": "auditor", "organisation": "org_audit", "roles": ["auditor"]}
-	d := decision.decision with input as _input(auditor, "subsidy-review", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(auditor, "subsidy-review", "read")
 	_denied_everything(d)
 	_code(d) == "outside-role"
 	d.reason.en == "Auditors see access records, never the values of residents' data."
 }
 
 test_purpose_required if {
-	d := decision.decision with input as {"subject": _civil_affairs, "action": "read", "fields": _fields}
+	d := decision.decision with data.district.mandates as _demo_mandates with input as {"subject": _civil_affairs, "action": "read", "fields": _fields}
 	_denied_everything(d)
 	_code(d) == "purpose-required"
 	_code(decision.decision) == "purpose-required" with input as _input(_civil_affairs, "", "read")
@@ -228,7 +278,7 @@ test_purpose_required if {
 }
 
 test_unknown_purpose if {
-	d := decision.decision with input as _input(_civil_affairs, "marketing", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_civil_affairs, "marketing", "read")
 	_denied_everything(d)
 	_code(d) == "unknown-purpose"
 	d.rules == ["deny:unknown-purpose"]
@@ -249,8 +299,8 @@ test_organisation_mandate_of_another_type_is_ignored if {
 
 test_mandate_beyond_the_purpose_recipients if {
 	mandates := {"org_anju_property": {"type": "property_company", "purposes": ["subsidy-review"]}}
-	d := decision.decision with input as _input(_anju, "subsidy-review", "read")
-		with data.vault.mandates.organisations as mandates
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_anju, "subsidy-review", "read")
+		with data.district.mandates as mandates
 	_denied_everything(d)
 	_code(d) == "recipient-not-allowed"
 }
@@ -263,7 +313,7 @@ test_unknown_subject_and_action if {
 }
 
 test_empty_input_is_a_complete_denial if {
-	d := decision.decision with input as {}
+	d := decision.decision with data.district.mandates as _demo_mandates with input as {}
 	d.allow == false
 	d.fields == {}
 	d.rows.scope == "none"
@@ -272,12 +322,12 @@ test_empty_input_is_a_complete_denial if {
 
 test_malformed_fields_are_skipped if {
 	fields := [7, {"category": "identity"}, {"name": "name", "category": "identity", "mask": "surname"}]
-	d := decision.decision with input as object.union(_input(_civil_affairs, "subsidy-review", "read"), {"fields": fields})
+	d := decision.decision with data.district.mandates as _demo_mandates with input as object.union(_input(_civil_affairs, "subsidy-review", "read"), {"fields": fields})
 	d.fields == {"name": "clear"}
 }
 
 test_rows_all_for_a_mandate_without_jurisdiction if {
-	d := decision.decision with input as _input(object.remove(_civil_affairs, ["jurisdiction"]), "subsidy-review", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(object.remove(_civil_affairs, ["jurisdiction"]), "subsidy-review", "read")
 		with data.vault.mandates.subject_types.department.rows as "all"
 	d.allow == true
 	d.rows.scope == "all"
@@ -285,18 +335,18 @@ test_rows_all_for_a_mandate_without_jurisdiction if {
 }
 
 test_missing_jurisdiction_denies if {
-	d := decision.decision with input as _input(object.remove(_civil_affairs, ["jurisdiction"]), "subsidy-review", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(object.remove(_civil_affairs, ["jurisdiction"]), "subsidy-review", "read")
 	_code(d) == "no-jurisdiction"
 }
 
 test_reason_text_falls_back_to_code if {
-	d := decision.decision with input as _input(_civil_affairs, "subsidy-review", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_civil_affairs, "subsidy-review", "read")
 		with data.vault.reasons as {}
 	d.reason == {"code": "mandate", "zh": "mandate", "en": "mandate"}
 }
 
 test_no_data_denies if {
-	d := decision.decision with input as _input(_civil_affairs, "subsidy-review", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_civil_affairs, "subsidy-review", "read")
 		with data.vault.subject_types as {}
 		with data.vault.purposes as {}
 		with data.vault.mandates as {}
@@ -317,7 +367,7 @@ test_every_shipped_purpose_is_well_formed if {
 }
 
 test_every_mandated_purpose_exists if {
-	every mandate in object.union(data.vault.mandates.subject_types, data.vault.mandates.organisations) {
+	every mandate in object.union(data.vault.mandates.subject_types, _demo_mandates) {
 		every purpose in mandate.purposes {
 			data.vault.purposes[purpose]
 		}
@@ -325,17 +375,17 @@ test_every_mandated_purpose_exists if {
 }
 
 test_organisations_see_pseudonyms_and_workers_vault_ids if {
-	dept := decision.decision with input as _input(_civil_affairs, "subsidy-review", "read")
+	dept := decision.decision with data.district.mandates as _demo_mandates with input as _input(_civil_affairs, "subsidy-review", "read")
 	dept.identifier == "pseudonym"
 	"identifier:pseudonym" in dept.rules
-	worker := decision.decision with input as _input(_grid_worker, "grid-service", "read")
+	worker := decision.decision with data.district.mandates as _demo_mandates with input as _input(_grid_worker, "grid-service", "read")
 	worker.identifier == "vault-id"
-	me := decision.decision with input as {"subject": _resident, "action": "read", "target": "self", "fields": _fields}
+	me := decision.decision with data.district.mandates as _demo_mandates with input as {"subject": _resident, "action": "read", "target": "self", "fields": _fields}
 	me.identifier == "vault-id"
 }
 
 test_declared_linking_keys_are_clear_and_named if {
-	d := decision.decision with input as _input(_civil_affairs, "subsidy-review", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_civil_affairs, "subsidy-review", "read")
 	d.fields.id_number == "clear"
 	"linking-key:id_number" in d.rules
 	d.explanation.fields.id_number.linking_key == true
@@ -349,7 +399,7 @@ _undeclared_review := {
 }
 
 test_undeclared_linking_key_is_masked_for_pseudonymous_recipient if {
-	d := decision.decision with input as _input(_civil_affairs, "subsidy-review", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_civil_affairs, "subsidy-review", "read")
 		with data.vault.purposes as {"subsidy-review": _undeclared_review}
 	d.fields.id_number == "masked"
 	d.explanation.fields.id_number.adjustments == ["linking-cap"]
@@ -358,17 +408,17 @@ test_undeclared_linking_key_is_masked_for_pseudonymous_recipient if {
 
 test_generalisation_levels_are_the_least_revealing_that_serve if {
 	committee := {"type": "residents_committee", "organisation": "org_rc_hexie", "jurisdiction": {"communities": ["cm_hexie"]}}
-	visit := decision.decision with input as _input(committee, "elderly-care-visit", "read")
+	visit := decision.decision with data.district.mandates as _demo_mandates with input as _input(committee, "elderly-care-visit", "read")
 	visit.levels.birth_date == "age_over"
-	notice := decision.decision with input as _input(_anju, "property-notice", "read")
+	notice := decision.decision with data.district.mandates as _demo_mandates with input as _input(_anju, "property-notice", "read")
 	notice.fields.address == "generalised"
 	notice.levels.address == "building"
-	worker := decision.decision with input as _input(_grid_worker, "grid-service", "read")
+	worker := decision.decision with data.district.mandates as _demo_mandates with input as _input(_grid_worker, "grid-service", "read")
 	worker.levels.birth_date == "age_band"
 }
 
 test_denial_explains_who_holds_the_purpose if {
-	d := decision.decision with input as _input(_anju, "subsidy-review", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_anju, "subsidy-review", "read")
 	_code(d) == "no-mandate"
 	{"code": "mandate-holders", "organisations": ["org_civil_affairs"], "subject_types": []} in d.explanation.changes
 	{"code": "other-purposes", "purposes": ["property-notice"]} in d.explanation.changes
@@ -376,14 +426,14 @@ test_denial_explains_who_holds_the_purpose if {
 }
 
 test_consent_purpose_explains_the_consent_needed if {
-	d := decision.decision with input as _input(_anju, "property-notice", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_anju, "property-notice", "read")
 	{"code": "consent-needed", "purpose": "property-notice"} in d.explanation.changes
 	d.explanation.fields.phone.source == "purpose-field"
 	d.explanation.fields.religion.source == "not-covered"
 }
 
 test_field_shown_more_under_another_purpose_of_the_mandate if {
-	d := decision.decision with input as _input(_civil_affairs, "elderly-care-visit", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_civil_affairs, "elderly-care-visit", "read")
 	d.fields.id_number == "denied"
 	some change in d.explanation.changes
 	change.code == "field-elsewhere"
@@ -394,7 +444,7 @@ test_field_shown_more_under_another_purpose_of_the_mandate if {
 _grid_worker_far := object.union(_grid_worker, {"jurisdiction": {"communities": ["cm_xingfu"], "grids": ["gd_xf_1"], "buildings": []}})
 
 test_break_glass_reaches_beyond_jurisdiction_with_obligations if {
-	d := decision.decision with input as _input(_grid_worker_far, "emergency-rescue", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_grid_worker_far, "emergency-rescue", "read")
 	d.allow == true
 	d.rows.scope == "all"
 	d.obligations.break_glass == true
@@ -405,15 +455,15 @@ test_break_glass_reaches_beyond_jurisdiction_with_obligations if {
 }
 
 test_break_glass_is_for_reading_one_record_only if {
-	d := decision.decision with input as _input(_grid_worker_far, "emergency-rescue", "list")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_grid_worker_far, "emergency-rescue", "list")
 	d.allow == false
 	_code(d) == "action-not-permitted"
-	e := decision.decision with input as _input(_civil_affairs, "emergency-rescue", "read")
+	e := decision.decision with data.district.mandates as _demo_mandates with input as _input(_civil_affairs, "emergency-rescue", "read")
 	e.allow == false
 }
 
 test_normal_purposes_carry_no_break_glass if {
-	d := decision.decision with input as _input(_grid_worker, "grid-service", "read")
+	d := decision.decision with data.district.mandates as _demo_mandates with input as _input(_grid_worker, "grid-service", "read")
 	d.obligations.break_glass == false
 	d.rows.scope == "jurisdiction"
 }
