@@ -104,3 +104,13 @@ class NotAResident(GateError):
 
     def __init__(self) -> None:
         super().__init__(Message("error.not-a-resident"))
+
+
+class NotAnOperator(GateError):
+    """The admin API, called by someone who is not an operator (scope admin:write alone is
+    not enough: an account with the operator role must hold it)."""
+
+    slug = "insufficient-scope"
+
+    def __init__(self) -> None:
+        super().__init__(Message("error.not-an-operator"))

@@ -98,14 +98,19 @@ def _bounded_details(value: Any) -> Any:
 
 
 def operator_event(
-    action: str, actor: str | None, details: Mapping[str, Any], **extra: Any
+    action: str,
+    actor: str | None,
+    details: Mapping[str, Any],
+    *,
+    channel: str = "cli",
+    **extra: Any,
 ) -> EntryDraft:
-    """An operator's command-line operation (an upgrade, a restore, an archived month) as
-    the log records it: an allowed event on the cli channel, by `actor`."""
+    """An operator's operation (an upgrade, a restore, a mandate granted) as the log records
+    it: an allowed event by `actor`, on the cli channel unless the admin API made it."""
     return EntryDraft(
         action=action,
         outcome="allowed",
-        channel="cli",
+        channel=channel,
         kind="event",
         user=actor,
         subject_type="operator",

@@ -100,6 +100,11 @@ def load_district_file(text: str) -> dict[str, Any]:
         raise DistrictError(Message("district.not-yaml", {"line": line})) from None
     if document is None:
         document = {}
+    return check_district(document)
+
+
+def check_district(document: object) -> dict[str, Any]:
+    """The document, if it is a mapping of the file's keys (DistrictError otherwise)."""
     if not isinstance(document, dict):
         raise _refuse("/", "not-a-mapping")
     for key in document:

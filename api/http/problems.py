@@ -28,6 +28,7 @@ from access.errors import (
     GateError,
     InvalidCursor,
     JustificationRequired,
+    NotAnOperator,
     NotAResident,
     NotInScope,
     PolicyDenied,
@@ -149,6 +150,7 @@ PROBLEMS: Final[dict[type[Exception], str]] = {
     JustificationRequired: "justification-required",
     Suspended: "suspended",
     NotAResident: "insufficient-scope",  # a route for residents' own records
+    NotAnOperator: "insufficient-scope",  # the admin API: an operator's account only
     BudgetExhausted: "budget-exhausted",  # with `budget` and Retry-After
     ProofUnavailable: "proof-unavailable",
     LiftRefused: "conflict",  # not suspended: nothing to lift
