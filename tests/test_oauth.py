@@ -33,13 +33,21 @@ from access.runtime import Runtime, init_runtime
 from api.oauth import ExternalIssuer, OAuthSettings, Principal, Scope, install_oauth, require_scopes
 from api.oauth.keys import rotate_signing_key
 from api.oauth.models import OAuthClient, TokenSigningKey
+from api.oauth.scopes import ROLE_SCOPES
 from api.oauth.server import VaultAuthorizationServer
-from api.oauth.service import create_user, register_client, revoke_client
+from api.oauth.service import (
+    RegistrationError,
+    create_user,
+    end_logins,
+    register_client,
+    revoke_client,
+)
 from api.settings import Settings
 from audit.models import AuditEntry
 from tests.demo_server import LentRuntime
 from tests.factories import household, person, place
-from vault.models import Organisation, utcnow
+from vault.accounts import add_account, disable_account, reset_password
+from vault.models import Organisation, OrganisationCommunity, utcnow
 from vault.services import Provenance
 
 BASE = "https://vault.example"
@@ -971,3 +979,56 @@ def test_clients_cli_adds_lists_and_revokes(w: World, monkeypatch: pytest.Monkey
     assert rotated.exit_code == 0 and "new signing key:" in rotated.output
     keys = runner.invoke(cli.token_keys_app, ["list"])
     assert keys.exit_code == 0 and len(re.findall(r"\d{8}-[0-9a-f]{8}", keys.output)) == 2
+
+
+# -- accounts made by an operator (issue 19) -------------------------------------------------------
+
+
+def test_an_operators_account_logs_in_and_a_reset_or_disable_ends_its_tokens(w: World) -> None:
+    with w.runtime.transaction() as session:
+        session.add(OrganisationCommunity(organisation_id="org_rc", community_id="cm_1"))
+        session.flush()
+        added = add_account(
+            session,
+            "ops:li",
+            username="grid.new",
+            role="grid_worker",
+            organisation_id="org_rc",
+            grid_id="gd_1",
+        )
+    assert added.password is not None  # the one-time password, returned once
+    assert (added.account.community, added.account.buildings) == ("cm_1", ("bd_1",))
+    w.passwords["grid.new"] = added.password
+    first = _person_tokens(w, "grid.new")
+    assert _get(w, first["access_token"]).json()["role"] == "grid_worker"
+
+    # A reset: the old password no longer opens the form, and the old login has ended.
+    with w.runtime.transaction() as session:
+        reset = reset_password(session, "ops:li", "grid.new")
+        assert end_logins(session, "grid.new", "password_reset") == 1
+    assert reset.password is not None and reset.password != added.password
+    _assert_invalid_token(_get(w, first["access_token"]), "revoked")
+    _, challenge = _pkce()
+    assert _login(w, "grid.new", added.password, challenge).status_code == 400
+    w.passwords["grid.new"] = reset.password
+    second = _person_tokens(w, "grid.new")
+    assert _get(w, second["access_token"]).status_code == 200
+
+    # Disabled: the live access token fails on its next request, refresh and login fail too.
+    with w.runtime.transaction() as session:
+        disable_account(session, "ops:li", "grid.new")
+    _assert_invalid_token(_get(w, second["access_token"]), "user disabled")
+    refreshed = _refresh(w, second["refresh_token"])
+    assert refreshed.status_code == 400 and "access_token" not in refreshed.json()
+    _, challenge = _pkce()
+    assert _login(w, "grid.new", reset.password, challenge).status_code == 400
+
+
+def test_admin_write_is_an_operators_alone(w: World) -> None:
+    """No organisation's system may hold admin:write; a person holds it only as an operator."""
+    with w.runtime.transaction() as session, pytest.raises(RegistrationError) as refused:
+        register_client(session, w.runtime.audit, "org_rc", "confidential", ["admin:write"], [])
+    assert refused.value.message.id == "error.oauth.scopes-beyond"
+    holders = {role for role, scopes in ROLE_SCOPES.items() if Scope.ADMIN_WRITE in scopes}
+    assert holders == {"operator"}
+    assert ROLE_SCOPES["operator"] == {Scope.ADMIN_WRITE}  # and nothing that reads residents

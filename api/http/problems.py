@@ -47,6 +47,7 @@ from audit.errors import (
 from consent.breakglass import BreakGlassConflict, BreakGlassError, BreakGlassNotFound
 from consent.errors import ConsentConflict, ConsentError, ConsentNotFound, InvalidConsent
 from policies import Decision
+from vault.accounts import AccountConflict, AccountError, AccountNotFound
 from vault.db import is_timeout
 from vault.errors import (
     InvalidValue,
@@ -153,6 +154,9 @@ PROBLEMS: Final[dict[type[Exception], str]] = {
     ReasonRequired: "validation-error",  # a lift names why
     PlaceError: "validation-error",  # the district's places and organisations
     PlaceConflict: "conflict",  # e.g. retiring a place people live in
+    AccountError: "validation-error",  # the district's staff accounts
+    AccountConflict: "conflict",  # a username in use, an account already disabled
+    AccountNotFound: "not-found",
     StaleRecord: "conflict",
     ConsentConflict: "conflict",
     BreakGlassConflict: "conflict",

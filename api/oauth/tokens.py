@@ -47,8 +47,8 @@ from api.http.tls import PresentedCertificate
 from api.oauth.config import ExternalIssuer, OAuthSettings
 from api.oauth.keys import ACCESS_TOKEN_TYPE, ALGORITHM
 from api.oauth.models import OAuthClient, RevokedAccessToken, TokenFamily, TokenSigningKey
-from api.oauth.scopes import ROLES, Scope
-from vault.accounts import User
+from api.oauth.scopes import Scope
+from vault.accounts import ROLES, User
 
 log = structlog.get_logger(__name__)
 
