@@ -25,13 +25,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from joserfc import jwt
-from joserfc.jwk import RSAKey
+from joserfc.jwk import KeySet, RSAKey
 from markupsafe import escape
 from sqlalchemy import select, text, update
 
 from access.runtime import Runtime, init_runtime
 from api.oauth import ExternalIssuer, OAuthSettings, Principal, Scope, install_oauth, require_scopes
-from api.oauth.keys import rotate_signing_key
+from api.oauth.keys import keyring_name, rotate_signing_key
 from api.oauth.models import OAuthClient, TokenSigningKey
 from api.oauth.scopes import ROLE_SCOPES
 from api.oauth.server import VaultAuthorizationServer
@@ -326,15 +326,19 @@ def test_client_credentials_give_an_rfc9068_jwt_signed_by_a_published_key(w: Wor
     assert body["token_type"] == "Bearer" and body["expires_in"] == 300
     assert body["scope"] == "residents:read stats:read" and "refresh_token" not in body
     header, claims = _parts(body["access_token"])
-    assert header["typ"] == "at+jwt" and header["alg"] == "EdDSA"
-    keys = {k["kid"]: k for k in w.client.get("/oauth/jwks").json()["keys"]}
+    # RFC 9864's fully-specified name, in the token and in the JWKS.
+    assert header["typ"] == "at+jwt" and header["alg"] == "Ed25519"
+    jwks = w.client.get("/oauth/jwks").json()
+    keys = {k["kid"]: k for k in jwks["keys"]}
     assert header["kid"] in keys
     jwk = keys[header["kid"]]
-    assert (jwk["kty"], jwk["crv"], jwk["alg"]) == ("OKP", "Ed25519", "EdDSA")
-    # An outside verifier needs nothing but the JWKS.
+    assert (jwk["kty"], jwk["crv"], jwk["alg"]) == ("OKP", "Ed25519", "Ed25519")
+    # An outside verifier needs nothing but the JWKS: by hand, or with a JOSE library.
     signing_input, _, signature = body["access_token"].rpartition(".")
     public = Ed25519PublicKey.from_public_bytes(_unb64url(jwk["x"]))
     public.verify(_unb64url(signature), signing_input.encode())
+    decoded = jwt.decode(body["access_token"], KeySet.import_key_set(jwks), algorithms=["Ed25519"])
+    assert decoded.claims["client_id"] == w.dept_id
     assert claims["iss"] == BASE and claims["aud"] == f"{BASE}/v1"
     assert claims["sub"] == claims["client_id"] == w.dept_id
     assert claims["org"] == "org_dept" and claims["exp"] - claims["iat"] == 300
@@ -644,6 +648,32 @@ def test_introspection_is_for_confidential_clients_and_reports_inactive_tokens(w
 
 
 # -- rejected tokens -------------------------------------------------------------------------------
+
+
+def test_a_token_issued_as_eddsa_before_the_rename_still_verifies(w: World) -> None:
+    """Tokens signed before RFC 9864's `Ed25519` name say `EdDSA`: the same signature, under
+    the same key (whose row was made as "EdDSA"), accepted until it expires."""
+    with w.runtime.transaction() as session:
+        session.execute(update(TokenSigningKey).values(algorithm="EdDSA"))
+    w.server.verifier.forget_keys()
+    token = _client_token(w).json()["access_token"]
+    header_part, payload, _ = token.split(".")
+    header = {**json.loads(_unb64url(header_part)), "alg": "EdDSA"}
+    signing_input = f"{_b64url(json.dumps(header).encode())}.{payload}"
+    signature = w.runtime.vault.keyring.sign(keyring_name(header["kid"]), signing_input.encode())
+    old = f"{signing_input}.{_b64url(signature)}"
+    assert _get(w, old).json()["client_id"] == w.dept_id
+    assert _get(w, token).status_code == 200  # and the new name, under the old key row
+    # Any other name is refused, with the very same signature.
+    for alg in ("HS256", "ES256", "none"):
+        other = {**header, "alg": alg}
+        forged_input = f"{_b64url(json.dumps(other).encode())}.{payload}"
+        forged_sig = w.runtime.vault.keyring.sign(
+            keyring_name(header["kid"]), forged_input.encode()
+        )
+        _assert_invalid_token(
+            _get(w, f"{forged_input}.{_b64url(forged_sig)}"), "unsupported algorithm"
+        )
 
 
 def test_expired_tampered_and_foreign_tokens_are_refused(w: World) -> None:
