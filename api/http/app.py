@@ -24,6 +24,7 @@ from access.runtime import Runtime, open_runtime
 from api.http.middleware import RequestContext
 from api.http.observability import (
     Metrics,
+    MetricsListener,
     ObservedEngine,
     Readiness,
     Telemetry,
@@ -223,11 +224,14 @@ def _lifespan(
     note_revision: Callable[[str], None],
     tracing: Tracing | None,
     background: bool,
+    listener: MetricsListener | None = None,
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     settings = runtime.settings
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if listener is not None:
+            await asyncio.to_thread(listener.start)
         tasks = (
             [
                 asyncio.create_task(_checkpoint_loop(runtime)),
@@ -246,6 +250,8 @@ def _lifespan(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if listener is not None:
+                await asyncio.to_thread(listener.stop)
             # Uvicorn has let in-flight requests finish (their entries are committed): one
             # last checkpoint covers every entry written before shutdown.
             await asyncio.to_thread(runtime.audit.checkpoint, runtime.vault.sessions)
@@ -292,6 +298,12 @@ def create_app(
         log.error("policy.not_ready", error=type(exc).__name__)
     readiness = Readiness(runtime, policy, on_revision=note_revision, metrics=metrics)
     detector = detector_for(runtime)
+    # /metrics on a port of its own (VAULT_METRICS_LISTEN), or on the API's (below).
+    listener = (
+        MetricsListener(metrics, settings)
+        if metrics is not None and settings.metrics_listen
+        else None
+    )
 
     lifespan = _lifespan(
         runtime,
@@ -301,12 +313,14 @@ def create_app(
         note_revision=note_revision,
         tracing=tracing,
         background=background,
+        listener=listener,
     )
 
     app = FastAPI(title="Resident data vault / 居民数据保险库", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
     app.state.gate = gate
     app.state.metrics = metrics
+    app.state.metrics_listener = listener
     app.state.readiness = readiness
     app.state.detector = detector
     app.state.explainer = Explainer(
@@ -333,7 +347,7 @@ def create_app(
     # Telemetry inside RequestContext, so the request id is known to it.
     app.add_middleware(Telemetry, metrics=metrics, tracer=tracing.tracer if tracing else None)
     app.add_middleware(RequestContext, max_body=settings.max_body_bytes)
-    if metrics is not None:
+    if metrics is not None and listener is None:
         install_metrics_route(app, metrics, settings)
     install_openapi(
         app,
