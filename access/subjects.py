@@ -113,7 +113,9 @@ class Caller(Protocol):
     def organisation(self) -> str | None: ...
 
 
-PERSON_ROLES = {"grid_worker", "community_worker", "auditor", "resident"}
+# Operators are asked about as themselves, so their refusals name them; the policy knows
+# no "operator" subject and denies them every purpose (deny by default).
+PERSON_ROLES = {"grid_worker", "community_worker", "auditor", "resident", "operator"}
 
 
 def _organisation_scope(

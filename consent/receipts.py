@@ -1,10 +1,12 @@
-"""Consent receipts: Kantara consent receipt fields, signed as a compact EdDSA JWS.
+"""Consent receipts: Kantara consent receipt fields, signed as a compact Ed25519 JWS.
 
 The body follows the Kantara Initiative Consent Receipt Specification (v1.1) field names;
 extension members (`consentId`, `event`, `expiresAt`, ...) carry what PIPL asks us to keep.
 The signature is Ed25519 by the keyring's `consent-receipts` key; the private key never
 leaves the keyring. Every public key that ever signed is kept in `consent_receipt_keys`
 and published as a JWKS, so a receipt verifies offline years later with `verify_receipt`.
+The JWS names the algorithm `Ed25519` (RFC 9864); receipts from before say `EdDSA`, the
+same signature under the deprecated name, and verify all the same.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consent.models import ReceiptKey
-from vault.interfaces import Keyring
+from vault.interfaces import JWS_ALGORITHM, JWS_ALGORITHMS_ACCEPTED, Keyring
 
 SIGNING_KEY_NAME = "consent-receipts"
 KANTARA_VERSION = "KI-CR-v1.1.0"
@@ -56,7 +58,7 @@ def jwk(public_key: bytes) -> dict[str, str]:
         "crv": "Ed25519",
         "x": b64url(public_key),
         "kid": key_id(public_key),
-        "alg": "EdDSA",
+        "alg": JWS_ALGORITHM,
         "use": "sig",
     }
 
@@ -74,7 +76,7 @@ def current_key(session: Session, keyring: Keyring) -> tuple[str, bytes]:
 def sign_receipt(session: Session, keyring: Keyring, body: Mapping[str, Any]) -> tuple[str, str]:
     """(kid, compact JWS) of the body, signed by the keyring."""
     kid, _ = current_key(session, keyring)
-    header = {"alg": "EdDSA", "typ": "consent-receipt+jws", "kid": kid}
+    header = {"alg": JWS_ALGORITHM, "typ": "consent-receipt+jws", "kid": kid}
     signing_input = (
         b64url(json.dumps(header, separators=(",", ":")).encode())
         + "."
@@ -100,8 +102,10 @@ def verify_receipt(token: str, keys: Mapping[str, Any]) -> dict[str, Any]:
         signature = b64url_decode(parts[2])
     except ValueError as exc:
         raise ReceiptInvalid("malformed header or signature") from exc
-    if not isinstance(header, dict) or header.get("alg") != "EdDSA":
-        raise ReceiptInvalid("only EdDSA receipts are accepted")
+    # Receipts are evidence kept for years: those signed as `EdDSA`, before RFC 9864's
+    # name, verify as they always did.
+    if not isinstance(header, dict) or header.get("alg") not in JWS_ALGORITHMS_ACCEPTED:
+        raise ReceiptInvalid("only Ed25519 (or EdDSA) receipts are accepted")
     candidates = [
         k
         for k in keys.get("keys", [])

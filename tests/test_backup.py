@@ -59,7 +59,7 @@ from vault.backup import (
 from vault.context import open_vault
 from vault.db import make_engine
 from vault.errors import ResidentErased
-from vault.models import Organisation, Resident, Street
+from vault.models import Building, Household, Organisation, Resident, Room, Street
 from vault.services import Provenance
 from vault.synthetic import make_person
 
@@ -159,14 +159,27 @@ def _residents(settings: Settings) -> dict[str, dict[str, Any]]:
         vault.close()
 
 
+# Who the data commands act as: the demo's community worker, at the counter (issue 19).
+AS_WORKER = ("--as", "community.xf", "--purpose", "counter-service")
+
+
 def _canary(settings: Settings) -> tuple[str, str, str]:
-    """A resident whose ID number and phone are theirs alone (not an office number)."""
+    """A resident of the worker's community whose ID number and phone are theirs alone
+    (not an office number)."""
     vault = open_vault(settings)
     try:
         with vault.sessions() as session:
             offices = set(session.scalars(select(Organisation.office_phone)))
             ids = session.scalars(
-                select(Resident.id).where(Resident.status == "active", ~Resident.is_decoy)
+                select(Resident.id)
+                .join(Household, Household.id == Resident.household_id)
+                .join(Room, Room.id == Household.room_id)
+                .join(Building, Building.id == Room.building_id)
+                .where(
+                    Resident.status == "active",
+                    ~Resident.is_decoy,
+                    Building.community_id == "cm_xingfu",
+                )
             )
             for resident_id in ids:
                 values = vault.store.read(session, resident_id, ["id_number", "phone"])
@@ -192,8 +205,8 @@ class Source:
         self.env = hsm_env(self.prefix) if self.prefix else {}
         self.run("init", "--demo", "--residents", "40")
         self.resident_id, self.id_number, self.phone = _canary(self.settings())
-        self.run("lookup", "--purpose", "registration", "--phone", self.phone)
-        self.run("export", self.resident_id, "-o", str(root / "own.json"))
+        self.run("lookup", *AS_WORKER, "--phone", self.phone)
+        self.run("export", self.resident_id, *AS_WORKER, "-o", str(root / "own.json"))
         self.run("audit", "checkpoint")
         self.run("backup", "keygen", "-o", str(self.keys))
         self.identity = self.keys / "backup-identity.pem"
@@ -369,7 +382,7 @@ def test_restore_drill_back_up_under_writes_destroy_restore_verify(
         assert session.scalar(select(func.count()).select_from(Consent)) == consents
         report = verify_log(session, _verifier_key(source))
     assert report.entries > 0 and report.checkpoints > 0
-    found = source.run("lookup", "--purpose", "registration", "--id-number", source.id_number)
+    found = source.run("lookup", *AS_WORKER, "--id-number", source.id_number)
     assert found.split() == [source.resident_id]
     # The restored vault goes on: new entries integrate and verify with the old ones.
     assert "audit log intact" in source.run("audit", "verify")
@@ -409,9 +422,7 @@ def test_restore_from_sqlite_into_postgresql(
     try:
         source.run("restore", str(archive), "--identity", str(source.identity), "--yes", url=target)
         assert _residents(source.settings(target)) == before
-        found = source.run(
-            "lookup", "--purpose", "registration", "--phone", source.phone, url=target
-        )
+        found = source.run("lookup", *AS_WORKER, "--phone", source.phone, url=target)
         assert source.resident_id in found.split()
         assert "audit log intact" in source.run("audit", "verify", url=target)
         # That month has its partition, as if the log had always been here: it can be
@@ -468,7 +479,7 @@ def test_resident_erased_after_the_backup_stays_erased(source: Source, tmp_path:
         with pytest.raises(ResidentErased):
             vault_.store.read(session, source.resident_id)
     # Others may share the phone (a household's); the erased resident is no longer found.
-    lookup = source.cli("lookup", "--purpose", "registration", "--phone", source.phone)
+    lookup = source.cli("lookup", *AS_WORKER, "--phone", source.phone)
     assert source.resident_id not in lookup.stdout
 
 

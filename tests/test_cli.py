@@ -13,6 +13,9 @@ import pytest
 
 from vault.demo import COMMITTEE_OFFICE_PHONES
 
+# The demo's community worker, for the purpose of the counter (a registered one).
+AS_WORKER = ("--as", "community.xf", "--purpose", "counter-service")
+
 
 def _run(
     home: Path, database_url: str, *args: str, lang: str = "en"
@@ -67,7 +70,7 @@ def test_init_creates_private_keys_and_refuses_to_overwrite(
 
 def test_commands_refuse_to_run_without_a_keyring(tmp_path: Path, database_url: str) -> None:
     result = _run(
-        tmp_path / "empty", database_url, "lookup", "--purpose", "x", "--phone", "13812345678"
+        tmp_path / "empty", database_url, "lookup", "--as", "x.y", "--phone", "13812345678"
     )
     assert result.returncode == 1
     assert "resident-vault init" in result.stderr
@@ -75,15 +78,7 @@ def test_commands_refuse_to_run_without_a_keyring(tmp_path: Path, database_url: 
 
 def test_lookup_quality_export_erase(demo_home: Path, database_url: str) -> None:
     placeholder = COMMITTEE_OFFICE_PHONES["cm_xingfu"]
-    found = _run(
-        demo_home,
-        database_url,
-        "lookup",
-        "--purpose",
-        "data-quality",
-        "--phone",
-        f"+86 {placeholder}",
-    )
+    found = _run(demo_home, database_url, "lookup", *AS_WORKER, "--phone", f"+86 {placeholder}")
     assert found.returncode == 0, found.stderr
     ids = found.stdout.split()
     assert len(ids) == 3  # the demo plants the office number on three residents
@@ -95,22 +90,20 @@ def test_lookup_quality_export_erase(demo_home: Path, database_url: str) -> None
     assert "office-phone" in report.stdout and "shared-phone" in report.stdout
     assert placeholder not in report.stdout  # findings name residents, never values
 
-    exported = _run(demo_home, database_url, "export", ids[0])
+    exported = _run(demo_home, database_url, "export", ids[0], *AS_WORKER)
     document = json.loads(exported.stdout)
     assert document["resident_id"] == ids[0]
     assert document["fields"]["phone"] == placeholder
-    assert document["provenance"]["phone"]["channel"] == "demo"
+    assert document["treatments"]["phone"] == "clear"
 
     refused = _run(demo_home, database_url, "erase", ids[0], "--reason", "request")
     assert refused.returncode == 1 and "--yes" in refused.stderr
     erased = _run(demo_home, database_url, "erase", ids[0], "--reason", "request", "--yes")
     assert erased.returncode == 0, erased.stderr
-    after = _run(
-        demo_home, database_url, "lookup", "--purpose", "data-quality", "--phone", placeholder
-    )
+    after = _run(demo_home, database_url, "lookup", *AS_WORKER, "--phone", placeholder)
     assert after.stdout.split() == ids[1:]
-    gone = _run(demo_home, database_url, "export", ids[0])
-    assert gone.returncode == 1 and "no such resident" in gone.stderr
+    gone = _run(demo_home, database_url, "export", ids[0], *AS_WORKER)
+    assert gone.returncode == 1 and "not found" in gone.stderr
 
 
 def test_keys_rotate_and_list(demo_home: Path, database_url: str) -> None:
@@ -135,15 +128,13 @@ def test_bad_import_names_lines_and_writes_nothing(
     result = _run(demo_home, database_url, "import", str(csv_path))
     assert result.returncode == 1
     assert "line 3 phone" in result.stderr and "nothing imported" in result.stderr
-    missing = _run(
-        demo_home, database_url, "lookup", "--purpose", "check", "--phone", "13812345678"
-    )
+    missing = _run(demo_home, database_url, "lookup", *AS_WORKER, "--phone", "13812345678")
     assert missing.returncode == 3
 
 
 def test_chinese_is_the_default_language(demo_home: Path, database_url: str) -> None:
     result = _run(
-        demo_home, database_url, "lookup", "--purpose", "check", "--phone", "13000000000", lang="zh"
+        demo_home, database_url, "lookup", *AS_WORKER, "--phone", "13000000000", lang="zh"
     )
     assert result.returncode == 3 and "未找到" in result.stderr
 
@@ -152,28 +143,23 @@ def test_cli_commands_leave_a_verifiable_trail(demo_home: Path, database_url: st
     before = _run(demo_home, database_url, "audit", "checkpoint")
     assert before.returncode == 0, before.stderr
     size_before = int(before.stdout.splitlines()[1])  # init's own events: vault, OAuth
-    found = _run(
-        demo_home,
-        database_url,
-        "lookup",
-        "--purpose",
-        "counter-service",
-        "--phone",
-        COMMITTEE_OFFICE_PHONES["cm_xingfu"],
-    )
+    phone = COMMITTEE_OFFICE_PHONES["cm_xingfu"]
+    found = _run(demo_home, database_url, "lookup", *AS_WORKER, "--phone", phone)
     resident_id = found.stdout.split()[0]
-    assert _run(demo_home, database_url, "export", resident_id).returncode == 0
+    assert _run(demo_home, database_url, "export", resident_id, *AS_WORKER).returncode == 0
     head = _run(demo_home, database_url, "audit", "checkpoint")
     assert head.returncode == 0, head.stderr
     lines = head.stdout.splitlines()
-    assert int(lines[1]) == size_before + 3 + 1  # three search entries, one export entry
+    # Each command's process asks policy afresh (one evaluation entry), then three search
+    # entries and one read entry.
+    assert int(lines[1]) == size_before + (1 + 3) + (1 + 1)
     assert lines[3] == ""
     assert lines[4].startswith("\u2014 resident-vault.example/demo/audit ")
     kept = demo_home.parent / "kept-checkpoint.txt"
     kept.write_text(head.stdout, encoding="utf-8")
     verified = _run(demo_home, database_url, "audit", "verify", "--against", str(kept))
     assert verified.returncode == 0, verified.stderr
-    assert f"{size_before + 4} entries" in verified.stdout
+    assert f"{size_before + 6} entries" in verified.stdout
     assert "external checkpoint matches" in verified.stdout
     key = _run(demo_home, database_url, "audit", "public-key").stdout.strip()
     assert key.startswith("resident-vault.example/demo/audit+")

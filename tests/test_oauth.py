@@ -25,21 +25,29 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from joserfc import jwt
-from joserfc.jwk import RSAKey
+from joserfc.jwk import KeySet, RSAKey
 from markupsafe import escape
 from sqlalchemy import select, text, update
 
 from access.runtime import Runtime, init_runtime
 from api.oauth import ExternalIssuer, OAuthSettings, Principal, Scope, install_oauth, require_scopes
-from api.oauth.keys import rotate_signing_key
+from api.oauth.keys import keyring_name, rotate_signing_key
 from api.oauth.models import OAuthClient, TokenSigningKey
+from api.oauth.scopes import ROLE_SCOPES
 from api.oauth.server import VaultAuthorizationServer
-from api.oauth.service import create_user, register_client, revoke_client
+from api.oauth.service import (
+    RegistrationError,
+    create_user,
+    end_logins,
+    register_client,
+    revoke_client,
+)
 from api.settings import Settings
 from audit.models import AuditEntry
 from tests.demo_server import LentRuntime
 from tests.factories import household, person, place
-from vault.models import Organisation, utcnow
+from vault.accounts import add_account, disable_account, reset_password
+from vault.models import Organisation, OrganisationCommunity, utcnow
 from vault.services import Provenance
 
 BASE = "https://vault.example"
@@ -318,15 +326,19 @@ def test_client_credentials_give_an_rfc9068_jwt_signed_by_a_published_key(w: Wor
     assert body["token_type"] == "Bearer" and body["expires_in"] == 300
     assert body["scope"] == "residents:read stats:read" and "refresh_token" not in body
     header, claims = _parts(body["access_token"])
-    assert header["typ"] == "at+jwt" and header["alg"] == "EdDSA"
-    keys = {k["kid"]: k for k in w.client.get("/oauth/jwks").json()["keys"]}
+    # RFC 9864's fully-specified name, in the token and in the JWKS.
+    assert header["typ"] == "at+jwt" and header["alg"] == "Ed25519"
+    jwks = w.client.get("/oauth/jwks").json()
+    keys = {k["kid"]: k for k in jwks["keys"]}
     assert header["kid"] in keys
     jwk = keys[header["kid"]]
-    assert (jwk["kty"], jwk["crv"], jwk["alg"]) == ("OKP", "Ed25519", "EdDSA")
-    # An outside verifier needs nothing but the JWKS.
+    assert (jwk["kty"], jwk["crv"], jwk["alg"]) == ("OKP", "Ed25519", "Ed25519")
+    # An outside verifier needs nothing but the JWKS: by hand, or with a JOSE library.
     signing_input, _, signature = body["access_token"].rpartition(".")
     public = Ed25519PublicKey.from_public_bytes(_unb64url(jwk["x"]))
     public.verify(_unb64url(signature), signing_input.encode())
+    decoded = jwt.decode(body["access_token"], KeySet.import_key_set(jwks), algorithms=["Ed25519"])
+    assert decoded.claims["client_id"] == w.dept_id
     assert claims["iss"] == BASE and claims["aud"] == f"{BASE}/v1"
     assert claims["sub"] == claims["client_id"] == w.dept_id
     assert claims["org"] == "org_dept" and claims["exp"] - claims["iat"] == 300
@@ -636,6 +648,32 @@ def test_introspection_is_for_confidential_clients_and_reports_inactive_tokens(w
 
 
 # -- rejected tokens -------------------------------------------------------------------------------
+
+
+def test_a_token_issued_as_eddsa_before_the_rename_still_verifies(w: World) -> None:
+    """Tokens signed before RFC 9864's `Ed25519` name say `EdDSA`: the same signature, under
+    the same key (whose row was made as "EdDSA"), accepted until it expires."""
+    with w.runtime.transaction() as session:
+        session.execute(update(TokenSigningKey).values(algorithm="EdDSA"))
+    w.server.verifier.forget_keys()
+    token = _client_token(w).json()["access_token"]
+    header_part, payload, _ = token.split(".")
+    header = {**json.loads(_unb64url(header_part)), "alg": "EdDSA"}
+    signing_input = f"{_b64url(json.dumps(header).encode())}.{payload}"
+    signature = w.runtime.vault.keyring.sign(keyring_name(header["kid"]), signing_input.encode())
+    old = f"{signing_input}.{_b64url(signature)}"
+    assert _get(w, old).json()["client_id"] == w.dept_id
+    assert _get(w, token).status_code == 200  # and the new name, under the old key row
+    # Any other name is refused, with the very same signature.
+    for alg in ("HS256", "ES256", "none"):
+        other = {**header, "alg": alg}
+        forged_input = f"{_b64url(json.dumps(other).encode())}.{payload}"
+        forged_sig = w.runtime.vault.keyring.sign(
+            keyring_name(header["kid"]), forged_input.encode()
+        )
+        _assert_invalid_token(
+            _get(w, f"{forged_input}.{_b64url(forged_sig)}"), "unsupported algorithm"
+        )
 
 
 def test_expired_tampered_and_foreign_tokens_are_refused(w: World) -> None:
@@ -971,3 +1009,56 @@ def test_clients_cli_adds_lists_and_revokes(w: World, monkeypatch: pytest.Monkey
     assert rotated.exit_code == 0 and "new signing key:" in rotated.output
     keys = runner.invoke(cli.token_keys_app, ["list"])
     assert keys.exit_code == 0 and len(re.findall(r"\d{8}-[0-9a-f]{8}", keys.output)) == 2
+
+
+# -- accounts made by an operator (issue 19) -------------------------------------------------------
+
+
+def test_an_operators_account_logs_in_and_a_reset_or_disable_ends_its_tokens(w: World) -> None:
+    with w.runtime.transaction() as session:
+        session.add(OrganisationCommunity(organisation_id="org_rc", community_id="cm_1"))
+        session.flush()
+        added = add_account(
+            session,
+            "ops:li",
+            username="grid.new",
+            role="grid_worker",
+            organisation_id="org_rc",
+            grid_id="gd_1",
+        )
+    assert added.password is not None  # the one-time password, returned once
+    assert (added.account.community, added.account.buildings) == ("cm_1", ("bd_1",))
+    w.passwords["grid.new"] = added.password
+    first = _person_tokens(w, "grid.new")
+    assert _get(w, first["access_token"]).json()["role"] == "grid_worker"
+
+    # A reset: the old password no longer opens the form, and the old login has ended.
+    with w.runtime.transaction() as session:
+        reset = reset_password(session, "ops:li", "grid.new")
+        assert end_logins(session, "grid.new", "password_reset") == 1
+    assert reset.password is not None and reset.password != added.password
+    _assert_invalid_token(_get(w, first["access_token"]), "revoked")
+    _, challenge = _pkce()
+    assert _login(w, "grid.new", added.password, challenge).status_code == 400
+    w.passwords["grid.new"] = reset.password
+    second = _person_tokens(w, "grid.new")
+    assert _get(w, second["access_token"]).status_code == 200
+
+    # Disabled: the live access token fails on its next request, refresh and login fail too.
+    with w.runtime.transaction() as session:
+        disable_account(session, "ops:li", "grid.new")
+    _assert_invalid_token(_get(w, second["access_token"]), "user disabled")
+    refreshed = _refresh(w, second["refresh_token"])
+    assert refreshed.status_code == 400 and "access_token" not in refreshed.json()
+    _, challenge = _pkce()
+    assert _login(w, "grid.new", reset.password, challenge).status_code == 400
+
+
+def test_admin_write_is_an_operators_alone(w: World) -> None:
+    """No organisation's system may hold admin:write; a person holds it only as an operator."""
+    with w.runtime.transaction() as session, pytest.raises(RegistrationError) as refused:
+        register_client(session, w.runtime.audit, "org_rc", "confidential", ["admin:write"], [])
+    assert refused.value.message.id == "error.oauth.scopes-beyond"
+    holders = {role for role, scopes in ROLE_SCOPES.items() if Scope.ADMIN_WRITE in scopes}
+    assert holders == {"operator"}
+    assert ROLE_SCOPES["operator"] == {Scope.ADMIN_WRITE}  # and nothing that reads residents

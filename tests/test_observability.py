@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -43,6 +44,7 @@ from tests.demo_server import (
     run_demo_server,
 )
 from tests.hsm import destroy_prefix, hsm_env, new_prefix, require_softhsm
+from vault.config import SettingsInvalid
 from vault.demo import populate
 
 READER = "org_civil_affairs"
@@ -250,6 +252,58 @@ def test_metrics_can_be_switched_off(tmp_path: Path) -> None:
     with TestClient(create_app(settings, background=False)) as client:
         assert client.get("/metrics").status_code == 404
         assert client.get("/healthz").status_code == 200
+
+
+def _metrics_app(tmp_path: Path, **configured: Any) -> tuple[Settings, FastAPI]:
+    """An app with these metrics settings alone (the module's server sets a token in the
+    environment)."""
+    unset = dict.fromkeys(("metrics_token", "metrics_listen", "metrics_allow_from"))
+    settings = Settings(
+        home=tmp_path, database_url=f"sqlite:///{tmp_path / 'v.db'}", **{**unset, **configured}
+    )
+    init_runtime(settings).close()
+    return settings, create_app(settings, background=False)
+
+
+def _scrape_from(app: FastAPI, address: str, **headers: str) -> int:
+    with TestClient(app, client=(address, 40000)) as client:
+        return client.get("/metrics", headers=headers).status_code
+
+
+def test_metrics_answer_loopback_only_unless_configured(tmp_path: Path) -> None:
+    _, app = _metrics_app(tmp_path / "default")
+    assert _scrape_from(app, "127.0.0.1") == 200
+    assert _scrape_from(app, "::1") == 200
+    for outside in ("203.0.113.7", "10.1.2.3", "::ffff:203.0.113.7"):
+        assert _scrape_from(app, outside) == 404, outside  # as if there were none
+    # The operator names the scrapers' addresses...
+    _, app = _metrics_app(tmp_path / "allowed", metrics_allow_from="203.0.113.0/24")
+    assert _scrape_from(app, "203.0.113.7") == 200
+    assert _scrape_from(app, "198.51.100.1") == 404
+    # ...or gives them a credential, which opens /metrics to any address that shows it.
+    token = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    _, app = _metrics_app(tmp_path / "token", metrics_token=METRICS_TOKEN)
+    assert _scrape_from(app, "198.51.100.1", **token) == 200
+    assert _scrape_from(app, "198.51.100.1") == 401
+
+
+def test_metrics_on_a_listener_of_their_own(tmp_path: Path) -> None:
+    _, app = _metrics_app(tmp_path, metrics_listen="127.0.0.1:0")
+    with TestClient(app) as client:
+        assert client.get("/metrics").status_code == 404  # not on the API's port
+        port = app.state.metrics_listener.port
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert scraped.status_code == 200 and "vault_" in scraped.text
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/fields", timeout=10).status_code == 404
+    with pytest.raises(httpx.ConnectError):  # stopped with the service
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_metrics_settings_are_checked() -> None:
+    with pytest.raises(SettingsInvalid) as refused:
+        Settings(metrics_listen="9464", metrics_allow_from="10.0.0.0/8, the office")
+    problems = "\n".join(refused.value.problems)
+    assert "VAULT_METRICS_LISTEN" in problems and "'the office'" in problems
 
 
 # -- traces and the canary --------------------------------------------------------------------

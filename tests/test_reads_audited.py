@@ -41,6 +41,8 @@ WRITE = "write"  # a form or a write: the request left an entry, its answer name
 SELF = "self"  # a resident's own records: an entry of the request names them (and any ward)
 
 
+OPERATOR = None  # an operator's token reaches no resident data; the walk calls anonymously
+
 JUSTIFIED = {"Justification": "2026%20annual%20subsidy%20review"}
 
 
@@ -239,6 +241,25 @@ def _api_cases() -> CaseTable:
         ("POST", "/v1/audit/suspensions/{actor}/lift"): Case(
             NOBODY, "auditor", json={"reason": "reviewed: ordinary work"}
         ),
+        # The admin API names places, organisations, mandates and staff, never residents.
+        ("GET", "/v1/admin/places"): Case(NOBODY, OPERATOR),
+        ("POST", "/v1/admin/places"): Case(NOBODY, OPERATOR),
+        ("POST", "/v1/admin/places/{place_id}/move"): Case(NOBODY, OPERATOR),
+        ("POST", "/v1/admin/places/{place_id}/retire"): Case(NOBODY, OPERATOR),
+        ("GET", "/v1/admin/organisations"): Case(NOBODY, OPERATOR),
+        ("POST", "/v1/admin/organisations"): Case(NOBODY, OPERATOR),
+        ("POST", "/v1/admin/organisations/{organisation_id}/retire"): Case(NOBODY, OPERATOR),
+        ("GET", "/v1/admin/purposes"): Case(NOBODY, OPERATOR),
+        ("POST", "/v1/admin/purposes"): Case(NOBODY, OPERATOR),
+        ("GET", "/v1/admin/mandates"): Case(NOBODY, OPERATOR),
+        ("POST", "/v1/admin/mandates"): Case(NOBODY, OPERATOR),
+        ("POST", "/v1/admin/mandates/revoke"): Case(NOBODY, OPERATOR),
+        ("GET", "/v1/admin/accounts"): Case(NOBODY, OPERATOR),
+        ("POST", "/v1/admin/accounts"): Case(NOBODY, OPERATOR),
+        ("POST", "/v1/admin/accounts/{username}/disable"): Case(NOBODY, OPERATOR),
+        ("POST", "/v1/admin/accounts/{username}/reset-password"): Case(NOBODY, OPERATOR),
+        ("GET", "/v1/admin/district"): Case(NOBODY, OPERATOR),
+        ("POST", "/v1/admin/district"): Case(NOBODY, OPERATOR),
         ("GET", "/v1/residents/{resident_id}"): Case(NAMES, "org_civil_affairs", "subsidy-review"),
         ("PATCH", "/v1/residents/{resident_id}"): lambda s: Case(
             WRITE,

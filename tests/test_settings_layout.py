@@ -87,6 +87,9 @@ ADDED = {
     "alert_jurisdiction_passes",
     "alert_baseline_days",
     "alert_sensitive_floor",
+    # /metrics on its own listener or for named addresses; loopback by default (issue 19).
+    "metrics_listen",
+    "metrics_allow_from",
 }
 
 HOMES = {

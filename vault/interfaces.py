@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 from vault.crypto import Suite
+
+# What `Keyring.sign` makes, as a JWS names it (access tokens, consent receipts): RFC 9864's
+# fully-specified `Ed25519`. The polymorphic `EdDSA` it deprecates names the very same
+# signature; verifiers accept both, for what was issued under the old name.
+JWS_ALGORITHM: Final = "Ed25519"
+JWS_ALGORITHMS_ACCEPTED: Final = frozenset({JWS_ALGORITHM, "EdDSA"})
 
 
 @dataclass(frozen=True)

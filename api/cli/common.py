@@ -8,9 +8,10 @@ app by `api.cli.main`. Its commands:
 - declare options with `option()` / `argument()` (help from `cli.help.*` ids, fixed at
   import: see `api.cli.lang`), and reuse `Actor` and `AsJson` where they fit;
 - refuse bad input with `raise fail(say(...))` before anything is written, or let a
-  domain error (VaultError, AuditError) rise: `one_line_errors()` turns it into one line
-  on stderr and exit 1, in `main()` and around any command body that wraps itself in it
-  (so that a test invoking the group alone sees the same line);
+  domain error (VaultError, AuditError, the gate's GateError) rise: `one_line_errors()`
+  turns it into one line on stderr and exit 1, in `main()` and around any command body
+  that wraps itself in it (so that a test invoking the group alone sees the same line);
+- read resident data only through the gate, as someone (`api.cli.acting`);
 - record what they did with `operator_event` (audit) or `operator_access`, under
   `operator_name(actor)`, in the transaction that does the work;
 - print listings with `print_listing()`.
@@ -29,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from access.errors import GateError
 from access.runtime import Runtime, open_runtime
 from api.cli.lang import current, help_text, say
 from api.settings import Settings
@@ -236,6 +238,8 @@ def one_line(exc: BaseException) -> str:  # noqa: PLR0911 - one branch per error
         return str(exc)
     if isinstance(exc, VaultError) and exc.message is not None:  # e.g. vault.places
         return exc.message.text(current())
+    if isinstance(exc, GateError):  # a data command's refusal, as the gate worded it
+        return exc.message.text(current())
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -245,6 +249,6 @@ def one_line_errors() -> Iterator[None]:
     (a CliError's own, else 1). Anything else is a bug and keeps its traceback."""
     try:
         yield
-    except (CliError, VaultError, AuditError) as exc:
+    except (CliError, VaultError, AuditError, GateError) as exc:
         err.print(f"resident-vault: {one_line(exc)}", markup=False)
         raise SystemExit(exc.code if isinstance(exc, CliError) else 1) from None

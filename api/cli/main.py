@@ -25,7 +25,11 @@ from typing import Annotated, Any
 
 import typer
 
+from access.exports.records import open_export
 from access.runtime import Runtime, init_runtime, operator_name
+from access.views import RecordView
+from api.cli.accounts import accounts_app
+from api.cli.acting import AsOrg, AsUser, Justification, Purpose, acting
 from api.cli.audit import audit_app
 from api.cli.backup import backup_app, restore
 from api.cli.clients import clients_app
@@ -33,6 +37,7 @@ from api.cli.common import (
     Actor,
     AsJson,
     CliError,
+    argument,
     err,
     group,
     one_line_errors,
@@ -80,6 +85,7 @@ app.add_typer(orgs_app, name="orgs")
 app.add_typer(mandates_app, name="mandates")
 app.add_typer(purposes_app, name="purposes")
 app.add_typer(district_app, name="district")
+app.add_typer(accounts_app, name="accounts")
 app.command("restore", help=help_text("cli.help.main.restore"))(restore)
 app.command("trace", help=help_text("cli.help.main.trace"))(trace)
 
@@ -304,80 +310,86 @@ def import_command(
         )
 
 
-@app.command(help=help_text("cli.help.main.export"))
-def export(
-    resident_id: Annotated[str, typer.Argument()],
-    fmt: Annotated[str, option("cli.help.main.export.format", "--format")] = "json",
-    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
-    actor: Actor = None,
-) -> None:
-    """Export a resident's own record (portability)."""
-    if fmt not in ("json", "csv"):
-        raise CliError(say("cli.export.bad-format"))
-    with runtime() as rt, rt.transaction() as session:
-        record = rt.vault.store.read(session, resident_id)
-        provenance = rt.vault.store.provenance(session, resident_id)
-        # PIPL Art. 45: the resident's own copy. Recorded before anything is written out.
-        rt.audit.record(
-            session,
-            [
-                operator_access(
-                    "export",
-                    operator_name(actor),
-                    resident_id,
-                    "portability",
-                    dict.fromkeys(record, "clear"),
-                    on_behalf_of=resident_id,
-                    legal_basis="self",
-                )
-            ],
-        )
-    document: dict[str, Any] = {
-        "resident_id": resident_id,
-        "exported_at": datetime.now(UTC).isoformat(),
-        "fields": record,
-        "provenance": {
-            name: {
-                "written_by": p.written_by,
-                "channel": p.channel,
-                "written_at": p.written_at.isoformat(),
-                "verified_at": p.verified_at.isoformat() if p.verified_at else None,
-            }
-            for name, p in provenance.items()
-        },
-    }
-    if fmt == "json":
-        text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
-    else:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(
-            csv_row(["field", "value", "written_by", "channel", "written_at", "verified_at"])
-        )
-        for name, value in record.items():
-            p = document["provenance"][name]
-            cell = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-            # Every cell neutralised: a stored value beginning with `=` is text, not a formula.
-            when = p["written_at"], p["verified_at"] or ""
-            writer.writerow(csv_row([name, cell, p["written_by"], p["channel"], *when]))
-        text = buffer.getvalue()
+def _write_out(text: str, output: Path | None) -> None:
+    """To stdout, or to a file only its owner reads (mode 0600)."""
     if output is None:
         sys.stdout.write(text)
-    else:
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        err.print(say("cli.export.written", output=output))
+        return
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    err.print(say("cli.export.written", output=output))
+
+
+def _record_document(view: RecordView, fmt: str) -> str:
+    """One record as the gate let it out: JSON, or CSV with every cell neutralised."""
+    if fmt == "json":
+        document = {
+            "resident_id": view.resident_id,
+            "exported_at": datetime.now(UTC).isoformat(),
+            "fields": view.fields,
+            "treatments": view.treatments,
+        }
+        return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(csv_row(["field", "value", "treatment"]))
+    for name, value in view.fields.items():
+        # A stored value beginning with `=` is text in a spreadsheet, not a formula.
+        cell = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        writer.writerow(csv_row([name, cell, view.treatments.get(name, "")]))
+    return buffer.getvalue()
+
+
+@app.command(help=help_text("cli.help.main.export"))
+def export(  # noqa: PLR0917 - a Typer command's parameters are its options
+    resident_id: Annotated[
+        str | None, argument("cli.help.main.export.resident", metavar="[RESIDENT]")
+    ] = None,
+    as_user: AsUser = None,
+    as_org: AsOrg = None,
+    purpose: Purpose = None,
+    justification: Justification = None,
+    fmt: Annotated[str, option("cli.help.main.export.format", "--format")] = "json",
+    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+) -> None:
+    """One resident's record as `--as`/`--as-org` may see it (a resident's own copy with
+    no RESIDENT), or without RESIDENT a bulk export, fingerprinted and recorded like
+    `GET /v1/exports/residents`."""
+    if fmt not in ("json", "csv", "ndjson"):
+        raise CliError(say("cli.export.bad-format"))
+    with (
+        one_line_errors(),
+        acting(as_user, as_org, purpose, "export", justification) as (gate, access),
+    ):
+        subject = access.subject
+        own = subject.resident_id if subject.type == "resident" else None
+        wanted = resident_id or own
+        if wanted is not None:
+            target = "other"
+            if own is not None and wanted == own:
+                target = "self"
+            elif own is not None and wanted in subject.children:
+                target = "child"
+            view, _ = gate.read(access, wanted, target=target)
+            text = _record_document(view, "csv" if fmt == "csv" else "json")
+        else:
+            opened = open_export(gate, access, format="csv" if fmt == "csv" else "ndjson")
+            text = "".join(opened.lines)  # each batch's entries commit before it is handed out
+            err.print(say("cli.export.bulk", export=opened.export_id))
+    _write_out(text, output)
 
 
 @app.command(help=help_text("cli.help.main.lookup"))
-def lookup(
-    purpose: Annotated[str, option("cli.help.main.lookup.purpose")],
+def lookup(  # noqa: PLR0917 - a Typer command's parameters are its options
+    purpose: Purpose = None,
     id_number: Annotated[str | None, option("cli.help.main.lookup.id-number")] = None,
     phone: Annotated[str | None, option("cli.help.main.lookup.phone", "--phone")] = None,
-    actor: Actor = None,
+    as_user: AsUser = None,
+    as_org: AsOrg = None,
+    as_json: AsJson = False,
 ) -> None:
-    """Find resident ids by identifier (blind index)."""
+    """Find residents by identifier (blind index), within what policy lets the caller see."""
     given = [
         (v, validator)
         for v, validator in ((id_number, "gb11643"), (phone, "cn_mobile"))
@@ -386,19 +398,19 @@ def lookup(
     if len(given) != 1:
         raise CliError(say("cli.lookup.one-identifier"))
     value, validator = given[0]
-    with runtime() as rt, rt.transaction() as session:
-        catalogue = rt.vault.store.catalogue
-        field = next(s.name for s in catalogue.searchable if s.validator == validator)
-        ids = rt.vault.store.find(session, field, value)
-        who = operator_name(actor)
-        drafts = [operator_access("search", who, rid, purpose, {field: "matched"}) for rid in ids]
-        if not ids:
-            drafts = [operator_event("search.no_match", who, {"by": field}, purpose=purpose)]
-        rt.audit.record(session, drafts)
-    if not ids:
-        raise CliError(say("cli.lookup.not-found"), code=3)
-    for resident_id in ids:
-        out.print(resident_id)
+    with one_line_errors():
+        with acting(as_user, as_org, purpose, "search") as (gate, access):
+            field = next(s.name for s in gate.catalogue.searchable if s.validator == validator)
+            # Only the identifier searched by is read (and recorded), as policy treats it.
+            listing = gate.search(access, field, value, [field])
+        if not listing.items:
+            raise CliError(say("cli.lookup.not-found"), code=3)
+    for view in listing.items:  # one a line, for scripts; ids as the caller sees them
+        if as_json:
+            record = {"resident_id": view.resident_id, "fields": view.fields}
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            out.print(view.resident_id)
 
 
 @app.command(help=help_text("cli.help.main.erase"))

@@ -24,6 +24,7 @@ from access.runtime import Runtime, open_runtime
 from api.http.middleware import RequestContext
 from api.http.observability import (
     Metrics,
+    MetricsListener,
     ObservedEngine,
     Readiness,
     Telemetry,
@@ -37,6 +38,7 @@ from api.http.observability import (
 )
 from api.http.openapi import install_openapi
 from api.http.problems import STATUSES, TITLES, install_problem_handlers, lang_of, problem
+from api.http.routes.admin import router as admin_router
 from api.http.routes.audit import router as audit_router
 from api.http.routes.breakglass import router as breakglass_router
 from api.http.routes.consent import router as consent_router
@@ -225,11 +227,14 @@ def _lifespan(
     note_revision: Callable[[str], None],
     tracing: Tracing | None,
     background: bool,
+    listener: MetricsListener | None = None,
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
     settings = runtime.settings
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if listener is not None:
+            await asyncio.to_thread(listener.start)
         tasks = (
             [
                 asyncio.create_task(_checkpoint_loop(runtime)),
@@ -248,6 +253,8 @@ def _lifespan(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if listener is not None:
+                await asyncio.to_thread(listener.stop)
             # Uvicorn has let in-flight requests finish (their entries are committed): one
             # last checkpoint covers every entry written before shutdown.
             await asyncio.to_thread(runtime.audit.checkpoint, runtime.vault.sessions)
@@ -257,6 +264,28 @@ def _lifespan(
             runtime.close()
 
     return lifespan
+
+
+def _gate(
+    runtime: Runtime, settings: Settings, engine: PolicyEngine | None, tracing: Tracing | None
+) -> tuple[Gate, PolicyEngine, Metrics | None]:
+    """The gate, the engine it asks and the metrics watching it. Every engine decides with
+    the district's data from the database (policies.district)."""
+    followed = follow_district(engine or policy_engine(settings), runtime.vault.sessions)
+    policy = _observed(runtime, followed, tracing)
+    gate = Gate(runtime, policy)
+    metrics = (
+        Metrics(
+            runtime,
+            policy,
+            purposes=LivePurposes(runtime.vault.sessions),
+            expected_revision=getattr(innermost(policy), "expected_revision", None),
+        )
+        if settings.metrics_enabled
+        else None
+    )
+    gate.observer = metrics
+    return gate, policy, metrics
 
 
 def create_app(
@@ -272,21 +301,7 @@ def create_app(
     configure_logging()
     runtime = open_runtime(settings)  # refuses to start without the keyring
     tracing = tracer_for(settings, tracer_provider)
-    # Every engine decides with the district's data from the database (policies.district).
-    followed = follow_district(engine or policy_engine(settings), runtime.vault.sessions)
-    policy = _observed(runtime, followed, tracing)
-    gate = Gate(runtime, policy)
-    metrics = (
-        Metrics(
-            runtime,
-            policy,
-            purposes=LivePurposes(runtime.vault.sessions),
-            expected_revision=getattr(innermost(policy), "expected_revision", None),
-        )
-        if settings.metrics_enabled
-        else None
-    )
-    gate.observer = metrics
+    gate, policy, metrics = _gate(runtime, settings, engine, tracing)
     note_revision = revision_recorder(runtime)
     try:
         note_revision(gate.engine.revision)
@@ -296,6 +311,12 @@ def create_app(
         log.error("policy.not_ready", error=type(exc).__name__)
     readiness = Readiness(runtime, policy, on_revision=note_revision, metrics=metrics)
     detector = detector_for(runtime)
+    # /metrics on a port of its own (VAULT_METRICS_LISTEN), or on the API's (below).
+    listener = (
+        MetricsListener(metrics, settings)
+        if metrics is not None and settings.metrics_listen
+        else None
+    )
 
     lifespan = _lifespan(
         runtime,
@@ -305,12 +326,14 @@ def create_app(
         note_revision=note_revision,
         tracing=tracing,
         background=background,
+        listener=listener,
     )
 
     app = FastAPI(title="Resident data vault / 居民数据保险库", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
     app.state.gate = gate
     app.state.metrics = metrics
+    app.state.metrics_listener = listener
     app.state.readiness = readiness
     app.state.detector = detector
     app.state.explainer = Explainer(
@@ -330,6 +353,7 @@ def create_app(
         decisions_router,
         breakglass_router,
         stats_router,
+        admin_router,
     ]
     for router in routers:
         app.include_router(router)
@@ -337,7 +361,7 @@ def create_app(
     # Telemetry inside RequestContext, so the request id is known to it.
     app.add_middleware(Telemetry, metrics=metrics, tracer=tracing.tracer if tracing else None)
     app.add_middleware(RequestContext, max_body=settings.max_body_bytes)
-    if metrics is not None:
+    if metrics is not None and listener is None:
         install_metrics_route(app, metrics, settings)
     install_openapi(
         app,

@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import structlog
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
@@ -54,8 +57,9 @@ from sqlalchemy import Engine, event, func, select, text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from access.runtime import Runtime
+from api.http.middleware import TrustedProxies
 from api.http.problems import problem
-from api.http.settings import HttpSettings
+from api.http.settings import HttpSettings, metrics_address
 from audit.models import AuditQueue
 from policies import Decision, PolicyEngine, PolicyError, PolicyUnavailable
 from policies.bundle import code_revision
@@ -64,6 +68,7 @@ from policies.inputs import decision_input
 
 __all__ = [
     "Metrics",
+    "MetricsListener",
     "ObservedEngine",
     "Readiness",
     "Telemetry",
@@ -398,12 +403,48 @@ def _age(now: datetime, then: datetime | None) -> float:
     return max(0.0, (now - then).total_seconds())
 
 
-def install_metrics_route(app: FastAPI, metrics: Metrics, settings: HttpSettings) -> None:
-    """GET /metrics, behind a bearer token when VAULT_METRICS_TOKEN is set."""
+LOOPBACK: Final = "127.0.0.0/8,::1"
+
+
+def scrapers(settings: HttpSettings, *, own_listener: bool = False) -> TrustedProxies:
+    """The addresses /metrics answers: VAULT_METRICS_ALLOW_FROM when set; else any address
+    when a scrape needs the token or /metrics has a listener of its own (whose address the
+    operator chose), and loopback alone otherwise."""
+    if settings.metrics_allow_from:
+        return TrustedProxies(settings.metrics_allow_from)
+    if settings.metrics_token is not None or own_listener:
+        return TrustedProxies("*")
+    return TrustedProxies(LOOPBACK)
+
+
+def _client_address(request: Request) -> str | None:
+    """The peer's address (a trusted proxy's client, as RequestContext set it), IPv4 for
+    an IPv4-mapped IPv6 one."""
+    host = request.client.host if request.client else None
+    try:
+        mapped = ipaddress.ip_address(host or "")
+    except ValueError:
+        return host
+    if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
+        return str(mapped.ipv4_mapped)
+    return host
+
+
+def install_metrics_route(
+    app: FastAPI, metrics: Metrics, settings: HttpSettings, *, own_listener: bool = False
+) -> None:
+    """GET /metrics, to the addresses `scrapers` allows (others are told there is nothing
+    here), behind a bearer token when VAULT_METRICS_TOKEN is set."""
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    allowed = scrapers(settings, own_listener=own_listener)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     async def metrics_route(request: Request) -> Response:
+        address = _client_address(request)
+        if not allowed.trusts(address):
+            # Counts and durations only, but the default keeps them on the host.
+            log.warning("metrics.refused", address=address)
+            return problem(request, "not-found")
         if token is not None:
             given = request.headers.get("authorization", "")
             scheme, _, value = given.partition(" ")
@@ -415,6 +456,48 @@ def install_metrics_route(app: FastAPI, metrics: Metrics, settings: HttpSettings
                 return response
         body = await asyncio.to_thread(metrics.exposition)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+class MetricsListener:
+    """/metrics on a port of its own (VAULT_METRICS_LISTEN), the API's port then serving
+    none: a small app under a uvicorn of its own, in a thread (so its signal handling
+    stays the main server's), started and stopped with the service. Plain HTTP: bind it
+    to an address only the scraper reaches."""
+
+    START_SECONDS = 10.0
+
+    def __init__(self, metrics: Metrics, settings: HttpSettings) -> None:
+        address = metrics_address(settings.metrics_listen or "")
+        if address is None:
+            raise ValueError(f"VAULT_METRICS_LISTEN: {settings.metrics_listen!r}")
+        app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+        install_metrics_route(app, metrics, settings, own_listener=True)
+        config = uvicorn.Config(
+            app, host=address[0], port=address[1], log_level="warning", lifespan="off"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, name="metrics-listener", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one asked for, or the one given for port 0)."""
+        sockets = self._server.servers[0].sockets if self._server.servers else []
+        return int(sockets[0].getsockname()[1]) if sockets else 0
+
+    def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + self.START_SECONDS
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise OSError("the metrics listener did not start (VAULT_METRICS_LISTEN)")
+            time.sleep(0.01)
+        log.info("metrics.listening", port=self.port)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=self.START_SECONDS)
 
 
 def install_policy_refusals(app: FastAPI, metrics: Metrics | None) -> None:

@@ -48,6 +48,7 @@ from audit.errors import (
 from consent.breakglass import BreakGlassConflict, BreakGlassError, BreakGlassNotFound
 from consent.errors import ConsentConflict, ConsentError, ConsentNotFound, InvalidConsent
 from policies import Decision
+from vault.accounts import AccountConflict, AccountError, AccountNotFound
 from vault.db import is_timeout
 from vault.errors import (
     DistrictConflict,
@@ -159,6 +160,9 @@ PROBLEMS: Final[dict[type[Exception], str]] = {
     PlaceConflict: "conflict",  # e.g. retiring a place people live in
     DistrictError: "validation-error",  # the district's purposes and mandates
     DistrictConflict: "conflict",  # e.g. a purpose code already registered
+    AccountError: "validation-error",  # the district's staff accounts
+    AccountConflict: "conflict",  # a username in use, an account already disabled
+    AccountNotFound: "not-found",
     StaleRecord: "conflict",
     ConsentConflict: "conflict",
     BreakGlassConflict: "conflict",

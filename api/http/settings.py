@@ -6,6 +6,7 @@ metrics, tracing and shutdown.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -42,6 +43,15 @@ class HttpSettings(LayerSettings):
     metrics_token: SecretStr | None = Field(
         default=None, description="bearer token /metrics requires, if set"
     )
+    metrics_listen: str | None = Field(
+        default=None,
+        description="host:port of a listener of its own for /metrics (then not on the API's)",
+    )
+    metrics_allow_from: str | None = Field(
+        default=None,
+        description="addresses /metrics answers (comma-separated, networks, * for any); "
+        "default loopback, or any with a token or on its own listener",
+    )
     tracing_enabled: bool = Field(
         default=False, description="OpenTelemetry traces (configured by OTEL_* variables)"
     )
@@ -63,9 +73,37 @@ class HttpSettings(LayerSettings):
                 f"{label('tls_client_ca_file')}: client certificates need TLS "
                 f"({env_name('tls_cert_file')} and {env_name('tls_key_file')})"
             )
+        if self.metrics_listen is not None and metrics_address(self.metrics_listen) is None:
+            problems.append(
+                f"{label('metrics_listen')}: {self.metrics_listen!r} is not host:port "
+                "(an IPv6 host in brackets: [::1]:9464)"
+            )
+        for given in (self.metrics_allow_from or "").split(","):
+            item = given.strip()
+            if item and item != "*" and not _network(item):
+                problems.append(
+                    f"{label('metrics_allow_from')}: {item!r} is not an address or a network"
+                )
         if self.tls_client_auth != "none" and self.tls_client_ca_file is None:
             problems.append(
                 f"{label('tls_client_auth')}: {self.tls_client_auth!r} needs the CA of client "
                 f"certificates ({env_name('tls_client_ca_file')})"
             )
         return problems
+
+
+def metrics_address(value: str) -> tuple[str, int] | None:
+    """(host, port) of `VAULT_METRICS_LISTEN` (`127.0.0.1:9464`, `[::1]:9464`), or None."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        return None
+    return host, int(port)
+
+
+def _network(item: str) -> bool:
+    try:
+        ipaddress.ip_network(item, strict=False)
+    except ValueError:
+        return False
+    return True

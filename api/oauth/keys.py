@@ -28,12 +28,13 @@ from sqlalchemy.orm import Session
 
 from access.runtime import Runtime
 from api.oauth.models import TokenSigningKey
-from vault.interfaces import Keyring
+from vault.interfaces import JWS_ALGORITHM, JWS_ALGORITHMS_ACCEPTED, Keyring
 from vault.models import utcnow
 
 log = structlog.get_logger(__name__)
 
-ALGORITHM = "EdDSA"
+ALGORITHM = JWS_ALGORITHM  # RFC 9864; a key row may still say "EdDSA": the same key
+ACCEPTED_ALGORITHMS = JWS_ALGORITHMS_ACCEPTED  # tokens signed before the rename verify
 KEY_NAME_PREFIX = "oauth-token-"
 CSRF_KEY_NAME = "oauth-csrf"  # signs the login form's anti-CSRF tokens
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
@@ -130,13 +131,14 @@ def published_keys(session: Session, *, now: datetime | None = None) -> list[Tok
 
 
 def jwk(row: TokenSigningKey) -> dict[str, str]:
-    """RFC 8037 public JWK of an Ed25519 key."""
+    """RFC 8037 public JWK of an Ed25519 key, named by its fully-specified algorithm
+    (RFC 9864) whatever name its row was made under: it signs tokens as `Ed25519` now."""
     return {
         "kty": "OKP",
         "crv": "Ed25519",
         "x": b64url(row.public_key),
         "kid": row.kid,
-        "alg": row.algorithm,
+        "alg": ALGORITHM,
         "use": "sig",
     }
 

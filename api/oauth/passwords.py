@@ -1,8 +1,8 @@
 """Hashing of what people and clients prove themselves with.
 
-* Passwords: Argon2id with argon2-cffi's default (RFC 9106 low-memory) parameters, about
-  0.2 s on the machines we run on. An unknown username is checked against a dummy hash
-  made with the same parameters, so the time taken does not tell who exists.
+* Passwords: Argon2id (`vault.passwords`, where accounts set them). An unknown username
+  is checked against a dummy hash made with the same parameters, so the time taken does
+  not tell who exists.
 * Client secrets: Argon2id too, with lighter parameters. A secret is 256 random bits, not
   a word a person chose, so stretching adds nothing against guessing; the hash only has
   to keep a stolen database from yielding secrets. An unknown or revoked client, or one
@@ -20,7 +20,8 @@ from functools import lru_cache
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-PASSWORDS = PasswordHasher()
+from vault.passwords import PASSWORDS
+
 CLIENT_SECRETS = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
 
@@ -32,10 +33,6 @@ def _dummy_password_hash() -> str:
 @lru_cache(maxsize=1)
 def _dummy_client_secret_hash() -> str:
     return CLIENT_SECRETS.hash(secrets.token_urlsafe(32))
-
-
-def hash_password(password: str) -> str:
-    return PASSWORDS.hash(password)
 
 
 def verify_password(stored_hash: str | None, password: str) -> bool:

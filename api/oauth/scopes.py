@@ -23,6 +23,9 @@ class Scope(StrEnum):
     AUDIT_READ = "audit:read"
     STATS_READ = "stats:read"
     ME = "me"
+    # Administering the district (accounts, places, organisations): an operator's, never
+    # an organisation's system's. Opens no resident data: policy gives operators none.
+    ADMIN_WRITE = "admin:write"
     # Not an API permission: lets a resource server ask /oauth/introspect about any of our
     # tokens (RFC 7662 section 4). Checked against the client's registration, not a token.
     INTROSPECT = "introspect"
@@ -54,13 +57,14 @@ _DESCRIPTIONS: Final[dict[Scope, Message]] = {
     Scope.AUDIT_READ: Message("scope.audit.read"),
     Scope.STATS_READ: Message("scope.stats.read"),
     Scope.ME: Message("scope.me"),
+    Scope.ADMIN_WRITE: Message("scope.admin.write"),
     Scope.INTROSPECT: Message("scope.introspect"),
 }
 
 
 # -- people --------------------------------------------------------------------------------
 
-ROLES: Final = ("resident", "grid_worker", "community_worker", "auditor")
+# The roles are the accounts' (`vault.accounts.ROLES`, which the table's CHECK names).
 
 # The most a person of each role can hold; a token carries what was asked for within it.
 # Workers also read consents: recording assisted consent starts from what is on record.
@@ -73,6 +77,7 @@ ROLE_SCOPES: Final[dict[str, frozenset[Scope]]] = {
         {Scope.RESIDENTS_READ, Scope.RESIDENTS_WRITE, Scope.CONSENTS_READ, Scope.CONSENTS_WRITE}
     ),
     "auditor": frozenset({Scope.AUDIT_READ}),
+    "operator": frozenset({Scope.ADMIN_WRITE}),
 }
 
 PEOPLE_SCOPES: Final = frozenset().union(*ROLE_SCOPES.values())
@@ -82,7 +87,7 @@ PEOPLE_SCOPES: Final = frozenset().union(*ROLE_SCOPES.values())
 # The ceiling for a confidential client of each organisation type; a client is registered
 # with a subset. Residents' committees run the counter and grid systems of a community.
 # Only public bodies may run a resource server that introspects others' tokens: an answer
-# names the person a token stands for.
+# names the person a token stands for. No system administers the district (admin:write).
 ORGANISATION_SCOPES: Final[dict[str, frozenset[Scope]]] = {
     "department": frozenset(
         {

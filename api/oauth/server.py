@@ -81,7 +81,7 @@ from api.oauth.models import (
     RevokedAccessToken,
     TokenFamily,
 )
-from api.oauth.passwords import digest, hash_password, password_needs_rehash, verify_password
+from api.oauth.passwords import digest, password_needs_rehash, verify_password
 from api.oauth.passwords import verify_client_secret as _verify_client_secret
 from api.oauth.ratelimit import ClientAuthLimiter
 from api.oauth.scopes import ROLE_SCOPES, Scope, scope_string
@@ -96,6 +96,7 @@ from api.oauth.tokens import (
 from audit import EntryDraft
 from vault.accounts import User
 from vault.models import new_id, utcnow
+from vault.passwords import hash_password
 
 log = structlog.get_logger(__name__)
 

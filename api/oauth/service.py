@@ -19,7 +19,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from access.runtime import Runtime
@@ -32,18 +32,17 @@ from api.oauth.models import (
     RevokedAccessToken,
     TokenFamily,
 )
-from api.oauth.passwords import hash_client_secret, hash_password, new_client_secret
+from api.oauth.passwords import hash_client_secret, new_client_secret
 from api.oauth.scopes import (
     ORGANISATION_SCOPES,
     PEOPLE_SCOPES,
-    ROLES,
     Scope,
     parse_scopes,
 )
 from audit import AuditLog, EntryDraft
 from consent import ConsentService
 from consent.demo import create_demo_consents
-from vault.accounts import User
+from vault.accounts import MIN_PASSWORD_LENGTH, ROLES, USERNAME, User
 from vault.i18n import Message
 from vault.interfaces import Keyring
 from vault.models import (
@@ -58,14 +57,13 @@ from vault.models import (
     new_id,
     utcnow,
 )
+from vault.passwords import hash_password
 from vault.purposes import LivePurposes
 
 log = structlog.get_logger(__name__)
 
 KINDS: Final = ("confidential", "public")
 PURPOSE_CODE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
-USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
-MIN_PASSWORD_LENGTH = 12
 DEMO_CREDENTIALS_FILE = "demo-credentials.json"
 
 
@@ -504,6 +502,22 @@ def create_user(
     return user_id
 
 
+def end_logins(session: Session, username: str, reason: str) -> int:
+    """End every live login of a person (their refresh tokens, and the access tokens that
+    name the login): after a password reset, or with a disable (whose `disabled_at` alone
+    stops their tokens already). Returns how many logins were ended."""
+    user_id = select(User.id).where(User.username == username).scalar_subquery()
+    result = session.execute(
+        update(TokenFamily)
+        .where(TokenFamily.user_id == user_id, TokenFamily.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason=reason[:32])
+        .execution_options(synchronize_session=False)
+    )
+    ended = int(result.rowcount)  # type: ignore[attr-defined]
+    log.info("oauth.logins_ended", username=username, logins=ended, reason=reason)
+    return ended
+
+
 # -- demo accounts ------------------------------------------------------------------------------
 
 DEMO_ACTOR = "demo-setup"
@@ -827,6 +841,7 @@ __all__ = [
     "UnknownClient",
     "create_demo_accounts",
     "create_user",
+    "end_logins",
     "init_demo_credentials",
     "list_clients",
     "prune_expired",

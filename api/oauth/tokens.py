@@ -45,10 +45,10 @@ from api.http.middleware import client_certificate
 from api.http.problems import problem
 from api.http.tls import PresentedCertificate
 from api.oauth.config import ExternalIssuer, OAuthSettings
-from api.oauth.keys import ACCESS_TOKEN_TYPE, ALGORITHM
+from api.oauth.keys import ACCEPTED_ALGORITHMS, ACCESS_TOKEN_TYPE
 from api.oauth.models import OAuthClient, RevokedAccessToken, TokenFamily, TokenSigningKey
-from api.oauth.scopes import ROLES, Scope
-from vault.accounts import User
+from api.oauth.scopes import Scope
+from vault.accounts import ROLES, User
 
 log = structlog.get_logger(__name__)
 
@@ -224,7 +224,7 @@ class _OwnKeys:
                     Ed25519PublicKey.from_public_bytes(r.public_key), r.expires_after
                 )
                 for r in rows
-                if r.algorithm == ALGORITHM
+                if r.algorithm in ACCEPTED_ALGORITHMS  # keys made as "EdDSA" too
             }
         self._loaded_at = self._clock()
 
@@ -391,7 +391,7 @@ def _external_scopes(cfg: ExternalIssuer, claims: Mapping[str, Any]) -> frozense
 
 
 class TokenVerifier:
-    """Checks bearer tokens: ours (RFC 9068, EdDSA) and those of configured external issuers."""
+    """Checks bearer tokens: ours (RFC 9068, Ed25519) and those of configured external issuers."""
 
     def __init__(
         self,
@@ -454,7 +454,8 @@ class TokenVerifier:
     def own_claims(self, token: str, *, check_expiry: bool = True) -> dict[str, Any]:
         """Claims of one of our access tokens, after its signature, issuer and audience."""
         header, claims, signing_input, signature = split_token(token.strip())
-        if header.get("alg") != ALGORITHM:
+        # Ed25519 (RFC 9864), or EdDSA on a token issued before the rename.
+        if header.get("alg") not in ACCEPTED_ALGORITHMS:
             raise InvalidToken("unsupported algorithm")
         typ = header.get("typ")
         if not isinstance(typ, str) or typ.lower() not in (
