@@ -29,6 +29,8 @@ SUBJECT_TYPES = (
     "property_company",
     "owners_committee",
     "residents_committee",
+    "street_office",
+    "social_organisation",
     "grid_worker",
     "community_worker",
     "resident",

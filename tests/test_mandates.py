@@ -357,3 +357,38 @@ def test_a_refused_district_file_writes_nothing(
     )
     assert _count(database_url, AuditEntry) == before
     assert "st_riverside" not in _ok(empty_home, database_url, "places", "list", "--json")
+
+
+def test_a_street_office_is_granted_a_purpose_of_the_districts_own(
+    district_home: Path, database_url: str, runtime: Runtime
+) -> None:
+    """A kind with no purpose by default gets exactly what a registered purpose for it and
+    a mandate give, and nothing before."""
+    home = district_home
+    office = "orgs add org_so --kind street_office --name 甲街道办 --place cm_a"
+    _ok(home, database_url, *office.split())
+    purpose = (
+        "purposes add flood-relocation --name 防汛转移 --name-en Flood-relocation "
+        "--basis statutory-duty --law 《防洪法》 --law-en Flood-Control-Law "
+        "--recipient street_office --action list --field name=clear --field phone=clear"
+    )
+    _ok(home, database_url, *purpose.split())
+    engine = follow_district(CachedEngine(EmbeddedEngine()), runtime.vault.sessions)
+
+    def ask() -> Any:
+        with runtime.vault.sessions() as session:
+            subject = organisation_subject(session, "org_so")
+        return engine.evaluate(
+            decision_input(subject.policy_input(), action="list", purpose="flood-relocation")
+        )
+
+    assert ask().reason.code == "no-mandate"
+    _ok(
+        home,
+        database_url,
+        *["mandates", "grant", "org_so", "--purpose", "flood-relocation", "--action", "list"],
+    )
+    decision = ask()
+    assert decision.allow
+    assert {n for n, t in decision.fields.items() if t != "denied"} == {"name", "phone"}
+    assert decision.rows.communities == ("cm_a",)

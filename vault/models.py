@@ -124,7 +124,14 @@ class Household(Base):
 
 # -- organisations -------------------------------------------------------------------------
 
-ORGANISATION_TYPES = ("department", "residents_committee", "property_company", "owners_committee")
+ORGANISATION_TYPES = (
+    "department",
+    "street_office",
+    "residents_committee",
+    "property_company",
+    "owners_committee",
+    "social_organisation",
+)
 
 
 class Organisation(Base):

@@ -111,6 +111,12 @@ ORGANISATION_SCOPES: Final[dict[str, frozenset[Scope]]] = {
     ),
     "property_company": frozenset({Scope.RESIDENTS_READ, Scope.CONSENTS_REQUEST}),
     "owners_committee": frozenset({Scope.RESIDENTS_READ, Scope.CONSENTS_REQUEST}),
+    # A street office is a public body over its communities, as a department is.
+    "street_office": frozenset(
+        {Scope.RESIDENTS_READ, Scope.RESIDENTS_WRITE, Scope.STATS_READ, Scope.CONSENTS_REQUEST}
+    ),
+    # A social organisation (社会组织) serves residents who consent, or as contracted.
+    "social_organisation": frozenset({Scope.RESIDENTS_READ, Scope.CONSENTS_REQUEST}),
 }
 
 
