@@ -40,7 +40,7 @@ def test_break_glass_opens_one_record_flags_notifies_and_queues(server: DemoServ
     assert call(server, "GET", path, token, "grid-service").status_code == 404
     refused = call(server, "GET", path, token, RESCUE)
     assert refused.status_code == 403
-    assert refused.json()["type"] == "/problems/break-glass-required"
+    assert refused.json()["type"].endswith("/problems/break-glass-required")
     too_short = call(
         server,
         "POST",
@@ -81,7 +81,7 @@ def test_break_glass_opens_one_record_flags_notifies_and_queues(server: DemoServ
     other = call(server, "GET", f"/v1/residents/{neighbour}", token, RESCUE)
     assert other.status_code == 403
     listing = call(server, "GET", "/v1/residents", token, RESCUE)
-    assert listing.status_code == 403 and listing.json()["type"] == "/problems/policy-denied"
+    assert listing.status_code == 403 and listing.json()["type"].endswith("/problems/policy-denied")
     # The resident is told, and sees the access among those made to their record.
     me = server.resident_token(resident)
     told = call(server, "GET", "/v1/me/notifications", me).json()["items"]
@@ -140,7 +140,7 @@ def test_a_grant_expires(server: DemoServer) -> None:
         )
     expired = call(server, "GET", f"/v1/residents/{resident}", token, RESCUE)
     assert expired.status_code == 403
-    assert expired.json()["type"] == "/problems/break-glass-required"
+    assert expired.json()["type"].endswith("/problems/break-glass-required")
 
 
 def test_only_workers_break_glass(server: DemoServer) -> None:

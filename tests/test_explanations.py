@@ -95,7 +95,7 @@ def test_every_api_round_trips_the_callers_pseudonym(server: DemoServer) -> None
     everyone = listed(server, CIVIL, purpose)
     assert [i["resident_id"] for i in first["items"] + second["items"]] == everyone[:10]
     bad = call(server, "GET", "/v1/residents", token, purpose, params={"cursor": "ps_nonsense"})
-    assert bad.status_code == 422 and bad.json()["type"] == "/problems/validation-error"
+    assert bad.status_code == 422 and bad.json()["type"].endswith("/problems/validation-error")
     # Read by pseudonym: the same pseudonym comes back.
     pseudonym = everyone[3]
     read = call(server, "GET", f"/v1/residents/{pseudonym}", token, purpose)
@@ -282,7 +282,7 @@ def test_the_residents_dry_run_matches_what_organisations_get(server: DemoServer
                 assert real.status_code in (403, 404), (organisation, purpose, real.text)
             elif predicted["status"] == "needs-consent":
                 assert real.status_code == 403, (organisation, purpose)
-                assert real.json()["type"] == "/problems/consent-required"
+                assert real.json()["type"].endswith("/problems/consent-required")
             else:
                 assert real.status_code == 200, (organisation, purpose, real.text)
                 assert real.json()["treatments"] == predicted["treatments"], (organisation, purpose)

@@ -224,6 +224,7 @@ def _get(error: Exception, lang: str = "zh-CN") -> tuple[int, dict[str, Any], di
 
 
 ACCESS = Access(subject=Subject(type="grid_worker", user="gw"), purpose="x", request_id="r")
+TYPES = "http://testserver/problems"  # no VAULT_PUBLIC_URL: the request's own base URL
 
 
 def test_a_refusal_carries_its_message_decision_id_and_wait() -> None:
@@ -231,7 +232,7 @@ def test_a_refusal_carries_its_message_decision_id_and_wait() -> None:
         Message("error.gate.rate-limited"), decision_id=ACCESS.decision_id, retry_after=2.2
     )
     status, body, headers = _get(limited)
-    assert (status, body["type"], body["title"]) == (429, "/problems/rate-limited", "请求过于频繁")
+    assert (status, body["type"], body["title"]) == (429, f"{TYPES}/rate-limited", "请求过于频繁")
     assert body["detail"] == "请求过于频繁，请稍后再试"
     assert headers["decision-id"] == ACCESS.decision_id and headers["retry-after"] == "3"
     status, body, _ = _get(limited, "en-GB,en;q=0.9")
@@ -241,7 +242,7 @@ def test_a_refusal_carries_its_message_decision_id_and_wait() -> None:
 def test_not_found_says_the_same_with_or_without_a_decision() -> None:
     _, outside, headers = _get(NotInScope(None, decision_id=ACCESS.decision_id))
     assert outside == {
-        "type": "/problems/not-found",
+        "type": f"{TYPES}/not-found",
         "title": "未找到",
         "status": 404,
         "detail": "未找到",
@@ -257,7 +258,7 @@ def test_a_refusal_before_any_access_has_no_decision_id() -> None:
 
 def test_validation_errors_name_their_field() -> None:
     status, body, headers = _get(BadStatsQuery("by", Message("error.stats.by"), None, ACCESS))
-    assert status == 422 and body["type"] == "/problems/validation-error"
+    assert status == 422 and body["type"].endswith("/problems/validation-error")
     assert body["errors"] == [{"field": "by", "message": "by 应为 community、grid 或 building"}]
     assert headers["decision-id"] == ACCESS.decision_id
     _, body, _ = _get(InvalidLogCursor("invalid cursor"), "en")
@@ -280,7 +281,7 @@ def test_a_spent_budget_comes_with_the_budget_and_the_wait() -> None:
     renews = utcnow() + timedelta(hours=1)
     budget = Budget(period="2026-12", total=3.0, spent=3.0, renews_at=renews)
     status, body, headers = _get(BudgetExhausted(budget, None, ACCESS))
-    assert (status, body["type"]) == (429, "/problems/budget-exhausted")
+    assert (status, body["type"]) == (429, f"{TYPES}/budget-exhausted")
     assert body["budget"] == budget.as_dict() and "恢复" in body["detail"]
     assert 3500 <= int(headers["retry-after"]) <= 3600
     assert headers["decision-id"] == ACCESS.decision_id
@@ -288,4 +289,4 @@ def test_a_spent_budget_comes_with_the_budget_and_the_wait() -> None:
 
 def test_break_glass_review_errors_are_their_own_problems() -> None:
     status, body, _ = _get(BreakGlassConflict(Message("error.break-glass.reviewed")))
-    assert (status, body["type"], body["detail"]) == (409, "/problems/conflict", "已复核")
+    assert (status, body["type"], body["detail"]) == (409, f"{TYPES}/conflict", "已复核")

@@ -16,9 +16,10 @@ import uuid
 from typing import Any
 
 import structlog
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.http.problems import PROBLEM_TYPE
+from api.http.problems import problem
 from api.http.settings import HttpSettings
 from api.http.tls import PresentedCertificate, certificate_from_header, certificate_from_tls
 
@@ -47,7 +48,7 @@ class RequestContext:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            await _too_large(send, request_id)
+            await _too_large(scope, receive, send, request_id)
             return
         seen = 0
         started = False
@@ -73,22 +74,18 @@ class RequestContext:
             await self.app(scope, limited_receive, send_with_id)
         except BodyTooLarge:
             if not started:
-                await _too_large(send, request_id)
+                await _too_large(scope, receive, send, request_id)
         finally:
             structlog.contextvars.unbind_contextvars("request_id")
 
 
-async def _too_large(send: Send, request_id: str) -> None:
-    body = b'{"type":"/problems/payload-too-large","title":"Payload too large","status":413}'
-    headers: list[Any] = [
-        (b"content-type", PROBLEM_TYPE.encode()),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id.encode()),
-        (b"cache-control", b"no-store"),
-        (b"x-content-type-options", b"nosniff"),
-    ]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+async def _too_large(scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+    """The one problem answered before the app: built the same way as every other."""
+    response = problem(Request(scope), "payload-too-large")
+    response.headers["X-Request-ID"] = request_id
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    await response(scope, receive, send)
 
 
 # -- transport security ------------------------------------------------------------------------

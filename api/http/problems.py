@@ -3,8 +3,10 @@
 `PROBLEMS` is the table: every domain error class (raised below `api/`, none of them
 knowing HTTP) and the problem it answers with; the status is the slug's in `STATUSES`. One
 handler, registered for each class in the table, builds the body (`type`
-`/problems/<slug>`, the title, the status, `detail` = the error's message in the request's
-language, `errors` for a validation error, `budget` for a spent privacy budget) and the
+`<origin>/problems/<slug>`, an absolute URI under `VAULT_PUBLIC_URL`, else the request's own
+base URL; the title; the status; `detail` = the error's message in the request's language,
+else the problem's own; `errors` for a validation error, `budget` for a spent privacy
+budget) and the
 headers the error's facts call for: `Decision-Id` when it refused an access,
 `Policy-Revision` when policy was asked, `Retry-After` when waiting will help. Routes
 catch none of these errors; they raise, and this answers.
@@ -19,8 +21,11 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from access.errors import (
     BreakGlassRequired,
@@ -191,20 +196,67 @@ def slug_of(error: BaseException) -> str:
     return "internal-error"
 
 
+class FieldError(BaseModel):
+    """One refused value of a `validation-error`: which, and why."""
+
+    field: str = Field(description="the parameter, header or body member (a.b for nested)")
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (`application/problem+json`): every refusal of the API."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(
+        description="absolute URI of the problem type, <origin>/problems/<slug>; "
+        "the page there explains it"
+    )
+    title: str = Field(description="the problem type's title, in the request's language")
+    status: int = Field(ge=100, le=599)
+    detail: str = Field(description="this occurrence, in the request's language")
+    errors: list[FieldError] | None = Field(
+        default=None, description="validation-error: one entry per refused value"
+    )
+    budget: dict[str, Any] | None = Field(
+        default=None, description="budget-exhausted: the caller's privacy budget"
+    )
+
+
+def public_base(request: Request) -> str:
+    """Where problem types live: the configured public origin (`VAULT_PUBLIC_URL`, its
+    first), else the origin this request reached us by."""
+    runtime = getattr(request.app.state, "runtime", None)
+    origins = getattr(getattr(runtime, "settings", None), "public_origins", ())
+    if origins:
+        return str(origins[0])
+    return str(request.base_url).rstrip("/")
+
+
+def problem_type(request: Request, slug: str) -> str:
+    return f"{public_base(request)}/problems/{slug}"
+
+
 def problem(
     request: Request, slug: str, detail: str | None = None, status: int | None = None, **extra: Any
 ) -> JSONResponse:
     code = STATUSES.get(slug, status or 500)
+    lang = lang_of(request)
     title = TITLES.get(slug)
     body: dict[str, Any] = {
-        "type": f"/problems/{slug}",
-        "title": title.text(lang_of(request)) if title is not None else slug,
+        "type": problem_type(request, slug),
+        "title": title.text(lang) if title is not None else slug,
         "status": status or code,
+        # Every problem says what happened: the occurrence's own words, else the type's.
+        "detail": detail or _default_detail(slug, lang),
         **extra,
     }
-    if detail:
-        body["detail"] = detail
     return JSONResponse(body, status_code=status or code, media_type=PROBLEM_TYPE)
+
+
+def _default_detail(slug: str, lang: str) -> str:
+    known = slug in TITLES or slug == "http-error"
+    return Message(f"problem.{slug if known else 'http-error'}.detail").text(lang)
 
 
 def _members(error: Exception, slug: str, detail: str | None, lang: str) -> dict[str, Any]:
@@ -264,14 +316,107 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _request_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": ".".join(str(p) for p in e["loc"][1:]), "message": e["msg"]}
+            {
+                "field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]),
+                "message": e["msg"],
+            }
             for e in exc.errors()
         ]
         return problem(request, "validation-error", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # A body that is not even JSON (bad UTF-8, say): refused like any invalid body.
+            return problem(
+                request, "validation-error", errors=[{"field": "body", "message": str(exc.detail)}]
+            )
         slug = {404: "not-found", 413: "payload-too-large", 405: "method-not-allowed"}.get(
             exc.status_code, "http-error"
         )
-        return problem(request, slug, status=exc.status_code)
+        response = problem(request, slug, status=exc.status_code)
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        if exc.status_code == 405:
+            # Every method of every route at this path, not only the first route's (RFC 9110).
+            response.headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+        return response
+
+
+def _full_routes(routes: list[Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """(full path, route) of every route, through included routers kept whole."""
+    found: list[tuple[str, Any]] = []
+    for route in routes:
+        original = getattr(route, "original_router", None)
+        if original is not None:
+            found += _full_routes(original.routes, prefix + route.include_context.prefix)
+        elif isinstance(getattr(route, "path", None), str):
+            found.append((prefix + route.path, route))
+    return found
+
+
+def allowed_methods(app: Any, path: str) -> list[str]:
+    """The methods the routes at `path` take, as an `Allow` header lists them: those of
+    the most literal templates that match (`/v1/decisions/explain` is not
+    `/v1/decisions/{decision_id}`, though both match it)."""
+    patterns: list[tuple[Any, int, set[str]]] | None = getattr(app.state, "allow_patterns", None)
+    if patterns is None:
+        found: dict[str, tuple[Any, int, set[str]]] = {}
+        for full, route in _full_routes(list(app.routes)):
+            methods = getattr(route, "methods", None)
+            if methods:
+                regex, _, convertors = compile_path(full)
+                entry = found.setdefault(regex.pattern, (regex, len(convertors), set()))
+                entry[2].update(methods)
+        patterns = app.state.allow_patterns = list(found.values())
+    matching = [(params, methods) for regex, params, methods in patterns if regex.match(path)]
+    fewest = min((params for params, _ in matching), default=0)
+    return sorted({m for params, methods in matching if params == fewest for m in methods})
+
+
+def _where(exc: BaseException) -> str:
+    """The innermost frame of a traceback, as module:line (no message, no values: an
+    exception's text may quote a query's parameters)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "?"
+    frame = tb.tb_frame
+    return f"{frame.f_globals.get('__name__', '?')}:{tb.tb_lineno}"
+
+
+class UnhandledErrors:
+    """An exception no handler answered: one structlog line (its type and where, never its
+    text) and a 500 `internal-error` problem, so nothing reaches uvicorn's traceback
+    printer. A response already under way (a streamed export) is cut short instead."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            route = getattr(scope.get("route"), "path", None)
+            log.error(
+                "request.failed",
+                error=type(exc).__name__,
+                where=_where(exc),
+                method=scope.get("method"),
+                route=route,
+                answered=started,
+            )
+            if not started:
+                await problem(Request(scope), "internal-error")(scope, receive, send)
