@@ -88,7 +88,7 @@ def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     body: dict[str, Any] = response.json()
-    assert body["type"] == f"/problems/{slug}"
+    assert body["type"].endswith(f"/problems/{slug}")
     return body
 
 
@@ -602,7 +602,22 @@ def test_consent_requests_from_organisations(server: DemoServer) -> None:
             company,
             json={"resident_id": server.pseudonym(COMPANY, second), "purpose": "subsidy-review"},
         ),
-        422,
+        403,  # outside the company's mandate: policy refuses before anything else
+        "policy-denied",
+    )
+    department = server.client_token("org_civil_affairs")
+    assert_problem(
+        call(
+            server,
+            "POST",
+            "/v1/consent-requests",
+            department,
+            json={
+                "resident_id": server.pseudonym("org_civil_affairs", second),
+                "purpose": "subsidy-review",
+            },
+        ),
+        422,  # its own statutory purpose: there is no consent to ask for
         "validation-error",
     )
     assert _entries(server, action="consent.requested", resident_id=second)

@@ -221,6 +221,7 @@ def _api_cases() -> CaseTable:
         ("GET", "/.well-known/oauth-authorization-server"): Case(NOBODY),
         ("GET", "/oauth/jwks"): Case(NOBODY),
         ("GET", "/oauth/authorize"): Case(NOBODY),
+        ("POST", "/oauth/authorize"): Case(NOBODY, form={"username": "x", "password": "x"}),
         ("POST", "/oauth/token"): Case(NOBODY, form={"grant_type": "client_credentials"}),
         ("POST", "/oauth/revoke"): Case(NOBODY, form={"token": "x"}),
         ("POST", "/oauth/introspect"): Case(NOBODY, form={"token": "x"}),

@@ -37,7 +37,14 @@ from api.http.observability import (
     tracer_for,
 )
 from api.http.openapi import install_openapi
-from api.http.problems import STATUSES, TITLES, install_problem_handlers, lang_of, problem
+from api.http.problems import (
+    STATUSES,
+    TITLES,
+    UnhandledErrors,
+    install_problem_handlers,
+    lang_of,
+    problem,
+)
 from api.http.routes.admin import router as admin_router
 from api.http.routes.audit import router as audit_router
 from api.http.routes.breakglass import router as breakglass_router
@@ -200,6 +207,16 @@ def _observed(runtime: Runtime, engine: PolicyEngine, tracing: Tracing | None) -
     return ObservedEngine(engine, tracing.tracer)
 
 
+def _install_middleware(
+    app: FastAPI, settings: Settings, metrics: Metrics | None, tracing: Tracing | None
+) -> None:
+    """Added innermost first: RequestContext is outermost, so the request id is known to
+    Telemetry, and an unhandled error's log line and 500 carry it."""
+    app.add_middleware(Telemetry, metrics=metrics, tracer=tracing.tracer if tracing else None)
+    app.add_middleware(UnhandledErrors)
+    app.add_middleware(RequestContext, max_body=settings.max_body_bytes)
+
+
 def _install_operations(app: FastAPI, readiness: Readiness) -> None:
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -358,15 +375,14 @@ def create_app(
     for router in routers:
         app.include_router(router)
     install_pages(app, settings)  # /portal/, /desk/, /console/ and their static files
-    # Telemetry inside RequestContext, so the request id is known to it.
-    app.add_middleware(Telemetry, metrics=metrics, tracer=tracing.tracer if tracing else None)
-    app.add_middleware(RequestContext, max_body=settings.max_body_bytes)
+    _install_middleware(app, settings, metrics, tracing)
     if metrics is not None and listener is None:
         install_metrics_route(app, metrics, settings)
     install_openapi(
         app,
         routers,
         LivePurposes(runtime.vault.sessions),
+        runtime.vault.store.catalogue,
     )
 
     @app.get("/v1/purposes", tags=["metadata"])

@@ -9,6 +9,7 @@ SQLite (which overflows at 2**63) and a 60,000-character header never reaches th
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Annotated
 from urllib.parse import unquote
 
@@ -36,6 +37,35 @@ _PURPOSE = re.compile(PURPOSE_PATTERN)
 # Control characters have no place in a reason a person types (newlines included: the log's
 # CSV and the pages show it on one line).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+# The Justification header as the service takes it: printable ASCII and percent-encoded
+# UTF-8 (RFC 3629's well-formed sequences, no control characters), at most
+# JUSTIFICATION_LENGTH characters once decoded. One unit of the pattern is one character.
+_HEX = "[0-9A-Fa-f]"
+_CONT = "%[89ABab][0-9A-Fa-f]"  # a continuation byte, 80-BF
+_UTF8 = "|".join(
+    (
+        r"[\x20-\x24\x26-\x7e]",
+        "%(?:[2-6]" + _HEX + "|7[0-9A-Ea-e])",
+        "%[Cc][2-9A-Fa-f]" + _CONT + "|%[Dd]" + _HEX + _CONT,
+        "%[Ee]0%[ABab]" + _HEX + _CONT,
+        "%[Ee][1-9A-Ca-cEeFf]" + _CONT + _CONT,
+        "%[Ee][Dd]%[89]" + _HEX + _CONT,
+        "%[Ff]0%(?:9" + "[0-9A-Fa-f]|[ABab][0-9A-Fa-f])" + _CONT + _CONT,
+        "%[Ff][1-3]" + _CONT * 3,
+        "%[Ff]4%8" + _HEX + _CONT + _CONT,
+    )
+)
+JUSTIFICATION_PATTERN = f"^(?:{_UTF8}){{0,{JUSTIFICATION_LENGTH}}}$"
+_JUSTIFICATION = re.compile(JUSTIFICATION_PATTERN)
+
+
+@cache
+def field_list_pattern(names: tuple[str, ...]) -> str:
+    """`?fields=a,b`: catalogue names, comma-separated, nothing else (empty: every field)."""
+    one = "(?:" + "|".join(re.escape(n) for n in names) + ")"
+    return f"^(?:{one}(?:,{one})*)?$"
+
 
 PURPOSE_DOC = (
     "用途代码 / purpose code (see GET /v1/purposes); the Purpose header also works. "
@@ -72,7 +102,14 @@ def _refuse(field: str, message: Message) -> ValidationFailed:
 def declared_purpose(request: Request, query: str | None) -> str | None:
     """The purpose a request declares (the Purpose header, else `?purpose=`), checked
     against the registry's format; anything else is a 422 and never reaches the log."""
-    declared = request.headers.get("purpose") or query
+    header = request.headers.get("purpose")
+    if header and query and query.strip():
+        # Beside the header, `?purpose=` is ignored, so it must at least be a registered
+        # code: the document declares it as one, and nothing it declares goes unread.
+        known = getattr(getattr(request.app.state, "explainer", None), "purposes", None)
+        if known is not None and query.strip() not in known:
+            raise _refuse("purpose", Message("error.bounds.purpose-unknown"))
+    declared = header or query
     if declared is None:
         return None
     declared = declared.strip()
@@ -83,12 +120,23 @@ def declared_purpose(request: Request, query: str | None) -> str | None:
     return declared
 
 
+def requested_fields(given: str | None, names: tuple[str, ...]) -> list[str] | None:
+    """`?fields=a,b` as a list of catalogue names; None (every field) when not given."""
+    if not given:
+        return None
+    if not re.match(field_list_pattern(names), given):
+        raise _refuse("fields", Message("error.bounds.fields"))
+    return given.split(",")
+
+
 def declared_justification(given: str | None) -> str | None:
     """The Justification header, percent-decoded (it may carry Chinese), bounded."""
     if not given:
         return None
     text = unquote(given).strip()
-    if len(text) > JUSTIFICATION_LENGTH or _CONTROL.search(text):
+    # The pattern counts one character per unit (printable ASCII or one UTF-8 sequence), so
+    # it bounds the decoded length exactly as the OpenAPI document states it.
+    if not _JUSTIFICATION.match(given) or len(text) > JUSTIFICATION_LENGTH or _CONTROL.search(text):
         raise _refuse(
             "Justification", Message("error.bounds.justification", {"most": JUSTIFICATION_LENGTH})
         )

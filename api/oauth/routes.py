@@ -39,7 +39,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import ImmutableMultiDict
 
 from access.runtime import Runtime
+from api.http import schemas
 from api.http.middleware import TransportSecurity, client_certificate
+from api.http.problems import problem
 from api.oauth.config import OAuthSettings
 from api.oauth.keys import CSRF_KEY_NAME, ensure_oauth_keys, jwks, published_keys
 from api.oauth.ratelimit import LoginLimiter
@@ -63,6 +65,88 @@ MAX_FORM_BYTES = 16 * 1024
 MAX_FORM_FIELDS = 32
 _SCOPE_VALUES = frozenset(s.value for s in Scope)
 CSRF_FIELD = "csrf_token"
+
+# -- what the endpoints take, for the OpenAPI document --------------------------------------
+
+_TEXT_LIMIT = 2000  # any one form value; the whole form is MAX_FORM_BYTES
+_PKCE = r"^[A-Za-z0-9._~-]{43,128}$"  # RFC 7636 section 4.1
+
+
+def _text(description: str, most: int = _TEXT_LIMIT) -> dict[str, Any]:
+    return {"type": "string", "maxLength": most, "description": description}
+
+
+def _form(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-www-form-urlencoded": {"schema": schema}},
+        }
+    }
+
+
+# Only bounds: a missing or unknown value of a client that can be redirected to goes back
+# to it as an OAuth error (RFC 6749 section 4.1.2.1), not as a refusal here.
+AUTHORIZE_PARAMETERS: list[dict[str, Any]] = [
+    {"name": name, "in": "query", "required": name == "client_id", "schema": schema}
+    for name, schema in (
+        ("response_type", _text("code", 32)),
+        ("client_id", _text("a registered public client", 64)),
+        ("redirect_uri", _text("one of the client's registered redirect URIs")),
+        ("scope", _text("space-separated scopes", 500)),
+        ("state", _text("returned unchanged with the code", 500)),
+        ("code_challenge", _text("PKCE (RFC 7636): BASE64URL(SHA-256(code_verifier))", 128)),
+        ("code_challenge_method", _text("S256", 16)),
+        ("lang", _text("zh or en", 16)),
+        ("ui_locales", _text("preferred languages, space-separated", 100)),
+    )
+]
+_AUTHORIZE_BOUNDS = {p["name"]: p["schema"]["maxLength"] for p in AUTHORIZE_PARAMETERS}
+
+
+def _out_of_bounds(request: Request) -> JSONResponse | None:
+    """A 422 problem for a query value beyond its declared bound, as every route gives."""
+    errors = [
+        {"field": name, "message": f"at most {most} characters"}
+        for name, most in _AUTHORIZE_BOUNDS.items()
+        if len(request.query_params.get(name, "")) > most
+    ]
+    return problem(request, "validation-error", errors=errors) if errors else None
+
+
+LOGIN_FORM = {
+    "username": _text("the person's login name", 128),
+    "password": {**_text("their password", 1024), "format": "password"},
+    CSRF_FIELD: _text("the hidden field of the form this server issued", 256),
+    "decision": {"type": "string", "enum": ["allow", "deny"]},
+}
+_CLIENT = {
+    "client_id": _text("the client, when it authenticates in the body or is public", 64),
+    "client_secret": {**_text("client_secret_post; HTTP Basic is preferred", 256)},
+}
+TOKEN_FORM = {
+    "grant_type": {
+        "type": "string",
+        "enum": ["client_credentials", "authorization_code", "refresh_token"],
+    },
+    "scope": _text("space-separated scopes", 500),
+    "code": _text("authorization_code: the code", 512),
+    "redirect_uri": _text("authorization_code: the redirect URI the code was sent to"),
+    "code_verifier": {"type": "string", "pattern": _PKCE},
+    "refresh_token": _text("refresh_token: the refresh token", 512),
+    **_CLIENT,
+}
+TOKEN_HINT_FORM = {
+    "token": _text("an access or refresh token", 4096),
+    "token_type_hint": {"type": "string", "enum": ["access_token", "refresh_token"]},
+    **_CLIENT,
+}
 
 # -- forms -------------------------------------------------------------------------------------
 
@@ -375,6 +459,7 @@ class OAuthRoutes:
             self.metadata,
             methods=["GET"],
             summary="Authorization server metadata (RFC 8414)",
+            response_model=schemas.ServerMetadata,
         )
         router.add_api_route(
             "/oauth/jwks",
@@ -388,27 +473,60 @@ class OAuthRoutes:
             methods=["GET"],
             response_class=HTMLResponse,
             summary="Login form (authorization code with PKCE)",
+            openapi_extra={"parameters": AUTHORIZE_PARAMETERS},
         )
         router.add_api_route(
             "/oauth/authorize",
             self.authorize_submit,
             methods=["POST"],
             response_class=HTMLResponse,
-            include_in_schema=False,
+            summary="The login form's submission: a redirect with the code, or the form again",
+            openapi_extra={"parameters": AUTHORIZE_PARAMETERS, **_form(LOGIN_FORM, [])},
         )
-        for path, handler, summary in (
-            ("/oauth/token", self.token, "Token endpoint (RFC 6749)"),
-            ("/oauth/revoke", self.revoke, "Token revocation (RFC 7009)"),
-            ("/oauth/introspect", self.introspect, "Token introspection (RFC 7662)"),
+        for path, handler, summary, model, form, required in (
+            (
+                "/oauth/token",
+                self.token,
+                "Token endpoint (RFC 6749)",
+                schemas.TokenAnswer,
+                TOKEN_FORM,
+                ["grant_type"],
+            ),
+            (
+                "/oauth/revoke",
+                self.revoke,
+                "Token revocation (RFC 7009)",
+                None,
+                TOKEN_HINT_FORM,
+                ["token"],
+            ),
+            (
+                "/oauth/introspect",
+                self.introspect,
+                "Token introspection (RFC 7662)",
+                schemas.Introspection,
+                TOKEN_HINT_FORM,
+                ["token"],
+            ),
         ):
-            router.add_api_route(path, handler, methods=["POST"], summary=summary)
+            router.add_api_route(
+                path,
+                handler,
+                methods=["POST"],
+                summary=summary,
+                response_model=model,
+                openapi_extra=_form(form, required),
+            )
         return router
 
     def _step_response(self, request: Request, step: AuthorizationStep, **form: Any) -> Response:
         if isinstance(step, Response):
             return step
         if isinstance(step, AuthorizationRefused):
-            return self.pages.refused(request, step.error)
+            # No such client: not found, like any unknown id; a client that may not ask this
+            # (a redirect URI it did not register): forbidden.
+            status = 404 if step.error == "invalid_client" else 403
+            return self.pages.refused(request, step.error, status)
         prompt = step.prompt if isinstance(step, LoginFailed) else step
         return self.pages.form(request, prompt, **form)
 
@@ -427,6 +545,9 @@ class OAuthRoutes:
         )
 
     async def authorize_form(self, request: Request) -> Response:
+        refused = _out_of_bounds(request)
+        if refused is not None:
+            return refused
         try:
             oauth_request = _oauth_request(request, None, payload_from="args")
         except OAuth2Error as error:
@@ -435,6 +556,10 @@ class OAuthRoutes:
         return self._step_response(request, step)
 
     async def authorize_submit(self, request: Request) -> Response:
+        refused = _out_of_bounds(request)
+        return refused if refused is not None else await self._submit(request)
+
+    async def _submit(self, request: Request) -> Response:
         lang = _lang(request)
         try:
             form = await read_form(request)
@@ -448,10 +573,11 @@ class OAuthRoutes:
         cookie = request.cookies.get(self.pages.csrf.cookie_name(request.url.scheme == "https"))
         if not self.pages.csrf.check(form.get(CSRF_FIELD, ""), cookie):
             step = await run_in_threadpool(self.server.check_authorization, oauth_request)
+            # Forbidden: the form was not issued to this browser, or too long ago (CSRF).
             return self._step_response(
                 request,
                 step,
-                status=400,
+                status=403,
                 error=text("oauth.login.expired", lang),
                 username=username,
             )

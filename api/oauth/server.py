@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import secrets
 import time
 from collections import defaultdict
@@ -148,6 +149,10 @@ class FormPayload(OAuth2Payload):  # type: ignore[misc]
         for key, value in self._data.multi_items():
             values[key].append(value)
         return values
+
+
+# What a URI may hold (RFC 3986: printable ASCII, without space, quote and backslash).
+_URI_TEXT = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]*")
 
 
 class FormOAuth2Request(OAuth2Request):  # type: ignore[misc]
@@ -998,6 +1003,11 @@ class VaultAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             return response
 
     def _consent_grant(self, request: FormOAuth2Request) -> Any:
+        redirect = request._args.get("redirect_uri")
+        if redirect is not None and not _URI_TEXT.fullmatch(redirect):
+            # No registered redirect URI holds such characters, and authlib would quote it in
+            # an error description, which must be printable ASCII (RFC 6749 section 5.2).
+            return AuthorizationRefused("invalid_request", "redirect_uri is not a URI")
         try:
             grant = self.get_consent_grant(request, end_user=None)
         except OAuth2Error as error:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from access.runtime import Runtime
 from access.subjects import subject_for
+from api.http import schemas
 from api.http.context import reads_recorded, runtime_of
 from api.http.params import (
     MAX_INTEGER,
@@ -73,7 +74,7 @@ def latest_checkpoint(request: Request) -> Response:
     return PlainTextResponse(head.checkpoint)
 
 
-@router.get("/checkpoints")
+@router.get("/checkpoints", response_model=schemas.SignedHeads)
 def checkpoints(
     request: Request,
     since: int = Query(default=0, ge=0, le=MAX_INTEGER, description="smallest tree size to list"),
@@ -100,7 +101,7 @@ def checkpoints(
     }
 
 
-@router.get("/proofs/inclusion", response_model=None)
+@router.get("/proofs/inclusion", response_model=schemas.InclusionProof)
 def inclusion(
     request: Request,
     index: int = Query(ge=0, le=MAX_INTEGER),
@@ -112,7 +113,7 @@ def inclusion(
     return {"index": index, "tree_size": tree_size, "hashes": hashes}
 
 
-@router.get("/proofs/consistency", response_model=None)
+@router.get("/proofs/consistency", response_model=schemas.ConsistencyProof)
 def consistency(
     request: Request,
     first: int = Query(ge=1, le=MAX_INTEGER),
@@ -170,7 +171,9 @@ def _record_search(
     )
 
 
-@router.get("/entries", summary="Search the log (scope audit:read)", response_model=None)
+@router.get(
+    "/entries", summary="Search the log (scope audit:read)", response_model=schemas.EntryPage
+)
 def entries(
     request: Request,
     principal: Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))],
@@ -220,7 +223,7 @@ def entries(
 @router.get(
     "/entries/{index}",
     summary="One entry with its canonical bytes (audit:read, or the resident it concerns)",
-    response_model=None,
+    response_model=schemas.Entry,
 )
 def entry(
     request: Request,
@@ -262,7 +265,9 @@ REPORTS = ("accesses-per-day", "denied", "sensitive-reads", "out-of-hours", "con
 
 
 @router.get(
-    "/reports/{report}", summary="Auditors' reports (scope audit:read)", response_model=None
+    "/reports/{report}",
+    summary="Auditors' reports (scope audit:read)",
+    response_model=schemas.Report,
 )
 def report(
     request: Request,
@@ -320,7 +325,9 @@ def _alert_view(alert: AuditAlert, suspended: bool) -> dict[str, Any]:
     }
 
 
-@router.get("/alerts", summary="Insider-abuse alerts (scope audit:read)")
+@router.get(
+    "/alerts", summary="Insider-abuse alerts (scope audit:read)", response_model=schemas.Alerts
+)
 def list_alerts(
     request: Request,
     principal: Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))],
@@ -347,6 +354,7 @@ class AlertReview(BaseModel):
 @router.post(
     "/alerts/{alert_id}/review",
     summary="Confirm or dismiss an alert, and lift the actor's suspension (scope audit:read)",
+    response_model=schemas.Alert,
 )
 def review_alert(
     request: Request,
@@ -368,7 +376,11 @@ def review_alert(
     return JSONResponse(view)
 
 
-@router.get("/suspensions", summary="Actors suspended pending review (scope audit:read)")
+@router.get(
+    "/suspensions",
+    summary="Actors suspended pending review (scope audit:read)",
+    response_model=schemas.Suspensions,
+)
 def list_suspensions(
     request: Request,
     principal: Annotated[Principal, Depends(require_scopes(Scope.AUDIT_READ))],
@@ -396,6 +408,7 @@ class SuspensionLift(BaseModel):
 @router.post(
     "/suspensions/{actor}/lift",
     summary="Lift an actor's suspension, with a reason the log keeps (scope audit:read)",
+    response_model=schemas.Lifted,
 )
 def lift_actor(
     request: Request,

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from access.errors import PolicyDenied
 from access.subjects import Access, Subject
+from api.http import schemas
 from api.http.context import Myself, gate_of, reads_recorded, subject_of
 from api.http.params import PathId
 from api.http.problems import lang_of, problem
@@ -68,6 +69,7 @@ def _grant_view(grant: BreakGlassGrant, accesses: int | None = None) -> dict[str
     status_code=201,
     summary="Open an emergency (break-glass) grant "
     "for one resident, with a written justification (workers)",
+    response_model=schemas.Grant,
 )
 def open_grant(
     request: Request,
@@ -131,7 +133,11 @@ def _recordable(given: str) -> str | None:
     return given if is_pseudonym(given) or len(given) <= RESIDENT_ID_LENGTH else None
 
 
-@router.get("/audit/break-glass", summary="Break-glass grants for review (scope audit:read)")
+@router.get(
+    "/audit/break-glass",
+    summary="Break-glass grants for review (scope audit:read)",
+    response_model=schemas.Grants,
+)
 def review_queue(
     request: Request,
     principal: Auditor,
@@ -171,6 +177,7 @@ class ReviewBody(BaseModel):
 @router.post(
     "/audit/break-glass/{grant_id}/review",
     summary="Mark a break-glass access justified or not (scope audit:read)",
+    response_model=schemas.Grant,
 )
 def review_grant(
     request: Request, grant_id: PathId, body: ReviewBody, principal: Auditor
@@ -191,7 +198,11 @@ def review_grant(
     return JSONResponse(view)
 
 
-@router.get("/me/notifications", summary="What I have been told: emergency accesses and the like")
+@router.get(
+    "/me/notifications",
+    summary="What I have been told: emergency accesses and the like",
+    response_model=schemas.Notifications,
+)
 def my_notifications(request: Request, own: Myself) -> Response:
     subject = own.subject
     lang = lang_of(request)

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from access.subjects import Access, Subject
+from api.http import schemas
 from api.http.context import Myself, gate_of, reads_recorded, subject_of
 from api.http.params import PathId
 from api.http.problems import problem
@@ -104,6 +105,7 @@ class MyGrant(GrantFields):
     "/me/consents",
     summary="My consents (and my wards'), and the purposes that do "
     "not need my consent, with their legal basis",
+    response_model=schemas.MyConsents,
 )
 def my_consents(request: Request, own: Myself) -> Response:
     subject = own.subject
@@ -120,6 +122,7 @@ def my_consents(request: Request, own: Myself) -> Response:
     "/me/consents",
     status_code=201,
     summary="Give consent (for myself, or for a ward as their guardian with on_behalf_of)",
+    response_model=schemas.Consent,
 )
 def grant_my_consent(request: Request, body: MyGrant, own: Myself) -> Response:
     subject = own.subject
@@ -158,7 +161,11 @@ def _granted(request: Request, grant: Grant) -> Response:
     return JSONResponse(view, status_code=201)
 
 
-@router.post("/me/consents/{consent_id}/revoke", summary="Revoke my consent (or a ward's)")
+@router.post(
+    "/me/consents/{consent_id}/revoke",
+    summary="Revoke my consent (or a ward's)",
+    response_model=schemas.Consent,
+)
 def revoke_my_consent(request: Request, consent_id: PathId, own: Myself) -> Response:
     subject = own.subject
     service = service_of(request)
@@ -170,7 +177,11 @@ def revoke_my_consent(request: Request, consent_id: PathId, own: Myself) -> Resp
     return JSONResponse(consent_view)
 
 
-@router.get("/me/consent-requests", summary="Requests for my consent from organisations")
+@router.get(
+    "/me/consent-requests",
+    summary="Requests for my consent from organisations",
+    response_model=schemas.ConsentRequests,
+)
 def my_consent_requests(request: Request, own: Myself) -> Response:
     subject = own.subject
     service = service_of(request)
@@ -212,6 +223,7 @@ class Answer(BaseModel):
 @router.post(
     "/me/consent-requests/{request_id}/answer",
     summary="Answer a request: accept (a consent is recorded) or refuse",
+    response_model=schemas.ConsentRequest,
 )
 def answer_request(request: Request, request_id: PathId, body: Answer, own: Myself) -> Response:
     subject = own.subject
@@ -241,7 +253,11 @@ def answer_request(request: Request, request_id: PathId, body: Answer, own: Myse
 # -- workers and organisations ------------------------------------------------------------
 
 
-@router.get("/consents", summary="A resident's consents (scope consents:read), within area")
+@router.get(
+    "/consents",
+    summary="A resident's consents (scope consents:read), within area",
+    response_model=schemas.Consents,
+)
 def resident_consents(
     request: Request,
     principal: ConsentReader,
@@ -273,6 +289,7 @@ class AssistedGrant(GrantFields):
     "/consents",
     status_code=201,
     summary="Record assisted consent with the signed form and a witness (scope consents:write)",
+    response_model=schemas.Consent,
 )
 def record_assisted(request: Request, body: AssistedGrant, principal: ConsentWriter) -> Response:
     subject = subject_of(request, principal)
@@ -316,6 +333,7 @@ class AssistedRevocation(BaseModel):
     "/consents/{consent_id}/revoke",
     summary="Revoke a consent at the counter, for "
     "the resident, with a witness (scope consents:write)",
+    response_model=schemas.Consent,
 )
 def revoke_assisted(
     request: Request, consent_id: PathId, body: AssistedRevocation, principal: ConsentWriter
@@ -346,14 +364,17 @@ class RequestBody(BaseModel):
     "/consent-requests",
     status_code=201,
     summary="Ask a resident for consent (scope consents:request)",
+    response_model=schemas.ConsentRequest,
 )
 def request_consent(request: Request, body: RequestBody, principal: ConsentAsker) -> Response:
     subject = subject_of(request, principal)
     gate = gate_of(request)
     # Organisations name residents by their own pseudonyms, here as everywhere.
     access = Access(subject=subject, purpose=body.purpose, request_id=request.state.request_id)
-    naming = gate.identifier_decision(access)
     given = body.resident_id
+    # A purpose outside the caller's mandate is policy's refusal (403), recorded as any is.
+    with gate.denials_recorded(access, "consent.request"):
+        naming = gate.decide(access, "read")
     resident_id = gate.resolve(access, given) if gate.matches(naming, given) else None
     if subject.organisation is None or resident_id is None:
         return problem(request, "not-found")
@@ -381,7 +402,6 @@ def request_consent(request: Request, body: RequestBody, principal: ConsentAsker
 @router.get(
     "/consents/{consent_id}/receipt",
     summary="A consent's signed receipt: compact EdDSA JWS over Kantara receipt fields",
-    responses={200: {"content": {MEDIA_TYPE: {}}}},
 )
 def consent_receipt(request: Request, consent_id: PathId, principal: AnyCaller) -> Response:
     subject = subject_of(request, principal)
@@ -412,4 +432,8 @@ def consent_receipt(request: Request, consent_id: PathId, principal: AnyCaller) 
 def receipt_keys(request: Request) -> Response:
     with gate_of(request).runtime.vault.sessions() as session:
         keys = jwks(session)
-    return JSONResponse(keys, headers={"Cache-Control": "public, max-age=300"})
+    return JSONResponse(
+        keys,
+        media_type="application/jwk-set+json",
+        headers={"Cache-Control": "public, max-age=300"},
+    )

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from access.gate import EVALUATION_ACTION, Gate, Visibility
 from access.subjects import Access, Subject, organisation_subject, visibility_subjects
+from api.http import schemas
 from api.http.context import Myself, gate_of, subject_of
 from api.http.params import PathId
 from api.http.problems import lang_of, problem
@@ -56,6 +57,7 @@ class ExplainBody(BaseModel):
     "/decisions/explain",
     summary="Explain a request before making it: why it is "
     "allowed or refused, each field's treatment and what would change it",
+    response_model=schemas.Explanation,
 )
 def explain_request(request: Request, body: ExplainBody, principal: Anyone) -> Response:
     gate = gate_of(request)
@@ -96,6 +98,7 @@ def explain_request(request: Request, body: ExplainBody, principal: Anyone) -> R
     "/decisions/{decision_id}",
     summary="Explain a past decision, from the evaluation "
     "recorded in the audit log (the caller it concerns, or audit:read)",
+    response_model=schemas.PastDecision,
 )
 def explain_past(request: Request, decision_id: PathId, principal: Anyone) -> Response:
     gate = gate_of(request)
@@ -262,6 +265,7 @@ def organisation_names(gate: Gate, lang: str) -> dict[str, str]:
     "/me/visibility",
     summary="Who can see each of my fields, and why (a dry run of "
     "every organisation and worker x purpose against my record and consents)",
+    response_model=schemas.MyVisibility,
 )
 def my_visibility(request: Request, own: Myself) -> Response:
     subject = own.subject
@@ -284,6 +288,7 @@ def my_visibility(request: Request, own: Myself) -> Response:
     summary="What an organisation sees: "
     "every purpose x action with each field's treatment and the deciding rules "
     "(scope audit:read)",
+    response_model=schemas.OrganisationVisibility,
 )
 def organisation_visibility(request: Request, organisation: PathId, principal: Auditor) -> Response:
     gate = gate_of(request)

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from api.http import schemas
 from api.http.context import (
     Myself,
     decision_headers,
@@ -32,7 +33,7 @@ from vault.spreadsheet import csv_row
 router = APIRouter(prefix="/v1/me", tags=["me (residents)"])
 
 
-@router.get("", summary="My record, as the vault holds it")
+@router.get("", summary="My record, as the vault holds it", response_model=schemas.Record)
 def my_record(request: Request, own: Myself) -> Response:
     access = own.access()
     view, decision = gate_of(request).read(access, own.resident_id, target="self")
@@ -42,7 +43,9 @@ def my_record(request: Request, own: Myself) -> Response:
     )
 
 
-@router.get("/children", summary="My minor children's records (guardian)")
+@router.get(
+    "/children", summary="My minor children's records (guardian)", response_model=schemas.Records
+)
 def my_children(request: Request, own: Myself) -> Response:
     access = own.access()
     items = []
@@ -52,7 +55,11 @@ def my_children(request: Request, own: Myself) -> Response:
     return JSONResponse({"items": items}, headers={"Decision-Id": access.decision_id})
 
 
-@router.get("/accesses", summary="Who accessed my data: every entry about me, with proofs")
+@router.get(
+    "/accesses",
+    summary="Who accessed my data: every entry about me, with proofs",
+    response_model=schemas.MyAccessPage,
+)
 def my_accesses(
     request: Request,
     own: Myself,
@@ -108,7 +115,9 @@ def my_access_proof(request: Request, index: Index, own: Myself) -> Response:
     )
 
 
-@router.get("/export", summary="My data, to take elsewhere (JSON or CSV)")
+@router.get(
+    "/export", summary="My data, to take elsewhere (JSON or CSV)", response_model=schemas.MyCopy
+)
 def my_export(
     request: Request,
     own: Myself,

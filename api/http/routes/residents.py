@@ -10,11 +10,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from access.exports.records import find_export, open_export
 from access.gate import Listing
 from access.subjects import Access
+from api.http import schemas
 from api.http.context import access_of, decision_headers, gate_of, record_view
 from api.http.params import (
     ID_LENGTH,
@@ -24,6 +25,7 @@ from api.http.params import (
     QueryFields,
     QueryPlace,
     QueryPurpose,
+    requested_fields,
 )
 from api.http.problems import problem
 from api.oauth.scopes import Scope
@@ -63,9 +65,9 @@ def _exporting(
     return access_of(request, principal, purpose, justification)
 
 
-def _requested(fields: QueryFields = None) -> list[str] | None:
-    """`?fields=a,b`: the fields asked for; None asks for every field."""
-    return [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+def _requested(request: Request, fields: QueryFields = None) -> list[str] | None:
+    """`?fields=a,b`: the fields asked for (names of the catalogue); None asks for all."""
+    return requested_fields(fields, gate_of(request).catalogue.names)
 
 
 ReadAccess = Annotated[Access, Depends(_reading)]  # residents:read, with its purpose
@@ -74,7 +76,11 @@ ExportAccess = Annotated[Access, Depends(_exporting)]  # an export may name a Ju
 Requested = Annotated[list[str] | None, Depends(_requested)]
 
 
-@router.get("/residents/{resident_id}", summary="Read one resident (scope residents:read)")
+@router.get(
+    "/residents/{resident_id}",
+    summary="Read one resident (scope residents:read)",
+    response_model=schemas.Record,
+)
 def read_resident(
     request: Request,
     resident_id: PathId,
@@ -85,7 +91,11 @@ def read_resident(
     return JSONResponse(record_view(view), headers=decision_headers(access, decision))
 
 
-@router.get("/residents", summary="List residents in scope (scope residents:read)")
+@router.get(
+    "/residents",
+    summary="List residents in scope (scope residents:read)",
+    response_model=schemas.RecordPage,
+)
 def list_residents(
     request: Request,
     access: ReadAccess,
@@ -104,14 +114,37 @@ def list_residents(
     return _listing(access, listing)
 
 
-class SearchBody(BaseModel):
-    id_number: str | None = Field(default=None, max_length=40)
-    phone: str | None = Field(default=None, max_length=40)
+class ByIdNumber(BaseModel):
+    """Look up by resident ID number (GB 11643): region, birth date and check digit."""
+
+    model_config = ConfigDict(extra="forbid")
+    id_number: str = Field(
+        max_length=18,
+        pattern="^[0-9]{17}[0-9Xx]$",
+        json_schema_extra={"format": "cn-resident-id"},
+        description="18 characters: 17 digits and a check digit or X",
+    )
+
+
+class ByPhone(BaseModel):
+    """Look up by mainland mobile number."""
+
+    model_config = ConfigDict(extra="forbid")
+    phone: str = Field(
+        max_length=15,
+        pattern=r"^(?:\+86|0086|86)?1[3-9][0-9]{9}$",
+        description="11 digits starting 13-19, with or without a +86 prefix; no separators",
+    )
+
+
+# Exactly one identifier: an empty body, or both, is a 422 naming them.
+SearchBody = Annotated[ByIdNumber | ByPhone, Body()]
 
 
 @router.post(
     "/residents/search",
     summary="Find by ID number or phone (blind index; a POST so identifiers never appear in URLs)",
+    response_model=schemas.RecordPage,
 )
 def search_residents(
     request: Request,
@@ -119,17 +152,12 @@ def search_residents(
     access: ReadAccess,
     requested: Requested,
 ) -> Response:
-    given = {k: v for k, v in body.model_dump().items() if v}
-    if len(given) != 1:
-        return problem(
-            request,
-            "validation-error",
-            errors=[{"field": "id_number|phone", "message": "give exactly one identifier"}],
-        )
-    validator = {"id_number": "gb11643", "phone": "cn_mobile"}[next(iter(given))]
+    validator, value = (
+        ("gb11643", body.id_number) if isinstance(body, ByIdNumber) else ("cn_mobile", body.phone)
+    )
     catalogue = gate_of(request).catalogue
     field_name = next(s.name for s in catalogue.searchable if s.validator == validator)
-    listing = gate_of(request).search(access, field_name, next(iter(given.values())), requested)
+    listing = gate_of(request).search(access, field_name, value, requested)
     return _listing(access, listing)
 
 
@@ -138,7 +166,12 @@ class ResidentWrite(BaseModel):
     household_id: str | None = Field(default=None, max_length=ID_LENGTH)
 
 
-@router.post("/residents", status_code=201, summary="Create a resident (scope residents:write)")
+@router.post(
+    "/residents",
+    status_code=201,
+    summary="Create a resident (scope residents:write)",
+    response_model=schemas.ResidentWritten,
+)
 def create_resident(
     request: Request,
     body: ResidentWrite,
@@ -152,7 +185,11 @@ def create_resident(
     )
 
 
-@router.patch("/residents/{resident_id}", summary="Update a resident (scope residents:write)")
+@router.patch(
+    "/residents/{resident_id}",
+    summary="Update a resident (scope residents:write)",
+    response_model=schemas.ResidentWritten,
+)
 def update_resident(
     request: Request,
     resident_id: PathId,
@@ -204,6 +241,7 @@ def export_residents(
     "/exports/{export_id}",
     summary="An export's summary: rows, and how many were left "
     "out for lack of consent (a count only)",
+    response_model=schemas.ExportSummary,
 )
 def export_summary(request: Request, export_id: PathId, principal: Reader) -> Response:
     with gate_of(request).runtime.vault.sessions() as session:

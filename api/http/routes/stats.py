@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from access.stats.measures import MEASURES
 from access.stats.service import PublishedPlace, StatsResult, StatsService
 from access.subjects import Access
+from api.http import schemas
 from api.http.context import decision_headers, subject_of
 from api.http.params import PathCode, QueryPurpose, declared_purpose
 from api.http.problems import lang_of
@@ -72,7 +73,9 @@ def _body(result: StatsResult, lang: str) -> dict[str, Any]:
     }
 
 
-@router.get("/stats", summary="The statistical measures (scope stats:read)")
+@router.get(
+    "/stats", summary="The statistical measures (scope stats:read)", response_model=schemas.Measures
+)
 def list_measures(request: Request, principal: StatsReader) -> dict[str, Any]:
     lang = lang_of(request)
     return {
@@ -89,7 +92,11 @@ def list_measures(request: Request, principal: StatsReader) -> dict[str, Any]:
     }
 
 
-@router.get("/stats/budget", summary="This month's differential-privacy budget (stats:read)")
+@router.get(
+    "/stats/budget",
+    summary="This month's differential-privacy budget (stats:read)",
+    response_model=schemas.Budget,
+)
 def budget(request: Request, principal: StatsReader) -> dict[str, Any]:
     access = _access(request, principal, None)
     return service_of(request).budget(access).as_dict()
@@ -99,6 +106,7 @@ def budget(request: Request, principal: StatsReader) -> dict[str, Any]:
     "/stats/{measure}",
     summary="Counts or sums by community, grid or building, with disclosure control "
     "(scope stats:read)",
+    response_model=schemas.Statistics,
 )
 def stats(
     request: Request,
