@@ -75,3 +75,36 @@ class _StderrLogger:
         print(message, file=sys.stderr, flush=True)
 
     log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+class StructlogHandler(logging.Handler):
+    """Standard-library records (uvicorn's own: its error log, a request it could not
+    parse, an app that stopped mid-answer) as structlog JSON lines like every other event:
+    the logger's name, level and fixed message, and an exception only by its type, since
+    an exception's text may quote what a caller sent."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            event: dict[str, Any] = {"logger": record.name}
+            if record.exc_info and record.exc_info[0] is not None:
+                event["error"] = record.exc_info[0].__name__
+            # The template, not the filled line: uvicorn fills in addresses and paths.
+            message = str(record.msg).strip()
+            structlog.get_logger(record.name).log(record.levelno, message, **event)
+        except Exception:  # a log line must never take the server down
+            self.handleError(record)
+
+
+def uvicorn_log_config(level: str = "WARNING") -> dict[str, Any]:
+    """uvicorn's `log_config`: its loggers through `StructlogHandler`, so nothing it prints
+    is anything but one JSON line (`serve` passes it; tests/test_openapi_contract.py)."""
+    handler = {"()": f"{__name__}.StructlogHandler"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"structlog": handler},
+        "loggers": {
+            name: {"handlers": ["structlog"], "level": level, "propagate": False}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+        },
+    }

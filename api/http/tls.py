@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from api.http.settings import HttpSettings
+from api.logging import uvicorn_log_config
 from vault.i18n import Message
 
 log = structlog.get_logger(__name__)
@@ -278,7 +279,12 @@ def uvicorn_options(settings: HttpSettings) -> ServerTransport:
     middleware replaces the peer address before the application could make it.
     """
     context = server_context(settings)
-    kwargs: dict[str, Any] = {"proxy_headers": False, "server_header": False}
+    # uvicorn's own log lines as structlog JSON, like every other event.
+    kwargs: dict[str, Any] = {
+        "proxy_headers": False,
+        "server_header": False,
+        "log_config": uvicorn_log_config(),
+    }
     if context is None:
         return ServerTransport("http", kwargs)
     kwargs["ssl_context_factory"] = lambda _config, _default: context
