@@ -285,9 +285,21 @@ def collect_stray_connections() -> None:
 
 @contextmanager
 def run_demo_server(
-    home: Path, database_url: str, residents: int = 80, engine: PolicyEngine | None = None
+    home: Path,
+    database_url: str,
+    residents: int = 80,
+    engine: PolicyEngine | None = None,
+    **configured: Any,
 ) -> Iterator[DemoServer]:
-    settings = Settings(home=home, database_url=database_url, checkpoint_interval_seconds=0.5)
+    """`configured`: settings as an operator would give them (VAULT_<NAME>)."""
+    settings = Settings(
+        **{
+            "home": home,
+            "database_url": database_url,
+            "checkpoint_interval_seconds": 0.5,
+            **configured,
+        }
+    )
     credentials = prepare_demo(settings, residents)
     app = create_app(settings, engine=engine)
     with serving(app) as port:

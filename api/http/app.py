@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from access.gate import Gate
 from access.runtime import Runtime, open_runtime
+from api.http import schemas
 from api.http.middleware import RequestContext
 from api.http.observability import (
     Metrics,
@@ -36,7 +37,7 @@ from api.http.observability import (
     trace_database,
     tracer_for,
 )
-from api.http.openapi import install_openapi
+from api.http.openapi import install_openapi, operation_id
 from api.http.problems import (
     STATUSES,
     TITLES,
@@ -218,12 +219,12 @@ def _install_middleware(
 
 
 def _install_operations(app: FastAPI, readiness: Readiness) -> None:
-    @app.get("/healthz", tags=["operations"])
+    @app.get("/healthz", tags=["operations"], response_model=schemas.Health)
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers. Checks no dependency (that is /readyz)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], response_model=None)
+    @app.get("/readyz", tags=["operations"], response_model=schemas.Readiness)
     async def readyz(request: Request) -> dict[str, Any] | JSONResponse:
         """Readiness: the database, the keyring and the policy engine (with its revision),
         each with its status and latency; 503 naming the checks that failed."""
@@ -346,7 +347,13 @@ def create_app(
         listener=listener,
     )
 
-    app = FastAPI(title="Resident data vault / 居民数据保险库", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Resident data vault / 居民数据保险库",
+        version="0.1.0",
+        lifespan=lifespan,
+        # operationId = the handler's name (read_resident), what a generated client calls.
+        generate_unique_id_function=operation_id,
+    )
     app.state.runtime = runtime
     app.state.gate = gate
     app.state.metrics = metrics
@@ -385,7 +392,7 @@ def create_app(
         runtime.vault.store.catalogue,
     )
 
-    @app.get("/v1/purposes", tags=["metadata"])
+    @app.get("/v1/purposes", tags=["metadata"], response_model=schemas.Purposes)
     def list_purposes() -> dict[str, Any]:
         """The purpose registry: names, legal basis and reference, fields, recipients, and
         the plain-language notice (zh/en) a consent records the version of."""
@@ -399,7 +406,7 @@ def create_app(
             ]
         }
 
-    @app.get("/v1/fields", tags=["metadata"])
+    @app.get("/v1/fields", tags=["metadata"], response_model=schemas.Catalogue)
     async def list_fields() -> dict[str, Any]:
         """The field catalogue's metadata: names, labels, categories, grades. Never values."""
         catalogue = runtime.vault.store.catalogue

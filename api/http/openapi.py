@@ -100,6 +100,11 @@ _HEADERS = {
 }
 
 
+def operation_id(route: APIRoute) -> str:
+    """An operation's id: its handler's name, unique among the documented routes."""
+    return route.name
+
+
 def _scopes_of(route: APIRoute) -> list[str] | None:
     """The scopes a route requires, wherever among its dependencies (and theirs) they are."""
     waiting = list(route.dependant.dependencies)

@@ -415,6 +415,10 @@ class TokenAnswer(Shape):
     refresh_token: str | None = None
 
 
+class Revoked(Shape):
+    """RFC 7009 section 2.2: 200 and an empty object, whether or not the token was live."""
+
+
 class Introspection(Shape):
     """RFC 7662 section 2.2: `active`, and the token's claims when it is."""
 

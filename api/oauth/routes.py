@@ -496,7 +496,7 @@ class OAuthRoutes:
                 "/oauth/revoke",
                 self.revoke,
                 "Token revocation (RFC 7009)",
-                None,
+                schemas.Revoked,
                 TOKEN_HINT_FORM,
                 ["token"],
             ),
