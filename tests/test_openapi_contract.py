@@ -29,7 +29,11 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from access.runtime import init_runtime
+from api.http.app import create_app
+from api.settings import Settings
 from tests.conftest import IN_CI
 from tests.demo_server import DemoServer, residents_where, run_demo_server
 
@@ -126,6 +130,24 @@ def test_a_method_a_path_does_not_take_is_a_405_with_allow(server: DemoServer) -
         body = response.json()
         assert response.headers["content-type"].startswith(PROBLEM)
         assert body["type"] == f"{server.url}/problems/method-not-allowed" and body["detail"]
+
+
+def test_problem_types_live_under_the_public_origin(tmp_path: Path) -> None:
+    public = "https://vault.example.gov.cn"
+    settings = Settings(
+        home=tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'v.db'}", public_url=public
+    )
+    init_runtime(settings).close()
+    with TestClient(create_app(settings, background=False)) as client:
+        refused = client.get("/v1/audit/checkpoints", params={"since": 2**63})
+        unknown = client.get("/v1/nothing-here", headers={"Accept-Language": "en"})
+    assert refused.json()["type"] == f"{public}/problems/validation-error"
+    assert unknown.json() == {
+        "type": f"{public}/problems/not-found",
+        "title": "Not found",
+        "status": 404,
+        "detail": "Nothing was found, or it is outside your scope.",
+    }
 
 
 # -- a generated client ------------------------------------------------------------------------
