@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -72,8 +73,17 @@ _TEXT_LIMIT = 2000  # any one form value; the whole form is MAX_FORM_BYTES
 _PKCE = r"^[A-Za-z0-9._~-]{43,128}$"  # RFC 7636 section 4.1
 
 
+_PRINTABLE_PATTERN = "^[ -~]*$"
+_PRINTABLE = re.compile(_PRINTABLE_PATTERN)
+
+
 def _text(description: str, most: int = _TEXT_LIMIT) -> dict[str, Any]:
     return {"type": "string", "maxLength": most, "description": description}
+
+
+def _ascii(description: str, most: int = _TEXT_LIMIT) -> dict[str, Any]:
+    """An OAuth protocol parameter: printable ASCII (RFC 6749 appendix A)."""
+    return {**_text(description, most), "pattern": _PRINTABLE_PATTERN}
 
 
 def _form(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -96,26 +106,29 @@ def _form(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
 AUTHORIZE_PARAMETERS: list[dict[str, Any]] = [
     {"name": name, "in": "query", "required": name == "client_id", "schema": schema}
     for name, schema in (
-        ("response_type", _text("code", 32)),
-        ("client_id", _text("a registered public client", 64)),
-        ("redirect_uri", _text("one of the client's registered redirect URIs")),
-        ("scope", _text("space-separated scopes", 500)),
-        ("state", _text("returned unchanged with the code", 500)),
-        ("code_challenge", _text("PKCE (RFC 7636): BASE64URL(SHA-256(code_verifier))", 128)),
-        ("code_challenge_method", _text("S256", 16)),
-        ("lang", _text("zh or en", 16)),
-        ("ui_locales", _text("preferred languages, space-separated", 100)),
+        ("response_type", _ascii("code", 32)),
+        ("client_id", _ascii("a registered public client", 64)),
+        ("redirect_uri", _ascii("one of the client's registered redirect URIs")),
+        ("scope", _ascii("space-separated scopes", 500)),
+        ("state", _ascii("returned unchanged with the code", 500)),
+        ("code_challenge", _ascii("PKCE (RFC 7636): BASE64URL(SHA-256(code_verifier))", 128)),
+        ("code_challenge_method", _ascii("S256", 16)),
+        ("lang", _ascii("zh or en", 16)),
+        ("ui_locales", _ascii("preferred languages, space-separated", 100)),
     )
 ]
 _AUTHORIZE_BOUNDS = {p["name"]: p["schema"]["maxLength"] for p in AUTHORIZE_PARAMETERS}
 
 
 def _out_of_bounds(request: Request) -> JSONResponse | None:
-    """A 422 problem for a query value beyond its declared bound, as every route gives."""
+    """A 422 problem for a query value beyond its declared bound, as every route gives.
+    RFC 6749's parameters are printable ASCII (appendix A), and authlib quotes some in its
+    error descriptions, which must be (section 5.2): anything else is refused here."""
     errors = [
-        {"field": name, "message": f"at most {most} characters"}
+        {"field": name, "message": f"at most {most} printable ASCII characters"}
         for name, most in _AUTHORIZE_BOUNDS.items()
-        if len(request.query_params.get(name, "")) > most
+        if len(value := request.query_params.get(name, "")) > most
+        or not _PRINTABLE.fullmatch(value)
     ]
     return problem(request, "validation-error", errors=errors) if errors else None
 
