@@ -117,6 +117,9 @@ def pending(session: Session, f: EntryFilter) -> list[AuditEntry]:
     return list(session.scalars(query.order_by(AuditEntry.recorded_at.desc())))
 
 
+MAX_LEAF_INDEX = 2**53 - 1  # as the API bounds every index it takes (api/http/params.py)
+
+
 def encode_cursor(index: int) -> str:
     return base64.urlsafe_b64encode(f"i:{index}".encode()).decode().rstrip("=")
 
@@ -127,7 +130,12 @@ def decode_cursor(cursor: str) -> int:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         if not raw.startswith("i:"):
             raise ValueError(cursor)
-        return int(raw[2:])
+        index = int(raw[2:])
+        # No leaf index this log gave out is outside these; a forged 2**63 would overflow
+        # SQLite's integers (a 500) rather than be refused.
+        if not 0 <= index <= MAX_LEAF_INDEX:
+            raise ValueError(cursor)
+        return index
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidLogCursor("invalid cursor") from exc
 

@@ -21,6 +21,7 @@ from api.http.params import CODE_LENGTH, JUSTIFICATION_LENGTH, MAX_INTEGER
 from audit import EntryDraft
 from audit.log import DETAIL_TEXT_LENGTH, _bounded, _bounded_details
 from audit.models import AuditEntry
+from audit.queries import encode_cursor
 from tests.route_walk import World, operations, page_routes, world_fixture
 
 world = world_fixture()
@@ -181,6 +182,18 @@ def test_the_red_teams_huge_integers(
 ) -> None:
     bearer = world.bearers["resident"] if signed_in else None
     _refused(world.call("GET", path, bearer, params=params), name)
+
+
+def test_a_cursor_naming_a_huge_index_is_a_422_not_a_500(world: World) -> None:
+    # A log cursor is base64 of a leaf index: a forged one must not reach SQLite either.
+    for index in (MAX_INTEGER + 1, 2**63, HUGE):
+        response = world.call(
+            "GET",
+            "/v1/audit/entries",
+            world.bearers["auditor"],
+            params={"cursor": encode_cursor(index)},
+        )
+        _refused(response, "cursor")
 
 
 def test_the_largest_declared_index_is_answered_as_absent(world: World) -> None:
