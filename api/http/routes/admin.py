@@ -171,7 +171,14 @@ def admin_retire_place(
 
 class OrganisationNew(Body):
     id: Id
-    kind: Literal["department", "residents_committee", "property_company", "owners_committee"]
+    kind: Literal[
+        "department",
+        "street_office",
+        "residents_committee",
+        "property_company",
+        "owners_committee",
+        "social_organisation",
+    ]
     name: Name
     name_en: Name | None = None
     places: list[Id] = Field(default_factory=list, max_length=500)
