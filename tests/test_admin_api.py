@@ -4,10 +4,14 @@ nothing, and a mandate granted or revoked holds from the very next request."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import httpx
+from structlog.testing import capture_logs
 
+from tests.browser.server import hidden_fields
 from tests.route_walk import World, world_fixture
 
 world = world_fixture()
@@ -115,3 +119,29 @@ def test_a_grant_and_a_revoke_hold_from_the_next_request(world: World) -> None:
     ]
     actions = [e.action for e in world.entries_of(granted.headers["x-request-id"])]
     assert actions == ["mandate.granted"]
+
+
+def test_the_consoles_one_time_password_is_on_its_page_alone(world: World) -> None:
+    """Added at the console: the password is in the answer's HTML (no-store), and in no
+    header, cookie, redirect, audit entry or log line."""
+    world.sign_in("operator")
+    form = hidden_fields(world.client.get("/operator/accounts").text)
+    typed = {"username": "desk.temp", "org": DEPARTMENT, "role": "auditor"}
+    with capture_logs() as logged:
+        answer = world.client.post(
+            "/operator/accounts",
+            data={"csrf_token": form["csrf_token"], **typed},
+            follow_redirects=False,
+        )
+    assert answer.status_code == 200, answer.text[:300]
+    assert answer.headers["cache-control"] == "no-store"
+    shown = re.search(r'id="one-time-password"[^>]*>([^<]+)<', answer.text)
+    assert shown is not None
+    password = shown.group(1)
+    assert password not in json.dumps(logged, default=str)  # every event, before rendering
+    assert all(password not in value for value in answer.headers.values())
+    assert all(password not in (value or "") for value in world.client.cookies.values())
+    entries = world.entries_of(answer.headers["x-request-id"])
+    assert [e.action for e in entries] == ["account.added"]
+    assert all(password not in json.dumps(e.details, default=str) for e in entries)
+    assert password not in world.client.get("/operator/accounts").text
