@@ -36,6 +36,7 @@ AREA_OF_ROLE = {
     "grid_worker": "desk",
     "community_worker": "desk",
     "auditor": "console",
+    "operator": "operator",
 }
 
 
@@ -123,7 +124,7 @@ def world_fixture() -> Any:
         app = create_app(settings)
         with TestClient(app, base_url=ORIGIN) as client:
             found = World(client, cast)
-            for role in ("resident", "grid_worker", "community_worker", "auditor"):
+            for role in ("resident", "grid_worker", "community_worker", "auditor", "operator"):
                 match = {"username": "resident.guardian"} if role == "resident" else {}
                 found.sign_in(role, **match)
                 found.bearers[role] = found.page_bearer()

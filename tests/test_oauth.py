@@ -957,7 +957,7 @@ def test_demo_accounts_follow_the_credentials_format(tmp_path: Path, database_ur
         web = data["public_clients"][0]
         assert "http://127.0.0.1:8000/desk/callback" in web["redirect_uris"]
         users = {u["role"]: u for u in reversed(data["users"])}
-        assert set(users) == {"grid_worker", "community_worker", "auditor", "resident"}
+        assert set(users) == {"grid_worker", "community_worker", "auditor", "operator", "resident"}
         grid = next(u for u in data["users"] if u["username"] == "grid.xf1")
         assert (
             grid["jurisdiction"]["grids"] == ["gd_xf_1"] and grid["organisation"] == "org_rc_xingfu"

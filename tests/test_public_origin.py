@@ -28,7 +28,7 @@ from vault.config import SettingsInvalid
 from vault.demo import populate
 
 PUBLIC = "https://vault.example.gov.cn"
-CALLBACKS = ("portal", "desk", "console")
+CALLBACKS = ("portal", "desk", "console", "operator")
 
 
 @pytest.fixture
@@ -149,7 +149,14 @@ def test_a_corrected_pages_client_takes_over_and_the_old_one_is_revoked_at_start
             runtime.audit,
             None,
             "public",
-            ["me", "residents:read", "residents:write", "consents:write", "audit:read"],
+            [
+                "me",
+                "residents:read",
+                "residents:write",
+                "consents:write",
+                "audit:read",
+                "admin:write",
+            ],
             (),
             _uris(PUBLIC),
             first_party=True,
@@ -169,6 +176,7 @@ def test_a_corrected_pages_client_takes_over_and_the_old_one_is_revoked_at_start
                 "consents:read",
                 "consents:write",
                 "audit:read",
+                "admin:write",
             ],
             (),
             _uris(PUBLIC),

@@ -41,7 +41,26 @@ WRITE = "write"  # a form or a write: the request left an entry, its answer name
 SELF = "self"  # a resident's own records: an entry of the request names them (and any ward)
 
 
-OPERATOR = None  # an operator's token reaches no resident data; the walk calls anonymously
+OPERATOR = "operator"  # the demo operator (ops.demo): admin:write, and no resident data
+WALK_PLACE = {"kind": "community", "id": "cm_walk", "name": "走访社区", "parent": "st_demo"}
+WALK_ORG = {"id": "org_walk", "kind": "department", "name": "走访部门"}
+WALK_PURPOSE = {
+    "code": "walk-visit",
+    "name": "走访",
+    "name_en": "Walk visit",
+    "basis": "statutory-duty",
+    "law": "《测试条例》",
+    "law_en": "Test Regulations",
+    "recipients": ["department"],
+    "actions": ["read"],
+    "fields": {"name": "clear"},
+}
+# What the operator console's forms make (the pages' own ids, beside the API's above).
+PAGE_IDS = {
+    "place_id": "cm_walkpage",
+    "organisation_id": "org_walkpage",
+    "username": "walk.pagestaff",
+}
 
 JUSTIFIED = {"Justification": "2026%20annual%20subsidy%20review"}
 
@@ -243,24 +262,39 @@ def _api_cases() -> CaseTable:
             NOBODY, "auditor", json={"reason": "reviewed: ordinary work"}
         ),
         # The admin API names places, organisations, mandates and staff, never residents.
+        # Called as the demo operator, in this order: each change succeeds and is audited
+        # (what one adds, the next moves, revokes or retires).
         ("GET", "/v1/admin/places"): Case(NOBODY, OPERATOR),
-        ("POST", "/v1/admin/places"): Case(NOBODY, OPERATOR),
-        ("POST", "/v1/admin/places/{place_id}/move"): Case(NOBODY, OPERATOR),
-        ("POST", "/v1/admin/places/{place_id}/retire"): Case(NOBODY, OPERATOR),
+        ("POST", "/v1/admin/places"): Case(WRITE, OPERATOR, json=WALK_PLACE),
+        ("POST", "/v1/admin/places/{place_id}/move"): Case(
+            WRITE, OPERATOR, json={"kind": "community", "parent": "st_demo"}
+        ),
+        ("POST", "/v1/admin/places/{place_id}/retire"): Case(
+            WRITE, OPERATOR, json={"kind": "community"}
+        ),
         ("GET", "/v1/admin/organisations"): Case(NOBODY, OPERATOR),
-        ("POST", "/v1/admin/organisations"): Case(NOBODY, OPERATOR),
-        ("POST", "/v1/admin/organisations/{organisation_id}/retire"): Case(NOBODY, OPERATOR),
+        ("POST", "/v1/admin/organisations"): Case(WRITE, OPERATOR, json=WALK_ORG),
         ("GET", "/v1/admin/purposes"): Case(NOBODY, OPERATOR),
-        ("POST", "/v1/admin/purposes"): Case(NOBODY, OPERATOR),
+        ("POST", "/v1/admin/purposes"): Case(WRITE, OPERATOR, json=WALK_PURPOSE),
         ("GET", "/v1/admin/mandates"): Case(NOBODY, OPERATOR),
-        ("POST", "/v1/admin/mandates"): Case(NOBODY, OPERATOR),
-        ("POST", "/v1/admin/mandates/revoke"): Case(NOBODY, OPERATOR),
+        ("POST", "/v1/admin/mandates"): Case(
+            WRITE, OPERATOR, json={"org": "org_walk", "purpose": "walk-visit", "actions": ["read"]}
+        ),
+        ("POST", "/v1/admin/mandates/revoke"): Case(
+            WRITE, OPERATOR, json={"org": "org_walk", "purpose": "walk-visit"}
+        ),
+        ("POST", "/v1/admin/organisations/{organisation_id}/retire"): Case(WRITE, OPERATOR),
         ("GET", "/v1/admin/accounts"): Case(NOBODY, OPERATOR),
-        ("POST", "/v1/admin/accounts"): Case(NOBODY, OPERATOR),
-        ("POST", "/v1/admin/accounts/{username}/disable"): Case(NOBODY, OPERATOR),
-        ("POST", "/v1/admin/accounts/{username}/reset-password"): Case(NOBODY, OPERATOR),
+        ("POST", "/v1/admin/accounts"): Case(
+            WRITE,
+            OPERATOR,
+            json={"username": "walk.staff", "org": "org_civil_affairs", "role": "auditor"},
+        ),
+        ("POST", "/v1/admin/accounts/{username}/reset-password"): Case(WRITE, OPERATOR),
+        ("POST", "/v1/admin/accounts/{username}/disable"): Case(WRITE, OPERATOR),
         ("GET", "/v1/admin/district"): Case(NOBODY, OPERATOR),
-        ("POST", "/v1/admin/district"): Case(NOBODY, OPERATOR),
+        # A dry run of an empty document: refused cleanly (422), nothing written.
+        ("POST", "/v1/admin/district"): Case(NOBODY, OPERATOR, params={"dry_run": "true"}, json={}),
         ("GET", "/v1/residents/{resident_id}"): Case(NAMES, "org_civil_affairs", "subsidy-review"),
         ("PATCH", "/v1/residents/{resident_id}"): lambda s: Case(
             WRITE,
@@ -394,6 +428,64 @@ def _page_cases() -> CaseTable:
             csrf_from="/console/anomalies",
         ),
         ("GET", "/console/heads"): Case(NOBODY, "auditor"),
+        # The operator console: places, organisations, mandates and staff, never a resident.
+        ("GET", "/operator/"): Case(NOBODY, OPERATOR),
+        ("GET", "/operator/login"): Case(NOBODY),
+        ("GET", "/operator/callback"): Case(NOBODY),
+        ("POST", "/operator/logout"): Case(NOBODY, OPERATOR, form={}, csrf_from="/operator/"),
+        ("POST", "/operator/places"): Case(
+            WRITE,
+            OPERATOR,
+            form={
+                "kind": "community",
+                "id": "cm_walkpage",
+                "name": "页面社区",
+                "parent": "st_demo",
+            },
+            csrf_from="/operator/",
+        ),
+        ("POST", "/operator/places/{place_id}/move"): Case(
+            WRITE, OPERATOR, form={"kind": "community", "parent": "st_demo"}, csrf_from="/operator/"
+        ),
+        ("POST", "/operator/places/{place_id}/retire"): Case(
+            WRITE, OPERATOR, form={"kind": "community"}, csrf_from="/operator/"
+        ),
+        ("GET", "/operator/organisations"): Case(NOBODY, OPERATOR),
+        ("POST", "/operator/organisations"): Case(
+            WRITE,
+            OPERATOR,
+            form={"id": "org_walkpage", "kind": "department", "name": "页面部门"},
+            csrf_from="/operator/organisations",
+        ),
+        ("GET", "/operator/mandates"): Case(NOBODY, OPERATOR, params={"history": "1"}),
+        ("POST", "/operator/mandates"): Case(
+            WRITE,
+            OPERATOR,
+            form={"org": "org_walkpage", "purpose": "walk-visit", "actions": "read"},
+            csrf_from="/operator/mandates",
+        ),
+        ("POST", "/operator/mandates/revoke"): Case(
+            WRITE,
+            OPERATOR,
+            form={"org": "org_walkpage", "purpose": "walk-visit"},
+            csrf_from="/operator/mandates",
+        ),
+        ("POST", "/operator/organisations/{organisation_id}/retire"): Case(
+            WRITE, OPERATOR, form={}, csrf_from="/operator/organisations"
+        ),
+        ("GET", "/operator/accounts"): Case(NOBODY, OPERATOR),
+        ("POST", "/operator/accounts"): Case(
+            WRITE,
+            OPERATOR,
+            form={"username": "walk.pagestaff", "org": "org_civil_affairs", "role": "auditor"},
+            csrf_from="/operator/accounts",
+        ),
+        ("POST", "/operator/accounts/{username}/reset-password"): Case(
+            WRITE, OPERATOR, form={}, csrf_from="/operator/accounts"
+        ),
+        ("POST", "/operator/accounts/{username}/disable"): Case(
+            WRITE, OPERATOR, form={}, csrf_from="/operator/accounts"
+        ),
     }
 
 
@@ -416,6 +508,9 @@ def _fill(path: str, stage: Stage, role: str | None) -> str:
         "grant_id": stage.grant_id,
         "measure": "residents",
         "fmt": "csv",
+        "place_id": "cm_walk",
+        "organisation_id": "org_walk",
+        "username": "walk.staff",
     }
     for name, value in values.items():
         path = path.replace("{" + name + "}", value)
@@ -471,6 +566,9 @@ def _target(world: World, method: str, path: str, stage: Stage, role: str | None
         return path.replace("{request_id}", stage.correction_id)
     if path == "/desk/receipts/{consent_id}":
         return path.replace("{consent_id}", stage.assisted_id)
+    if path.startswith("/operator/"):
+        for name, value in PAGE_IDS.items():
+            path = path.replace("{" + name + "}", value)
     return _fill(path, stage, role)
 
 
@@ -563,7 +661,7 @@ def _check(world: World, stage: Stage, label: str, case: Case, response: Any) ->
 def _run(world: World, stage: Stage, method: str, path: str, case: Case) -> Any:
     case = _staged(method, path, case, stage)
     target = _target(world, method, path, stage, case.role)
-    if path.startswith(("/portal", "/desk", "/console")):
+    if path.startswith(("/portal", "/desk", "/console", "/operator")):
         if case.role is None:
             world.client.cookies.clear()
         else:

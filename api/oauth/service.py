@@ -521,7 +521,12 @@ def end_logins(session: Session, username: str, reason: str) -> int:
 # -- demo accounts ------------------------------------------------------------------------------
 
 DEMO_ACTOR = "demo-setup"
-WEB_REDIRECT_PATHS = ("/portal/callback", "/desk/callback", "/console/callback")
+WEB_REDIRECT_PATHS = (
+    "/portal/callback",
+    "/desk/callback",
+    "/console/callback",
+    "/operator/callback",
+)
 # The demo's first registration only: `serve` then makes the pages' client follow the
 # origin it listens on and VAULT_PUBLIC_URL (api.pages.clients.follow_origins).
 WEB_ORIGINS = tuple(
@@ -602,6 +607,7 @@ DEMO_TYPE_DEFAULTS: Final[dict[str, tuple[tuple[Scope, ...], tuple[str, ...]]]] 
 }
 DEMO_RESIDENTS = 2
 WORKER_PURPOSES: Final = ("grid-service", "counter-service", "elderly-care-visit")
+DEMO_OPERATOR_ORG: Final = "org_civil_affairs"
 
 
 def _password() -> str:
@@ -676,7 +682,8 @@ def _guardian(session: Session) -> tuple[str, list[str]] | None:
 
 
 def _demo_people(session: Session) -> list[dict[str, Any]]:
-    """The cast of people: workers of two grids, a community worker, an auditor, residents."""
+    """The cast of people: workers of two grids, a community worker, an auditor, an
+    operator, residents."""
     people: list[dict[str, Any]] = []
     for username, grid_id, badge in (
         ("grid.xf1", "gd_xf_1", "WG-XF-001"),
@@ -708,6 +715,11 @@ def _demo_people(session: Session) -> list[dict[str, Any]]:
             }
         )
     people.append({"username": "auditor", "role": "auditor"})
+    # An operator administers the district (the admin API, /operator/); no resident data.
+    if session.get(Organisation, DEMO_OPERATOR_ORG) is not None:
+        people.append(
+            {"username": "ops.demo", "role": "operator", "organisation": DEMO_OPERATOR_ORG}
+        )
     wards: set[str] = set()
     guardian = _guardian(session)
     if guardian is not None:

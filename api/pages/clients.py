@@ -36,6 +36,7 @@ AREA_SCOPES: dict[str, str] = {
     "portal": "me",
     "desk": "residents:read residents:write consents:read consents:write",
     "console": "audit:read",
+    "operator": "admin:write",
 }
 PAGES_CLIENT_NAME = "居民数据保险库网页 / Resident vault pages"
 START_ACTOR = "service-start"

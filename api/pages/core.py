@@ -56,11 +56,12 @@ log = structlog.get_logger(__name__)
 
 HERE = Path(__file__).parent
 STATIC_PATH = "/pages-static"
-AREAS = ("portal", "desk", "console")
+AREAS = ("portal", "desk", "console", "operator")
 AREA_ROLES: dict[str, tuple[str, ...]] = {
     "portal": ("resident",),
     "desk": ("grid_worker", "community_worker"),
     "console": ("auditor",),
+    "operator": ("operator",),
 }
 NAV: dict[str, list[tuple[str, str]]] = {
     "portal": [
@@ -77,6 +78,12 @@ NAV: dict[str, list[tuple[str, str]]] = {
         ("/console/charts", "console.charts"),
         ("/console/anomalies", "console.anomalies"),
         ("/console/heads", "console.heads"),
+    ],
+    "operator": [
+        ("/operator/", "operator.places"),
+        ("/operator/organisations", "operator.organisations"),
+        ("/operator/mandates", "operator.mandates"),
+        ("/operator/accounts", "operator.accounts"),
     ],
 }
 CSRF_FIELD = "csrf_token"

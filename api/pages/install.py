@@ -1,4 +1,4 @@
-"""Mount the pages on the app: the three areas' routers, their sign-in routes and the
+"""Mount the pages on the app: the four areas' routers, their sign-in routes and the
 static files (CSS and the small verification script)."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from api.pages.core import (
     redirect,
 )
 from api.pages.desk import router as desk_router
+from api.pages.operator import router as operator_router
 from api.pages.portal import router as portal_router
 from api.pages.settings import PagesSettings
 
@@ -62,6 +63,7 @@ def install_pages(app: FastAPI, settings: PagesSettings | None = None) -> None:
     app.include_router(portal_router)
     app.include_router(desk_router)
     app.include_router(console_router)
+    app.include_router(operator_router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> Response:

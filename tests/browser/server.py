@@ -24,7 +24,7 @@ from api.settings import Settings
 from tests.demo_server import free_port, serving
 from vault.demo import populate
 
-AREAS = ("portal", "desk", "console")
+AREAS = ("portal", "desk", "console", "operator")
 
 
 def prepare(

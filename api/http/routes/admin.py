@@ -62,6 +62,7 @@ Id = Annotated[str, Field(min_length=2, max_length=48)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 PathId = Annotated[str, PathParam(max_length=48)]
 PathUser = Annotated[str, PathParam(max_length=64)]
+Code = Annotated[str, Field(max_length=32)]  # an action, a recipient type
 NO_STORE = {"Cache-Control": "no-store"}  # answers that carry a one-time password
 
 
@@ -83,7 +84,7 @@ class Body(BaseModel):
 
 class Listed(BaseModel):
     model_config = ConfigDict(extra="allow")
-    items: list[dict[str, Any]]
+    items: list[dict[str, Any]] = Field(max_length=100_000)  # a description, not a limit
 
 
 class Item(BaseModel):
@@ -170,7 +171,14 @@ def admin_retire_place(
 
 class OrganisationNew(Body):
     id: Id
-    kind: Literal["department", "residents_committee", "property_company", "owners_committee"]
+    kind: Literal[
+        "department",
+        "street_office",
+        "residents_committee",
+        "property_company",
+        "owners_committee",
+        "social_organisation",
+    ]
     name: Name
     name_en: Name | None = None
     places: list[Id] = Field(default_factory=list, max_length=500)
@@ -241,8 +249,8 @@ class PurposeNew(Body):
     basis: str = Field(max_length=32)
     law: str = Field(min_length=1, max_length=500)
     law_en: str = Field(min_length=1, max_length=500)
-    recipients: list[str] = Field(min_length=1, max_length=10)
-    actions: list[str] = Field(min_length=1, max_length=10)
+    recipients: list[Code] = Field(min_length=1, max_length=10)
+    actions: list[Code] = Field(min_length=1, max_length=10)
     fields: dict[str, str] = Field(default_factory=dict, max_length=200)
     categories: dict[str, str] = Field(default_factory=dict, max_length=50)
     retention_days: int = Field(default=365, ge=1, le=36500)
@@ -292,7 +300,7 @@ def admin_add_purpose(request: Request, body: PurposeNew, actor: Operator) -> JS
 class MandateGrant(Body):
     org: Id
     purpose: Id
-    actions: list[str] = Field(min_length=1, max_length=6)
+    actions: list[Code] = Field(min_length=1, max_length=6)
     fields: list[str] | None = Field(default=None, max_length=200)
     basis: str = Field(default="law", max_length=16)
     until: str | None = Field(
