@@ -145,3 +145,22 @@ def test_the_consoles_one_time_password_is_on_its_page_alone(world: World) -> No
     assert [e.action for e in entries] == ["account.added"]
     assert all(password not in json.dumps(e.details, default=str) for e in entries)
     assert password not in world.client.get("/operator/accounts").text
+
+
+def test_a_reset_from_the_admin_api_ends_the_accounts_logins(world: World) -> None:
+    """As `accounts reset-password` does: whoever held the old password is logged out."""
+    person = world.sign_in("grid_worker")
+    token = world.page_bearer()
+    world.client.cookies.clear()
+    before = world.call("GET", "/v1/residents", token, purpose="grid-service")
+    assert before.status_code == 200, before.text
+    reset = _admin(world, "POST", f"/accounts/{person['username']}/reset-password")
+    assert reset.status_code == 200, reset.text
+    assert reset.headers["cache-control"] == "no-store"
+    after = world.call("GET", "/v1/residents", token, purpose="grid-service")
+    assert after.status_code == 401, after.text
+    # The walk's grid worker signs in again with the new password, for the tests after.
+    person["password"] = reset.json()["one_time_password"]
+    world.sign_in("grid_worker")
+    world.bearers["grid_worker"] = world.page_bearer()
+    world.client.cookies.clear()

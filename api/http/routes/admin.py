@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from access.errors import NotAnOperator
 from api.http.context import runtime_of
 from api.oauth.scopes import Scope
+from api.oauth.service import end_logins
 from api.oauth.tokens import Principal, require_scopes
 from audit import operator_event
 from vault.accounts import (
@@ -389,8 +390,8 @@ def _changed(change: AccountChange, status: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=NO_STORE)
 
 
-def _record_change(request: Request, change: AccountChange) -> Any:
-    return _event(request, change.action, change.actor, change.details())
+def _record_change(request: Request, change: AccountChange, **extra: Any) -> Any:
+    return _event(request, change.action, change.actor, {**change.details(), **extra})
 
 
 @router.get("/accounts", summary="Staff accounts (scope admin:write)", response_model=Listed)
@@ -434,7 +435,8 @@ def admin_disable_account(request: Request, username: PathUser, actor: Operator)
     runtime = runtime_of(request)
     with runtime.transaction() as session:
         change = disable_account(session, actor, username)
-        runtime.audit.record(session, [_record_change(request, change)])
+        ended = end_logins(session, username, "account_disabled")
+        runtime.audit.record(session, [_record_change(request, change, logins_ended=ended)])
     return _changed(change)
 
 
@@ -447,7 +449,9 @@ def admin_reset_password(request: Request, username: PathUser, actor: Operator) 
     runtime = runtime_of(request)
     with runtime.transaction() as session:
         change = reset_password(session, actor, username)
-        runtime.audit.record(session, [_record_change(request, change)])
+        # Whoever held the old password is logged out with it, as by the command.
+        ended = end_logins(session, username, "password_reset")
+        runtime.audit.record(session, [_record_change(request, change, logins_ended=ended)])
     return _changed(change)
 
 
