@@ -177,7 +177,7 @@ def test_organisations_are_added_listed_and_retired_from_commands(
     assert rows["org_ca_east"]["name"] == {"zh": "东城民政科", "en": "East civil affairs"}
     assert [e.user for e in _entries(database_url, "organisation.added")] == ["ops:li"]
     for args, says in (
-        (["add", "org_x", "--kind", "street_office", "--name", "X"], "unknown kind"),
+        (["add", "org_x", "--kind", "guild", "--name", "X"], "unknown kind"),
         (["add", "org_x", "--kind", "department", "--name", "X", "--place", "cm_no"], "no such"),
         (["add", "org_ca_east", "--kind", "department", "--name", "X"], "already in use"),
         (["retire", "org_nobody"], "no such organisation"),
