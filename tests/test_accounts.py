@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from access.exports.records import ExportRecord
 from access.purposes import registered_purposes
 from access.runtime import open_runtime
 from access.subjects import subject_for
@@ -290,6 +291,28 @@ def test_lookup_and_export_see_what_policy_lets_the_caller_see(
     own = json.loads(_ok(demo_home, database_url, "export", "--as", "resident1"))
     assert set(own["treatments"].values()) <= {"clear", "denied"}
     assert "*" not in json.dumps(own["fields"], ensure_ascii=False)
+
+    # Without a resident, an organisation's bulk export: under its pseudonyms, recorded
+    # and fingerprinted like the HTTP one, with its reason in the entries.
+    bulk = _invoke(
+        demo_home, database_url, "export", "--as-org", "org_civil_affairs",
+        "--purpose", "subsidy-review", "--justification", "annual review", "--format", "csv",
+    )  # fmt: skip
+    assert bulk.exit_code == 0, bulk.output
+    rows = [line for line in bulk.stdout.splitlines() if line.startswith(("ps_", '"ps_'))]
+    assert len(rows) >= 20  # every resident, and the export's decoys
+    engine = create_engine(database_url)
+    with Session(engine) as session:
+        (record,) = session.scalars(select(ExportRecord))
+        assert (record.organisation, record.purpose, record.state) == (
+            "org_civil_affairs",
+            "subsidy-review",
+            "complete",
+        )
+    engine.dispose()
+    exported_entries = _entries(database_url, "export")
+    assert len(exported_entries) == record.rows
+    assert {e.details.get("justification") for e in exported_entries} == {"annual review"}
 
 
 def test_a_data_command_without_a_caller_or_a_registered_purpose_is_refused(

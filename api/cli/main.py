@@ -18,10 +18,12 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
 
@@ -310,14 +312,15 @@ def import_command(
         )
 
 
-def _write_out(text: str, output: Path | None) -> None:
-    """To stdout, or to a file only its owner reads (mode 0600)."""
+@contextmanager
+def _destination(output: Path | None) -> Iterator[TextIO]:
+    """Stdout, or a file only its owner reads (mode 0600)."""
     if output is None:
-        sys.stdout.write(text)
+        yield sys.stdout
         return
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+        yield handle
     err.print(say("cli.export.written", output=output))
 
 
@@ -372,12 +375,15 @@ def export(  # noqa: PLR0917 - a Typer command's parameters are its options
             elif own is not None and wanted in subject.children:
                 target = "child"
             view, _ = gate.read(access, wanted, target=target)
-            text = _record_document(view, "csv" if fmt == "csv" else "json")
-        else:
-            opened = open_export(gate, access, format="csv" if fmt == "csv" else "ndjson")
-            text = "".join(opened.lines)  # each batch's entries commit before it is handed out
-            err.print(say("cli.export.bulk", export=opened.export_id))
-    _write_out(text, output)
+            with _destination(output) as sink:
+                sink.write(_record_document(view, "csv" if fmt == "csv" else "json"))
+            return
+        opened = open_export(gate, access, format="csv" if fmt == "csv" else "ndjson")
+        with _destination(output) as sink:
+            # Streamed: each batch's entries commit before its lines are written.
+            for line in opened.lines:
+                sink.write(line)
+        err.print(say("cli.export.bulk", export=opened.export_id))
 
 
 @app.command(help=help_text("cli.help.main.lookup"))
