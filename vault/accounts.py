@@ -11,7 +11,10 @@ caller records in the audit log in that same transaction (`api.cli.accounts`; an
 calls the very same functions). A refusal is an `AccountError` carrying its `Message`;
 nothing is written. Nothing is deleted: a disabled account keeps its username for the
 audit entries that name it, cannot log in, and its live tokens stop on their next use
-(`api.oauth.tokens` checks `disabled_at` on every request).
+(`api.oauth.tokens` checks `disabled_at` on every request). After a reset (and with a
+disable) the caller also ends the account's logins, in the same transaction
+(`api.oauth.service.end_logins`): the OAuth tables are not this floor's, and a reset that
+leaves them would leave whoever held the old password signed in.
 """
 
 from __future__ import annotations
