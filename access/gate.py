@@ -35,7 +35,7 @@ from access.exports.batches import fingerprinted_batches
 from access.exports.fingerprints import Fingerprint
 from access.limits import RateLimiter
 from access.runtime import Runtime
-from access.subjects import Access, Subject
+from access.subjects import Access, Subject, Subjects
 from access.views import EVERYWHERE, Place, RecordView, narrowed_to, place_context
 from audit import EntryDraft
 from audit.detection import is_suspended
@@ -52,6 +52,7 @@ from vault.models import Building, Community, Resident
 from vault.pseudonyms import Pseudonyms, is_pseudonym
 from vault.purposes import LivePurposes
 from vault.services import Provenance
+from vault.stamps import StampedCache
 
 EVALUATION_ACTION = "policy.evaluated"
 
@@ -151,10 +152,19 @@ class Gate:
             }
         )
         self.observer: GateObserver | None = None
+        # Subjects and suspensions, kept for as long as the change stamp stays put.
+        stamps = runtime.vault.stamps
+        self.stamps = stamps
+        self.subjects = Subjects(runtime.vault.sessions, stamps)
+        self._suspensions: StampedCache[tuple[str | None, str | None], bool] = StampedCache()
 
     def _suspended(self, subject: Subject) -> bool:
-        with self.runtime.vault.sessions() as session:
-            return is_suspended(session, subject.user, subject.client)
+        def load() -> bool:
+            with self.runtime.vault.sessions() as session:
+                return is_suspended(session, subject.user, subject.client)
+
+        key = (subject.user, subject.client)
+        return self._suspensions.lookup(key, self.stamps.current(), load)
 
     # -- naming residents ------------------------------------------------------------------
 
@@ -411,7 +421,7 @@ class Gate:
             if vault_id is None:
                 raise NotInScope(decision, decision_id=access.decision_id)
             resident_id = vault_id
-            with self.runtime.transaction() as session:
+            with self.runtime.vault.sessions() as session:
                 grant = self._grant_for(session, access, decision, resident_id)
                 row, treatments, cover = self._plan_read(
                     session, access, decision, resident_id, requested
@@ -434,7 +444,8 @@ class Gate:
                     details={"break_glass": grant} if grant else None,
                     presented=presented,
                 )
-                self.runtime.audit.record(session, [entry])
+            # Durable before the answer leaves, in one commit with concurrent reads' entries.
+            self.runtime.entries.record([entry])
             return view, decision
 
     def _grant_for(

@@ -10,13 +10,14 @@ from __future__ import annotations
 import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
 import audit.models  # noqa: F401 - registers the audit tables before migrations run
 from access.settings import RuntimeSettings
 from audit import AuditLog
+from audit.group_commit import GroupCommit
 from vault.context import Vault, init_vault, open_vault
 
 
@@ -25,6 +26,11 @@ class Runtime:
     vault: Vault
     audit: AuditLog
     settings: RuntimeSettings
+    # Where a read's entries are committed, with concurrent reads' (audit.group_commit).
+    entries: GroupCommit = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.entries = GroupCommit(self.vault.sessions, self.audit)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

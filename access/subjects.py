@@ -8,6 +8,8 @@ the one source of truth; the token only says who the caller is.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +25,7 @@ from vault.models import (
     OrganisationCommunity,
     utcnow,
 )
+from vault.stamps import StampedCache, Stamps
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,27 @@ def subject_for(session: Session, principal: Caller) -> Subject:
     if user is None or user.role not in PERSON_ROLES:
         return Subject(type="unknown", user=principal.username, client=principal.client_id)
     return _person(session, user, principal.client_id)
+
+
+class Subjects:
+    """Who is asking, as `subject_for` builds them, kept under the change stamp
+    (`vault.stamps`): an account, organisation or scope change is seen on the next
+    request. A resident is always read afresh, since a guardianship ends by its date."""
+
+    def __init__(self, sessions: Callable[[], AbstractContextManager[Session]], stamps: Stamps):
+        self._sessions = sessions
+        self._stamps = stamps
+        self._cache: StampedCache[tuple[str | None, str, str | None], Subject] = StampedCache()
+
+    def of(self, principal: Caller) -> Subject:
+        def load() -> Subject:
+            with self._sessions() as session:
+                return subject_for(session, principal)
+
+        key = (principal.username, principal.client_id, principal.organisation)
+        return self._cache.lookup(
+            key, self._stamps.current(), load, keep=lambda s: s.type != "resident"
+        )
 
 
 def organisation_subject(session: Session, organisation_id: str) -> Subject:

@@ -16,6 +16,7 @@ import vault.db
 import vault.mandates
 import vault.policy_data
 import vault.purposes
+import vault.stamps
 from vault.models import Base
 
 MODEL_MODULES = (
@@ -29,5 +30,6 @@ MODEL_MODULES = (
     vault.purposes,
     vault.mandates,
     vault.policy_data,
+    vault.stamps,
 )
 metadata = Base.metadata

@@ -102,14 +102,19 @@ class DistrictEngine:
         target: DistrictAware,
         sessions: Sessions,
         clock: Callable[[], datetime] = utcnow,
+        stamp: Callable[[], int] | None = None,
     ) -> None:
         """`engine` is what is asked (e.g. a `CachedEngine` over `target`); `target` is the
         engine underneath that loads the data; `sessions` opens a session on the primary
-        (never a replica: a revocation must not wait for replication)."""
+        (never a replica: a revocation must not wait for replication). `stamp` is the
+        change stamp (`vault.stamps`), which every write of the change log moves: while
+        it stays put, the revision cannot have moved and is not read again."""
         self._engine = engine
         self._target = target
         self._sessions = sessions
         self._clock = clock
+        self._stamp = stamp
+        self._checked_at_stamp: int | None = None
         self._loaded: int | None = None
         self._lapse: datetime | None = None
         self._lock = threading.Lock()
@@ -129,16 +134,23 @@ class DistrictEngine:
 
     def follow(self) -> None:
         """Load the district's data if the database has moved on since it was loaded."""
+        now = self._clock()
+        lapsed = self._lapse is not None and now >= self._lapse
+        # Read before the revision: a change committed in between moves it again.
+        stamp = self._stamp() if self._stamp is not None else None
+        if stamp is not None and stamp >= 0 and stamp == self._checked_at_stamp and not lapsed:
+            return
         with self._sessions() as session:
             current = data_revision(session)
-        now = self._clock()
-        if current == self._loaded and (self._lapse is None or now < self._lapse):
+        if current == self._loaded and not lapsed:
+            self._checked_at_stamp = stamp
             return
         with self._lock:
             with self._sessions() as session:
                 data = district_data(session, now)
             self._target.load_district(data.document)
             self._loaded, self._lapse = data.changes, data.next_lapse
+            self._checked_at_stamp = stamp
 
     def __getattr__(self, name: str) -> Any:
         # What the layers above ask of the engine beyond the protocol (stats, close, ...).
@@ -159,7 +171,9 @@ def is_engine(value: object) -> TypeGuard[PolicyEngine]:
     return callable(getattr(type(value), "evaluate", None))
 
 
-def follow_district(engine: PolicyEngine, sessions: Sessions) -> PolicyEngine:
+def follow_district(
+    engine: PolicyEngine, sessions: Sessions, stamp: Callable[[], int] | None = None
+) -> PolicyEngine:
     """`engine` following the database's district data: wrapped in a `DistrictEngine`
     unless it already is one, or has no engine underneath that takes district data."""
     layers = _layers(engine)
@@ -168,4 +182,4 @@ def follow_district(engine: PolicyEngine, sessions: Sessions) -> PolicyEngine:
     target = layers[-1]
     if not callable(getattr(target, "load_district", None)):
         return engine
-    return DistrictEngine(engine, target, sessions)  # type: ignore[arg-type]
+    return DistrictEngine(engine, target, sessions, stamp=stamp)  # type: ignore[arg-type]

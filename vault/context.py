@@ -27,6 +27,7 @@ from vault.keyring import LocalKeyring
 from vault.keys import DataKeyCache
 from vault.masking import check_catalogue as check_masks
 from vault.services import ResidentStore
+from vault.stamps import Stamps
 from vault.validators import check_catalogue as check_validators
 
 
@@ -41,8 +42,13 @@ class Vault:
     # configured (data keys still from the primary), else the primary itself.
     read_engine: Engine = None  # type: ignore[assignment] # filled in by __post_init__
     read_sessions: sessionmaker[Session] = None  # type: ignore[assignment]
+    # What the hot path's caches follow (always the primary: a revocation must not wait
+    # for replication).
+    stamps: Stamps = None  # type: ignore[assignment] # filled in by __post_init__
 
     def __post_init__(self) -> None:
+        if self.stamps is None:
+            self.stamps = Stamps(self.sessions)
         if self.read_engine is None:
             self.read_engine = self.engine
         if self.read_sessions is None:

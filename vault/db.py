@@ -112,7 +112,9 @@ def make_engine(
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a committed audit entry survives power loss (WAL with NORMAL may lose
+            # the last commits), so no answer leaves before its entry is durable.
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA busy_timeout=5000")
             cursor.close()
 

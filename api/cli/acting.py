@@ -70,7 +70,10 @@ def policy_gate(rt: Runtime) -> Gate:
     from api.settings import settings_of  # noqa: PLC0415
 
     # With the district's data from the database, as the service decides (policies.district).
-    return Gate(rt, follow_district(policy_engine(settings_of(rt)), rt.vault.sessions))
+    engine = follow_district(
+        policy_engine(settings_of(rt)), rt.vault.sessions, rt.vault.stamps.current
+    )
+    return Gate(rt, engine)
 
 
 @contextmanager

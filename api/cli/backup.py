@@ -77,7 +77,9 @@ tombstones_app = group("cli.help.audit.tombstones")
 TOMBSTONES_FORMAT = "resident-vault-tombstones/1"
 SAMPLE_SIZE = 20
 # Tables about the schema itself: the restore's own migrations write them.
-SCHEMA_TABLES = frozenset({"schema_phases"})
+# The schema's own bookkeeping, never backed up: the migrations write it. The change stamp
+# (vault.stamps) is only a cache's signal, and the restore's writes move the target's own.
+SCHEMA_TABLES = frozenset({"schema_phases", "change_stamps"})
 EXIT_UNREADABLE = 2
 
 

@@ -289,7 +289,9 @@ def _gate(
 ) -> tuple[Gate, PolicyEngine, Metrics | None]:
     """The gate, the engine it asks and the metrics watching it. Every engine decides with
     the district's data from the database (policies.district)."""
-    followed = follow_district(engine or policy_engine(settings), runtime.vault.sessions)
+    followed = follow_district(
+        engine or policy_engine(settings), runtime.vault.sessions, runtime.vault.stamps.current
+    )
     policy = _observed(runtime, followed, tracing)
     gate = Gate(runtime, policy)
     metrics = (

@@ -15,7 +15,7 @@ from access.errors import NotAResident
 from access.gate import Gate
 from access.reads import record_reads
 from access.runtime import Runtime
-from access.subjects import Access, Subject, subject_for
+from access.subjects import Access, Subject
 from access.views import RecordView
 from api.http.params import declared_justification, declared_purpose
 from api.oauth.scopes import Scope
@@ -33,9 +33,8 @@ def runtime_of(request: Request) -> Runtime:
 
 
 def subject_of(request: Request, principal: Principal) -> Subject:
-    """Who is asking, as policy sees them (token + database)."""
-    with runtime_of(request).vault.sessions() as session:
-        return subject_for(session, principal)
+    """Who is asking, as policy sees them (token + database, kept under the change stamp)."""
+    return gate_of(request).subjects.of(principal)
 
 
 def access_of(

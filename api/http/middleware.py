@@ -1,7 +1,8 @@
 """Request context and transport security, as pure ASGI middleware (so neither buffers a
 streamed export).
 
-* `RequestContext`: a request id on every request and response, and a cap on body size.
+* `RequestContext`: a request id on every request and response, a cap on body size, and
+  one read of the change stamp per request (`vault.stamps`).
 * `TransportSecurity`: which proxies to believe (X-Forwarded-Proto/For and the forwarded
   client certificate, only from `VAULT_FORWARDED_ALLOW_IPS`), the client certificate of
   the request (`request.state.client_certificate`, for RFC 8705), and the security
@@ -22,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.http.problems import problem
 from api.http.settings import HttpSettings
 from api.http.tls import PresentedCertificate, certificate_from_header, certificate_from_tls
+from vault.stamps import one_stamp_per_request
 
 log = structlog.get_logger(__name__)
 
@@ -71,7 +73,8 @@ class RequestContext:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, send_with_id)
+            with one_stamp_per_request():
+                await self.app(scope, limited_receive, send_with_id)
         except BodyTooLarge:
             if not started:
                 await _too_large(scope, receive, send, request_id)

@@ -668,7 +668,7 @@ def install_oauth(
         # The default issuer follows the scheme this service is reached by.
         https = settings.issuer.replace("http://", "https://", 1)
         settings = settings.model_copy(update={"issuer": https})
-    verifier = TokenVerifier(runtime.vault.sessions, settings)
+    verifier = TokenVerifier(runtime.vault.sessions, settings, stamps=runtime.vault.stamps)
     server = VaultAuthorizationServer(runtime, settings, verifier, transport)
     ensure_oauth_keys(runtime)
     limiter = LoginLimiter(

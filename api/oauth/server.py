@@ -153,6 +153,10 @@ class FormPayload(OAuth2Payload):  # type: ignore[misc]
 
 # What a URI may hold (RFC 3986: printable ASCII, without space, quote and backslash).
 _URI_TEXT = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]*")
+# What an error description may quote (RFC 6749 section 5.2); authlib raises ValueError on
+# anything else, so the authorization request's values it may quote are checked first.
+_DESCRIPTION_TEXT = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+_QUOTED_PARAMETERS = ("response_type", "scope", "code_challenge_method", "client_id")
 
 
 class FormOAuth2Request(OAuth2Request):  # type: ignore[misc]
@@ -1008,6 +1012,10 @@ class VaultAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             # No registered redirect URI holds such characters, and authlib would quote it in
             # an error description, which must be printable ASCII (RFC 6749 section 5.2).
             return AuthorizationRefused("invalid_request", "redirect_uri is not a URI")
+        for name in _QUOTED_PARAMETERS:
+            value = request._args.get(name)
+            if value is not None and not _DESCRIPTION_TEXT.fullmatch(value):
+                return AuthorizationRefused("invalid_request", f"{name} is not a valid value")
         try:
             grant = self.get_consent_grant(request, end_user=None)
         except OAuth2Error as error:

@@ -49,6 +49,7 @@ from api.oauth.keys import ACCEPTED_ALGORITHMS, ACCESS_TOKEN_TYPE
 from api.oauth.models import OAuthClient, RevokedAccessToken, TokenFamily, TokenSigningKey
 from api.oauth.scopes import Scope
 from vault.accounts import ROLES, User
+from vault.stamps import StampedCache, Stamps
 
 log = structlog.get_logger(__name__)
 
@@ -400,6 +401,7 @@ class TokenVerifier:
         *,
         clock: Callable[[], float] = time.time,
         fetch_jwks: Callable[[str], Mapping[str, Any]] | None = None,
+        stamps: Stamps | None = None,
     ) -> None:
         self.settings = settings
         self.issuer = settings.resolved_issuer
@@ -407,6 +409,9 @@ class TokenVerifier:
         self.clock = clock
         self._sessions = sessions
         self._keys = _OwnKeys(sessions, self.now)
+        # A token's revocation state, good for as long as the change stamp stays put.
+        self._stamps = stamps or Stamps(sessions)
+        self._states: StampedCache[tuple[str, str, str | None, str | None], _State] = StampedCache()
         self._external = {
             cfg.issuer: ExternalVerifier(
                 cfg, self.audience, settings.clock_leeway_seconds, self.now, fetch_jwks
@@ -487,6 +492,13 @@ class TokenVerifier:
         return claims
 
     def _state(self, claims: Mapping[str, Any]) -> _State:
+        """Whether the token, its client, its login or its user was revoked: from the
+        database, or as last read under the same change stamp."""
+        sid = claims.get("sid") if isinstance(claims.get("sid"), str) else None
+        key = (str(claims["jti"]), str(claims["client_id"]), str(claims["sub"]), sid)
+        return self._states.lookup(key, self._stamps.current(), lambda: self._read_state(claims))
+
+    def _read_state(self, claims: Mapping[str, Any]) -> _State:
         sub = str(claims["sub"])
         username = (
             sub.removeprefix(USER_SUBJECT_PREFIX) if sub.startswith(USER_SUBJECT_PREFIX) else None

@@ -16,7 +16,7 @@ from access.errors import PolicyDenied
 from access.subjects import Access, Subject
 from api.http import schemas
 from api.http.context import Myself, gate_of, reads_recorded, subject_of
-from api.http.params import PathId
+from api.http.params import PURPOSE_PATTERN, PathId
 from api.http.problems import lang_of, problem
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
@@ -39,7 +39,7 @@ class OpenBody(BaseModel):
     resident_id: str = Field(max_length=64)
     # Or the `Justification` header (docs/api.md: percent-encoded UTF-8); one of them is needed.
     justification: str | None = Field(default=None, max_length=2000)
-    purpose: str = Field(default="emergency-rescue", max_length=64)
+    purpose: str = Field(default="emergency-rescue", max_length=64, pattern=PURPOSE_PATTERN)
     minutes: int | None = Field(default=None, ge=1, le=240)
 
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from access.subjects import Access, Subject
 from api.http import schemas
 from api.http.context import Myself, gate_of, reads_recorded, subject_of
-from api.http.params import PathId
+from api.http.params import PURPOSE_PATTERN, PathId
 from api.http.problems import problem
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
@@ -88,7 +88,7 @@ class GrantFields(BaseModel):
     """What every grant names, whoever records it."""
 
     recipient: str = Field(max_length=32)
-    purpose: str = Field(max_length=64)
+    purpose: str = Field(max_length=64, pattern=PURPOSE_PATTERN)
     fields: list[str] | None = Field(default=None, max_length=64)
     categories: list[str] | None = Field(default=None, max_length=16)
     separate: bool = False
@@ -354,7 +354,7 @@ def revoke_assisted(
 
 class RequestBody(BaseModel):
     resident_id: str = Field(max_length=64, description="the resident as the caller names them")
-    purpose: str = Field(max_length=64)
+    purpose: str = Field(max_length=64, pattern=PURPOSE_PATTERN)
     fields: list[str] | None = Field(default=None, max_length=64)
     separate: bool = True
     message: str | None = Field(default=None, max_length=500)

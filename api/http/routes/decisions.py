@@ -21,7 +21,7 @@ from access.gate import EVALUATION_ACTION, Gate, Visibility
 from access.subjects import Access, Subject, organisation_subject, visibility_subjects
 from api.http import schemas
 from api.http.context import Myself, gate_of, subject_of
-from api.http.params import PathId
+from api.http.params import PURPOSE_PATTERN, PathId
 from api.http.problems import lang_of, problem
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
@@ -45,7 +45,7 @@ def explainer_of(request: Request) -> Explainer:
 
 
 class ExplainBody(BaseModel):
-    purpose: str | None = Field(default=None, max_length=64)
+    purpose: str | None = Field(default=None, max_length=64, pattern=PURPOSE_PATTERN)
     action: Literal["read", "list", "search", "export", "write"] = "read"
     fields: list[str] | None = Field(default=None, max_length=64)
     organisation: str | None = Field(
