@@ -16,6 +16,7 @@ import vault.db
 import vault.mandates
 import vault.policy_data
 import vault.purposes
+import vault.stat_tokens
 from vault.models import Base
 
 MODEL_MODULES = (
@@ -29,5 +30,6 @@ MODEL_MODULES = (
     vault.purposes,
     vault.mandates,
     vault.policy_data,
+    vault.stat_tokens,
 )
 metadata = Base.metadata
