@@ -26,18 +26,36 @@ so the frequency of each category per building is visible (docs/threat-model.md)
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
-from sqlalchemy import Boolean, ForeignKey, Index, LargeBinary, String, delete, insert, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    Select,
+    String,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from vault.catalogue import Catalogue, FieldSpec
 from vault.crypto import keyed_mac
+from vault.errors import ConfigurationError
 from vault.interfaces import Keyring
-from vault.models import Base
+from vault.models import Base, Resident, ResidentField
 from vault.validators import DISABILITY_CATEGORIES
+
+if TYPE_CHECKING:  # services imports this module for its hooks
+    from vault.services import ResidentStore
 
 log = structlog.get_logger(__name__)
 
@@ -185,3 +203,184 @@ def incomplete_fields(session: Session, fields: Sequence[str]) -> list[str]:
         )
     )
     return [f for f in fields if f not in complete]
+
+
+# -- backfill and rotation -----------------------------------------------------------------
+
+Progress = Callable[[int, int], None]
+"""Called after each batch with (done so far, total at the start)."""
+
+
+@dataclass(frozen=True)
+class BackfillReport:
+    fields: list[str]  # the fields that were incomplete and now are complete
+    processed: int  # residents whose value was read to token it
+    resumed: bool  # some of their tokens were there already (an earlier, interrupted run)
+
+
+def backfill(
+    factory: sessionmaker[Session],
+    store: ResidentStore,
+    *,
+    batch_size: int = 500,
+    progress: Progress | None = None,
+) -> BackfillReport:
+    """Token every stored value of the fields whose tokens are incomplete, then mark them
+    complete. Each batch is its own transaction, and a batch only takes residents without
+    a token yet, so an interrupted run (kill -9 included) resumes where it stopped."""
+    tokens = store.stat_tokens
+    names = list(tokens.fields)
+    with factory() as session, session.begin():
+        known = set(session.scalars(select(StatTokenField.field)))
+        for name in names:
+            if name not in known:  # a field the catalogue marked after migration 0016
+                session.add(StatTokenField(field=name, complete=False))
+        session.flush()
+        pending = incomplete_fields(session, names)
+        total = _untokened(session, pending).count()
+        resumed = bool(
+            pending
+            and session.scalar(
+                select(func.count())
+                .select_from(ResidentStatToken)
+                .where(ResidentStatToken.field.in_(pending))
+            )
+        )
+    log.info("stats.backfill.started", fields=pending, pending=total, resumed=resumed)
+    done = 0
+    for name in pending:
+        after = ""
+        while True:
+            ids, after = _backfill_batch(factory, store, name, after, batch_size)
+            if not ids:
+                break
+            done += len(ids)
+            if progress:
+                progress(done, total)
+        with factory() as session, session.begin():
+            session.get_one(StatTokenField, name).complete = True
+        log.info("stats.backfill.field_complete", field=name)
+    log.info("stats.backfill.finished", fields=pending, processed=done)
+    return BackfillReport(pending, done, resumed)
+
+
+class _Untokened:
+    """Residents with a stored value of one of `fields` and no token of it yet."""
+
+    def __init__(self, session: Session, fields: Sequence[str]) -> None:
+        self.session = session
+        self.fields = list(fields)
+
+    def query(self) -> Select[str, str]:
+        return select(ResidentField.resident_id, ResidentField.field).where(
+            ResidentField.field.in_(self.fields),
+            ~exists().where(
+                ResidentStatToken.resident_id == ResidentField.resident_id,
+                ResidentStatToken.field == ResidentField.field,
+            ),
+        )
+
+    def count(self) -> int:
+        if not self.fields:
+            return 0
+        return int(
+            self.session.scalar(select(func.count()).select_from(self.query().subquery())) or 0
+        )
+
+
+def _untokened(session: Session, fields: Sequence[str]) -> _Untokened:
+    return _Untokened(session, fields)
+
+
+def _backfill_batch(
+    factory: sessionmaker[Session], store: ResidentStore, name: str, after: str, size: int
+) -> tuple[list[str], str]:
+    """One batch of one field after resident id `after`; (its residents, the last id)."""
+    for attempt in range(3):
+        try:
+            with factory() as session, session.begin():
+                ids = list(
+                    session.scalars(
+                        _untokened(session, [name])
+                        .query()
+                        .with_only_columns(ResidentField.resident_id)
+                        .where(ResidentField.resident_id > after)
+                        .order_by(ResidentField.resident_id)
+                        .limit(size)
+                    )
+                )
+                if not ids:
+                    return [], after
+                # Writers of these residents wait (PostgreSQL), so no value changes between
+                # reading it here and storing its token.
+                session.execute(select(Resident.id).where(Resident.id.in_(ids)).with_for_update())
+                values = store.read_many(session, ids, [name])
+                rows = [
+                    row
+                    for resident_id in ids
+                    if name in values.get(resident_id, {})
+                    for row in store.stat_tokens.rows(
+                        resident_id, {name: values[resident_id][name]}
+                    )
+                ]
+                del values
+                if rows:
+                    session.execute(insert(ResidentStatToken), rows)
+            return ids, ids[-1]
+        except IntegrityError:
+            # A concurrent write tokened one of them first: the next try skips it.
+            log.info("stats.backfill.batch_retried", field=name, attempt=attempt + 1)
+    raise ConfigurationError("statistics token backfill: a batch kept conflicting; run it again")
+
+
+def retoken(
+    factory: sessionmaker[Session],
+    store: ResidentStore,
+    epoch: str,
+    *,
+    batch_size: int = 500,
+    progress: Progress | None = None,
+) -> int:
+    """Move every token to `epoch` (a KEK rotation's new key), batch by batch. An old token
+    is mapped to its label under its own epoch, so nothing is decrypted; one that maps to
+    nothing (a damaged row) is re-read from its field. Stateless, so it resumes."""
+    tokens = store.stat_tokens
+    stale = ResidentStatToken.epoch != epoch
+    with factory() as session:
+        total = int(
+            session.scalar(select(func.count()).select_from(ResidentStatToken).where(stale)) or 0
+        )
+    done = 0
+    labels: dict[tuple[str, str], dict[bytes, str]] = {}
+    while True:
+        with factory() as session, session.begin():
+            batch = list(
+                session.scalars(
+                    select(ResidentStatToken)
+                    .where(stale)
+                    .order_by(ResidentStatToken.resident_id, ResidentStatToken.field)
+                    .limit(batch_size)
+                )
+            )
+            if not batch:
+                break
+            for row in batch:
+                spec = tokens.fields.get(row.field)
+                if spec is None:  # no longer a statistics field: its tokens go
+                    session.delete(row)
+                    continue
+                if (row.field, row.epoch) not in labels:
+                    labels[(row.field, row.epoch)] = tokens.labels(row.field, row.epoch)
+                label = labels[(row.field, row.epoch)].get(bytes(row.token))
+                if label is None:
+                    value = store.read_many(session, [row.resident_id], [row.field])
+                    label = label_of(spec, value.get(row.resident_id, {}).get(row.field))
+                if label is None:
+                    session.delete(row)
+                    continue
+                row.epoch, row.token = epoch, tokens.token(row.field, label, epoch)
+        done += len(batch)
+        if progress:
+            progress(done, total)
+    log.info("stats.tokens_retokened", retokened=done)
+    return done
