@@ -17,6 +17,7 @@ import vault.mandates
 import vault.policy_data
 import vault.purposes
 import vault.stamps
+import vault.stat_tokens
 from vault.models import Base
 
 MODEL_MODULES = (
@@ -31,5 +32,6 @@ MODEL_MODULES = (
     vault.mandates,
     vault.policy_data,
     vault.stamps,
+    vault.stat_tokens,
 )
 metadata = Base.metadata

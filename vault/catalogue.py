@@ -23,6 +23,10 @@ FIELD_TYPES: frozenset[str] = frozenset(
     {"string", "date", "enum", "boolean", "number", "list", "object"}
 )
 GRADES: frozenset[str] = frozenset({"L1", "L2", "L3", "L4"})
+# Fields whose values form a closed set, so their statistics tokens can be mapped back to
+# labels (vault.stat_tokens.closed_labels): by type, or a validator's categories.
+CLOSED_TYPES: frozenset[str] = frozenset({"enum", "boolean"})
+CLOSED_VALIDATORS: frozenset[str] = frozenset({"disability"})
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,9 @@ class FieldSpec:
     matches: Mapping[str, str] = field(default_factory=dict)
     # A cross-system identifier: shown in clear under a pseudonym only if policy declares it.
     linkable: bool = False
+    # Statistics count it from keyed tokens of its category (vault.stat_tokens), never by
+    # decrypting; only a field with a closed set of values can be marked.
+    stat_token: bool = False
 
     @property
     def generalise(self) -> Rule | None:
@@ -163,6 +170,10 @@ def _field(name: str, raw: Mapping[str, Any], categories: Mapping[str, Label]) -
     values = {str(k): _label(v, f"{where} value {k}") for k, v in (raw.get("values") or {}).items()}
     if raw["type"] == "enum" and not values:
         raise CatalogueError(f"{where}: an enum needs values")
+    stat_token = bool(raw.get("stat_token", False))
+    closed = raw["type"] in CLOSED_TYPES or raw.get("validator") in CLOSED_VALIDATORS
+    if stat_token and not closed:
+        raise CatalogueError(f"{where}: only a field with a closed set of values has stat tokens")
     return FieldSpec(
         name=name,
         label=_label(raw["label"], where),
@@ -175,6 +186,7 @@ def _field(name: str, raw: Mapping[str, Any], categories: Mapping[str, Label]) -
         generalisations=_generalisations(raw.get("generalise"), f"{where} generalise"),
         searchable=bool(raw["searchable"]),
         linkable=bool(raw.get("linkable", False)),
+        stat_token=stat_token,
         values=values,
         max_length=raw.get("max_length"),
         matches=dict(raw.get("matches") or {}),

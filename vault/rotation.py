@@ -3,6 +3,8 @@
 - KEK rotation rewraps every data key under a new key-encryption key. Field ciphertexts
   are untouched, so it is cheap and readers never wait.
 - Data-key rotation gives each resident a new data key and re-seals their fields.
+- KEK rotation also re-tokens the statistics tokens (vault/stat_tokens.py) under the new
+  KEK's epoch, mapping old tokens to their labels: nothing is decrypted for it either.
 
 Both work in batches, each its own transaction, and keep their progress in
 `key_rotations`: an interrupted rotation (crash, Ctrl-C, lost connection) resumes where it
@@ -23,6 +25,7 @@ from vault.crypto import data_key_context, open_field, seal_field
 from vault.errors import ConfigurationError
 from vault.models import DataKeyRecord, KeyRotation, Resident, ResidentField, utcnow
 from vault.services import ResidentStore
+from vault.stat_tokens import retoken
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +39,7 @@ class RotationReport:
     target: str
     processed: int
     resumed: bool
+    retokened: int = 0
 
 
 def _open_job(session: Session, kind: str) -> KeyRotation | None:
@@ -86,8 +90,6 @@ def rotate_kek(
                 )
             )
             if not batch:
-                job_row = session.get_one(KeyRotation, job_id)
-                job_row.finished_at = utcnow()
                 break
             for record in batch:
                 context = data_key_context(record.resident_id, record.version)
@@ -97,8 +99,12 @@ def rotate_kek(
         done += len(batch)
         if progress:
             progress(done, total)
-    log.info("keys.kek_rotation.finished", target=target, rewrapped=done)
-    return RotationReport("kek", target, done, resumed)
+    # The job stays open until the tokens follow too, so a kill -9 here resumes here.
+    retokened = retoken(factory, store, target, batch_size=batch_size)
+    with factory() as session, session.begin():
+        session.get_one(KeyRotation, job_id).finished_at = utcnow()
+    log.info("keys.kek_rotation.finished", target=target, rewrapped=done, retokened=retokened)
+    return RotationReport("kek", target, done, resumed, retokened)
 
 
 def rotate_data_keys(

@@ -41,6 +41,7 @@ from vault.models import (
     new_id,
     utcnow,
 )
+from vault.stat_tokens import ResidentStatToken, StatTokens
 from vault.validators import validate_record
 
 log = structlog.get_logger(__name__)
@@ -134,6 +135,7 @@ class ResidentStore:
         self.keyring = keyring
         self.catalogue = catalogue or default_catalogue()
         self.data_keys = DataKeys(keyring, key_cache)
+        self.stat_tokens = StatTokens(keyring, self.catalogue)
         self._match_fields = frozenset(
             name
             for spec in self.catalogue
@@ -173,6 +175,7 @@ class ResidentStore:
         key_rows: list[dict[str, Any]] = []
         field_rows: list[dict[str, Any]] = []
         index_rows: list[dict[str, Any]] = []
+        token_rows: list[dict[str, Any]] = []
         ids: list[str] = []
         for new, normalised in prepared:
             resident_id = new.resident_id or new_id("r")
@@ -194,11 +197,13 @@ class ResidentStore:
             fields, indexes = self._sealed_rows(resident_id, key, normalised, provenance)
             field_rows += fields
             index_rows += indexes
+            token_rows += self.stat_tokens.rows(resident_id, normalised)
         for table, rows in (
             (Resident, resident_rows),
             (DataKeyRecord, key_rows),
             (ResidentField, field_rows),
             (BlindIndexEntry, index_rows),
+            (ResidentStatToken, token_rows),
         ):
             bulk_insert(session, cast(Table, table.__table__), rows)
         log.info("residents.created", count=len(ids), channel=provenance.channel)
@@ -237,6 +242,7 @@ class ResidentStore:
                     BlindIndexEntry.field.in_(cleared),
                 )
             )
+            self.stat_tokens.drop(session, resident_id, cleared)
         key = self.data_keys.get(session, resident_id, resident.key_version)
         self._write_fields(session, resident_id, key, normalised, provenance)
         resident.updated_at = provenance.at
@@ -317,6 +323,7 @@ class ResidentStore:
             )
             if rows:
                 session.execute(insert(table), rows)
+        self.stat_tokens.replace(session, resident_id, values)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -399,6 +406,7 @@ class ResidentStore:
         log.info("resident.erased", resident_id=resident_id)
 
     def _shred(self, session: Session, resident: Resident, at: datetime) -> None:
+        self.stat_tokens.drop(session, resident.id)
         for table in (DataKeyRecord, ResidentField, BlindIndexEntry):
             session.execute(delete(table).where(table.resident_id == resident.id))
         resident.status = "erased"

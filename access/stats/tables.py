@@ -2,9 +2,12 @@
 
 The caller (the access gate's side, in `api`) hands over which buildings are in scope and
 a query of the residents in scope (jurisdiction, active, never decoys). Only the structure
-(which household lives in which building) is read in clear; the measure's one field is
-decrypted in batches, folded into counts at once, and dropped. Nothing but the cell
-totals leaves this module, and no value is logged.
+(which household lives in which building) is read in clear. A measure whose field has
+statistics tokens (vault/stat_tokens.py) is one SQL GROUP BY over building and token, with
+no field decrypted; the tokens are mapped to labels here and never leave. A measure of any
+other field (or of one whose tokens are still being backfilled) has that one field
+decrypted in batches, folded into counts at once, and dropped. Nothing but the cell totals
+leaves this module, and no value (nor token) is logged.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final
 
-from sqlalchemy import Select, func, select
+import structlog
+from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session
 
 from access.stats.disclosure import Place, Table
@@ -23,6 +27,9 @@ from policies.rows import ACTIVE, with_building
 from vault.catalogue import FieldSpec
 from vault.models import Building, Community, Grid, Resident
 from vault.services import ResidentStore
+from vault.stat_tokens import ResidentStatToken, incomplete_fields, representative
+
+log = structlog.get_logger(__name__)
 
 Scoped = Select[str, str | None, str]  # (resident, household, building)
 ROOT: Final = "all"
@@ -99,6 +106,18 @@ class _Tally:
         self.sums[key] = self.sums.get(key, 0) + amount
         self.contributors[key] = self.contributors.get(key, 0) + 1
 
+    def add_many(self, spec: FieldSpec | None, value: Any, residents: int, building: str) -> None:
+        """`residents` residents of one building with the same value (counted in SQL)."""
+        counted = self.measure.classify(spec, value, self.today)
+        if counted is None:
+            return
+        category, amount = counted
+        if self.bound is not None:
+            amount = max(0, min(amount, self.bound))
+        key = (building, category)
+        self.sums[key] = self.sums.get(key, 0) + amount * residents
+        self.contributors[key] = self.contributors.get(key, 0) + residents
+
     def finish(self) -> None:
         for key, members in self.households.items():
             self.sums[key] = self.contributors[key] = len(members)
@@ -120,6 +139,81 @@ def count(
     """
     tally = _Tally(measure, tree, today, bound)
     spec = store.catalogue[measure.field] if measure.field else None
+    if _countable_in_sql(session, store, measure) and _count_in_sql(
+        session, store, spec, tally, scoped
+    ):
+        return _counted(session, measure, tree, scoped, tally)
+    _decrypting(session, store, tally, spec, scoped)
+    return _counted(session, measure, tree, scoped, tally)
+
+
+def _countable_in_sql(session: Session, store: ResidentStore, measure: Measure) -> bool:
+    """No field (the structure alone), or a field whose tokens are complete."""
+    if measure.field is None:
+        return True
+    if measure.field not in store.stat_tokens.fields:
+        return False
+    if incomplete_fields(session, [measure.field]):
+        # Correct, only slow: the backfill (`resident-vault stats backfill`) ends this.
+        log.warning("stats.tokens_incomplete", field=measure.field, fallback="decrypt")
+        return False
+    return True
+
+
+def _count_in_sql(
+    session: Session,
+    store: ResidentStore,
+    spec: FieldSpec | None,
+    tally: _Tally,
+    scoped: Scoped,
+) -> bool:
+    """Fold the GROUP BY (building, token) into the tally; False (tally untouched) if a
+    token maps to no label of its epoch, which only a damaged table could hold."""
+    inner = scoped.subquery()
+    resident, household, building = list(inner.columns)[:3]
+    source: Any = inner
+    keys: list[Any] = [building]
+    if spec is not None:
+        tokens = ResidentStatToken.__table__
+        # Outer join: a resident without the field is one row with no token (value None).
+        source = inner.outerjoin(
+            tokens, and_(tokens.c.resident_id == resident, tokens.c.field == spec.name)
+        )
+        keys += [tokens.c.epoch, tokens.c.token]
+    households = tally.measure.unit is Unit.HOUSEHOLDS
+    if households:
+        member = func.coalesce(household, resident)
+        query = select(*keys, member).select_from(source).distinct()
+    else:
+        query = select(*keys, func.count()).select_from(source).group_by(*keys)
+    rows = [(r[0], None, None, r[1]) if spec is None else tuple(r) for r in session.execute(query)]
+    labels: dict[str, dict[bytes, str]] = {}
+    values: list[tuple[str, Any, Any]] = []
+    for place, row_epoch, row_token, extra in rows:
+        value: Any = None
+        if spec is not None and row_token is not None:
+            if row_epoch not in labels:
+                labels[row_epoch] = store.stat_tokens.labels(spec.name, row_epoch)
+            label = labels[row_epoch].get(bytes(row_token))
+            if label is None:
+                log.error("stats.token_unknown", field=spec.name, fallback="decrypt")
+                return False
+            value = representative(spec, label)
+        values.append((place, value, extra))
+    for place, value, extra in values:
+        if households:
+            tally.add(spec, value, extra, place)
+        else:
+            tally.population[place] = tally.population.get(place, 0) + int(extra)
+            tally.add_many(spec, value, int(extra), place)
+    return True
+
+
+def _decrypting(
+    session: Session, store: ResidentStore, tally: _Tally, spec: FieldSpec | None, scoped: Scoped
+) -> None:
+    """The measure's field decrypted in batches (a field without complete tokens)."""
+    measure = tally.measure
     result = session.execute(scoped.order_by(Resident.id))
     while batch := result.fetchmany(BATCH):
         for _, _, building in batch:
@@ -131,6 +225,11 @@ def count(
             value = values.get(resident_id, {}).get(measure.field) if measure.field else None
             tally.add(spec, value, household_id or resident_id, building)
         del values
+
+
+def _counted(
+    session: Session, measure: Measure, tree: Sequence[Place], scoped: Scoped, tally: _Tally
+) -> Counted:
     tally.finish()
     population = tally.population
     if measure.unit is Unit.HOUSEHOLDS:

@@ -378,9 +378,11 @@ class RestoreReport:
 
 
 # Tables a new schema already holds rows in (migration 0015 seeds the purpose registry and
-# its first data revision): an empty target still counts as empty, and the load replaces
-# them with the backup's. In the order they can be emptied (mandates refer to purposes).
-SEEDED_BY_MIGRATIONS = ("mandates", "purposes", "policy_data_changes")
+# its first data revision, 0016 which statistics fields have complete tokens; the tokens
+# themselves are an ordinary table the backup carries): an empty target still counts as
+# empty, and the load replaces them with the backup's. In the order they can be emptied
+# (mandates refer to purposes).
+SEEDED_BY_MIGRATIONS = ("mandates", "purposes", "policy_data_changes", "stat_token_fields")
 
 
 def _check_target_empty(

@@ -45,7 +45,12 @@ def keys_rotate(
             batch_size=batch_size,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-        details = {"kek": report.target, "rewrapped": report.processed, "resumed": report.resumed}
+        details = {
+            "kek": report.target,
+            "rewrapped": report.processed,
+            "retokened": report.retokened,
+            "resumed": report.resumed,
+        }
         events = [operator_event("keys.kek_rotated", who, details)]
         out.print(
             say("cli.keys.rotate.kek-done", target=report.target, processed=report.processed)

@@ -62,6 +62,7 @@ from api.cli.orgs import orgs_app
 from api.cli.places import places_app
 from api.cli.policy import policy_app
 from api.cli.purposes import purposes_app
+from api.cli.stats import stats_app
 from api.cli.trace import trace
 from api.logging import configure_logging
 from api.oauth.keys import ensure_oauth_keys
@@ -76,6 +77,7 @@ from vault.spreadsheet import csv_row
 
 app = group("cli.help.main", pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(keys_app, name="keys")
+app.add_typer(stats_app, name="stats")
 app.add_typer(audit_app, name="audit")
 app.add_typer(clients_app, name="clients")
 app.add_typer(policy_app, name="policy")
