@@ -427,7 +427,10 @@ class Gate:
                     session, access, decision, resident_id, requested
                 )
                 fetch = [n for n, t in treatments.items() if t != "denied"]
-                values = self.runtime.vault.store.read(session, resident_id, fetch)
+                # The scoped row above is an active resident's: no second look at it.
+                values = self.runtime.vault.store.read_many(session, [resident_id], fetch).get(
+                    resident_id, {}
+                )
                 shown = self.render(
                     values, treatments, place_context(row[1], row[2]), decision.levels
                 )
