@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from bench_scale import BENCH_ENV
 
 from access.runtime import init_runtime
 from api.oauth.service import init_demo_credentials
@@ -86,6 +87,7 @@ def serve(workdir: Path, port: int) -> subprocess.Popen[bytes]:
         "VAULT_HOME": str(workdir / "home"),
         "VAULT_DATABASE_URL": f"sqlite:///{workdir}/v.db",
         "VAULT_OAUTH_ISSUER": f"http://127.0.0.1:{port}",
+        **BENCH_ENV,  # else the default rate limits and the detector stop the bench's client
     }
     process = subprocess.Popen(  # noqa: S603 - our own server script
         [sys.executable, str(HERE / "bench_api_server.py"), str(port)],

@@ -31,6 +31,7 @@ from access.stats.tables import residents_query
 from access.subjects import Access, organisation_subject
 from api.http.app import policy_engine
 from api.settings import Settings
+from policies.district import follow_district
 from vault.demo import populate
 from vault.models import Building
 
@@ -57,7 +58,8 @@ def main() -> None:
         with runtime.transaction() as session:
             populate(session, runtime.vault.store, args.residents)
         print(f"{args.residents} residents generated in {time.perf_counter() - started:.1f} s")
-        gate = Gate(runtime, policy_engine(settings))
+        # As the service wires it: decisions read the district's mandates from the database.
+        gate = Gate(runtime, follow_district(policy_engine(settings), runtime.vault.sessions))
         service = StatsService(gate, StatsSettings(epsilon_per_month=1e9, max_epsilon=1.0))
         with runtime.vault.sessions() as session:
             subject = organisation_subject(session, "org_civil_affairs")
