@@ -189,11 +189,13 @@ def sqlite_backend(workdir: Path, residents: int) -> Backend:
     )
 
 
-def postgres_backend(workdir: Path, residents: int, admin_url: str) -> Backend:
-    def url(name: str) -> str:
-        return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+def postgres_backend(
+    workdir: Path, residents: int, admin_url: str, name: str | None = None
+) -> Backend:
+    def url(database: str) -> str:
+        return make_url(admin_url).set(database=database).render_as_string(hide_password=False)
 
-    name = f"rv_bench_{residents}"
+    name = name or f"rv_bench_{residents}"
     return Backend(
         "postgresql",
         workdir / f"pg-{residents}",
@@ -327,9 +329,15 @@ def table_bytes(engine: Engine, keep: Callable[[str], bool]) -> int:
     """Bytes on disk (heap, indexes, TOAST) of the tables whose names `keep` accepts."""
     with engine.connect() as connection:
         if engine.dialect.name == "sqlite":
-            owner = dict(connection.execute(text("SELECT name, tbl_name FROM sqlite_master")).all())
+            # dbstat names each index's pages by the index: counted with its table.
+            owner: dict[str, str] = {
+                str(name): str(table)
+                for name, table in connection.execute(
+                    text("SELECT name, tbl_name FROM sqlite_master")
+                )
+            }
             pages = connection.execute(text("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"))
-            return sum(int(n) for name, n in pages if keep(owner.get(name, name)))
+            return sum(int(n) for name, n in pages if keep(owner.get(str(name), str(name))))
         rows = connection.execute(
             text(
                 "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c"
@@ -777,6 +785,9 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated: sqlite, postgresql (default sqlite, and postgresql when"
         " VAULT_TEST_DATABASE_URL is set)",
     )
+    parser.add_argument(
+        "--pg-name", help="the PostgreSQL database to build in (default rv_bench_<residents>)"
+    )
     parser.add_argument("--audit-entries", type=int, default=None, help="default 20,000")
     args = parser.parse_args(argv)
     server = os.environ.get("VAULT_TEST_DATABASE_URL")
@@ -797,7 +808,9 @@ def main(argv: list[str] | None = None) -> int:
         if name == "sqlite":
             backends.append(sqlite_backend(args.workdir, args.residents))
         elif name == "postgresql":
-            backends.append(postgres_backend(args.workdir, args.residents, server or ""))
+            backends.append(
+                postgres_backend(args.workdir, args.residents, server or "", args.pg_name)
+            )
         else:
             parser.error(f"unknown backend {name}")
     started = time.monotonic()
