@@ -68,8 +68,8 @@ def main() -> None:
         with runtime.transaction() as session:
             populate(session, runtime.vault.store, args.residents)
         print(f"{args.residents} residents generated in {time.perf_counter() - started:.1f} s")
-        engine = follow_district(policy_engine(settings), runtime.vault.sessions)
-        gate = Gate(runtime, engine)
+        # As the service wires it: decisions read the district's mandates from the database.
+        gate = Gate(runtime, follow_district(policy_engine(settings), runtime.vault.sessions))
         service = StatsService(gate, StatsSettings(epsilon_per_month=1e9, max_epsilon=1.0))
         with runtime.vault.sessions() as session:
             subject = organisation_subject(session, "org_civil_affairs")
