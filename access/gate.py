@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import ColumnElement, Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from access.errors import (
@@ -157,6 +157,7 @@ class Gate:
         self.stamps = stamps
         self.subjects = Subjects(runtime.vault.sessions, stamps)
         self._suspensions: StampedCache[tuple[str | None, str | None], bool] = StampedCache()
+        self._statements: dict[tuple[Any, ...], Select[str, str, str]] = {}
 
     def _suspended(self, subject: Subject) -> bool:
         def load() -> bool:
@@ -357,18 +358,44 @@ class Gate:
         """Residents within the decision's rows, with their building's and community's
         names (what the building and community generalisations show). Decoys (fictional
         people for export tracing) are never among them; `decoys=True` gives only the
-        decoys in the same rows, which fingerprinted exports alone ask for."""
-        return (
-            row_sql.with_building(select(Resident.id, Building.name, Community.name))
-            .join(Community, Community.id == Building.community_id)
-            .where(self.row_filter(access, decision), Resident.is_decoy.is_(decoys))
-        )
+        decoys in the same rows, which fingerprinted exports alone ask for.
+
+        Kept per (rows, caller's own id and wards): building the statement costs more than
+        running it, and a statement is immutable, so threads share it safely."""
+        subject = access.subject
+        key = (decision.rows, subject.resident_id, subject.children, decoys)
+        found = self._statements.get(key)
+        if found is None:
+            found = (
+                row_sql.with_building(select(Resident.id, Building.name, Community.name))
+                .join(Community, Community.id == Building.community_id)
+                .where(self.row_filter(access, decision), Resident.is_decoy.is_(decoys))
+            )
+            self._remember(key, found)
+        return found
+
+    def _one_scoped(self, access: Access, decision: Decision) -> Select[str, str, str]:
+        """`scoped_rows` of one resident, named by the bound parameter `resident_id`."""
+        subject = access.subject
+        key = (decision.rows, subject.resident_id, subject.children, "one")
+        found = self._statements.get(key)
+        if found is None:
+            found = self.scoped_rows(access, decision).where(
+                Resident.id == bindparam("resident_id")
+            )
+            self._remember(key, found)
+        return found
+
+    def _remember(self, key: tuple[Any, ...], statement: Select[str, str, str]) -> None:
+        if len(self._statements) >= 4096:  # bounded: many callers' jurisdictions
+            self._statements.clear()
+        self._statements[key] = statement
 
     def holds(self, session: Session, access: Access, decision: Decision, resident_id: str) -> bool:
         """Whether the decision's rows hold this resident (active, not a decoy): the very
         check a read makes, for routes outside the gate that act on one resident."""
         found = session.execute(
-            self.scoped_rows(access, decision).where(Resident.id == resident_id)
+            self._one_scoped(access, decision), {"resident_id": resident_id}
         ).first()
         return found is not None
 
@@ -480,7 +507,7 @@ class Gate:
         Raises ConsentRequired, then NotInScope, in the order docs/api.md gives. The resident's
         dry run (`visibility`) uses this very method, so it cannot differ from a read."""
         row = session.execute(
-            self.scoped_rows(access, decision).where(Resident.id == resident_id)
+            self._one_scoped(access, decision), {"resident_id": resident_id}
         ).first()
         treatments = self.treatments_for(decision, requested)
         cover = self.consent_covers(session, access, decision, [resident_id], treatments)
