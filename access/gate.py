@@ -506,9 +506,12 @@ class Gate:
         row, each field's treatment for this resident, and the consents it rests on.
         Raises ConsentRequired, then NotInScope, in the order docs/api.md gives. The resident's
         dry run (`visibility`) uses this very method, so it cannot differ from a read."""
-        row = session.execute(
-            self._one_scoped(access, decision), {"resident_id": resident_id}
-        ).first()
+        # Core on the connection: the ORM adds nothing to a plain row read.
+        row = (
+            session.connection()
+            .execute(self._one_scoped(access, decision), {"resident_id": resident_id})
+            .first()
+        )
         treatments = self.treatments_for(decision, requested)
         cover = self.consent_covers(session, access, decision, [resident_id], treatments)
         if decision.rows.consent_required:

@@ -105,6 +105,11 @@ def make_engine(
     """An engine for `url`; on PostgreSQL a QueuePool of `limits` with pre-ping and the
     server-side timeouts of `limits` (defaults when None)."""
     if url.startswith("sqlite"):
+        if ":memory:" not in url and url.rstrip("/") != "sqlite:" and "poolclass" not in kwargs:
+            # A SQLite connection costs a file handle, but opening one (and its pragmas) on
+            # every request past the default five showed up in the read path's profile.
+            kwargs.setdefault("pool_size", 20)
+            kwargs.setdefault("max_overflow", 20)
         engine = create_engine(url, **kwargs)
 
         @event.listens_for(engine, "connect")
