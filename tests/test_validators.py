@@ -20,9 +20,11 @@ from vault.catalogue import default_catalogue
 from vault.errors import CatalogueError, InvalidValue
 from vault.i18n import LANGS, Message, known
 from vault.validators import (
+    BAD_TEXT,
     ETHNIC_GROUPS,
     PROVINCE_CODES,
     VALIDATORS,
+    _bad_text_char,
     check_catalogue,
     china_today,
     id_birth_date,
@@ -623,3 +625,11 @@ def test_every_refusal_is_a_catalogue_message_in_both_languages(field: str, raw:
         shown = message.text(lang)
         assert shown.strip() and not re.search(r"[{}]", shown), (lang, shown)
     assert message.text("zh") != message.text("en")
+
+
+def test_the_fast_bad_text_class_is_the_definition_for_every_code_point() -> None:
+    """`BAD_TEXT` (one regex, for imports) refuses exactly what `_bad_text_char` defines."""
+    differ = [
+        hex(c) for c in range(0x110000) if bool(BAD_TEXT.match(chr(c))) != _bad_text_char(chr(c))
+    ]
+    assert differ == []

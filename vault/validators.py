@@ -112,6 +112,14 @@ def _bad_text_char(char: str) -> bool:
     return unicodedata.category(char) in {"Cc", "Cs", "Zl", "Zp"}
 
 
+# `_bad_text_char` as one character class, for the hot path (imports validate every cell):
+# Cc is U+0000-001F and U+007F-009F, Cs the surrogates, Zl U+2028, Zp U+2029, and the bidi
+# controls. tests/test_validators.py checks it against the definition for every code point.
+BAD_TEXT: Final = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
 def _clean_text(raw: Any, max_length: int | None) -> str:
     """The common rules for free text: a string, stripped, non-empty, printable, bounded."""
     if raw is None:
@@ -121,7 +129,7 @@ def _clean_text(raw: Any, max_length: int | None) -> str:
     text = raw.strip()
     if not text:
         raise InvalidValue("empty", Message("validation.empty"))
-    if any(_bad_text_char(c) for c in text):
+    if BAD_TEXT.search(text):
         raise InvalidValue("control-characters", Message("validation.control-characters"))
     if max_length is not None and len(text) > max_length:
         raise InvalidValue("too-long", Message("validation.too-long", {"max": max_length}))
