@@ -30,6 +30,17 @@ CLASSES: tuple[str, ...] = tuple(sorted(GRADES))
 # A value whose field the catalogue no longer names stays with the most protected class.
 FALLBACK_CLASS = "L4"
 PROVENANCE_FORMAT = 1
+# Stored short codes of the catalogue's fields, in documents (key "3" for "id_number") and
+# in provenance (bit 3). Append-only: a code, once written, must always mean the same field;
+# a field without one is stored under its name.
+FIELD_CODES: tuple[str, ...] = (
+    "name", "gender", "birth_date", "id_number", "phone", "address", "hukou_type",
+    "residence_type", "household_relation", "ethnicity", "religion", "health_conditions",
+    "disability", "low_income_status", "subsidy_amount", "elderly_living_alone",
+    "veteran_status", "political_status", "employment_status", "emergency_contact",
+    "vehicle_plate", "integrity_records",
+)  # fmt: skip
+_CODE_OF = {name: str(code) for code, name in enumerate(FIELD_CODES)}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -56,16 +67,19 @@ def _canonical(value: Any) -> bytes:
 
 def seal_class(key: DataKey, doc_class: str, values: Mapping[str, Any]) -> bytes | None:
     """The class's document, or None when the resident has no value in it."""
-    return seal_document(key, doc_class, _canonical(dict(values))) if values else None
+    if not values:
+        return None
+    coded = {_CODE_OF.get(name, name): value for name, value in values.items()}
+    return seal_document(key, doc_class, _canonical(coded))
 
 
 def open_class(key: DataKey, doc_class: str, document: bytes | None) -> dict[str, Any]:
     if document is None:
         return {}
-    values = json.loads(open_document(key, doc_class, document))
-    if not isinstance(values, dict):
+    coded = json.loads(open_document(key, doc_class, document))
+    if not isinstance(coded, dict):
         raise ValueError("a document holds an object")
-    return values
+    return {(FIELD_CODES[int(k)] if k.isdigit() else k): value for k, value in coded.items()}
 
 
 def seal_documents(
@@ -99,7 +113,8 @@ def _at(micros: int) -> datetime:
 
 def encode_provenance(fields: Mapping[str, FieldProvenance]) -> str:
     """Compact JSON: each distinct (writer, channel, written, verified) once, with the
-    fields it covers; an import writes one such entry per resident, not one per field."""
+    fields it covers as a bit mask of their codes (and the names of fields without one);
+    an import writes one such entry per resident, not one per field."""
     groups: dict[tuple[str, str, int, int | None], list[str]] = {}
     for name in sorted(fields):
         p = fields[name]
@@ -107,7 +122,11 @@ def encode_provenance(fields: Mapping[str, FieldProvenance]) -> str:
         groups.setdefault((p.written_by, p.channel, _micros(p.written_at), verified), []).append(
             name
         )
-    entries = [[*head, names] for head, names in groups.items()]
+    entries: list[list[Any]] = []
+    for head, names in groups.items():
+        mask = sum(1 << int(_CODE_OF[n]) for n in names if n in _CODE_OF)
+        others = [n for n in names if n not in _CODE_OF]
+        entries.append([*head, mask, *([others] if others else [])])
     return json.dumps(
         {"v": PROVENANCE_FORMAT, "p": entries}, ensure_ascii=False, separators=(",", ":")
     )
@@ -120,11 +139,12 @@ def decode_provenance(encoded: str | None) -> dict[str, FieldProvenance]:
     if raw.get("v") != PROVENANCE_FORMAT:
         raise ValueError("unknown provenance format")
     found: dict[str, FieldProvenance] = {}
-    for written_by, channel, written, verified, names in raw["p"]:
+    for written_by, channel, written, verified, mask, *others in raw["p"]:
         entry = FieldProvenance(
             written_by, channel, _at(written), None if verified is None else _at(verified)
         )
-        for name in names:
+        names = [n for code, n in enumerate(FIELD_CODES) if mask >> code & 1]
+        for name in names + (others[0] if others else []):
             found[name] = entry
     return found
 
