@@ -1,7 +1,7 @@
 """The service plus a bypass route, for bench/bench_api.py (never part of the product).
 
 `/bench/raw/{id}` checks the token like the real route and reads the resident's row and
-ciphertexts, but asks no policy, decrypts nothing and writes no audit entry: the baseline
+sealed documents, but asks no policy, decrypts nothing and writes no audit entry: the baseline
 the full read path is compared with.
 """
 
@@ -12,13 +12,12 @@ from typing import Annotated, Any
 
 import uvicorn
 from fastapi import Depends, Request
-from sqlalchemy import select
 
 from api.http.app import create_app
 from api.oauth.scopes import Scope
 from api.oauth.tokens import Principal, require_scopes
 from api.settings import Settings
-from vault.models import Resident, ResidentField
+from vault.models import Resident, ResidentRecord
 
 app = create_app(Settings())
 
@@ -32,13 +31,11 @@ def raw(
     runtime = request.app.state.runtime
     with runtime.vault.sessions() as session:
         resident = session.get(Resident, resident_id)
+        row = session.get(ResidentRecord, resident_id)
         sizes = {
-            f: len(c)
-            for f, c in session.execute(
-                select(ResidentField.field, ResidentField.ciphertext).where(
-                    ResidentField.resident_id == resident_id
-                )
-            )
+            name: len(document)
+            for name in ("doc_l1", "doc_l2", "doc_l3", "doc_l4")
+            if row is not None and (document := getattr(row, name)) is not None
         }
     return {"resident_id": resident.id if resident else None, "fields": sizes}
 

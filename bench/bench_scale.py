@@ -90,7 +90,7 @@ from vault.models import (
     Organisation,
     OrganisationCommunity,
     Resident,
-    ResidentField,
+    ResidentRecord,
     Room,
     Street,
 )
@@ -719,11 +719,17 @@ def phase_export(runtime: Runtime, url: str, community: str) -> None:
     with runtime.vault.engine.connect() as connection:
         start = time.perf_counter()
         rows = connection.execute(
-            select(Resident.id, ResidentField.field, ResidentField.ciphertext)
+            select(
+                Resident.id,
+                ResidentRecord.doc_l1,
+                ResidentRecord.doc_l2,
+                ResidentRecord.doc_l3,
+                ResidentRecord.doc_l4,
+            )
             .join(Household, Household.id == Resident.household_id)
             .join(Room, Room.id == Household.room_id)
             .join(Building, Building.id == Room.building_id)
-            .join(ResidentField, ResidentField.resident_id == Resident.id)
+            .join(ResidentRecord, ResidentRecord.resident_id == Resident.id)
             .where(Building.community_id == community, Resident.is_decoy.is_(False))
         ).all()
         plain_seconds = time.perf_counter() - start

@@ -115,7 +115,7 @@ def test_a_write_over_the_timeout_is_503_retryable_and_writes_nothing(
         phone_before = store.read(session, resident, ["phone"]).get("phone")
     engine = server.runtime.vault.engine
     with engine.begin() as connection:
-        # The write's field insert sleeps past the statement timeout, on the server.
+        # The write's record update sleeps past the statement timeout, on the server.
         connection.execute(
             text(
                 "CREATE FUNCTION rv_slow() RETURNS trigger LANGUAGE plpgsql AS "
@@ -124,7 +124,7 @@ def test_a_write_over_the_timeout_is_503_retryable_and_writes_nothing(
         )
         connection.execute(
             text(
-                "CREATE TRIGGER rv_slow BEFORE INSERT ON resident_fields "
+                "CREATE TRIGGER rv_slow BEFORE UPDATE ON resident_records "
                 "FOR EACH STATEMENT EXECUTE FUNCTION rv_slow()"
             )
         )
@@ -155,7 +155,7 @@ def test_a_write_over_the_timeout_is_503_retryable_and_writes_nothing(
         assert _entries(server, action="write") == entries_before.get("write", 0)
     finally:
         with engine.begin() as connection:
-            connection.execute(text("DROP TRIGGER rv_slow ON resident_fields"))
+            connection.execute(text("DROP TRIGGER rv_slow ON resident_records"))
     retried = call(
         server,
         "PATCH",

@@ -35,7 +35,7 @@ from tests.pg_support import (
 )
 from vault.context import init_vault
 from vault.errors import ResidentErased
-from vault.models import Resident, ResidentField
+from vault.models import Resident, ResidentRecord
 from vault.services import Provenance
 
 DEPARTMENT = "org_civil_affairs"
@@ -180,7 +180,7 @@ def test_an_erased_resident_is_never_decrypted_from_a_lagging_replica(
         # The lagging replica still holds the resident's ciphertexts and an active row ...
         with runtime.vault.read_engine.connect() as replica:
             stale = replica.execute(
-                select(func.count()).where(ResidentField.resident_id == victim)
+                select(func.count()).where(ResidentRecord.resident_id == victim)
             ).scalar()
             assert stale and stale > 0
         # ... but nothing decrypts them: the data key is read from the primary, where

@@ -18,7 +18,7 @@ from vault.models import (
     DataKeyRecord,
     Erasure,
     Resident,
-    ResidentField,
+    ResidentRecord,
 )
 from vault.services import Provenance
 
@@ -54,19 +54,18 @@ def test_every_field_round_trips_under_both_suites(
 
 
 def test_ciphertext_copied_to_another_resident_or_field_does_not_open(vault: Vault) -> None:
+    """Alice's document of phone's class (L3) copied to Bob's row, and into the column of
+    her own name's class (L2): neither opens."""
     alice, _ = _create(vault, 2)
     bob, _ = _create(vault, 3)
     with vault.sessions() as session, session.begin():
-        stolen = session.get_one(ResidentField, (alice, "phone")).ciphertext
+        stolen = session.get_one(ResidentRecord, alice).doc_l3
+        assert stolen is not None
         session.execute(
-            update(ResidentField)
-            .where(ResidentField.resident_id == bob, ResidentField.field == "phone")
-            .values(ciphertext=stolen)
+            update(ResidentRecord).where(ResidentRecord.resident_id == bob).values(doc_l3=stolen)
         )
         session.execute(
-            update(ResidentField)
-            .where(ResidentField.resident_id == alice, ResidentField.field == "name")
-            .values(ciphertext=stolen)
+            update(ResidentRecord).where(ResidentRecord.resident_id == alice).values(doc_l2=stolen)
         )
     vault.store.data_keys.cache.clear()
     with vault.sessions() as session:
@@ -80,10 +79,11 @@ def test_ciphertext_copied_to_another_resident_or_field_does_not_open(vault: Vau
 def test_tampered_ciphertext_does_not_open(vault: Vault) -> None:
     resident_id, _ = _create(vault, 4)
     with vault.sessions() as session, session.begin():
-        row = session.get_one(ResidentField, (resident_id, "id_number"))
-        tampered = bytearray(row.ciphertext)
+        row = session.get_one(ResidentRecord, resident_id)  # id_number is in class L4
+        assert row.doc_l4 is not None
+        tampered = bytearray(row.doc_l4)
         tampered[-1] ^= 0x01
-        row.ciphertext = bytes(tampered)
+        row.doc_l4 = bytes(tampered)
     with vault.sessions() as session, pytest.raises(DecryptionFailed):
         vault.store.read(session, resident_id, ["id_number"])
 
@@ -91,7 +91,14 @@ def test_tampered_ciphertext_does_not_open(vault: Vault) -> None:
 def test_no_plaintext_reaches_the_database(vault: Vault) -> None:
     _, values = _create(vault, 5)
     with vault.sessions() as session:
-        blobs = b"".join(session.scalars(select(ResidentField.ciphertext)))
+        blobs = b"".join(
+            (r.doc_l1 or b"")
+            + (r.doc_l2 or b"")
+            + (r.doc_l3 or b"")
+            + (r.doc_l4 or b"")
+            + r.provenance.encode()
+            for r in session.scalars(select(ResidentRecord))
+        )
         digests = b"".join(session.scalars(select(BlindIndexEntry.digest)))
     for name in ("name", "id_number", "phone"):
         assert str(values[name]).encode() not in blobs + digests
@@ -154,7 +161,7 @@ def test_lookup_by_identifier_normalises_the_query(vault: Vault) -> None:
 def test_erasure_destroys_the_key_and_leaves_a_tombstone(vault: Vault) -> None:
     resident_id, values = _create(vault, 10)
     with vault.sessions() as session:
-        captured = session.get_one(ResidentField, (resident_id, "name")).ciphertext
+        captured = session.get_one(ResidentRecord, resident_id).doc_l2  # name's class
     with vault.sessions() as session, session.begin():
         vault.store.erase(session, resident_id, "cli:operator", "resident's request (PIPL Art. 47)")
     with vault.sessions() as session:
@@ -170,7 +177,9 @@ def test_erasure_destroys_the_key_and_leaves_a_tombstone(vault: Vault) -> None:
         tombstone = session.get_one(Erasure, resident_id)
         assert tombstone.erased_by == "cli:operator"
         assert session.get_one(Resident, resident_id).status == "erased"
-        assert captured not in set(session.scalars(select(ResidentField.ciphertext)))
+        assert captured is not None
+        assert captured not in set(session.scalars(select(ResidentRecord.doc_l2)))
+        assert session.get(ResidentRecord, resident_id) is None
     with vault.sessions() as session, pytest.raises(ResidentNotFound):
         vault.store.read(session, "r_doesnotexist")
 

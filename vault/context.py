@@ -16,7 +16,6 @@ from vault.catalogue import default_catalogue
 from vault.config import VaultSettings
 from vault.db import (
     engines_for,
-    migrate,
     read_session_factory,
     require_runnable_schema,
     session_factory,
@@ -26,6 +25,7 @@ from vault.interfaces import Keyring
 from vault.keyring import LocalKeyring
 from vault.keys import DataKeyCache
 from vault.masking import check_catalogue as check_masks
+from vault.record_move import upgrade_moving_records
 from vault.services import ResidentStore
 from vault.stamps import Stamps
 from vault.validators import check_catalogue as check_validators
@@ -89,9 +89,13 @@ def open_vault(settings: VaultSettings, *, upgrade_schema: bool = True) -> Vault
     check_masks(catalogue)
     keyring = _keyring(settings)
     engine, read_engine = engines_for(settings)
+    cache = DataKeyCache(settings.data_key_cache_size, settings.data_key_cache_seconds)
+    store = ResidentStore(keyring, catalogue, key_cache=cache)
     try:
         if upgrade_schema and settings.migrate_on_start:
-            migrate(engine)
+            # With the keyring at hand, an older vault's per-field rows move between the
+            # expand and the contract (vault.record_move); a new one just migrates.
+            upgrade_moving_records(engine, store)
         elif upgrade_schema:
             require_runnable_schema(engine)
     except BaseException:
@@ -99,13 +103,12 @@ def open_vault(settings: VaultSettings, *, upgrade_schema: bool = True) -> Vault
         engine.dispose()
         read_engine.dispose()
         raise
-    cache = DataKeyCache(settings.data_key_cache_size, settings.data_key_cache_seconds)
     return Vault(
         settings,
         engine,
         session_factory(engine),
         keyring,
-        ResidentStore(keyring, catalogue, key_cache=cache),
+        store,
         read_engine,
         read_session_factory(read_engine, engine),
     )

@@ -4,10 +4,15 @@ A resident's fields are sealed with that resident's data key. The associated dat
 the resident id, the field name and the data-key version, so a ciphertext copied to
 another resident or field, or presented with another key version, fails to open.
 
-Ciphertext layout (format 1)::
+Ciphertext layout (format 1: one field; format 2: a document of one sensitivity class)::
 
     0      1        2..5              6..17   18..
     fmt    suite    key version (BE)  nonce   ciphertext || 16-byte tag
+
+A document (format 2, `seal_document`) holds several fields of one resident as one AEAD
+message: its associated data binds the resident id, the class and the key version, and the
+field names travel inside the authenticated plaintext, so a document moved to another
+resident or class, or presented under another key version, fails to open.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from vault.errors import DecryptionFailed
 
 FORMAT_VERSION = 1
+DOCUMENT_FORMAT = 2
 NONCE_SIZE = 12
 TAG_SIZE = 16
 _HEADER = struct.Struct(">BBI")
@@ -156,11 +162,11 @@ class CiphertextHeader:
     key_version: int
 
 
-def read_header(ciphertext: bytes) -> CiphertextHeader:
+def read_header(ciphertext: bytes, fmt_expected: int = FORMAT_VERSION) -> CiphertextHeader:
     if len(ciphertext) < HEADER_SIZE + TAG_SIZE:
         raise DecryptionFailed("ciphertext too short")
     fmt, suite_id, key_version = _HEADER.unpack_from(ciphertext)
-    if fmt != FORMAT_VERSION:
+    if fmt != fmt_expected:
         raise DecryptionFailed("unknown ciphertext format")
     return CiphertextHeader(suite=Suite.from_id(suite_id), key_version=key_version)
 
@@ -178,6 +184,31 @@ def open_field(data_key: DataKey, field: str, ciphertext: bytes) -> bytes:
         raise DecryptionFailed("ciphertext was sealed under another data key")
     nonce = ciphertext[_HEADER.size : HEADER_SIZE]
     aad = field_aad(data_key.resident_id, field, header.key_version, header.suite)
+    return data_key.decrypt(nonce, ciphertext[HEADER_SIZE:], aad)
+
+
+def document_aad(resident_id: str, doc_class: str, key_version: int, suite: Suite) -> bytes:
+    """Associated data that pins a document to its resident, sensitivity class and key version."""
+    return b"rv-doc-v1" + _length_prefixed(
+        resident_id.encode(),
+        doc_class.encode(),
+        struct.pack(">IB", key_version, _SUITE_IDS[suite]),
+    )
+
+
+def seal_document(data_key: DataKey, doc_class: str, plaintext: bytes) -> bytes:
+    nonce = os.urandom(NONCE_SIZE)
+    aad = document_aad(data_key.resident_id, doc_class, data_key.version, data_key.suite)
+    header = _HEADER.pack(DOCUMENT_FORMAT, data_key.suite.suite_id, data_key.version)
+    return header + nonce + data_key.encrypt(nonce, plaintext, aad)
+
+
+def open_document(data_key: DataKey, doc_class: str, ciphertext: bytes) -> bytes:
+    header = read_header(ciphertext, DOCUMENT_FORMAT)
+    if header.key_version != data_key.version or header.suite is not data_key.suite:
+        raise DecryptionFailed("document was sealed under another data key")
+    nonce = ciphertext[_HEADER.size : HEADER_SIZE]
+    aad = document_aad(data_key.resident_id, doc_class, header.key_version, header.suite)
     return data_key.decrypt(nonce, ciphertext[HEADER_SIZE:], aad)
 
 

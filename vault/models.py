@@ -2,8 +2,9 @@
 
 Structure (which household lives in which room of which building, grid and community) is
 kept in clear, because jurisdiction filters run on it in SQL. Personal values are not:
-each lives in `resident_fields` as a ciphertext under the resident's data key, and only
-identifiers marked searchable also get a keyed blind index.
+a resident's live in one `resident_records` row, one sealed document per sensitivity class
+under the resident's data key, and only identifiers marked searchable also get a keyed
+blind index.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
@@ -208,18 +210,23 @@ class DataKeyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(TZDateTime(), default=utcnow)
 
 
-class ResidentField(Base):
-    """One field's ciphertext with its provenance: who wrote it, how, when, last verified."""
+class ResidentRecord(Base):
+    """A resident's values: one AEAD document per sensitivity class, and their provenance.
 
-    __tablename__ = "resident_fields"
+    Each `doc_*` column is the sealed JSON object of that class's fields (vault.records,
+    vault.crypto.seal_document), None when the resident has none; every document is sealed
+    under data key `key_version`. `provenance` is the compact map of who wrote each field,
+    through which channel, when, and when it was last verified (vault.records).
+    """
+
+    __tablename__ = "resident_records"
     resident_id: Mapped[str] = mapped_column(ForeignKey("residents.id"), primary_key=True)
-    field: Mapped[str] = mapped_column(String(64), primary_key=True)
-    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     key_version: Mapped[int] = mapped_column(Integer)
-    written_by: Mapped[str] = mapped_column(String(128))
-    channel: Mapped[str] = mapped_column(String(32))
-    written_at: Mapped[datetime] = mapped_column(TZDateTime())
-    verified_at: Mapped[datetime | None] = mapped_column(TZDateTime())
+    doc_l1: Mapped[bytes | None] = mapped_column(LargeBinary)
+    doc_l2: Mapped[bytes | None] = mapped_column(LargeBinary)
+    doc_l3: Mapped[bytes | None] = mapped_column(LargeBinary)
+    doc_l4: Mapped[bytes | None] = mapped_column(LargeBinary)
+    provenance: Mapped[str] = mapped_column(Text)
 
 
 class BlindIndexEntry(Base):

@@ -2,7 +2,8 @@
 
 - KEK rotation rewraps every data key under a new key-encryption key. Field ciphertexts
   are untouched, so it is cheap and readers never wait.
-- Data-key rotation gives each resident a new data key and re-seals their fields.
+- Data-key rotation gives each resident a new data key and re-seals their record's
+  documents (vault.records), moving any values still in `resident_fields` along.
 - KEK rotation also re-tokens the statistics tokens (vault/stat_tokens.py) under the new
   KEK's epoch, mapping old tokens to their labels: nothing is decrypted for it either.
 
@@ -21,9 +22,10 @@ import structlog
 from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from vault.crypto import data_key_context, open_field, seal_field
+from vault.crypto import data_key_context
 from vault.errors import ConfigurationError
-from vault.models import DataKeyRecord, KeyRotation, Resident, ResidentField, utcnow
+from vault.models import DataKeyRecord, KeyRotation, Resident, ResidentRecord, utcnow
+from vault.records import CLASSES, by_class, column_of, open_class, seal_class
 from vault.services import ResidentStore
 from vault.stat_tokens import retoken
 
@@ -162,14 +164,22 @@ def _stale_keys(started: datetime) -> Select[Resident]:
 def _reseal(session: Session, store: ResidentStore, resident: Resident) -> None:
     old = store.data_keys.get(session, resident.id, resident.key_version)
     new = store.data_keys.create(session, resident.id, resident.key_version + 1)
-    for row in session.scalars(
-        select(ResidentField).where(ResidentField.resident_id == resident.id)
-    ):
-        plaintext = open_field(old, row.field, row.ciphertext)
-        row.ciphertext = seal_field(new, row.field, plaintext)
-        row.key_version = new.version
-    session.delete(session.get_one(DataKeyRecord, (resident.id, old.version)))
+    record = session.get(ResidentRecord, resident.id)
+    if record is not None:
+        values: dict[str, object] = {}
+        for doc_class in CLASSES:
+            values.update(open_class(old, doc_class, getattr(record, column_of(doc_class))))
+        # Regrouped by the catalogue's current classes, so a field whose grade changed
+        # lands in its new class's document.
+        groups = by_class(store.catalogue, values)
+        for doc_class in CLASSES:
+            content = {name: values[name] for name in groups.get(doc_class, [])}
+            setattr(record, column_of(doc_class), seal_class(new, doc_class, content))
+        record.key_version = new.version
     resident.key_version = new.version
+    # Values not moved yet go along, sealed under the new key (vault.record_move).
+    store.move_resident(session, resident)
+    session.delete(session.get_one(DataKeyRecord, (resident.id, old.version)))
     store.data_keys.cache.evict(resident.id)
     store.data_keys.cache.put(new)
 

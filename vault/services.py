@@ -17,12 +17,13 @@ from typing import Any, cast
 import psycopg
 import structlog
 from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import update as sql_update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from vault.blind_index import digest, find_residents, normalise_for_index
 from vault.catalogue import Catalogue, default_catalogue
-from vault.crypto import DataKey, open_field, seal_field
+from vault.crypto import DataKey, open_field
 from vault.errors import (
     ResidentErased,
     ResidentNotFound,
@@ -37,9 +38,23 @@ from vault.models import (
     DataKeyRecord,
     Erasure,
     Resident,
-    ResidentField,
+    ResidentRecord,
     new_id,
     utcnow,
+)
+from vault.records import (
+    CLASSES,
+    LEGACY_FIELDS,
+    FieldProvenance,
+    by_class,
+    class_of,
+    column_of,
+    decode_provenance,
+    encode_provenance,
+    legacy_table_exists,
+    open_class,
+    seal_class,
+    seal_documents,
 )
 from vault.stat_tokens import ResidentStatToken, StatTokens
 from vault.validators import validate_record
@@ -57,14 +72,6 @@ class Provenance:
     channel: str
     at: datetime = field(default_factory=utcnow)
     verified_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class FieldProvenance:
-    written_by: str
-    channel: str
-    written_at: datetime
-    verified_at: datetime | None
 
 
 class Validated(dict[str, Any]):
@@ -124,7 +131,8 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
 
 
 class ResidentStore:
-    """The vault's resident records, sealed field by field under per-resident data keys."""
+    """The vault's resident records: one row each, a sealed document per sensitivity class
+    under the resident's data key (vault.records)."""
 
     def __init__(
         self,
@@ -142,6 +150,8 @@ class ResidentStore:
             if spec.matches
             for name in (spec.name, *spec.matches.values())
         )
+        # Set once `resident_fields` is found gone (migration 0019): never looked for again.
+        self._legacy_gone = False
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -173,7 +183,7 @@ class ResidentStore:
         ]
         resident_rows: list[dict[str, Any]] = []
         key_rows: list[dict[str, Any]] = []
-        field_rows: list[dict[str, Any]] = []
+        record_rows: list[dict[str, Any]] = []
         index_rows: list[dict[str, Any]] = []
         token_rows: list[dict[str, Any]] = []
         ids: list[str] = []
@@ -194,14 +204,14 @@ class ResidentStore:
             )
             key, key_row = self.data_keys.new(resident_id, 1)
             key_rows.append(key_row)
-            fields, indexes = self._sealed_rows(resident_id, key, normalised, provenance)
-            field_rows += fields
+            record, indexes = self._sealed_rows(resident_id, key, normalised, provenance)
+            record_rows.append(record)
             index_rows += indexes
             token_rows += self.stat_tokens.rows(resident_id, normalised)
         for table, rows in (
             (Resident, resident_rows),
             (DataKeyRecord, key_rows),
-            (ResidentField, field_rows),
+            (ResidentRecord, record_rows),
             (BlindIndexEntry, index_rows),
             (ResidentStatToken, token_rows),
         ):
@@ -232,11 +242,6 @@ class ResidentStore:
         cleared = [name for name, value in values.items() if value is None]
         if cleared:
             session.execute(
-                delete(ResidentField).where(
-                    ResidentField.resident_id == resident_id, ResidentField.field.in_(cleared)
-                )
-            )
-            session.execute(
                 delete(BlindIndexEntry).where(
                     BlindIndexEntry.resident_id == resident_id,
                     BlindIndexEntry.field.in_(cleared),
@@ -244,7 +249,7 @@ class ResidentStore:
             )
             self.stat_tokens.drop(session, resident_id, cleared)
         key = self.data_keys.get(session, resident_id, resident.key_version)
-        self._write_fields(session, resident_id, key, normalised, provenance)
+        self._write_fields(session, resident_id, key, normalised, provenance, cleared=cleared)
         resident.updated_at = provenance.at
         session.flush()  # bumps row_version; a concurrent writer's flush fails instead
         log.info(
@@ -260,12 +265,20 @@ class ResidentStore:
     ) -> None:
         """Record that a worker checked these values with the resident (data quality)."""
         self._active(session, resident_id)
-        for row in session.scalars(
-            select(ResidentField).where(
-                ResidentField.resident_id == resident_id, ResidentField.field.in_(list(fields))
+        names = list(fields)
+        record = session.get(ResidentRecord, resident_id)
+        if record is not None:
+            known = decode_provenance(record.provenance)
+            for name in set(names) & set(known):
+                was = known[name]
+                known[name] = FieldProvenance(was.written_by, was.channel, was.written_at, at)
+            record.provenance = encode_provenance(known)
+        if self._legacy_present(session):  # values not moved yet (vault.record_move)
+            session.execute(
+                sql_update(LEGACY_FIELDS)
+                .where(LEGACY_FIELDS.c.resident_id == resident_id, LEGACY_FIELDS.c.field.in_(names))
+                .values(verified_at=at)
             )
-        ):
-            row.verified_at = at
 
     def validate(
         self, values: Mapping[str, Any], existing: Mapping[str, Any] | None = None
@@ -278,22 +291,22 @@ class ResidentStore:
 
     def _sealed_rows(
         self, resident_id: str, key: DataKey, values: Mapping[str, Any], provenance: Provenance
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        fields: list[dict[str, Any]] = []
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """A new resident's record row (every class sealed) and blind-index rows."""
+        written = FieldProvenance(
+            provenance.actor, provenance.channel, provenance.at, provenance.verified_at
+        )
+        record = {
+            "resident_id": resident_id,
+            "key_version": key.version,
+            **seal_documents(self.catalogue, key, values),
+            "provenance": encode_provenance(dict.fromkeys(values, written)),
+        }
+        return record, self._index_rows(resident_id, values)
+
+    def _index_rows(self, resident_id: str, values: Mapping[str, Any]) -> list[dict[str, Any]]:
         indexes: list[dict[str, Any]] = []
         for name, value in values.items():
-            fields.append(
-                {
-                    "resident_id": resident_id,
-                    "field": name,
-                    "ciphertext": seal_field(key, name, encode_value(value)),
-                    "key_version": key.version,
-                    "written_by": provenance.actor,
-                    "channel": provenance.channel,
-                    "written_at": provenance.at,
-                    "verified_at": provenance.verified_at,
-                }
-            )
             spec = self.catalogue[name]
             if spec.searchable:
                 indexes.append(
@@ -304,7 +317,7 @@ class ResidentStore:
                         "digest": digest(self.keyring, spec, normalise_for_index(spec, str(value))),
                     }
                 )
-        return fields, indexes
+        return indexes
 
     def _write_fields(
         self,
@@ -313,17 +326,71 @@ class ResidentStore:
         key: DataKey,
         values: Mapping[str, Any],
         provenance: Provenance,
+        *,
+        cleared: Sequence[str] = (),
     ) -> None:
-        """Replace these fields' rows (an update); the caller's transaction makes it atomic."""
-        fields, indexes = self._sealed_rows(resident_id, key, values, provenance)
+        """Replace these fields' values (an update) and clear `cleared`: only the documents
+        of the classes involved are opened and re-sealed; the caller's transaction makes it
+        atomic. A resident still (partly) in `resident_fields` moves here whole."""
+        written = FieldProvenance(
+            provenance.actor, provenance.channel, provenance.at, provenance.verified_at
+        )
+        self._store_values(
+            session, resident_id, key, {n: (v, written) for n, v in values.items()}, cleared
+        )
         names = list(values)
-        for table, rows in ((ResidentField, fields), (BlindIndexEntry, indexes)):
-            session.execute(
-                delete(table).where(table.resident_id == resident_id, table.field.in_(names))
+        session.execute(
+            delete(BlindIndexEntry).where(
+                BlindIndexEntry.resident_id == resident_id, BlindIndexEntry.field.in_(names)
             )
-            if rows:
-                session.execute(insert(table), rows)
+        )
+        indexes = self._index_rows(resident_id, values)
+        if indexes:
+            session.execute(insert(BlindIndexEntry), indexes)
         self.stat_tokens.replace(session, resident_id, values)
+
+    def _store_values(
+        self,
+        session: Session,
+        resident_id: str,
+        key: DataKey,
+        changes: Mapping[str, tuple[Any, FieldProvenance]],
+        cleared: Sequence[str] = (),
+    ) -> None:
+        """Write values with their provenance into the resident's record (sealed under
+        `key`), folding in and deleting what `resident_fields` still holds of them."""
+        legacy = self._legacy_values(session, [resident_id]).get(resident_id, {})
+        merged = {**legacy, **changes}  # values not moved yet are older than these
+        record = session.get(ResidentRecord, resident_id)
+        if record is None:
+            record = ResidentRecord(resident_id=resident_id, key_version=key.version, provenance="")
+            session.add(record)
+            stale = False
+        else:
+            stale = record.key_version != key.version
+        # Under another key (never after a finished rotation) every class is re-sealed.
+        touched = (
+            set(CLASSES) if stale else {class_of(self.catalogue, n) for n in (*merged, *cleared)}
+        )
+        old_key = self.data_keys.get(session, resident_id, record.key_version) if stale else key
+        known = decode_provenance(record.provenance)
+        for doc_class in sorted(touched):
+            column = column_of(doc_class)
+            content = open_class(old_key, doc_class, getattr(record, column))
+            for name, (value, _) in merged.items():
+                if class_of(self.catalogue, name) == doc_class:
+                    content[name] = value
+            for name in cleared:
+                content.pop(name, None)
+            setattr(record, column, seal_class(key, doc_class, content))
+        for name, (_, written) in merged.items():
+            known[name] = written
+        for name in cleared:
+            known.pop(name, None)
+        record.key_version = key.version
+        record.provenance = encode_provenance(known)
+        if legacy or (cleared and self._legacy_present(session)):
+            session.execute(delete(LEGACY_FIELDS).where(LEGACY_FIELDS.c.resident_id == resident_id))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -343,34 +410,105 @@ class ResidentStore:
         Fields that will not be returned are never fetched, let alone decrypted.
         """
         names = self._field_names(fields)
+        groups = by_class(self.catalogue, names)
+        columns = [getattr(ResidentRecord, column_of(c)) for c in groups]
+        legacy = self._legacy_present(session)
         result: dict[str, dict[str, Any]] = {}
         for start in range(0, len(resident_ids), 500):
             chunk = list(resident_ids[start : start + 500])
-            rows = list(
-                session.scalars(
-                    select(ResidentField).where(
-                        ResidentField.resident_id.in_(chunk), ResidentField.field.in_(names)
-                    )
+            rows = session.execute(
+                select(ResidentRecord.resident_id, ResidentRecord.key_version, *columns).where(
+                    ResidentRecord.resident_id.in_(chunk)
                 )
-            )
-            keys = self.data_keys.get_many(session, {(r.resident_id, r.key_version) for r in rows})
-            for row in rows:
-                key = keys.get((row.resident_id, row.key_version))
+            ).all()
+            keys = self.data_keys.get_many(session, {(r[0], r[1]) for r in rows})
+            for resident_id, version, *documents in rows:
+                key = keys.get((resident_id, version))
                 if key is None:
-                    raise ResidentErased(row.resident_id)
-                value = decode_value(open_field(key, row.field, row.ciphertext))
-                result.setdefault(row.resident_id, {})[row.field] = value
+                    raise ResidentErased(resident_id)
+                values: dict[str, Any] = {}
+                for doc_class, document in zip(groups, documents, strict=True):
+                    if document is not None:
+                        values.update(open_class(key, doc_class, document))
+                found = {n: values[n] for n in names if n in values}
+                if found:
+                    result[resident_id] = found
+            if legacy:
+                for resident_id, moved in self._legacy_values(session, chunk, names).items():
+                    result.setdefault(resident_id, {}).update(
+                        {name: value for name, (value, _) in moved.items()}
+                    )
         return result
 
     def provenance(self, session: Session, resident_id: str) -> dict[str, FieldProvenance]:
         self._active(session, resident_id)
-        rows = session.scalars(
-            select(ResidentField).where(ResidentField.resident_id == resident_id)
+        found = decode_provenance(
+            session.scalar(
+                select(ResidentRecord.provenance).where(ResidentRecord.resident_id == resident_id)
+            )
         )
-        return {
-            r.field: FieldProvenance(r.written_by, r.channel, r.written_at, r.verified_at)
-            for r in rows
-        }
+        legacy = self._legacy_values(session, [resident_id], decrypt=False)
+        found.update({n: p for n, (_, p) in legacy.get(resident_id, {}).items()})
+        return found
+
+    # -- values not moved yet (resident_fields, until migration 0019) ----------------------
+
+    def _legacy_present(self, session: Session) -> bool:
+        if self._legacy_gone:
+            return False
+        present = legacy_table_exists(session.connection())
+        self._legacy_gone = not present
+        return present
+
+    def _legacy_values(
+        self,
+        session: Session,
+        resident_ids: Sequence[str],
+        names: Sequence[str] | None = None,
+        *,
+        decrypt: bool = True,
+    ) -> dict[str, dict[str, tuple[Any, FieldProvenance]]]:
+        """What `resident_fields` still holds of these residents: value and provenance by
+        field (the value None when not `decrypt`); empty once the table is gone."""
+        if not resident_ids or not self._legacy_present(session):
+            return {}
+        table = LEGACY_FIELDS
+        query = select(table).where(table.c.resident_id.in_(list(resident_ids)))
+        if names is not None:
+            query = query.where(table.c.field.in_(list(names)))
+        rows = session.execute(query).all()
+        keys = (
+            self.data_keys.get_many(session, {(r.resident_id, r.key_version) for r in rows})
+            if decrypt
+            else {}
+        )
+        found: dict[str, dict[str, tuple[Any, FieldProvenance]]] = {}
+        for row in rows:
+            value = None
+            if decrypt:
+                key = keys.get((row.resident_id, row.key_version))
+                if key is None:
+                    raise ResidentErased(row.resident_id)
+                value = decode_value(open_field(key, row.field, row.ciphertext))
+            written = FieldProvenance(row.written_by, row.channel, row.written_at, row.verified_at)
+            found.setdefault(row.resident_id, {})[row.field] = (value, written)
+        return found
+
+    def move_resident(self, session: Session, resident: Resident) -> int:
+        """Fold what `resident_fields` holds of this resident into its record (re-sealed
+        under the current data key) and delete those rows; a resident no longer active only
+        loses them. Returns how many field rows moved (vault.record_move)."""
+        if resident.status != "active":
+            moved = session.execute(
+                delete(LEGACY_FIELDS).where(LEGACY_FIELDS.c.resident_id == resident.id)
+            )
+            session.execute(delete(ResidentRecord).where(ResidentRecord.resident_id == resident.id))
+            return int(moved.rowcount or 0)  # type: ignore[attr-defined]
+        legacy = self._legacy_values(session, [resident.id]).get(resident.id, {})
+        if legacy:
+            key = self.data_keys.get(session, resident.id, resident.key_version)
+            self._store_values(session, resident.id, key, {})
+        return len(legacy)
 
     def find(self, session: Session, field_name: str, raw_value: str) -> list[str]:
         """Resident ids whose identifier matches, through the blind index."""
@@ -407,8 +545,10 @@ class ResidentStore:
 
     def _shred(self, session: Session, resident: Resident, at: datetime) -> None:
         self.stat_tokens.drop(session, resident.id)
-        for table in (DataKeyRecord, ResidentField, BlindIndexEntry):
+        for table in (DataKeyRecord, ResidentRecord, BlindIndexEntry):
             session.execute(delete(table).where(table.resident_id == resident.id))
+        if self._legacy_present(session):
+            session.execute(delete(LEGACY_FIELDS).where(LEGACY_FIELDS.c.resident_id == resident.id))
         resident.status = "erased"
         resident.erased_at = at
         resident.updated_at = at

@@ -51,7 +51,7 @@ from vault.catalogue import Catalogue, FieldSpec
 from vault.crypto import keyed_mac
 from vault.errors import ConfigurationError
 from vault.interfaces import Keyring
-from vault.models import Base, Resident, ResidentField
+from vault.models import Base, Resident
 from vault.validators import DISABILITY_CATEGORIES
 
 if TYPE_CHECKING:  # services imports this module for its hooks
@@ -265,26 +265,26 @@ def backfill(
 
 
 class _Untokened:
-    """Residents with a stored value of one of `fields` and no token of it yet."""
+    """Active residents with no token of one of `fields` yet. Whether a resident holds a
+    value of the field is inside their sealed record, so a resident with none is read once
+    and gets no token; the resident-id cursor moves past them."""
 
     def __init__(self, session: Session, fields: Sequence[str]) -> None:
         self.session = session
         self.fields = list(fields)
 
-    def query(self) -> Select[str, str]:
-        return select(ResidentField.resident_id, ResidentField.field).where(
-            ResidentField.field.in_(self.fields),
+    def query_for(self, name: str) -> Select[str]:
+        return select(Resident.id).where(
+            Resident.status == "active",
             ~exists().where(
-                ResidentStatToken.resident_id == ResidentField.resident_id,
-                ResidentStatToken.field == ResidentField.field,
+                ResidentStatToken.resident_id == Resident.id, ResidentStatToken.field == name
             ),
         )
 
     def count(self) -> int:
-        if not self.fields:
-            return 0
-        return int(
-            self.session.scalar(select(func.count()).select_from(self.query().subquery())) or 0
+        return sum(
+            int(self.session.scalar(select(func.count()).select_from(q.subquery())) or 0)
+            for q in map(self.query_for, self.fields)
         )
 
 
@@ -302,10 +302,9 @@ def _backfill_batch(
                 ids = list(
                     session.scalars(
                         _untokened(session, [name])
-                        .query()
-                        .with_only_columns(ResidentField.resident_id)
-                        .where(ResidentField.resident_id > after)
-                        .order_by(ResidentField.resident_id)
+                        .query_for(name)
+                        .where(Resident.id > after)
+                        .order_by(Resident.id)
                         .limit(size)
                     )
                 )

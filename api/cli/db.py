@@ -4,6 +4,7 @@
     resident-vault db upgrade --phase expand         # before a rolling restart: expand only
     resident-vault db upgrade                        # once no node runs the old code: the rest
     resident-vault db upgrade --sql > upgrade.sql    # the SQL for review; applies nothing
+    resident-vault db move-records                   # between 0017's expand and 0019's contract
 
 Migrations are *expand* (the code before them still runs on the new schema) or *contract*
 (only once every node runs code that no longer needs what they remove); docs/postgresql.md.
@@ -33,7 +34,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from access.runtime import operator_name
-from api.cli.common import Actor, err, fail, group, option, out
+from api.cli.common import Actor, err, fail, group, option, out, progress, runtime
 from api.cli.lang import current, help_text, say
 from api.settings import Settings
 from audit import AuditLog, EntryDraft, operator_event
@@ -52,6 +53,7 @@ from vault.db import (
     upgrade_sql,
 )
 from vault.errors import VaultError
+from vault.record_move import move_records
 
 log = structlog.get_logger(__name__)
 
@@ -359,3 +361,30 @@ def _print_sql(settings: Settings, to: str | None, expand_only: bool) -> None:
         markup=False,
     )
     _print_held_back(plan, expand_only, err)
+
+
+@db_app.command("move-records", help=help_text("cli.help.db.move-records"))
+def db_move_records(
+    batch_size: Annotated[int, typer.Option(min=1)] = 500,
+    actor: Actor = None,
+) -> None:
+    """Move the per-field rows into one record per resident; an interrupted run resumes."""
+    who = operator_name(actor)
+    with runtime() as rt, progress() as bar:
+        task = bar.add_task(say("cli.db.move-records.progress"), total=None)
+        report = move_records(
+            rt.vault.sessions,
+            rt.vault.store,
+            batch_size=batch_size,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+        if report.table_gone:
+            out.print(say("cli.db.move-records.gone"))
+            return
+        details = {"residents": report.residents, "fields": report.fields}
+        with rt.transaction() as session:
+            rt.audit.record(session, [operator_event("records.moved", who, details)])
+    out.print(
+        say("cli.db.move-records.done", residents=report.residents, fields=report.fields)
+        + (say("cli.keys.rotate.resumed") if report.resumed else "")
+    )

@@ -2,7 +2,7 @@
 moved by triggers in the transaction of every write to a table the caches read
 
 Revision ID: 0018
-Revises: 0016
+Revises: 0017
 Create Date: 2026-12-07 07:00:00.000000
 """
 
@@ -16,7 +16,7 @@ from alembic import context, op
 from vault.stamps import STAMP_NAME, drop_trigger_statements, trigger_statements
 
 revision: str = "0018"
-down_revision: str | Sequence[str] | None = "0016"
+down_revision: str | Sequence[str] | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 # Expand: a new table and triggers; older code neither reads the one nor notices the other.
