@@ -224,6 +224,12 @@ def migrate(
             )
             connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{MIGRATION_STATEMENT_TIMEOUT}'")
             connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+        elif connection.dialect.name == "sqlite":
+            # pysqlite opens a transaction only at the first INSERT/UPDATE: DDL before it
+            # would commit on its own, so a migration refused further on (a contract that
+            # finds rows left) would leave the ones before it half applied, unrecorded.
+            # One explicit transaction makes the upgrade all or nothing, as on PostgreSQL.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
         _record_phases(connection)
