@@ -19,7 +19,7 @@ import httpx
 from sqlalchemy import select, update
 
 from audit.models import AuditEntry
-from consent.models import BreakGlassGrant, ConsentRevocation, ResidentNotification
+from consent.models import BreakGlassGrant, Consent, ConsentRevocation, ResidentNotification
 from tests.demo_server import DemoServer, call, demo_server_fixture, residents_in
 from tests.test_break_glass import RESCUE, person
 from tests.test_consent import COMPANY, PURPOSE, assert_problem, grant
@@ -54,8 +54,11 @@ def unused(server: DemoServer, *, grid: str | None = None, community: str | None
                     .order_by(Resident.id)
                 )
             )
+    with server.runtime.vault.sessions() as session:
+        # The demo's own consent (create_demo_consents) is on one of these residents.
+        consenting = set(session.scalars(select(Consent.resident_id)))
     for resident_id in candidates:
-        if resident_id not in taken:
+        if resident_id not in taken and resident_id not in consenting:
             taken.add(resident_id)
             return resident_id
     raise LookupError("no unused resident left")
