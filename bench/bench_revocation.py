@@ -136,49 +136,25 @@ def main() -> None:
                     )
                 )
 
-        token = server.client_token(ORGANISATION)
-        rows = [
-            (
-                "mandate revoked",
-                hammer(
-                    server,
-                    token,
-                    resident,
-                    readers=args.readers,
-                    seconds=args.seconds,
-                    change=revoke,
-                ),
-            )
+        # Each change runs against a fresh token; the mandate is granted again after its run.
+        changes: list[tuple[str, Callable[[str], Callable[[], None]], Callable[[], None]]] = [
+            ("mandate revoked", lambda _: revoke, regrant),
+            ("access token revoked (RFC 7009)", token_revoked, lambda: None),
+            ("client suspended", lambda _: suspend, lambda: None),
         ]
-        regrant()
-        token = server.client_token(ORGANISATION)
-        rows.append(
-            (
-                "access token revoked (RFC 7009)",
-                hammer(
-                    server,
-                    token,
-                    resident,
-                    readers=args.readers,
-                    seconds=args.seconds,
-                    change=token_revoked(token),
-                ),
+        rows = []
+        for name, change_for, undo in changes:
+            token = server.client_token(ORGANISATION)
+            counts = hammer(
+                server,
+                token,
+                resident,
+                readers=args.readers,
+                seconds=args.seconds,
+                change=change_for(token),
             )
-        )
-        token = server.client_token(ORGANISATION)
-        rows.append(
-            (
-                "client suspended",
-                hammer(
-                    server,
-                    token,
-                    resident,
-                    readers=args.readers,
-                    seconds=args.seconds,
-                    change=suspend,
-                ),
-            )
-        )
+            rows.append((name, counts))
+            undo()
     for name, (before, after, stale) in rows:
         print(f"{name:<34} {before:>12} {after:>12} {stale:>6}")
     stale_total = sum(row[1][2] for row in rows)

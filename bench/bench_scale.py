@@ -129,6 +129,20 @@ plain_residents = Table(
 AUDIT_TABLES = ("audit_entries", "audit_leaves", "audit_tree_nodes", "audit_queue")
 
 
+def stream_export(base: str, headers: dict[str, str], params: dict[str, str]) -> int:
+    """Stream GET /v1/exports/residents to the end; the records it held."""
+    exported = 0
+    with httpx.stream(
+        "GET", f"{base}/v1/exports/residents", headers=headers, params=params, timeout=3600
+    ) as response:
+        if response.status_code != 200:
+            response.read()
+            raise RuntimeError(f"export refused: {response.status_code} {response.text[:300]}")
+        for line in response.iter_lines():
+            exported += bool(line)
+    return exported
+
+
 def community_id(k: int) -> str:
     return f"cm_{k:04d}"
 
@@ -743,19 +757,7 @@ def phase_export(runtime: Runtime, url: str, community: str) -> None:
             "Justification": "bench-scale",
         }
         start = time.perf_counter()
-        exported = 0
-        with httpx.stream(
-            "GET",
-            f"{base}/v1/exports/residents",
-            headers=headers,
-            params={"format": "ndjson", "community": community},
-            timeout=3600,
-        ) as response:
-            if response.status_code != 200:
-                response.read()
-                raise RuntimeError(f"export refused: {response.status_code} {response.text[:300]}")
-            for line in response.iter_lines():
-                exported += bool(line)
+        exported = stream_export(base, headers, {"format": "ndjson", "community": community})
         export_seconds = time.perf_counter() - start
     export_rate = exported / export_seconds
     plain_rate = plain_residents_n / plain_seconds

@@ -41,7 +41,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import (
     Column,
     Engine,
@@ -90,6 +89,7 @@ from bench.bench_scale import (
     integrate,
     machine_load,
     served,
+    stream_export,
     token,
     write_csv,
 )
@@ -474,21 +474,9 @@ def bench_service(
 def bench_export(
     base: str, pid: int, headers: dict[str, str], backend: Backend, figures: dict[str, Figure]
 ) -> None:
-    exported = 0
     with peak_rss(pid) as rss:
         start = time.perf_counter()
-        with httpx.stream(
-            "GET",
-            f"{base}/v1/exports/residents",
-            headers={**headers, "Justification": "bench"},
-            params={"format": "ndjson"},
-            timeout=3600,
-        ) as response:
-            if response.status_code != 200:
-                response.read()
-                raise RuntimeError(f"export refused: {response.status_code} {response.text[:200]}")
-            for line in response.iter_lines():
-                exported += bool(line)
+        exported = stream_export(base, {**headers, "Justification": "bench"}, {"format": "ndjson"})
         elapsed = time.perf_counter() - start
     plain = plain_export(backend)
     figures["2a"].ours, figures["2a"].baseline = exported / elapsed, plain["rate"]

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, insert, inspect, select
 
 from tests.factories import household, person, place
+from tests.test_rotation import SimulatedCrashError, _interrupt_after
 from vault.context import Vault
 from vault.crypto import DataKey, Suite, new_key, seal_field
 from vault.db import alembic_config, migrate
@@ -198,10 +199,6 @@ def test_mark_verified_changes_only_the_named_fields(vault: Vault) -> None:
 # -- expand, move, contract -----------------------------------------------------------------
 
 
-class SimulatedCrashError(Exception):
-    """Stands for a crash or kill between batches."""
-
-
 def _downgrade(engine: Engine, revision: str) -> None:
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
@@ -282,14 +279,8 @@ def test_expand_move_contract_loses_nothing_and_the_move_resumes(vault: Vault) -
         assert inspect(connection).has_table("resident_fields")
 
     # The move, interrupted after its first batch, resumes and finishes.
-    seen = {"batches": 0}
-
-    def crash_after_one(_done: int, _total: int) -> None:
-        seen["batches"] += 1
-        raise SimulatedCrashError
-
     with pytest.raises(SimulatedCrashError):
-        move_records(vault.sessions, store, batch_size=4, progress=crash_after_one)
+        move_records(vault.sessions, store, batch_size=4, progress=_interrupt_after(1))
     with vault.sessions() as session:
         left = session.scalar(select(func.count(func.distinct(LEGACY_FIELDS.c.resident_id))))
         assert left == 10 - 4  # 12, less the updated and the erased, less one batch

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -29,7 +31,7 @@ def _populate(vault: Vault, count: int) -> dict[str, dict[str, object]]:
         return vault.store.read_many(session, ids)
 
 
-def _interrupt_after(batches: int) -> object:
+def _interrupt_after(batches: int) -> Callable[[int, int], None]:
     seen = {"n": 0}
 
     def progress(_done: int, _total: int) -> None:

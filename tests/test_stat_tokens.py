@@ -23,6 +23,7 @@ import vault.services as services_module
 from access.stats.measures import MEASURES, TOTAL
 from access.stats.tables import Counted, count, places, residents_query
 from tests.factories import household, person, place
+from tests.test_rotation import SimulatedCrashError, _interrupt_after
 from vault.catalogue import CatalogueError, parse_catalogue
 from vault.context import Vault
 from vault.crypto import blind_index_message
@@ -41,21 +42,6 @@ TODAY = date(2026, 12, 8)
 MEASURED = ("disability", "low-income-households", "elderly-living-alone")
 PROVENANCE = Provenance("test", "import")
 _numbers = itertools.count(100)
-
-
-class SimulatedCrashError(Exception):
-    """Stands for a kill -9 between batches (each batch is its own transaction)."""
-
-
-def _crash_after(batches: int) -> Any:
-    seen = {"n": 0}
-
-    def progress(_done: int, _total: int) -> None:
-        seen["n"] += 1
-        if seen["n"] >= batches:
-            raise SimulatedCrashError
-
-    return progress
 
 
 @pytest.fixture
@@ -207,7 +193,7 @@ def test_rotation_retokens_resuming_after_a_crash_and_counts_still_agree(
         }
 
     def crashing(*args: Any, **kwargs: Any) -> int:
-        return retoken(*args, **{**kwargs, "batch_size": 5, "progress": _crash_after(1)})
+        return retoken(*args, **{**kwargs, "batch_size": 5, "progress": _interrupt_after(1)})
 
     monkeypatch.setattr(rotation_module, "retoken", crashing)
     with pytest.raises(SimulatedCrashError):
@@ -243,7 +229,7 @@ def test_the_backfill_fills_an_upgraded_vault_resuming_and_counts_fall_back_mean
         assert _count(vault, session, "disability", ids)[("all", TOTAL)] == 9  # decrypted
     assert any(e["event"] == "stats.tokens_incomplete" for e in logs)
     with pytest.raises(SimulatedCrashError):
-        backfill(vault.sessions, vault.store, batch_size=4, progress=_crash_after(1))
+        backfill(vault.sessions, vault.store, batch_size=4, progress=_interrupt_after(1))
     with vault.sessions() as session:
         assert len(session.scalars(select(ResidentStatToken)).all()) == 4
         assert not session.scalar(

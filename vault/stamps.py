@@ -55,16 +55,12 @@ class ChangeStamp(Base):
 _BUMP = "UPDATE change_stamps SET counter = counter + 1 WHERE name = 'access'"
 
 
-def _bump() -> str:
-    return _BUMP
-
-
 def trigger_statements(dialect: str, tables: tuple[str, ...] = WATCHED) -> list[str]:
     """DDL for the triggers that move the stamp on every write of `tables`."""
     if dialect == "postgresql":
         statements = [
             "CREATE OR REPLACE FUNCTION bump_change_stamp() RETURNS trigger "
-            f"LANGUAGE plpgsql AS $$ BEGIN {_bump()}; RETURN NULL; END $$"
+            f"LANGUAGE plpgsql AS $$ BEGIN {_BUMP}; RETURN NULL; END $$"
         ]
         statements += [
             f"CREATE TRIGGER {table}_change_stamp AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
@@ -74,7 +70,7 @@ def trigger_statements(dialect: str, tables: tuple[str, ...] = WATCHED) -> list[
         return statements
     return [
         f"CREATE TRIGGER {table}_change_stamp_{op.lower()} AFTER {op} ON {table} "
-        f"BEGIN {_bump()}; END"
+        f"BEGIN {_BUMP}; END"
         for table in tables
         for op in ("INSERT", "UPDATE", "DELETE")
     ]
@@ -186,7 +182,3 @@ class StampedCache(Generic[K, V]):
         if keep(value):
             self.put(key, stamp, value)
         return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
