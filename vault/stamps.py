@@ -69,8 +69,7 @@ def trigger_statements(dialect: str, tables: tuple[str, ...] = WATCHED) -> list[
         ]
         return statements
     return [
-        f"CREATE TRIGGER {table}_change_stamp_{op.lower()} AFTER {op} ON {table} "
-        f"BEGIN {_BUMP}; END"
+        f"CREATE TRIGGER {table}_change_stamp_{op.lower()} AFTER {op} ON {table} BEGIN {_BUMP}; END"
         for table in tables
         for op in ("INSERT", "UPDATE", "DELETE")
     ]
