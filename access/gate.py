@@ -440,6 +440,34 @@ class Gate:
         requested: Sequence[str] | None = None,
         target: str = "other",
     ) -> tuple[RecordView, Decision]:
+        """One resident's record as this access may see it, its entry durable first."""
+        view, decision, entry = self.read_unrecorded(access, resident_id, requested, target)
+        # Durable before the answer leaves, in one commit with concurrent reads' entries.
+        self.runtime.entries.record([entry])
+        return view, decision
+
+    async def read_async(
+        self,
+        access: Access,
+        resident_id: str,
+        requested: Sequence[str] | None = None,
+        target: str = "other",
+    ) -> tuple[RecordView, Decision]:
+        """`read` on the event loop, for the hot path: its few short statements run inline
+        (a threadpool hop costs more than they do) and the entry's commit is awaited."""
+        view, decision, entry = self.read_unrecorded(access, resident_id, requested, target)
+        await self.runtime.entries.record_async([entry])
+        return view, decision
+
+    def read_unrecorded(
+        self,
+        access: Access,
+        resident_id: str,
+        requested: Sequence[str] | None = None,
+        target: str = "other",
+    ) -> tuple[RecordView, Decision, EntryDraft]:
+        """A read up to its entry, which the caller must commit before answering.
+        A refusal is recorded here, before it is raised."""
         action = "read"
         given = resident_id
         with self.denials_recorded(access, action, given):
@@ -474,9 +502,7 @@ class Gate:
                     details={"break_glass": grant} if grant else None,
                     presented=presented,
                 )
-            # Durable before the answer leaves, in one commit with concurrent reads' entries.
-            self.runtime.entries.record([entry])
-            return view, decision
+            return view, decision, entry
 
     def _grant_for(
         self, session: Session, access: Access, decision: Decision, resident_id: str

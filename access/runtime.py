@@ -38,6 +38,7 @@ class Runtime:
             yield session
 
     def close(self) -> None:
+        self.entries.close()
         self.vault.close()
 
 

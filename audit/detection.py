@@ -337,36 +337,47 @@ class Detector:
 
     def _window(self, session: Session, start: datetime, end: datetime) -> dict[str, _Activity]:
         activity: dict[str, _Activity] = defaultdict(_Activity)
-        rows = session.scalars(
-            select(AuditEntry).where(
+        # Columns, not entries: a scan's window holds every access of the last hours.
+        rows = session.execute(
+            select(
+                AuditEntry.user,
+                AuditEntry.client,
+                AuditEntry.organisation,
+                AuditEntry.kind,
+                AuditEntry.outcome,
+                AuditEntry.action,
+                AuditEntry.resident_id,
+                AuditEntry.recorded_at,
+                AuditEntry.details,
+            ).where(
                 AuditEntry.recorded_at >= start,
                 AuditEntry.recorded_at < end,
                 AuditEntry.kind.in_(["access", "decoy"]),
                 _watched(),
             )
         )
-        for entry in rows:
-            who = _actor(entry.user, entry.client)
+        for user, client, organisation, kind, outcome, action, resident, at, details in rows:
+            who = _actor(user, client)
             if who is None:
                 continue
-            if entry.kind == "decoy" or (entry.details or {}).get("decoy"):
+            if kind == "decoy" or (details or {}).get("decoy"):
                 # Decoy rows of an export are expected; a refused request naming one is not.
-                if entry.outcome == "denied" and entry.resident_id:
+                if outcome == "denied" and resident:
                     probed = activity[who[0]]
-                    probed.actor_kind, probed.organisation = who[1], entry.organisation
-                    probed.decoys_probed.add(entry.resident_id)
+                    probed.actor_kind, probed.organisation = who[1], organisation
+                    probed.decoys_probed.add(resident)
                 continue
             seen = activity[who[0]]
-            seen.actor_kind, seen.organisation = who[1], entry.organisation
-            if entry.outcome == "denied":
+            seen.actor_kind, seen.organisation = who[1], organisation
+            if outcome == "denied":
                 seen.denials += 1
                 continue
-            if entry.action not in _READS or not entry.resident_id:
+            if action not in _READS or not resident:
                 continue
-            seen.residents.add(entry.resident_id)
-            hour = _aware(entry.recorded_at).astimezone(CHINA).hour
+            seen.residents.add(resident)
+            hour = _aware(at).astimezone(CHINA).hour
             if hour >= self.rules.night_start or hour < self.rules.night_end:
-                seen.night.add(entry.resident_id)
+                seen.night.add(resident)
         return activity
 
     # -- resident-reads over the volume window ----------------------------------------------------

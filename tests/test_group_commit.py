@@ -4,6 +4,7 @@ transaction fails every caller it carried, with nothing written."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -99,4 +100,50 @@ def test_a_failed_transaction_fails_every_caller_it_carried_and_writes_nothing(
     # The log is writable again: the next caller commits.
     monkeypatch.setattr(audit, "record", real)
     assert len(group.record([_draft(0)])) == 1
+    assert len(_entries(vault)) == 1
+
+
+def test_coroutines_await_their_entries_without_blocking_the_loop(vault: Vault) -> None:
+    """The hot read path awaits its entry's commit on the event loop: each coroutine
+    returns with its entries committed, in batches shared with threads' entries, and the
+    loop keeps running while commits are under way."""
+    group = GroupCommit(vault.sessions, AuditLog(vault.keyring, "test.example/log"))
+    ticks = 0
+
+    async def ticker(stop: asyncio.Event) -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def main() -> list[list[str]]:
+        stop = asyncio.Event()
+        ticking = asyncio.create_task(ticker(stop))
+        threaded = asyncio.to_thread(
+            lambda: _together(4, lambda n: group.record([_draft(CALLERS + n)]))
+        )
+        results = await asyncio.gather(
+            *(group.record_async([_draft(n), _draft(n)]) for n in range(CALLERS)), threaded
+        )
+        stop.set()
+        await ticking
+        return list(results[:CALLERS])
+
+    results = asyncio.run(main())
+    entries = _entries(vault)
+    for n, ids in enumerate(results):
+        assert {entries[i] for i in ids} == {f"req_{n}"} and len(ids) == 2
+    assert len(entries) == 2 * CALLERS + 4
+    assert ticks > CALLERS  # the loop ran other work while the commits were under way
+
+
+def test_a_closed_group_refuses_new_entries(vault: Vault) -> None:
+    """After close (the runtime shutting down), an entry is refused, never silently lost."""
+    group = GroupCommit(vault.sessions, AuditLog(vault.keyring, "test.example/log"))
+    assert len(group.record([_draft(0)])) == 1
+    group.close()
+    with pytest.raises(AuditUnavailable):
+        group.record([_draft(1)])
+    with pytest.raises(AuditUnavailable):
+        asyncio.run(group.record_async([_draft(2)]))
     assert len(_entries(vault)) == 1

@@ -48,7 +48,7 @@ class Vault:
 
     def __post_init__(self) -> None:
         if self.stamps is None:
-            self.stamps = Stamps(self.sessions)
+            self.stamps = Stamps(self.engine)
         if self.read_engine is None:
             self.read_engine = self.engine
         if self.read_sessions is None:

@@ -96,13 +96,19 @@ class DataKeys:
         return key
 
     def unwrap(self, record: DataKeyRecord) -> DataKey:
-        cached = self.cache.get(record.resident_id, record.version)
+        return self.unwrap_stored(
+            record.resident_id, record.version, record.suite, record.kek_id, record.wrapped
+        )
+
+    def unwrap_stored(
+        self, resident_id: str, version: int, suite: str, kek_id: str, wrapped: bytes
+    ) -> DataKey:
+        """The data key of a stored row's columns (from the cache when it is there)."""
+        cached = self.cache.get(resident_id, version)
         if cached is not None:
             return cached
-        raw = self.keyring.unwrap(
-            record.kek_id, record.wrapped, data_key_context(record.resident_id, record.version)
-        )
-        key = DataKey(record.resident_id, record.version, Suite(record.suite), raw)
+        raw = self.keyring.unwrap(kek_id, wrapped, data_key_context(resident_id, version))
+        key = DataKey(resident_id, version, Suite(suite), raw)
         self.cache.put(key)
         return key
 

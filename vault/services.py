@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import psycopg
 import structlog
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Select, Table, bindparam, delete, insert, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -152,6 +152,7 @@ class ResidentStore:
         )
         # Set once `resident_fields` is found gone (migration 0019): never looked for again.
         self._legacy_gone = False
+        self._statements: dict[tuple[str, ...], Select[Any]] = {}
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -411,21 +412,17 @@ class ResidentStore:
         """
         names = self._field_names(fields)
         groups = by_class(self.catalogue, names)
-        columns = [getattr(ResidentRecord, column_of(c)) for c in groups]
+        statement = self._records_with_keys(tuple(groups))
         legacy = self._legacy_present(session)
         result: dict[str, dict[str, Any]] = {}
+        connection = session.connection()
         for start in range(0, len(resident_ids), 500):
             chunk = list(resident_ids[start : start + 500])
-            rows = session.execute(
-                select(ResidentRecord.resident_id, ResidentRecord.key_version, *columns).where(
-                    ResidentRecord.resident_id.in_(chunk)
-                )
-            ).all()
-            keys = self.data_keys.get_many(session, {(r[0], r[1]) for r in rows})
-            for resident_id, version, *documents in rows:
-                key = keys.get((resident_id, version))
-                if key is None:
+            rows = connection.execute(statement, {"ids": chunk}).all()
+            for resident_id, version, suite, kek_id, wrapped, *documents in rows:
+                if wrapped is None:
                     raise ResidentErased(resident_id)
+                key = self.data_keys.unwrap_stored(resident_id, version, suite, kek_id, wrapped)
                 values: dict[str, Any] = {}
                 for doc_class, document in zip(groups, documents, strict=True):
                     if document is not None:
@@ -439,6 +436,33 @@ class ResidentStore:
                         {name: value for name, (value, _) in moved.items()}
                     )
         return result
+
+    def _records_with_keys(self, classes: tuple[str, ...]) -> Select[Any]:
+        """Records' documents of these classes with their data keys, one statement (Core,
+        built once per set of classes: the hot read path asks for the same few)."""
+        statement = self._statements.get(classes)
+        if statement is None:
+            keys = DataKeyRecord.__table__
+            records = ResidentRecord.__table__
+            statement = (
+                select(
+                    records.c.resident_id,
+                    records.c.key_version,
+                    keys.c.suite,
+                    keys.c.kek_id,
+                    keys.c.wrapped,
+                    *(records.c[column_of(c)] for c in classes),
+                )
+                .select_from(records)
+                .outerjoin(
+                    keys,
+                    (keys.c.resident_id == records.c.resident_id)
+                    & (keys.c.version == records.c.key_version),
+                )
+                .where(records.c.resident_id.in_(bindparam("ids", expanding=True)))
+            )
+            self._statements[classes] = statement
+        return statement
 
     def provenance(self, session: Session, resident_id: str) -> dict[str, FieldProvenance]:
         self._active(session, resident_id)
