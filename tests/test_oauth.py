@@ -830,7 +830,6 @@ def test_jwks_keeps_an_old_key_until_its_tokens_have_expired(w: World) -> None:
     assert _get(w, new_token).status_code == 200
 
 
-
 def test_a_token_verified_before_is_still_refused_once_it_expires(w: World) -> None:
     """The verifier keeps tokens it has checked, so the signature is not checked again on
     every request; expiry still is: the kept token is refused the moment it lapses."""
@@ -845,6 +844,7 @@ def test_a_token_verified_before_is_still_refused_once_it_expires(w: World) -> N
     finally:
         verifier.clock = real_clock
     assert _get(w, token).status_code == 200
+
 
 # -- the login form's defences ---------------------------------------------------------------------
 
