@@ -152,7 +152,7 @@ class ResidentStore:
         )
         # Set once `resident_fields` is found gone (migration 0019): never looked for again.
         self._legacy_gone = False
-        self._statements: dict[tuple[str, ...], Select[Any]] = {}
+        self._statements: dict[tuple[tuple[str, ...], bool], Select[Any]] = {}
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -412,13 +412,14 @@ class ResidentStore:
         """
         names = self._field_names(fields)
         groups = by_class(self.catalogue, names)
-        statement = self._records_with_keys(tuple(groups))
+        one = len(resident_ids) == 1  # a single read: no IN list to expand per execution
+        statement = self._records_with_keys(tuple(groups), one)
         legacy = self._legacy_present(session)
         result: dict[str, dict[str, Any]] = {}
         connection = session.connection()
         for start in range(0, len(resident_ids), 500):
             chunk = list(resident_ids[start : start + 500])
-            rows = connection.execute(statement, {"ids": chunk}).all()
+            rows = connection.execute(statement, {"ids": chunk[0] if one else chunk}).all()
             for resident_id, version, suite, kek_id, wrapped, *documents in rows:
                 if wrapped is None:
                     raise ResidentErased(resident_id)
@@ -437,10 +438,11 @@ class ResidentStore:
                     )
         return result
 
-    def _records_with_keys(self, classes: tuple[str, ...]) -> Select[Any]:
+    def _records_with_keys(self, classes: tuple[str, ...], one: bool) -> Select[Any]:
         """Records' documents of these classes with their data keys, one statement (Core,
-        built once per set of classes: the hot read path asks for the same few)."""
-        statement = self._statements.get(classes)
+        built once per set of classes: the hot read path asks for the same few). The
+        parameter `ids` is one id when `one`, else a list."""
+        statement = self._statements.get((classes, one))
         if statement is None:
             keys = DataKeyRecord.__table__
             records = ResidentRecord.__table__
@@ -459,9 +461,13 @@ class ResidentStore:
                     (keys.c.resident_id == records.c.resident_id)
                     & (keys.c.version == records.c.key_version),
                 )
-                .where(records.c.resident_id.in_(bindparam("ids", expanding=True)))
+                .where(
+                    records.c.resident_id == bindparam("ids")
+                    if one
+                    else records.c.resident_id.in_(bindparam("ids", expanding=True))
+                )
             )
-            self._statements[classes] = statement
+            self._statements[classes, one] = statement
         return statement
 
     def provenance(self, session: Session, resident_id: str) -> dict[str, FieldProvenance]:
