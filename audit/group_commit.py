@@ -13,6 +13,7 @@ commits at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -78,7 +79,8 @@ class GroupCommit:
         settled: asyncio.Future[None] = loop.create_future()
 
         def settle() -> None:
-            loop.call_soon_threadsafe(_resolve, settled)
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, settled)
 
         ticket = _Ticket(drafts, settle)
         self._enqueue(ticket)

@@ -8,15 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+import vault.db
 from api.settings import Settings
 from audit.models import AuditEntry
 from tests.demo_server import DemoServer, call, residents_in
 from tests.pg_support import fresh_database, serve
-from vault.db import engines_for, is_timeout
+from vault.db import PoolLimits, engines_for, is_timeout, make_engine
 
 SLOW_MS = 400
 
@@ -58,7 +59,28 @@ def test_connections_carry_timeouts_pool_sizes_and_a_name(pg_settings: Settings)
         assert pool.size() == 3  # type: ignore[attr-defined]
         assert pool._max_overflow == 1  # type: ignore[attr-defined]
         assert pool._timeout == pytest.approx(0.3)  # type: ignore[attr-defined]
-        assert pool._pre_ping
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_the_server_dropped_while_idle_is_replaced_unseen(
+    pg_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections idle for a while are pinged at checkout (vault.db.ping_when_idle): one
+    the server ended (a restart, a failover, an idle timeout) is swapped for a new one, and
+    the request never sees it."""
+    monkeypatch.setattr(vault.db, "IDLE_PING_SECONDS", 0.0)
+    engine = make_engine(pg_settings.database_url, PoolLimits(pool_size=1, max_overflow=0))
+    try:
+        with engine.connect() as connection:
+            first = connection.scalar(text("SELECT pg_backend_pid()"))
+        admin = create_engine(pg_settings.database_url)
+        with admin.begin() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        admin.dispose()
+        with engine.connect() as connection:
+            second = connection.scalar(text("SELECT pg_backend_pid()"))
+        assert second != first
     finally:
         engine.dispose()
 

@@ -9,6 +9,7 @@ settings (docs/postgresql.md explains the sizing).
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
@@ -102,8 +103,9 @@ def make_engine(
     application_name: str = APPLICATION_NAME,
     **kwargs: Any,
 ) -> Engine:
-    """An engine for `url`; on PostgreSQL a QueuePool of `limits` with pre-ping and the
-    server-side timeouts of `limits` (defaults when None)."""
+    """An engine for `url`; on PostgreSQL a QueuePool of `limits` that pings connections
+    idle for a while (`ping_when_idle`), with the server-side timeouts of `limits`
+    (defaults when None)."""
     if url.startswith("sqlite"):
         if ":memory:" not in url and url.rstrip("/") != "sqlite:" and "poolclass" not in kwargs:
             # A SQLite connection costs a file handle, but opening one (and its pragmas) on
@@ -125,7 +127,6 @@ def make_engine(
 
         return engine
     limits = limits or PoolLimits()
-    kwargs.setdefault("pool_pre_ping", True)
     if kwargs.get("poolclass") is None:
         kwargs.setdefault("pool_size", limits.pool_size)
         kwargs.setdefault("max_overflow", limits.max_overflow)
@@ -134,7 +135,43 @@ def make_engine(
     if url.startswith("postgresql"):
         connect_args.setdefault("application_name", application_name)
         connect_args.setdefault("options", limits.server_options(read_only=read_only))
-    return create_engine(url, connect_args=connect_args, **kwargs)
+    engine = create_engine(url, connect_args=connect_args, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        ping_when_idle(engine, IDLE_PING_SECONDS)
+    return engine
+
+
+# A connection used this recently is taken as alive; one idle longer is pinged first.
+IDLE_PING_SECONDS = 5.0
+
+
+def ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Pre-ping, but only connections idle for `idle_seconds` or more (SQLAlchemy's
+    pessimistic disconnect handling, by checkout event). Pinging every checkout cost a
+    round trip per checkout on the hot path; a connection that served a request moments
+    ago is almost surely alive, and a failover found through one is still caught: the
+    error invalidates the whole pool, as SQLAlchemy does on any disconnect."""
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi: Any, record: Any, _proxy: Any) -> None:
+        # `info` belongs to the DBAPI connection: none yet means it was opened just now.
+        returned = record.info.get("returned_at")
+        if returned is None or time.monotonic() - returned < idle_seconds:
+            return
+        try:
+            cursor = dbapi.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+            dbapi.rollback()
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # The pool drops this connection and checks out (or opens) another.
+            raise DisconnectionError from exc
 
 
 def engines_for(settings: VaultSettings) -> tuple[Engine, Engine]:

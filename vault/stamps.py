@@ -125,15 +125,22 @@ def read_stamp_from(engine: Engine) -> int:
     """`read_stamp` on a pooled DBAPI connection: every request reads the stamp, and a
     session (or even a Core connection) costs several times the read itself."""
     connection = engine.raw_connection()
+    # On PostgreSQL, outside a transaction: one round trip, not BEGIN, SELECT and ROLLBACK.
+    # (SQLite's driver begins none for a SELECT.)
+    outside = engine.dialect.name == "postgresql"
     try:
+        if outside:
+            connection.driver_connection.autocommit = True  # type: ignore[union-attr]
         cursor = connection.cursor()
         try:
             cursor.execute(_READ_STAMP_SQL)
             row = cursor.fetchone()
         finally:
             cursor.close()
+            if outside:
+                connection.driver_connection.autocommit = False  # type: ignore[union-attr]
     finally:
-        connection.close()  # back to the pool, which ends the read's transaction
+        connection.close()  # back to the pool
     return -1 if row is None or row[0] is None else int(row[0])
 
 

@@ -41,6 +41,7 @@ from joserfc.errors import BadSignatureError, InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from api.http.middleware import client_certificate
 from api.http.problems import problem
@@ -469,6 +470,19 @@ class TokenVerifier:
                 raise InvalidToken("certificate-bound token with another certificate")
         return principal
 
+    def checks_locally(self, token: str) -> bool:
+        """Whether checking this token needs nothing beyond our own database (our tokens,
+        and anything malformed); an external issuer's may need its key set fetched."""
+        token = token.strip()
+        with self._verified_lock:
+            if token in self._verified:
+                return True
+        try:
+            issuer = split_token(token)[1].get("iss")
+        except InvalidToken:
+            return True
+        return not (isinstance(issuer, str) and issuer in self._external)
+
     def _verified_before(self, token: str) -> dict[str, Any] | None:
         """The claims of a token of ours verified before, if its key is still published and
         its times still hold (InvalidToken if they no longer do); None if not seen."""
@@ -669,8 +683,13 @@ def require_scopes(*scopes: str) -> Callable[[Request], Awaitable[Principal]]:
 
     async def dependency(request: Request) -> Principal:
         token = bearer_token(request)
+        verifier = verifier_of(request)
+        certificate = client_certificate(request.state)
         try:
-            principal = verifier_of(request).verify(token, client_certificate(request.state))
+            if verifier.checks_locally(token):
+                principal = verifier.verify(token, certificate)
+            else:  # an external issuer's key set may have to be fetched: not on the loop
+                principal = await run_in_threadpool(verifier.verify, token, certificate)
         except InvalidToken as exc:
             raise _invalid(exc.reason) from None
         if not required <= principal.scopes:
