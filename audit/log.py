@@ -9,13 +9,11 @@ tree head in the C2SP format of `audit.checkpoint`.
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, cast
 
 import structlog
@@ -24,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit.checkpoint import sign_checkpoint_with, verifier_key
+from audit.encoding import ENTRY_COLUMN_NAMES, canonical_bytes
 from audit.errors import AuditUnavailable, ProofUnavailable
 from audit.merkle import (
     CompactRange,
@@ -42,7 +41,7 @@ log = structlog.get_logger(__name__)
 SIGNING_KEY_NAME = "audit-log"
 _ENTRIES = cast(Table, AuditEntry.__table__)
 _QUEUE = cast(Table, AuditQueue.__table__)
-ENCODING_VERSION = 1
+_ENTRY_COLUMNS = [_ENTRIES.c[name] for name in ENTRY_COLUMN_NAMES]
 # An arbitrary constant naming the integrator's PostgreSQL advisory lock.
 _INTEGRATOR_LOCK = 0x5256_4155_4449_54  # "RVAUDIT"
 
@@ -121,31 +120,7 @@ def operator_event(
     )
 
 
-ENTRY_COLUMN_NAMES = _COLUMNS = (
-    "entry_id",
-    "recorded_at",
-    "kind",
-    "action",
-    "outcome",
-    "channel",
-    "subject_type",
-    "organisation",
-    "client",
-    "user",
-    "on_behalf_of",
-    "purpose",
-    "legal_basis",
-    "consent_id",
-    "resident_id",
-    "resident_pseudonym",
-    "fields",
-    "decision_id",
-    "evaluation_id",
-    "policy_revision",
-    "request_id",
-    "reason",
-    "details",
-)
+_COLUMNS = ENTRY_COLUMN_NAMES
 
 
 # Declared lengths of the log's text columns; PostgreSQL would refuse a longer value (and
@@ -156,15 +131,6 @@ _TEXT_LENGTHS: dict[str, int] = {
     if isinstance(column.type, String) and column.type.length and column.name in _COLUMNS[2:]
 }
 _FIELD_NAME_LENGTH = 64
-
-
-def canonical_bytes(row: Mapping[str, Any]) -> bytes:
-    """The entry as hashed into the tree: JSON, sorted keys, no spaces, UTF-8, `v` first."""
-    document: dict[str, Any] = {"v": ENCODING_VERSION}
-    for name in _COLUMNS:
-        value = row[name]
-        document[name] = value.isoformat() if isinstance(value, datetime) else value
-    return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
 
 
 _last_stamp = 0
@@ -238,7 +204,6 @@ class AuditLog:
                 for k, v in draft.fields.items()
             }
             row["details"] = _bounded_details(dict(draft.details))
-            row["canonical"] = canonical_bytes(row)
             rows.append(row)
         try:
             # Core inserts on the tables: the ORM's bulk path costs more than the insert.
@@ -275,7 +240,8 @@ class AuditLog:
                     return total  # another integrator is at work
                 size = self.tree_size(session)
                 pending = session.execute(
-                    select(AuditQueue.entry_id, AuditEntry.canonical)
+                    select(*_ENTRY_COLUMNS)
+                    .select_from(AuditQueue)
                     .join(
                         AuditEntry,
                         and_(
@@ -292,12 +258,13 @@ class AuditLog:
                 now = utcnow()
                 leaves: list[dict[str, Any]] = []
                 nodes: list[dict[str, Any]] = []
-                for offset, (entry_id, canonical) in enumerate(pending):
-                    digest = leaf_hash(canonical)
+                for offset, values in enumerate(pending):
+                    columns = dict(zip(ENTRY_COLUMN_NAMES, values, strict=True))
+                    digest = leaf_hash(canonical_bytes(columns))
                     leaves.append(
                         {
                             "leaf_index": size + offset,
-                            "entry_id": entry_id,
+                            "entry_id": columns["entry_id"],
                             "leaf_hash": digest,
                             "integrated_at": now,
                         }

@@ -1,7 +1,7 @@
 """Tables of the audit log. All four are append-only: the database refuses UPDATE and DELETE.
 
-- `audit_entries`: one row per access or operational event, with its canonical bytes
-  (what the Merkle tree hashes) beside columns for querying.
+- `audit_entries`: one row per access or operational event; its columns determine its
+  canonical bytes (what the Merkle tree hashes, `audit.encoding`).
 - `audit_leaves`: the dense, gap-free leaf index the integrator gives each committed entry.
 - `audit_tree_nodes`: every complete perfect subtree's hash, so proofs cost O(log n) reads.
 - `audit_checkpoints`: signed tree heads, with the (unsigned) time they were signed.
@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from audit.encoding import ENTRY_COLUMN_NAMES, canonical_bytes
 from vault.models import Base, TZDateTime
 
 
@@ -46,7 +47,11 @@ class AuditEntry(Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(String(200))
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
-    canonical: Mapped[bytes] = mapped_column(LargeBinary)
+
+    @property
+    def canonical(self) -> bytes:
+        """The bytes its leaf hashes (audit.encoding), made from the columns above."""
+        return canonical_bytes({name: getattr(self, name) for name in ENTRY_COLUMN_NAMES})
 
 
 class AuditQueue(Base):

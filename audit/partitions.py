@@ -39,17 +39,18 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, insert, select, text
+from sqlalchemy import BigInteger, Connection, LargeBinary, Table, column, insert, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit.checkpoint import CheckpointError, sign_note_with, verify_note
+from audit.encoding import ENTRY_COLUMN_NAMES, canonical_bytes
 from audit.errors import AuditError, VerificationFailed
-from audit.log import SIGNING_KEY_NAME, AuditLog, canonical_bytes, operator_event
+from audit.log import SIGNING_KEY_NAME, AuditLog, operator_event
 from audit.merkle import leaf_hash
-from audit.models import AuditArchive
+from audit.models import AuditArchive, AuditEntry
 from vault.i18n import Message
 from vault.models import utcnow
 
@@ -434,12 +435,19 @@ def _write_archive(
     bounds = (partition.lower, partition.upper)
     temporary = path.with_name(path.name + ".partial")
     # Partition names come from pg_inherits and are quoted: no user text reaches the SQL.
+    entry_columns = ", ".join(f"e.{_quote(connection, n)}" for n in ENTRY_COLUMN_NAMES)
+    entries = cast(Table, AuditEntry.__table__)
     rows = connection.execution_options(yield_per=5_000).execute(
         text(
-            "SELECT l.leaf_index, l.leaf_hash, e.canonical "  # noqa: S608
+            f"SELECT l.leaf_index, l.leaf_hash, {entry_columns} "  # noqa: S608
             f"FROM {_quote(connection, partition.name)} e "
             "LEFT JOIN audit_leaves l ON l.entry_id = e.entry_id "
             "ORDER BY l.leaf_index NULLS FIRST"
+        ).columns(
+            # Typed as the table is, so the bytes made from them are the ones hashed.
+            column("leaf_index", BigInteger),
+            column("leaf_hash", LargeBinary),
+            *(column(n, entries.c[n].type) for n in ENTRY_COLUMN_NAMES),
         )
     )
     try:
@@ -466,7 +474,8 @@ def _stream_entries(
 ) -> Manifest:
     run = _LeafRun()
     with gzip.open(out_path, "wb", compresslevel=6) as out:
-        for index, stored, canonical in rows:
+        for index, stored, *values in rows:
+            canonical = canonical_bytes(dict(zip(ENTRY_COLUMN_NAMES, values, strict=True)))
             if index is None or index >= checkpoint_size:
                 raise PartitionError(
                     f"{name} holds entries no checkpoint covers yet: run "

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit.checkpoint import CheckpointError, verify_checkpoint
+from audit.encoding import ENTRY_COLUMN_NAMES, canonical_bytes
 from audit.errors import VerificationFailed
-from audit.log import ENTRY_COLUMN_NAMES, canonical_bytes
 from audit.merkle import MemoryTree, leaf_hash, verify_consistency
 from audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditTreeNode
 from audit.partitions import archived_leaves
@@ -41,23 +40,22 @@ class VerifyReport:
 _ENTRY_COLUMNS = [getattr(AuditEntry, name) for name in ENTRY_COLUMN_NAMES]
 
 
-def _leaves(
-    session: Session, batch: int
-) -> Iterator[tuple[int, bytes, dict[str, Any] | None, bytes | None]]:
-    """(leaf index, leaf hash, entry columns or None if gone, canonical bytes), in order.
+def _leaves(session: Session, batch: int) -> Iterator[tuple[int, bytes, bytes | None]]:
+    """(leaf index, leaf hash, the entry's canonical bytes or None if it is gone), in order.
 
     Plain columns rather than ORM objects: verification reads every row of the log. A
     server-side cursor streams it and is closed even when verification stops early.
     """
     with session.execute(
-        select(AuditLeaf.leaf_index, AuditLeaf.leaf_hash, AuditEntry.canonical, *_ENTRY_COLUMNS)
+        select(AuditLeaf.leaf_index, AuditLeaf.leaf_hash, *_ENTRY_COLUMNS)
         .outerjoin(AuditEntry, AuditEntry.entry_id == AuditLeaf.entry_id)
         .order_by(AuditLeaf.leaf_index)
         .execution_options(yield_per=batch)
     ) as rows:
-        for index, digest, canonical, *values in rows:
+        for index, digest, *values in rows:
             columns = dict(zip(ENTRY_COLUMN_NAMES, values, strict=True))
-            yield index, digest, (columns if canonical is not None else None), canonical
+            present = columns["entry_id"] is not None
+            yield index, digest, canonical_bytes(columns) if present else None
 
 
 def verify_log(
@@ -73,7 +71,7 @@ def verify_log(
     # Entries of detached partitions are in archive files; their leaves stay here, and a
     # signed manifest per archive says which they are (audit.partitions).
     archived = archived_leaves(session, verifier_key)
-    for expected, (index, stored_hash, columns, canonical) in enumerate(_leaves(session, batch)):
+    for expected, (index, stored_hash, canonical) in enumerate(_leaves(session, batch)):
         if index != expected:
             raise VerificationFailed(
                 f"leaf {expected} is missing (next stored is {index})", expected
@@ -81,16 +79,13 @@ def verify_log(
         if archived.claim(index, stored_hash) and canonical is None:
             tree.append(stored_hash)
             continue
-        if columns is None or canonical is None:
+        if canonical is None:
             raise VerificationFailed(f"the entry of leaf {index} has been removed", index)
-        if canonical_bytes(columns) != canonical:
-            raise VerificationFailed(
-                f"entry {index} was altered: its columns no longer match its recorded bytes", index
-            )
+        # The bytes are made from the columns: a column changed no longer matches the leaf.
         digest = leaf_hash(canonical)
         if digest != stored_hash:
             raise VerificationFailed(
-                f"entry {index} was altered: its bytes no longer match its leaf hash", index
+                f"entry {index} was altered: its columns no longer match its leaf hash", index
             )
         tree.append(digest)
     archived.check_complete()

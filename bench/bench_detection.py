@@ -38,7 +38,7 @@ from sqlalchemy import func, insert, select
 from access.runtime import init_runtime
 from api.settings import Settings
 from audit.detection import CHINA, DetectionRules, Detector
-from audit.log import ENTRY_COLUMN_NAMES, canonical_bytes
+from audit.encoding import ENTRY_COLUMN_NAMES
 from audit.models import AuditEntry
 
 SENSITIVE = ["health_conditions", "low_income_status", "id_number"]
@@ -67,7 +67,6 @@ def _row(
     }
     for column in ENTRY_COLUMN_NAMES:
         row.setdefault(column, None)
-    row["canonical"] = canonical_bytes(row)
     return row
 
 

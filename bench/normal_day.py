@@ -51,7 +51,7 @@ from api.http.app import create_app
 from api.oauth.service import WORKER_PURPOSES, create_demo_accounts, create_user
 from api.settings import Settings
 from audit.detection import CHINA, Detector, RaisedAlert
-from audit.log import ENTRY_COLUMN_NAMES, canonical_bytes
+from audit.encoding import ENTRY_COLUMN_NAMES
 from audit.models import AuditEntry, Suspension
 from vault.demo import populate
 from vault.models import Building, Grid, Household, OrganisationCommunity, Resident, Room
@@ -250,7 +250,6 @@ def _row(n: int, at: datetime, actor: Actor, action: str, resident: str) -> dict
     }
     for column in ENTRY_COLUMN_NAMES:
         row.setdefault(column, None)
-    row["canonical"] = canonical_bytes(row)
     return row
 
 

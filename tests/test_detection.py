@@ -24,7 +24,7 @@ from access.limits import RateLimiter
 from access.runtime import init_runtime
 from api.settings import Settings
 from audit.detection import DetectionRules, Detector
-from audit.log import ENTRY_COLUMN_NAMES, canonical_bytes
+from audit.encoding import ENTRY_COLUMN_NAMES
 from audit.models import AuditAlert, AuditEntry
 from tests.demo_server import DemoServer, demo_server_fixture, residents_in, run_demo_server
 from vault.models import Building, utcnow
@@ -165,7 +165,6 @@ def backdated_reads(
             }
             for column in ENTRY_COLUMN_NAMES:
                 row.setdefault(column, None)
-            row["canonical"] = canonical_bytes(row)
             rows.append(row)
     with runtime.transaction() as session:
         session.execute(insert(AuditEntry), rows)

@@ -27,7 +27,7 @@ from access.views import EVERYWHERE
 from api.cli.audit import audit_app
 from api.http.app import create_app
 from audit.detection import DetectionRules, Detector, RaisedAlert, volume_threshold
-from audit.log import ENTRY_COLUMN_NAMES, canonical_bytes
+from audit.encoding import ENTRY_COLUMN_NAMES
 from audit.models import AuditAlert, AuditEntry, Suspension
 from tests.browser.server import hidden_fields, prepare, sign_in
 from vault.models import Building, Household, Resident, Room, new_id, utcnow
@@ -193,7 +193,6 @@ def reads_of(
         }
         for column in ENTRY_COLUMN_NAMES:
             row.setdefault(column, None)
-        row["canonical"] = canonical_bytes(row)
         rows.append(row)
     return rows
 

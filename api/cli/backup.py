@@ -266,7 +266,7 @@ def export_tombstones(runtime: Runtime, output: Path) -> int:
         if head is None:
             raise BackupError("the audit log is empty")
         rows = session.execute(
-            select(AuditLeaf.leaf_index, AuditEntry.resident_id, AuditEntry.canonical)
+            select(AuditLeaf.leaf_index, AuditEntry)
             .join(AuditEntry, AuditEntry.entry_id == AuditLeaf.entry_id)
             .where(
                 AuditEntry.action == "resident.erased",
@@ -287,16 +287,16 @@ def export_tombstones(runtime: Runtime, output: Path) -> int:
             )
         items = [
             {
-                "resident_id": resident_id,
+                "resident_id": entry.resident_id,
                 "index": int(index),
                 "proof": format_tlog_proof(
-                    canonical,
+                    entry.canonical,
                     int(index),
                     runtime.audit.inclusion_proof(session, int(index), head.tree_size),
                     head.checkpoint,
                 ),
             }
-            for index, resident_id, canonical in rows
+            for index, entry in rows
         ]
     document = {
         "format": TOMBSTONES_FORMAT,

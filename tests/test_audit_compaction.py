@@ -1,0 +1,153 @@
+"""Entries no longer store their canonical bytes (migrations 0020 and 0021, issue 20): a
+vault whose older code stored them upgrades with nothing lost, every old leaf still
+verifying, and the upgrade refuses, naming the entry, if a stored byte string no longer
+matches the columns it was made from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.util import CommandError
+from sqlalchemy import Engine, LargeBinary, MetaData, Table, inspect, select
+
+from access.runtime import Runtime, init_runtime, open_runtime
+from api.settings import Settings
+from audit import EntryDraft
+from audit.encoding import ENTRY_COLUMN_NAMES, canonical_bytes
+from audit.log import AuditLog
+from audit.merkle import leaf_hash, verify_inclusion
+from audit.models import AuditEntry
+from audit.verify import verify_log
+from vault.db import alembic_config, migrate
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(home=tmp_path / "home", database_url=database_url)
+
+
+def _draft(n: int, outcome: str = "allowed") -> EntryDraft:
+    return EntryDraft(
+        action="read",
+        outcome=outcome,
+        channel="api",
+        user=f"u{n}",
+        resident_id=f"r_{n:04d}",
+        fields={"name": "masked", "phone": "clear"},
+        details={"note": f"第{n}次", "n": n, "ratio": 0.1 * n},
+        request_id=f"req{n}",
+    )
+
+
+def _downgrade(engine: Engine, revision: str) -> None:
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def _as_older_code_wrote(runtime: Runtime, drafts: list[EntryDraft], **changed: Any) -> list[str]:
+    """Entries as the code before 0020 recorded them: with their bytes stored (made before
+    any `changed` column is applied, as a tampered row would be)."""
+    engine = runtime.vault.engine
+    entries = Table("audit_entries", MetaData(), autoload_with=engine)
+    with runtime.transaction() as session:
+        ids = runtime.audit.record(session, drafts)
+    with engine.begin() as connection:
+        # What the older code wrote at insert: past the append-only guards, as setup.
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
+        else:
+            connection.exec_driver_sql("DROP TRIGGER IF EXISTS audit_entries_no_update")
+        for entry_id in ids:
+            row = connection.execute(
+                select(*(AuditEntry.__table__.c[n] for n in ENTRY_COLUMN_NAMES)).where(
+                    AuditEntry.__table__.c.entry_id == entry_id
+                )
+            ).one()
+            stored = canonical_bytes(dict(zip(ENTRY_COLUMN_NAMES, row, strict=True)))
+            connection.execute(
+                entries.update()
+                .where(entries.c.entry_id == entry_id)
+                .values(canonical=stored, **changed)
+            )
+    return ids
+
+
+def test_stored_bytes_are_checked_then_dropped_and_old_leaves_still_prove(
+    settings: Settings,
+) -> None:
+    runtime = init_runtime(settings)
+    engine = runtime.vault.engine
+    _downgrade(engine, "0020")
+    assert "canonical" in {c["name"] for c in inspect(engine).get_columns("audit_entries")}
+    old = _as_older_code_wrote(runtime, [_draft(n) for n in range(5)])
+    runtime.close()
+
+    migrate(engine)
+    assert "canonical" not in {c["name"] for c in inspect(engine).get_columns("audit_entries")}
+    engine.dispose()
+    runtime = open_runtime(settings)
+    try:
+        runtime.audit.checkpoint(runtime.vault.sessions, force=True)
+        with runtime.vault.sessions() as session:
+            verify_log(session, runtime.audit.verifier_key)
+            head = runtime.audit.latest_checkpoint(session)
+            assert head is not None
+            for index in range(head.tree_size):
+                entry = runtime.audit.entry_at(session, index)
+                assert entry is not None
+                proof = runtime.audit.inclusion_proof(session, index, head.tree_size)
+                assert verify_inclusion(
+                    leaf_hash(entry.canonical), index, head.tree_size, proof, head.root_hash
+                )
+            assert {runtime.audit.entry_at(session, i).entry_id for i in range(5)} == set(old)  # type: ignore[union-attr]
+    finally:
+        runtime.close()
+
+
+def test_a_stored_byte_string_that_no_longer_matches_stops_the_upgrade(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VAULT_LANG", "en")
+    runtime = init_runtime(settings)
+    engine = runtime.vault.engine
+    _downgrade(engine, "0020")
+    _as_older_code_wrote(runtime, [_draft(1)])
+    (altered,) = _as_older_code_wrote(runtime, [_draft(2)], outcome="denied")
+    runtime.close()
+    with pytest.raises(CommandError) as refused:
+        migrate(engine)
+    assert altered in str(refused.value) and "audit verify" in str(refused.value)
+    # Nothing was dropped: the evidence is still there.
+    assert "canonical" in {c["name"] for c in inspect(engine).get_columns("audit_entries")}
+    stored = Table("audit_entries", MetaData(), autoload_with=engine)
+    assert isinstance(stored.c.canonical.type, LargeBinary)
+    engine.dispose()
+
+
+def test_an_entry_s_bytes_are_made_from_its_columns(settings: Settings) -> None:
+    """What the leaf hashes is the documented JSON of the columns, JSON ones included."""
+    runtime = init_runtime(settings)
+    try:
+        log: AuditLog = runtime.audit
+        with runtime.transaction() as session:
+            (entry_id,) = log.record(session, [_draft(7)])
+        with runtime.vault.sessions() as session:
+            entry = session.get(
+                AuditEntry,
+                (
+                    entry_id,
+                    session.scalar(
+                        select(AuditEntry.recorded_at).where(AuditEntry.entry_id == entry_id)
+                    ),
+                ),
+            )
+            assert entry is not None
+            assert entry.canonical.startswith(b'{"action":"read"')
+            assert '"note":"第7次"'.encode() in entry.canonical
+    finally:
+        runtime.close()
