@@ -780,6 +780,11 @@ def _type_boolean(raw: Any, spec: FieldSpec) -> bool:
     raise InvalidValue("not-a-boolean", Message("validation.not-a-boolean"))
 
 
+def _not_a_number() -> InvalidValue:
+    # Made only when raised: an error renders its message, which costs more than the check.
+    return InvalidValue("not-a-number", Message("validation.not-a-number"))
+
+
 def _type_number(raw: Any, spec: FieldSpec) -> int | float:
     """A finite number; numeric text becomes int (if whole) or float.
 
@@ -788,23 +793,22 @@ def _type_number(raw: Any, spec: FieldSpec) -> int | float:
     """
     if raw is None:
         raise _required()
-    not_a_number = InvalidValue("not-a-number", Message("validation.not-a-number"))
     if isinstance(raw, bool):
-        raise not_a_number
+        raise _not_a_number()
     if isinstance(raw, int):
         return raw
     if isinstance(raw, float):
         if not math.isfinite(raw):
-            raise not_a_number
+            raise _not_a_number()
         return raw
     if not isinstance(raw, str):
-        raise not_a_number
+        raise _not_a_number()
     try:
         number = Decimal(raw.strip())
     except InvalidOperation:
-        raise not_a_number from None
+        raise _not_a_number() from None
     if not number.is_finite():
-        raise not_a_number
+        raise _not_a_number()
     if number == number.to_integral_value() and abs(number) < 2**53:
         return int(number)
     as_float = float(number)
