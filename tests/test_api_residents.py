@@ -284,6 +284,8 @@ def test_resident_sees_own_record_and_children_but_nobody_else(server: DemoServe
     assert [c["resident_id"] for c in children.json()["items"]] == guardian["children"]
     other = residents_where(server)[0]
     assert_problem(get(server, f"/v1/residents/{other}", token), 403, "insufficient-scope")
+    # The page lists integrated entries; integrate now rather than wait for the loop's tick.
+    server.runtime.audit.checkpoint(server.runtime.vault.sessions)
     accesses = get(server, "/v1/me/accesses", token).json()["items"]
     assert accesses and all(a["resident_id"] == guardian["resident_id"] for a in accesses)
 

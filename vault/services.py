@@ -152,7 +152,7 @@ class ResidentStore:
         )
         # Set once `resident_fields` is found gone (migration 0019): never looked for again.
         self._legacy_gone = False
-        self._statements: dict[tuple[tuple[str, ...], bool], Select[Any]] = {}
+        self._statements: dict[tuple[tuple[str, ...], bool, bool], Select[Any]] = {}
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -413,17 +413,31 @@ class ResidentStore:
         names = self._field_names(fields)
         groups = by_class(self.catalogue, names)
         one = len(resident_ids) == 1  # a single read: no IN list to expand per execution
-        statement = self._records_with_keys(tuple(groups), one)
+        # Keys joined to records only where both come from one database: a read session on a
+        # replica takes data keys from the primary (vault.db.read_session_factory), so that
+        # an erasure holds at once while the replica lags.
+        joined = session.get_bind(DataKeyRecord) is session.get_bind(ResidentRecord)
+        statement = self._records_with_keys(tuple(groups), one, joined)
+        leading = 5 if joined else 2  # id, version (and suite, kek, wrapped key) first
         legacy = self._legacy_present(session)
         result: dict[str, dict[str, Any]] = {}
-        connection = session.connection()
+        connection = session.connection(bind_arguments={"mapper": ResidentRecord})
         for start in range(0, len(resident_ids), 500):
             chunk = list(resident_ids[start : start + 500])
             rows = connection.execute(statement, {"ids": chunk[0] if one else chunk}).all()
-            for resident_id, version, suite, kek_id, wrapped, *documents in rows:
-                if wrapped is None:
+            if joined:
+                keys = {
+                    (r[0], r[1]): self.data_keys.unwrap_stored(r[0], r[1], r[2], r[3], r[4])
+                    for r in rows
+                    if r[4] is not None  # no key row: erased
+                }
+            else:
+                keys = self.data_keys.get_many(session, {(r[0], r[1]) for r in rows})
+            for row in rows:
+                resident_id, version, documents = row[0], row[1], row[leading:]
+                key = keys.get((resident_id, version))
+                if key is None:
                     raise ResidentErased(resident_id)
-                key = self.data_keys.unwrap_stored(resident_id, version, suite, kek_id, wrapped)
                 values: dict[str, Any] = {}
                 for doc_class, document in zip(groups, documents, strict=True):
                     if document is not None:
@@ -438,36 +452,33 @@ class ResidentStore:
                     )
         return result
 
-    def _records_with_keys(self, classes: tuple[str, ...], one: bool) -> Select[Any]:
-        """Records' documents of these classes with their data keys, one statement (Core,
-        built once per set of classes: the hot read path asks for the same few). The
-        parameter `ids` is one id when `one`, else a list."""
-        statement = self._statements.get((classes, one))
+    def _records_with_keys(self, classes: tuple[str, ...], one: bool, joined: bool) -> Select[Any]:
+        """Records' documents of these classes, with their data keys when `joined`, in one
+        statement (Core, built once per shape: the hot read path asks for the same few).
+        The parameter `ids` is one id when `one`, else a list."""
+        statement = self._statements.get((classes, one, joined))
         if statement is None:
             keys = DataKeyRecord.__table__
             records = ResidentRecord.__table__
-            statement = (
-                select(
-                    records.c.resident_id,
-                    records.c.key_version,
-                    keys.c.suite,
-                    keys.c.kek_id,
-                    keys.c.wrapped,
-                    *(records.c[column_of(c)] for c in classes),
-                )
-                .select_from(records)
-                .outerjoin(
+            key_columns = (keys.c.suite, keys.c.kek_id, keys.c.wrapped) if joined else ()
+            statement = select(
+                records.c.resident_id,
+                records.c.key_version,
+                *key_columns,
+                *(records.c[column_of(c)] for c in classes),
+            ).select_from(records)
+            if joined:
+                statement = statement.outerjoin(
                     keys,
                     (keys.c.resident_id == records.c.resident_id)
                     & (keys.c.version == records.c.key_version),
                 )
-                .where(
-                    records.c.resident_id == bindparam("ids")
-                    if one
-                    else records.c.resident_id.in_(bindparam("ids", expanding=True))
-                )
+            statement = statement.where(
+                records.c.resident_id == bindparam("ids")
+                if one
+                else records.c.resident_id.in_(bindparam("ids", expanding=True))
             )
-            self._statements[classes, one] = statement
+            self._statements[classes, one, joined] = statement
         return statement
 
     def provenance(self, session: Session, resident_id: str) -> dict[str, FieldProvenance]:
