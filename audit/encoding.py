@@ -7,7 +7,7 @@ column changed behind the log's back changes the bytes and no longer matches the
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -48,3 +48,8 @@ def canonical_bytes(row: Mapping[str, Any]) -> bytes:
         value = row[name]
         document[name] = value.isoformat() if isinstance(value, datetime) else value
     return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+
+
+def canonical_of(values: Sequence[Any]) -> bytes:
+    """`canonical_bytes` of a row selected as `ENTRY_COLUMN_NAMES`, in that order."""
+    return canonical_bytes(dict(zip(ENTRY_COLUMN_NAMES, values, strict=True)))

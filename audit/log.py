@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit.checkpoint import sign_checkpoint_with, verifier_key
-from audit.encoding import ENTRY_COLUMN_NAMES, canonical_bytes
+from audit.encoding import ENTRY_COLUMN_NAMES, canonical_of
 from audit.errors import AuditUnavailable, ProofUnavailable
 from audit.merkle import (
     CompactRange,
@@ -32,7 +32,14 @@ from audit.merkle import (
     read_inclusion_proof,
     read_root,
 )
-from audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditQueue, AuditTreeNode
+from audit.models import (
+    ENTRY_COLUMNS,
+    AuditCheckpoint,
+    AuditEntry,
+    AuditLeaf,
+    AuditQueue,
+    AuditTreeNode,
+)
 from vault.interfaces import Keyring
 from vault.models import utcnow
 
@@ -41,7 +48,6 @@ log = structlog.get_logger(__name__)
 SIGNING_KEY_NAME = "audit-log"
 _ENTRIES = cast(Table, AuditEntry.__table__)
 _QUEUE = cast(Table, AuditQueue.__table__)
-_ENTRY_COLUMNS = [_ENTRIES.c[name] for name in ENTRY_COLUMN_NAMES]
 # An arbitrary constant naming the integrator's PostgreSQL advisory lock.
 _INTEGRATOR_LOCK = 0x5256_4155_4449_54  # "RVAUDIT"
 
@@ -120,15 +126,14 @@ def operator_event(
     )
 
 
-_COLUMNS = ENTRY_COLUMN_NAMES
-
-
 # Declared lengths of the log's text columns; PostgreSQL would refuse a longer value (and
 # the access with it), SQLite would store it whole.
 _TEXT_LENGTHS: dict[str, int] = {
     column.name: int(column.type.length)
     for column in AuditEntry.__table__.columns
-    if isinstance(column.type, String) and column.type.length and column.name in _COLUMNS[2:]
+    if isinstance(column.type, String)
+    and column.type.length
+    and column.name in ENTRY_COLUMN_NAMES[2:]
 }
 _FIELD_NAME_LENGTH = 64
 
@@ -194,7 +199,7 @@ class AuditLog:
             row: dict[str, Any] = {
                 "entry_id": _next_entry_id(),
                 "recorded_at": now,
-                **{name: getattr(draft, name) for name in _COLUMNS[2:]},
+                **{name: getattr(draft, name) for name in ENTRY_COLUMN_NAMES[2:]},
             }
             for name, length in _TEXT_LENGTHS.items():
                 if isinstance(row[name], str):
@@ -240,7 +245,7 @@ class AuditLog:
                     return total  # another integrator is at work
                 size = self.tree_size(session)
                 pending = session.execute(
-                    select(*_ENTRY_COLUMNS)
+                    select(*ENTRY_COLUMNS)
                     .select_from(AuditQueue)
                     .join(
                         AuditEntry,
@@ -259,12 +264,11 @@ class AuditLog:
                 leaves: list[dict[str, Any]] = []
                 nodes: list[dict[str, Any]] = []
                 for offset, values in enumerate(pending):
-                    columns = dict(zip(ENTRY_COLUMN_NAMES, values, strict=True))
-                    digest = leaf_hash(canonical_bytes(columns))
+                    digest = leaf_hash(canonical_of(values))
                     leaves.append(
                         {
                             "leaf_index": size + offset,
-                            "entry_id": columns["entry_id"],
+                            "entry_id": values[0],
                             "leaf_hash": digest,
                             "integrated_at": now,
                         }

@@ -54,6 +54,11 @@ class AuditEntry(Base):
         return canonical_bytes({name: getattr(self, name) for name in ENTRY_COLUMN_NAMES})
 
 
+# The columns an entry's canonical bytes are made of, in `ENTRY_COLUMN_NAMES` order: select
+# them and pass the row to `audit.encoding.canonical_of`.
+ENTRY_COLUMNS = tuple(AuditEntry.__table__.c[name] for name in ENTRY_COLUMN_NAMES)
+
+
 class AuditQueue(Base):
     """Entries recorded but not yet integrated: an outbox written with each entry.
 

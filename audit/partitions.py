@@ -39,18 +39,18 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import BigInteger, Connection, LargeBinary, Table, column, insert, select, text
+from sqlalchemy import BigInteger, Connection, LargeBinary, column, insert, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from audit.checkpoint import CheckpointError, sign_note_with, verify_note
-from audit.encoding import ENTRY_COLUMN_NAMES, canonical_bytes
+from audit.encoding import ENTRY_COLUMN_NAMES, canonical_bytes, canonical_of
 from audit.errors import AuditError, VerificationFailed
 from audit.log import SIGNING_KEY_NAME, AuditLog, operator_event
 from audit.merkle import leaf_hash
-from audit.models import AuditArchive, AuditEntry
+from audit.models import ENTRY_COLUMNS, AuditArchive
 from vault.i18n import Message
 from vault.models import utcnow
 
@@ -436,7 +436,6 @@ def _write_archive(
     temporary = path.with_name(path.name + ".partial")
     # Partition names come from pg_inherits and are quoted: no user text reaches the SQL.
     entry_columns = ", ".join(f"e.{_quote(connection, n)}" for n in ENTRY_COLUMN_NAMES)
-    entries = cast(Table, AuditEntry.__table__)
     rows = connection.execution_options(yield_per=5_000).execute(
         text(
             f"SELECT l.leaf_index, l.leaf_hash, {entry_columns} "  # noqa: S608
@@ -447,7 +446,7 @@ def _write_archive(
             # Typed as the table is, so the bytes made from them are the ones hashed.
             column("leaf_index", BigInteger),
             column("leaf_hash", LargeBinary),
-            *(column(n, entries.c[n].type) for n in ENTRY_COLUMN_NAMES),
+            *(column(c.name, c.type) for c in ENTRY_COLUMNS),
         )
     )
     try:
@@ -475,7 +474,7 @@ def _stream_entries(
     run = _LeafRun()
     with gzip.open(out_path, "wb", compresslevel=6) as out:
         for index, stored, *values in rows:
-            canonical = canonical_bytes(dict(zip(ENTRY_COLUMN_NAMES, values, strict=True)))
+            canonical = canonical_of(values)
             if index is None or index >= checkpoint_size:
                 raise PartitionError(
                     f"{name} holds entries no checkpoint covers yet: run "

@@ -20,10 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from audit.checkpoint import CheckpointError, verify_checkpoint
-from audit.encoding import ENTRY_COLUMN_NAMES, canonical_bytes
+from audit.encoding import canonical_of
 from audit.errors import VerificationFailed
 from audit.merkle import MemoryTree, leaf_hash, verify_consistency
-from audit.models import AuditCheckpoint, AuditEntry, AuditLeaf, AuditTreeNode
+from audit.models import ENTRY_COLUMNS, AuditCheckpoint, AuditEntry, AuditLeaf, AuditTreeNode
 from audit.partitions import archived_leaves
 
 
@@ -37,9 +37,6 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)
 
 
-_ENTRY_COLUMNS = [getattr(AuditEntry, name) for name in ENTRY_COLUMN_NAMES]
-
-
 def _leaves(session: Session, batch: int) -> Iterator[tuple[int, bytes, bytes | None]]:
     """(leaf index, leaf hash, the entry's canonical bytes or None if it is gone), in order.
 
@@ -47,15 +44,14 @@ def _leaves(session: Session, batch: int) -> Iterator[tuple[int, bytes, bytes | 
     server-side cursor streams it and is closed even when verification stops early.
     """
     with session.execute(
-        select(AuditLeaf.leaf_index, AuditLeaf.leaf_hash, *_ENTRY_COLUMNS)
+        select(AuditLeaf.leaf_index, AuditLeaf.leaf_hash, *ENTRY_COLUMNS)
         .outerjoin(AuditEntry, AuditEntry.entry_id == AuditLeaf.entry_id)
         .order_by(AuditLeaf.leaf_index)
         .execution_options(yield_per=batch)
     ) as rows:
         for index, digest, *values in rows:
-            columns = dict(zip(ENTRY_COLUMN_NAMES, values, strict=True))
-            present = columns["entry_id"] is not None
-            yield index, digest, canonical_bytes(columns) if present else None
+            # No entry_id: the outer join found no entry for the leaf.
+            yield index, digest, canonical_of(values) if values[0] is not None else None
 
 
 def verify_log(

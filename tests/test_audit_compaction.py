@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
 from alembic.util import CommandError
-from sqlalchemy import Engine, LargeBinary, MetaData, Table, inspect, select
+from sqlalchemy import LargeBinary, MetaData, Table, inspect, select
 
 from access.runtime import Runtime, init_runtime, open_runtime
 from api.settings import Settings
@@ -21,7 +20,8 @@ from audit.log import AuditLog
 from audit.merkle import leaf_hash, verify_inclusion
 from audit.models import AuditEntry
 from audit.verify import verify_log
-from vault.db import alembic_config, migrate
+from tests.test_migrations import _downgrade
+from vault.db import migrate
 
 
 @pytest.fixture
@@ -40,13 +40,6 @@ def _draft(n: int, outcome: str = "allowed") -> EntryDraft:
         details={"note": f"第{n}次", "n": n, "ratio": 0.1 * n},
         request_id=f"req{n}",
     )
-
-
-def _downgrade(engine: Engine, revision: str) -> None:
-    config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
 
 
 def _as_older_code_wrote(runtime: Runtime, drafts: list[EntryDraft], **changed: Any) -> list[str]:

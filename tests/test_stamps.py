@@ -16,7 +16,7 @@ from tests.demo_server import DemoServer, call, demo_server_fixture, residents_w
 from vault.mandates import catalogue_categories, grant_mandate, revoke_mandate
 from vault.models import new_id, utcnow
 from vault.purposes import RegisteredPurpose
-from vault.stamps import WATCHED, read_stamp
+from vault.stamps import WATCHED, read_stamp_from
 
 server = demo_server_fixture("stamps", residents=30)
 
@@ -24,8 +24,7 @@ PURPOSE = "subsidy-review"
 
 
 def _stamp(server: DemoServer) -> int:
-    with server.runtime.vault.sessions() as session:
-        return read_stamp(session)
+    return read_stamp_from(server.runtime.vault.engine)
 
 
 def _read(server: DemoServer, token: str, resident: str) -> httpx.Response:

@@ -23,8 +23,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from sqlalchemy import BigInteger, Engine, String, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import BigInteger, Engine, String
+from sqlalchemy.orm import Mapped, mapped_column
 
 from vault.models import Base
 
@@ -87,16 +87,6 @@ def drop_trigger_statements(dialect: str, tables: tuple[str, ...] = WATCHED) -> 
     ]
 
 
-_READ_STAMP = select(ChangeStamp.counter).where(ChangeStamp.name == STAMP_NAME)
-
-
-def read_stamp(session: Session) -> int:
-    """The current stamp (-1 for a schema without the table's row: nothing is cached)."""
-    # On the connection: the ORM's statement handling costs more than this read.
-    value = session.connection().scalar(_READ_STAMP)
-    return -1 if value is None else int(value)
-
-
 @dataclass
 class _Memo:
     value: int | None = None
@@ -122,8 +112,10 @@ _READ_STAMP_SQL = "SELECT counter FROM change_stamps WHERE name = 'access'"
 
 
 def read_stamp_from(engine: Engine) -> int:
-    """`read_stamp` on a pooled DBAPI connection: every request reads the stamp, and a
-    session (or even a Core connection) costs several times the read itself."""
+    """The current stamp (-1 for a schema without the table's row: nothing is cached).
+
+    On a pooled DBAPI connection: every request reads the stamp, and a session (or even a
+    Core connection) costs several times the read itself."""
     connection = engine.raw_connection()
     # On PostgreSQL, outside a transaction: one round trip, not BEGIN, SELECT and ROLLBACK.
     # (SQLite's driver begins none for a SELECT.)

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import context, op
 from alembic.util import CommandError
 
-from audit.encoding import ENTRY_COLUMN_NAMES, canonical_bytes
+from audit.encoding import ENTRY_COLUMN_NAMES, canonical_of
 from vault.i18n import negotiate, text
 from vault.models import TZDateTime
 
@@ -51,7 +51,7 @@ def _altered() -> list[str]:
     )
     rows = op.get_bind().execute(statement)
     for stored, *values in rows:
-        if canonical_bytes(dict(zip(ENTRY_COLUMN_NAMES, values, strict=True))) != bytes(stored):
+        if canonical_of(values) != bytes(stored):
             found.append(str(values[0]))
             if len(found) == 20:
                 break
