@@ -98,6 +98,9 @@ def capture(page: Any, name: str) -> None:
     reports.mkdir(parents=True, exist_ok=True)
     axe = Axe()
     bad: list[str] = []
+    # A click that navigates returns before the new document exists; measuring then
+    # finds no document element.
+    page.wait_for_load_state("load")
     for label, size in VIEWPORTS.items():
         page.set_viewport_size(size)
         width = page.evaluate("document.documentElement.scrollWidth")

@@ -200,6 +200,7 @@ def test_worker_records_an_assisted_consent_and_prints_the_receipt(
     expect(page.locator("article.receipt")).to_contain_text("已撤回")
 
     page.get_by_role("link", name="更正申请队列").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("更正申请队列")
     capture(page, "desk-corrections")
 
 
@@ -231,6 +232,7 @@ def test_auditor_filters_the_log_and_exports_csv(pages: PagesServer, page: Any) 
     expect(page.locator("svg.bars").first).to_be_visible()
     capture(page, "console-charts")
     page.get_by_role("link", name="异常情况").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("异常情况")
     capture(page, "console-anomalies")
     page.get_by_role("link", name="签名树头").click()
     expect(page.locator("table.log tbody tr").first).to_contain_text("有效")
