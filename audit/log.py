@@ -34,12 +34,14 @@ from audit.merkle import (
 )
 from audit.models import (
     ENTRY_COLUMNS,
+    LEAVES_ARE_LEVEL_ZERO,
     AuditCheckpoint,
     AuditEntry,
     AuditLeaf,
     AuditQueue,
     AuditTreeNode,
 )
+from vault.db import migration_applied
 from vault.interfaces import Keyring
 from vault.models import utcnow
 
@@ -156,7 +158,11 @@ def _next_entry_id() -> str:
 
 
 class DbNodeReader:
-    """Reads stored perfect-subtree hashes with one query per proof."""
+    """Reads stored perfect-subtree hashes with one query per proof.
+
+    Level 0 is the leaves' own hashes, read from `audit_leaves`; `audit_tree_nodes` holds
+    the levels above (it held level 0 too until migration 0022).
+    """
 
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -167,14 +173,25 @@ class DbNodeReader:
         # One OR of primary-key equalities with bound parameters: both databases turn it
         # into index look-ups. Written as text because compiling a SQLAlchemy expression of
         # ~30 terms cost ten times the query itself (bench/bench_audit.py).
-        where = " OR ".join(f'(level = :l{k} AND "index" = :i{k})' for k in range(len(coords)))
         params: dict[str, int] = {}
+        leaves: list[str] = []
+        nodes: list[str] = []
         for k, (level, index) in enumerate(coords):
-            params[f"l{k}"], params[f"i{k}"] = level, index
-        rows = self._session.execute(
-            text(f'SELECT level, "index", hash FROM audit_tree_nodes WHERE {where}'),  # noqa: S608
-            params,
-        )
+            params[f"i{k}"] = index
+            if level == 0:
+                leaves.append(f"leaf_index = :i{k}")
+            else:
+                params[f"l{k}"] = level
+                nodes.append(f'(level = :l{k} AND "index" = :i{k})')
+        # Fixed fragments only; every value is a bound parameter.
+        parts = []
+        if leaves:
+            where = " OR ".join(leaves)
+            parts.append(f"SELECT 0, leaf_index, leaf_hash FROM audit_leaves WHERE {where}")  # noqa: S608
+        if nodes:
+            where = " OR ".join(nodes)
+            parts.append(f'SELECT level, "index", hash FROM audit_tree_nodes WHERE {where}')  # noqa: S608
+        rows = self._session.execute(text(" UNION ALL ".join(parts)), params)
         return {(level, index): digest for level, index, digest in rows}
 
 
@@ -260,6 +277,9 @@ class AuditLog:
                 if not pending:
                     return total
                 compact = CompactRange.from_reader(DbNodeReader(session), size)
+                # Until the release's contract (0022) has run, older nodes may still be
+                # serving proofs from level-0 rows: write them as they did.
+                level_zero = not migration_applied(session.connection(), LEAVES_ARE_LEVEL_ZERO)
                 now = utcnow()
                 leaves: list[dict[str, Any]] = []
                 nodes: list[dict[str, Any]] = []
@@ -276,9 +296,11 @@ class AuditLog:
                     nodes += [
                         {"level": level, "index": index, "hash": node}
                         for (level, index), node in compact.append(digest)
+                        if level or level_zero
                     ]
                 session.execute(insert(AuditLeaf), leaves)
-                session.execute(insert(AuditTreeNode), nodes)
+                if nodes:  # an odd leaf completes no node above it
+                    session.execute(insert(AuditTreeNode), nodes)
                 session.execute(
                     delete(AuditQueue).where(
                         AuditQueue.entry_id.in_([leaf["entry_id"] for leaf in leaves])

@@ -3,7 +3,8 @@
 - `audit_entries`: one row per access or operational event; its columns determine its
   canonical bytes (what the Merkle tree hashes, `audit.encoding`).
 - `audit_leaves`: the dense, gap-free leaf index the integrator gives each committed entry.
-- `audit_tree_nodes`: every complete perfect subtree's hash, so proofs cost O(log n) reads.
+- `audit_tree_nodes`: every complete perfect subtree's hash above the leaves (level 0 is
+  `audit_leaves.leaf_hash`), so proofs cost O(log n) reads.
 - `audit_checkpoints`: signed tree heads, with the (unsigned) time they were signed.
 """
 
@@ -80,7 +81,15 @@ class AuditLeaf(Base):
     integrated_at: Mapped[datetime] = mapped_column(TZDateTime())
 
 
+# The contract migration after which level 0 lives in `audit_leaves` alone: until it has
+# run, the integrator writes level-0 nodes too, for older nodes still serving proofs.
+LEAVES_ARE_LEVEL_ZERO = "0022"
+
+
 class AuditTreeNode(Base):
+    """A perfect subtree's hash, at level 1 and above (level-0 rows only in a schema
+    before migration 0022)."""
+
     __tablename__ = "audit_tree_nodes"
     level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

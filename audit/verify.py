@@ -4,7 +4,9 @@ What it catches, and how it names the place:
 - a column changed after the fact: the columns no longer encode to the stored bytes;
 - the stored bytes changed: they no longer hash to the leaf hash;
 - a leaf hash changed, or rows reordered or inserted: the recomputed tree disagrees with
-  the stored level-0 nodes, or with a signed checkpoint;
+  the stored tree nodes, or with a signed checkpoint;
+- a stored tree node changed (what proofs are served from): it differs from the one the
+  leaves make;
 - a row removed: a gap in the leaf indexes, or a leaf whose entry is gone;
 - a checkpoint forged or altered: its signature fails under the log's public key.
 
@@ -91,7 +93,7 @@ def verify_log(
         report.notes.append(
             f"{archived.entries} entries are archived in {len(archived)} detached partitions"
         )
-    _check_stored_leaves(session, tree, batch)
+    _check_stored_nodes(session, tree, batch)
     previous: tuple[int, bytes] | None = None
     for head in session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size)):
         size, root = _check_checkpoint(head.checkpoint, verifier_key, tree)
@@ -132,19 +134,28 @@ def _check_checkpoint(text: str, verifier_key: str, tree: MemoryTree) -> tuple[i
     return checkpoint.size, checkpoint.root
 
 
-def _check_stored_leaves(session: Session, tree: MemoryTree, batch: int) -> None:
-    """Level-0 nodes were stored when each entry was integrated; compare them all."""
+def _check_stored_nodes(session: Session, tree: MemoryTree, batch: int) -> None:
+    """Every stored subtree hash (what proofs are served from) against the tree the
+    leaves make: a node changed would make proofs that fail against signed heads."""
     with session.execute(
-        select(AuditTreeNode.index, AuditTreeNode.hash)
-        .where(AuditTreeNode.level == 0)
-        .order_by(AuditTreeNode.index)
+        select(AuditTreeNode.level, AuditTreeNode.index, AuditTreeNode.hash)
+        .order_by(AuditTreeNode.level, AuditTreeNode.index)
         .execution_options(yield_per=batch)
     ) as rows:
-        for index, digest in rows:
-            if index >= tree.size or tree.get_node((0, index)) != digest:
+        for level, index, digest in rows:
+            if tree.get_node((level, index)) == digest:
+                continue
+            first, last = index << level, ((index + 1) << level) - 1
+            if last >= tree.size:
                 raise VerificationFailed(
-                    f"entry {index} differs from the leaf recorded when it was integrated", index
+                    f"the stored tree node ({level}, {index}) covers entries the log does"
+                    f" not have (it holds {tree.size})"
                 )
+            raise VerificationFailed(
+                f"the stored tree node ({level}, {index}) over entries {first} to {last}"
+                " differs from the one their leaves make",
+                first,
+            )
 
 
 def _first_difference_hint(tree: MemoryTree, size: int) -> int | None:

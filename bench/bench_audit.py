@@ -39,6 +39,7 @@ from audit.merkle import (
 )
 from audit.models import AuditLeaf, AuditTreeNode
 from audit.verify import verify_log
+from vault.models import utcnow
 
 
 def _draft(n: int) -> EntryDraft:
@@ -137,23 +138,40 @@ def bench_proofs(rt: Runtime, size: int, repeats: int) -> None:
 
 
 def load_synthetic_nodes(rt: Runtime, size: int) -> None:
-    """Store the nodes of a tree of `size` random leaves directly (no entries).
+    """Store the tree of `size` random leaves directly: leaf hashes in `audit_leaves`
+    (level 0, with made-up entry ids and no entries), the levels above in
+    `audit_tree_nodes`.
 
-    Proofs read only `audit_tree_nodes`; building 10^7 real entries takes over an hour on
+    Proofs read only those two tables; building 10^7 real entries takes over an hour on
     a 2-core machine, this takes minutes, and the proof queries see the same table shape.
     """
     tree = MemoryTree()
     rng = random.Random(size)
-    batch: list[dict[str, object]] = []
+    now = utcnow()
+    leaves: list[dict[str, object]] = []
+    nodes: list[dict[str, object]] = []
     with rt.transaction() as session:
-        for _ in range(size):
+        for n in range(size):
             for (level, index), digest in tree.append(rng.randbytes(32)):
-                batch.append({"level": level, "index": index, "hash": digest})
-            if len(batch) >= 50_000:
-                session.execute(insert(AuditTreeNode), batch)
-                batch = []
-        if batch:
-            session.execute(insert(AuditTreeNode), batch)
+                if level == 0:
+                    leaves.append(
+                        {
+                            "leaf_index": index,
+                            "entry_id": f"synthetic_{n}",
+                            "leaf_hash": digest,
+                            "integrated_at": now,
+                        }
+                    )
+                else:
+                    nodes.append({"level": level, "index": index, "hash": digest})
+            if len(leaves) >= 50_000:
+                session.execute(insert(AuditLeaf), leaves)
+                session.execute(insert(AuditTreeNode), nodes)
+                leaves, nodes = [], []
+        if leaves:
+            session.execute(insert(AuditLeaf), leaves)
+        if nodes:
+            session.execute(insert(AuditTreeNode), nodes)
     print(f"  loaded the nodes of a {size:,}-leaf tree")
 
 

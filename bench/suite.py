@@ -556,6 +556,15 @@ def bench_audit(runtime: Runtime, entries: int, figures: dict[str, Figure]) -> N
             runtime.audit.record(session, drafts[b : b + AUDIT_BATCH])
     figures["5a"].ours = entries / (time.perf_counter() - start)
     runtime.audit.checkpoint(runtime.vault.sessions)  # leaves and tree nodes are its bytes too
+    reclaimed = ""
+    if engine.dialect.name == "postgresql":
+        # The integrated entries' queue rows are dead; autovacuum reclaims them soon after
+        # (the queue holds the backlog, not the log), as SQLite's free list does at once.
+        queued = audit_size(engine)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("VACUUM audit_queue")
+        reclaimed = f"; {(queued - audit_size(engine)) / entries:.0f} B/entry of dead queue rows"
+        reclaimed += " vacuumed first, as autovacuum would"
     figures["5b"].ours = (audit_size(engine) - before) / entries
 
     # The baseline: rows of the same size (the draft as JSON), one plain table, same batches.
@@ -578,7 +587,7 @@ def bench_audit(runtime: Runtime, entries: int, figures: dict[str, Figure]) -> N
     figures["5a"].met = figures["5a"].ours >= 20_000
     figures["5b"].baseline = table_bytes(engine, lambda name: name == "plain_audit") / entries
     figures["5b"].met = figures["5b"].ours <= 600
-    figures["5b"].note = f"{entries:,} entries, integrated; all audit tables and indexes"
+    figures["5b"].note = f"{entries:,} entries, integrated; all audit tables and indexes{reclaimed}"
 
 
 def audit_size(engine: Engine) -> int:

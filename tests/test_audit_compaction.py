@@ -144,3 +144,106 @@ def test_an_entry_s_bytes_are_made_from_its_columns(settings: Settings) -> None:
             assert '"note":"第7次"'.encode() in entry.canonical
     finally:
         runtime.close()
+
+
+# -- level 0 of the tree lives in audit_leaves alone (migration 0022) ------------------------
+
+
+def _level_zero(engine: Any) -> dict[int, bytes]:
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(
+            'SELECT "index", hash FROM audit_tree_nodes WHERE level = 0'
+        ).all()
+    return {int(i): bytes(h) for i, h in rows}
+
+
+def _leaf_hashes(engine: Any) -> dict[int, bytes]:
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql("SELECT leaf_index, leaf_hash FROM audit_leaves").all()
+    return {int(i): bytes(h) for i, h in rows}
+
+
+def _record_and_integrate(runtime: Runtime, drafts: list[EntryDraft]) -> None:
+    with runtime.transaction() as session:
+        runtime.audit.record(session, drafts)
+    runtime.audit.integrate(runtime.vault.sessions)
+
+
+def _every_entry_proves(runtime: Runtime) -> int:
+    runtime.audit.checkpoint(runtime.vault.sessions, force=True)
+    with runtime.vault.sessions() as session:
+        verify_log(session, runtime.audit.verifier_key)
+        head = runtime.audit.latest_checkpoint(session)
+        assert head is not None
+        for index in range(head.tree_size):
+            entry = runtime.audit.entry_at(session, index)
+            assert entry is not None
+            proof = runtime.audit.inclusion_proof(session, index, head.tree_size)
+            assert verify_inclusion(
+                leaf_hash(entry.canonical), index, head.tree_size, proof, head.root_hash
+            )
+        return head.tree_size
+
+
+def test_level_zero_is_written_until_the_contract_then_dropped_and_proofs_still_hold(
+    settings: Settings,
+) -> None:
+    runtime = init_runtime(settings)
+    engine = runtime.vault.engine
+    try:
+        # At head the leaves are level 0: no copy is written.
+        _record_and_integrate(runtime, [_draft(n) for n in range(3)])
+        assert _level_zero(engine) == {}
+        _every_entry_proves(runtime)
+    finally:
+        runtime.close()
+    # The rolling deploy: the schema before the contract, older nodes serving proofs from
+    # level-0 rows. This release's integrator writes them as the older code did.
+    _downgrade(engine, "0021")
+    assert _level_zero(engine) == _leaf_hashes(engine)
+    runtime = open_runtime(settings.model_copy(update={"migrate_on_start": False}))
+    try:
+        _record_and_integrate(runtime, [_draft(n) for n in range(3, 8)])
+        assert _level_zero(engine) == _leaf_hashes(engine) and len(_leaf_hashes(engine)) >= 8
+    finally:
+        runtime.close()
+    migrate(engine)
+    assert _level_zero(engine) == {}
+    runtime = open_runtime(settings)
+    try:
+        _record_and_integrate(runtime, [_draft(n) for n in range(8, 13)])
+        assert _level_zero(engine) == {}
+        assert _every_entry_proves(runtime) == len(_leaf_hashes(engine))
+    finally:
+        runtime.close()
+    engine.dispose()
+
+
+def test_a_level_zero_node_that_differs_from_its_leaf_stops_the_contract(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VAULT_LANG", "en")
+    runtime = init_runtime(settings)
+    engine = runtime.vault.engine
+    _record_and_integrate(runtime, [_draft(n) for n in range(4)])
+    runtime.close()
+    _downgrade(engine, "0021")
+    with engine.begin() as connection:
+        # Tampering, as setup: past the append-only guard.
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
+        else:
+            connection.exec_driver_sql("DROP TRIGGER audit_tree_nodes_no_update")
+        connection.exec_driver_sql(
+            'UPDATE audit_tree_nodes SET hash = ? WHERE level = 0 AND "index" = 2'
+            if connection.dialect.name == "sqlite"
+            else 'UPDATE audit_tree_nodes SET hash = %s WHERE level = 0 AND "index" = 2',
+            (b"\x00" * 32,),
+        )
+    kept = _level_zero(engine)
+    with pytest.raises(CommandError) as refused:
+        migrate(engine)
+    assert "2" in str(refused.value).split("nodes ")[1].split(" differ")[0]
+    assert "audit verify" in str(refused.value)
+    assert _level_zero(engine) == kept  # the evidence stays
+    engine.dispose()

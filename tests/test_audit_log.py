@@ -211,6 +211,20 @@ def test_verify_catches_a_rewritten_tail_with_forged_leaves(runtime: Runtime) ->
     assert failed.value.leaf_index == 2
 
 
+def test_verify_catches_an_altered_tree_node_that_proofs_are_served_from(
+    runtime: Runtime,
+) -> None:
+    """Level 0 is the leaves themselves; every stored node above is checked too."""
+    postgres = runtime.vault.engine.dialect.name == "postgresql"
+    literal = "decode('{}', 'hex')" if postgres else "X'{}'"
+    failure = _tampered(
+        runtime,
+        f"UPDATE audit_tree_nodes SET hash = {literal.format('00' * 32)}"  # noqa: S608
+        ' WHERE level = 2 AND "index" = 1',
+    )
+    assert failure.leaf_index == 4 and "(2, 1)" in str(failure) and "4 to 7" in str(failure)
+
+
 def test_a_checkpoint_from_another_key_is_rejected(runtime: Runtime, tmp_path: Path) -> None:
     _record(runtime, 2)
     head = runtime.audit.checkpoint(runtime.vault.sessions)

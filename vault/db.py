@@ -22,6 +22,7 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
 from sqlalchemy import (
     Connection,
     DateTime,
@@ -361,6 +362,26 @@ def schema_state(engine: Engine) -> SchemaState:
         return SchemaState(current, head, (), ahead)
     behind = tuple(r.revision for r in scripts.iterate_revisions(head, current))[::-1]
     return SchemaState(current, head, behind, behind_phases={r: phases[r] for r in behind})
+
+
+_applied_by_current: dict[str, frozenset[str]] = {}
+
+
+def migration_applied(connection: Connection, revision: str) -> bool:
+    """Whether `revision` is applied to this database (its current revision or one before
+    it): what lets the code of a release tell if its contract has run yet, and keep doing
+    what the older code needs until it has. One query; the revision walk is cached."""
+    current = MigrationContext.configure(connection).get_current_revision()
+    if current is None:
+        return False
+    if current not in _applied_by_current:
+        scripts = _scripts()
+        try:
+            walked = frozenset(r.revision for r in scripts.iterate_revisions(current, "base"))
+        except RevisionError:  # a revision newer than this code: past all of ours
+            walked = frozenset(r.revision for r in scripts.walk_revisions())
+        _applied_by_current[current] = walked
+    return revision in _applied_by_current[current]
 
 
 def require_runnable_schema(engine: Engine) -> SchemaState:
