@@ -23,10 +23,12 @@ import vault.services as services_module
 from access.stats.measures import MEASURES, TOTAL
 from access.stats.tables import Counted, count, places, residents_query
 from tests.factories import household, person, place
+from tests.test_migrations import _downgrade
 from tests.test_rotation import SimulatedCrashError, _interrupt_after
 from vault.catalogue import CatalogueError, parse_catalogue
 from vault.context import Vault
 from vault.crypto import blind_index_message
+from vault.db import migrate
 from vault.models import Building, Resident
 from vault.rotation import rotate_kek
 from vault.services import NewResident, Provenance
@@ -214,6 +216,37 @@ def test_rotation_retokens_resuming_after_a_crash_and_counts_still_agree(
     for measure in MEASURED:
         tokens, decrypted = _both(vault, measure, ids)
         assert tokens == decrypted == before[measure]
+
+
+def test_tokens_written_before_migration_0023_are_kept_and_still_count(
+    vault: Vault, buildings: list[str]
+) -> None:
+    """0023 drops an index (and on SQLite copies the table into its key's b-tree): every
+    token written before it is still there after it, and after going back."""
+    _downgrade(vault.engine, "0022")
+    people = [
+        (i % 3, _resident(i, ["visual", "none"][i % 2], "dibao", i % 2 == 0)) for i in range(9)
+    ]
+    ids = _create(vault, buildings, people)
+    before = {m: _both(vault, m, ids) for m in MEASURED}
+    with vault.sessions() as session:
+        rows = {
+            (r.resident_id, r.field, r.epoch, r.token)
+            for r in session.scalars(select(ResidentStatToken))
+        }
+    assert rows
+    for step in ("up", "down", "up"):
+        if step == "up":
+            migrate(vault.engine)
+        else:
+            _downgrade(vault.engine, "0022")
+        with vault.sessions() as session:
+            assert {
+                (r.resident_id, r.field, r.epoch, r.token)
+                for r in session.scalars(select(ResidentStatToken))
+            } == rows
+        assert {m: _both(vault, m, ids) for m in MEASURED} == before
+        assert all(tokens == decrypted for tokens, decrypted in before.values())
 
 
 def test_the_backfill_fills_an_upgraded_vault_resuming_and_counts_fall_back_meanwhile(

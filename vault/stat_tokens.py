@@ -34,7 +34,6 @@ import structlog
 from sqlalchemy import (
     Boolean,
     ForeignKey,
-    Index,
     LargeBinary,
     Select,
     String,
@@ -43,6 +42,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    tuple_,
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
@@ -68,8 +68,10 @@ class ResidentStatToken(Base):
     """One resident's token of one statistics field (absent: the field is not set)."""
 
     __tablename__ = "resident_stat_tokens"
-    # Grouping reads (field, token) for the residents in scope; rotation finds stale epochs.
-    __table_args__ = (Index("ix_resident_stat_tokens_grouping", "field", "epoch", "token"),)
+    # Counting probes (resident, field) for each resident in scope: on SQLite the rows live
+    # in that key's b-tree, one look-up each and no second copy of the keys (migration
+    # 0023). No other index: the counts drive from residents, rotation walks the key.
+    __table_args__ = ({"sqlite_with_rowid": False},)
     resident_id: Mapped[str] = mapped_column(ForeignKey("residents.id"), primary_key=True)
     field: Mapped[str] = mapped_column(String(64), primary_key=True)
     epoch: Mapped[str] = mapped_column(String(64))
@@ -351,18 +353,21 @@ def retoken(
         )
     done = 0
     labels: dict[tuple[str, str], dict[bytes, str]] = {}
+    after = ("", "")  # the key walked to: each batch starts past the last, not from the top
+    key = tuple_(ResidentStatToken.resident_id, ResidentStatToken.field)
     while True:
         with factory() as session, session.begin():
             batch = list(
                 session.scalars(
                     select(ResidentStatToken)
-                    .where(stale)
+                    .where(stale, key > tuple_(*after))
                     .order_by(ResidentStatToken.resident_id, ResidentStatToken.field)
                     .limit(batch_size)
                 )
             )
             if not batch:
                 break
+            after = (batch[-1].resident_id, batch[-1].field)
             for row in batch:
                 spec = tokens.fields.get(row.field)
                 if spec is None:  # no longer a statistics field: its tokens go
