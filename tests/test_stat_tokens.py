@@ -29,7 +29,7 @@ from vault.catalogue import CatalogueError, parse_catalogue
 from vault.context import Vault
 from vault.crypto import blind_index_message
 from vault.db import migrate
-from vault.models import Building, Resident
+from vault.models import BlindIndexEntry, Building, Resident
 from vault.rotation import rotate_kek
 from vault.services import NewResident, Provenance
 from vault.stat_tokens import (
@@ -218,35 +218,44 @@ def test_rotation_retokens_resuming_after_a_crash_and_counts_still_agree(
         assert tokens == decrypted == before[measure]
 
 
-def test_tokens_written_before_migration_0023_are_kept_and_still_count(
+def _lookup_rows(vault: Vault) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    with vault.sessions() as session:
+        tokens = {
+            (r.resident_id, r.field, r.epoch, r.token)
+            for r in session.scalars(select(ResidentStatToken))
+        }
+        blind = {
+            (r.resident_id, r.field, r.scheme, r.digest)
+            for r in session.scalars(select(BlindIndexEntry))
+        }
+    return tokens, blind
+
+
+def test_lookup_rows_written_before_migration_0023_are_kept_and_still_work(
     vault: Vault, buildings: list[str]
 ) -> None:
-    """0023 drops an index (and on SQLite copies the table into its key's b-tree): every
-    token written before it is still there after it, and after going back."""
+    """0023 drops an index (and on SQLite copies the tokens and the blind indexes into
+    their keys' b-trees): every row written before it is still there after it, and after
+    going back; counts and identifier look-ups still answer."""
     _downgrade(vault.engine, "0022")
     people = [
         (i % 3, _resident(i, ["visual", "none"][i % 2], "dibao", i % 2 == 0)) for i in range(9)
     ]
     ids = _create(vault, buildings, people)
     before = {m: _both(vault, m, ids) for m in MEASURED}
-    with vault.sessions() as session:
-        rows = {
-            (r.resident_id, r.field, r.epoch, r.token)
-            for r in session.scalars(select(ResidentStatToken))
-        }
-    assert rows
+    assert all(tokens == decrypted for tokens, decrypted in before.values())
+    rows = _lookup_rows(vault)
+    assert rows[0] and rows[1]
+    someone = people[4][1]["id_number"]
     for step in ("up", "down", "up"):
         if step == "up":
             migrate(vault.engine)
         else:
             _downgrade(vault.engine, "0022")
-        with vault.sessions() as session:
-            assert {
-                (r.resident_id, r.field, r.epoch, r.token)
-                for r in session.scalars(select(ResidentStatToken))
-            } == rows
+        assert _lookup_rows(vault) == rows
         assert {m: _both(vault, m, ids) for m in MEASURED} == before
-        assert all(tokens == decrypted for tokens, decrypted in before.values())
+        with vault.sessions() as session:
+            assert vault.store.find(session, "id_number", someone) == [ids[4]]
 
 
 def test_the_backfill_fills_an_upgraded_vault_resuming_and_counts_fall_back_meanwhile(

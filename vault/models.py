@@ -233,7 +233,11 @@ class BlindIndexEntry(Base):
     """Keyed MAC of a normalised identifier, for exact-match lookup without the plaintext."""
 
     __tablename__ = "blind_indexes"
-    __table_args__ = (Index("ix_blind_indexes_lookup", "field", "digest"),)
+    # On SQLite the rows live in their key's b-tree: no second copy of it (migration 0023).
+    __table_args__ = (
+        Index("ix_blind_indexes_lookup", "field", "digest"),
+        {"sqlite_with_rowid": False},
+    )
     resident_id: Mapped[str] = mapped_column(ForeignKey("residents.id"), primary_key=True)
     field: Mapped[str] = mapped_column(String(64), primary_key=True)
     scheme: Mapped[str] = mapped_column(String(64))
