@@ -8,6 +8,7 @@ for what would break the old code or lock a busy table. docs/postgresql.md expla
 
 from __future__ import annotations
 
+import importlib
 import re
 import shutil
 import textwrap
@@ -36,6 +37,10 @@ from vault.db import (
     schema_state,
 )
 from vault.models import Base
+
+_analysed = importlib.import_module("migrations.versions.0024_place_tables_analysed_early")
+PLACE_TABLES: tuple[str, ...] = _analysed.PLACE_TABLES
+PLACE_THRESHOLD: int = _analysed.THRESHOLD
 
 # Written before the rule; each declares "expand", but their SQL predates the checks (0008
 # builds an index on audit_entries in the migration's transaction, for one).
@@ -360,3 +365,31 @@ def test_downgrade_to_base_and_upgrade_again_leaves_the_models_schema(
     with engine.connect() as connection:
         noted = set(connection.scalars(select(SchemaPhase.revision)))
     assert noted == set(_revisions())  # every phase recorded again after the round trip
+
+
+def test_place_tables_are_analysed_after_a_few_changes_on_postgresql(database_url: str) -> None:
+    """A district's few dozen buildings, inserted once, must not wait for 50 changes before
+    the planner learns about them (it then counted statistics with nested loops)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no autovacuum")
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+        with engine.connect() as connection:
+            options = dict(
+                connection.execute(
+                    text("SELECT relname, reloptions FROM pg_class WHERE relname = ANY(:names)"),
+                    {"names": list(PLACE_TABLES)},
+                ).all()
+            )
+        assert set(options) == set(PLACE_TABLES)
+        for table, reloptions in options.items():
+            assert f"autovacuum_analyze_threshold={PLACE_THRESHOLD}" in (reloptions or []), table
+        _downgrade(engine, "0023")
+        with engine.connect() as connection:
+            reset = connection.scalar(
+                text("SELECT reloptions FROM pg_class WHERE relname = 'buildings'")
+            )
+        assert not reset
+    finally:
+        engine.dispose()
