@@ -116,12 +116,15 @@ def encode_provenance(fields: Mapping[str, FieldProvenance]) -> str:
     fields it covers as a bit mask of their codes (and the names of fields without one);
     an import writes one such entry per resident, not one per field."""
     groups: dict[tuple[str, str, int, int | None], list[str]] = {}
+    # A resident's fields mostly share one provenance object: its head is made once.
+    heads: dict[int, tuple[str, str, int, int | None]] = {}
     for name in sorted(fields):
         p = fields[name]
-        verified = None if p.verified_at is None else _micros(p.verified_at)
-        groups.setdefault((p.written_by, p.channel, _micros(p.written_at), verified), []).append(
-            name
-        )
+        head = heads.get(id(p))
+        if head is None:
+            verified = None if p.verified_at is None else _micros(p.verified_at)
+            head = heads[id(p)] = (p.written_by, p.channel, _micros(p.written_at), verified)
+        groups.setdefault(head, []).append(name)
     entries: list[list[Any]] = []
     for head, names in groups.items():
         mask = sum(1 << int(_CODE_OF[n]) for n in names if n in _CODE_OF)
