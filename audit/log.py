@@ -41,7 +41,7 @@ from audit.models import (
     AuditQueue,
     AuditTreeNode,
 )
-from vault.db import migration_applied
+from vault.db import bulk_insert, migration_applied
 from vault.interfaces import Keyring
 from vault.models import utcnow
 
@@ -161,7 +161,7 @@ class DbNodeReader:
     """Reads stored perfect-subtree hashes with one query per proof.
 
     Level 0 is the leaves' own hashes, read from `audit_leaves`; `audit_tree_nodes` holds
-    the levels above (it held level 0 too until migration 0022).
+    the levels above (it held level 0 too until migration 0023).
     """
 
     def __init__(self, session: Session) -> None:
@@ -228,10 +228,12 @@ class AuditLog:
             row["details"] = _bounded_details(dict(draft.details))
             rows.append(row)
         try:
-            # Core inserts on the tables: the ORM's bulk path costs more than the insert.
-            session.execute(insert(_ENTRIES), rows)
-            session.execute(
-                insert(_QUEUE),
+            # The driver's own bulk path (COPY on PostgreSQL): a Core executemany built a
+            # parameter dict per row, and PostgreSQL got a statement per row.
+            bulk_insert(session, _ENTRIES, rows)
+            bulk_insert(
+                session,
+                _QUEUE,
                 [{"entry_id": r["entry_id"], "recorded_at": r["recorded_at"]} for r in rows],
             )
         except SQLAlchemyError as exc:
@@ -277,7 +279,7 @@ class AuditLog:
                 if not pending:
                     return total
                 compact = CompactRange.from_reader(DbNodeReader(session), size)
-                # Until the release's contract (0022) has run, older nodes may still be
+                # Until the release's contract (0023) has run, older nodes may still be
                 # serving proofs from level-0 rows: write them as they did.
                 level_zero = not migration_applied(session.connection(), LEAVES_ARE_LEVEL_ZERO)
                 now = utcnow()

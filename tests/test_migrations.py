@@ -38,7 +38,7 @@ from vault.db import (
 )
 from vault.models import Base
 
-_analysed = importlib.import_module("migrations.versions.0024_place_tables_analysed_early")
+_analysed = importlib.import_module("migrations.versions.0021_place_tables_analysed_early")
 PLACE_TABLES: tuple[str, ...] = _analysed.PLACE_TABLES
 PLACE_THRESHOLD: int = _analysed.THRESHOLD
 
@@ -385,7 +385,7 @@ def test_place_tables_are_analysed_after_a_few_changes_on_postgresql(database_ur
         assert set(options) == set(PLACE_TABLES)
         for table, reloptions in options.items():
             assert f"autovacuum_analyze_threshold={PLACE_THRESHOLD}" in (reloptions or []), table
-        _downgrade(engine, "0023")
+        _downgrade(engine, "0020")
         with engine.connect() as connection:
             reset = connection.scalar(
                 text("SELECT reloptions FROM pg_class WHERE relname = 'buildings'")

@@ -9,14 +9,16 @@ settings (docs/postgresql.md explains the sizing).
 from __future__ import annotations
 
 import io
+import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
@@ -28,6 +30,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     String,
+    Table,
     create_engine,
     event,
     func,
@@ -94,6 +97,58 @@ class PoolLimits:
         if read_only:
             options.append("default_transaction_read_only=on")
         return " ".join(f"-c {option}" for option in options)
+
+
+def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows that all name the same columns, in the caller's transaction.
+
+    Each value goes through its column's bind processor (e.g. TZDateTime's UTC check) as
+    an INSERT would, and a refused row raises the same SQLAlchemy error an INSERT would:
+    - on PostgreSQL (psycopg) one COPY: an executemany sends a statement per row, and an
+      import of 10^4 residents is about 10^5 rows;
+    - on SQLite the driver's executemany of one compiled INSERT with plain tuples: a Core
+      executemany built a parameter dict per row, a tenth of an import's time.
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    columns = [table.c[name] for name in rows[0]]
+    processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
+
+    def values(row: Mapping[str, Any]) -> list[Any]:
+        return [
+            row[column.name] if process is None else process(row[column.name])
+            for column, process in zip(columns, processors, strict=True)
+        ]
+
+    quote = dialect.identifier_preparer
+    names = ", ".join(quote.quote(column.name) for column in columns)
+    target = quote.format_table(table)
+    driver = connection.connection.driver_connection
+    if dialect.name == "sqlite":
+        statement = f"INSERT INTO {target} ({names}) VALUES ({', '.join('?' * len(columns))})"  # noqa: S608 - our names
+        cursor = driver.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(statement, [values(row) for row in rows])
+        except sqlite3.Error as error:
+            raise DBAPIError.instance(statement, None, error, sqlite3.Error) from error
+        finally:
+            cursor.close()
+        return
+    if dialect.name != "postgresql" or dialect.driver != "psycopg":
+        session.execute(insert(table), rows)
+        return
+    statement = f"COPY {target} ({names}) FROM STDIN"
+    cursor = driver.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(values(row))
+    except psycopg.Error as error:
+        raise DBAPIError.instance(statement, None, error, psycopg.Error) from error
+    finally:
+        cursor.close()
 
 
 SQLITE_MMAP_BYTES = 256 * 1024 * 1024

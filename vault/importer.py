@@ -19,10 +19,11 @@ from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from vault.blind_index import digest, normalise_for_index
+from vault.db import bulk_insert
 from vault.errors import ValidationFailed
 from vault.i18n import DEFAULT_LANG, Message
 from vault.models import BlindIndexEntry, Building, Household, Room, new_id, utcnow
-from vault.services import NewResident, Provenance, ResidentStore, bulk_insert
+from vault.services import NewResident, Provenance, ResidentStore
 
 STRUCTURE_COLUMNS = ("building_id", "unit", "room", "household")
 _JSON_TYPES = frozenset({"list", "object"})

@@ -7,8 +7,8 @@ building and counted statistics with nested loops, three times slower than with 
 joins. A low threshold is only a storage parameter: no lock beyond a moment's, no
 rewrite. SQLite has no autovacuum; nothing changes there.
 
-Revision ID: 0024
-Revises: 0023
+Revision ID: 0021
+Revises: 0020
 Create Date: 2026-12-07 14:40:00.000000
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 from alembic import context, op
 
-revision: str = "0024"
-down_revision: str | Sequence[str] | None = "0023"
+revision: str = "0021"
+down_revision: str | Sequence[str] | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 phase: str = "expand"
