@@ -6,6 +6,7 @@ refusal is raised on, and `api.http.problems` answers it (with its Decision-Id).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
@@ -213,6 +214,24 @@ def update_resident(
 # -- exports --------------------------------------------------------------------------------
 
 
+EXPORT_CHUNK_BYTES = 64 * 1024
+
+
+def _chunks(lines: Iterator[str], size: int = EXPORT_CHUNK_BYTES) -> Iterator[bytes]:
+    """The lines, encoded and joined into chunks of about `size` bytes."""
+    pending: list[bytes] = []
+    length = 0
+    for line in lines:
+        encoded = line.encode()
+        pending.append(encoded)
+        length += len(encoded)
+        if length >= size:
+            yield b"".join(pending)
+            pending, length = [], 0
+    if pending:
+        yield b"".join(pending)
+
+
 @router.get("/exports/residents", summary="Streamed bulk export (NDJSON or CSV)")
 def export_residents(
     request: Request,
@@ -234,7 +253,8 @@ def export_residents(
 
     # A sync iterator: Starlette runs it in a worker thread, so the database work of each
     # batch (whose audit entries commit before its rows are sent) never blocks the loop.
-    body = (line.encode() for line in opened.lines)
+    # One hop per chunk of lines, not per line: a hop cost more than a row.
+    body = _chunks(opened.lines)
     media = "application/x-ndjson" if format == "ndjson" else "text/csv; charset=utf-8"
     headers = {**decision_headers(access, decision), "Export-Id": export_id}
     return StreamingResponse(body, media_type=media, headers=headers)
