@@ -1,8 +1,7 @@
 """Verify the whole log: every entry, every leaf, every stored node, every checkpoint.
 
 What it catches, and how it names the place:
-- a column changed after the fact: the columns no longer encode to the stored bytes;
-- the stored bytes changed: they no longer hash to the leaf hash;
+- a column changed after the fact: the bytes its columns make no longer hash to its leaf;
 - a leaf hash changed, or rows reordered or inserted: the recomputed tree disagrees with
   the stored tree nodes, or with a signed checkpoint;
 - a stored tree node changed (what proofs are served from): it differs from the one the

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from alembic.util import CommandError
-from sqlalchemy import LargeBinary, MetaData, Table, inspect, select
+from sqlalchemy import LargeBinary, MetaData, Table, inspect, select, text
 
 from access.runtime import Runtime, init_runtime, open_runtime
 from api.settings import Settings
@@ -70,6 +70,44 @@ def _as_older_code_wrote(runtime: Runtime, drafts: list[EntryDraft], **changed: 
     return ids
 
 
+def _hashes(engine: Any, statement: str) -> dict[int, bytes]:
+    """(index, hash) rows of `statement`, as a dict."""
+    with engine.connect() as connection:
+        return {int(i): bytes(h) for i, h in connection.exec_driver_sql(statement)}
+
+
+def _level_zero(engine: Any) -> dict[int, bytes]:
+    return _hashes(engine, 'SELECT "index", hash FROM audit_tree_nodes WHERE level = 0')
+
+
+def _leaf_hashes(engine: Any) -> dict[int, bytes]:
+    return _hashes(engine, "SELECT leaf_index, leaf_hash FROM audit_leaves")
+
+
+def _record_and_integrate(runtime: Runtime, drafts: list[EntryDraft]) -> None:
+    with runtime.transaction() as session:
+        runtime.audit.record(session, drafts)
+    runtime.audit.integrate(runtime.vault.sessions)
+
+
+def _every_entry_proves(runtime: Runtime) -> int:
+    """Verify the log and every entry's inclusion proof under a fresh head; the head's
+    size."""
+    runtime.audit.checkpoint(runtime.vault.sessions, force=True)
+    with runtime.vault.sessions() as session:
+        verify_log(session, runtime.audit.verifier_key)
+        head = runtime.audit.latest_checkpoint(session)
+        assert head is not None
+        for index in range(head.tree_size):
+            entry = runtime.audit.entry_at(session, index)
+            assert entry is not None
+            proof = runtime.audit.inclusion_proof(session, index, head.tree_size)
+            assert verify_inclusion(
+                leaf_hash(entry.canonical), index, head.tree_size, proof, head.root_hash
+            )
+        return head.tree_size
+
+
 def test_stored_bytes_are_checked_then_dropped_and_old_leaves_still_prove(
     settings: Settings,
 ) -> None:
@@ -85,18 +123,8 @@ def test_stored_bytes_are_checked_then_dropped_and_old_leaves_still_prove(
     engine.dispose()
     runtime = open_runtime(settings)
     try:
-        runtime.audit.checkpoint(runtime.vault.sessions, force=True)
+        _every_entry_proves(runtime)
         with runtime.vault.sessions() as session:
-            verify_log(session, runtime.audit.verifier_key)
-            head = runtime.audit.latest_checkpoint(session)
-            assert head is not None
-            for index in range(head.tree_size):
-                entry = runtime.audit.entry_at(session, index)
-                assert entry is not None
-                proof = runtime.audit.inclusion_proof(session, index, head.tree_size)
-                assert verify_inclusion(
-                    leaf_hash(entry.canonical), index, head.tree_size, proof, head.root_hash
-                )
             assert {runtime.audit.entry_at(session, i).entry_id for i in range(5)} == set(old)  # type: ignore[union-attr]
     finally:
         runtime.close()
@@ -149,42 +177,6 @@ def test_an_entry_s_bytes_are_made_from_its_columns(settings: Settings) -> None:
 # -- level 0 of the tree lives in audit_leaves alone (migration 0023) ------------------------
 
 
-def _level_zero(engine: Any) -> dict[int, bytes]:
-    with engine.connect() as connection:
-        rows = connection.exec_driver_sql(
-            'SELECT "index", hash FROM audit_tree_nodes WHERE level = 0'
-        ).all()
-    return {int(i): bytes(h) for i, h in rows}
-
-
-def _leaf_hashes(engine: Any) -> dict[int, bytes]:
-    with engine.connect() as connection:
-        rows = connection.exec_driver_sql("SELECT leaf_index, leaf_hash FROM audit_leaves").all()
-    return {int(i): bytes(h) for i, h in rows}
-
-
-def _record_and_integrate(runtime: Runtime, drafts: list[EntryDraft]) -> None:
-    with runtime.transaction() as session:
-        runtime.audit.record(session, drafts)
-    runtime.audit.integrate(runtime.vault.sessions)
-
-
-def _every_entry_proves(runtime: Runtime) -> int:
-    runtime.audit.checkpoint(runtime.vault.sessions, force=True)
-    with runtime.vault.sessions() as session:
-        verify_log(session, runtime.audit.verifier_key)
-        head = runtime.audit.latest_checkpoint(session)
-        assert head is not None
-        for index in range(head.tree_size):
-            entry = runtime.audit.entry_at(session, index)
-            assert entry is not None
-            proof = runtime.audit.inclusion_proof(session, index, head.tree_size)
-            assert verify_inclusion(
-                leaf_hash(entry.canonical), index, head.tree_size, proof, head.root_hash
-            )
-        return head.tree_size
-
-
 def test_level_zero_is_written_until_the_contract_then_dropped_and_proofs_still_hold(
     settings: Settings,
 ) -> None:
@@ -234,11 +226,9 @@ def test_a_level_zero_node_that_differs_from_its_leaf_stops_the_contract(
             connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
         else:
             connection.exec_driver_sql("DROP TRIGGER audit_tree_nodes_no_update")
-        connection.exec_driver_sql(
-            'UPDATE audit_tree_nodes SET hash = ? WHERE level = 0 AND "index" = 2'
-            if connection.dialect.name == "sqlite"
-            else 'UPDATE audit_tree_nodes SET hash = %s WHERE level = 0 AND "index" = 2',
-            (b"\x00" * 32,),
+        connection.execute(
+            text('UPDATE audit_tree_nodes SET hash = :hash WHERE level = 0 AND "index" = 2'),
+            {"hash": b"\x00" * 32},
         )
     kept = _level_zero(engine)
     with pytest.raises(CommandError) as refused:

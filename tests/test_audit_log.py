@@ -144,6 +144,13 @@ def _bypass_guards(runtime: Runtime, *statements: str) -> None:
             connection.execute(text(sql))
 
 
+def _blob(runtime: Runtime, hex_digits: str) -> str:
+    """A SQL literal of these bytes, for the tampering statements."""
+    if runtime.vault.engine.dialect.name == "postgresql":
+        return f"decode('{hex_digits}', 'hex')"
+    return f"X'{hex_digits}'"
+
+
 def _tampered(runtime: Runtime, *statements: str) -> VerificationFailed:
     _record(runtime, 9)
     runtime.audit.checkpoint(runtime.vault.sessions)
@@ -195,16 +202,13 @@ def test_verify_catches_a_rewritten_tail_with_forged_leaves(runtime: Runtime) ->
         assert entry is not None
         forged = entry.canonical.replace(b'"allowed"', b'"denied"')
     hex_hash = leaf_hash(forged).hex()
-    literal = (
-        "decode('{}', 'hex')" if runtime.vault.engine.dialect.name == "postgresql" else "X'{}'"
-    )
     _bypass_guards(
         runtime,
         f"UPDATE audit_entries SET outcome = 'denied' WHERE entry_id = '{entry.entry_id}'",  # noqa: S608 - test's own values
     )
     _bypass_guards(
         runtime,
-        f"UPDATE audit_leaves SET leaf_hash = {literal.format(hex_hash)} WHERE leaf_index = 2",  # noqa: S608
+        f"UPDATE audit_leaves SET leaf_hash = {_blob(runtime, hex_hash)} WHERE leaf_index = 2",  # noqa: S608
     )
     with runtime.vault.sessions() as session, pytest.raises(VerificationFailed) as failed:
         verify_log(session, runtime.audit.verifier_key)
@@ -215,11 +219,9 @@ def test_verify_catches_an_altered_tree_node_that_proofs_are_served_from(
     runtime: Runtime,
 ) -> None:
     """Level 0 is the leaves themselves; every stored node above is checked too."""
-    postgres = runtime.vault.engine.dialect.name == "postgresql"
-    literal = "decode('{}', 'hex')" if postgres else "X'{}'"
     failure = _tampered(
         runtime,
-        f"UPDATE audit_tree_nodes SET hash = {literal.format('00' * 32)}"  # noqa: S608
+        f"UPDATE audit_tree_nodes SET hash = {_blob(runtime, '00' * 32)}"  # noqa: S608
         ' WHERE level = 2 AND "index" = 1',
     )
     assert failure.leaf_index == 4 and "(2, 1)" in str(failure) and "4 to 7" in str(failure)

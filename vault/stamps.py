@@ -108,7 +108,7 @@ def one_stamp_per_request() -> Iterator[None]:
 
 
 # The DBAPI statement: no parameters, so no paramstyle to render per driver.
-_READ_STAMP_SQL = "SELECT counter FROM change_stamps WHERE name = 'access'"
+_READ_STAMP_SQL = f"SELECT counter FROM {ChangeStamp.__tablename__} WHERE name = '{STAMP_NAME}'"  # noqa: S608 - constants
 
 
 def read_stamp_from(engine: Engine) -> int:
