@@ -580,7 +580,9 @@ class Detector:
         if not busy:
             return []
         sizes = self._jurisdictions(session, busy, end)
-        usual = self._usual(session, list(busy), end)
+        # The usual day is taken from the days before the one the window starts in: a
+        # window reaching back past midnight must not count its own reads as usual.
+        usual = self._usual(session, list(busy), first)
         hours = round((end - first).total_seconds() / 3600, 1)
         found = []
         for actor, tally in sorted(busy.items()):

@@ -41,7 +41,7 @@ from audit.models import (
     AuditQueue,
     AuditTreeNode,
 )
-from vault.db import bulk_insert, migration_applied
+from vault.db import bulk_insert, lock_writers, migration_applied
 from vault.interfaces import Keyring
 from vault.models import utcnow
 
@@ -50,8 +50,9 @@ log = structlog.get_logger(__name__)
 SIGNING_KEY_NAME = "audit-log"
 _ENTRIES = cast(Table, AuditEntry.__table__)
 _QUEUE = cast(Table, AuditQueue.__table__)
-# An arbitrary constant naming the integrator's PostgreSQL advisory lock.
+# Arbitrary constants naming the integrator's and the signer's PostgreSQL advisory locks.
 _INTEGRATOR_LOCK = 0x5256_4155_4449_54  # "RVAUDIT"
+_CHECKPOINT_LOCK = 0x5256_4348_4B50_54  # "RVCHKPT"
 
 
 @dataclass(frozen=True)
@@ -253,14 +254,12 @@ class AuditLog:
         """Give committed entries the next leaf indexes and store the new tree nodes.
 
         Returns how many entries were integrated. Only one integrator runs at a time
-        (a PostgreSQL advisory lock; SQLite serialises writers anyway).
+        (`lock_writers`): another returns at once on PostgreSQL, and waits on SQLite.
         """
         total = 0
         while True:
             with sessions() as session, session.begin():
-                if session.get_bind().dialect.name == "postgresql" and not session.scalar(
-                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _INTEGRATOR_LOCK}
-                ):
+                if not lock_writers(session, _INTEGRATOR_LOCK, wait=False):
                     return total  # another integrator is at work
                 size = self.tree_size(session)
                 pending = session.execute(
@@ -333,6 +332,9 @@ class AuditLog:
         """Integrate, then sign a checkpoint if the tree grew (or if forced and none exists)."""
         self.integrate(sessions)
         with sessions() as session, session.begin():
+            # Two signers (the background loop, a forced checkpoint, another node) would
+            # both sign the same size; the second waits, then finds it signed.
+            lock_writers(session, _CHECKPOINT_LOCK)
             size = self.tree_size(session)
             latest = self.latest_checkpoint(session)
             if latest is not None and latest.tree_size >= size:

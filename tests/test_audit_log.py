@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -314,3 +316,77 @@ def test_canonical_bytes_are_the_documented_json(runtime: Runtime) -> None:
     assert entry.canonical.startswith(b'{"action":"read"')
     assert b'"v":1' in entry.canonical and b" " not in entry.canonical
     assert base64.b64encode(entry.canonical)  # serves as the tlog-proof `extra` line
+
+
+def _race(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, pause_in: str, work: Callable[[], object]
+) -> list[BaseException]:
+    """Run `work` twice at once: the first holds still in `audit.log.<pause_in>` (after its
+    reads, before its writes) until the second has finished, or for a second when the
+    second waits for it. Returns what either raised."""
+    import audit.log as module
+
+    first_has_read, second_done = threading.Event(), threading.Event()
+    original = getattr(module, pause_in)
+
+    def paused(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        if threading.current_thread().name == "first":
+            first_has_read.set()
+            second_done.wait(1.0)
+        return result
+
+    monkeypatch.setattr(module, pause_in, paused)
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # reported to the test
+            failures.append(exc)
+        finally:
+            if threading.current_thread().name == "second":
+                second_done.set()
+
+    first = threading.Thread(target=run, name="first")
+    first.start()
+    assert first_has_read.wait(10)
+    second = threading.Thread(target=run, name="second")
+    second.start()
+    first.join(20)
+    second.join(20)
+    return failures
+
+
+def test_two_integrators_at_once_give_each_entry_one_leaf(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _record(runtime, 9)
+    failures = _race(
+        runtime,
+        monkeypatch,
+        "DbNodeReader",
+        lambda: runtime.audit.integrate(runtime.vault.sessions),
+    )
+    assert failures == []
+    with runtime.vault.sessions() as session:
+        assert runtime.audit.tree_size(session) == 9
+        report = verify_log(session, runtime.audit.verifier_key)
+    assert report.entries == 9
+
+
+def test_two_signers_at_once_sign_one_checkpoint(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _record(runtime, 5)
+    runtime.audit.integrate(runtime.vault.sessions)
+    failures = _race(
+        runtime,
+        monkeypatch,
+        "read_root",
+        lambda: runtime.audit.checkpoint(runtime.vault.sessions),
+    )
+    assert failures == []
+    with runtime.vault.sessions() as session:
+        sizes = session.scalars(text("SELECT tree_size FROM audit_checkpoints")).all()
+    assert sizes == [5]

@@ -9,7 +9,7 @@ with Retry-After. The normal day is in test_detection_normal_day.py.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from api.settings import Settings
 from audit.detection import DetectionRules, Detector
 from audit.encoding import ENTRY_COLUMN_NAMES
 from audit.models import AuditAlert, AuditEntry
+from audit.queries import CHINA
 from tests.demo_server import DemoServer, demo_server_fixture, residents_in, run_demo_server
 from vault.models import Building, utcnow
 
@@ -170,11 +171,24 @@ def backdated_reads(
         session.execute(insert(AuditEntry), rows)
 
 
-def test_an_actors_usual_day_does_not_alarm_but_five_times_it_does(tmp_path: Path) -> None:
+def _china_clock(hours: float) -> datetime:
+    """A moment `hours` into yesterday, China time (always in the past)."""
+    yesterday = (utcnow() - timedelta(days=1)).astimezone(CHINA)
+    midnight = yesterday.replace(hour=0, minute=0, second=0, microsecond=0)
+    return (midnight + timedelta(hours=hours)).astimezone(UTC)
+
+
+# Just past midnight, the day's last hours belong to the day before: the scan once took
+# them into the usual day it judged them against, and a scrape straddling midnight went
+# unseen (CI at 16:04 UTC).
+@pytest.mark.parametrize("china_hour", [0.1, 1.5, 9.0, 23.9], ids=lambda h: f"{h:04.1f}h")
+def test_an_actors_usual_day_does_not_alarm_but_five_times_it_does(
+    tmp_path: Path, china_hour: float
+) -> None:
     settings_ = Settings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 'v.db'}")
     runtime = init_runtime(settings_)
     try:
-        now = utcnow()
+        now = _china_clock(china_hour)
         # Reads end now, whatever the hour: the night rule is not what this test is about.
         watch = Detector(runtime.audit, DetectionRules(off_hours_residents=10**6), [])
         # 25 an hour for 12 hours a day over the fortnight before today: 300 a day.

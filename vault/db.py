@@ -288,6 +288,25 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+def lock_writers(session: Session, key: int, *, wait: bool = True) -> bool:
+    """Make this transaction the only one of its kind at work, across processes and nodes;
+    call it before the transaction's first read. On PostgreSQL, the transaction-scoped
+    advisory lock `key` (waited for, or False at once when `wait` is off and another holds
+    it). On SQLite, the database's write lock, taken now: pysqlite begins a transaction
+    only at the first INSERT, so the reads before it would see a state another writer may
+    change before this one writes (two integrators gave the same leaf indexes)."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        if not wait:
+            return bool(connection.scalar(select(func.pg_try_advisory_xact_lock(key))))
+        connection.execute(select(func.pg_advisory_xact_lock(key)))
+    elif connection.dialect.name == "sqlite":
+        driver: sqlite3.Connection = connection.connection.driver_connection  # type: ignore[assignment]
+        if not driver.in_transaction:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # waits up to the busy timeout
+    return True
+
+
 def migrations_location() -> str:
     """The directory of the migration scripts this code ships."""
     # Found by name, not imported: the environment at the root (migrations/env.py) imports
