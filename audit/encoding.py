@@ -1,6 +1,6 @@
 """An entry's canonical bytes: what its Merkle leaf hashes, computed from its columns.
 
-The bytes are not stored (migration 0022 dropped them): the columns determine them, so a
+The bytes are not stored (migration 0023 dropped them): the columns determine them, so a
 column changed behind the log's back changes the bytes and no longer matches the leaf.
 """
 

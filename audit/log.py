@@ -162,7 +162,7 @@ class DbNodeReader:
     """Reads stored perfect-subtree hashes with one query per proof.
 
     Level 0 is the leaves' own hashes, read from `audit_leaves`; `audit_tree_nodes` holds
-    the levels above (it held level 0 too until migration 0023).
+    the levels above (it held level 0 too until migration 0024).
     """
 
     def __init__(self, session: Session) -> None:
@@ -278,7 +278,7 @@ class AuditLog:
                 if not pending:
                     return total
                 compact = CompactRange.from_reader(DbNodeReader(session), size)
-                # Until the release's contract (0023) has run, older nodes may still be
+                # Until the release's contract (0024) has run, older nodes may still be
                 # serving proofs from level-0 rows: write them as they did.
                 level_zero = not migration_applied(session.connection(), LEAVES_ARE_LEVEL_ZERO)
                 now = utcnow()

@@ -83,12 +83,12 @@ class AuditLeaf(Base):
 
 # The contract migration after which level 0 lives in `audit_leaves` alone: until it has
 # run, the integrator writes level-0 nodes too, for older nodes still serving proofs.
-LEAVES_ARE_LEVEL_ZERO = "0023"
+LEAVES_ARE_LEVEL_ZERO = "0024"
 
 
 class AuditTreeNode(Base):
     """A perfect subtree's hash, at level 1 and above (level-0 rows only in a schema
-    before migration 0023)."""
+    before migration 0024)."""
 
     __tablename__ = "audit_tree_nodes"
     level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)

@@ -1,4 +1,4 @@
-"""Entries no longer store their canonical bytes (migrations 0020 and 0022, issue 20): a
+"""Entries no longer store their canonical bytes (migrations 0020 and 0023, issue 20): a
 vault whose older code stored them upgrades with nothing lost, every old leaf still
 verifying, and the upgrade refuses, naming the entry, if a stored byte string no longer
 matches the columns it was made from."""
@@ -174,7 +174,7 @@ def test_an_entry_s_bytes_are_made_from_its_columns(settings: Settings) -> None:
         runtime.close()
 
 
-# -- level 0 of the tree lives in audit_leaves alone (migration 0023) ------------------------
+# -- level 0 of the tree lives in audit_leaves alone (migration 0024) ------------------------
 
 
 def test_level_zero_is_written_until_the_contract_then_dropped_and_proofs_still_hold(
@@ -191,7 +191,7 @@ def test_level_zero_is_written_until_the_contract_then_dropped_and_proofs_still_
         runtime.close()
     # The rolling deploy: the schema before the contract, older nodes serving proofs from
     # level-0 rows. This release's integrator writes them as the older code did.
-    _downgrade(engine, "0022")
+    _downgrade(engine, "0023")
     assert _level_zero(engine) == _leaf_hashes(engine)
     runtime = open_runtime(settings.model_copy(update={"migrate_on_start": False}))
     try:
@@ -219,7 +219,7 @@ def test_a_level_zero_node_that_differs_from_its_leaf_stops_the_contract(
     engine = runtime.vault.engine
     _record_and_integrate(runtime, [_draft(n) for n in range(4)])
     runtime.close()
-    _downgrade(engine, "0022")
+    _downgrade(engine, "0023")
     with engine.begin() as connection:
         # Tampering, as setup: past the append-only guard.
         if connection.dialect.name == "postgresql":

@@ -231,13 +231,13 @@ def _lookup_rows(vault: Vault) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...
     return tokens, blind
 
 
-def test_lookup_rows_written_before_migration_0024_are_kept_and_still_work(
+def test_lookup_rows_written_before_migration_0025_are_kept_and_still_work(
     vault: Vault, buildings: list[str]
 ) -> None:
-    """0024 drops an index (and on SQLite copies the tokens and the blind indexes into
+    """0025 drops an index (and on SQLite copies the tokens and the blind indexes into
     their keys' b-trees): every row written before it is still there after it, and after
     going back; counts and identifier look-ups still answer."""
-    _downgrade(vault.engine, "0023")
+    _downgrade(vault.engine, "0024")
     people = [
         (i % 3, _resident(i, ["visual", "none"][i % 2], "dibao", i % 2 == 0)) for i in range(9)
     ]
@@ -251,7 +251,7 @@ def test_lookup_rows_written_before_migration_0024_are_kept_and_still_work(
         if step == "up":
             migrate(vault.engine)
         else:
-            _downgrade(vault.engine, "0023")
+            _downgrade(vault.engine, "0024")
         assert _lookup_rows(vault) == rows
         assert {m: _both(vault, m, ids) for m in MEASURED} == before
         with vault.sessions() as session:

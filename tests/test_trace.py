@@ -18,6 +18,7 @@ import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
@@ -30,8 +31,10 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from access.exports.batches import PLAN_KEPT, ExportPlan, ExportPlanRow
 from access.exports.fingerprints import (
     ExportKey,
+    Fingerprint,
     column_order,
     csv_cells,
     csv_line,
@@ -50,9 +53,10 @@ from api.cli.main import app as cli_app
 from audit.models import AuditEntry
 from audit.queries import EntryFilter, accesses_per_day, out_of_hours, sensitive_reads
 from policies import EmbeddedEngine, load_bundle
+from policies.district import follow_district
 from tests.demo_server import DemoServer, demo_server_on
 from vault.interfaces import Keyring
-from vault.models import Building, Household, Resident, Room
+from vault.models import Building, Household, Resident, Room, utcnow
 from vault.pseudonyms import Pseudonyms
 
 CIVIL, HEALTH = "org_civil_affairs", "org_health"
@@ -571,3 +575,53 @@ def test_only_the_right_export_gains_from_a_rewritten_files_column_order(
     assert evidence[records[0].id] > 2
     if header != column_order(ExportKey.derive(master, records[1].id), names):
         assert evidence[records[1].id] < 0
+
+
+def _planned_rows(server: DemoServer, export_id: str) -> int:
+    with server.runtime.vault.sessions() as session:
+        found = session.scalars(
+            select(ExportPlanRow.resident_id).where(ExportPlanRow.export_id == export_id)
+        )
+        return len(list(found))
+
+
+def test_an_exports_plan_is_in_the_database_while_it_streams_and_gone_after(
+    vault: Vault,
+) -> None:
+    """The keyed order is planned into the database, not held in memory: the rows come back
+    in the same order a batch of 7 at a time as 500 at a time, the plan is deleted when the
+    last batch is out, and an unfinished export's plan is swept a day on."""
+    server = vault.server
+    stale = "exp_never_finished"
+    with server.runtime.transaction() as session:
+        session.add(ExportPlan(export_id=stale, planned_at=utcnow() - PLAN_KEPT - timedelta(1)))
+        session.add(
+            ExportPlanRow(export_id=stale, sort_key=b"\0" * 8, resident_id="r_x", decoy=False)
+        )
+    engine = EmbeddedEngine(load_bundle())
+    try:
+        gate = Gate(server.runtime, follow_district(engine, server.runtime.vault.sessions))
+        with server.runtime.vault.sessions() as session:
+            subject = dataclasses.replace(organisation_subject(session, CIVIL), client="cl_t")
+        access = Access(subject, PURPOSES[CIVIL], "req-plan", justification="年度复核")
+        key = ExportKey.derive(fingerprint_master(server.runtime.vault.keyring), "exp_plan")
+        orders = []
+        for export_id, batch_size in (("exp_plan_by_7", 7), ("exp_plan_by_500", 500)):
+            fingerprint = Fingerprint(export_id, key)
+            _, batches, summary = gate.export(
+                access, batch_size=batch_size, fingerprint=fingerprint
+            )
+            first = next(batches)
+            planned = _planned_rows(server, export_id)
+            assert _planned_rows(server, stale) == 0  # swept when this plan was made
+            rows = [view.resident_id for view in first]
+            rows += [view.resident_id for batch in batches for view in batch]
+            assert planned == len(rows) == summary["rows"] and fingerprint.decoys
+            assert _planned_rows(server, export_id) == 0
+            orders.append(rows)
+    finally:
+        engine.close()
+    assert orders[0] == orders[1]
+    assert orders[0] == sorted(orders[0], key=key.order_key)
+    with server.runtime.vault.sessions() as session:
+        assert session.get(ExportPlan, "exp_plan_by_7") is None

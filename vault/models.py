@@ -233,7 +233,7 @@ class BlindIndexEntry(Base):
     """Keyed MAC of a normalised identifier, for exact-match lookup without the plaintext."""
 
     __tablename__ = "blind_indexes"
-    # On SQLite the rows live in their key's b-tree: no second copy of it (migration 0024).
+    # On SQLite the rows live in their key's b-tree: no second copy of it (migration 0025).
     __table_args__ = (
         Index("ix_blind_indexes_lookup", "field", "digest"),
         {"sqlite_with_rowid": False},

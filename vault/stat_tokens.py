@@ -70,7 +70,7 @@ class ResidentStatToken(Base):
     __tablename__ = "resident_stat_tokens"
     # Counting probes (resident, field) for each resident in scope: on SQLite the rows live
     # in that key's b-tree, one look-up each and no second copy of the keys (migration
-    # 0024). No other index: the counts drive from residents, rotation walks the key.
+    # 0025). No other index: the counts drive from residents, rotation walks the key.
     __table_args__ = ({"sqlite_with_rowid": False},)
     resident_id: Mapped[str] = mapped_column(ForeignKey("residents.id"), primary_key=True)
     field: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -71,6 +71,10 @@ def _prf(key: bytes, channel: bytes, text: str) -> bytes:
     return hashlib.blake2b(channel + b"\x00" + text.encode(), key=key, digest_size=8).digest()
 
 
+# Memoised choices per export, at most (about 1 MB).
+MEMO_ENTRIES = 8_192
+
+
 @dataclass(frozen=True)
 class ExportKey:
     """One export's secret and the choices it makes; the secret is never stored. Choices
@@ -87,17 +91,23 @@ class ExportKey:
         """Rows are sorted by this, so every subset keeps a per-export order."""
         return _prf(self.secret, b"order", vault_id)
 
-    def bit(self, channel: str, text: str) -> int:
+    def _byte(self, channel: str, text: str) -> int:
         found = self._memo.get((channel, text))
         if found is None:
-            found = self._memo[(channel, text)] = _prf(self.secret, channel.encode(), text)[0]
-        return found & 1
+            found = _prf(self.secret, channel.encode(), text)[0]
+            # The values that repeat (treatments, enumerations) come early and stay; a
+            # name or a phone number seldom repeats, and keeping every one grew an export
+            # of 10^5 rows by tens of megabytes, personal values held until its end.
+            if len(self._memo) < MEMO_ENTRIES:
+                self._memo[(channel, text)] = found
+        return found
+
+    def bit(self, channel: str, text: str) -> int:
+        return self._byte(channel, text) & 1
 
     def pair_bits(self, text: str) -> tuple[int, int]:
         """Two choices from one PRF: spacing after the `:` and after the `,`."""
-        found = self._memo.get(("json-pair", text))
-        if found is None:
-            found = self._memo[("json-pair", text)] = _prf(self.secret, b"json-pair", text)[0]
+        found = self._byte("json-pair", text)
         return found & 1, (found >> 1) & 1
 
     def choice(self, channel: str, text: str, n: int) -> int:

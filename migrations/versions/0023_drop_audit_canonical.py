@@ -5,8 +5,8 @@ Before dropping, every stored byte string is checked against the one its columns
 a difference means a column was changed behind the log's back, and the migration refuses,
 naming the entries, so the evidence is kept (`resident-vault audit verify` tells more).
 
-Revision ID: 0022
-Revises: 0021
+Revision ID: 0023
+Revises: 0022
 Create Date: 2026-12-07 12:00:01.000000
 """
 
@@ -23,8 +23,8 @@ from audit.encoding import ENTRY_COLUMN_NAMES, canonical_of
 from vault.i18n import negotiate, text
 from vault.models import TZDateTime
 
-revision: str = "0022"
-down_revision: str | Sequence[str] | None = "0021"
+revision: str = "0023"
+down_revision: str | Sequence[str] | None = "0022"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 # Contract: the code before 0020 writes and reads the column.

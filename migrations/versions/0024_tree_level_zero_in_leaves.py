@@ -7,8 +7,8 @@ writes the level-0 nodes older nodes serve proofs from. Before deleting, every l
 node is checked against its leaf: a difference means the tree was changed behind the log,
 and the migration refuses, naming the leaves, so the evidence is kept.
 
-Revision ID: 0023
-Revises: 0022
+Revision ID: 0024
+Revises: 0023
 Create Date: 2026-12-07 14:00:00.000000
 """
 
@@ -22,8 +22,8 @@ from alembic.util import CommandError
 
 from vault.i18n import negotiate, text
 
-revision: str = "0023"
-down_revision: str | Sequence[str] | None = "0022"
+revision: str = "0024"
+down_revision: str | Sequence[str] | None = "0023"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 # Contract: the code before this release reads level 0 from audit_tree_nodes.

@@ -7,8 +7,8 @@ key: the extra index was a third copy of every token that no query used. On SQLi
 rowid table kept each key twice as well (the table and its primary-key index). Nothing is
 lost: the rows are copied as they are, and the other indexes are made again.
 
-Revision ID: 0024
-Revises: 0023
+Revision ID: 0025
+Revises: 0024
 Create Date: 2026-12-07 14:20:00.000000
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import context, op
 
-revision: str = "0024"
-down_revision: str | Sequence[str] | None = "0023"
+revision: str = "0025"
+down_revision: str | Sequence[str] | None = "0024"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 # Contract: it drops an index (the code before this release ran with it, not on it).
