@@ -58,6 +58,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 
+from access.exports.batches import PLAN_TABLES
 from access.gate import Gate
 from access.runtime import Runtime, init_runtime, open_runtime
 from access.settings import StatsSettings
@@ -666,11 +667,24 @@ def _medians_ms(
 def bench_storage(
     runtime: Runtime, plain: Engine, residents: int, figures: dict[str, Figure]
 ) -> None:
-    ours = table_bytes(runtime.vault.engine, lambda name: not _audit(name))
+    engine = runtime.vault.engine
+    reclaimed = ""
+    if engine.dialect.name == "postgresql":
+        # The export figure's plan rows are deleted but not yet vacuumed: autovacuum
+        # truncates the emptied table soon after, as SQLite's free list takes its pages.
+        before = table_bytes(engine, lambda name: not _audit(name))
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            for table in PLAN_TABLES:
+                connection.exec_driver_sql(f"VACUUM {table}")
+        gone = before - table_bytes(engine, lambda name: not _audit(name))
+        reclaimed = f"; {gone / residents:.0f} B/resident of dead export-plan rows vacuumed first"
+    ours = table_bytes(engine, lambda name: not _audit(name))
     theirs = table_bytes(plain, lambda name: name == "plain_residents")
     figures["6"].ours, figures["6"].baseline = ours / residents, theirs / residents
     figures["6"].met = figures["6"].ours <= 2048
-    figures["6"].note = f"{residents:,} residents; all vault tables and indexes but the audit log"
+    figures[
+        "6"
+    ].note = f"{residents:,} residents; all vault tables and indexes but the audit log{reclaimed}"
 
 
 # -- figure 7: backup and restore (PostgreSQL) -------------------------------------------------

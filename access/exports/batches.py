@@ -66,6 +66,8 @@ class ExportPlanRow(Base):
 
 
 _PLAN_ROWS = cast(Table, ExportPlanRow.__table__)
+# Working space of exports in progress, empty between them.
+PLAN_TABLES = (ExportPlan.__tablename__, ExportPlanRow.__tablename__)
 
 _Q = TypeVar("_Q", bound="Select[*tuple[Any, ...]]")
 
