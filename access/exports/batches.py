@@ -25,6 +25,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from access.exports.decoys import create_decoys, pool_target
 from access.exports.fingerprints import Fingerprint
 from audit import EntryDraft
+from consent import ConsentCover
 from policies import Decision
 from policies.rows import by_area
 from vault.db import bulk_insert
@@ -229,7 +230,7 @@ def _covers_shown(
     fingerprint: Fingerprint,
     decoys: Sequence[tuple[str, str, str]],
     consenting: int,
-) -> dict[str, Any]:
+) -> dict[str, ConsentCover]:
     """For each decoy, the consent cover of a consenting resident (chosen by rank with the
     export's key) whose fields it shows."""
     key, export_id = fingerprint.key, fingerprint.export_id
@@ -245,7 +246,7 @@ def _covers_shown(
     # A consent withdrawn since its rank was counted: the decoy takes another's, or none
     # is shown when every consent went.
     spare = [covers[r] for r in sorted(covers)]
-    likes: dict[str, Any] = {}
+    likes: dict[str, ConsentCover] = {}
     for rid, rank in ranks.items():
         like = ranked.get(rank)
         if like is not None and like in covers:
