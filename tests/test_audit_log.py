@@ -319,7 +319,7 @@ def test_canonical_bytes_are_the_documented_json(runtime: Runtime) -> None:
 
 
 def _race(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, pause_in: str, work: Callable[[], object]
+    monkeypatch: pytest.MonkeyPatch, pause_in: str, work: Callable[[], object]
 ) -> list[BaseException]:
     """Run `work` twice at once: the first holds still in `audit.log.<pause_in>` (after its
     reads, before its writes) until the second has finished, or for a second when the
@@ -363,7 +363,6 @@ def test_two_integrators_at_once_give_each_entry_one_leaf(
 ) -> None:
     _record(runtime, 9)
     failures = _race(
-        runtime,
         monkeypatch,
         "DbNodeReader",
         lambda: runtime.audit.integrate(runtime.vault.sessions),
@@ -381,7 +380,6 @@ def test_two_signers_at_once_sign_one_checkpoint(
     _record(runtime, 5)
     runtime.audit.integrate(runtime.vault.sessions)
     failures = _race(
-        runtime,
         monkeypatch,
         "read_root",
         lambda: runtime.audit.checkpoint(runtime.vault.sessions),

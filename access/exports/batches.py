@@ -78,9 +78,10 @@ def _placed(query: _Q, place: Place) -> _Q:
 
 
 def _sweep(session: Session) -> None:
-    stale = select(ExportPlan.export_id).where(ExportPlan.planned_at < utcnow() - PLAN_KEPT)
+    cutoff = utcnow() - PLAN_KEPT
+    stale = select(ExportPlan.export_id).where(ExportPlan.planned_at < cutoff)
     session.execute(delete(ExportPlanRow).where(ExportPlanRow.export_id.in_(stale)))
-    session.execute(delete(ExportPlan).where(ExportPlan.planned_at < utcnow() - PLAN_KEPT))
+    session.execute(delete(ExportPlan).where(ExportPlan.planned_at < cutoff))
 
 
 def _forget(gate: Gate, export_id: str) -> None:
