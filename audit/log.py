@@ -17,7 +17,20 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import String, Table, and_, delete, func, insert, select, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    and_,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,7 +40,10 @@ from audit.errors import AuditUnavailable, ProofUnavailable
 from audit.merkle import (
     CompactRange,
     Coord,
+    is_kept_level,
+    kept_spans,
     leaf_hash,
+    nodes_from_kept,
     read_consistency_proof,
     read_inclusion_proof,
     read_root,
@@ -35,6 +51,7 @@ from audit.merkle import (
 from audit.models import (
     ENTRY_COLUMNS,
     LEAVES_ARE_LEVEL_ZERO,
+    TREE_IN_STRATA,
     AuditCheckpoint,
     AuditEntry,
     AuditLeaf,
@@ -43,13 +60,23 @@ from audit.models import (
 )
 from vault.db import bulk_insert, lock_writers, migration_applied
 from vault.interfaces import Keyring
-from vault.models import utcnow
+from vault.models import TZDateTime, utcnow
 
 log = structlog.get_logger(__name__)
 
 SIGNING_KEY_NAME = "audit-log"
 _ENTRIES = cast(Table, AuditEntry.__table__)
 _QUEUE = cast(Table, AuditQueue.__table__)
+_LEAVES = cast(Table, AuditLeaf.__table__)
+# audit_leaves before migration 0026, which dropped the integration time nothing read.
+_OLDER_LEAVES = Table(
+    "audit_leaves",
+    MetaData(),
+    Column("leaf_index", BigInteger, primary_key=True),
+    Column("entry_id", String(40)),
+    Column("leaf_hash", LargeBinary(32)),
+    Column("integrated_at", TZDateTime()),
+)
 # Arbitrary constants naming the integrator's and the signer's PostgreSQL advisory locks.
 _INTEGRATOR_LOCK = 0x5256_4155_4449_54  # "RVAUDIT"
 _CHECKPOINT_LOCK = 0x5256_4348_4B50_54  # "RVCHKPT"
@@ -159,31 +186,34 @@ def _next_entry_id() -> str:
 
 
 class DbNodeReader:
-    """Reads stored perfect-subtree hashes with one query per proof.
+    """Answers perfect-subtree hashes from the stored ones, with one query per proof.
 
     Level 0 is the leaves' own hashes, read from `audit_leaves`; `audit_tree_nodes` holds
-    the levels above (it held level 0 too until migration 0024).
+    the levels above. Every node is folded from the kept levels (`audit.merkle.STRATUM`),
+    whether or not its own level is still stored: so the same reads serve a tree before
+    and after migration 0026 dropped the levels between.
     """
 
     def __init__(self, session: Session) -> None:
         self._session = session
 
     def get_nodes(self, coords: Sequence[Coord]) -> dict[Coord, bytes]:
-        if not coords:
+        spans = kept_spans(coords)
+        if not spans:
             return {}
-        # One OR of primary-key equalities with bound parameters: both databases turn it
-        # into index look-ups. Written as text because compiling a SQLAlchemy expression of
+        # One OR of primary-key ranges with bound parameters: both databases turn it into
+        # index range scans. Written as text because compiling a SQLAlchemy expression of
         # ~30 terms cost ten times the query itself (bench/bench_audit.py).
         params: dict[str, int] = {}
         leaves: list[str] = []
         nodes: list[str] = []
-        for k, (level, index) in enumerate(coords):
-            params[f"i{k}"] = index
+        for k, (level, first, last) in enumerate(spans):
+            params[f"a{k}"], params[f"b{k}"] = first, last
             if level == 0:
-                leaves.append(f"leaf_index = :i{k}")
+                leaves.append(f"leaf_index BETWEEN :a{k} AND :b{k}")
             else:
                 params[f"l{k}"] = level
-                nodes.append(f'(level = :l{k} AND "index" = :i{k})')
+                nodes.append(f'(level = :l{k} AND "index" BETWEEN :a{k} AND :b{k})')
         # Fixed fragments only; every value is a bound parameter.
         parts = []
         if leaves:
@@ -193,7 +223,7 @@ class DbNodeReader:
             where = " OR ".join(nodes)
             parts.append(f'SELECT level, "index", hash FROM audit_tree_nodes WHERE {where}')  # noqa: S608
         rows = self._session.execute(text(" UNION ALL ".join(parts)), params)
-        return {(level, index): digest for level, index, digest in rows}
+        return nodes_from_kept(coords, {(level, index): digest for level, index, digest in rows})
 
 
 class AuditLog:
@@ -281,25 +311,22 @@ class AuditLog:
                 # Until the release's contract (0024) has run, older nodes may still be
                 # serving proofs from level-0 rows: write them as they did.
                 level_zero = not migration_applied(session.connection(), LEAVES_ARE_LEVEL_ZERO)
+                # Likewise every level above 0, and the leaf's integration time, until 0026
+                # has run; then the kept levels only.
+                older = not migration_applied(session.connection(), TREE_IN_STRATA)
                 now = utcnow()
                 leaves: list[dict[str, Any]] = []
                 nodes: list[dict[str, Any]] = []
                 for offset, values in enumerate(pending):
                     digest = leaf_hash(canonical_of(values))
-                    leaves.append(
-                        {
-                            "leaf_index": size + offset,
-                            "entry_id": values[0],
-                            "leaf_hash": digest,
-                            "integrated_at": now,
-                        }
-                    )
+                    leaf = {"leaf_index": size + offset, "entry_id": values[0], "leaf_hash": digest}
+                    leaves.append({**leaf, "integrated_at": now} if older else leaf)
                     nodes += [
                         {"level": level, "index": index, "hash": node}
                         for (level, index), node in compact.append(digest)
-                        if level or level_zero
+                        if (level_zero if level == 0 else older or is_kept_level(level))
                     ]
-                session.execute(insert(AuditLeaf), leaves)
+                session.execute(insert(_OLDER_LEAVES if older else _LEAVES), leaves)
                 if nodes:  # an odd leaf completes no node above it
                     session.execute(insert(AuditTreeNode), nodes)
                 session.execute(

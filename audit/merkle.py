@@ -24,20 +24,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "STRATUM",
     "CompactRange",
     "Coord",
     "MemoryTree",
     "MissingNodesError",
     "NodeReader",
+    "Span",
     "consistency_proof",
     "consistency_proof_from_nodes",
     "inclusion_proof",
     "inclusion_proof_from_nodes",
+    "is_kept_level",
+    "kept_spans",
     "leaf_hash",
     "node_hash",
     "nodes_completed_by_append",
@@ -45,6 +49,7 @@ __all__ = [
     "nodes_for_consistency",
     "nodes_for_inclusion",
     "nodes_for_root",
+    "nodes_from_kept",
     "read_consistency_proof",
     "read_inclusion_proof",
     "read_root",
@@ -271,6 +276,50 @@ class NodeReader(Protocol):
     """
 
     def get_nodes(self, coords: Sequence[Coord]) -> Mapping[Coord, bytes]: ...
+
+
+STRATUM = 4
+"""A node store keeps the levels that are multiples of this (level 0, the leaves, among
+them); a node between two such levels is folded from at most 2**(STRATUM - 1) nodes of the
+kept level below it. Keeping every level cost about one stored node per leaf (the levels
+above 0 sum to n - 1 nodes); keeping one level in four costs one per 15 leaves."""
+
+Span = tuple[int, int, int]
+"""(level, first index, last index): a run of stored nodes on one kept level."""
+
+
+def is_kept_level(level: int) -> bool:
+    """Whether a stratified node store keeps the nodes of `level`."""
+    return level % STRATUM == 0
+
+
+def _kept_span(coord: Coord) -> Span:
+    """The stored nodes `coord` is folded from: itself when its level is kept."""
+    level, index = coord
+    base = level - level % STRATUM
+    depth = level - base
+    return base, index << depth, ((index + 1) << depth) - 1
+
+
+def kept_spans(coords: Iterable[Coord]) -> list[Span]:
+    """The runs of kept-level nodes the given nodes are folded from, without repeats."""
+    return sorted(set(map(_kept_span, coords)))
+
+
+def nodes_from_kept(coords: Sequence[Coord], kept: Mapping[Coord, bytes]) -> dict[Coord, bytes]:
+    """`NodeReader` results from a stratified store: each requested node whose kept nodes
+    (`kept_spans`) are all in `kept`, folded from them; the others are left out."""
+    out: dict[Coord, bytes] = {}
+    for coord in coords:
+        base, first, last = _kept_span(coord)
+        row = [kept.get((base, i)) for i in range(first, last + 1)]
+        if any(h is None for h in row):
+            continue
+        hashes = cast(list[bytes], row)
+        while len(hashes) > 1:  # a perfect subtree: pair by pair, level by level
+            hashes = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
+        out[coord] = hashes[0]
+    return out
 
 
 def _lookup(coords: Sequence[Coord], nodes: Mapping[Coord, bytes]) -> list[bytes]:

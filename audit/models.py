@@ -75,20 +75,27 @@ class AuditQueue(Base):
 
 class AuditLeaf(Base):
     __tablename__ = "audit_leaves"
-    leaf_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    # INTEGER on SQLite makes the index the table's rowid (migration 0026), not a second
+    # copy of it in an index of its own.
+    leaf_index: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False
+    )
     entry_id: Mapped[str] = mapped_column(String(40), unique=True)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
-    integrated_at: Mapped[datetime] = mapped_column(TZDateTime())
 
 
 # The contract migration after which level 0 lives in `audit_leaves` alone: until it has
 # run, the integrator writes level-0 nodes too, for older nodes still serving proofs.
 LEAVES_ARE_LEVEL_ZERO = "0024"
+# The contract after which `audit_tree_nodes` keeps only the levels `audit.merkle.STRATUM`
+# names: until it has run, the integrator writes every level, for older nodes serving
+# proofs from them.
+TREE_IN_STRATA = "0026"
 
 
 class AuditTreeNode(Base):
-    """A perfect subtree's hash, at level 1 and above (level-0 rows only in a schema
-    before migration 0024)."""
+    """A perfect subtree's hash, at the kept levels above 0 (`audit.merkle.STRATUM`): every
+    level above 0 in a schema before migration 0026, and level 0 too before 0024."""
 
     __tablename__ = "audit_tree_nodes"
     level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)

@@ -32,6 +32,7 @@ from audit.log import DbNodeReader
 from audit.merkle import (
     MemoryTree,
     inclusion_proof,
+    is_kept_level,
     read_consistency_proof,
     read_inclusion_proof,
     read_root,
@@ -39,7 +40,6 @@ from audit.merkle import (
 )
 from audit.models import AuditLeaf, AuditTreeNode
 from audit.verify import verify_log
-from vault.models import utcnow
 
 
 def _draft(n: int) -> EntryDraft:
@@ -147,7 +147,6 @@ def load_synthetic_nodes(rt: Runtime, size: int) -> None:
     """
     tree = MemoryTree()
     rng = random.Random(size)
-    now = utcnow()
     leaves: list[dict[str, object]] = []
     nodes: list[dict[str, object]] = []
     with rt.transaction() as session:
@@ -155,14 +154,9 @@ def load_synthetic_nodes(rt: Runtime, size: int) -> None:
             for (level, index), digest in tree.append(rng.randbytes(32)):
                 if level == 0:
                     leaves.append(
-                        {
-                            "leaf_index": index,
-                            "entry_id": f"synthetic_{n}",
-                            "leaf_hash": digest,
-                            "integrated_at": now,
-                        }
+                        {"leaf_index": index, "entry_id": f"synthetic_{n}", "leaf_hash": digest}
                     )
-                else:
+                elif is_kept_level(level):
                     nodes.append({"level": level, "index": index, "hash": digest})
             if len(leaves) >= 50_000:
                 session.execute(insert(AuditLeaf), leaves)

@@ -1,7 +1,8 @@
-"""Entries no longer store their canonical bytes (migrations 0020 and 0023, issue 20): a
-vault whose older code stored them upgrades with nothing lost, every old leaf still
-verifying, and the upgrade refuses, naming the entry, if a stored byte string no longer
-matches the columns it was made from."""
+"""The audit log's compactions (issue 20), each a vault whose older code wrote more that
+upgrades with nothing lost, every old leaf still proving, and refuses, naming what differs,
+if the copy to be dropped no longer matches what it copies: entries' canonical bytes
+(migrations 0020 and 0023), level 0 of the tree (0024), the levels between those kept
+(0026)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from api.settings import Settings
 from audit import EntryDraft
 from audit.encoding import ENTRY_COLUMN_NAMES, canonical_bytes
 from audit.log import AuditLog
-from audit.merkle import leaf_hash, verify_inclusion
+from audit.merkle import STRATUM, MemoryTree, leaf_hash, verify_inclusion
 from audit.models import AuditEntry
 from audit.verify import verify_log
 from tests.test_migrations import _downgrade
@@ -237,3 +238,114 @@ def test_a_level_zero_node_that_differs_from_its_leaf_stops_the_contract(
     assert "audit verify" in str(refused.value)
     assert _level_zero(engine) == kept  # the evidence stays
     engine.dispose()
+
+
+# -- the tree keeps one level in four; leaves keep no integration time (migration 0026) -----
+
+
+def _stored_nodes(engine: Any) -> dict[tuple[int, int], bytes]:
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql('SELECT level, "index", hash FROM audit_tree_nodes')
+        return {(int(level), int(i)): bytes(h) for level, i, h in rows}
+
+
+def _full_tree(engine: Any) -> dict[tuple[int, int], bytes]:
+    """Every node above the leaves of the tree the stored leaves make."""
+    leaves = _leaf_hashes(engine)
+    tree = MemoryTree(leaves[i] for i in range(len(leaves)))
+    nodes = {}
+    level = 1
+    while len(leaves) >> level:
+        for index in range(len(leaves) >> level):
+            nodes[(level, index)] = tree.get_node((level, index))
+        level += 1
+    return nodes
+
+
+def _leaf_columns(engine: Any) -> set[str]:
+    return {c["name"] for c in inspect(engine).get_columns("audit_leaves")}
+
+
+def test_every_level_is_written_until_the_contract_then_one_in_four_and_proofs_still_hold(
+    settings: Settings,
+) -> None:
+    runtime = init_runtime(settings)
+    engine = runtime.vault.engine
+    try:
+        _record_and_integrate(runtime, [_draft(n) for n in range(20)])
+        # At head: levels 4, 8, ... only, and no integration time.
+        assert set(_stored_nodes(engine)) == {(4, 0)}
+        assert "integrated_at" not in _leaf_columns(engine)
+        _every_entry_proves(runtime)
+    finally:
+        runtime.close()
+    # The rolling deploy: older nodes serve proofs from every level. The downgrade makes
+    # the levels between again, and this release's integrator writes them as the older
+    # code did, with the integration time the older schema requires.
+    _downgrade(engine, "0025")
+    assert _stored_nodes(engine) == _full_tree(engine)
+    runtime = open_runtime(settings.model_copy(update={"migrate_on_start": False}))
+    try:
+        _record_and_integrate(runtime, [_draft(n) for n in range(20, 40)])
+        assert _stored_nodes(engine) == _full_tree(engine) and len(_leaf_hashes(engine)) == 40
+        with engine.connect() as connection:
+            untimed = connection.exec_driver_sql(
+                "SELECT count(*) FROM audit_leaves WHERE integrated_at IS NULL"
+            ).scalar()
+        assert untimed == 0
+        assert _every_entry_proves(runtime) == 40
+    finally:
+        runtime.close()
+    migrate(engine)
+    assert set(_stored_nodes(engine)) == {(4, 0), (4, 1)}
+    assert "integrated_at" not in _leaf_columns(engine)
+    runtime = open_runtime(settings)
+    try:
+        _record_and_integrate(runtime, [_draft(n) for n in range(40, 300)])
+        stored = _stored_nodes(engine)
+        assert stored == {c: h for c, h in _full_tree(engine).items() if c[0] % STRATUM == 0}
+        assert (8, 0) in stored
+        assert _every_entry_proves(runtime) == 300
+        with runtime.vault.sessions() as session:
+            for old, new in ((1, 300), (17, 255), (64, 299)):
+                proof = runtime.audit.consistency_proof(session, old, new)
+                tree = MemoryTree(_leaf_hashes(engine)[i] for i in range(300))
+                assert proof == tree.consistency_proof(old, new)
+    finally:
+        runtime.close()
+    engine.dispose()
+
+
+def test_a_node_between_kept_levels_that_differs_stops_the_contract(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VAULT_LANG", "en")
+    runtime = init_runtime(settings)
+    engine = runtime.vault.engine
+    _record_and_integrate(runtime, [_draft(n) for n in range(8)])
+    runtime.close()
+    _downgrade(engine, "0025")
+    with engine.begin() as connection:
+        # Tampering, as setup: past the append-only guard.
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
+        else:
+            connection.exec_driver_sql("DROP TRIGGER audit_tree_nodes_no_update")
+        connection.execute(
+            text('UPDATE audit_tree_nodes SET hash = :hash WHERE level = 2 AND "index" = 1'),
+            {"hash": b"\x00" * 32},
+        )
+    kept = _stored_nodes(engine)
+    with pytest.raises(CommandError) as refused:
+        migrate(engine)
+    assert "(2, 1)" in str(refused.value) and "audit verify" in str(refused.value)
+    assert _stored_nodes(engine) == kept  # the evidence stays
+    assert "integrated_at" in _leaf_columns(engine)
+    engine.dispose()
+
+
+def test_the_contract_keeps_the_levels_the_code_folds_from() -> None:
+    """0026 writes its kept levels out (a migration must not change with the code):
+    they are the code's."""
+    script = Path(__file__).parents[1] / "migrations" / "versions" / "0026_tree_in_strata.py"
+    assert f"_KEPT_EVERY = {STRATUM}\n" in script.read_text(encoding="utf-8")

@@ -103,7 +103,7 @@ def test_entries_carry_no_field_values(runtime: Runtime) -> None:
     ],
 )
 def test_the_database_refuses_to_change_the_log(runtime: Runtime, statement: str) -> None:
-    _record(runtime, 3)
+    _record(runtime, 16)  # the first tree node kept above the leaves covers 16 of them
     runtime.audit.checkpoint(runtime.vault.sessions)
     with pytest.raises(DBAPIError, match="append-only"), runtime.transaction() as session:
         session.execute(text(statement))
@@ -153,8 +153,8 @@ def _blob(runtime: Runtime, hex_digits: str) -> str:
     return f"X'{hex_digits}'"
 
 
-def _tampered(runtime: Runtime, *statements: str) -> VerificationFailed:
-    _record(runtime, 9)
+def _tampered(runtime: Runtime, *statements: str, entries: int = 9) -> VerificationFailed:
+    _record(runtime, entries)
     runtime.audit.checkpoint(runtime.vault.sessions)
     _bypass_guards(runtime, *statements)
     with runtime.vault.sessions() as session, pytest.raises(VerificationFailed) as failed:
@@ -196,8 +196,9 @@ def test_verify_catches_reordered_entries(runtime: Runtime) -> None:
 
 
 def test_verify_catches_a_rewritten_tail_with_forged_leaves(runtime: Runtime) -> None:
-    """Even bytes and leaf hash changed together disagree with the stored tree nodes."""
-    _record(runtime, 4)
+    """Even bytes and leaf hash changed together disagree with the stored tree nodes, which
+    place the change among the 16 entries the lowest kept node covers."""
+    _record(runtime, 20)
     runtime.audit.checkpoint(runtime.vault.sessions)
     with runtime.vault.sessions() as session:
         entry = runtime.audit.entry_at(session, 2)
@@ -214,19 +215,21 @@ def test_verify_catches_a_rewritten_tail_with_forged_leaves(runtime: Runtime) ->
     )
     with runtime.vault.sessions() as session, pytest.raises(VerificationFailed) as failed:
         verify_log(session, runtime.audit.verifier_key)
-    assert failed.value.leaf_index == 2
+    assert failed.value.leaf_index == 0 and "0 to 15" in str(failed.value)
 
 
 def test_verify_catches_an_altered_tree_node_that_proofs_are_served_from(
     runtime: Runtime,
 ) -> None:
-    """Level 0 is the leaves themselves; every stored node above is checked too."""
+    """Level 0 is the leaves themselves; every stored node above is checked too (the tree
+    keeps one level in four: level 4 is the first above the leaves)."""
     failure = _tampered(
         runtime,
         f"UPDATE audit_tree_nodes SET hash = {_blob(runtime, '00' * 32)}"  # noqa: S608
-        ' WHERE level = 2 AND "index" = 1',
+        ' WHERE level = 4 AND "index" = 1',
+        entries=33,
     )
-    assert failure.leaf_index == 4 and "(2, 1)" in str(failure) and "4 to 7" in str(failure)
+    assert failure.leaf_index == 16 and "(4, 1)" in str(failure) and "16 to 31" in str(failure)
 
 
 def test_a_checkpoint_from_another_key_is_rejected(runtime: Runtime, tmp_path: Path) -> None:

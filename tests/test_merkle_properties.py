@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from audit.merkle import (
     EMPTY_ROOT,
+    STRATUM,
     CompactRange,
     Coord,
     MemoryTree,
@@ -25,6 +26,8 @@ from audit.merkle import (
     consistency_proof_from_nodes,
     inclusion_proof,
     inclusion_proof_from_nodes,
+    is_kept_level,
+    kept_spans,
     leaf_hash,
     node_hash,
     nodes_completed_by_append,
@@ -32,6 +35,7 @@ from audit.merkle import (
     nodes_for_consistency,
     nodes_for_inclusion,
     nodes_for_root,
+    nodes_from_kept,
     read_consistency_proof,
     read_inclusion_proof,
     read_root,
@@ -380,3 +384,57 @@ def test_memory_tree_rejects_non_hash_leaves() -> None:
     assert TREE.get_node((0, MAX_SIZE)) is None
     assert TREE.get_node((-1, 0)) is None
     assert TREE.get_node((40, 0)) is None
+
+
+# --- a node store that keeps one level in four -------------------------------------------
+
+
+class KeptLevelsReader:
+    """The database's reader in memory: only the kept levels are stored, one read of the
+    spans they are folded from per call, and every node answered is folded from them."""
+
+    def __init__(self, tree: MemoryTree) -> None:
+        self.tree = tree
+        self.calls = 0
+        self.nodes_read = 0
+
+    def get_nodes(self, coords: Sequence[Coord]) -> Mapping[Coord, bytes]:
+        self.calls += 1
+        kept: dict[Coord, bytes] = {}
+        for level, first, last in kept_spans(coords):
+            assert is_kept_level(level)
+            for index in range(first, last + 1):
+                digest = self.tree.get_node((level, index))
+                if digest is not None:
+                    kept[(level, index)] = digest
+        self.nodes_read += len(kept)
+        return nodes_from_kept(coords, kept)
+
+
+@FAST
+@given(size_and_index(), two_sizes())
+def test_proofs_and_heads_from_the_kept_levels_equal_the_rfc_s(
+    incl: tuple[int, int], cons: tuple[int, int]
+) -> None:
+    size, index = incl
+    reader = KeptLevelsReader(TREE)
+    assert read_inclusion_proof(reader, index, size) == inclusion_proof(LEAVES, index, size)
+    assert read_root(reader, size) == ROOTS[size]
+    old, new = cons
+    assert read_consistency_proof(reader, old, new) == consistency_proof(LEAVES, old, new)
+    assert CompactRange.from_reader(reader, new).root() == ROOTS[new]
+    assert reader.calls == 4
+    # Each node needed is folded from at most 2**(STRATUM - 1) kept ones.
+    assert reader.nodes_read <= 4 * 2 ** (STRATUM - 1) * 3 * new.bit_length()
+
+
+@FAST
+@given(st.integers(1, MAX_SIZE), st.integers(0, 8), st.integers(0, MAX_SIZE))
+def test_a_node_is_answered_only_when_every_node_it_is_folded_from_is_stored(
+    size: int, level: int, index: int
+) -> None:
+    tree = MemoryTree(LEAVES[:size])
+    answered = KeptLevelsReader(tree).get_nodes([(level, index)])
+    # MemoryTree keeps every level: it has the node exactly when the subtree is complete.
+    expected = tree.get_node((level, index))
+    assert answered.get((level, index)) == expected
