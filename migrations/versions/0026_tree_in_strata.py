@@ -49,20 +49,20 @@ def _kept(level: int) -> bool:
     return level % _KEPT_EVERY == 0
 
 
-def _hashes(level: int, first: int, last: int) -> list[bytes]:
-    """The stored hashes of `level` from index `first` to `last` (level 0: the leaves)."""
+def _stored(level: int, first: int, last: int) -> dict[int, bytes]:
+    """The stored hashes of `level` from index `first` to `last`, by index (level 0: the
+    leaves)."""
     if level == 0:
         statement = sa.text(
-            "SELECT leaf_hash FROM audit_leaves WHERE leaf_index BETWEEN :a AND :b"
-            " ORDER BY leaf_index"
+            "SELECT leaf_index, leaf_hash FROM audit_leaves WHERE leaf_index BETWEEN :a AND :b"
         )
     else:
         statement = sa.text(
-            'SELECT hash FROM audit_tree_nodes WHERE level = :l AND "index" BETWEEN :a AND :b'
-            ' ORDER BY "index"'
+            'SELECT "index", hash FROM audit_tree_nodes'
+            ' WHERE level = :l AND "index" BETWEEN :a AND :b'
         )
     rows = op.get_bind().execute(statement, {"l": level, "a": first, "b": last})
-    return [bytes(h) for (h,) in rows]
+    return {int(i): bytes(h) for i, h in rows}
 
 
 def _levels_above_leaves() -> Iterator[tuple[int, int, int]]:
@@ -77,10 +77,15 @@ def _levels_above_leaves() -> Iterator[tuple[int, int, int]]:
         level += 1
 
 
-def _folded(level: int, first: int, last: int) -> list[bytes]:
-    """The nodes of `level` from `first` to `last`, made from the level below."""
-    below = _hashes(level - 1, 2 * first, 2 * last + 1)
-    return [node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
+def _folded(level: int, first: int, last: int) -> dict[int, bytes]:
+    """The nodes of `level` from `first` to `last` that the level below makes, by index
+    (a node whose children are not both stored is left out)."""
+    below = _stored(level - 1, 2 * first, 2 * last + 1)
+    return {
+        i: node_hash(below[2 * i], below[2 * i + 1])
+        for i in range(first, last + 1)
+        if 2 * i in below and 2 * i + 1 in below
+    }
 
 
 def _altered() -> list[str]:
@@ -89,12 +94,10 @@ def _altered() -> list[str]:
     for level, first, last in _levels_above_leaves():
         if _kept(level):
             continue
-        stored = _hashes(level, first, last)
-        for offset, (have, made) in enumerate(
-            zip(stored, _folded(level, first, last), strict=False)
-        ):
-            if have != made:
-                found.append(f"({level}, {first + offset})")
+        stored = _stored(level, first, last)
+        for index, made in _folded(level, first, last).items():
+            if stored.get(index) != made:
+                found.append(f"({level}, {index})")
                 if len(found) == 20:
                     return found
     return found
@@ -189,6 +192,4 @@ def downgrade() -> None:
         if _kept(level):
             continue
         made = _folded(level, first, last)
-        op.get_bind().execute(
-            insert, [{"l": level, "i": first + k, "h": h} for k, h in enumerate(made)]
-        )
+        op.get_bind().execute(insert, [{"l": level, "i": i, "h": h} for i, h in made.items()])
