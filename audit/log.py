@@ -308,12 +308,13 @@ class AuditLog:
                 if not pending:
                     return total
                 compact = CompactRange.from_reader(DbNodeReader(session), size)
-                # Until the release's contract (0024) has run, older nodes may still be
-                # serving proofs from level-0 rows: write them as they did.
-                level_zero = not migration_applied(session.connection(), LEAVES_ARE_LEVEL_ZERO)
-                # Likewise every level above 0, and the leaf's integration time, until 0026
-                # has run; then the kept levels only.
+                # Until a contract has run, older nodes may still serve proofs from what it
+                # drops: write it as they did. Before 0026, every level above 0 and the
+                # leaf's integration time; before 0024 (so only then), level 0 too.
                 older = not migration_applied(session.connection(), TREE_IN_STRATA)
+                level_zero = older and not migration_applied(
+                    session.connection(), LEAVES_ARE_LEVEL_ZERO
+                )
                 now = utcnow()
                 leaves: list[dict[str, Any]] = []
                 nodes: list[dict[str, Any]] = []

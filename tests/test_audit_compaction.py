@@ -85,6 +85,19 @@ def _leaf_hashes(engine: Any) -> dict[int, bytes]:
     return _hashes(engine, "SELECT leaf_index, leaf_hash FROM audit_leaves")
 
 
+def _tamper_node(engine: Any, level: int, index: int) -> None:
+    """Tampering, as setup: a stored tree node zeroed, past the append-only guard."""
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
+        else:
+            connection.exec_driver_sql("DROP TRIGGER audit_tree_nodes_no_update")
+        connection.execute(
+            text('UPDATE audit_tree_nodes SET hash = :hash WHERE level = :level AND "index" = :i'),
+            {"hash": b"\x00" * 32, "level": level, "i": index},
+        )
+
+
 def _record_and_integrate(runtime: Runtime, drafts: list[EntryDraft]) -> None:
     with runtime.transaction() as session:
         runtime.audit.record(session, drafts)
@@ -221,16 +234,7 @@ def test_a_level_zero_node_that_differs_from_its_leaf_stops_the_contract(
     _record_and_integrate(runtime, [_draft(n) for n in range(4)])
     runtime.close()
     _downgrade(engine, "0023")
-    with engine.begin() as connection:
-        # Tampering, as setup: past the append-only guard.
-        if connection.dialect.name == "postgresql":
-            connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
-        else:
-            connection.exec_driver_sql("DROP TRIGGER audit_tree_nodes_no_update")
-        connection.execute(
-            text('UPDATE audit_tree_nodes SET hash = :hash WHERE level = 0 AND "index" = 2'),
-            {"hash": b"\x00" * 32},
-        )
+    _tamper_node(engine, 0, 2)
     kept = _level_zero(engine)
     with pytest.raises(CommandError) as refused:
         migrate(engine)
@@ -325,16 +329,7 @@ def test_a_node_between_kept_levels_that_differs_stops_the_contract(
     _record_and_integrate(runtime, [_draft(n) for n in range(8)])
     runtime.close()
     _downgrade(engine, "0025")
-    with engine.begin() as connection:
-        # Tampering, as setup: past the append-only guard.
-        if connection.dialect.name == "postgresql":
-            connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
-        else:
-            connection.exec_driver_sql("DROP TRIGGER audit_tree_nodes_no_update")
-        connection.execute(
-            text('UPDATE audit_tree_nodes SET hash = :hash WHERE level = 2 AND "index" = 1'),
-            {"hash": b"\x00" * 32},
-        )
+    _tamper_node(engine, 2, 1)
     kept = _stored_nodes(engine)
     with pytest.raises(CommandError) as refused:
         migrate(engine)

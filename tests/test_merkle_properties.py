@@ -389,14 +389,9 @@ def test_memory_tree_rejects_non_hash_leaves() -> None:
 # --- a node store that keeps one level in four -------------------------------------------
 
 
-class KeptLevelsReader:
+class KeptLevelsReader(CountingReader):
     """The database's reader in memory: only the kept levels are stored, one read of the
     spans they are folded from per call, and every node answered is folded from them."""
-
-    def __init__(self, tree: MemoryTree) -> None:
-        self.tree = tree
-        self.calls = 0
-        self.nodes_read = 0
 
     def get_nodes(self, coords: Sequence[Coord]) -> Mapping[Coord, bytes]:
         self.calls += 1

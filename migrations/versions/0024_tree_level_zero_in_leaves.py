@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from alembic import context, op
 from alembic.util import CommandError
 
+from migrations.guards import guard_lifted
 from vault.i18n import negotiate, text
 
 revision: str = "0024"
@@ -37,29 +38,14 @@ _DIFFERING = """
 """
 
 
-def _past_the_guard(statement: str) -> None:
-    """`statement` on audit_tree_nodes, whose append-only guard refuses deletes."""
-    if context.get_context().dialect.name == "sqlite":
-        op.execute("DROP TRIGGER audit_tree_nodes_no_delete")
-        op.execute(statement)
-        op.execute(
-            "CREATE TRIGGER audit_tree_nodes_no_delete BEFORE DELETE ON audit_tree_nodes "
-            "BEGIN SELECT RAISE(ABORT, 'audit_tree_nodes is append-only'); END"
-        )
-    else:
-        # In the migration's transaction: no other session sees the guard lifted.
-        op.execute("ALTER TABLE audit_tree_nodes DISABLE TRIGGER audit_tree_nodes_append_only")
-        op.execute(statement)
-        op.execute("ALTER TABLE audit_tree_nodes ENABLE TRIGGER audit_tree_nodes_append_only")
-
-
 def upgrade() -> None:
     if not context.is_offline_mode():  # the DBA reviewing `--sql` checks with `audit verify`
         differing = [str(i) for (i,) in op.get_bind().exec_driver_sql(_DIFFERING)]
         if differing:
             lang = negotiate(None, os.environ.get("VAULT_LANG"))
             raise CommandError(text("db.audit.tree-altered", lang, leaves=", ".join(differing)))
-    _past_the_guard("DELETE FROM audit_tree_nodes WHERE level = 0")
+    with guard_lifted("audit_tree_nodes", "DELETE"):
+        op.execute("DELETE FROM audit_tree_nodes WHERE level = 0")
 
 
 def downgrade() -> None:

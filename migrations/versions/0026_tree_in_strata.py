@@ -28,6 +28,7 @@ from alembic import context, op
 from alembic.util import CommandError
 
 from audit.merkle import node_hash
+from migrations.guards import guard_lifted, sqlite_guard
 from vault.i18n import negotiate, text
 from vault.models import TZDateTime
 
@@ -103,29 +104,6 @@ def _altered() -> list[str]:
     return found
 
 
-def _past_the_guard(statement: str) -> None:
-    """`statement` on audit_tree_nodes, whose append-only guard refuses deletes."""
-    if context.get_context().dialect.name == "sqlite":
-        op.execute("DROP TRIGGER audit_tree_nodes_no_delete")
-        op.execute(statement)
-        op.execute(
-            "CREATE TRIGGER audit_tree_nodes_no_delete BEFORE DELETE ON audit_tree_nodes "
-            "BEGIN SELECT RAISE(ABORT, 'audit_tree_nodes is append-only'); END"
-        )
-    else:
-        # In the migration's transaction: no other session sees the guard lifted.
-        op.execute("ALTER TABLE audit_tree_nodes DISABLE TRIGGER audit_tree_nodes_append_only")
-        op.execute(statement)
-        op.execute("ALTER TABLE audit_tree_nodes ENABLE TRIGGER audit_tree_nodes_append_only")
-
-
-_LEAF_GUARDS = tuple(
-    f"CREATE TRIGGER audit_leaves_no_{event.lower()} BEFORE {event} ON audit_leaves "
-    f"BEGIN SELECT RAISE(ABORT, 'audit_leaves is append-only'); END"
-    for event in ("UPDATE", "DELETE")
-)
-
-
 def _sqlite_leaves(index_type: str, time_column: str, time_value: str) -> None:
     """audit_leaves copied in another shape with its guards: the same rows, constraint
     names and order."""
@@ -147,8 +125,8 @@ def _sqlite_leaves(index_type: str, time_column: str, time_value: str) -> None:
     )
     op.execute("DROP TABLE audit_leaves")
     op.execute("ALTER TABLE audit_leaves_new RENAME TO audit_leaves")
-    for statement in _LEAF_GUARDS:
-        op.execute(statement)
+    for event in ("UPDATE", "DELETE"):
+        op.execute(sqlite_guard("audit_leaves", event))
 
 
 def upgrade() -> None:
@@ -157,7 +135,8 @@ def upgrade() -> None:
         if altered:
             lang = negotiate(None, os.environ.get("VAULT_LANG"))
             raise CommandError(text("db.audit.nodes-altered", lang, nodes=", ".join(altered)))
-    _past_the_guard(f"DELETE FROM audit_tree_nodes WHERE level % {_KEPT_EVERY} <> 0")  # noqa: S608
+    with guard_lifted("audit_tree_nodes", "DELETE"):
+        op.execute(f"DELETE FROM audit_tree_nodes WHERE level % {_KEPT_EVERY} <> 0")  # noqa: S608
     if context.get_context().dialect.name == "sqlite":
         _sqlite_leaves("INTEGER", "", "")
     else:
@@ -180,10 +159,8 @@ def downgrade() -> None:
         _sqlite_leaves("BIGINT", " integrated_at DATETIME NOT NULL,", f", {recorded}")
     else:
         op.add_column("audit_leaves", sa.Column("integrated_at", TZDateTime(), nullable=True))
-        # In the migration's transaction: no other session sees the guard lifted.
-        op.execute("ALTER TABLE audit_leaves DISABLE TRIGGER audit_leaves_append_only")
-        op.execute(f"UPDATE audit_leaves SET integrated_at = {_RECORDED.format(now='now()')}")  # noqa: S608
-        op.execute("ALTER TABLE audit_leaves ENABLE TRIGGER audit_leaves_append_only")
+        with guard_lifted("audit_leaves", "UPDATE"):
+            op.execute(f"UPDATE audit_leaves SET integrated_at = {_RECORDED.format(now='now()')}")  # noqa: S608
         op.alter_column("audit_leaves", "integrated_at", existing_type=TZDateTime(), nullable=False)
     # The older code reads every level: the ones between made again from those kept,
     # lowest first, so each is made from a level already complete.
