@@ -345,12 +345,21 @@ class Gate:
 
     # -- rows ----------------------------------------------------------------------------
 
-    def row_filter(self, access: Access, decision: Decision) -> ColumnElement[bool]:
+    def row_filter(
+        self,
+        access: Access,
+        decision: Decision,
+        residents: row_sql.ResidentColumns = row_sql.RESIDENTS,
+    ) -> ColumnElement[bool]:
         """The decision's row constraints as SQL with bound parameters, compiled by
-        `policies.rows` for this caller's own id and wards (reads Resident and Building)."""
+        `policies.rows` for this caller's own id and wards (reads `residents`, Resident's
+        table unless told, and Building)."""
         subject = access.subject
         return row_sql.row_filter(
-            decision.rows, resident_id=subject.resident_id, children=subject.children
+            decision.rows,
+            resident_id=subject.resident_id,
+            children=subject.children,
+            residents=residents,
         )
 
     def scoped_rows(

@@ -79,7 +79,7 @@ def main() -> None:
 
         def baseline() -> None:
             with runtime.vault.sessions() as session:
-                inner = residents_query().subquery()
+                inner = residents_query(lambda residents: residents.active).subquery()
                 session.execute(
                     select(inner.columns[2], func.count()).group_by(inner.columns[2])
                 ).all()

@@ -9,14 +9,21 @@ Every value goes into the SQL as a bound parameter; no id is ever spliced into t
 
 Only active residents are ever covered. Decoys are the caller's to exclude (or, for a
 fingerprinted export's pool, to select): the filter says nothing about them.
+
+A query that reaches residents through a table of its own (statistics count from their
+tokens, which carry the resident's building) names where that table keeps the resident's
+id and whether they are active (`ResidentColumns`); the same compiler then writes the
+same constraints over it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, false, or_, true
+from sqlalchemy.orm import InstrumentedAttribute
 
 from policies.interfaces import RowConstraints, RowScope
 from vault.models import Building, Household, Resident, Room
@@ -24,6 +31,8 @@ from vault.models import Building, Household, Resident, Room
 __all__ = [
     "ACTIVE",
     "AREA_SCOPES",
+    "RESIDENTS",
+    "ResidentColumns",
     "building_filter",
     "by_area",
     "place_filter",
@@ -38,6 +47,18 @@ AREA_SCOPES: Final = frozenset({RowScope.ALL, RowScope.JURISDICTION})
 and fingerprinted exports plant decoys in."""
 
 _Q = TypeVar("_Q", bound="Select[*tuple[Any, ...]]")
+
+
+@dataclass(frozen=True)
+class ResidentColumns:
+    """Where a query finds each resident's id, and the condition that they are active."""
+
+    id: ColumnElement[str] | InstrumentedAttribute[str]
+    active: ColumnElement[bool]
+
+
+RESIDENTS: Final = ResidentColumns(Resident.id, Resident.status == ACTIVE)
+"""The `residents` table itself (what `with_building` joins from)."""
 
 
 def by_area(rows: RowConstraints) -> bool:
@@ -65,19 +86,24 @@ def building_filter(rows: RowConstraints) -> ColumnElement[bool] | None:
 
 
 def row_filter(
-    rows: RowConstraints, *, resident_id: str | None, children: Sequence[str]
+    rows: RowConstraints,
+    *,
+    resident_id: str | None,
+    children: Sequence[str],
+    residents: ResidentColumns = RESIDENTS,
 ) -> ColumnElement[bool]:
-    """The active residents the rows cover, over `Resident`'s and `Building`'s columns
-    (join them with `with_building`). `resident_id` and `children` are the caller's own
-    id and wards, which scopes self and children name; no id at all selects no one."""
-    active = Resident.status == ACTIVE
+    """The active residents the rows cover, over `residents`' columns (`Resident`'s unless
+    told) and `Building`'s (join them with `with_building`). `resident_id` and `children`
+    are the caller's own id and wards, which scopes self and children name; no id at all
+    selects no one."""
+    active = residents.active
     scope = rows.scope
     if scope == RowScope.ALL:
         return active
     if scope == RowScope.SELF:
-        return and_(Resident.id == (resident_id or ""), active)
+        return and_(residents.id == (resident_id or ""), active)
     if scope == RowScope.CHILDREN:
-        return and_(Resident.id.in_(list(children)), active)
+        return and_(residents.id.in_(list(children)), active)
     if scope == RowScope.JURISDICTION:
         area = building_filter(rows)
         return and_(active, area if area is not None else false())

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from access.settings import StatsSettings
 from access.stats import measures
@@ -31,7 +31,7 @@ from access.stats.tables import LEVELS
 from audit.models import AuditEntry
 from tests.demo_server import DemoServer, demo_server_fixture
 from vault.models import Building, Household, Resident, Room
-from vault.services import Provenance
+from vault.services import NewResident, Provenance
 from vault.synthetic import make_household
 
 PURPOSE = "community-statistics"
@@ -360,15 +360,9 @@ def test_decoys_are_never_counted(server: DemoServer) -> None:
                 subsidy_amount="900.00",
                 disability={"category": "visual", "grade": 2},
             )
-            decoys.append(
-                store.create(
-                    session,
-                    person,
-                    Provenance(actor="test", channel="test"),
-                    household_id=household,
-                )
-            )
-        session.execute(update(Resident).where(Resident.id.in_(decoys)).values(is_decoy=True))
+            # As fingerprinted exports plant them (access/exports/decoys.py).
+            decoys.append(NewResident(person, household, is_decoy=True))
+        store.create_many(session, decoys, Provenance(actor="test", channel="test"))
     for name, earlier in before.items():
         after = stats(server, token, name, by="building").json()
         assert after["cells"] == earlier["cells"], name

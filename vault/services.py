@@ -55,7 +55,7 @@ from vault.records import (
     seal_class,
     seal_documents,
 )
-from vault.stat_tokens import ResidentStatToken, StatTokens
+from vault.stat_tokens import LEGACY_TOKENS, ResidentStats, StatTokens, home_buildings
 from vault.validators import validate_record
 
 log = structlog.get_logger(__name__)
@@ -150,11 +150,23 @@ class ResidentStore:
         key_rows: list[dict[str, Any]] = []
         record_rows: list[dict[str, Any]] = []
         index_rows: list[dict[str, Any]] = []
-        token_rows: list[dict[str, Any]] = []
+        token_rows: list[dict[str, Any]] = []  # the code before 0027's, until it has run
+        stats_rows: list[dict[str, Any]] = []
         ids: list[str] = []
+        tokens = self.stat_tokens
+        legacy = not tokens.contracted(session)
+        epoch = tokens.epoch()
+        buildings = (
+            {} if legacy else home_buildings(session, [r.household_id or "" for r in residents])
+        )
         for new, normalised in prepared:
             resident_id = new.resident_id or new_id("r")
             ids.append(resident_id)
+            if legacy:
+                token_rows += tokens.legacy_rows(resident_id, normalised)
+            elif not new.is_decoy:  # decoys are never counted
+                home = (new.household_id, buildings.get(new.household_id or ""))
+                stats_rows.append(tokens.created_row(session, resident_id, normalised, home, epoch))
             resident_rows.append(
                 {
                     "id": resident_id,
@@ -172,15 +184,15 @@ class ResidentStore:
             record, indexes = self._sealed_rows(resident_id, key, normalised, provenance)
             record_rows.append(record)
             index_rows += indexes
-            token_rows += self.stat_tokens.rows(resident_id, normalised)
         for table, rows in (
             (Resident, resident_rows),
             (DataKeyRecord, key_rows),
             (ResidentRecord, record_rows),
             (BlindIndexEntry, index_rows),
-            (ResidentStatToken, token_rows),
+            (ResidentStats, stats_rows),
         ):
             bulk_insert(session, cast(Table, table.__table__), rows)
+        bulk_insert(session, LEGACY_TOKENS, token_rows)
         log.info("residents.created", count=len(ids), channel=provenance.channel)
         return ids
 
@@ -212,9 +224,9 @@ class ResidentStore:
                     BlindIndexEntry.field.in_(cleared),
                 )
             )
-            self.stat_tokens.drop(session, resident_id, cleared)
         key = self.data_keys.get(session, resident_id, resident.key_version)
         self._write_fields(session, resident_id, key, normalised, provenance, cleared=cleared)
+        self.stat_tokens.replace(session, resident_id, normalised, cleared)
         resident.updated_at = provenance.at
         session.flush()  # bumps row_version; a concurrent writer's flush fails instead
         log.info(
@@ -312,7 +324,6 @@ class ResidentStore:
         indexes = self._index_rows(resident_id, values)
         if indexes:
             session.execute(insert(BlindIndexEntry), indexes)
-        self.stat_tokens.replace(session, resident_id, values)
 
     def _store_values(
         self,

@@ -27,7 +27,7 @@ from access.settings import StatsSettings
 from access.stats.disclosure import Cell, Place, Table, suppress
 from access.stats.measures import MEASURES, TOTAL, Measure
 from access.stats.noise import Mechanism, release
-from access.stats.tables import LEVELS, Counted, Scoped, count, places, residents_query
+from access.stats.tables import LEVELS, Counted, RowFilter, count, places
 from access.subjects import Access
 from audit.models import AuditEntry
 from policies import Decision
@@ -245,7 +245,7 @@ class StatsService:
                 today=today,
             )
 
-    def _scope(self, access: Access, decision: Decision) -> tuple[list[str], Scoped]:
+    def _scope(self, access: Access, decision: Decision) -> tuple[list[str], RowFilter]:
         if not by_area(decision.rows):
             raise PolicyDenied(
                 Message("error.stats.by-area"), decision, decision_id=access.decision_id
@@ -259,8 +259,7 @@ class StatsService:
         # from the primary); the budget and its ledger entry stay on the primary.
         with self.gate.runtime.vault.read_sessions() as session:
             buildings = list(session.scalars(select(Building.id).where(where)))
-        scoped = residents_query().where(self.gate.row_filter(access, decision))
-        return buildings, scoped
+        return buildings, lambda residents: self.gate.row_filter(access, decision, residents)
 
     def _count(
         self,
@@ -272,14 +271,14 @@ class StatsService:
     ) -> tuple[list[Place], Counted, Counted | None]:
         """The measure, and for a table with a total column the residents measure too
         (its cells are the totals, published as that measure publishes them)."""
-        buildings, scoped = self._scope(access, decision)
+        buildings, rows = self._scope(access, decision)
         store = self.gate.runtime.vault.store
         with self.gate.runtime.vault.read_sessions() as session:
             tree = places(session, buildings)
-            counted = count(session, store, measure, tree, scoped, today=today, bound=bound)
+            counted = count(session, store, measure, tree, rows, today=today, bound=bound)
             residents = None
             if len(measure.categories) > 1:
-                residents = count(session, store, MEASURES["residents"], tree, scoped, today=today)
+                residents = count(session, store, MEASURES["residents"], tree, rows, today=today)
         return tree, counted, residents
 
     def _suppressed(

@@ -1,37 +1,54 @@
 """Counting residents without returning rows: a measure's cells per building, rolled up.
 
-The caller (the access gate's side, in `api`) hands over which buildings are in scope and
-a query of the residents in scope (jurisdiction, active, never decoys). Only the structure
-(which household lives in which building) is read in clear. A measure whose field has
-statistics tokens (vault/stat_tokens.py) is one SQL GROUP BY over building and token, with
-no field decrypted; the tokens are mapped to labels here and never leave. A measure of any
-other field (or of one whose tokens are still being backfilled) has that one field
-decrypted in batches, folded into counts at once, and dropped. Nothing but the cell totals
-leaves this module, and no value (nor token) is logged.
+The caller (the statistics service) hands over which buildings are in scope and the
+decision's row filter (over `Resident` and `Building`, from `policies.rows`); decoys are
+never counted. Only the structure (which household lives in which building) is read in
+clear.
+
+A measure whose field has statistics tokens (vault/stat_tokens.py) is one SQL GROUP BY of
+`residents`, joined to the buildings by the building each resident's row keeps, by
+building and the token at the field's slot: no households, rooms or token rows joined,
+and no field decrypted. The tokens are mapped to labels here and never leave. A measure
+of the structure alone (how many residents or households) is the same GROUP BY without a
+token. Until migration 0028 has run, the residents are joined to their homes and to the
+token rows older nodes write instead. A measure of any other field (or of one whose
+tokens are still being backfilled) has that one field decrypted in batches, folded into
+counts at once, and dropped. Nothing but the cell totals leaves this module, and no value
+(nor token) is logged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import structlog
-from sqlalchemy import Select, and_, func, select
+from sqlalchemy import ColumnElement, FromClause, Select, and_, func, select, true
+from sqlalchemy import Table as SqlTable
 from sqlalchemy.orm import Session
 
 from access.stats.disclosure import Place, Table
 from access.stats.measures import TOTAL, Measure, Unit
-from policies.rows import ACTIVE, with_building
+from policies.rows import RESIDENTS, ResidentColumns, with_building
 from vault.catalogue import FieldSpec
 from vault.models import Building, Community, Grid, Resident
 from vault.services import ResidentStore
-from vault.stat_tokens import ResidentStatToken, incomplete_fields, representative
+from vault.stat_tokens import (
+    LEGACY_TOKENS,
+    NOT_SET,
+    ResidentStats,
+    incomplete_fields,
+    representative,
+    slot_sql,
+)
 
 log = structlog.get_logger(__name__)
 
 Scoped = Select[str, str | None, str]  # (resident, household, building)
+RowFilter = Callable[[ResidentColumns], ColumnElement[bool]]
+"""The decision's row filter, compiled over the table a count reads (`policies.rows`)."""
 ROOT: Final = "all"
 LEVELS: Final = ("jurisdiction", "community", "grid", "building")
 BATCH: Final = 2000
@@ -68,11 +85,61 @@ def places(session: Session, building_ids: Sequence[str]) -> list[Place]:
     return [*tree, *communities.values(), *grids.values(), *buildings]
 
 
-def residents_query() -> Scoped:
-    """Residents with their household and building, to be narrowed by the caller's row
-    filter (which reads Building's columns) and the decoy exclusion."""
+def residents_query(rows: RowFilter) -> Scoped:
+    """The residents the row filter covers (never decoys), with their household and
+    building, through their households and rooms (what the decrypting count reads)."""
     return with_building(select(Resident.id, Resident.household_id, Building.id)).where(
-        Resident.is_decoy.is_(False), Resident.status == ACTIVE
+        Resident.is_decoy.is_(False), rows(RESIDENTS)
+    )
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What a GROUP BY reads: a from clause and condition, with its residents' id,
+    household and building columns, and the (epoch, token) of the measure's field."""
+
+    source: FromClause
+    where: ColumnElement[bool]
+    resident: ColumnElement[Any]
+    household: ColumnElement[Any]
+    building: ColumnElement[Any]
+    tokens: tuple[ColumnElement[Any], ...] = ()
+    legacy: bool = False  # token rows of older nodes: a field not set has none
+
+
+def _own_rows(rows: RowFilter, slot: int | None) -> _Source:
+    """The residents' statistics rows joined to the buildings they keep (after 0027). Each
+    row is an active resident's (an erasure deletes it) who is not a decoy (none has one),
+    so the row filter is compiled over the rows' resident column, everyone in them active."""
+    stats = cast(SqlTable, ResidentStats.__table__)
+    columns = stats.c
+    tokens: tuple[ColumnElement[Any], ...] = ()
+    if slot is not None:
+        tokens = (columns.epoch, slot_sql(columns.tokens, slot))
+    return _Source(
+        stats.join(Building, Building.id == columns.building_id),
+        rows(ResidentColumns(columns.resident_id, true())),
+        columns.resident_id,
+        columns.household_id,
+        columns.building_id,
+        tokens,
+    )
+
+
+def _joined_rows(rows: RowFilter, field: str | None = None) -> _Source:
+    """The residents joined to their homes, and to one field's token rows if told (before
+    0028, and for the decrypting count)."""
+    inner = residents_query(rows).subquery()
+    resident, household, building = list(inner.columns)[:3]
+    if field is None:
+        return _Source(inner, true(), resident, household, building)
+    tokens = LEGACY_TOKENS.c
+    # Outer join: a resident without the field is one row with no token (value None).
+    source = inner.outerjoin(
+        LEGACY_TOKENS, and_(tokens.resident_id == resident, tokens.field == field)
+    )
+    return _Source(
+        source, true(), resident, household, building, (tokens.epoch, tokens.token), True
     )
 
 
@@ -128,36 +195,42 @@ def count(
     store: ResidentStore,
     measure: Measure,
     tree: Sequence[Place],
-    scoped: Scoped,
+    rows: RowFilter,
     *,
     today: date,
     bound: int | None = None,
 ) -> Counted:
-    """The measure over the residents `scoped` selects, per building and category.
+    """The measure over the residents the row filter `rows` covers, per building and
+    category.
 
     `bound` clips each resident's contribution to a sum (differential privacy needs it).
     """
     tally = _Tally(measure, tree, today, bound)
     spec = store.catalogue[measure.field] if measure.field else None
-    if _countable_in_sql(session, store, measure) and _count_in_sql(
-        session, store, spec, tally, scoped
-    ):
-        return _counted(session, measure, tree, scoped, tally)
-    _decrypting(session, store, tally, spec, scoped)
-    return _counted(session, measure, tree, scoped, tally)
+    source = _rows_to_count(session, store, measure, rows)
+    if source is not None and _count_in_sql(session, store, spec, tally, source):
+        return _counted(session, measure, tree, source, tally)
+    _decrypting(session, store, tally, spec, rows)
+    return _counted(session, measure, tree, _joined_rows(rows), tally)
 
 
-def _countable_in_sql(session: Session, store: ResidentStore, measure: Measure) -> bool:
-    """No field (the structure alone), or a field whose tokens are complete."""
+def _rows_to_count(
+    session: Session, store: ResidentStore, measure: Measure, rows: RowFilter
+) -> _Source | None:
+    """What the GROUP BY reads; None when the measure's field has to be decrypted (it has
+    no tokens, or they are still being backfilled)."""
+    tokens = store.stat_tokens
+    contracted = tokens.contracted(session)
     if measure.field is None:
-        return True
-    if measure.field not in store.stat_tokens.fields:
-        return False
-    if incomplete_fields(session, [measure.field]):
+        return _own_rows(rows, None) if contracted else _joined_rows(rows)
+    if measure.field not in tokens.fields:
+        return None
+    slot = tokens.slots(session).get(measure.field) if contracted else None
+    if (contracted and slot is None) or incomplete_fields(session, [measure.field]):
         # Correct, only slow: the backfill (`resident-vault stats backfill`) ends this.
         log.warning("stats.tokens_incomplete", field=measure.field, fallback="decrypt")
-        return False
-    return True
+        return None
+    return _own_rows(rows, slot) if contracted else _joined_rows(rows, measure.field)
 
 
 def _count_in_sql(
@@ -165,36 +238,30 @@ def _count_in_sql(
     store: ResidentStore,
     spec: FieldSpec | None,
     tally: _Tally,
-    scoped: Scoped,
+    rows_of: _Source,
 ) -> bool:
     """Fold the GROUP BY (building, token) into the tally; False (tally untouched) if a
-    token maps to no label of its epoch, which only a damaged table could hold."""
-    inner = scoped.subquery()
-    resident, household, building = list(inner.columns)[:3]
-    source: Any = inner
-    keys: list[Any] = [building]
-    if spec is not None:
-        tokens = ResidentStatToken.__table__
-        # Outer join: a resident without the field is one row with no token (value None).
-        source = inner.outerjoin(
-            tokens, and_(tokens.c.resident_id == resident, tokens.c.field == spec.name)
-        )
-        keys += [tokens.c.epoch, tokens.c.token]
+    token maps to no label of its epoch, or a slot was never computed, which only a
+    damaged table could hold."""
+    keys: list[Any] = [rows_of.building, *rows_of.tokens]
     households = tally.measure.unit is Unit.HOUSEHOLDS
     if households:
-        member = func.coalesce(household, resident)
-        query = select(*keys, member).select_from(source).distinct()
+        member = func.coalesce(rows_of.household, rows_of.resident)
+        query = select(*keys, member).distinct()
     else:
-        query = select(*keys, func.count()).select_from(source).group_by(*keys)
-    rows = [(r[0], None, None, r[1]) if spec is None else tuple(r) for r in session.execute(query)]
+        query = select(*keys, func.count()).group_by(*keys)
+    query = query.select_from(rows_of.source).where(rows_of.where)
+    found = [(r[0], None, None, r[1]) if spec is None else tuple(r) for r in session.execute(query)]
     labels: dict[str, dict[bytes, str]] = {}
     values: list[tuple[str, Any, Any]] = []
-    for place, row_epoch, row_token, extra in rows:
+    for place, row_epoch, row_token, extra in found:
         value: Any = None
-        if spec is not None and row_token is not None:
-            if row_epoch not in labels:
+        token = None if row_token is None else bytes(row_token)
+        not_set = token is None if rows_of.legacy else token == NOT_SET
+        if spec is not None and not not_set:
+            if row_epoch is not None and row_epoch not in labels:
                 labels[row_epoch] = store.stat_tokens.labels(spec.name, row_epoch)
-            label = labels[row_epoch].get(bytes(row_token))
+            label = labels.get(row_epoch or "", {}).get(token or b"")
             if label is None:
                 log.error("stats.token_unknown", field=spec.name, fallback="decrypt")
                 return False
@@ -210,11 +277,15 @@ def _count_in_sql(
 
 
 def _decrypting(
-    session: Session, store: ResidentStore, tally: _Tally, spec: FieldSpec | None, scoped: Scoped
+    session: Session,
+    store: ResidentStore,
+    tally: _Tally,
+    spec: FieldSpec | None,
+    rows: RowFilter,
 ) -> None:
     """The measure's field decrypted in batches (a field without complete tokens)."""
     measure = tally.measure
-    result = session.execute(scoped.order_by(Resident.id))
+    result = session.execute(residents_query(rows).order_by(Resident.id))
     while batch := result.fetchmany(BATCH):
         for _, _, building in batch:
             tally.population[building] = tally.population.get(building, 0) + 1
@@ -228,24 +299,25 @@ def _decrypting(
 
 
 def _counted(
-    session: Session, measure: Measure, tree: Sequence[Place], scoped: Scoped, tally: _Tally
+    session: Session, measure: Measure, tree: Sequence[Place], rows_of: _Source, tally: _Tally
 ) -> Counted:
     tally.finish()
     population = tally.population
     if measure.unit is Unit.HOUSEHOLDS:
-        population = _households_per_building(session, scoped)
+        population = _households_per_building(session, rows_of)
     table = Table(tree, measure.categories, tally.sums).rolled_up()
     counts = Table(tree, measure.categories, tally.contributors).rolled_up()
     return Counted(table, _rolled_population(tree, population), counts)
 
 
-def _households_per_building(session: Session, scoped: Scoped) -> dict[str, int]:
-    inner = scoped.subquery()
-    columns = list(inner.columns)
-    rows = session.execute(
-        select(columns[2], func.count(func.distinct(columns[1]))).group_by(columns[2])
+def _households_per_building(session: Session, rows_of: _Source) -> dict[str, int]:
+    found = session.execute(
+        select(rows_of.building, func.count(func.distinct(rows_of.household)))
+        .select_from(rows_of.source)
+        .where(rows_of.where)
+        .group_by(rows_of.building)
     ).all()
-    return {building: int(n) for building, n in rows}
+    return {building: int(n) for building, n in found}
 
 
 def _rolled_population(tree: Sequence[Place], per_building: dict[str, int]) -> dict[str, int]:
@@ -258,6 +330,7 @@ def _rolled_population(tree: Sequence[Place], per_building: dict[str, int]) -> d
     return result
 
 
-def baseline_count(session: Session, scoped: Scoped) -> int:
+def baseline_count(session: Session, rows: RowFilter) -> int:
     """A plain SQL COUNT of the same residents (the benchmark's baseline)."""
-    return int(session.scalar(select(func.count()).select_from(scoped.subquery())) or 0)
+    query = residents_query(rows).subquery()
+    return int(session.scalar(select(func.count()).select_from(query)) or 0)

@@ -385,11 +385,17 @@ class RestoreReport:
 
 
 # Tables a new schema already holds rows in (migration 0015 seeds the purpose registry and
-# its first data revision, 0016 which statistics fields have complete tokens; the tokens
-# themselves are an ordinary table the backup carries): an empty target still counts as
-# empty, and the load replaces them with the backup's. In the order they can be emptied
-# (mandates refer to purposes).
-SEEDED_BY_MIGRATIONS = ("mandates", "purposes", "policy_data_changes", "stat_token_fields")
+# its first data revision, 0016 which statistics fields have complete tokens, 0027 their
+# slots; the tokens themselves are an ordinary table the backup carries): an empty target
+# still counts as empty, and the load replaces them with the backup's. In the order they
+# can be emptied (mandates refer to purposes).
+SEEDED_BY_MIGRATIONS = (
+    "mandates",
+    "purposes",
+    "policy_data_changes",
+    "stat_token_fields",
+    "stat_token_slots",
+)
 
 
 def _check_target_empty(
