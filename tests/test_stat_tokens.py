@@ -627,3 +627,23 @@ def test_the_contract_packs_as_this_code_reads() -> None:
         NOT_SET,
         UNKNOWN,
     )
+
+
+def test_a_slot_that_maps_to_no_label_makes_the_table_decrypt_and_says_so(
+    vault: Vault, buildings: list[str]
+) -> None:
+    people = [(i % 2, _resident(i, ["visual", "none"][i % 2], "dibao", True)) for i in range(6)]
+    ids = _create(vault, buildings, people)
+    before = _both(vault, "disability", ids)
+    assert before[0] == before[1]
+    slot = _slot(vault, "disability")
+    tokens = bytearray(_tokens(vault)[ids[0]][1])
+    tokens[slot * TOKEN_BYTES : (slot + 1) * TOKEN_BYTES] = b"\x01" * TOKEN_BYTES
+    damaged = bytes(tokens)
+    with vault.sessions() as session, session.begin():
+        session.execute(
+            update(ResidentStats).where(ResidentStats.resident_id == ids[0]).values(tokens=damaged)
+        )
+    with vault.sessions() as session, structlog.testing.capture_logs() as logs:
+        assert _count(vault, session, "disability", ids) == before[1]  # decrypted instead
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["stats.token_unknown"]

@@ -212,6 +212,11 @@ class StatTokens:
     def epoch(self) -> str:
         return self.keyring.active_kek_id()
 
+    def epochs(self) -> list[str]:
+        """Every epoch a stored token can be under: the keyring's KEKs (tokens of one it no
+        longer holds are retokened before it goes, or counted by decrypting)."""
+        return [kek.kek_id for kek in self.keyring.keks()]
+
     def _key(self, epoch: str) -> bytes:
         key = self._keys.get(epoch)
         if key is None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, select, text
+from sqlalchemy import ColumnElement, literal, select, text
 from sqlalchemy.orm import Session
 
 from access.errors import GateError, PolicyDenied
@@ -158,15 +158,16 @@ class StatsService:
         if session is None:
             with self.gate.runtime.vault.sessions() as own:
                 return self.budget(access, own)
-        details = session.scalars(
-            select(AuditEntry.details).where(
-                AuditEntry.action == ACTION,
-                AuditEntry.outcome == "allowed",
-                AuditEntry.recorded_at >= start,
-                AuditEntry.recorded_at < end,
-                self._ledger_owner(access),
-            )
+        entries = select(AuditEntry.details).where(
+            # Written into the SQL, so that SQLite too sees that the ledger's partial index
+            # (organisation, recorded_at) applies: it cannot tell from a bound parameter.
+            AuditEntry.action == literal(ACTION, literal_execute=True),
+            AuditEntry.outcome == "allowed",
+            AuditEntry.recorded_at >= start,
+            AuditEntry.recorded_at < end,
+            self._ledger_owner(access),
         )
+        details = session.scalars(entries)
         spent = sum(float((d or {}).get("epsilon") or 0.0) for d in details)
         return Budget(label, self.settings.epsilon_per_month, spent, end)
 

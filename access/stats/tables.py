@@ -25,7 +25,7 @@ from datetime import date
 from typing import Any, Final, cast
 
 import structlog
-from sqlalchemy import ColumnElement, FromClause, Select, and_, func, select, true
+from sqlalchemy import ColumnElement, FromClause, Select, and_, case, func, select, text, true
 from sqlalchemy import Table as SqlTable
 from sqlalchemy.orm import Session
 
@@ -108,17 +108,20 @@ class _Source:
 
 
 def _own_rows(rows: RowFilter, slot: int | None) -> _Source:
-    """The residents' statistics rows joined to the buildings they keep (after 0027). Each
+    """The residents' statistics rows in buildings the row filter covers (after 0027). Each
     row is an active resident's (an erasure deletes it) who is not a decoy (none has one),
-    so the row filter is compiled over the rows' resident column, everyone in them active."""
+    so the filter is compiled over the rows' resident column, everyone in them active.
+    The buildings are a subquery rather than a join: SQLite then looks each row's building
+    up in a list made once, not in the buildings' b-tree (1.4 s against 1.9 s at 10^6)."""
     stats = cast(SqlTable, ResidentStats.__table__)
     columns = stats.c
     tokens: tuple[ColumnElement[Any], ...] = ()
     if slot is not None:
         tokens = (columns.epoch, slot_sql(columns.tokens, slot))
+    covered = select(Building.id).where(rows(ResidentColumns(columns.resident_id, true())))
     return _Source(
-        stats.join(Building, Building.id == columns.building_id),
-        rows(ResidentColumns(columns.resident_id, true())),
+        stats,
+        columns.building_id.in_(covered),
         columns.resident_id,
         columns.household_id,
         columns.building_id,
@@ -207,6 +210,9 @@ def count(
     """
     tally = _Tally(measure, tree, today, bound)
     spec = store.catalogue[measure.field] if measure.field else None
+    if session.get_bind().dialect.name == "postgresql":
+        # JIT compiles for longer (about 90 ms) than the count of 10^6 rows takes to run.
+        session.execute(text("SET LOCAL jit = off"))
     source = _rows_to_count(session, store, measure, rows)
     if source is not None and _count_in_sql(session, store, spec, tally, source):
         return _counted(session, measure, tree, source, tally)
@@ -243,8 +249,14 @@ def _count_in_sql(
     """Fold the GROUP BY (building, token) into the tally; False (tally untouched) if a
     token maps to no label of its epoch, or a slot was never computed, which only a
     damaged table could hold."""
-    keys: list[Any] = [rows_of.building, *rows_of.tokens]
     households = tally.measure.unit is Unit.HOUSEHOLDS
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if spec is not None and not households and not rows_of.legacy and postgresql:
+        # PostgreSQL hashes 10^6 rows by building alone in about half the time it takes
+        # by (building, token): 0.5 s against 0.9 s. SQLite sorts for either and works out
+        # the slot once per sum, so there the GROUP BY (building, token) is faster.
+        return _count_by_slot(session, store, spec, tally, rows_of)
+    keys: list[Any] = [rows_of.building, *rows_of.tokens]
     if households:
         member = func.coalesce(rows_of.household, rows_of.resident)
         query = select(*keys, member).distinct()
@@ -273,6 +285,40 @@ def _count_in_sql(
         else:
             tally.population[place] = tally.population.get(place, 0) + int(extra)
             tally.add_many(spec, value, int(extra), place)
+    return True
+
+
+def _count_by_slot(
+    session: Session, store: ResidentStore, spec: FieldSpec, tally: _Tally, rows_of: _Source
+) -> bool:
+    """Residents per building and token, as one row per building: a sum for each token the
+    field's labels have under each epoch the keyring holds (and for NOT_SET), so the
+    database groups by building alone and hands back one row per building. A slot that is
+    none of them (UNKNOWN, or a damaged one) makes it False, the tally untouched."""
+    tokens = store.stat_tokens
+    known: dict[bytes, Any] = {NOT_SET: None}
+    for epoch in tokens.epochs():
+        for token, label in tokens.labels(spec.name, epoch).items():
+            known[token] = representative(spec, label)
+    slot = rows_of.tokens[1]
+    matching = [func.sum(case((slot == token, 1), else_=0)) for token in known]
+    other = func.sum(case((slot.in_(list(known)), 0), else_=1))
+    query = (
+        select(rows_of.building, other, *matching)
+        .select_from(rows_of.source)
+        .where(rows_of.where)
+        .group_by(rows_of.building)
+    )
+    found = session.execute(query).all()
+    if any(row[1] for row in found):
+        log.error("stats.token_unknown", field=spec.name, fallback="decrypt")
+        return False
+    values = list(known.values())
+    for place, _, *counts in found:
+        for value, residents in zip(values, counts, strict=True):
+            if residents:
+                tally.population[place] = tally.population.get(place, 0) + int(residents)
+                tally.add_many(spec, value, int(residents), place)
     return True
 
 
