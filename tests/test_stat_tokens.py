@@ -1,7 +1,7 @@
 """Statistics tokens: counts from tokens equal counts from decrypting, nothing is decrypted
 to count, writes change the counts at once, rotation re-tokens (resuming), the backfill
 resumes, tokens are domain-separated from blind indexes and never leave the database; the
-slots in the residents' rows, and the move into them (0027, 0028) in a rolling deploy."""
+slots in one row per resident, and the move into them (0027) in a rolling deploy."""
 
 from __future__ import annotations
 

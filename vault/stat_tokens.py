@@ -604,7 +604,7 @@ def _retoken_legacy(
     batch_size: int = 500,
     progress: Progress | None = None,
 ) -> int:
-    """`retoken` of the rows older nodes count from, before 0028 (as the older code did)."""
+    """`retoken` of the rows older nodes count from, before 0027 (as the older code did)."""
     tokens = store.stat_tokens
     table = LEGACY_TOKENS.c
     stale = table.epoch != epoch

@@ -6,15 +6,15 @@ never counted. Only the structure (which household lives in which building) is r
 clear.
 
 A measure whose field has statistics tokens (vault/stat_tokens.py) is one SQL GROUP BY of
-`residents`, joined to the buildings by the building each resident's row keeps, by
-building and the token at the field's slot: no households, rooms or token rows joined,
-and no field decrypted. The tokens are mapped to labels here and never leave. A measure
-of the structure alone (how many residents or households) is the same GROUP BY without a
-token. Until migration 0028 has run, the residents are joined to their homes and to the
-token rows older nodes write instead. A measure of any other field (or of one whose
-tokens are still being backfilled) has that one field decrypted in batches, folded into
-counts at once, and dropped. Nothing but the cell totals leaves this module, and no value
-(nor token) is logged.
+`resident_stats`, one row per counted resident with their building and a slot per field,
+in the buildings the row filter covers: no residents, households, rooms or a row per
+field joined, and no field decrypted. The tokens are mapped to labels here and never
+leave. A measure of the structure alone (how many residents or households) is the same
+GROUP BY without a token. Until migration 0027 has run, the residents are joined to their
+homes and to the token rows older nodes write instead. A measure of any other field (or of
+one whose tokens are still being backfilled) has that one field decrypted in batches,
+folded into counts at once, and dropped. Nothing but the cell totals leaves this module,
+and no value (nor token) is logged.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def _own_rows(rows: RowFilter, slot: int | None) -> _Source:
 
 def _joined_rows(rows: RowFilter, field: str | None = None) -> _Source:
     """The residents joined to their homes, and to one field's token rows if told (before
-    0028, and for the decrypting count)."""
+    0027, and for the decrypting count)."""
     inner = residents_query(rows).subquery()
     resident, household, building = list(inner.columns)[:3]
     if field is None:
