@@ -34,7 +34,7 @@ from policies import Decision
 from policies.rows import building_filter, by_area
 from vault import i18n
 from vault.i18n import Message
-from vault.models import Building, utcnow
+from vault.models import utcnow
 
 ACTION: Final = "stats"
 CHINA: Final = timezone(timedelta(hours=8))  # no daylight saving: a fixed offset is exact
@@ -246,7 +246,7 @@ class StatsService:
                 today=today,
             )
 
-    def _scope(self, access: Access, decision: Decision) -> tuple[list[str], RowFilter]:
+    def _scope(self, access: Access, decision: Decision) -> tuple[ColumnElement[bool], RowFilter]:
         if not by_area(decision.rows):
             raise PolicyDenied(
                 Message("error.stats.by-area"), decision, decision_id=access.decision_id
@@ -256,11 +256,7 @@ class StatsService:
             raise PolicyDenied(
                 Message("error.stats.no-jurisdiction"), decision, decision_id=access.decision_id
             )
-        # Counting reads residents' rows from the read replica when there is one (data keys
-        # from the primary); the budget and its ledger entry stay on the primary.
-        with self.gate.runtime.vault.read_sessions() as session:
-            buildings = list(session.scalars(select(Building.id).where(where)))
-        return buildings, lambda residents: self.gate.row_filter(access, decision, residents)
+        return where, lambda residents: self.gate.row_filter(access, decision, residents)
 
     def _count(
         self,
@@ -274,6 +270,8 @@ class StatsService:
         (its cells are the totals, published as that measure publishes them)."""
         buildings, rows = self._scope(access, decision)
         store = self.gate.runtime.vault.store
+        # Counting reads residents' rows from the read replica when there is one (data keys
+        # from the primary); the budget and its ledger entry stay on the primary.
         with self.gate.runtime.vault.read_sessions() as session:
             tree = places(session, buildings)
             counted = count(session, store, measure, tree, rows, today=today, bound=bound)

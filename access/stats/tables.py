@@ -64,14 +64,15 @@ class Counted:
     contributors: Table
 
 
-def places(session: Session, building_ids: Sequence[str]) -> list[Place]:
-    """The jurisdiction's tree, parents first: all of it, then communities, grids,
-    buildings (with their public names). Places without residents are listed too."""
+def places(session: Session, covered: ColumnElement[bool]) -> list[Place]:
+    """The jurisdiction's tree, parents first: all of it, then communities, grids, the
+    buildings `covered` (a condition over Building) selects, with their public names.
+    Places without residents are listed too."""
     rows = session.execute(
         select(Building.id, Building.name, Grid.id, Grid.name, Community.id, Community.name)
         .join(Grid, Grid.id == Building.grid_id)
         .join(Community, Community.id == Building.community_id)
-        .where(Building.id.in_(list(building_ids)))
+        .where(covered)
         .order_by(Community.id, Grid.id, Building.id)
     ).all()
     tree = [Place(ROOT, "jurisdiction", None, "")]
