@@ -157,7 +157,9 @@ class ResidentStore:
         legacy = not tokens.contracted(session)
         epoch = tokens.epoch()
         buildings = (
-            {} if legacy else home_buildings(session, [r.household_id or "" for r in residents])
+            {}
+            if legacy
+            else home_buildings(session, [r.household_id for r in residents if r.household_id])
         )
         for new, normalised in prepared:
             resident_id = new.resident_id or new_id("r")

@@ -268,12 +268,12 @@ class StatsService:
     ) -> tuple[list[Place], Counted, Counted | None]:
         """The measure, and for a table with a total column the residents measure too
         (its cells are the totals, published as that measure publishes them)."""
-        buildings, rows = self._scope(access, decision)
+        covered, rows = self._scope(access, decision)
         store = self.gate.runtime.vault.store
         # Counting reads residents' rows from the read replica when there is one (data keys
         # from the primary); the budget and its ledger entry stay on the primary.
         with self.gate.runtime.vault.read_sessions() as session:
-            tree = places(session, buildings)
+            tree = places(session, covered)
             counted = count(session, store, measure, tree, rows, today=today, bound=bound)
             residents = None
             if len(measure.categories) > 1:

@@ -1,9 +1,8 @@
 """Counting residents without returning rows: a measure's cells per building, rolled up.
 
-The caller (the statistics service) hands over which buildings are in scope and the
-decision's row filter (over `Resident` and `Building`, from `policies.rows`); decoys are
-never counted. Only the structure (which household lives in which building) is read in
-clear.
+The caller (the statistics service) hands over the buildings in scope (a condition over
+`Building`) and the decision's row filter (from `policies.rows`); decoys are never
+counted. Only the structure (which household lives in which building) is read in clear.
 
 A measure whose field has statistics tokens (vault/stat_tokens.py) is one SQL GROUP BY of
 `resident_stats`, one row per counted resident with their building and a slot per field,
@@ -375,9 +374,3 @@ def _rolled_population(tree: Sequence[Place], per_building: dict[str, int]) -> d
             if place.level == level and place.parent is not None:
                 result[place.parent] += result[place.id]
     return result
-
-
-def baseline_count(session: Session, rows: RowFilter) -> int:
-    """A plain SQL COUNT of the same residents (the benchmark's baseline)."""
-    query = residents_query(rows).subquery()
-    return int(session.scalar(select(func.count()).select_from(query)) or 0)
